@@ -1,0 +1,35 @@
+"""moelearn: consistent learning of mixture-of-experts models.
+
+The package reads like the pipeline: ``links`` -> ``transforms`` (output
+transforms Q_m) -> ``moments`` (mergeable statistics) -> ``experts`` ->
+``gating`` -> ``refine`` (maximum likelihood and baselines) -> ``estimator``.
+"""
+
+from .experts import ExpertRecoveryResult, recover_experts
+from .links import Link, available_links, get_link, register_link
+from .metrics import RecoveryErrors, expert_error, parameter_errors
+from .model import MoEParams, make_moe, sample
+from .moments import MomentAccumulator, ReducedMomentAccumulator, Whitening
+from .transforms import OutputTransform, output_transform
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ExpertRecoveryResult",
+    "Link",
+    "MoEParams",
+    "MomentAccumulator",
+    "OutputTransform",
+    "RecoveryErrors",
+    "ReducedMomentAccumulator",
+    "Whitening",
+    "available_links",
+    "expert_error",
+    "get_link",
+    "make_moe",
+    "output_transform",
+    "parameter_errors",
+    "recover_experts",
+    "register_link",
+    "sample",
+]

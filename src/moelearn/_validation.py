@@ -1,0 +1,115 @@
+"""Input checks shared by the functional API and the estimator."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from sklearn.utils import check_consistent_length
+from sklearn.utils.validation import check_array
+
+from .links import get_link
+from .moments import iter_chunks
+
+
+def check_int(name, value, minimum=None, maximum=None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def check_real(name, value, minimum=None, strict=False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        op = ">" if strict else ">="
+        raise ValueError(f"{name} must be {op} {minimum}, got {value}")
+    return value
+
+
+def check_noise_std(noise_std):
+    if noise_std is None:
+        return None
+    return check_real("noise_std", noise_std, minimum=0.0)
+
+
+def check_link(link):
+    """Resolve ``link``; unknown names raise ValueError, other types TypeError."""
+    return get_link(link)
+
+
+def _is_out_of_core(X) -> bool:
+    return isinstance(X, np.memmap)
+
+
+def check_Xy(X, y, *, min_samples=2):
+    """Validate a regression data set; return float arrays (memory maps left on disk).
+
+    Raises ValueError for NaN/inf, wrong dimensions, mismatched lengths, too
+    few samples or a constant target, TypeError for non-numeric data.
+    """
+    if X is None or y is None:
+        raise ValueError("X and y are both required")
+    if _is_out_of_core(X):
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+        if not np.issubdtype(X.dtype, np.number):
+            raise TypeError(f"X must be numeric, got dtype {X.dtype}")
+        y = _check_y(y)
+        check_consistent_length(X, y)
+        if X.shape[0] < min_samples:
+            raise ValueError(f"need at least {min_samples} samples, got {X.shape[0]}")
+        for Xc, _ in iter_chunks(X, y):
+            if not np.all(np.isfinite(Xc)):
+                raise ValueError("X contains NaN or infinite values")
+    else:
+        try:
+            X = check_array(X, dtype=np.float64, ensure_min_samples=min_samples,
+                            input_name="X")
+        except ValueError as exc:
+            raise _rephrase(exc) from exc
+        y = _check_y(y)
+        check_consistent_length(X, y)
+    if X.shape[1] < 1:
+        raise ValueError("X must have at least one feature")
+    if np.ptp(y) == 0:
+        raise ValueError("y is constant: a mixture of experts needs a target that varies")
+    return X, y
+
+
+def _check_y(y):
+    try:
+        y = check_array(y, dtype=np.float64, ensure_2d=False, input_name="y")
+    except ValueError as exc:
+        raise _rephrase(exc) from exc
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D (n_samples,), got shape {y.shape}")
+    return y
+
+
+def _rephrase(exc: ValueError) -> Exception:
+    msg = str(exc)
+    if "could not convert" in msg or "dtype" in msg and "object" in msg:
+        return TypeError(f"data must be numeric: {msg}")
+    return ValueError(msg)
+
+
+def check_n_experts(n_experts, n_features=None, *, moment_method=False) -> int:
+    k = check_int("n_experts", n_experts, minimum=1)
+    if moment_method and n_features is not None and k > n_features:
+        raise ValueError(
+            f"the moment methods need n_experts <= n_features, got n_experts={k} > "
+            f"n_features={n_features}: use fewer experts, or the estimator (which falls "
+            "back to a random initialisation when k > d)"
+        )
+    return k

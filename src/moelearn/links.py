@@ -1,0 +1,167 @@
+"""Expert non-linearities ("links") g with their derivatives.
+
+A :class:`Link` bundles a vectorised function ``g``, its derivative ``g'``
+and the points where ``g`` is not smooth (so that quadrature can split the
+real line there).  Built-in links are looked up by name; any user callable
+becomes a link through :func:`get_link`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from scipy.special import expit, log_expit
+
+__all__ = ["Link", "get_link", "available_links", "register_link"]
+
+ArrayFunc = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True, eq=False)
+class Link:
+    """A scalar non-linearity applied element-wise.
+
+    Parameters
+    ----------
+    name : str
+        Registry name, or a descriptive name for a user function.
+    func : callable
+        Vectorised ``g``.
+    derivative : callable
+        Vectorised ``g'``.
+    kinks : tuple of float
+        Points where ``g`` or ``g'`` is not smooth (quadrature splits there).
+    builtin : bool
+        Whether the link comes from the registry (only those can be saved by name).
+    """
+
+    name: str
+    func: ArrayFunc
+    derivative: ArrayFunc
+    kinks: tuple = field(default=())
+    builtin: bool = False
+
+    def __call__(self, t):
+        return self.func(np.asarray(t, dtype=float))
+
+    def grad(self, t):
+        """Derivative ``g'(t)``."""
+        return self.derivative(np.asarray(t, dtype=float))
+
+    @property
+    def is_linear(self) -> bool:
+        return self.name == "linear"
+
+    def __repr__(self) -> str:
+        return f"Link({self.name!r})"
+
+
+def _leaky(slope):
+    return Link(
+        "leaky_relu",
+        lambda t: np.where(t > 0, t, slope * t),
+        lambda t: np.where(t > 0, 1.0, slope),
+        kinks=(0.0,),
+        builtin=True,
+    )
+
+
+def _softplus_grad(t):
+    return expit(t)
+
+
+_REGISTRY: dict[str, Link] = {
+    "linear": Link("linear", lambda t: t.copy(), np.ones_like, builtin=True),
+    "relu": Link(
+        "relu",
+        lambda t: np.maximum(t, 0.0),
+        lambda t: (t > 0).astype(float),
+        kinks=(0.0,),
+        builtin=True,
+    ),
+    "leaky_relu": _leaky(0.1),
+    "sigmoid": Link("sigmoid", expit, lambda t: expit(t) * expit(-t), builtin=True),
+    "tanh": Link("tanh", np.tanh, lambda t: 1.0 - np.tanh(t) ** 2, builtin=True),
+    # softplus(t) = -log_expit(-t) is the overflow-free form of log(1 + e^t).
+    "softplus": Link("softplus", lambda t: -log_expit(-t), _softplus_grad, builtin=True),
+}
+
+
+def available_links() -> list[str]:
+    """Names of the registered links."""
+    return sorted(_REGISTRY)
+
+
+def register_link(name: str, func: ArrayFunc, derivative: ArrayFunc | None = None, kinks=()):
+    """Register a new named link so it can be used (and saved) by name."""
+    if not isinstance(name, str) or not name:
+        raise TypeError("link name must be a non-empty string")
+    link = _make_user_link(func, derivative, name, kinks)
+    _REGISTRY[name] = Link(name, link.func, link.derivative, tuple(kinks), builtin=True)
+    return _REGISTRY[name]
+
+
+def _numerical_derivative(func: ArrayFunc) -> ArrayFunc:
+    def derivative(t):
+        t = np.asarray(t, dtype=float)
+        h = 1e-5 * np.maximum(1.0, np.abs(t))
+        return (func(t + h) - func(t - h)) / (2 * h)
+
+    return derivative
+
+
+def _make_user_link(func, derivative, name, kinks) -> Link:
+    if not callable(func):
+        raise TypeError(f"link must be a name or a callable, got {type(func).__name__}")
+    if derivative is not None and not callable(derivative):
+        raise TypeError("link derivative must be callable")
+
+    def vfunc(t):
+        return np.asarray(func(t), dtype=float)
+
+    probe = np.linspace(-3, 3, 7)
+    try:
+        out = vfunc(probe)
+    except Exception as exc:  # user code: report it as a bad argument
+        raise ValueError(f"link callable failed on a test array: {exc}") from exc
+    if out.shape != probe.shape or not np.all(np.isfinite(out)):
+        raise ValueError(
+            "link callable must map an array of shape (n,) to finite values of the same shape"
+        )
+    if derivative is None:
+        dfunc = _numerical_derivative(vfunc)
+    else:
+
+        def dfunc(t):
+            return np.asarray(derivative(t), dtype=float)
+
+    return Link(name, vfunc, dfunc, tuple(float(k) for k in kinks), builtin=False)
+
+
+def get_link(link) -> Link:
+    """Return the :class:`Link` for a name, a ``Link`` or a user callable.
+
+    Parameters
+    ----------
+    link : str, Link or callable
+        A registry name (see :func:`available_links`), an existing link, or a
+        vectorised function ``g``.  A ``(g, g_prime)`` tuple supplies the
+        derivative; otherwise it is taken by central differences.
+    """
+    if isinstance(link, Link):
+        return link
+    if isinstance(link, str):
+        try:
+            return _REGISTRY[link]
+        except KeyError:
+            raise ValueError(
+                f"unknown link {link!r}; choose one of {available_links()} or pass a callable"
+            ) from None
+    if isinstance(link, tuple) and len(link) == 2:
+        func, derivative = link
+        return _make_user_link(func, derivative, getattr(func, "__name__", "custom"), ())
+    if callable(link):
+        return _make_user_link(link, None, getattr(link, "__name__", "custom"), ())
+    raise TypeError(f"link must be a name, a Link or a callable, got {type(link).__name__}")

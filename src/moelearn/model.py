@@ -1,0 +1,279 @@
+"""The mixture-of-experts model (DESIGN §1): parameters, probabilities, sampling.
+
+``p_i(x) = softmax_i(<w_i, x> + c_i)`` chooses expert ``i``, which answers
+``y = g(<a_i, x> + b_i) + eps``, ``eps ~ N(0, sigma_i^2)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import log_softmax, logsumexp
+from sklearn.utils import check_random_state
+
+from .links import Link, get_link
+
+__all__ = ["MoEParams", "make_moe", "sample"]
+
+_LOG_2PI = np.log(2.0 * np.pi)
+
+
+def _as_matrix(name, value):
+    arr = np.asarray(value, dtype=float)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array of shape (n_experts, n_features), "
+                         f"got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def _as_vector(name, value, k, default=0.0):
+    if value is None:
+        return np.full(k, default)
+    arr = np.asarray(value, dtype=float)
+    if arr.ndim == 0:
+        arr = np.full(k, float(arr))
+    if arr.shape != (k,):
+        raise ValueError(f"{name} must have shape ({k},), got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+@dataclass(eq=False)
+class MoEParams:
+    """Parameters of a k-expert mixture of experts.
+
+    Parameters
+    ----------
+    experts : array of shape (k, d)
+        Row ``i`` is the expert regressor ``a_i``.
+    gating : array of shape (k, d)
+        Row ``i`` is the gating vector ``w_i``.
+    expert_bias : array of shape (k,), default zeros
+    gating_bias : array of shape (k,), default zeros
+    noise_std : float or array of shape (k,), default 1.0
+        Shared or per-expert noise standard deviation (> 0).
+    link : str, Link or callable, default "linear"
+    """
+
+    experts: np.ndarray
+    gating: np.ndarray
+    expert_bias: np.ndarray | None = None
+    gating_bias: np.ndarray | None = None
+    noise_std: float | np.ndarray = 1.0
+    link: str | Link = "linear"
+
+    def __post_init__(self):
+        self.experts = _as_matrix("experts", self.experts)
+        self.gating = _as_matrix("gating", self.gating)
+        k, d = self.experts.shape
+        if k < 1 or d < 1:
+            raise ValueError(f"experts must have at least one row and column, got {(k, d)}")
+        if self.gating.shape != (k, d):
+            raise ValueError(
+                f"gating must have the shape of experts {(k, d)}, got {self.gating.shape}"
+            )
+        self.expert_bias = _as_vector("expert_bias", self.expert_bias, k)
+        self.gating_bias = _as_vector("gating_bias", self.gating_bias, k)
+        noise = np.asarray(self.noise_std, dtype=float)
+        if noise.ndim == 0:
+            noise = float(noise)
+        elif noise.shape != (k,):
+            raise ValueError(f"noise_std must be a scalar or have shape ({k},), got {noise.shape}")
+        if not np.all(np.isfinite(noise)) or np.any(np.asarray(noise) <= 0):
+            raise ValueError(f"noise_std must be finite and > 0, got {self.noise_std}")
+        self.noise_std = noise
+        self._link = get_link(self.link)
+        if isinstance(self.link, str):
+            self.link = self._link.name
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def n_experts(self) -> int:
+        return self.experts.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.experts.shape[1]
+
+    @property
+    def link_function(self) -> Link:
+        return self._link
+
+    @property
+    def noise_vector(self) -> np.ndarray:
+        """Noise standard deviation per expert, shape (k,)."""
+        return np.broadcast_to(np.asarray(self.noise_std, dtype=float), (self.n_experts,)).copy()
+
+    def copy(self) -> MoEParams:
+        return MoEParams(
+            self.experts.copy(),
+            self.gating.copy(),
+            self.expert_bias.copy(),
+            self.gating_bias.copy(),
+            np.copy(self.noise_std) if np.ndim(self.noise_std) else float(self.noise_std),
+            self.link,
+        )
+
+    # ---------------------------------------------------------- probabilities
+    def _check_X(self, X):
+        X = np.asarray(X, dtype=float)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(
+                f"X must have shape (n_samples, {self.n_features}), got {X.shape}"
+            )
+        return X
+
+    def gating_logits(self, X) -> np.ndarray:
+        X = self._check_X(X)
+        return X @ self.gating.T + self.gating_bias
+
+    def gating_log_proba(self, X) -> np.ndarray:
+        """``log p_i(x)``, shape (n, k), by a stable log-softmax."""
+        return log_softmax(self.gating_logits(X), axis=1)
+
+    def gating_proba(self, X) -> np.ndarray:
+        """Gating probabilities ``p_i(x)``, shape (n, k)."""
+        return np.exp(self.gating_log_proba(X))
+
+    def expert_means(self, X) -> np.ndarray:
+        """``g(<a_i, x> + b_i)``, shape (n, k)."""
+        X = self._check_X(X)
+        return self._link(X @ self.experts.T + self.expert_bias)
+
+    def mean(self, X) -> np.ndarray:
+        """Mixture mean ``E[y | x] = sum_i p_i(x) g(<a_i, x> + b_i)``, shape (n,)."""
+        return np.sum(self.gating_proba(X) * self.expert_means(X), axis=1)
+
+    def joint_log_likelihood(self, X, y) -> np.ndarray:
+        """``log p_i(x) + log N(y | g(<a_i,x>+b_i), sigma_i^2)``, shape (n, k)."""
+        y = np.asarray(y, dtype=float).ravel()
+        sigma = self.noise_vector
+        resid = (y[:, None] - self.expert_means(X)) / sigma
+        log_normal = -0.5 * resid**2 - np.log(sigma) - 0.5 * _LOG_2PI
+        return self.gating_log_proba(X) + log_normal
+
+    def log_likelihood(self, X, y) -> np.ndarray:
+        """Per-sample log-likelihood ``log p(y | x)``, shape (n,)."""
+        return logsumexp(self.joint_log_likelihood(X, y), axis=1)
+
+    def posterior(self, X, y) -> np.ndarray:
+        """Posterior responsibilities ``P(z = i | x, y)``, shape (n, k)."""
+        return np.exp(log_softmax(self.joint_log_likelihood(X, y), axis=1))
+
+    # ------------------------------------------------------------- conversion
+    def to_dict(self) -> dict:
+        return {
+            "experts": self.experts.tolist(),
+            "gating": self.gating.tolist(),
+            "expert_bias": self.expert_bias.tolist(),
+            "gating_bias": self.gating_bias.tolist(),
+            "noise_std": np.asarray(self.noise_std).tolist(),
+            "link": self._link.name,
+        }
+
+
+def make_moe(
+    n_features,
+    n_experts,
+    link="linear",
+    noise_std=0.1,
+    gating_scale=1.0,
+    orthogonal_gating=True,
+    random_state=None,
+) -> MoEParams:
+    """Draw a random mixture-of-experts problem.
+
+    Experts are unit-norm Gaussian directions (linearly independent with
+    probability one when ``n_experts <= n_features``).  Gating rows have norm
+    ``gating_scale``; with ``orthogonal_gating`` they lie in the orthogonal
+    complement of the experts' span, the theory regime of the papers.
+    Intercepts are zero.
+
+    Parameters
+    ----------
+    n_features : int
+    n_experts : int
+    link : str, Link or callable
+    noise_std : float
+    gating_scale : float
+    orthogonal_gating : bool
+    random_state : int, RandomState, Generator or None
+
+    Returns
+    -------
+    MoEParams
+    """
+    for name, value in (("n_features", n_features), ("n_experts", n_experts)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if not np.isfinite(gating_scale) or gating_scale < 0:
+        raise ValueError(f"gating_scale must be finite and >= 0, got {gating_scale}")
+    if orthogonal_gating and gating_scale > 0 and n_experts >= n_features:
+        raise ValueError(
+            "orthogonal_gating needs n_experts < n_features (the gating must live in the "
+            f"orthogonal complement of the experts), got n_experts={n_experts}, "
+            f"n_features={n_features}; pass orthogonal_gating=False"
+        )
+    rng = _generator(random_state)
+    experts = rng.standard_normal((n_experts, n_features))
+    experts /= np.linalg.norm(experts, axis=1, keepdims=True)
+    gating = rng.standard_normal((n_experts, n_features))
+    if orthogonal_gating and gating_scale > 0:
+        basis, _ = np.linalg.qr(experts.T)  # (d, k) orthonormal basis of span(A)
+        gating -= (gating @ basis) @ basis.T
+    norms = np.linalg.norm(gating, axis=1, keepdims=True)
+    gating *= gating_scale / np.maximum(norms, 1e-300)
+    return MoEParams(experts, gating, noise_std=float(noise_std), link=link)
+
+
+def _generator(random_state) -> np.random.Generator:
+    """A NumPy Generator from any scikit-learn style ``random_state``."""
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    rs = check_random_state(random_state)
+    return np.random.default_rng(rs.randint(0, 2**31 - 1, size=4))
+
+
+def sample(params: MoEParams, n_samples, random_state=None, return_labels=False):
+    """Draw ``(X, y)`` from the model with ``x ~ N(0, I)``.
+
+    Parameters
+    ----------
+    params : MoEParams
+    n_samples : int
+    random_state : int, RandomState, Generator or None
+    return_labels : bool
+        Also return the index of the answering expert for each sample.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, d)
+    y : ndarray of shape (n_samples,)
+    z : ndarray of shape (n_samples,), only with ``return_labels``
+    """
+    if not isinstance(params, MoEParams):
+        raise TypeError(f"params must be a MoEParams, got {type(params).__name__}")
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)):
+        raise TypeError(f"n_samples must be an integer, got {type(n_samples).__name__}")
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    rng = _generator(random_state)
+    X = rng.standard_normal((n_samples, params.n_features))
+    X, y, z = _sample_given_x(params, X, rng)
+    return (X, y, z) if return_labels else (X, y)
+
+
+def _sample_given_x(params: MoEParams, X, rng):
+    # Gumbel-max draws z ~ Categorical(softmax(logits)) without leaving log space.
+    logits = X @ params.gating.T + params.gating_bias
+    z = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
+    pre = np.take_along_axis(X @ params.experts.T, z[:, None], axis=1)[:, 0]
+    y = params.link_function(pre + params.expert_bias[z])
+    y += params.noise_vector[z] * rng.standard_normal(X.shape[0])
+    return X, y, z
