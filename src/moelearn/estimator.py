@@ -1,0 +1,447 @@
+"""The scikit-learn estimator (DESIGN §7): consistent start, maximum-likelihood finish."""
+
+from __future__ import annotations
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .experts import recover_experts
+from .links import Link, get_link
+from .model import MoEParams, _generator, _sample_given_x
+from .refine import (
+    Data,
+    fit_squared_loss,
+    maximize_likelihood,
+    observed_information,
+    random_params,
+)
+
+__all__ = ["MixtureOfExpertsRegressor"]
+
+SOLVERS = ("moments", "landscape", "tensor", "em", "gd-nll", "gd-l2")
+
+
+class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
+    """Mixture-of-experts regression with a consistent initialisation.
+
+    ``y | x`` is a mixture of ``n_experts`` regressions ``g(<a_i, x> + b_i) +
+    N(0, sigma_i^2)`` weighted by a softmax gate ``p_i(x) ∝ exp(<w_i, x> + c_i)``.
+
+    Parameters
+    ----------
+    n_experts : int, default 2
+    link : str, Link or callable, default "linear"
+        Expert non-linearity ``g`` (see :func:`moelearn.available_links`).
+    solver : {"moments", "landscape", "tensor", "em", "gd-nll", "gd-l2"}, default "moments"
+        * ``"moments"``: standardise, recover the expert directions from
+          moments (globally consistent in the theory regime), fit their
+          lengths, intercepts, gating and noise, then refine every parameter
+          by maximum likelihood.  When the moment method cannot run
+          (``n_experts > n_features``, a link invalid for the moments, or too
+          few samples) it falls back to the best of ``n_init`` random starts
+          refined the same way (``init_method_`` says which was used).
+        * ``"landscape"``: the AISTATS 2020 pipeline - experts by the
+          landscape loss ``L_4``, gating by ``L_log``; no refinement.
+        * ``"tensor"``: the ICML 2019 pipeline - experts by tensor
+          decomposition, gating by EM with the experts fixed; no refinement.
+          The two paper pipelines assume the theory regime (unit-norm
+          experts, no expert intercepts); they standardise ``X`` only.
+        * ``"em"``, ``"gd-nll"``, ``"gd-l2"``: joint EM, joint gradient descent
+          on the negative log-likelihood, joint gradient descent on the
+          squared loss, each from ``n_init`` random starts (the baselines).
+    fit_intercept : bool, default True
+        Fit expert and gating intercepts.
+    noise : {"shared", "expert"}, default "shared"
+        One noise level, or one per expert.
+    max_iter : int, default 200
+        Iterations of the likelihood optimiser (per start).
+    tol : float, default 1e-8
+        Relative tolerance on the mean log-likelihood.
+    n_init : int, default 1
+        Random starts for the baselines and for the fallback.
+    init_params : MoEParams or None
+        Warm start, in the original units; the solver then only refines.
+    refine : {"lbfgs", "em"}, default "lbfgs"
+        Optimiser of the maximum-likelihood refinement.
+    moment_method : {"tensor", "landscape"}, default "tensor"
+        Expert recovery used by ``solver="moments"``.
+    compute_standard_errors : bool, default True
+        Compute ``standard_errors_`` from the observed information (costs
+        about ``2 * n_params`` gradient passes).
+    chunk_size : int or None
+        Rows per chunk when reading memory-mapped data.
+    random_state : int, RandomState, Generator or None
+
+    Attributes
+    ----------
+    experts_ : ndarray (n_experts, n_features_in_)
+    expert_bias_ : ndarray (n_experts,)
+    gating_ : ndarray (n_experts, n_features_in_), centred rows
+    gating_bias_ : ndarray (n_experts,), centred
+    noise_std_ : float or ndarray (n_experts,)
+    params_ : MoEParams
+        All of the above in one object.
+    n_iter_ : int
+    converged_ : bool
+    log_likelihood_ : float
+        Mean log-likelihood per training sample.
+    standard_errors_ : MoEParams or None
+        Standard errors in the layout of ``params_`` (the noise entry holds the
+        standard error of ``sigma``).
+    init_method_ : str
+    n_features_in_ : int
+    """
+
+    _parameter_constraints: dict = {
+        "n_experts": [Interval(Integral, 1, None, closed="left")],
+        "link": [str, callable, Link],
+        "solver": [StrOptions(set(SOLVERS))],
+        "fit_intercept": ["boolean"],
+        "noise": [StrOptions({"shared", "expert"})],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "init_params": [MoEParams, None],
+        "refine": [StrOptions({"lbfgs", "em"})],
+        "moment_method": [StrOptions({"tensor", "landscape"})],
+        "compute_standard_errors": ["boolean"],
+        "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        n_experts=2,
+        link="linear",
+        solver="moments",
+        fit_intercept=True,
+        noise="shared",
+        max_iter=200,
+        tol=1e-8,
+        n_init=1,
+        init_params=None,
+        refine="lbfgs",
+        moment_method="tensor",
+        compute_standard_errors=True,
+        chunk_size=None,
+        random_state=None,
+    ):
+        self.n_experts = n_experts
+        self.link = link
+        self.solver = solver
+        self.fit_intercept = fit_intercept
+        self.noise = noise
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_init = n_init
+        self.init_params = init_params
+        self.refine = refine
+        self.moment_method = moment_method
+        self.compute_standard_errors = compute_standard_errors
+        self.chunk_size = chunk_size
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y):
+        """Fit the mixture of experts.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        link = get_link(self.link)
+        X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64,
+                             ensure_min_samples=2)
+        if np.ptp(y) == 0:
+            raise ValueError("y is constant: a mixture of experts needs a target that varies")
+        rng = _generator(self.random_state)
+        k = self.n_experts
+        paper = self.solver in ("landscape", "tensor")
+        self._set_scaling(X, y, link, scale_y=not paper)
+        Xs, ys = self._to_standard(X, y)
+        data = Data(Xs, ys, self.chunk_size, n_experts=k)
+        per_expert = self.noise == "expert"
+
+        if self.init_params is not None:
+            init = self._params_to_standard(self._check_init_params(X.shape[1], link))
+            fit = self._refine(data, init, per_expert)
+            self.init_method_ = "init_params"
+        elif self.solver == "moments":
+            fit = self._fit_moments(Xs, ys, data, link, per_expert, rng)
+        elif paper:
+            fit = self._fit_paper(Xs, ys, data, link, per_expert, rng)
+        else:
+            fit = self._fit_baseline(data, link, per_expert, rng)
+
+        params = self._params_from_standard(fit.params)
+        self._store(params, fit, X, y)
+        return self
+
+    def _fit_moments(self, Xs, ys, data, link, per_expert, rng):
+        n, d = Xs.shape
+        k = self.n_experts
+        try:
+            directions = recover_experts(
+                Xs, ys, k, link=link, method=self.moment_method, random_state=rng,
+                chunk_size=self.chunk_size,
+            )
+        except ValueError as exc:
+            self.init_method_ = f"random ({exc})"
+            return self._best_of_random_starts(data, link, per_expert, rng, refine=True)
+        self.init_method_ = f"moments ({self.moment_method})"
+        start = MoEParams(directions, 0.01 * rng.standard_normal((k, d)),
+                          noise_std=_noise_start(ys, k, per_expert), link=link)
+        # Lengths, intercepts, gating and noise with the directions fixed ...
+        free = {"expert_scale", "gating", "noise"}
+        if self.fit_intercept:
+            free |= {"expert_bias", "gating_bias"}
+        step = maximize_likelihood(data, start, free=free, method="lbfgs",
+                                   per_expert_noise=per_expert, max_iter=self.max_iter,
+                                   tol=self.tol, noise_floor=_noise_floor(ys))
+        # ... then every parameter by maximum likelihood.
+        return self._refine(data, step.params, per_expert)
+
+    def _fit_paper(self, Xs, ys, data, link, per_expert, rng):
+        """The papers' two-stage pipelines: experts from moments, then gating."""
+        n, d = Xs.shape
+        k = self.n_experts
+        experts = recover_experts(Xs, ys, k, link=link, method=self.solver,
+                                  random_state=rng, chunk_size=self.chunk_size)
+        self.init_method_ = self.solver
+        start = MoEParams(experts, 0.01 * rng.standard_normal((k, d)),
+                          noise_std=_noise_start(ys, k, per_expert), link=link)
+        free = {"gating", "noise"} | ({"gating_bias"} if self.fit_intercept else set())
+        method = "lbfgs" if self.solver == "landscape" else "em"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return maximize_likelihood(data, start, free=free, method=method,
+                                       per_expert_noise=per_expert, max_iter=self.max_iter,
+                                       tol=self.tol, noise_floor=_noise_floor(ys))
+
+    def _fit_baseline(self, data, link, per_expert, rng):
+        self.init_method_ = "random"
+        return self._best_of_random_starts(data, link, per_expert, rng, refine=False)
+
+    def _best_of_random_starts(self, data, link, per_expert, rng, refine):
+        best = None
+        for _ in range(self.n_init):
+            init = random_params(data.n_features, self.n_experts, link, 1.0, rng, per_expert)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                if refine:
+                    fit = self._refine(data, init, per_expert)
+                elif self.solver == "gd-l2":
+                    fit = fit_squared_loss(data, init, max_iter=self.max_iter, tol=self.tol,
+                                           fit_intercept=self.fit_intercept)
+                else:
+                    method = "em" if self.solver == "em" else "gd"
+                    fit = maximize_likelihood(data, init, free=self._free(), method=method,
+                                              per_expert_noise=per_expert,
+                                              max_iter=self.max_iter, tol=self.tol,
+                                              noise_floor=_noise_floor(data.y))
+            if best is None or _objective(fit, self.solver) > _objective(best, self.solver):
+                best = fit
+        return best
+
+    def _free(self):
+        free = {"experts", "gating", "noise"}
+        if self.fit_intercept:
+            free |= {"expert_bias", "gating_bias"}
+        return free
+
+    def _refine(self, data, init, per_expert):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return maximize_likelihood(data, init, free=self._free(), method=self.refine,
+                                       per_expert_noise=per_expert, max_iter=self.max_iter,
+                                       tol=self.tol, noise_floor=_noise_floor(data.y))
+
+    # ------------------------------------------------------------ scaling
+    def _set_scaling(self, X, y, link, scale_y):
+        """Standardise X (always) and y (linear link only: other links fix the output scale)."""
+        self._x_mean = X.mean(axis=0) if self.fit_intercept else np.zeros(X.shape[1])
+        scale = X.std(axis=0)
+        self._x_scale = np.where(scale > 1e-12 * max(1.0, np.abs(X).max()), scale, 1.0)
+        if link.is_linear and scale_y:
+            self._y_mean = float(y.mean()) if self.fit_intercept else 0.0
+            self._y_scale = float(y.std())
+        else:
+            self._y_mean, self._y_scale = 0.0, 1.0
+
+    def _to_standard(self, X, y):
+        return (X - self._x_mean) / self._x_scale, (y - self._y_mean) / self._y_scale
+
+    def _params_from_standard(self, p: MoEParams) -> MoEParams:
+        sy, my = self._y_scale, self._y_mean
+        A = p.experts / self._x_scale
+        W = p.gating / self._x_scale
+        b = sy * (p.expert_bias - A @ self._x_mean) + my
+        c = p.gating_bias - W @ self._x_mean
+        noise = sy * (p.noise_vector if np.ndim(p.noise_std) else float(p.noise_std))
+        return MoEParams(sy * A, W - W.mean(0), b, c - c.mean(), noise, p.link)
+
+    def _params_to_standard(self, p: MoEParams) -> MoEParams:
+        sy, my = self._y_scale, self._y_mean
+        A = p.experts / sy
+        b = (p.expert_bias - my) / sy + A @ self._x_mean
+        c = p.gating_bias + p.gating @ self._x_mean
+        noise = p.noise_vector / sy
+        if self.noise == "shared":
+            noise = float(np.mean(noise))
+        return MoEParams(A * self._x_scale, p.gating * self._x_scale, b, c, noise, p.link)
+
+    def _check_init_params(self, d, link):
+        p = self.init_params
+        if p.n_features != d or p.n_experts != self.n_experts:
+            raise ValueError(
+                f"init_params has {p.n_experts} experts and {p.n_features} features; "
+                f"expected {self.n_experts} and {d}"
+            )
+        return MoEParams(p.experts, p.gating, p.expert_bias, p.gating_bias, p.noise_std, link)
+
+    def _store(self, params, fit, X, y):
+        self.params_ = params
+        self.experts_ = params.experts
+        self.expert_bias_ = params.expert_bias
+        self.gating_ = params.gating
+        self.gating_bias_ = params.gating_bias
+        self.noise_std_ = params.noise_std
+        self.n_iter_ = int(fit.n_iter)
+        self.converged_ = bool(fit.converged)
+        self.log_likelihood_ = float(np.mean(params.log_likelihood(X, y)))
+        self.standard_errors_ = None
+        if not self.converged_:
+            warnings.warn(
+                f"{self.solver} solver did not converge in max_iter={self.max_iter} "
+                "iterations; increase max_iter", ConvergenceWarning, stacklevel=3)
+        if self.compute_standard_errors:
+            self.standard_errors_ = self._standard_errors(X, y)
+
+    def _standard_errors(self, X, y):
+        """Standard errors from the observed information, in the original units.
+
+        The gating is identified only up to a common shift of its rows; the
+        pseudo-inverse gives the covariance of the centred parametrisation.
+        """
+        p = self.params_
+        per_expert = self.noise == "expert"
+        info, _ = observed_information(Data(X, y, self.chunk_size, self.n_experts), p,
+                                       per_expert_noise=per_expert,
+                                       fit_intercept=self.fit_intercept)
+        cov = np.linalg.pinv(info, rcond=1e-10, hermitian=True)
+        se = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+        k, d = p.n_experts, p.n_features
+        pos = 0
+
+        def take(size):
+            nonlocal pos
+            out = se[pos : pos + size]
+            pos += size
+            return out
+
+        A = take(k * d).reshape(k, d)
+        b = take(k) if self.fit_intercept else np.zeros(k)
+        W = take(k * d).reshape(k, d)
+        c = take(k) if self.fit_intercept else np.zeros(k)
+        log_sigma = take(k if per_expert else 1)
+        noise = log_sigma * p.noise_vector if per_expert else float(log_sigma[0] * p.noise_std)
+        return _LooseParams(A, W, b, c, noise, p.link)
+
+    # -------------------------------------------------------------- predict
+    def _check_X(self, X):
+        check_is_fitted(self)
+        return validate_data(self, X, reset=False, dtype=np.float64)
+
+    def predict(self, X):
+        """Mixture mean ``E[y | x]``, shape (n_samples,)."""
+        return self.params_.mean(self._check_X(X))
+
+    def predict_gating(self, X):
+        """Gating probabilities, shape (n_samples, n_experts)."""
+        return self.params_.gating_proba(self._check_X(X))
+
+    def predict_experts(self, X):
+        """Each expert's prediction ``g(<a_i, x> + b_i)``, shape (n_samples, n_experts)."""
+        return self.params_.expert_means(self._check_X(X))
+
+    def score_samples(self, X, y):
+        """Log-likelihood of each ``(x, y)`` pair, shape (n_samples,)."""
+        X = self._check_X(X)
+        y = np.asarray(y, dtype=float).ravel()
+        if y.shape[0] != X.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}")
+        if not np.all(np.isfinite(y)):
+            raise ValueError("y contains NaN or infinite values")
+        return self.params_.log_likelihood(X, y)
+
+    def sample(self, X, random_state=None, return_labels=False):
+        """Draw ``y ~ p(y | x)`` for each row of ``X`` (and the answering expert)."""
+        X = self._check_X(X)
+        _, y, z = _sample_given_x(self.params_, X, _generator(random_state))
+        return (y, z) if return_labels else y
+
+    def _n_parameters(self):
+        k, d = self.n_experts, self.n_features_in_
+        per = d + (1 if self.fit_intercept else 0)
+        noise = k if self.noise == "expert" else 1
+        return k * per + (k - 1) * per + noise
+
+    def bic(self, X, y):
+        """Bayesian information criterion on ``(X, y)`` (lower is better)."""
+        ll = self.score_samples(X, y)
+        return -2.0 * ll.sum() + self._n_parameters() * np.log(len(ll))
+
+    def aic(self, X, y):
+        """Akaike information criterion on ``(X, y)`` (lower is better)."""
+        return -2.0 * self.score_samples(X, y).sum() + 2.0 * self._n_parameters()
+
+    def save(self, path):
+        """Save the fitted model without pickle (see :func:`moelearn.load`)."""
+        from .persistence import save_model
+
+        check_is_fitted(self)
+        save_model(self, path)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.single_output = True
+        return tags
+
+
+class _LooseParams(MoEParams):
+    """MoEParams without the positivity check (standard errors may be zero)."""
+
+    def __post_init__(self):
+        self.experts = np.asarray(self.experts, float)
+        self.gating = np.asarray(self.gating, float)
+        self.expert_bias = np.asarray(self.expert_bias, float)
+        self.gating_bias = np.asarray(self.gating_bias, float)
+        self._link = get_link(self.link)
+
+
+def _noise_start(ys, k, per_expert):
+    s = float(np.std(ys))
+    return np.full(k, s) if per_expert else s
+
+
+def _noise_floor(ys):
+    return 1e-6 * max(float(np.std(ys)), 1e-300)
+
+
+def _objective(fit, solver):
+    if solver == "gd-l2":
+        return -fit.history[-1]  # lower squared loss is better
+    return fit.log_likelihood
+
