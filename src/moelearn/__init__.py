@@ -5,11 +5,14 @@ transforms Q_m) -> ``moments`` (mergeable statistics) -> ``experts`` ->
 ``gating`` -> ``refine`` (maximum likelihood and baselines) -> ``estimator``.
 """
 
+from .estimator import MixtureOfExpertsRegressor
 from .experts import ExpertRecoveryResult, recover_experts
+from .gating import recover_gating
 from .links import Link, available_links, get_link, register_link
 from .metrics import RecoveryErrors, expert_error, parameter_errors
 from .model import MoEParams, make_moe, sample
 from .moments import MomentAccumulator, ReducedMomentAccumulator, Whitening
+from .persistence import load
 from .transforms import OutputTransform, output_transform
 
 __version__ = "0.1.0"
@@ -17,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ExpertRecoveryResult",
     "Link",
+    "MixtureOfExpertsRegressor",
     "MoEParams",
     "MomentAccumulator",
     "OutputTransform",
@@ -26,10 +30,12 @@ __all__ = [
     "available_links",
     "expert_error",
     "get_link",
+    "load",
     "make_moe",
     "output_transform",
     "parameter_errors",
     "recover_experts",
+    "recover_gating",
     "register_link",
     "sample",
 ]

@@ -366,15 +366,18 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
 
     def predict(self, X):
         """Mixture mean ``E[y | x]``, shape (n_samples,)."""
-        return self.params_.mean(self._check_X(X))
+        X = self._check_X(X)
+        return self.params_.mean(X)
 
     def predict_gating(self, X):
         """Gating probabilities, shape (n_samples, n_experts)."""
-        return self.params_.gating_proba(self._check_X(X))
+        X = self._check_X(X)
+        return self.params_.gating_proba(X)
 
     def predict_experts(self, X):
         """Each expert's prediction ``g(<a_i, x> + b_i)``, shape (n_samples, n_experts)."""
-        return self.params_.expert_means(self._check_X(X))
+        X = self._check_X(X)
+        return self.params_.expert_means(X)
 
     def score_samples(self, X, y):
         """Log-likelihood of each ``(x, y)`` pair, shape (n_samples,)."""
@@ -413,6 +416,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
 
         check_is_fitted(self)
         save_model(self, path)
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "params_")
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

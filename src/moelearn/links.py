@@ -58,34 +58,55 @@ class Link:
         return f"Link({self.name!r})"
 
 
-def _leaky(slope):
-    return Link(
-        "leaky_relu",
-        lambda t: np.where(t > 0, t, slope * t),
-        lambda t: np.where(t > 0, 1.0, slope),
-        kinks=(0.0,),
-        builtin=True,
-    )
+# Module-level functions (not lambdas) so that links, and the models holding
+# them, can be pickled by users who want to (moelearn's own files never do).
+def _identity(t):
+    return t.copy()
 
 
-def _softplus_grad(t):
-    return expit(t)
+def _ones(t):
+    return np.ones_like(t)
+
+
+def _relu(t):
+    return np.maximum(t, 0.0)
+
+
+def _step(t):
+    return (t > 0).astype(float)
+
+
+_LEAKY_SLOPE = 0.1
+
+
+def _leaky_relu(t):
+    return np.where(t > 0, t, _LEAKY_SLOPE * t)
+
+
+def _leaky_step(t):
+    return np.where(t > 0, 1.0, _LEAKY_SLOPE)
+
+
+def _sigmoid_grad(t):
+    return expit(t) * expit(-t)
+
+
+def _tanh_grad(t):
+    return 1.0 - np.tanh(t) ** 2
+
+
+def _softplus(t):
+    # softplus(t) = -log_expit(-t) is the overflow-free form of log(1 + e^t).
+    return -log_expit(-t)
 
 
 _REGISTRY: dict[str, Link] = {
-    "linear": Link("linear", lambda t: t.copy(), np.ones_like, builtin=True),
-    "relu": Link(
-        "relu",
-        lambda t: np.maximum(t, 0.0),
-        lambda t: (t > 0).astype(float),
-        kinks=(0.0,),
-        builtin=True,
-    ),
-    "leaky_relu": _leaky(0.1),
-    "sigmoid": Link("sigmoid", expit, lambda t: expit(t) * expit(-t), builtin=True),
-    "tanh": Link("tanh", np.tanh, lambda t: 1.0 - np.tanh(t) ** 2, builtin=True),
-    # softplus(t) = -log_expit(-t) is the overflow-free form of log(1 + e^t).
-    "softplus": Link("softplus", lambda t: -log_expit(-t), _softplus_grad, builtin=True),
+    "linear": Link("linear", _identity, _ones, builtin=True),
+    "relu": Link("relu", _relu, _step, kinks=(0.0,), builtin=True),
+    "leaky_relu": Link("leaky_relu", _leaky_relu, _leaky_step, kinks=(0.0,), builtin=True),
+    "sigmoid": Link("sigmoid", expit, _sigmoid_grad, builtin=True),
+    "tanh": Link("tanh", np.tanh, _tanh_grad, builtin=True),
+    "softplus": Link("softplus", _softplus, expit, builtin=True),
 }
 
 
@@ -123,7 +144,8 @@ def _make_user_link(func, derivative, name, kinks) -> Link:
 
     probe = np.linspace(-3, 3, 7)
     try:
-        out = vfunc(probe)
+        with np.errstate(all="ignore"):  # judged by the finiteness check below
+            out = vfunc(probe)
     except Exception as exc:  # user code: report it as a bad argument
         raise ValueError(f"link callable failed on a test array: {exc}") from exc
     if out.shape != probe.shape or not np.all(np.isfinite(out)):

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import log_softmax, logsumexp
 from sklearn.utils import check_random_state
 
+from ._logspace import logsumexp_k, softmax_k
 from .links import Link, get_link
 
 __all__ = ["MoEParams", "make_moe", "sample"]
@@ -131,13 +131,17 @@ class MoEParams:
         X = self._check_X(X)
         return X @ self.gating.T + self.gating_bias
 
+    def _gating_k(self, X):
+        # (k, n) layout: reductions over experts stay vectorised (see _logspace)
+        return softmax_k(self.gating @ X.T + self.gating_bias[:, None])
+
     def gating_log_proba(self, X) -> np.ndarray:
         """``log p_i(x)``, shape (n, k), by a stable log-softmax."""
-        return log_softmax(self.gating_logits(X), axis=1)
+        return self._gating_k(self._check_X(X))[0].T
 
     def gating_proba(self, X) -> np.ndarray:
         """Gating probabilities ``p_i(x)``, shape (n, k)."""
-        return np.exp(self.gating_log_proba(X))
+        return self._gating_k(self._check_X(X))[1].T
 
     def expert_means(self, X) -> np.ndarray:
         """``g(<a_i, x> + b_i)``, shape (n, k)."""
@@ -146,23 +150,31 @@ class MoEParams:
 
     def mean(self, X) -> np.ndarray:
         """Mixture mean ``E[y | x] = sum_i p_i(x) g(<a_i, x> + b_i)``, shape (n,)."""
-        return np.sum(self.gating_proba(X) * self.expert_means(X), axis=1)
+        X = self._check_X(X)
+        p = self._gating_k(X)[1]
+        return np.sum(p * self._link(self.experts @ X.T + self.expert_bias[:, None]), axis=0)
+
+    def _joint_k(self, X, y):
+        X = self._check_X(X)
+        y = np.asarray(y, dtype=float).ravel()
+        if y.shape[0] != X.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}")
+        sigma = self.noise_vector[:, None]
+        mu = self._link(self.experts @ X.T + self.expert_bias[:, None])
+        resid = (y - mu) / sigma
+        return self._gating_k(X)[0] - 0.5 * resid**2 - (np.log(sigma) + 0.5 * _LOG_2PI)
 
     def joint_log_likelihood(self, X, y) -> np.ndarray:
         """``log p_i(x) + log N(y | g(<a_i,x>+b_i), sigma_i^2)``, shape (n, k)."""
-        y = np.asarray(y, dtype=float).ravel()
-        sigma = self.noise_vector
-        resid = (y[:, None] - self.expert_means(X)) / sigma
-        log_normal = -0.5 * resid**2 - np.log(sigma) - 0.5 * _LOG_2PI
-        return self.gating_log_proba(X) + log_normal
+        return self._joint_k(X, y).T
 
     def log_likelihood(self, X, y) -> np.ndarray:
         """Per-sample log-likelihood ``log p(y | x)``, shape (n,)."""
-        return logsumexp(self.joint_log_likelihood(X, y), axis=1)
+        return logsumexp_k(self._joint_k(X, y))[0]
 
     def posterior(self, X, y) -> np.ndarray:
         """Posterior responsibilities ``P(z = i | x, y)``, shape (n, k)."""
-        return np.exp(log_softmax(self.joint_log_likelihood(X, y), axis=1))
+        return logsumexp_k(self._joint_k(X, y))[1].T
 
     # ------------------------------------------------------------- conversion
     def to_dict(self) -> dict:

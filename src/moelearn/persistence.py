@@ -1,0 +1,171 @@
+"""Saving and loading fitted models without pickle.
+
+A model file is an uncompressed ``.npz`` archive holding only numeric arrays
+and one JSON document (stored as a byte array).  It is read with
+``allow_pickle=False``, so no code can run from a file, and every field is
+validated before a model is built from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+
+import numpy as np
+
+from .links import get_link
+from .model import MoEParams
+
+__all__ = ["save_model", "load", "FORMAT_VERSION"]
+
+FORMAT = "moelearn-model"
+FORMAT_VERSION = 1
+_MAX_SIZE = 10**8  # entries: refuse absurd sizes before allocating them
+_ARRAYS = ("experts", "gating", "expert_bias", "gating_bias", "noise_std",
+           "x_mean", "x_scale")
+
+
+def save_model(estimator, path):
+    """Write a fitted :class:`~moelearn.MixtureOfExpertsRegressor` to ``path``."""
+    link = get_link(estimator.params_.link)
+    if not link.builtin:
+        raise ValueError(
+            f"cannot save a model with the unregistered link {link.name!r}: register it "
+            "with moelearn.register_link so that it can be restored by name"
+        )
+    meta = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "link": link.name,
+        "n_experts": int(estimator.n_experts),
+        "n_features": int(estimator.n_features_in_),
+        "params": {k: v for k, v in estimator.get_params().items()
+                   if k not in ("init_params", "link", "random_state")},
+        "random_state": estimator.random_state if isinstance(estimator.random_state, int)
+        else None,
+        "fitted": {
+            "n_iter_": estimator.n_iter_,
+            "converged_": estimator.converged_,
+            "log_likelihood_": estimator.log_likelihood_,
+            "init_method_": estimator.init_method_,
+            "y_mean": estimator._y_mean,
+            "y_scale": estimator._y_scale,
+        },
+    }
+    p = estimator.params_
+    arrays = {
+        "experts": p.experts,
+        "gating": p.gating,
+        "expert_bias": p.expert_bias,
+        "gating_bias": p.gating_bias,
+        "noise_std": np.atleast_1d(np.asarray(p.noise_std, dtype=float)),
+        "x_mean": estimator._x_mean,
+        "x_scale": estimator._x_scale,
+    }
+    meta_bytes = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    path = os.fspath(path)
+    with open(path, "wb") as fh:
+        np.savez(fh, __meta__=meta_bytes, **arrays)
+
+
+def _fail(path, why):
+    raise ValueError(f"{path!s} is not a valid moelearn model file: {why}")
+
+
+def load(path):
+    """Load a model saved by :meth:`MixtureOfExpertsRegressor.save`.
+
+    Raises
+    ------
+    ValueError
+        If the file is truncated, corrupted, of an unknown version, or holds
+        wrong shapes or values.  Nothing in the file is ever unpickled.
+    """
+    from .estimator import MixtureOfExpertsRegressor
+
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = set(archive.files)
+            missing = {"__meta__", *_ARRAYS} - names
+            if missing:
+                _fail(path, f"missing entries {sorted(missing)}")
+            raw = {}
+            for name in ("__meta__", *_ARRAYS):
+                arr = archive[name]
+                if arr.size > _MAX_SIZE:
+                    _fail(path, f"entry {name!r} is absurdly large ({arr.size} values)")
+                raw[name] = arr
+    except ValueError as exc:
+        if "not a valid moelearn model file" in str(exc):
+            raise
+        _fail(path, str(exc))
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+        _fail(path, f"cannot read it ({type(exc).__name__}: {exc})")
+
+    meta_arr = raw["__meta__"]
+    if meta_arr.dtype != np.uint8 or meta_arr.ndim != 1:
+        _fail(path, "metadata has the wrong type")
+    try:
+        meta = json.loads(meta_arr.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        _fail(path, f"metadata is not JSON ({exc})")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        _fail(path, "wrong format tag")
+    if meta.get("version") != FORMAT_VERSION:
+        _fail(path, f"unknown format version {meta.get('version')!r} "
+                    f"(this moelearn reads version {FORMAT_VERSION})")
+    try:
+        k = int(meta["n_experts"])
+        d = int(meta["n_features"])
+        link = get_link(str(meta["link"]))
+        params = dict(meta["params"])
+        fitted = dict(meta["fitted"])
+    except (KeyError, TypeError, ValueError) as exc:
+        _fail(path, f"bad metadata ({exc})")
+    if not (1 <= k <= 10**4 and 1 <= d <= 10**6):
+        _fail(path, f"implausible sizes n_experts={k}, n_features={d}")
+
+    expected = {"experts": (k, d), "gating": (k, d), "expert_bias": (k,),
+                "gating_bias": (k,), "x_mean": (d,), "x_scale": (d,)}
+    for name, shape in expected.items():
+        if raw[name].shape != shape:
+            _fail(path, f"{name} has shape {raw[name].shape}, expected {shape}")
+    noise = raw["noise_std"]
+    if noise.shape not in ((1,), (k,)):
+        _fail(path, f"noise_std has shape {noise.shape}")
+    for name in _ARRAYS:
+        if raw[name].dtype.kind != "f" or not np.all(np.isfinite(raw[name])):
+            _fail(path, f"{name} must hold finite floating-point numbers")
+    if np.any(raw["x_scale"] <= 0):
+        _fail(path, "x_scale must be positive")
+
+    try:
+        est = MixtureOfExpertsRegressor(link=link.name)
+        valid = {key: value for key, value in params.items() if key in est.get_params()}
+        est.set_params(**valid, random_state=meta.get("random_state"))
+        est._validate_params()
+        if est.n_experts != k:
+            _fail(path, "n_experts disagrees with the arrays")
+        p = MoEParams(raw["experts"], raw["gating"], raw["expert_bias"], raw["gating_bias"],
+                      float(noise[0]) if noise.shape == (1,) else noise, link.name)
+        est.params_ = p
+        est.experts_, est.gating_ = p.experts, p.gating
+        est.expert_bias_, est.gating_bias_ = p.expert_bias, p.gating_bias
+        est.noise_std_ = p.noise_std
+        est.n_features_in_ = d
+        est.n_iter_ = int(fitted["n_iter_"])
+        est.converged_ = bool(fitted["converged_"])
+        est.log_likelihood_ = float(fitted["log_likelihood_"])
+        est.init_method_ = str(fitted["init_method_"])
+        est._y_mean, est._y_scale = float(fitted["y_mean"]), float(fitted["y_scale"])
+        est._x_mean, est._x_scale = raw["x_mean"].astype(float), raw["x_scale"].astype(float)
+        est.standard_errors_ = None
+    except ValueError as exc:
+        if "not a valid moelearn model file" in str(exc):
+            raise
+        _fail(path, str(exc))
+    except (KeyError, TypeError) as exc:
+        _fail(path, f"bad metadata ({exc})")
+    return est
