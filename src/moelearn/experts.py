@@ -206,7 +206,7 @@ def _raw_loss_chunk(X, w, B, K, rho):
     return loss, grad
 
 
-def _landscape_raw(chunks_fn, q4, k, d, scale, n_samples, options, rng):
+def _landscape_raw(chunks_fn, q4, k, d, scale, n_samples, options, rng, span):
     mu = options["mu"]
     K = _pair_matrix(k, mu)
     batch_size = options["batch_size"]
@@ -227,7 +227,9 @@ def _landscape_raw(chunks_fn, q4, k, d, scale, n_samples, options, rng):
 
     results = []
     for _ in range(n_restarts):
-        B0 = rng.standard_normal((k, d))
+        # Random starts inside the span of the top-k eigenvectors of M_2: outside
+        # it T_4 vanishes, and the flat region there stalls (stochastic) descent.
+        B0 = rng.standard_normal((k, k)) @ span.T
         B0 /= np.linalg.norm(B0, axis=1, keepdims=True)
         if batch_size is None:
 
@@ -472,8 +474,9 @@ def recover_experts(
         scale = abs(q4.constant) * max(top, 1e-12)
         opts = dict(mu=mu, batch_size=batch_size, n_restarts=n_restarts, max_iter=max_iter,
                     tol=tol, learning_rate=learning_rate)
+        span = first.whitening(k).eigenvectors
         A, hists, losses, best = _landscape_raw(chunks, q4, k, d, np.sign(q4.constant) * scale,
-                                                n, opts, rng)
+                                                n, opts, rng, span)
         A = _resolve_signs(A, first.first_moment, c1)
         result = ExpertRecoveryResult(A, loss_history=hists, restart_losses=losses,
                                       best_restart=best, first_moment=first.first_moment, **info)
