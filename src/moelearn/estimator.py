@@ -270,10 +270,20 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------ scaling
     def _set_scaling(self, X, y, link, scale_y):
-        """Standardise X (always) and y (linear link only: other links fix the output scale)."""
+        """Whiten X (always) and standardise y (linear link only: other links fix its scale).
+
+        Full whitening ``S = Cov(X)^{-1/2}``, rather than per-feature scaling,
+        turns correlated Gaussian inputs into the standard Gaussian that the
+        moment methods assume.  Directions of zero variance keep scale 1.
+        """
         self._x_mean = X.mean(axis=0) if self.fit_intercept else np.zeros(X.shape[1])
-        scale = X.std(axis=0)
-        self._x_scale = np.where(scale > 1e-12 * max(1.0, np.abs(X).max()), scale, 1.0)
+        Xc = X - self._x_mean
+        cov = Xc.T @ Xc / X.shape[0]
+        evals, evecs = np.linalg.eigh(0.5 * (cov + cov.T))
+        ok = evals > 1e-10 * max(evals.max(), 1e-300)
+        root = np.where(ok, np.sqrt(np.where(ok, evals, 1.0)), 1.0)
+        self._x_whiten = (evecs / root) @ evecs.T
+        self._x_unwhiten = (evecs * root) @ evecs.T
         if link.is_linear and scale_y:
             self._y_mean = float(y.mean()) if self.fit_intercept else 0.0
             self._y_scale = float(y.std())
@@ -281,12 +291,13 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             self._y_mean, self._y_scale = 0.0, 1.0
 
     def _to_standard(self, X, y):
-        return (X - self._x_mean) / self._x_scale, (y - self._y_mean) / self._y_scale
+        return (X - self._x_mean) @ self._x_whiten, (y - self._y_mean) / self._y_scale
 
     def _params_from_standard(self, p: MoEParams) -> MoEParams:
+        # <a, S (x - m)> = <S a, x> - <S a, m>, S symmetric
         sy, my = self._y_scale, self._y_mean
-        A = p.experts / self._x_scale
-        W = p.gating / self._x_scale
+        A = p.experts @ self._x_whiten
+        W = p.gating @ self._x_whiten
         b = sy * (p.expert_bias - A @ self._x_mean) + my
         c = p.gating_bias - W @ self._x_mean
         noise = sy * (p.noise_vector if np.ndim(p.noise_std) else float(p.noise_std))
@@ -300,7 +311,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         noise = p.noise_vector / sy
         if self.noise == "shared":
             noise = float(np.mean(noise))
-        return MoEParams(A * self._x_scale, p.gating * self._x_scale, b, c, noise, p.link)
+        return MoEParams(A @ self._x_unwhiten, p.gating @ self._x_unwhiten, b, c, noise, p.link)
 
     def _check_init_params(self, d, link):
         p = self.init_params

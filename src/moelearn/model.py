@@ -196,6 +196,9 @@ def make_moe(
     gating_scale=1.0,
     orthogonal_gating=True,
     random_state=None,
+    *,
+    intercept_scale=0.0,
+    per_expert_noise=False,
 ) -> MoEParams:
     """Draw a random mixture-of-experts problem.
 
@@ -214,6 +217,12 @@ def make_moe(
     gating_scale : float
     orthogonal_gating : bool
     random_state : int, RandomState, Generator or None
+    intercept_scale : float, default 0.0
+        Standard deviation of random expert and gating intercepts (off the
+        theory regime when > 0).
+    per_expert_noise : bool, default False
+        Draw one noise level per expert, uniformly in
+        ``[noise_std / 2, 2 noise_std]``.
 
     Returns
     -------
@@ -241,7 +250,12 @@ def make_moe(
         gating -= (gating @ basis) @ basis.T
     norms = np.linalg.norm(gating, axis=1, keepdims=True)
     gating *= gating_scale / np.maximum(norms, 1e-300)
-    return MoEParams(experts, gating, noise_std=float(noise_std), link=link)
+    noise = float(noise_std)
+    if per_expert_noise:
+        noise = rng.uniform(0.5 * noise, 2.0 * noise, n_experts)
+    bias_e = intercept_scale * rng.standard_normal(n_experts)
+    bias_g = intercept_scale * rng.standard_normal(n_experts)
+    return MoEParams(experts, gating, bias_e, bias_g, noise_std=noise, link=link)
 
 
 def _generator(random_state) -> np.random.Generator:
@@ -252,8 +266,12 @@ def _generator(random_state) -> np.random.Generator:
     return np.random.default_rng(rs.randint(0, 2**31 - 1, size=4))
 
 
-def sample(params: MoEParams, n_samples, random_state=None, return_labels=False):
-    """Draw ``(X, y)`` from the model with ``x ~ N(0, I)``.
+_INPUTS = ("gaussian", "uniform", "correlated")
+
+
+def sample(params: MoEParams, n_samples, random_state=None, return_labels=False,
+           inputs="gaussian", correlation=0.5):
+    """Draw ``(X, y)`` from the model, by default with ``x ~ N(0, I)``.
 
     Parameters
     ----------
@@ -275,8 +293,20 @@ def sample(params: MoEParams, n_samples, random_state=None, return_labels=False)
         raise TypeError(f"n_samples must be an integer, got {type(n_samples).__name__}")
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    if inputs not in _INPUTS:
+        raise ValueError(f"inputs must be one of {_INPUTS}, got {inputs!r}")
     rng = _generator(random_state)
-    X = rng.standard_normal((n_samples, params.n_features))
+    d = params.n_features
+    if inputs == "uniform":
+        X = rng.uniform(-np.sqrt(3.0), np.sqrt(3.0), (n_samples, d))
+    else:
+        X = rng.standard_normal((n_samples, d))
+        if inputs == "correlated":
+            if not 0 <= correlation < 1:
+                raise ValueError(f"correlation must be in [0, 1), got {correlation}")
+            # equicorrelation: x = sqrt(1-r) e + sqrt(r) s, s shared across features
+            X *= np.sqrt(1.0 - correlation)
+            X += np.sqrt(correlation) * rng.standard_normal((n_samples, 1))
     X, y, z = _sample_given_x(params, X, rng)
     return (X, y, z) if return_labels else (X, y)
 

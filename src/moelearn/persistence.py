@@ -23,7 +23,7 @@ FORMAT = "moelearn-model"
 FORMAT_VERSION = 1
 _MAX_SIZE = 10**8  # entries: refuse absurd sizes before allocating them
 _ARRAYS = ("experts", "gating", "expert_bias", "gating_bias", "noise_std",
-           "x_mean", "x_scale")
+           "x_mean", "x_whiten", "x_unwhiten")
 
 
 def save_model(estimator, path):
@@ -61,7 +61,8 @@ def save_model(estimator, path):
         "gating_bias": p.gating_bias,
         "noise_std": np.atleast_1d(np.asarray(p.noise_std, dtype=float)),
         "x_mean": estimator._x_mean,
-        "x_scale": estimator._x_scale,
+        "x_whiten": estimator._x_whiten,
+        "x_unwhiten": estimator._x_unwhiten,
     }
     meta_bytes = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     path = os.fspath(path)
@@ -128,7 +129,8 @@ def load(path):
         _fail(path, f"implausible sizes n_experts={k}, n_features={d}")
 
     expected = {"experts": (k, d), "gating": (k, d), "expert_bias": (k,),
-                "gating_bias": (k,), "x_mean": (d,), "x_scale": (d,)}
+                "gating_bias": (k,), "x_mean": (d,), "x_whiten": (d, d),
+                "x_unwhiten": (d, d)}
     for name, shape in expected.items():
         if raw[name].shape != shape:
             _fail(path, f"{name} has shape {raw[name].shape}, expected {shape}")
@@ -138,8 +140,6 @@ def load(path):
     for name in _ARRAYS:
         if raw[name].dtype.kind != "f" or not np.all(np.isfinite(raw[name])):
             _fail(path, f"{name} must hold finite floating-point numbers")
-    if np.any(raw["x_scale"] <= 0):
-        _fail(path, "x_scale must be positive")
 
     try:
         est = MixtureOfExpertsRegressor(link=link.name)
@@ -160,7 +160,9 @@ def load(path):
         est.log_likelihood_ = float(fitted["log_likelihood_"])
         est.init_method_ = str(fitted["init_method_"])
         est._y_mean, est._y_scale = float(fitted["y_mean"]), float(fitted["y_scale"])
-        est._x_mean, est._x_scale = raw["x_mean"].astype(float), raw["x_scale"].astype(float)
+        est._x_mean = raw["x_mean"].astype(float)
+        est._x_whiten = raw["x_whiten"].astype(float)
+        est._x_unwhiten = raw["x_unwhiten"].astype(float)
         est.standard_errors_ = None
     except ValueError as exc:
         if "not a valid moelearn model file" in str(exc):

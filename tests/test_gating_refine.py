@@ -1,0 +1,130 @@
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+
+from moelearn import MoEParams, make_moe, parameter_errors, recover_gating, sample
+from moelearn.refine import (
+    Data,
+    _chunk_terms,
+    fit_squared_loss,
+    maximize_likelihood,
+    observed_information,
+    random_params,
+)
+
+
+@pytest.mark.parametrize("method", ["likelihood", "em"])
+def test_gating_from_true_experts(theory_linear, method):
+    p, X, y = theory_linear
+    W = recover_gating(X, y, p.experts, method=method, random_state=0)
+    np.testing.assert_allclose(W.mean(axis=0), 0.0, atol=1e-10)  # centred rows
+    assert parameter_errors(MoEParams(p.experts, W), p).gating <= 0.1
+
+
+def test_gating_gradient_descent_option(theory_linear):
+    p, X, y = theory_linear
+    r = recover_gating(X[:20000], y[:20000], p.experts, optimizer="gd", noise_std=0.2,
+                       max_iter=300, return_info=True)
+    assert np.all(np.diff(r.history) >= -1e-12)  # ascent on the log-likelihood
+    assert parameter_errors(MoEParams(p.experts, r.params.gating), p).gating <= 0.2
+
+
+def test_gating_bad_arguments(theory_linear):
+    p, X, y = theory_linear
+    with pytest.raises(ValueError, match="experts must have shape"):
+        recover_gating(X[:100], y[:100], p.experts[:, :4])
+    with pytest.raises(ValueError, match="method"):
+        recover_gating(X[:100], y[:100], p.experts, method="newton")
+
+
+def _values(p):
+    return dict(experts=p.experts, gating=p.gating, expert_bias=p.expert_bias,
+                gating_bias=p.gating_bias, noise=p.noise_vector)
+
+
+@pytest.mark.parametrize("link", ["linear", "tanh", "softplus"])
+def test_likelihood_gradient_matches_finite_differences(link):
+    rng = np.random.default_rng(0)
+    p = MoEParams(rng.standard_normal((3, 4)), rng.standard_normal((3, 4)),
+                  rng.standard_normal(3), rng.standard_normal(3), [0.3, 0.5, 0.8], link)
+    X = rng.standard_normal((300, 4))
+    y = rng.standard_normal(300)
+    t = _chunk_terms(X, y, _values(p), p.link_function, want_grad=True)
+    assert t["loglik"] == pytest.approx(p.log_likelihood(X, y).sum(), rel=1e-12)
+    for name in ("experts", "gating", "expert_bias", "gating_bias"):
+        base = _values(p)
+        arr = base[name]
+        num = np.zeros_like(arr)
+        for idx in np.ndindex(arr.shape):
+            for sgn in (1, -1):
+                moved = dict(base, **{name: arr.copy()})
+                moved[name][idx] += sgn * 1e-6
+                num[idx] += sgn * _chunk_terms(X, y, moved, p.link_function, False)["loglik"]
+        np.testing.assert_allclose(t[name], num / 2e-6, rtol=1e-5, atol=1e-5)
+
+
+def test_em_increases_likelihood_monotonically(theory_linear):
+    p, X, y = theory_linear
+    init = random_params(10, 3, "linear", 1.0, random_state=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        r = maximize_likelihood(Data(X, y), init, method="em", max_iter=30)
+    assert np.all(np.diff(r.history) >= -1e-10)
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "em"])
+def test_chunked_equals_in_memory(theory_linear, method):
+    p, X, y = theory_linear
+    X, y = X[:30_000], y[:30_000]
+    a = maximize_likelihood(Data(X, y), p, method=method, max_iter=30)
+    b = maximize_likelihood(Data(X, y, chunk_size=7001), p, method=method, max_iter=30)
+    np.testing.assert_allclose(a.params.experts, b.params.experts, atol=1e-8)
+
+
+def test_squared_loss_baseline_decreases(theory_linear):
+    p, X, y = theory_linear
+    init = random_params(10, 3, "linear", 1.0, random_state=1)
+    r = fit_squared_loss(Data(X[:20000], y[:20000]), init, max_iter=50)
+    assert np.all(np.diff(r.history) <= 1e-12)
+    assert r.history[-1] < r.history[0]
+
+
+def test_truth_is_a_stationary_point_of_the_refinement(theory_linear):
+    p, X, y = theory_linear
+    r = maximize_likelihood(Data(X, y), p)
+    # at n = 1e5 the MLE is within a few standard errors of the truth
+    assert parameter_errors(r.params, p).experts < 0.03
+
+
+def test_observed_information_is_positive_definite_up_to_gauge(theory_linear):
+    p, X, y = theory_linear
+    fit = maximize_likelihood(Data(X[:20000], y[:20000]), p)
+    info, names = observed_information(Data(X[:20000], y[:20000]), fit.params)
+    evals = np.linalg.eigvalsh(info)
+    # the gating's common shift (d+1 directions) is the only null space
+    assert np.sum(evals < 1e-6 * evals.max()) == 11
+    assert len(names) == info.shape[0]
+
+
+def test_unknown_groups_and_methods(theory_linear):
+    p, X, y = theory_linear
+    with pytest.raises(ValueError, match="unknown parameter groups"):
+        maximize_likelihood(Data(X, y), p, free={"weights"})
+    with pytest.raises(ValueError, match="method"):
+        maximize_likelihood(Data(X, y), p, method="newton")
+
+
+def test_off_regime_sampler():
+    p = make_moe(6, 2, intercept_scale=1.0, per_expert_noise=True, orthogonal_gating=False,
+                 random_state=0)
+    assert np.ndim(p.noise_std) == 1 and np.any(p.expert_bias != 0)
+    for law in ("uniform", "correlated"):
+        X, y = sample(p, 20000, random_state=0, inputs=law)
+        assert np.all(np.isfinite(y))
+    Xc, _ = sample(p, 100_000, random_state=0, inputs="correlated", correlation=0.5)
+    c = np.corrcoef(Xc[:, 0], Xc[:, 1])[0, 1]
+    assert abs(c - 0.5) < 0.02
+    with pytest.raises(ValueError, match="inputs"):
+        sample(p, 10, inputs="cauchy")
