@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from moelearn._progress import progress  # noqa: F401  (re-exported for the scripts)
+
 REPORT_DIR = Path(__file__).resolve().parent / "reports"
-
-
-def progress(iterable, total=None, label=""):
-    """A dependency-free progress line on stderr."""
-    total = total if total is not None else len(iterable)
-    start = time.perf_counter()
-    for i, item in enumerate(iterable, 1):
-        yield item
-        elapsed = time.perf_counter() - start
-        eta = elapsed / i * (total - i)
-        sys.stderr.write(f"\r{label} {i}/{total}  {elapsed:6.1f}s elapsed, ~{eta:5.1f}s left ")
-        sys.stderr.flush()
-    sys.stderr.write("\n")
 
 
 def machine():

@@ -73,7 +73,7 @@ def test_moments_solver_off_the_theory_regime(inputs):
 def test_fitted_attributes_and_methods(theory_linear):
     p, X, y = theory_linear
     X, y = X[:20000], y[:20000]
-    est = MixtureOfExpertsRegressor(3, random_state=0).fit(X, y)
+    est = MixtureOfExpertsRegressor(3, random_state=0, compute_standard_errors=True).fit(X, y)
     assert est.experts_.shape == (3, 10) and est.gating_.shape == (3, 10)
     assert est.expert_bias_.shape == (3,) and np.isscalar(est.noise_std_)
     np.testing.assert_allclose(est.gating_.mean(axis=0), 0, atol=1e-12)
@@ -99,8 +99,10 @@ def test_fitted_attributes_and_methods(theory_linear):
 def test_standard_errors_cover_the_truth(theory_linear):
     p, X, y = theory_linear
     est = MixtureOfExpertsRegressor(3, fit_intercept=False, random_state=0).fit(X, y)
+    se = est.standard_errors(X, y)
     perm = parameter_errors(est, p).permutation
-    z = (est.experts_[perm] - p.experts) / est.standard_errors_.experts[perm]
+    assert est.standard_errors_ is None  # off by default
+    z = (est.experts_[perm] - p.experts) / se.experts[perm]
     # 30 roughly standard-normal z-scores: all within 4.5 with probability > 0.9998
     assert np.all(np.abs(z) < 4.5)
     assert 0.4 < np.std(z) < 1.8

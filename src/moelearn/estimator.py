@@ -25,6 +25,7 @@ from .refine import (
 __all__ = ["MixtureOfExpertsRegressor"]
 
 SOLVERS = ("moments", "landscape", "tensor", "em", "gd-nll", "gd-l2")
+_INIT_SUBSAMPLE = 20_000
 
 
 class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
@@ -71,9 +72,11 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         Optimiser of the maximum-likelihood refinement.
     moment_method : {"tensor", "landscape"}, default "tensor"
         Expert recovery used by ``solver="moments"``.
-    compute_standard_errors : bool, default True
-        Compute ``standard_errors_`` from the observed information (costs
-        about ``2 * n_params`` gradient passes).
+    compute_standard_errors : bool, default False
+        Compute ``standard_errors_`` from the observed information during
+        ``fit``.  It costs about ``2 * n_params`` passes over the data (3x the
+        fit itself at d=10, k=3), so it is off by default; call
+        :meth:`standard_errors` later for the same numbers.
     chunk_size : int or None
         Rows per chunk when reading memory-mapped data.
     random_state : int, RandomState, Generator or None
@@ -93,7 +96,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         Mean log-likelihood per training sample.
     standard_errors_ : MoEParams or None
         Standard errors in the layout of ``params_`` (the noise entry holds the
-        standard error of ``sigma``).
+        standard error of ``sigma``); None unless ``compute_standard_errors``.
     init_method_ : str
     n_features_in_ : int
     """
@@ -128,7 +131,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         init_params=None,
         refine="lbfgs",
         moment_method="tensor",
-        compute_standard_errors=True,
+        compute_standard_errors=False,
         chunk_size=None,
         random_state=None,
     ):
@@ -203,13 +206,20 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         self.init_method_ = f"moments ({self.moment_method})"
         start = MoEParams(directions, 0.01 * rng.standard_normal((k, d)),
                           noise_std=_noise_start(ys, k, per_expert), link=link)
-        # Lengths, intercepts, gating and noise with the directions fixed ...
+        # Lengths, intercepts, gating and noise with the directions fixed: this only
+        # has to land in the basin of the maximum-likelihood solution, so it runs on
+        # a random subsample (at most _INIT_SUBSAMPLE rows) with a loose tolerance.
         free = {"expert_scale", "gating", "noise"}
         if self.fit_intercept:
             free |= {"expert_bias", "gating_bias"}
-        step = maximize_likelihood(data, start, free=free, method="lbfgs",
+        if n > _INIT_SUBSAMPLE:
+            rows = np.sort(rng.choice(n, _INIT_SUBSAMPLE, replace=False))
+            sub = Data(Xs[rows], ys[rows], n_experts=k)
+        else:
+            sub = data
+        step = maximize_likelihood(sub, start, free=free, method="lbfgs",
                                    per_expert_noise=per_expert, max_iter=self.max_iter,
-                                   tol=self.tol, noise_floor=_noise_floor(ys))
+                                   tol=max(self.tol, 1e-6), noise_floor=_noise_floor(ys))
         # ... then every parameter by maximum likelihood.
         return self._refine(data, step.params, per_expert)
 
@@ -338,14 +348,23 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                 f"{self.solver} solver did not converge in max_iter={self.max_iter} "
                 "iterations; increase max_iter", ConvergenceWarning, stacklevel=3)
         if self.compute_standard_errors:
-            self.standard_errors_ = self._standard_errors(X, y)
+            self.standard_errors_ = self.standard_errors(X, y)
 
-    def _standard_errors(self, X, y):
-        """Standard errors from the observed information, in the original units.
+    def standard_errors(self, X, y):
+        """Standard errors from the observed information on ``(X, y)``, in original units.
 
-        The gating is identified only up to a common shift of its rows; the
-        pseudo-inverse gives the covariance of the centred parametrisation.
+        Pass the training data to get the usual asymptotic standard errors of
+        the fitted parameters.  The gating is identified only up to a common
+        shift of its rows; the pseudo-inverse gives the covariance of the
+        centred parametrisation.
+
+        Returns
+        -------
+        MoEParams-like
+            Same layout as ``params_``; ``noise_std`` holds the error of sigma.
         """
+        check_is_fitted(self)
+        X, y = validate_data(self, X, y, reset=False, y_numeric=True, dtype=np.float64)
         p = self.params_
         per_expert = self.noise == "expert"
         info, _ = observed_information(Data(X, y, self.chunk_size, self.n_experts), p,

@@ -64,6 +64,11 @@ class ExpertRecoveryResult:
         loss-normalised ``T_4`` weights ``T(u_i,u_i,u_i,u_i)`` (landscape).
     whitening : Whitening or None
     n_samples : int
+    first_moment : ndarray (d,)
+        ``M_1 = mean(y x)``.
+    trajectories : list of ndarray (n_iter, k, d)
+        Expert estimates after every iteration of each start (whitened
+        landscape with ``record_trajectory=True``).
     """
 
     experts: np.ndarray
@@ -78,6 +83,7 @@ class ExpertRecoveryResult:
     whitening: Whitening | None = None
     n_samples: int = 0
     first_moment: np.ndarray | None = None
+    trajectories: list = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------
@@ -110,11 +116,16 @@ def landscape_loss(T4: np.ndarray, U: np.ndarray, mu: float = 0.5):
     return loss, grad
 
 
-def _sphere_gradient_descent(fun, U0, max_iter, tol, step0=0.5):
-    """Riemannian gradient descent with Armijo backtracking and renormalisation."""
+def _sphere_gradient_descent(fun, U0, max_iter, tol, step0=0.5, iterates=None):
+    """Riemannian gradient descent with Armijo backtracking and renormalisation.
+
+    Appends every iterate to ``iterates`` when a list is given.
+    """
     U = U0 / np.linalg.norm(U0, axis=1, keepdims=True)
     loss, grad = fun(U)
     history = [loss]
+    if iterates is not None:
+        iterates.append(U)
     step = step0
     for _ in range(max_iter):
         gnorm2 = float(np.sum(grad * grad))
@@ -130,6 +141,8 @@ def _sphere_gradient_descent(fun, U0, max_iter, tol, step0=0.5):
         decrease = loss - new_loss
         U, loss, grad = cand, new_loss, new_grad
         history.append(loss)
+        if iterates is not None:
+            iterates.append(U)
         step = min(step * 2.0, 10.0)
         if 0 <= decrease <= tol * max(1.0, abs(loss)) * 1e-3:
             break
@@ -160,19 +173,22 @@ def _normalised_fourth(reduced: ReducedMomentAccumulator):
     return _symmetrise(low_rank.reshape(k, k, k, k)) / top
 
 
-def _landscape_whitened(reduced, n_restarts, max_iter, tol, mu, rng):
+def _landscape_whitened(reduced, n_restarts, max_iter, tol, mu, rng, record):
     T = _normalised_fourth(reduced)
     k = T.shape[0]
-    results = []
+    results, paths = [], []
     for _ in range(n_restarts):
         U0 = rng.standard_normal((k, k))
-        U, hist = _sphere_gradient_descent(lambda V: landscape_loss(T, V, mu), U0, max_iter, tol)
+        path = [] if record else None
+        U, hist = _sphere_gradient_descent(lambda V: landscape_loss(T, V, mu), U0, max_iter, tol,
+                                           iterates=path)
         results.append((U, hist))
+        paths.append(path)
     losses = np.array([h[-1] for _, h in results])
     best = int(np.argmin(losses))
     U = results[best][0]
     weights = np.einsum("abcd,ia,ib,ic,id->i", T, U, U, U, U)
-    return U, [h for _, h in results], losses, best, weights
+    return U, [h for _, h in results], losses, best, weights, paths
 
 
 # --------------------------------------------------------------------------
@@ -380,6 +396,7 @@ def recover_experts(
     batch_size=None,
     learning_rate=0.05,
     chunk_size=None,
+    record_trajectory=False,
 ):
     """Estimate the expert directions from cross-moments of ``(x, y)``.
 
@@ -419,6 +436,9 @@ def recover_experts(
         Raw mini-batch only: initial step.
     chunk_size : int or None
         Rows read at a time from ``X``.
+    record_trajectory : bool, default False
+        Whitened landscape only: keep the estimate after every iteration (in
+        ``ExpertRecoveryResult.trajectories``), for convergence plots.
 
     Returns
     -------
@@ -487,10 +507,17 @@ def recover_experts(
     for Xc, yc in chunks():
         reduced.update(Xc, yc)
 
+    trajectories = []
     if method == "landscape":
-        U, hists, losses, best, weights = _landscape_whitened(
-            reduced, n_restarts, max_iter, tol, mu, rng
+        U, hists, losses, best, weights, paths = _landscape_whitened(
+            reduced, n_restarts, max_iter, tol, mu, rng, record_trajectory
         )
+        if record_trajectory:
+            for path in paths:
+                trajectories.append(np.array([
+                    _resolve_signs(whitening.unwhiten(V), first.first_moment, c1)
+                    for V in path
+                ]))
     else:
         T = reduced.third_order() if use_order == 3 else reduced.fourth_order()
         T = np.sign(reduced.transforms[use_order].constant) * T
@@ -503,6 +530,6 @@ def recover_experts(
     result = ExpertRecoveryResult(
         A, loss_history=hists, restart_losses=np.asarray(losses), best_restart=best,
         weights=np.asarray(weights), whitening=whitening, first_moment=first.first_moment,
-        **info,
+        trajectories=trajectories, **info,
     )
     return result if return_info else result.experts

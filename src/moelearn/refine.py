@@ -130,6 +130,15 @@ class _Layout:
                 out[name] = chunk.copy()
         return out
 
+    def expert_scaling(self, scale) -> np.ndarray:
+        """Vector D with ``scale`` on the expert coordinates and 1 elsewhere."""
+        parts = []
+        for name, size in self.sizes():
+            if name in self.free:
+                expert = name in ("experts", "expert_bias", "expert_scale")
+                parts.append(np.full(size, scale if expert else 1.0))
+        return np.concatenate(parts) if parts else np.zeros(0)
+
     def grad_vector(self, grads: dict, base: MoEParams | None = None) -> np.ndarray:
         parts = []
         for name, _ in self.sizes():
@@ -294,10 +303,33 @@ def maximize_likelihood(
         Keep the parameters after every iteration in ``trajectory``.
     """
     free = _check_free(free)
-    if method == "em":
-        if "expert_scale" in free:
-            raise ValueError("method='em' does not fit 'expert_scale'; use 'lbfgs' or 'gd'")
-        return _em(data, init, free, per_expert_noise, max_iter, tol, noise_floor, record)
+    if method not in ("lbfgs", "em", "gd"):
+        raise ValueError(f"method must be 'lbfgs', 'em' or 'gd', got {method!r}")
+    if method == "em" and "expert_scale" in free:
+        raise ValueError("method='em' does not fit 'expert_scale'; use 'lbfgs' or 'gd'")
+    with _blas_threads(data.n_features * init.n_experts):
+        if method == "em":
+            return _em(data, init, free, per_expert_noise, max_iter, tol, noise_floor, record)
+        return _maximize_gradient(data, init, free, method, per_expert_noise, max_iter, tol,
+                                  noise_floor, learning_rate, record)
+
+
+def _blas_threads(width):
+    """One BLAS thread for the thin per-block products of narrow problems.
+
+    The blocks are a few thousand rows by (d, 2k): waking a second BLAS thread
+    for each costs more than it saves (measured 1.9x slower fits on 2 cores
+    at d=10, k=3).  Wide problems keep the library's default.
+    """
+    from contextlib import nullcontext
+
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas") if width <= 2048 else nullcontext()
+
+
+def _maximize_gradient(data, init, free, method, per_expert_noise, max_iter, tol, noise_floor,
+                       learning_rate, record):
     link = get_link(init.link)
     layout = _Layout(init.n_experts, init.n_features, free, per_expert_noise)
     n = data.n_samples
@@ -323,28 +355,38 @@ def maximize_likelihood(
                                          per_expert_noise))
 
     if method == "lbfgs":
+        # Diagonal preconditioning: the curvature of the expert coordinates is
+        # about 1/sigma^2 times that of the gating; optimising over theta / D
+        # with D = sigma on the expert entries evens them out (fewer iterations).
+        D = layout.expert_scaling(float(np.min(init.noise_vector)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # line-search probes may overflow
             res = minimize(
-                lambda th: _record(fun, th, history),
-                theta0,
+                lambda phi: _record(_scaled(fun, D), phi, history),
+                theta0 / D,
                 jac=True,
                 method="L-BFGS-B",
                 bounds=bounds,
-                callback=callback,
+                callback=lambda phi: callback(phi * D),
                 options={"maxiter": max_iter, "ftol": tol, "gtol": 1e-10, "maxcor": 20},
             )
-        theta, n_iter = res.x, int(res.nit)
+        theta, n_iter = res.x * D, int(res.nit)
         converged = bool(res.success) or n_iter < max_iter
     elif method == "gd":
         theta, n_iter, converged = _gradient_descent(
             fun, theta0, bounds, max_iter, tol, learning_rate, history, callback
         )
-    else:
-        raise ValueError(f"method must be 'lbfgs', 'em' or 'gd', got {method!r}")
     params = _to_params(layout.unpack(theta, init), init.link, per_expert_noise)
     final = -fun(theta)[0]
     return FitResult(params, final, n_iter, converged, -np.asarray(history), trajectory)
+
+
+def _scaled(fun, D):
+    def scaled(phi):
+        f, g = fun(phi * D)
+        return f, g * D
+
+    return scaled
 
 
 def _record(fun, theta, history):
@@ -634,11 +676,12 @@ def observed_information(data: Data, params: MoEParams, *, per_expert_noise=Fals
 
     p = theta.size
     H = np.zeros((p, p))
-    for j in range(p):
-        h = 1e-5 * max(1.0, abs(theta[j]))
-        e = np.zeros(p)
-        e[j] = h
-        H[:, j] = (grad(theta + e) - grad(theta - e)) / (2 * h)
+    with _blas_threads(params.n_features * params.n_experts):
+        for j in range(p):
+            h = 1e-5 * max(1.0, abs(theta[j]))
+            e = np.zeros(p)
+            e[j] = h
+            H[:, j] = (grad(theta + e) - grad(theta - e)) / (2 * h)
     info = -0.5 * (H + H.T)
     names = []
     for name, size in layout.sizes():
