@@ -23,8 +23,9 @@ class CLIError(Exception):
 # demo
 # --------------------------------------------------------------------------
 def run_demo(n_samples=100_000, n_features=10, n_experts=3, link="linear", noise_std=0.2,
-             gating_scale=1.0, seed=0, n_init=3, output="moelearn-demo", out=sys.stdout):
+             gating_scale=1.0, seed=0, n_init=3, output="moelearn-demo", out=None):
     """Fit one theory-regime problem with every solver; print a table, save a figure."""
+    out = out or sys.stdout
     from sklearn.exceptions import ConvergenceWarning
 
     from .estimator import MixtureOfExpertsRegressor

@@ -198,7 +198,8 @@ def experiment_success(quick=False, seeds=None, jobs=1, output="results"):
     plt = _plt()
     rows = sorted({(c["k"], c["scale"]) for c in grid})
     cols = sorted({(c["noise"], c["link"]) for c in grid}, key=lambda t: (t[1], t[0]))
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
+    fig, axes = plt.subplots(2, 3, figsize=(4 + 1.6 * len(cols) * 3, 1.5 + 0.6 * len(rows) * 2),
+                             sharex=True, sharey=True, layout="constrained")
     for ax, solver in zip(axes.ravel(), SOLVERS, strict=True):
         mat = np.full((len(rows), len(cols)), np.nan)
         for t in table:
@@ -212,6 +213,10 @@ def experiment_success(quick=False, seeds=None, jobs=1, output="results"):
         ax.set_xticks(range(len(cols)), [f"{ln}\nσ={nz}" for nz, ln in cols], fontsize=8)
         ax.set_yticks(range(len(rows)), [f"k={k}, |w|={s}" for k, s in rows], fontsize=8)
         ax.set_title(solver)
+    for ax in axes[-1]:
+        ax.set_xlabel("link, noise σ")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("experts k, gating scale |w|")
     fig.colorbar(im, ax=axes, shrink=0.6, label="success rate (expert error ≤ 0.1)")
     fig.suptitle(f"Success over {seeds} problems/starts per cell, n={n:,}, d=10")
     md = [f"# Success rates ({seeds} seeds per cell, n={n:,}, d=10; success = expert error "
@@ -265,8 +270,11 @@ def experiment_samples(quick=False, seeds=None, jobs=1, output="results"):
               for key, v in med.items()}
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    for key, marker in zip(keys, "os^D", strict=False):
-        ax.loglog(ns, med[key], marker=marker, label=f"{key} (slope {slopes[key]:.2f})")
+    styles = [dict(marker="o"), dict(marker="s"),
+              dict(marker="^", ms=11, mfc="none", ls="--", lw=2.5),  # coincides with the MLE
+              dict(marker="D", ms=4)]
+    for key, style in zip(keys, styles, strict=False):
+        ax.loglog(ns, med[key], label=f"{key} (slope {slopes[key]:.2f})", **style)
     ax.loglog(ns, med[keys[-1]][-1] * np.sqrt(ns[-1] / np.array(ns)), "k:", lw=1,
               label="n^(-1/2) reference")
     ax.set_xlabel("number of samples n")
