@@ -5,6 +5,7 @@ transforms Q_m) -> ``moments`` (mergeable statistics) -> ``experts`` ->
 ``gating`` -> ``refine`` (maximum likelihood and baselines) -> ``estimator``.
 """
 
+from .diagnostics import Diagnosis, diagnose
 from .estimator import MixtureOfExpertsRegressor
 from .experts import ExpertRecoveryResult, recover_experts
 from .gating import recover_gating
@@ -18,6 +19,7 @@ from .transforms import OutputTransform, output_transform
 __version__ = "0.1.0"
 
 __all__ = [
+    "Diagnosis",
     "ExpertRecoveryResult",
     "Link",
     "MixtureOfExpertsRegressor",
@@ -28,6 +30,7 @@ __all__ = [
     "ReducedMomentAccumulator",
     "Whitening",
     "available_links",
+    "diagnose",
     "expert_error",
     "get_link",
     "load",

@@ -72,22 +72,45 @@ def check_Xy(X, y, *, min_samples=2):
                 raise ValueError("X contains NaN or infinite values")
     else:
         try:
-            X = check_array(X, dtype=np.float64, ensure_min_samples=min_samples,
-                            input_name="X")
+            with np.errstate(invalid="ignore", over="ignore"):  # inf - inf while checking
+                X = check_array(X, dtype=np.float64, ensure_min_samples=min_samples,
+                                input_name="X")
         except ValueError as exc:
             raise _rephrase(exc) from exc
         y = _check_y(y)
         check_consistent_length(X, y)
     if X.shape[1] < 1:
         raise ValueError("X must have at least one feature")
+    check_target_and_magnitude(X, y)
+    return X, y
+
+
+# Fourth powers of values beyond this overflow float64 (1e77^4 > 1.8e308).
+MAX_MAGNITUDE = 1e75
+
+
+def check_target_and_magnitude(X, y):
+    """Reject a non-finite or constant target and values whose 4th powers would overflow."""
+    if not np.all(np.isfinite(y)):
+        raise ValueError("y contains NaN or infinite values")
     if np.ptp(y) == 0:
         raise ValueError("y is constant: a mixture of experts needs a target that varies")
-    return X, y
+    for name, arr in (("X", X), ("y", y)):
+        if _is_out_of_core(arr):
+            big = max((float(np.abs(c).max()) for c, _ in iter_chunks(arr, y)), default=0.0)
+        else:
+            big = float(np.abs(arr).max()) if arr.size else 0.0
+        if big > MAX_MAGNITUDE:
+            raise ValueError(
+                f"{name} has values as large as {big:.3g}: moments up to the 4th power would "
+                f"overflow; rescale {name} (e.g. divide by its standard deviation)"
+            )
 
 
 def _check_y(y):
     try:
-        y = check_array(y, dtype=np.float64, ensure_2d=False, input_name="y")
+        with np.errstate(invalid="ignore", over="ignore"):
+            y = check_array(y, dtype=np.float64, ensure_2d=False, input_name="y")
     except ValueError as exc:
         raise _rephrase(exc) from exc
     if y.ndim == 2 and y.shape[1] == 1:

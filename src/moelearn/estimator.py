@@ -11,6 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._validation import check_target_and_magnitude
 from .experts import recover_experts
 from .links import Link, get_link
 from .model import MoEParams, _generator, _sample_given_x
@@ -165,10 +166,10 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         """
         self._validate_params()
         link = get_link(self.link)
-        X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64,
-                             ensure_min_samples=2)
-        if np.ptp(y) == 0:
-            raise ValueError("y is constant: a mixture of experts needs a target that varies")
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf while checking
+            X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64,
+                                 ensure_min_samples=2)
+        check_target_and_magnitude(X, y)
         rng = _generator(self.random_state)
         k = self.n_experts
         paper = self.solver in ("landscape", "tensor")
@@ -392,7 +393,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     # -------------------------------------------------------------- predict
     def _check_X(self, X):
         check_is_fitted(self)
-        return validate_data(self, X, reset=False, dtype=np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            return validate_data(self, X, reset=False, dtype=np.float64)
 
     def predict(self, X):
         """Mixture mean ``E[y | x]``, shape (n_samples,)."""

@@ -478,7 +478,10 @@ def recover_experts(
     for Xc, yc in chunks():
         first.update(Xc, yc)
     sigma = first.noise_std() if noise_std is None else noise_std
-    c1 = output_transform(link, sigma, 1).constant
+    try:
+        c1 = output_transform(link, sigma, 1).constant
+    except ValueError:
+        c1 = 0.0  # an even link: E[y x] carries no sign information
 
     if method == "tensor":
         use_order = order or _choose_order(link, sigma)

@@ -116,7 +116,6 @@ class MomentAccumulator(_SumStatistics):
         self.n_features = int(n_features)
         # Q_2 is independent of the noise level (DESIGN §3), so pass 1 needs no sigma.
         self.q2 = output_transform(self.link, 0.0, 2)
-        self.q1_constant = output_transform(self.link, 0.0, 1).constant
         d = self.n_features
         self.y_power_sums = np.zeros(5)
         self.yx_sum = np.zeros(d)

@@ -1,0 +1,164 @@
+"""Diagnostics for the assumptions of the moment methods.
+
+The consistency guarantees need Gaussian inputs, a link that is valid at the
+moment orders used, and a second moment that supports ``k`` experts.
+:func:`diagnose` measures each, so a user knows when to trust the
+consistent estimate alone and when it is only a starting point for the
+maximum-likelihood refinement (which the default estimator always runs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ._validation import check_link, check_Xy
+from .moments import MomentAccumulator
+from .transforms import output_transform
+
+__all__ = ["diagnose", "Diagnosis"]
+
+
+@dataclass
+class Diagnosis:
+    """What :func:`diagnose` found.
+
+    Attributes
+    ----------
+    n_samples, n_features : int
+    max_abs_skewness, max_abs_excess_kurtosis : float
+        Over the whitened input coordinates (0 for a Gaussian).
+    skewness_tolerance, kurtosis_tolerance : float
+        Four standard errors of each statistic under Gaussianity
+        (``sqrt(6/n)`` and ``sqrt(24/n)``), plus a practical margin.
+    inputs_gaussian : bool
+    input_condition_number : float
+        Of the input covariance (the estimator whitens it away).
+    m2_eigenvalues : ndarray
+        Eigenvalues of ``sign(c_2) M_2`` on whitened inputs, largest first.
+    m2_noise_level : float
+        Eigenvalues below this are indistinguishable from sampling noise.
+    supported_experts : int
+        Number of eigenvalues above the noise level.
+    link_orders : dict
+        For each order 1-4, the constant ``c_m`` or the reason the link is invalid.
+    noise_std : float
+        Theory-regime noise estimate.
+    trust_moments : bool
+        Whether the consistent estimate alone can be trusted for ``n_experts``.
+    notes : list of str
+    """
+
+    n_samples: int
+    n_features: int
+    max_abs_skewness: float
+    max_abs_excess_kurtosis: float
+    skewness_tolerance: float
+    kurtosis_tolerance: float
+    inputs_gaussian: bool
+    input_condition_number: float
+    m2_eigenvalues: np.ndarray
+    m2_noise_level: float
+    supported_experts: int
+    link_orders: dict
+    noise_std: float
+    trust_moments: bool
+    notes: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["m2_eigenvalues"] = self.m2_eigenvalues.tolist()
+        return out
+
+    def __str__(self) -> str:
+        lines = [
+            f"samples: {self.n_samples}, features: {self.n_features}",
+            f"inputs Gaussian: {'yes' if self.inputs_gaussian else 'NO'} (max |skew| "
+            f"{self.max_abs_skewness:.3f} vs {self.skewness_tolerance:.3f}, max |excess kurtosis| "
+            f"{self.max_abs_excess_kurtosis:.3f} vs {self.kurtosis_tolerance:.3f})",
+            f"input covariance condition number: {self.input_condition_number:.3g}",
+            "M2 eigenvalues: " + ", ".join(f"{v:.3g}" for v in self.m2_eigenvalues[:8])
+            + (" ..." if len(self.m2_eigenvalues) > 8 else ""),
+            f"M2 supports {self.supported_experts} experts (noise level "
+            f"{self.m2_noise_level:.3g})",
+            "link: " + "; ".join(f"order {m}: {v}" for m, v in self.link_orders.items()),
+            f"noise estimate (theory regime): {self.noise_std:.4g}",
+            f"trust the consistent estimate alone: {'yes' if self.trust_moments else 'no'}",
+        ]
+        return "\n".join(lines + [f"note: {n}" for n in self.notes])
+
+
+def diagnose(X, y, n_experts=None, link="linear") -> Diagnosis:
+    """Check the assumptions of the moment methods on ``(X, y)``.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    y : array-like of shape (n_samples,)
+    n_experts : int or None
+        The number of experts you intend to fit (for the verdict).
+    link : str, Link or callable
+
+    Returns
+    -------
+    Diagnosis
+    """
+    link = check_link(link)
+    X, y = check_Xy(X, y, min_samples=10)
+    n, d = X.shape
+    notes = []
+    mean = X.mean(axis=0)
+    cov = np.cov(X, rowvar=False, bias=True).reshape(d, d)
+    evals, evecs = np.linalg.eigh(cov)
+    ok = evals > 1e-12 * max(evals.max(), 1e-300)
+    cond = float(evals.max() / evals[ok].min()) if ok.any() else float("inf")
+    if not ok.all():
+        notes.append(f"{int((~ok).sum())} input direction(s) have zero variance")
+    Z = (X - mean) @ (evecs[:, ok] / np.sqrt(evals[ok]))
+    skew = np.abs((Z**3).mean(axis=0)).max() if Z.size else 0.0
+    kurt = np.abs((Z**4).mean(axis=0) - 3.0).max() if Z.size else 0.0
+    skew_tol = 4.0 * np.sqrt(6.0 / n) + 0.1
+    kurt_tol = 4.0 * np.sqrt(24.0 / n) + 0.2
+    gaussian = bool(skew <= skew_tol and kurt <= kurt_tol)
+    if not gaussian:
+        notes.append("inputs are not Gaussian: the moment estimates are biased; use them only "
+                     "as a start for maximum likelihood (the estimator's default)")
+
+    link_orders = {}
+    for m in (1, 2, 3, 4):
+        try:
+            link_orders[m] = f"c_{m} = {output_transform(link, 0.0, m).constant:.4g}"
+        except ValueError as exc:
+            link_orders[m] = f"invalid ({exc})"
+    valid2 = not link_orders[2].startswith("invalid")
+    valid34 = any(not link_orders[m].startswith("invalid") for m in (3, 4))
+
+    m2_evals = np.zeros(Z.shape[1])
+    noise_level = float("inf")
+    supported = 0
+    sigma = float("nan")
+    if valid2 and Z.shape[1] > 0:
+        acc = MomentAccumulator(link, Z.shape[1]).fit(Z, y)
+        q2 = acc.q2
+        m2_evals = np.sort(np.linalg.eigvalsh(np.sign(q2.constant) * acc.second_moment))[::-1]
+        # standard error of the off-diagonal entries of M_2, estimated from a subsample;
+        # the spectral norm of a d x d noise matrix is about sqrt(d) times it
+        rows = Z[: min(n, 20_000)]
+        w = q2(y[: rows.shape[0]])
+        j = min(1, Z.shape[1] - 1)
+        se = float(np.std(w * rows[:, 0] * rows[:, j]) / np.sqrt(n))
+        noise_level = 3.0 * np.sqrt(Z.shape[1]) * se
+        supported = int(np.sum(m2_evals > noise_level))
+        sigma = acc.noise_std()
+    else:
+        notes.append("the link is not valid at order 2: no whitening, no moment method")
+
+    trust = bool(gaussian and valid2 and valid34
+                 and (n_experts is None or supported >= n_experts))
+    if n_experts is not None and supported < n_experts:
+        notes.append(f"M2 supports only {supported} of the {n_experts} experts: too few "
+                     "samples, too many experts, or experts that nearly coincide")
+    return Diagnosis(n, d, float(skew), float(kurt), float(skew_tol), float(kurt_tol),
+                     gaussian, cond, m2_evals, float(noise_level), supported, link_orders,
+                     sigma, trust, notes)
