@@ -5,6 +5,7 @@ transforms Q_m) -> ``moments`` (mergeable statistics) -> ``experts`` ->
 ``gating`` -> ``refine`` (maximum likelihood and baselines) -> ``estimator``.
 """
 
+from .data import ChunkedDataset
 from .diagnostics import Diagnosis, diagnose
 from .estimator import MixtureOfExpertsRegressor
 from .experts import ExpertRecoveryResult, recover_experts
@@ -19,6 +20,7 @@ from .transforms import OutputTransform, output_transform
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChunkedDataset",
     "Diagnosis",
     "ExpertRecoveryResult",
     "Link",

@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.utils import check_consistent_length
 from sklearn.utils.validation import check_array
 
+from .exceptions import MomentMethodUnavailable
 from .links import get_link
 from .moments import iter_chunks
 
@@ -130,7 +131,7 @@ def _rephrase(exc: ValueError) -> Exception:
 def check_n_experts(n_experts, n_features=None, *, moment_method=False) -> int:
     k = check_int("n_experts", n_experts, minimum=1)
     if moment_method and n_features is not None and k > n_features:
-        raise ValueError(
+        raise MomentMethodUnavailable(
             f"the moment methods need n_experts <= n_features, got n_experts={k} > "
             f"n_features={n_features}: use fewer experts, or the estimator (which falls "
             "back to a random initialisation when k > d)"

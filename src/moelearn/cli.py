@@ -59,7 +59,8 @@ def run_demo(n_samples=100_000, n_features=10, n_experts=3, link="linear", noise
         e = parameter_errors(est, truth)
         rows.append((solver, e.experts, e.gating, float(np.mean(est.score_samples(X_test, y_test))),
                      elapsed))
-    header = f"{'solver':<28}{'expert err':>11}{'gating err':>11}{'test loglik':>13}{'time (s)':>10}"
+    header = (f"{'solver':<28}{'expert err':>11}{'gating err':>11}{'test loglik':>13}"
+              f"{'time (s)':>10}")
     print(header, file=out)
     print("-" * len(header), file=out)
     for name, ee, ge, ll, tt in rows:

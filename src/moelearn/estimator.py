@@ -11,8 +11,10 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._validation import check_target_and_magnitude
-from .experts import recover_experts
+from ._validation import MAX_MAGNITUDE, check_target_and_magnitude
+from .data import ChunkedDataset, Transform, is_dask_array
+from .exceptions import MomentMethodUnavailable
+from .experts import _recover
 from .links import Link, get_link
 from .model import MoEParams, _generator, _sample_given_x
 from .refine import (
@@ -152,13 +154,17 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y):
+    def fit(self, X, y=None):
         """Fit the mixture of experts.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,)
+        X : array-like, memory map, dask array or ChunkedDataset
+            Shape (n_samples, n_features).  Memory maps and Dask arrays are
+            read block by block (memory independent of n; Dask blocks are
+            reduced on the active scheduler); a :class:`~moelearn.ChunkedDataset`
+            is streamed once per pass.
+        y : array-like of shape (n_samples,), or None with a ChunkedDataset
 
         Returns
         -------
@@ -166,80 +172,119 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         """
         self._validate_params()
         link = get_link(self.link)
-        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf while checking
-            X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64,
-                                 ensure_min_samples=2)
-        check_target_and_magnitude(X, y)
         rng = _generator(self.random_state)
         k = self.n_experts
         paper = self.solver in ("landscape", "tensor")
-        self._set_scaling(X, y, link, scale_y=not paper)
-        Xs, ys = self._to_standard(X, y)
-        data = Data(Xs, ys, self.chunk_size, n_experts=k)
+        raw = self._source(X, y)
+        self._set_scaling(raw, link, scale_y=not paper)
+        transform = Transform(self._x_mean, self._x_whiten, self._y_mean, self._y_scale)
+        if raw.in_memory:
+            # materialise the standardised data once: every pass then reads it directly
+            data = Data(*transform(raw.X, raw.y), n_experts=k)
+        else:
+            data = raw.with_transform(transform, n_experts=k)
         per_expert = self.noise == "expert"
 
         if self.init_params is not None:
-            init = self._params_to_standard(self._check_init_params(X.shape[1], link))
+            init = self._params_to_standard(self._check_init_params(raw.n_features, link))
             fit = self._refine(data, init, per_expert)
             self.init_method_ = "init_params"
         elif self.solver == "moments":
-            fit = self._fit_moments(Xs, ys, data, link, per_expert, rng)
+            fit = self._fit_moments(data, link, per_expert, rng)
         elif paper:
-            fit = self._fit_paper(Xs, ys, data, link, per_expert, rng)
+            fit = self._fit_paper(data, link, per_expert, rng)
         else:
             fit = self._fit_baseline(data, link, per_expert, rng)
 
         params = self._params_from_standard(fit.params)
-        self._store(params, fit, X, y)
+        self._store(params, fit, raw)
         return self
 
-    def _fit_moments(self, Xs, ys, data, link, per_expert, rng):
-        n, d = Xs.shape
+    def _source(self, X, y) -> Data:
+        """Validate the input and wrap it in a :class:`~moelearn.data.Data` source."""
+        if isinstance(X, ChunkedDataset) or is_dask_array(X) or isinstance(X, np.memmap):
+            if y is None and not isinstance(X, ChunkedDataset):
+                raise ValueError(f"{type(self).__name__} requires y to be passed, but the "
+                                 "target y is None")
+            if isinstance(X, ChunkedDataset) and y is not None:
+                raise ValueError("pass y=None with a ChunkedDataset: its chunks hold y")
+            if not isinstance(X, ChunkedDataset) and X.ndim != 2:
+                raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+            if y is not None:
+                if len(y.shape) != 1 and not (len(y.shape) == 2 and y.shape[1] == 1):
+                    raise ValueError(f"y must be 1-D (n_samples,), got shape {y.shape}")
+                if y.shape[0] != X.shape[0]:
+                    raise ValueError("Found input variables with inconsistent numbers of "
+                                     f"samples: [{X.shape[0]}, {y.shape[0]}]")
+                if not (is_dask_array(y) or isinstance(y, np.memmap)):
+                    y = np.asarray(y, dtype=float).ravel()
+            raw = Data(X, y, self.chunk_size, n_experts=self.n_experts)
+            if raw.n_samples < 2:
+                raise ValueError(f"need at least 2 samples, got {raw.n_samples}")
+            self.n_features_in_ = raw.n_features
+            return raw
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf while checking
+            X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64,
+                                 ensure_min_samples=2)
+        check_target_and_magnitude(X, y)
+        return Data(X, y, self.chunk_size, n_experts=self.n_experts)
+
+    def _subsample(self, data, rng, size=None):
+        """Data on at most ``size`` random rows (the whole data when smaller)."""
+        size = size or _INIT_SUBSAMPLE
+        if data.n_samples <= size:
+            if data.in_memory and data.transform is None:
+                return data
+            rows = np.arange(data.n_samples)
+        else:
+            rows = np.sort(rng.choice(data.n_samples, size, replace=False))
+        return Data(*data.rows(rows), n_experts=self.n_experts)
+
+    def _directions(self, data, link, method, rng):
+        return _recover(data, self.n_experts, link, method, None, rng, return_info=False,
+                        form="whitened", order=None, n_restarts=5, max_iter=500, tol=1e-9,
+                        mu=0.5, batch_size=None, learning_rate=0.05, record_trajectory=False)
+
+    def _fit_moments(self, data, link, per_expert, rng):
+        d = data.n_features
         k = self.n_experts
         try:
-            directions = recover_experts(
-                Xs, ys, k, link=link, method=self.moment_method, random_state=rng,
-                chunk_size=self.chunk_size,
-            )
-        except ValueError as exc:
+            directions = self._directions(data, link, self.moment_method, rng)
+        except MomentMethodUnavailable as exc:
             self.init_method_ = f"random ({exc})"
             return self._best_of_random_starts(data, link, per_expert, rng, refine=True)
         self.init_method_ = f"moments ({self.moment_method})"
+        sub = self._subsample(data, rng)
         start = MoEParams(directions, 0.01 * rng.standard_normal((k, d)),
-                          noise_std=_noise_start(ys, k, per_expert), link=link)
+                          noise_std=_noise_start(sub.y, k, per_expert), link=link)
         # Lengths, intercepts, gating and noise with the directions fixed: this only
         # has to land in the basin of the maximum-likelihood solution, so it runs on
         # a random subsample (at most _INIT_SUBSAMPLE rows) with a loose tolerance.
         free = {"expert_scale", "gating", "noise"}
         if self.fit_intercept:
             free |= {"expert_bias", "gating_bias"}
-        if n > _INIT_SUBSAMPLE:
-            rows = np.sort(rng.choice(n, _INIT_SUBSAMPLE, replace=False))
-            sub = Data(Xs[rows], ys[rows], n_experts=k)
-        else:
-            sub = data
         step = maximize_likelihood(sub, start, free=free, method="lbfgs",
                                    per_expert_noise=per_expert, max_iter=self.max_iter,
-                                   tol=max(self.tol, 1e-6), noise_floor=_noise_floor(ys))
+                                   tol=max(self.tol, 1e-6), noise_floor=self._floor)
         # ... then every parameter by maximum likelihood.
         return self._refine(data, step.params, per_expert)
 
-    def _fit_paper(self, Xs, ys, data, link, per_expert, rng):
+    def _fit_paper(self, data, link, per_expert, rng):
         """The papers' two-stage pipelines: experts from moments, then gating."""
-        n, d = Xs.shape
+        d = data.n_features
         k = self.n_experts
-        experts = recover_experts(Xs, ys, k, link=link, method=self.solver,
-                                  random_state=rng, chunk_size=self.chunk_size)
+        experts = self._directions(data, link, self.solver, rng)
         self.init_method_ = self.solver
+        sub = self._subsample(data, rng)
         start = MoEParams(experts, 0.01 * rng.standard_normal((k, d)),
-                          noise_std=_noise_start(ys, k, per_expert), link=link)
+                          noise_std=_noise_start(sub.y, k, per_expert), link=link)
         free = {"gating", "noise"} | ({"gating_bias"} if self.fit_intercept else set())
         method = "lbfgs" if self.solver == "landscape" else "em"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             return maximize_likelihood(data, start, free=free, method=method,
                                        per_expert_noise=per_expert, max_iter=self.max_iter,
-                                       tol=self.tol, noise_floor=_noise_floor(ys))
+                                       tol=self.tol, noise_floor=self._floor)
 
     def _fit_baseline(self, data, link, per_expert, rng):
         self.init_method_ = "random"
@@ -261,7 +306,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                     fit = maximize_likelihood(data, init, free=self._free(), method=method,
                                               per_expert_noise=per_expert,
                                               max_iter=self.max_iter, tol=self.tol,
-                                              noise_floor=_noise_floor(data.y))
+                                              noise_floor=self._floor)
             if best is None or _objective(fit, self.solver) > _objective(best, self.solver):
                 best = fit
         return best
@@ -277,32 +322,40 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             warnings.simplefilter("ignore", ConvergenceWarning)
             return maximize_likelihood(data, init, free=self._free(), method=self.refine,
                                        per_expert_noise=per_expert, max_iter=self.max_iter,
-                                       tol=self.tol, noise_floor=_noise_floor(data.y))
+                                       tol=self.tol, noise_floor=self._floor)
 
     # ------------------------------------------------------------ scaling
-    def _set_scaling(self, X, y, link, scale_y):
+    def _set_scaling(self, raw: Data, link, scale_y):
         """Whiten X (always) and standardise y (linear link only: other links fix its scale).
 
         Full whitening ``S = Cov(X)^{-1/2}``, rather than per-feature scaling,
         turns correlated Gaussian inputs into the standard Gaussian that the
         moment methods assume.  Directions of zero variance keep scale 1.
+        Out-of-core data are validated and summarised in one pass.
         """
-        self._x_mean = X.mean(axis=0) if self.fit_intercept else np.zeros(X.shape[1])
-        Xc = X - self._x_mean
-        cov = Xc.T @ Xc / X.shape[0]
+        if raw.in_memory:
+            X, y = raw.X, raw.y
+            x_mean = X.mean(axis=0)
+            Xc = X - x_mean if self.fit_intercept else X
+            cov = Xc.T @ Xc / X.shape[0]
+            y_mean, y_var = float(y.mean()), float(y.var())
+        else:
+            x_mean, cov, y_mean, y_var = _streamed_moments(raw, self.fit_intercept)
+        if not self.fit_intercept:
+            x_mean = np.zeros_like(x_mean)
         evals, evecs = np.linalg.eigh(0.5 * (cov + cov.T))
         ok = evals > 1e-10 * max(evals.max(), 1e-300)
         root = np.where(ok, np.sqrt(np.where(ok, evals, 1.0)), 1.0)
+        self._x_mean = x_mean
         self._x_whiten = (evecs / root) @ evecs.T
         self._x_unwhiten = (evecs * root) @ evecs.T
         if link.is_linear and scale_y:
-            self._y_mean = float(y.mean()) if self.fit_intercept else 0.0
-            self._y_scale = float(y.std())
+            self._y_mean = y_mean if self.fit_intercept else 0.0
+            self._y_scale = float(np.sqrt(y_var)) if self.fit_intercept else float(
+                np.sqrt(y_var + y_mean**2))
         else:
             self._y_mean, self._y_scale = 0.0, 1.0
-
-    def _to_standard(self, X, y):
-        return (X - self._x_mean) @ self._x_whiten, (y - self._y_mean) / self._y_scale
+        self._floor = 1e-6 * max(np.sqrt(y_var) / self._y_scale, 1e-300)
 
     def _params_from_standard(self, p: MoEParams) -> MoEParams:
         # <a, S (x - m)> = <S a, x> - <S a, m>, S symmetric
@@ -333,7 +386,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             )
         return MoEParams(p.experts, p.gating, p.expert_bias, p.gating_bias, p.noise_std, link)
 
-    def _store(self, params, fit, X, y):
+    def _store(self, params, fit, raw):
         self.params_ = params
         self.experts_ = params.experts
         self.expert_bias_ = params.expert_bias
@@ -342,14 +395,14 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         self.noise_std_ = params.noise_std
         self.n_iter_ = int(fit.n_iter)
         self.converged_ = bool(fit.converged)
-        self.log_likelihood_ = float(np.mean(params.log_likelihood(X, y)))
+        self.log_likelihood_ = _mean_log_likelihood(params, raw)
         self.standard_errors_ = None
         if not self.converged_:
             warnings.warn(
                 f"{self.solver} solver did not converge in max_iter={self.max_iter} "
                 "iterations; increase max_iter", ConvergenceWarning, stacklevel=3)
         if self.compute_standard_errors:
-            self.standard_errors_ = self.standard_errors(X, y)
+            self.standard_errors_ = self._standard_errors(raw)
 
     def standard_errors(self, X, y):
         """Standard errors from the observed information on ``(X, y)``, in original units.
@@ -366,10 +419,12 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X, y = validate_data(self, X, y, reset=False, y_numeric=True, dtype=np.float64)
+        return self._standard_errors(Data(X, y, self.chunk_size, self.n_experts))
+
+    def _standard_errors(self, data):
         p = self.params_
         per_expert = self.noise == "expert"
-        info, _ = observed_information(Data(X, y, self.chunk_size, self.n_experts), p,
-                                       per_expert_noise=per_expert,
+        info, _ = observed_information(data, p, per_expert_noise=per_expert,
                                        fit_intercept=self.fit_intercept)
         cov = np.linalg.pinv(info, rcond=1e-10, hermitian=True)
         se = np.sqrt(np.clip(np.diag(cov), 0.0, None))
@@ -470,12 +525,53 @@ class _LooseParams(MoEParams):
 
 
 def _noise_start(ys, k, per_expert):
-    s = float(np.std(ys))
+    s = max(float(np.std(ys)), 1e-12)
     return np.full(k, s) if per_expert else s
 
 
-def _noise_floor(ys):
-    return 1e-6 * max(float(np.std(ys)), 1e-300)
+def _mean_log_likelihood(params, data) -> float:
+    total = data.map_reduce(lambda Xb, yb: float(np.sum(params.log_likelihood(Xb, yb))))
+    return float(total) / data.n_samples
+
+
+def _stats_block(X, y, shift):
+    with np.errstate(all="ignore"):  # non-finite values are counted, then refused
+        Xs = X - shift
+        return dict(
+            n=X.shape[0], sx=Xs.sum(axis=0), sxx=Xs.T @ Xs, sy=float(y.sum()),
+            syy=float(y @ y),
+            bad_x=int(np.sum(~np.isfinite(X))), bad_y=int(np.sum(~np.isfinite(y))),
+            big=int(np.sum(np.abs(X) > MAX_MAGNITUDE) + np.sum(np.abs(y) > MAX_MAGNITUDE)),
+        )
+
+
+def _streamed_moments(raw: Data, center):
+    """Validate out-of-core data and return mean, covariance, mean and variance of y.
+
+    One pass of shifted sums (the shift, from the first rows, keeps the
+    covariance accurate when the mean is large next to the spread).
+    """
+    head, _ = raw.rows(np.arange(min(raw.n_samples, 1000)))
+    shift = head.mean(axis=0) if center else np.zeros(raw.n_features)
+    if not np.all(np.isfinite(shift)):
+        raise ValueError("X contains NaN or infinite values")
+    st = raw.map_reduce(lambda Xb, yb: _stats_block(Xb, yb, shift))
+    if st["bad_x"]:
+        raise ValueError("X contains NaN or infinite values")
+    if st["bad_y"]:
+        raise ValueError("y contains NaN or infinite values")
+    if st["big"]:
+        raise ValueError(f"X or y has values larger than {MAX_MAGNITUDE:g}: moments up to the "
+                         "4th power would overflow; rescale the data")
+    n = st["n"]
+    dx = st["sx"] / n
+    x_mean = shift + dx
+    cov = st["sxx"] / n - np.outer(dx, dx) if center else st["sxx"] / n
+    y_mean = st["sy"] / n
+    y_var = max(st["syy"] / n - y_mean**2, 0.0)
+    if y_var <= 1e-24 * max(y_mean**2, 1e-300):
+        raise ValueError("y is constant: a mixture of experts needs a target that varies")
+    return x_mean, cov, y_mean, y_var
 
 
 def _objective(fit, solver):

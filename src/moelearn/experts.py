@@ -25,13 +25,14 @@ from ._validation import (
     check_real,
     check_Xy,
 )
+from .data import Data
+from .exceptions import MomentMethodUnavailable
 from .model import _generator
 from .moments import (
     MomentAccumulator,
     ReducedMomentAccumulator,
     Whitening,
     _symmetrise,
-    iter_chunks,
 )
 from .transforms import gaussian_link_moments, output_transform
 
@@ -164,7 +165,7 @@ def _normalised_fourth(reduced: ReducedMomentAccumulator):
     evals, evecs = np.linalg.eigh(T.reshape(k * k, k * k))
     top = evals[-1]
     if not np.isfinite(top) or top <= 0:
-        raise ValueError(
+        raise MomentMethodUnavailable(
             "the fourth-order moment carries no positive signal: too few samples, "
             "or the data do not follow the model"
         )
@@ -222,7 +223,7 @@ def _raw_loss_chunk(X, w, B, K, rho):
     return loss, grad
 
 
-def _landscape_raw(chunks_fn, q4, k, d, scale, n_samples, options, rng, span):
+def _landscape_raw(data, q4, k, d, scale, n_samples, options, rng, span):
     mu = options["mu"]
     K = _pair_matrix(k, mu)
     batch_size = options["batch_size"]
@@ -230,12 +231,8 @@ def _landscape_raw(chunks_fn, q4, k, d, scale, n_samples, options, rng, span):
 
     def full_loss(B):
         rho = B @ B.T
-        total_loss, total_grad = 0.0, np.zeros_like(B)
-        for Xc, yc in chunks_fn():
-            w = q4(yc) / scale
-            lc, gc = _raw_loss_chunk(Xc, w, B, K, rho)
-            total_loss += lc
-            total_grad += gc
+        total_loss, total_grad = data.map_reduce(
+            lambda Xb, yb: _raw_loss_chunk(Xb, q4(yb) / scale, B, K, rho))
         return total_loss / n_samples, total_grad / n_samples
 
     def project(B, grad):
@@ -256,7 +253,7 @@ def _landscape_raw(chunks_fn, q4, k, d, scale, n_samples, options, rng, span):
             B, hist = _sphere_gradient_descent(fun, B0, max_iter, tol)
         else:
             B, hist = _minibatch_descent(
-                chunks_fn, q4, scale, K, B0, batch_size, max_iter, options["learning_rate"], rng
+                data, q4, scale, K, B0, batch_size, max_iter, options["learning_rate"], rng
             )
             # report the full-data loss at the end so restarts compare fairly
             hist = np.append(hist, full_loss(B)[0])
@@ -266,13 +263,13 @@ def _landscape_raw(chunks_fn, q4, k, d, scale, n_samples, options, rng, span):
     return results[best][0], [h for _, h in results], losses, best
 
 
-def _minibatch_descent(chunks_fn, q4, scale, K, B0, batch_size, n_steps, lr, rng):
+def _minibatch_descent(data, q4, scale, K, B0, batch_size, n_steps, lr, rng):
     """Projected stochastic gradient descent with a 1/sqrt(t) step decay."""
     B = B0.copy()
     history = []
     step = 0
     while step < n_steps:
-        for Xc, yc in chunks_fn():
+        for Xc, yc in data:
             perm = rng.permutation(Xc.shape[0])
             for start in range(0, Xc.shape[0], batch_size):
                 idx = perm[start : start + batch_size]
@@ -460,23 +457,27 @@ def recover_experts(
     if order is not None and order not in (3, 4):
         raise ValueError(f"order must be 3, 4 or None, got {order!r}")
     X, y = check_Xy(X, y)
-    n, d = X.shape
+    data = Data(X, y, chunk_size)
+    return _recover(data, n_experts, link, method, noise_std, _generator(random_state),
+                    return_info=return_info, form=form, order=order, n_restarts=n_restarts,
+                    max_iter=max_iter, tol=tol, mu=mu, batch_size=batch_size,
+                    learning_rate=learning_rate, record_trajectory=record_trajectory)
+
+
+def _recover(data, n_experts, link, method, noise_std, rng, *, return_info, form, order,
+             n_restarts, max_iter, tol, mu, batch_size, learning_rate, record_trajectory):
+    """:func:`recover_experts` on a validated :class:`~moelearn.data.Data` source."""
+    n, d = data.n_samples, data.n_features
     k = check_n_experts(n_experts, d, moment_method=True)
     min_samples = max(10 * d, 50)
     if n < min_samples:
-        raise ValueError(
+        raise MomentMethodUnavailable(
             f"n_samples={n} is too small to estimate the moments for n_features={d}: "
             f"need at least {min_samples}"
         )
-    rng = _generator(random_state)
-
-    def chunks():
-        return iter_chunks(X, y, chunk_size)
 
     # Pass 1: M_1, M_2, noise, whitening.
-    first = MomentAccumulator(link, d)
-    for Xc, yc in chunks():
-        first.update(Xc, yc)
+    first = data.map_reduce(lambda Xb, yb: MomentAccumulator(link, d).update(Xb, yb))
     sigma = first.noise_std() if noise_std is None else noise_std
     try:
         c1 = output_transform(link, sigma, 1).constant
@@ -487,7 +488,11 @@ def recover_experts(
         use_order = order or _choose_order(link, sigma)
     else:
         use_order = 4
-    output_transform(link, sigma, use_order)  # raises if the link is invalid here
+    for m in (2, use_order):
+        try:
+            output_transform(link, sigma, m)
+        except ValueError as exc:
+            raise MomentMethodUnavailable(str(exc)) from None
 
     info = dict(method=method, form=form, noise_std=sigma, order=use_order, n_samples=n)
     if method == "landscape" and form == "raw":
@@ -498,7 +503,7 @@ def recover_experts(
         opts = dict(mu=mu, batch_size=batch_size, n_restarts=n_restarts, max_iter=max_iter,
                     tol=tol, learning_rate=learning_rate)
         span = first.whitening(k).eigenvectors
-        A, hists, losses, best = _landscape_raw(chunks, q4, k, d, np.sign(q4.constant) * scale,
+        A, hists, losses, best = _landscape_raw(data, q4, k, d, np.sign(q4.constant) * scale,
                                                 n, opts, rng, span)
         A = _resolve_signs(A, first.first_moment, c1)
         result = ExpertRecoveryResult(A, loss_history=hists, restart_losses=losses,
@@ -506,9 +511,8 @@ def recover_experts(
         return result if return_info else result.experts
 
     whitening = first.whitening(k)
-    reduced = ReducedMomentAccumulator(link, whitening, sigma, orders=(use_order,))
-    for Xc, yc in chunks():
-        reduced.update(Xc, yc)
+    reduced = data.map_reduce(lambda Xb, yb: ReducedMomentAccumulator(
+        link, whitening, sigma, orders=(use_order,)).update(Xb, yb))
 
     trajectories = []
     if method == "landscape":

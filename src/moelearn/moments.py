@@ -17,11 +17,13 @@ the noise level and the whitening depends on the second moment:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from itertools import permutations
 
 import numpy as np
 
+from .exceptions import MomentMethodUnavailable
 from .links import get_link
 from .transforms import gaussian_link_moments, output_transform
 
@@ -123,7 +125,7 @@ class MomentAccumulator(_SumStatistics):
         self.q2_xx_sum = np.zeros((d, d))
 
     def _key(self):
-        return (self.link, self.n_features)
+        return (self.link.name, self.n_features)
 
     def _empty_like(self):
         return MomentAccumulator(self.link, self.n_features)
@@ -180,7 +182,7 @@ class MomentAccumulator(_SumStatistics):
         evals, evecs = evals[order], evecs[:, order]
         if evals[-1] <= 1e-12 * max(evals[0], 1e-300):
             supported = int(np.sum(evals > 1e-12 * max(evals[0], 1e-300)))
-            raise ValueError(
+            raise MomentMethodUnavailable(
                 f"the second moment supports only {supported} of the {k} requested experts "
                 "(its top eigenvalues are not positive): use fewer experts or more samples"
             )
@@ -242,6 +244,9 @@ class ReducedMomentAccumulator(_SumStatistics):
             raise ValueError(f"orders must be a subset of (3, 4), got {orders}")
         self.transforms = {m: output_transform(self.link, self.noise_std, m) for m in self.orders}
         self._P = whitening.matrix
+        # identify the whitening by value (a digest, stable across processes): copies
+        # made on Dask workers must still merge
+        self._whitening_key = hashlib.sha1(np.ascontiguousarray(self._P).tobytes()).hexdigest()
         k = self._P.shape[0]
         self.r3_sum = np.zeros((k * k, k))
         self.r1_sum = np.zeros(k)
@@ -254,7 +259,7 @@ class ReducedMomentAccumulator(_SumStatistics):
         return self._P.shape[0]
 
     def _key(self):
-        return (self.link, id(self.whitening), self.noise_std, self.orders)
+        return (self.link.name, self._whitening_key, self.noise_std, self.orders)
 
     def _empty_like(self):
         return ReducedMomentAccumulator(self.link, self.whitening, self.noise_std, self.orders)
