@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 
+from helpers import standard_error_bound
 from moelearn import MomentAccumulator, ReducedMomentAccumulator, make_moe, output_transform, sample
 from moelearn.moments import iter_chunks
-
-from helpers import standard_error_bound
 
 
 def _pass1(link, X, y):

@@ -387,16 +387,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         return MoEParams(p.experts, p.gating, p.expert_bias, p.gating_bias, p.noise_std, link)
 
     def _store(self, params, fit, raw):
-        self.params_ = params
-        self.experts_ = params.experts
-        self.expert_bias_ = params.expert_bias
-        self.gating_ = params.gating
-        self.gating_bias_ = params.gating_bias
-        self.noise_std_ = params.noise_std
-        self.n_iter_ = int(fit.n_iter)
-        self.converged_ = bool(fit.converged)
-        self.log_likelihood_ = _mean_log_likelihood(params, raw)
-        self.standard_errors_ = None
+        self._set_fitted(params, fit.n_iter, fit.converged, _mean_log_likelihood(params, raw),
+                         self.init_method_)
         if not self.converged_:
             warnings.warn(
                 f"{self.solver} solver did not converge in max_iter={self.max_iter} "
@@ -503,6 +495,37 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
 
         check_is_fitted(self)
         save_model(self, path)
+
+    @classmethod
+    def from_params(cls, params: MoEParams, **kwargs):
+        """A fitted estimator holding ``params`` (e.g. from a torch layer or a file).
+
+        ``kwargs`` set other constructor parameters.  The noise layout
+        (shared or per expert) follows ``params.noise_std``.
+        """
+        if not isinstance(params, MoEParams):
+            raise TypeError(f"params must be a MoEParams, got {type(params).__name__}")
+        kwargs.setdefault("noise", "expert" if np.ndim(params.noise_std) else "shared")
+        est = cls(n_experts=params.n_experts, link=params.link, **kwargs)
+        est._validate_params()
+        d = params.n_features
+        est._x_mean, est._x_whiten, est._x_unwhiten = np.zeros(d), np.eye(d), np.eye(d)
+        est._y_mean, est._y_scale = 0.0, 1.0
+        est.n_features_in_ = d
+        est._set_fitted(params, n_iter=0, converged=True, log_likelihood=float("nan"),
+                        init_method="from_params")
+        return est
+
+    def _set_fitted(self, params, n_iter, converged, log_likelihood, init_method):
+        self.params_ = params
+        self.experts_, self.gating_ = params.experts, params.gating
+        self.expert_bias_, self.gating_bias_ = params.expert_bias, params.gating_bias
+        self.noise_std_ = params.noise_std
+        self.n_iter_ = int(n_iter)
+        self.converged_ = bool(converged)
+        self.log_likelihood_ = float(log_likelihood)
+        self.init_method_ = str(init_method)
+        self.standard_errors_ = None
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "params_")

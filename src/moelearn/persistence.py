@@ -142,28 +142,19 @@ def load(path):
             _fail(path, f"{name} must hold finite floating-point numbers")
 
     try:
-        est = MixtureOfExpertsRegressor(link=link.name)
-        valid = {key: value for key, value in params.items() if key in est.get_params()}
-        est.set_params(**valid, random_state=meta.get("random_state"))
-        est._validate_params()
-        if est.n_experts != k:
-            _fail(path, "n_experts disagrees with the arrays")
         p = MoEParams(raw["experts"], raw["gating"], raw["expert_bias"], raw["gating_bias"],
                       float(noise[0]) if noise.shape == (1,) else noise, link.name)
-        est.params_ = p
-        est.experts_, est.gating_ = p.experts, p.gating
-        est.expert_bias_, est.gating_bias_ = p.expert_bias, p.gating_bias
-        est.noise_std_ = p.noise_std
-        est.n_features_in_ = d
-        est.n_iter_ = int(fitted["n_iter_"])
-        est.converged_ = bool(fitted["converged_"])
-        est.log_likelihood_ = float(fitted["log_likelihood_"])
-        est.init_method_ = str(fitted["init_method_"])
+        known = MixtureOfExpertsRegressor().get_params()
+        valid = {key: value for key, value in params.items()
+                 if key in known and key not in ("n_experts", "link", "noise")}
+        est = MixtureOfExpertsRegressor.from_params(p, random_state=meta.get("random_state"),
+                                                    noise=params.get("noise", "shared"), **valid)
+        est._set_fitted(p, fitted["n_iter_"], fitted["converged_"],
+                        float(fitted["log_likelihood_"]), fitted["init_method_"])
         est._y_mean, est._y_scale = float(fitted["y_mean"]), float(fitted["y_scale"])
         est._x_mean = raw["x_mean"].astype(float)
         est._x_whiten = raw["x_whiten"].astype(float)
         est._x_unwhiten = raw["x_unwhiten"].astype(float)
-        est.standard_errors_ = None
     except ValueError as exc:
         if "not a valid moelearn model file" in str(exc):
             raise
