@@ -15,6 +15,7 @@ from .metrics import RecoveryErrors, expert_error, parameter_errors
 from .model import MoEParams, make_moe, sample
 from .moments import MomentAccumulator, ReducedMomentAccumulator, Whitening
 from .persistence import load
+from .selection import ExpertSelection, select_n_experts
 from .transforms import OutputTransform, output_transform
 
 __version__ = "0.1.0"
@@ -23,6 +24,7 @@ __all__ = [
     "ChunkedDataset",
     "Diagnosis",
     "ExpertRecoveryResult",
+    "ExpertSelection",
     "Link",
     "MixtureOfExpertsRegressor",
     "MoEParams",
@@ -43,4 +45,5 @@ __all__ = [
     "recover_gating",
     "register_link",
     "sample",
+    "select_n_experts",
 ]
