@@ -13,7 +13,6 @@ in the same process (best of several runs).
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 
 import numpy as np
@@ -21,7 +20,7 @@ from _common import best_time, progress, write_report
 from sklearn.exceptions import ConvergenceWarning
 
 from moelearn import MixtureOfExpertsRegressor, make_moe, parameter_errors, sample
-from moelearn.experiments import SOLVERS, _run_tasks, _success_task
+from moelearn.experiments import SOLVERS, success_table
 
 
 def speed():
@@ -64,17 +63,7 @@ def speed():
 def grid(seeds, jobs):
     cells = [dict(k=k, scale=s, noise=0.2, link=ln)
              for k in (3, 6) for s in (1, 3) for ln in ("linear", "relu")]
-    tasks = [(cell, seed, 100_000) for cell in cells for seed in range(seeds)]
-    results = _run_tasks(_success_task, tasks, jobs, "grid")
-    table = []
-    for i, cell in enumerate(cells):
-        chunk = results[i * seeds : (i + 1) * seeds]
-        for solver in SOLVERS:
-            errs = np.array([r[solver][0] for r in chunk])
-            times = np.array([r[solver][1] for r in chunk])
-            table.append(dict(**cell, solver=solver, success=float(np.mean(errs <= 0.1)),
-                              median_error=float(np.median(errs)),
-                              median_time_s=float(np.median(times))))
+    table = success_table(cells, seeds, 100_000, jobs, label="grid")
     md = [f"# Solver success rates (expert error ≤ 0.1) over {seeds} seeds, n=100,000, d=10, "
           f"sigma=0.2; one start each; {jobs} parallel job(s), times are per fit", "",
           "| k | gating scale | link | " + " | ".join(SOLVERS) + " |",

@@ -180,12 +180,10 @@ def _success_task(args):
     return out
 
 
-def experiment_success(quick=False, seeds=None, jobs=1, output="results"):
-    seeds = seeds or (3 if quick else 10)
-    n = 20_000 if quick else 100_000
-    grid = _success_grid(quick)
+def success_table(grid, seeds, n, jobs=1, label="success"):
+    """Run every solver on ``seeds`` problems per grid cell; one row per (cell, solver)."""
     tasks = [(cell, s, n) for cell in grid for s in range(seeds)]
-    results = _run_tasks(_success_task, tasks, jobs, "success")
+    results = _run_tasks(_success_task, tasks, jobs, label)
     table = []
     for ci, cell in enumerate(grid):
         chunk = results[ci * seeds : (ci + 1) * seeds]
@@ -195,6 +193,14 @@ def experiment_success(quick=False, seeds=None, jobs=1, output="results"):
             table.append(dict(**cell, solver=solver, success=float(np.mean(errs <= 0.1)),
                               median_error=float(np.median(errs)),
                               median_time_s=float(np.median(times)), errors=errs.tolist()))
+    return table
+
+
+def experiment_success(quick=False, seeds=None, jobs=1, output="results"):
+    seeds = seeds or (3 if quick else 10)
+    n = 20_000 if quick else 100_000
+    grid = _success_grid(quick)
+    table = success_table(grid, seeds, n, jobs)
     plt = _plt()
     rows = sorted({(c["k"], c["scale"]) for c in grid})
     cols = sorted({(c["noise"], c["link"]) for c in grid}, key=lambda t: (t[1], t[0]))
