@@ -31,7 +31,6 @@ __all__ = [
     "FitResult",
     "maximize_likelihood",
     "fit_squared_loss",
-    "negative_log_likelihood",
     "random_params",
     "observed_information",
 ]
@@ -184,11 +183,6 @@ def _sum_terms(data, values, link, want_grad):
 
 def _total_loglik(data, values, link) -> float:
     return float(_sum_terms(data, values, link, False)["loglik"])
-
-
-def negative_log_likelihood(params: MoEParams, X, y) -> float:
-    """Mean negative log-likelihood of ``(X, y)`` under ``params``."""
-    return -float(np.mean(params.log_likelihood(X, y)))
 
 
 # --------------------------------------------------------------------------
