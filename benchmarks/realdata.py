@@ -32,6 +32,7 @@ from moelearn import MixtureOfExpertsRegressor, datasets
 
 SOLVERS = {"moelearn (default)": dict(solver="moments"),
            "moelearn (default, noise='expert')": dict(solver="moments", noise="expert"),
+           "moelearn (default, n_init=10)": dict(solver="moments", n_init=10),
            "moelearn landscape (AISTATS'20)": dict(solver="landscape"),
            "moelearn tensor (ICML'19)": dict(solver="tensor")}
 
@@ -149,14 +150,16 @@ def main():
             md.append(f"| {t['method']} | {t['k'] or '-'} | {t['mse']:.3f} | "
                       f"{t['loglik']:.3f} | {t['seconds']:.2f} | {t['failures']}/{t['folds']} |")
         for k in args.ks:
-            ours = next((t for t in table if t["dataset"] == name and t["k"] == k
-                         and t["method"] == "moelearn (default)"), None)
             theirs = next((t for t in table if t["dataset"] == name and t["k"] == k
                            and t["method"].startswith("flexmix")), None)
-            if ours and theirs:
-                md.append(f"\nk={k}: MSE moelearn {ours['mse']:.3f} vs flexmix "
-                          f"{theirs['mse']:.3f}; time ratio flexmix/moelearn "
-                          f"{theirs['seconds'] / ours['seconds']:.1f}x")
+            for variant in ("moelearn (default)", "moelearn (default, n_init=10)"):
+                ours = next((t for t in table if t["dataset"] == name and t["k"] == k
+                             and t["method"] == variant), None)
+                if ours and theirs:
+                    md.append(f"\nk={k}, {variant}: MSE {ours['mse']:.3f} vs flexmix "
+                              f"{theirs['mse']:.3f} ({'✓' if ours['mse'] <= theirs['mse'] else '✗'}"
+                              f"); time ratio flexmix/moelearn "
+                              f"{theirs['seconds'] / ours['seconds']:.1f}x")
         md.append("")
     js, mdp = write_report("realdata", dict(table=table, records=records,
                                             flexmix_wall_s=walls), md)

@@ -249,3 +249,11 @@ def test_bad_data(theory_linear):
     est.fit(X[:500], y[:500])
     with pytest.raises(ValueError, match="features"):
         est.predict(X[:5, :3])
+
+
+def test_moments_with_extra_random_starts_keeps_the_best(theory_linear):
+    p, X, y = theory_linear
+    X, y = X[:20000], y[:20000]
+    one = _fit(X, y, random_state=0)
+    many = _fit(X, y, random_state=0, n_init=3)
+    assert many.log_likelihood_ >= one.log_likelihood_ - 1e-9

@@ -68,7 +68,10 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     tol : float, default 1e-8
         Relative tolerance on the mean log-likelihood.
     n_init : int, default 1
-        Random starts for the baselines and for the fallback.
+        Random starts for the baselines and for the fallback.  With
+        ``solver="moments"`` and ``n_init > 1``, the consistent start is kept and
+        ``n_init - 1`` random starts are refined too; the highest likelihood wins
+        (useful off the theory regime, where the moment start is biased).
     init_params : MoEParams or None
         Warm start, in the original units; the solver then only refines.
     refine : {"lbfgs", "em"}, default "lbfgs"
@@ -267,7 +270,15 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                                    per_expert_noise=per_expert, max_iter=self.max_iter,
                                    tol=max(self.tol, 1e-6), noise_floor=self._floor)
         # ... then every parameter by maximum likelihood.
-        return self._refine(data, step.params, per_expert)
+        fit = self._refine(data, step.params, per_expert)
+        if self.n_init > 1:
+            # extra random starts: keep whichever optimum has the highest likelihood
+            other = self._best_of_random_starts(data, link, per_expert, rng, refine=True,
+                                                n_starts=self.n_init - 1)
+            if other.log_likelihood > fit.log_likelihood:
+                self.init_method_ = f"random start (best of {self.n_init})"
+                return other
+        return fit
 
     def _fit_paper(self, data, link, per_expert, rng):
         """The papers' two-stage pipelines: experts from moments, then gating."""
@@ -290,9 +301,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         self.init_method_ = "random"
         return self._best_of_random_starts(data, link, per_expert, rng, refine=False)
 
-    def _best_of_random_starts(self, data, link, per_expert, rng, refine):
+    def _best_of_random_starts(self, data, link, per_expert, rng, refine, n_starts=None):
         best = None
-        for _ in range(self.n_init):
+        for _ in range(n_starts or self.n_init):
             init = random_params(data.n_features, self.n_experts, link, 1.0, rng, per_expert)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
