@@ -124,25 +124,39 @@ def _convergence_task(args):
     return out
 
 
-def experiment_convergence(quick=False, seeds=None, jobs=1, output="results"):
-    seeds = seeds or (4 if quick else 20)
-    n, iters = (20_000, 100) if quick else (100_000, 300)
-    results = _run_tasks(_convergence_task, [(s, n, iters) for s in range(seeds)], jobs,
-                         "convergence")
-    curves = {key: [r[key] for r in results] for key in results[0]}
+def _method_color(label):
+    # one colour per method in both panels: consistent losses blue, baselines warm
+    if "squared" in label:
+        return "tab:orange"
+    if "negative log" in label:
+        return "tab:red"
+    return "tab:blue"
+
+
+def plot_convergence(curves, n, seeds):
+    """The convergence figure from the curves of :func:`experiment_convergence`."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    colors = ["tab:blue", "tab:orange", "tab:red", "tab:green"]
     for ax, prefix in zip(axes, ("experts", "gating"), strict=True):
-        keys = [k for k in curves if k.startswith(prefix)]
-        for key, color in zip(keys, colors, strict=False):
-            _band(ax, curves[key], key.split(": ", 1)[1], color)
+        for key in (k for k in curves if k.startswith(prefix)):
+            label = key.split(": ", 1)[1]
+            _band(ax, curves[key], label, _method_color(label))
         ax.set_yscale("log")
         ax.set_xlabel("iteration")
         ax.set_ylabel(f"{prefix} error (Frobenius, matched)")
         ax.set_title(f"{prefix.capitalize()}: d=10, k=3, n={n:,}, {seeds} random starts")
         ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def experiment_convergence(quick=False, seeds=None, jobs=1, output="results"):
+    seeds = seeds or (4 if quick else 20)
+    n, iters = (20_000, 100) if quick else (100_000, 300)
+    results = _run_tasks(_convergence_task, [(s, n, iters) for s in range(seeds)], jobs,
+                         "convergence")
+    curves = {key: [r[key] for r in results] for key in results[0]}
+    fig = plot_convergence(curves, n, seeds)
     md = [f"# Convergence ({seeds} seeds, n={n:,}, d=10, k=3, linear, sigma=0.2)", "",
           "| curve | median final error | 90th percentile | share of starts with error <= 0.1 |",
           "|---|---|---|---|"]
