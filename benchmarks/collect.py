@@ -1,0 +1,60 @@
+"""Assemble docs/BENCHMARKS.md from the reports in benchmarks/reports/.
+
+    python benchmarks/collect.py
+
+Each section quotes one report verbatim, under the command that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+REPORTS = ROOT / "reports"
+DOC = ROOT.parent / "docs" / "BENCHMARKS.md"
+
+SECTIONS = [
+    ("Moment passes", "python benchmarks/moments.py", "moments"),
+    ("Expert recovery (issue targets)", "python benchmarks/experts.py --seeds 20", "experts"),
+    ("Default estimator speed", "python benchmarks/estimator.py", "estimator"),
+    ("Every solver on a grid of problems", "python benchmarks/estimator.py --grid --seeds 20",
+     "estimator_grid"),
+    ("Scale: memory maps and Dask", "python benchmarks/scale.py", "scale"),
+    ("Synthetic comparison with flexmix", "python benchmarks/peer_synthetic.py",
+     "peer_synthetic"),
+    ("Real data: 10-fold cross-validation with flexmix", "python benchmarks/realdata.py",
+     "realdata"),
+]
+
+
+def main():
+    lines = ["# Benchmarks", "",
+             "Every table below is a report written by the script named above it, copied "
+             "verbatim (`python benchmarks/collect.py` rebuilds this page). Times are wall "
+             "clock on the machine named in each report's JSON (2 cores); ratios are measured "
+             "within one run.", ""]
+    for title, command, name in SECTIONS:
+        md = REPORTS / f"{name}.md"
+        if not md.exists():
+            continue
+        meta = json.loads((REPORTS / f"{name}.json").read_text()).get("machine", {})
+        body = md.read_text().strip().splitlines()
+        body = [ln for ln in body if not ln.startswith("# ")]  # the section title replaces it
+        lines += [f"## {title}", "", f"```bash\n{command}\n```", ""]
+        lines += [ln.replace("### ", "#### ").replace("## ", "### ") for ln in body]
+        png = REPORTS / f"{name}.png"
+        if png.exists():
+            target = DOC.parent / "benchmarks" / png.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(png, target)
+            lines += ["", f"![{title}](benchmarks/{png.name})"]
+        lines += ["", f"<sub>numpy {meta.get('numpy', '?')}, python {meta.get('python', '?')}"
+                  "</sub>", ""]
+    DOC.write_text("\n".join(lines) + "\n")
+    print(f"wrote {DOC}")
+
+
+if __name__ == "__main__":
+    main()
