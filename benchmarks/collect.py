@@ -35,6 +35,9 @@ def main():
              "verbatim (`python benchmarks/collect.py` rebuilds this page). Times are wall "
              "clock on the machine named in each report's JSON (2 cores); ratios are measured "
              "within one run.", ""]
+    summary = ROOT / "SUMMARY.md"
+    if summary.exists():  # the hand-written reading of the numbers below
+        lines += [summary.read_text().strip(), ""]
     for title, command, name in SECTIONS:
         md = REPORTS / f"{name}.md"
         if not md.exists():
