@@ -123,3 +123,13 @@ def test_dask_local_cluster_equals_in_memory(dask_arrays, in_memory):
         est = _fit(X, y)
     np.testing.assert_allclose(est.experts_, in_memory.experts_, atol=1e-8)
     assert est.init_method_ == in_memory.init_method_ == "moments (tensor)"
+
+
+def test_recover_experts_on_a_memory_map(memmapped, problem):
+    from moelearn import recover_experts
+
+    _, X, y = problem
+    Xm, ym = memmapped
+    a = recover_experts(X, y, 3, method="tensor", random_state=0)
+    b = recover_experts(Xm, ym, 3, method="tensor", random_state=0, chunk_size=5000)
+    np.testing.assert_allclose(a, b, atol=1e-10)

@@ -68,9 +68,11 @@ def check_Xy(X, y, *, min_samples=2):
         check_consistent_length(X, y)
         if X.shape[0] < min_samples:
             raise ValueError(f"need at least {min_samples} samples, got {X.shape[0]}")
-        for Xc, _ in iter_chunks(X, y):
+        x_max = 0.0
+        for Xc, _ in iter_chunks(X, y):  # one pass: finiteness and magnitude together
             if not np.all(np.isfinite(Xc)):
                 raise ValueError("X contains NaN or infinite values")
+            x_max = max(x_max, float(np.abs(Xc).max(initial=0.0)))
     else:
         try:
             with np.errstate(invalid="ignore", over="ignore"):  # inf - inf while checking
@@ -80,9 +82,10 @@ def check_Xy(X, y, *, min_samples=2):
             raise _rephrase(exc) from exc
         y = _check_y(y)
         check_consistent_length(X, y)
+        x_max = None  # computed below from the in-memory array
     if X.shape[1] < 1:
         raise ValueError("X must have at least one feature")
-    check_target_and_magnitude(X, y)
+    check_target_and_magnitude(X, y, x_max=x_max)
     return X, y
 
 
@@ -90,15 +93,18 @@ def check_Xy(X, y, *, min_samples=2):
 MAX_MAGNITUDE = 1e75
 
 
-def check_target_and_magnitude(X, y):
-    """Reject a non-finite or constant target and values whose 4th powers would overflow."""
+def check_target_and_magnitude(X, y, x_max=None):
+    """Reject a non-finite or constant target and values whose 4th powers would overflow.
+
+    ``x_max`` (the largest ``|X|``, when a pass has already computed it) saves a pass.
+    """
     if not np.all(np.isfinite(y)):
         raise ValueError("y contains NaN or infinite values")
     if np.ptp(y) == 0:
         raise ValueError("y is constant: a mixture of experts needs a target that varies")
     for name, arr in (("X", X), ("y", y)):
-        if _is_out_of_core(arr):
-            big = max((float(np.abs(c).max()) for c, _ in iter_chunks(arr, y)), default=0.0)
+        if name == "X" and x_max is not None:
+            big = x_max
         else:
             big = float(np.abs(arr).max()) if arr.size else 0.0
         if big > MAX_MAGNITUDE:
