@@ -33,6 +33,7 @@ __all__ = [
     "fit_squared_loss",
     "random_params",
     "observed_information",
+    "params_from_responsibilities",
 ]
 
 _LOG_2PI = np.log(2.0 * np.pi)
@@ -241,6 +242,7 @@ def maximize_likelihood(
     noise_floor=1e-6,
     learning_rate=None,
     record=False,
+    gating_steps=25,
 ) -> FitResult:
     """Maximise the exact log-likelihood over the parameter groups in ``free``.
 
@@ -264,6 +266,8 @@ def maximize_likelihood(
         Initial step for ``method="gd"``.
     record : bool
         Keep the parameters after every iteration in ``trajectory``.
+    gating_steps : int
+        L-BFGS iterations of the gating M-step per EM iteration (``method="em"``).
     """
     free = _check_free(free)
     if method not in ("lbfgs", "em", "gd"):
@@ -272,7 +276,8 @@ def maximize_likelihood(
         raise ValueError("method='em' does not fit 'expert_scale'; use 'lbfgs' or 'gd'")
     with _blas_threads(data.n_features * init.n_experts):
         if method == "em":
-            return _em(data, init, free, per_expert_noise, max_iter, tol, noise_floor, record)
+            return _em(data, init, free, per_expert_noise, max_iter, tol, noise_floor, record,
+                       gating_steps)
         return _maximize_gradient(data, init, free, method, per_expert_noise, max_iter, tol,
                                   noise_floor, learning_rate, record)
 
@@ -334,7 +339,10 @@ def _maximize_gradient(data, init, free, method, per_expert_noise, max_iter, tol
                 options={"maxiter": max_iter, "ftol": tol, "gtol": 1e-10, "maxcor": 20},
             )
         theta, n_iter = res.x * D, int(res.nit)
-        converged = bool(res.success) or n_iter < max_iter
+        # A line-search failure is convergence only where the gradient vanishes
+        # (round-off stops the search at an optimum); a cap on iterations never is.
+        converged = bool(res.success) or (
+            res.status == 2 and _projected_gradient_norm(res.x, res.jac, bounds, D) <= 1e-6)
     elif method == "gd":
         theta, n_iter, converged = _gradient_descent(
             fun, theta0, bounds, max_iter, tol, learning_rate, history, callback
@@ -342,6 +350,19 @@ def _maximize_gradient(data, init, free, method, per_expert_noise, max_iter, tol
     params = _to_params(layout.unpack(theta, init), init.link, per_expert_noise)
     final = -fun(theta)[0]
     return FitResult(params, final, n_iter, converged, -np.asarray(history), trajectory)
+
+
+def _projected_gradient_norm(phi, grad, bounds, D):
+    """Largest entry of the gradient projected on the feasible directions."""
+    g = np.asarray(grad, dtype=float).copy()
+    if bounds is not None:
+        lower = np.array([-np.inf if b[0] is None else b[0] for b in bounds]) / D
+        finite = np.isfinite(lower)
+        at_bound = np.zeros(g.shape, dtype=bool)
+        at_bound[finite] = phi[finite] <= lower[finite] + 1e-12 * np.maximum(
+            1.0, np.abs(lower[finite]))
+        g[at_bound & (g > 0)] = 0.0  # minimising: a positive gradient points out of bounds
+    return float(np.max(np.abs(g))) if g.size else 0.0
 
 
 def _scaled(fun, D):
@@ -381,7 +402,8 @@ def _gradient_descent(fun, theta0, bounds, max_iter, tol, step, history, callbac
                 break
             step *= 0.5
             if step < 1e-14:
-                return theta, it, True
+                # no descent step exists: converged only if the gradient vanishes
+                return theta, it, bool(np.sqrt(gnorm2) <= 1e-6)
         improvement = f - fc
         theta, f, g = cand, fc, gc
         history.append(f)
@@ -401,7 +423,8 @@ def _weighted_lstsq(design, y, weights, ridge=1e-10):
     return np.linalg.solve(gram, dw.T @ y)
 
 
-def _em(data, init, free, per_expert_noise, max_iter, tol, noise_floor, record):
+def _em(data, init, free, per_expert_noise, max_iter, tol, noise_floor, record,
+        gating_steps=25):
     """EM (Jordan & Jacobs 1994) over the groups in ``free``.
 
     E-step: posteriors.  M-step: weighted least squares per expert (one
@@ -417,8 +440,6 @@ def _em(data, init, free, per_expert_noise, max_iter, tol, noise_floor, record):
         "gating_bias": init.gating_bias.copy(),
         "noise": init.noise_vector,
     }
-    fit_expert = "experts" in free
-    fit_ebias = "expert_bias" in free
     gating_free = free & {"gating", "gating_bias"}
     n = data.n_samples
     history, trajectory = [], []
@@ -450,37 +471,12 @@ def _em(data, init, free, per_expert_noise, max_iter, tol, noise_floor, record):
             converged = True
             break
         prev = mean_ll
-        # M-step: experts
-        if fit_expert or fit_ebias:
-            for i in range(k):
-                if wsum[i] < 1e-8 * n:
-                    continue  # a lost component keeps its parameters
-                G = gram[i].copy()
-                if not fit_ebias:
-                    G, r = G[:d, :d], rhs[i, :d] - gram[i, :d, d] * values["expert_bias"][i]
-                elif not fit_expert:
-                    G = G[d:, d:]
-                    r = rhs[i, d:] - gram[i, d, :d] @ values["experts"][i]
-                else:
-                    r = rhs[i]
-                G[np.diag_indices_from(G)] += 1e-10 * (np.trace(G) / len(G) + 1e-300)
-                sol = np.linalg.solve(G, r)
-                if fit_expert and fit_ebias:
-                    values["experts"][i], values["expert_bias"][i] = sol[:d], sol[d]
-                elif fit_expert:
-                    values["experts"][i] = sol
-                else:
-                    values["expert_bias"][i] = sol[0]
-        # M-step: noise (from the E-step residuals; a standard ECM ordering)
-        if "noise" in free:
-            if per_expert_noise:
-                var = sq / np.maximum(wsum, 1e-300)
-            else:
-                var = np.full(k, sq.sum() / n)
-            values["noise"] = np.sqrt(np.maximum(var, noise_floor**2))
+        _mstep_experts_noise(values, gram, rhs, sq, wsum, n, free, per_expert_noise,
+                             noise_floor)
         # M-step: gating
         if gating_free:
-            _gating_mstep(data, values, gating_free, posts, estep_values, link)
+            _gating_mstep(data, values, gating_free, posts, estep_values, link,
+                          max_iter=gating_steps)
     if not converged:
         warnings.warn(f"EM did not converge in {max_iter} iterations", ConvergenceWarning,
                       stacklevel=3)
@@ -489,11 +485,104 @@ def _em(data, init, free, per_expert_noise, max_iter, tol, noise_floor, record):
     return FitResult(params, final, it, converged, np.asarray(history), trajectory)
 
 
-def _em_block_stats(X, y, values, link, keep_post=False):
-    """E-step on one block: log-likelihood and the weighted normal equations per expert."""
+def _mstep_experts_noise(values, gram, rhs, sq, wsum, n, free, per_expert_noise, noise_floor):
+    """M-step of the experts (weighted least squares / Gauss-Newton) and of the noise."""
     k, d = values["experts"].shape
-    t = _chunk_terms(X, y, values, link, want_grad=False, want_post=True)
-    post = t["post"]
+    fit_expert = "experts" in free
+    fit_ebias = "expert_bias" in free
+    if fit_expert or fit_ebias:
+        for i in range(k):
+            if wsum[i] < 1e-8 * n:
+                continue  # a lost component keeps its parameters
+            G = gram[i].copy()
+            if not fit_ebias:
+                G, r = G[:d, :d], rhs[i, :d] - gram[i, :d, d] * values["expert_bias"][i]
+            elif not fit_expert:
+                G = G[d:, d:]
+                r = rhs[i, d:] - gram[i, d, :d] @ values["experts"][i]
+            else:
+                r = rhs[i]
+            G[np.diag_indices_from(G)] += 1e-10 * (np.trace(G) / len(G) + 1e-300)
+            sol = np.linalg.solve(G, r)
+            if fit_expert and fit_ebias:
+                values["experts"][i], values["expert_bias"][i] = sol[:d], sol[d]
+            elif fit_expert:
+                values["experts"][i] = sol
+            else:
+                values["expert_bias"][i] = sol[0]
+    # noise from the E-step residuals (a standard ECM ordering)
+    if "noise" in free:
+        if per_expert_noise:
+            var = sq / np.maximum(wsum, 1e-300)
+        else:
+            var = np.full(k, sq.sum() / n)
+        values["noise"] = np.sqrt(np.maximum(var, noise_floor**2))
+
+
+def params_from_responsibilities(data: Data, responsibilities, init: MoEParams, *,
+                                 per_expert_noise=True, noise_floor=1e-6, fit_intercept=True,
+                                 gating_steps=25) -> MoEParams:
+    """One M-step from given responsibilities: the parameters that explain a partition.
+
+    Parameters
+    ----------
+    data : Data
+        In-memory samples.
+    responsibilities : ndarray of shape (n_experts, n_samples)
+        Soft assignment of every sample to the experts (columns sum to 1).
+    init : MoEParams
+        Link, and the point a non-linear expert is linearised around
+        (Gauss-Newton); its gating warm-starts the gating fit.
+    per_expert_noise, noise_floor, fit_intercept, gating_steps
+        As in :func:`maximize_likelihood`.
+
+    Returns
+    -------
+    MoEParams
+        Experts by weighted least squares, noise from the weighted residuals,
+        gating by a weighted multinomial logistic regression on the
+        responsibilities.
+    """
+    if not data.in_memory:
+        raise ValueError("params_from_responsibilities needs in-memory data")
+    post = np.asarray(responsibilities, dtype=float)
+    k = init.n_experts
+    if post.shape != (k, data.n_samples):
+        raise ValueError(f"responsibilities must have shape ({k}, {data.n_samples}), "
+                         f"got {post.shape}")
+    link = get_link(init.link)
+    values = {
+        "experts": init.experts.copy(),
+        "expert_bias": init.expert_bias.copy(),
+        "gating": init.gating.copy(),
+        "gating_bias": init.gating_bias.copy(),
+        "noise": init.noise_vector,
+    }
+    free = _ALL if fit_intercept else _ALL - {"expert_bias", "gating_bias"}
+    posts, stats, start = [], None, 0
+    for Xb, yb in data:
+        pb = post[:, start : start + Xb.shape[0]]
+        start += Xb.shape[0]
+        posts.append(pb)
+        stats = add_partials(stats, _em_block_stats(Xb, yb, values, link, post=pb))
+    _mstep_experts_noise(values, stats["gram"], stats["rhs"], stats["sq"], stats["wsum"],
+                         data.n_samples, free, per_expert_noise, noise_floor)
+    _gating_mstep(data, values, free & {"gating", "gating_bias"}, posts, None, link,
+                  max_iter=gating_steps)
+    return _to_params(values, init.link, per_expert_noise)
+
+
+def _em_block_stats(X, y, values, link, keep_post=False, post=None):
+    """E-step on one block: log-likelihood and the weighted normal equations per expert.
+
+    With ``post`` given, those responsibilities replace the E-step (no log-likelihood).
+    """
+    k, d = values["experts"].shape
+    if post is None:
+        t = _chunk_terms(X, y, values, link, want_grad=False, want_post=True)
+        post, loglik = t["post"], t["loglik"]
+    else:
+        loglik = float("nan")
     U = values["experts"] @ X.T + values["expert_bias"][:, None]
     mu = link(U)
     design = np.hstack([X, np.ones((X.shape[0], 1))])
@@ -509,11 +598,72 @@ def _em_block_stats(X, y, values, link, keep_post=False):
         jw = jac * post[i][:, None]
         gram[i] = jw.T @ jac
         rhs[i] = jw.T @ target
-    out = dict(loglik=t["loglik"], gram=gram, rhs=rhs,
+    out = dict(loglik=loglik, gram=gram, rhs=rhs,
                sq=np.sum(post * (y - mu) ** 2, axis=1), wsum=post.sum(axis=1))
     if keep_post:
         out["post"] = post
     return out
+
+
+# Gating M-steps with at most this many coefficients take damped Newton steps
+# (the Hessian costs n (k (d + 1))^2); larger ones use L-BFGS.
+_NEWTON_GATE_SIZE = 64
+
+
+def _gating_newton(data, values, posts, max_iter):
+    """Damped Newton steps of the soft-label multinomial logistic regression.
+
+    The last expert's gate is the reference during a step (its rows of the
+    Hessian are dropped, which removes the shift invariance); the objective is
+    checked after each step and the step halved until it improves, so a
+    separable partition cannot overflow.  Stops when the Newton decrement is
+    negligible or after ``max_iter`` steps.
+    """
+    k, d = values["gating"].shape
+    m = k - 1
+    n = data.n_samples
+    blocks = [(np.hstack([Xb, np.ones((Xb.shape[0], 1))]), post)
+              for (Xb, _), post in zip(data, posts, strict=True)]
+
+    def value(theta):
+        return -sum(float(np.sum(post * softmax_k(theta @ Xt.T)[0])) for Xt, post in blocks)
+
+    def derivatives(theta):
+        grad, hess = np.zeros((m, d + 1)), np.zeros((m, d + 1, m, d + 1))
+        for Xt, post in blocks:
+            p = softmax_k(theta @ Xt.T)[1]
+            grad += (post[:m] - p[:m]) @ Xt
+            for a in range(m):
+                for b in range(a, m):
+                    block = (Xt * (p[a] * ((a == b) - p[b]))[:, None]).T @ Xt
+                    hess[a, :, b, :] = block
+                    hess[b, :, a, :] = block.T
+        return grad.ravel(), hess.reshape(m * (d + 1), m * (d + 1))
+
+    theta = np.hstack([values["gating"], values["gating_bias"][:, None]])
+    f = value(theta)
+    for _ in range(max_iter):
+        g, H = derivatives(theta)
+        H[np.diag_indices_from(H)] += 1e-8 * (np.trace(H) / len(H) + 1e-12)
+        try:
+            step = np.linalg.solve(H, g).reshape(m, d + 1)
+        except np.linalg.LinAlgError:
+            break
+        decrement = float(g @ step.ravel())
+        if decrement <= 1e-9 * n:
+            break
+        t = 1.0
+        while t > 1e-4:
+            cand = theta.copy()
+            cand[:m] += t * step
+            f_new = value(cand)
+            if f_new <= f - 1e-4 * t * decrement:
+                break
+            t *= 0.5
+        else:
+            break
+        theta, f = cand, f_new
+    values["gating"], values["gating_bias"] = theta[:, :d].copy(), theta[:, d].copy()
 
 
 def _gating_mstep(data, values, gating_free, cached_posts, estep_values, link, max_iter=25):
@@ -522,6 +672,10 @@ def _gating_mstep(data, values, gating_free, cached_posts, estep_values, link, m
     fit_w = "gating" in gating_free
     fit_c = "gating_bias" in gating_free
     n = data.n_samples
+    if (cached_posts is not None and fit_w and fit_c and k * (d + 1) <= _NEWTON_GATE_SIZE
+            and k > 1):
+        _gating_newton(data, values, cached_posts, max_iter)
+        return
 
     def block(X, post, W, c):
         logp, p = softmax_k(W @ X.T + c[:, None])
