@@ -24,11 +24,22 @@ from .refine import (
     observed_information,
     random_params,
 )
+from .starts import search
 
 __all__ = ["MixtureOfExpertsRegressor"]
 
 SOLVERS = ("moments", "landscape", "tensor", "em", "gd-nll", "gd-l2")
 _INIT_SUBSAMPLE = 20_000
+# Rows on which the start search screens and compares its candidates (DESIGN §12).
+_SEARCH_ROWS = 5_000
+# Noise levels are bounded below by this fraction of std(y): with one noise level per
+# expert the likelihood is unbounded as an expert collapses on a few points.
+NOISE_FLOOR = 1e-3
+# Generated candidate starts screened by n_init="auto" besides the moment start.
+_AUTO_CANDIDATES = 10
+# Screening work (rows x coefficients x experts) that n_init="auto" spends before it
+# stops adding candidates beyond _AUTO_CANDIDATES (up to six times as many).
+_AUTO_BUDGET = 2_000_000
 
 
 class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
@@ -61,17 +72,27 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
           squared loss, each from ``n_init`` random starts (the baselines).
     fit_intercept : bool, default True
         Fit expert and gating intercepts.
-    noise : {"shared", "expert"}, default "shared"
-        One noise level, or one per expert.
-    max_iter : int, default 200
+    noise : {"expert", "shared"}, default "expert"
+        One noise level per expert (the model flexmix and mixtools fit), or
+        one shared by all.  Every noise level is kept above
+        ``NOISE_FLOOR * std(y)`` (``1e-3``), which bounds the likelihood; a
+        component left explaining fewer samples than its expert has
+        coefficients plus one, or with its noise at that floor, counts as
+        collapsed and loses to every start without one (DESIGN §11).
+    max_iter : int, default 1000
         Iterations of the likelihood optimiser (per start).
     tol : float, default 1e-8
         Relative tolerance on the mean log-likelihood.
-    n_init : int, default 1
-        Random starts for the baselines and for the fallback.  With
-        ``solver="moments"`` and ``n_init > 1``, the consistent start is kept and
-        ``n_init - 1`` random starts are refined too; the highest likelihood wins
-        (useful off the theory regime, where the moment start is biased).
+    n_init : "auto" or int, default "auto"
+        Starts of the ``"moments"`` solver (see :func:`moelearn.starts.search`):
+        ``"auto"`` screens the consistent moment start and 10 generated starts
+        (random gate partitions, residual partitions, k-means clusters of
+        ``(x, y)``) by short EM runs on a subsample of at most 20 000 rows,
+        runs the best 3 to convergence there and refines the winner on all the
+        data.  An integer ``m`` screens the moment start and ``m - 1``
+        generated ones (``1``: the moment start alone).  For the baselines
+        ``"em"``, ``"gd-nll"`` and ``"gd-l2"`` it is the number of random
+        starts (``"auto"``: 1).
     init_params : MoEParams or None
         Warm start, in the original units; the solver then only refines.
     refine : {"lbfgs", "em"}, default "lbfgs"
@@ -115,7 +136,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         "noise": [StrOptions({"shared", "expert"})],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
-        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "n_init": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "init_params": [MoEParams, None],
         "refine": [StrOptions({"lbfgs", "em"})],
         "moment_method": [StrOptions({"tensor", "landscape"})],
@@ -130,10 +151,10 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         link="linear",
         solver="moments",
         fit_intercept=True,
-        noise="shared",
-        max_iter=200,
+        noise="expert",
+        max_iter=1000,
         tol=1e-8,
-        n_init=1,
+        n_init="auto",
         init_params=None,
         refine="lbfgs",
         moment_method="tensor",
@@ -187,6 +208,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         else:
             data = raw.with_transform(transform, n_experts=k)
         per_expert = self.noise == "expert"
+        self._collapsed = False
+        self._final_step = f"the {self._refine_name} refinement"
 
         if self.init_params is not None:
             init = self._params_to_standard(self._check_init_params(raw.n_features, link))
@@ -251,34 +274,53 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     def _fit_moments(self, data, link, per_expert, rng):
         d = data.n_features
         k = self.n_experts
+        sub = self._subsample(data, rng)
+        starts = []
         try:
             directions = self._directions(data, link, self.moment_method, rng)
         except MomentMethodUnavailable as exc:
-            self.init_method_ = f"random ({exc})"
-            return self._best_of_random_starts(data, link, per_expert, rng, refine=True)
-        self.init_method_ = f"moments ({self.moment_method})"
-        sub = self._subsample(data, rng)
-        start = MoEParams(directions, 0.01 * rng.standard_normal((k, d)),
-                          noise_std=_noise_start(sub.y, k, per_expert), link=link)
-        # Lengths, intercepts, gating and noise with the directions fixed: this only
-        # has to land in the basin of the maximum-likelihood solution, so it runs on
-        # a random subsample (at most _INIT_SUBSAMPLE rows) with a loose tolerance.
-        free = {"expert_scale", "gating", "noise"}
-        if self.fit_intercept:
-            free |= {"expert_bias", "gating_bias"}
-        step = maximize_likelihood(sub, start, free=free, method="lbfgs",
-                                   per_expert_noise=per_expert, max_iter=self.max_iter,
-                                   tol=max(self.tol, 1e-6), noise_floor=self._floor)
-        # ... then every parameter by maximum likelihood.
-        fit = self._refine(data, step.params, per_expert)
-        if self.n_init > 1:
-            # extra random starts: keep whichever optimum has the highest likelihood
-            other = self._best_of_random_starts(data, link, per_expert, rng, refine=True,
-                                                n_starts=self.n_init - 1)
-            if other.log_likelihood > fit.log_likelihood:
-                self.init_method_ = f"random start (best of {self.n_init})"
-                return other
-        return fit
+            unavailable = str(exc)
+        else:
+            unavailable = None
+            start = MoEParams(directions, 0.01 * rng.standard_normal((k, d)),
+                              noise_std=_noise_start(sub.y, k, per_expert), link=link)
+            # Lengths, intercepts, gating and noise with the directions fixed, on the
+            # subsample with a loose tolerance: this only has to land in the basin.
+            free = {"expert_scale", "gating", "noise"}
+            if self.fit_intercept:
+                free |= {"expert_bias", "gating_bias"}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                step = maximize_likelihood(sub, start, free=free, method="lbfgs",
+                                           per_expert_noise=per_expert, max_iter=self.max_iter,
+                                           tol=max(self.tol, 1e-6), noise_floor=self._floor)
+            starts.append((f"moments ({self.moment_method})", step.params))
+        search_data = self._subsample(data, rng, _SEARCH_ROWS)
+        if self.n_init == "auto":
+            # a fixed budget of screening work: small problems get more candidates
+            cost = search_data.n_samples * (d + 1) * k
+            n_generated = int(np.clip(_AUTO_BUDGET // cost, _AUTO_CANDIDATES, 6 * _AUTO_CANDIDATES))
+        else:
+            n_generated = self.n_init - len(starts)
+        if not starts and n_generated < 1:
+            n_generated = 1
+        if self.n_init != "auto" and self.n_init == 1 and starts:
+            # the moment start alone, refined on all the data (version 0.1's default)
+            self.init_method_ = starts[0][0]
+            self._final_step = f"the {self._refine_name} refinement of the moment start"
+            return self._refine(data, starts[0][1], per_expert)
+        found = search(data, search_data, k, link, starts=starts, n_candidates=n_generated,
+                       n_finalists=max(3, n_generated // 10),
+                       per_expert_noise=per_expert, free=self._free(),
+                       fit_intercept=self.fit_intercept, refine=self.refine,
+                       max_iter=self.max_iter, tol=self.tol, noise_floor=self._floor,
+                       random_state=rng)
+        self.init_method_ = f"{found.method} (best of {found.n_candidates} starts)"
+        self._final_step = f"the {self._refine_name} refinement of the best start ({found.method})"
+        if unavailable is not None:
+            self.init_method_ += f"; moment start unavailable: {unavailable}"
+        self._collapsed = found.collapsed
+        return found.fit
 
     def _fit_paper(self, data, link, per_expert, rng):
         """The papers' two-stage pipelines: experts from moments, then gating."""
@@ -291,6 +333,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                           noise_std=_noise_start(sub.y, k, per_expert), link=link)
         free = {"gating", "noise"} | ({"gating_bias"} if self.fit_intercept else set())
         method = "lbfgs" if self.solver == "landscape" else "em"
+        self._final_step = (f"the gating fit ({'L-BFGS' if method == 'lbfgs' else 'EM'}) of the "
+                            f"{self.solver} pipeline")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             return maximize_likelihood(data, start, free=free, method=method,
@@ -299,11 +343,12 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
 
     def _fit_baseline(self, data, link, per_expert, rng):
         self.init_method_ = "random"
+        self._final_step = f"the {self.solver} solver (best of its random starts)"
         return self._best_of_random_starts(data, link, per_expert, rng, refine=False)
 
     def _best_of_random_starts(self, data, link, per_expert, rng, refine, n_starts=None):
         best = None
-        for _ in range(n_starts or self.n_init):
+        for _ in range(n_starts or (1 if self.n_init == "auto" else self.n_init)):
             init = random_params(data.n_features, self.n_experts, link, 1.0, rng, per_expert)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
@@ -321,6 +366,10 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             if best is None or _objective(fit, self.solver) > _objective(best, self.solver):
                 best = fit
         return best
+
+    @property
+    def _refine_name(self):
+        return "L-BFGS" if self.refine == "lbfgs" else "EM"
 
     def _free(self):
         free = {"experts", "gating", "noise"}
@@ -366,7 +415,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                 np.sqrt(y_var + y_mean**2))
         else:
             self._y_mean, self._y_scale = 0.0, 1.0
-        self._floor = 1e-6 * max(np.sqrt(y_var) / self._y_scale, 1e-300)
+        self._floor = NOISE_FLOOR * max(np.sqrt(y_var) / self._y_scale, 1e-300)
 
     def _params_from_standard(self, p: MoEParams) -> MoEParams:
         # <a, S (x - m)> = <S a, x> - <S a, m>, S symmetric
@@ -402,8 +451,15 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                          self.init_method_)
         if not self.converged_:
             warnings.warn(
-                f"{self.solver} solver did not converge in max_iter={self.max_iter} "
-                "iterations; increase max_iter", ConvergenceWarning, stacklevel=3)
+                f"{self._final_step} stopped after {self.n_iter_} iterations without "
+                f"converging (max_iter={self.max_iter}); increase max_iter",
+                ConvergenceWarning, stacklevel=3)
+        if self._collapsed:
+            warnings.warn(
+                "every start ended with a collapsed component (one explaining fewer samples "
+                "than its expert has coefficients, or with its noise at the floor "
+                f"{NOISE_FLOOR:g} * std(y)); the fit is kept, but fewer experts may suit these "
+                "data better", ConvergenceWarning, stacklevel=3)
         if self.compute_standard_errors:
             self.standard_errors_ = self._standard_errors(raw)
 
