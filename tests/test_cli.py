@@ -24,6 +24,7 @@ def test_reproduce_quick_writes_files(tmp_path, experiment, monkeypatch):
 
     monkeypatch.setattr(ex, "_success_grid",
                         lambda quick: [dict(k=2, scale=1, noise=0.2, link="linear")])
+    monkeypatch.setattr(ex, "_timing_sizes", lambda quick: ([2_000, 4_000], [4, 5], 2_000))
     assert main(["reproduce", experiment, "--quick", "--seeds", "1",
                  "--output", str(tmp_path)]) == 0
     for ext in ("png", "json", "md"):
