@@ -319,3 +319,32 @@ def test_dataframe_fit_keeps_feature_names_through_save_and_load(tmp_path):
     np.testing.assert_allclose(back.predict(frame), est.predict(frame), rtol=1e-12)
     with pytest.raises(ValueError, match="feature names"):
         back.predict(frame[["dose", "age", "weight"]])
+
+
+def test_saved_column_names_survive_a_second_save(tmp_path, fitted):
+    from moelearn import load
+
+    model, _, _ = fitted
+    est = load(model)
+    assert list(est.feature_names_in_) == ["x0", "x1", "x2", "x3"]
+    assert est.target_name_ == "target"
+    est.save(tmp_path / "again.npz")
+    again = load(tmp_path / "again.npz")
+    assert list(again.feature_names_in_) == ["x0", "x1", "x2", "x3"]
+    assert again.target_name_ == "target"
+
+
+@pytest.mark.parametrize("names", [["a", "b"], ["a", "a", "b", "c"], [1, 2, 3, 4], "abcd"])
+def test_tampered_column_names_are_refused(tmp_path, fitted, names):
+    from moelearn import load
+
+    model, _, _ = fitted
+    with np.load(model, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    meta = json.loads(arrays["__meta__"].tobytes().decode("utf-8"))
+    meta["feature_names_in_"] = names
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    with pytest.raises(ValueError, match="feature_names_in_ must be 4 distinct strings"):
+        load(bad)

