@@ -173,10 +173,6 @@ class Table:
             raise CLIError(f"{self.path}: no data rows after the header")
         self._cells = np.array([rows[i - 1] for i in self._row_number], dtype=str)
 
-    @property
-    def n_rows(self):
-        return self._cells.shape[0]
-
     def numbers(self, columns):
         """The named columns as a float array, (n_rows, len(columns))."""
         idx = [self.header.index(c) for c in columns]
