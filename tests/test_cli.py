@@ -24,6 +24,7 @@ def test_reproduce_quick_writes_files(tmp_path, experiment, monkeypatch):
 
     monkeypatch.setattr(ex, "_success_grid",
                         lambda quick: [dict(k=2, scale=1, noise=0.2, link="linear")])
+    monkeypatch.setattr(ex, "_timing_sizes", lambda quick: ([2_000, 4_000], [4, 5], 2_000))
     assert main(["reproduce", experiment, "--quick", "--seeds", "1",
                  "--output", str(tmp_path)]) == 0
     for ext in ("png", "json", "md"):
@@ -54,7 +55,7 @@ def test_fit_and_predict_round_trip(tmp_path, capsys):
                  "--output", str(model)]) == 0
     assert model.exists()
     feats = tmp_path / "feats.csv"
-    np.savetxt(feats, X[:10], delimiter=",", header="a,b,c,d", comments="")
+    np.savetxt(feats, X[:10], delimiter=",", header="x0,x1,x2,x3", comments="")
     out = tmp_path / "pred.csv"
     assert main(["predict", str(model), str(feats), "--output", str(out)]) == 0
     lines = out.read_text().strip().splitlines()
@@ -90,10 +91,260 @@ def test_non_numeric_csv(tmp_path, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b,y\n1,2,3\nx,4,5\n")
     assert main(["fit", str(bad), "--target", "y", "--experts", "1"]) == 2
-    assert "non-numeric" in capsys.readouterr().err
+    assert "row 3, column 'a': 'x' is not a number" in capsys.readouterr().err
 
 
 def test_console_script_entry_point():
     out = subprocess.run([sys.executable, "-m", "moelearn.cli", "--version"],
                          capture_output=True, text=True, check=True)
     assert "moelearn" in out.stdout
+
+
+# --------------------------------------------------------------------------
+# columns matched by name, options, overwriting, delimiters, error messages
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A model fitted by the command line on columns x0..x3 and a target."""
+    folder = tmp_path_factory.mktemp("fitted")
+    p = make_moe(4, 2, noise_std=0.2, random_state=0)
+    X, y = sample(p, 2000, random_state=1)
+    data = folder / "train.csv"
+    _write_csv(data, X, y)
+    model = folder / "model.npz"
+    assert main(["fit", str(data), "--target", "target", "--experts", "2",
+                 "--output", str(model)]) == 0
+    return model, X, y
+
+
+def _predict(tmp_path, model, header, columns, delimiter=","):
+    data = tmp_path / "new.csv"
+    np.savetxt(data, columns, delimiter=delimiter, header=delimiter.join(header), comments="")
+    out = tmp_path / "pred.csv"
+    code = main(["predict", str(model), str(data), "--output", str(out), "--force"])
+    return code, (np.loadtxt(out, delimiter=",", skiprows=1) if code == 0 else None)
+
+
+def test_predict_matches_columns_by_name(tmp_path, fitted):
+    model, X, y = fitted
+    X = X[:20]
+    code, in_order = _predict(tmp_path, model, ["x0", "x1", "x2", "x3"], X)
+    assert code == 0
+    code, shuffled = _predict(tmp_path, model, ["x2", "x0", "x3", "x1"], X[:, [2, 0, 3, 1]])
+    assert code == 0
+    np.testing.assert_array_equal(shuffled, in_order)
+    # the same numbers matched by position would give other predictions
+    code, wrong = _predict(tmp_path, model, ["x0", "x1", "x2", "x3"], X[:, [2, 0, 3, 1]])
+    assert not np.allclose(wrong[:, 0], in_order[:, 0])
+
+
+def test_predict_ignores_the_target_column(tmp_path, fitted):
+    model, X, y = fitted
+    _, expected = _predict(tmp_path, model, ["x0", "x1", "x2", "x3"], X[:20])
+    code, with_target = _predict(tmp_path, model, ["target", "x3", "x0", "x1", "x2"],
+                                 np.column_stack([y[:20], X[:20, [3, 0, 1, 2]]]))
+    assert code == 0
+    np.testing.assert_array_equal(with_target, expected)
+
+
+@pytest.mark.parametrize("header, message", [
+    (["x0", "x1", "x3"], "lacks the column(s) 'x2'"),
+    (["x0", "x1", "x2", "x3", "extra"], "column(s) 'extra' the model was not fitted on"),
+])
+def test_predict_names_missing_and_extra_columns(tmp_path, fitted, capsys, header, message):
+    model, X, _ = fitted
+    columns = np.random.default_rng(0).standard_normal((5, len(header)))
+    code, _ = _predict(tmp_path, model, header, columns)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_fit_refuses_to_overwrite_without_force(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    rng = np.random.default_rng(0)
+    _write_csv(data, rng.standard_normal((200, 3)), rng.standard_normal(200))
+    model = tmp_path / "model.npz"
+    model.write_bytes(b"precious")
+    argv = ["fit", str(data), "--target", "target", "--experts", "1", "--output", str(model)]
+    assert main(argv) == 2
+    assert f"{model} exists; pass --force" in capsys.readouterr().err
+    assert model.read_bytes() == b"precious"
+    assert main([*argv, "--force"]) == 0
+    assert model.read_bytes() != b"precious"
+
+
+def test_predict_refuses_to_overwrite_without_force(tmp_path, fitted, capsys):
+    model, X, _ = fitted
+    data = tmp_path / "new.csv"
+    np.savetxt(data, X[:5], delimiter=",", header="x0,x1,x2,x3", comments="")
+    out = tmp_path / "pred.csv"
+    out.write_text("keep")
+    assert main(["predict", str(model), str(data), "--output", str(out)]) == 2
+    assert "pass --force" in capsys.readouterr().err and out.read_text() == "keep"
+
+
+@pytest.mark.parametrize("delimiter, flag", [(";", None), ("\t", None), (";", ";"),
+                                             ("\t", "tab")])
+def test_delimiters_are_sniffed_or_given(tmp_path, fitted, delimiter, flag):
+    model, X, _ = fitted
+    _, expected = _predict(tmp_path, model, ["x0", "x1", "x2", "x3"], X[:10])
+    data = tmp_path / "new.csv"
+    np.savetxt(data, X[:10], delimiter=delimiter, header=delimiter.join(["x0", "x1", "x2", "x3"]),
+               comments="")
+    out = tmp_path / "other.csv"
+    argv = ["predict", str(model), str(data), "--output", str(out)]
+    assert main(argv + (["--delimiter", flag] if flag else [])) == 0
+    np.testing.assert_array_equal(np.loadtxt(out, delimiter=",", skiprows=1), expected)
+
+
+def test_semicolon_file_fits(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 2))
+    np.savetxt(data, np.column_stack([X, X @ [1.0, -1.0]]), delimiter=";", header="u;v;y",
+               comments="")
+    assert main(["fit", str(data), "--target", "y", "--experts", "1",
+                 "--output", str(tmp_path / "m.npz")]) == 0
+    assert "300 rows x 2 features" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("body, message", [
+    ("a,b,y\n1,2,3\n4,5,6\n7,abc,9\n", "row 4, column 'b': 'abc' is not a number"),
+    ("a,b,y\n1,2,3\n4,,6\n", "row 3, column 'b': missing value"),
+    ("a,b,y\n1,2,3\n4,inf,6\n", "row 3, column 'b': 'inf' is not a finite number"),
+    ("a,b,y\n1,2,3\n\n4,5\n", "row 4: 2 fields, expected 3"),
+    ("a;b;y\n1,5;2;3\n", "row 2, column 'a': '1,5' is not a number (decimal commas"),
+    ("a,a,y\n1,2,3\n", "column 'a' appears twice"),
+    ("a,b,y\n", "no data rows"),
+    ("", "empty file"),
+])
+def test_bad_cells_are_named(tmp_path, capsys, body, message):
+    data = tmp_path / "data.csv"
+    data.write_text(body)
+    assert main(["fit", str(data), "--target", "y", "--experts", "1",
+                 "--output", str(tmp_path / "m.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"moelearn: error: {data}")
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_fit_options_reach_the_estimator(tmp_path, monkeypatch):
+    import moelearn.estimator as est_module
+
+    seen = []
+    original = est_module.MixtureOfExpertsRegressor.fit
+
+    def spy(self, X, y=None):
+        seen.append(self.get_params())
+        return original(self, X, y)
+
+    monkeypatch.setattr(est_module.MixtureOfExpertsRegressor, "fit", spy)
+    data = tmp_path / "d.csv"
+    p = make_moe(3, 2, noise_std=0.2, random_state=0)
+    X, y = sample(p, 500, random_state=1)
+    _write_csv(data, X, y)
+    base = ["fit", str(data), "--target", "target", "--experts", "2", "--force",
+            "--output", str(tmp_path / "m.npz")]
+    assert main(base) == 0
+    assert main([*base, "--noise", "expert", "--n-init", "2", "--max-iter", "7", "--link",
+                 "tanh", "--solver", "em"]) == 0
+    defaults = est_module.MixtureOfExpertsRegressor().get_params()
+    for key in ("noise", "n_init", "max_iter", "link", "solver"):
+        assert seen[0][key] == defaults[key]  # absent flags leave the estimator's defaults
+    assert (seen[1]["noise"], seen[1]["n_init"], seen[1]["max_iter"], seen[1]["link"],
+            seen[1]["solver"]) == ("expert", 2, 7, "tanh", "em")
+
+
+def test_n_init_auto_is_passed_through(tmp_path, monkeypatch):
+    import moelearn.estimator as est_module
+
+    seen = []
+
+    def spy(self, X, y=None):
+        seen.append(self.n_init)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(est_module.MixtureOfExpertsRegressor, "fit", spy)
+    data = tmp_path / "d.csv"
+    _write_csv(data, np.random.default_rng(0).standard_normal((50, 2)), np.arange(50.0))
+    assert main(["fit", str(data), "--target", "target", "--experts", "2", "--n-init", "auto",
+                 "--output", str(tmp_path / "m.npz")]) == 2
+    assert seen == ["auto"]
+
+
+@pytest.mark.parametrize("argv", [["fit", "d.csv", "--target", "y", "--experts", "2",
+                                   "--n-init", "0"],
+                                  ["fit", "d.csv", "--target", "y", "--experts", "2",
+                                   "--noise", "loud"],
+                                  ["predict", "m.npz", "d.csv", "--delimiter", "ab"]])
+def test_usage_errors_are_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "error:" in err
+
+
+def test_model_without_column_names_matches_by_position(tmp_path, capsys):
+    from moelearn import MixtureOfExpertsRegressor
+
+    p = make_moe(3, 2, noise_std=0.2, random_state=0)
+    X, y = sample(p, 1000, random_state=1)
+    est = MixtureOfExpertsRegressor(2, random_state=0).fit(X, y)
+    model = tmp_path / "m.npz"
+    est.save(model)
+    data = tmp_path / "new.csv"
+    np.savetxt(data, X[:5], delimiter=",", header="p,q,r", comments="")
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(model), str(data), "--output", str(out)]) == 0
+    np.testing.assert_allclose(np.loadtxt(out, delimiter=",", skiprows=1)[:, 0],
+                               est.predict(X[:5]), rtol=1e-9)
+    np.savetxt(data, X[:5, :2], delimiter=",", header="p,q", comments="")
+    assert main(["predict", str(model), str(data)]) == 2
+    assert "matched by position" in capsys.readouterr().err
+
+
+def test_dataframe_fit_keeps_feature_names_through_save_and_load(tmp_path):
+    pd = pytest.importorskip("pandas")
+    from moelearn import MixtureOfExpertsRegressor, load
+
+    p = make_moe(3, 2, noise_std=0.2, random_state=0)
+    X, y = sample(p, 1000, random_state=1)
+    frame = pd.DataFrame(X, columns=["age", "dose", "weight"])
+    est = MixtureOfExpertsRegressor(2, random_state=0).fit(frame, y)
+    est.save(tmp_path / "m.npz")
+    back = load(tmp_path / "m.npz")
+    assert list(back.feature_names_in_) == ["age", "dose", "weight"]
+    np.testing.assert_allclose(back.predict(frame), est.predict(frame), rtol=1e-12)
+    with pytest.raises(ValueError, match="feature names"):
+        back.predict(frame[["dose", "age", "weight"]])
+
+
+def test_saved_column_names_survive_a_second_save(tmp_path, fitted):
+    from moelearn import load
+
+    model, _, _ = fitted
+    est = load(model)
+    assert list(est.feature_names_in_) == ["x0", "x1", "x2", "x3"]
+    assert est.target_name_ == "target"
+    est.save(tmp_path / "again.npz")
+    again = load(tmp_path / "again.npz")
+    assert list(again.feature_names_in_) == ["x0", "x1", "x2", "x3"]
+    assert again.target_name_ == "target"
+
+
+@pytest.mark.parametrize("names", [["a", "b"], ["a", "a", "b", "c"], [1, 2, 3, 4], "abcd"])
+def test_tampered_column_names_are_refused(tmp_path, fitted, names):
+    from moelearn import load
+
+    model, _, _ = fitted
+    with np.load(model, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    meta = json.loads(arrays["__meta__"].tobytes().decode("utf-8"))
+    meta["feature_names_in_"] = names
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    with pytest.raises(ValueError, match="feature_names_in_ must be 4 distinct strings"):
+        load(bad)

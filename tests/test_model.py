@@ -94,3 +94,36 @@ def test_bad_constructor_arguments(kwargs, match):
 
 def test_version():
     assert moelearn.__version__
+
+
+def _gate_is_flat(p, X):
+    """Constant mixing weights: every gating row equal, or probabilities that do not vary.
+
+    Softmax ignores a common shift of the logits, so the gate is flat exactly when the
+    centred gating rows vanish; the probabilities on sample points confirm it.
+    """
+    centred = p.gating - p.gating.mean(axis=0)
+    rows_flat = np.max(np.linalg.norm(centred, axis=1)) < 1e-8
+    probs_flat = np.max(np.ptp(p.gating_proba(X), axis=0)) < 1e-6
+    return rows_flat or probs_flat
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_make_moe_never_draws_a_flat_gate(k):
+    # n_features = k + 1 leaves a one-dimensional complement for the gating: before the
+    # fix half (k=2) or a quarter (k=3) of the draws had all rows equal, a constant gate.
+    X = np.random.default_rng(0).standard_normal((200, k + 1))
+    for seed in range(200):
+        p = make_moe(k + 1, k, random_state=seed)
+        assert not _gate_is_flat(p, X), seed
+        # the theory regime still holds: gating orthogonal to the experts, unit-scale rows
+        np.testing.assert_allclose(p.gating @ p.experts.T, 0.0, atol=1e-12)
+        np.testing.assert_allclose(np.linalg.norm(p.gating, axis=1), 1.0)
+
+
+def test_make_moe_flat_gate_only_when_asked():
+    X = np.random.default_rng(0).standard_normal((100, 1))
+    for seed in range(50):  # one feature: the gating rows are +-v even without orthogonality
+        assert not _gate_is_flat(make_moe(1, 2, orthogonal_gating=False, random_state=seed), X)
+    assert _gate_is_flat(make_moe(3, 2, gating_scale=0.0, random_state=0),
+                         np.random.default_rng(0).standard_normal((100, 3)))

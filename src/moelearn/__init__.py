@@ -5,6 +5,7 @@ transforms Q_m) -> ``moments`` (mergeable statistics) -> ``experts`` ->
 ``gating`` -> ``refine`` (maximum likelihood and baselines) -> ``estimator``.
 """
 
+from . import datasets
 from .data import ChunkedDataset
 from .diagnostics import Diagnosis, diagnose
 from .estimator import MixtureOfExpertsRegressor
@@ -34,6 +35,7 @@ __all__ = [
     "ReducedMomentAccumulator",
     "Whitening",
     "available_links",
+    "datasets",
     "diagnose",
     "expert_error",
     "get_link",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import sys
 import time
 import warnings
@@ -104,69 +106,223 @@ def _demo_figure(rows, output: Path, n, k, link):
 # --------------------------------------------------------------------------
 # fit / predict
 # --------------------------------------------------------------------------
-def _read_csv(path, target=None):
-    path = Path(path)
-    if not path.is_file():
-        raise CLIError(f"no such file: {path}")
+_DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
+
+
+def _delimiter(text):
+    """``--delimiter``: one character; ``tab`` and ``\\t`` name the tab."""
+    if text in ("tab", "\\t"):
+        return "\t"
+    if len(text) != 1 or text in "\"\r\n":
+        raise argparse.ArgumentTypeError(f"expected one character (or 'tab'), got {text!r}")
+    return text
+
+
+def _sniff(header_line):
+    """The most frequent of ``,``, ``;`` and tab in the header line (``,`` if none)."""
+    counts = {d: header_line.count(d) for d in _DELIMITERS}
+    best = max(counts, key=counts.get)
+    return best if counts[best] > 0 else ","
+
+
+class Table:
+    """A CSV file read as text cells: header names and rows of equal length.
+
+    Rows are numbered as in a spreadsheet: the header is row 1, the first data
+    row is row 2 (blank lines count, quoted fields spanning lines are not
+    supported).
+    """
+
+    def __init__(self, path, delimiter=None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CLIError(f"no such file: {self.path}")
+        try:
+            with open(self.path, encoding="utf-8-sig", newline="") as fh:
+                text = fh.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CLIError(f"cannot read {self.path}: {exc}") from None
+        lines = text.splitlines()
+        if not lines or not lines[0].strip():
+            raise CLIError(f"{self.path}: empty file or empty first line (expected a header "
+                           "row of column names)")
+        self.delimiter = delimiter or _sniff(lines[0])
+        try:
+            rows = list(csv.reader(lines, delimiter=self.delimiter, strict=True))
+        except csv.Error as exc:
+            raise CLIError(f"cannot read {self.path} as CSV: {exc}") from None
+        header = [name.strip() for name in rows[0]]
+        if any(not name for name in header):
+            raise CLIError(f"{self.path}, row 1: column {header.index('') + 1} has no name")
+        seen = set()
+        for name in header:
+            if name in seen:
+                raise CLIError(f"{self.path}, row 1: column {name!r} appears twice")
+            seen.add(name)
+        self.header = header
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        self._row_number = np.flatnonzero(lengths > 0)[1:] + 1  # spreadsheet numbering
+        bad = np.flatnonzero(lengths[self._row_number - 1] != len(header))
+        if bad.size:
+            i = self._row_number[bad[0]]
+            raise CLIError(f"{self.path}, row {i}: {lengths[i - 1]} fields, expected "
+                           f"{len(header)} as in the header (delimiter "
+                           f"{_DELIMITERS.get(self.delimiter, repr(self.delimiter))}; "
+                           "set another with --delimiter)")
+        if self._row_number.size == 0:
+            raise CLIError(f"{self.path}: no data rows after the header")
+        self._cells = np.array([rows[i - 1] for i in self._row_number], dtype=str)
+
+    def numbers(self, columns):
+        """The named columns as a float array, (n_rows, len(columns))."""
+        idx = [self.header.index(c) for c in columns]
+        cells = self._cells[:, idx]
+        try:
+            values = cells.astype(float)
+        except ValueError:
+            values = None
+        if values is not None and np.all(np.isfinite(values)):
+            return values
+        for j, name in enumerate(columns):  # locate the first bad cell (error path only)
+            ok = np.vectorize(_is_finite_number, otypes=[bool])(cells[:, j])
+            if not np.all(ok):
+                i = int(np.argmin(ok))
+                cell = str(cells[i, j])
+                raise CLIError(f"{self.path}, row {self._row_number[i]}, column {name!r}: "
+                               f"{_why_not_a_number(cell, self.delimiter)}")
+        raise CLIError(f"{self.path}: cannot read the values as numbers")  # pragma: no cover
+
+
+def _is_finite_number(cell):
     try:
-        with open(path, encoding="utf-8") as fh:
-            header = fh.readline().strip().split(",")
-        data = np.genfromtxt(path, delimiter=",", skip_header=1, dtype=float)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CLIError(f"cannot read {path} as CSV: {exc}") from None
-    data = np.atleast_2d(data)
-    if data.size == 0 or data.shape[1] != len(header):
-        raise CLIError(f"{path}: expected {len(header)} numeric columns per row")
-    if not np.all(np.isfinite(data)):
-        raise CLIError(f"{path}: non-numeric or missing values (only numbers are accepted)")
-    if target is None:
-        return data, header, None
-    if target not in header:
-        raise CLIError(f"--target {target!r} is not a column of {path} (columns: {header})")
-    j = header.index(target)
-    X = np.delete(data, j, axis=1)
-    return X, [h for h in header if h != target], data[:, j]
+        return bool(np.isfinite(float(cell)))
+    except ValueError:
+        return False
+
+
+def _why_not_a_number(cell, delimiter):
+    if not cell.strip():
+        return "missing value (only numbers are accepted)"
+    try:
+        float(cell)
+    except ValueError:
+        hint = ""
+        if "," in cell and delimiter != ",":
+            hint = " (decimal commas are not supported: write 1.5, not 1,5)"
+        return f"{cell!r} is not a number{hint}"
+    return f"{cell!r} is not a finite number"
+
+
+def _columns(names):
+    return ", ".join(repr(n) for n in names)
+
+
+def _check_output(path, force):
+    if path.exists() and not force:
+        raise CLIError(f"{path} exists; pass --force to overwrite it")
 
 
 def cmd_fit(args):
+    from sklearn.exceptions import ConvergenceWarning
+
     from .estimator import MixtureOfExpertsRegressor
 
-    X, columns, y = _read_csv(args.data, args.target)
-    est = MixtureOfExpertsRegressor(args.experts, link=args.link, solver=args.solver,
-                                    random_state=args.seed)
-    try:
-        est.fit(X, y)
-    except (ValueError, TypeError) as exc:
-        raise CLIError(f"cannot fit: {exc}") from None
     out = Path(args.output)
     if out.suffix != ".npz":
         out = out.with_suffix(".npz")
-    est.save(out)
+    _check_output(out, args.force)
+    table = Table(args.data, args.delimiter)
+    if args.target not in table.header:
+        raise CLIError(f"--target {args.target!r} is not a column of {table.path} "
+                       f"(columns: {_columns(table.header)})")
+    features = [c for c in table.header if c != args.target]
+    if not features:
+        raise CLIError(f"{table.path} has no feature columns besides the target "
+                       f"{args.target!r}")
+    X = table.numbers(features)
+    y = table.numbers([args.target])[:, 0]
+    options = {name: getattr(args, name)
+               for name in ("link", "solver", "noise", "n_init", "max_iter")
+               if getattr(args, name) is not None}
+    est = MixtureOfExpertsRegressor(args.experts, random_state=args.seed, **options)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            est.fit(X, y)
+    except (ValueError, TypeError) as exc:
+        raise CLIError(f"cannot fit {table.path}: {exc}") from None
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            print(f"moelearn: warning: {w.message} (use --max-iter)", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    r2 = est.score(X, y)
+    # the model remembers its columns, so that predict can match them by name
+    est.feature_names_in_ = np.asarray(features, dtype=object)
+    est.target_name_ = args.target
+    try:
+        est.save(out)
+    except OSError as exc:
+        raise CLIError(f"cannot write {out}: {exc}") from None
     print(f"fitted {args.experts} experts on {X.shape[0]} rows x {X.shape[1]} features "
           f"({est.init_method_}); mean log-likelihood {est.log_likelihood_:.4f}, "
-          f"R^2 {est.score(X, y):.4f}")
+          f"R^2 {r2:.4f}")
     print(f"model saved to {out}")
+
+
+def _feature_matrix(est, table):
+    """The model's feature columns of ``table``, matched by name (or by position)."""
+    names = getattr(est, "feature_names_in_", None)
+    target = getattr(est, "target_name_", None)
+    if names is None:
+        # a model fitted on a plain array: columns can only be matched by position
+        columns = [c for c in table.header if c != target]
+        if len(columns) != est.n_features_in_:
+            raise CLIError(f"{table.path} has {len(columns)} columns; the model expects "
+                           f"{est.n_features_in_} (it has no column names, so columns are "
+                           "matched by position)")
+        return table.numbers(columns)
+    names = [str(n) for n in names]
+    missing = [n for n in names if n not in table.header]
+    if missing:
+        raise CLIError(f"{table.path} lacks the column(s) {_columns(missing)} the model was "
+                       f"fitted on (expected {_columns(names)})")
+    extra = [c for c in table.header if c not in names and c != target]
+    if extra:
+        raise CLIError(f"{table.path} has column(s) {_columns(extra)} the model was not "
+                       f"fitted on (expected {_columns(names)})")
+    return table.numbers(names)
 
 
 def cmd_predict(args):
     from .persistence import load
 
+    if args.output:
+        _check_output(Path(args.output), args.force)
     try:
         est = load(args.model)
     except (ValueError, OSError) as exc:
         raise CLIError(str(exc)) from None
-    X, columns, _ = _read_csv(args.data)
-    if X.shape[1] != est.n_features_in_:
-        raise CLIError(f"{args.data} has {X.shape[1]} columns; the model expects "
-                       f"{est.n_features_in_} (the features, without the target)")
-    pred = est.predict(X)
-    gate = est.predict_gating(X)
-    lines = ["prediction," + ",".join(f"gate_{i}" for i in range(gate.shape[1]))]
-    lines += [f"{p:.10g}," + ",".join(f"{g:.6g}" for g in row) for p, row in zip(pred, gate,
-                                                                                strict=True)]
-    text = "\n".join(lines) + "\n"
+    table = Table(args.data, args.delimiter)
+    X = _feature_matrix(est, table)
+    with warnings.catch_warnings():
+        # the columns are already matched by name; the array itself has none
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        try:
+            pred = est.predict(X)
+            gate = est.predict_gating(X)
+        except ValueError as exc:
+            raise CLIError(f"cannot predict on {table.path}: {exc}") from None
+    buffer = io.StringIO()
+    np.savetxt(buffer, np.column_stack([pred, gate]), delimiter=",", comments="",
+               fmt=["%.10g"] + ["%.6g"] * gate.shape[1],
+               header="prediction," + ",".join(f"gate_{i}" for i in range(gate.shape[1])))
+    text = buffer.getvalue()
     if args.output:
-        Path(args.output).write_text(text)
+        try:
+            Path(args.output).write_text(text)
+        except OSError as exc:
+            raise CLIError(f"cannot write {args.output}: {exc}") from None
         print(f"wrote {len(pred)} predictions to {args.output}")
     else:
         sys.stdout.write(text)
@@ -185,10 +341,27 @@ def _positive_int(text):
     return value
 
 
+def _n_init(text):
+    if text == "auto":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer or 'auto', got {text!r}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, exit status 2 (``--help`` shows the usage)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
     from .links import available_links
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="moelearn",
         description="Consistent learning of mixture-of-experts models.",
     )
@@ -203,19 +376,43 @@ def build_parser():
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--output", default="moelearn-demo", help="folder for the figure")
 
-    fit = sub.add_parser("fit", help="fit a model to a CSV file and save it")
+    fit = sub.add_parser(
+        "fit", help="fit a model to a CSV file and save it",
+        description="Fit a mixture of experts to a CSV file with a header row and save it. "
+                    "Every column except the target is a feature; the model remembers the "
+                    "column names, so predict matches columns by name.")
     fit.add_argument("data", help="CSV file with a header row, numeric columns")
     fit.add_argument("--target", required=True, help="name of the column to predict")
-    fit.add_argument("--experts", type=_positive_int, required=True)
-    fit.add_argument("--link", choices=available_links(), default="linear")
-    fit.add_argument("--solver", choices=SOLVERS, default="moments")
-    fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--output", default="model.npz")
+    fit.add_argument("--experts", type=_positive_int, required=True, help="number of experts")
+    fit.add_argument("--link", choices=available_links(), default=None,
+                     help="expert link function (default: linear)")
+    fit.add_argument("--solver", choices=SOLVERS, default=None,
+                     help="estimation method (default: moments)")
+    fit.add_argument("--noise", choices=("shared", "expert"), default=None,
+                     help="one noise level per expert, or one shared by all "
+                          "(default: the estimator's)")
+    fit.add_argument("--n-init", type=_n_init, default=None,
+                     help="starting points: an integer, or 'auto' (default: the estimator's)")
+    fit.add_argument("--max-iter", type=_positive_int, default=None,
+                     help="iterations of the likelihood refinement (default: the estimator's)")
+    fit.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    fit.add_argument("--delimiter", type=_delimiter, default=None,
+                     help="field separator (default: the most frequent of , ; and tab in "
+                          "the header)")
+    fit.add_argument("--output", default="model.npz", help="model file (default: model.npz)")
+    fit.add_argument("--force", action="store_true", help="overwrite an existing model file")
 
-    pred = sub.add_parser("predict", help="predict with a saved model")
+    pred = sub.add_parser(
+        "predict", help="predict with a saved model",
+        description="Predict with a saved model. Columns are matched by name; the target "
+                    "column, if present, is ignored.")
     pred.add_argument("model")
-    pred.add_argument("data", help="CSV file with the same feature columns as in fit")
+    pred.add_argument("data", help="CSV file with the feature columns used in fit (any order)")
+    pred.add_argument("--delimiter", type=_delimiter, default=None,
+                      help="field separator (default: the most frequent of , ; and tab in "
+                           "the header)")
     pred.add_argument("--output", help="CSV file to write (default: standard output)")
+    pred.add_argument("--force", action="store_true", help="overwrite an existing output file")
 
     from .experiments import EXPERIMENTS
 
@@ -247,6 +444,9 @@ def main(argv=None):
             run_experiments(args.experiment, quick=args.quick, output=args.output,
                             seeds=args.seeds, jobs=args.jobs)
     except CLIError as exc:
+        print(f"moelearn: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. an output folder that cannot be written
         print(f"moelearn: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -328,13 +328,19 @@ def _timing_task(args):
     return {s: _fit_solver(s, X, y, 3, "linear", seed)[1] for s in SOLVERS}
 
 
-def experiment_timing(quick=False, seeds=None, jobs=1, output="results"):
-    seeds = seeds or (1 if quick else 3)
+def _timing_sizes(quick):
+    """Sample sizes (at d=10), dimensions, and the sample size of the dimension sweep."""
     ns = [10_000, 30_000, 100_000] + ([] if quick else [300_000, 1_000_000])
     ds = [5, 10, 20] + ([] if quick else [40])
+    return ns, ds, 30_000 if quick else 100_000
+
+
+def experiment_timing(quick=False, seeds=None, jobs=1, output="results"):
+    seeds = seeds or (1 if quick else 3)
+    ns, ds, n_for_d = _timing_sizes(quick)
     # timings run one at a time whatever --jobs says: parallel runs would share cores
     tasks_n = [(n, 10, s) for n in ns for s in range(seeds)]
-    tasks_d = [(30_000 if quick else 100_000, d, s) for d in ds for s in range(seeds)]
+    tasks_d = [(n_for_d, d, s) for d in ds for s in range(seeds)]
     res_n = _run_tasks(_timing_task, tasks_n, 1, "timing vs n")
     res_d = _run_tasks(_timing_task, tasks_d, 1, "timing vs d")
 

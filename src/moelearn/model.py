@@ -208,6 +208,13 @@ def make_moe(
     complement of the experts' span, the theory regime of the papers.
     Intercepts are zero.
 
+    The gate is never constant unless ``gating_scale=0`` (or ``n_experts=1``).
+    When the gating rows live in a one-dimensional space (``n_features =
+    n_experts + 1`` with ``orthogonal_gating``, or ``n_features = 1``), each
+    row is ``+v`` or ``-v`` for one unit vector ``v``, scaled by
+    ``gating_scale``; both signs are always present, so with three or more
+    experts some of them share a gating row.
+
     Parameters
     ----------
     n_features : int
@@ -250,12 +257,26 @@ def make_moe(
         gating -= (gating @ basis) @ basis.T
     norms = np.linalg.norm(gating, axis=1, keepdims=True)
     gating *= gating_scale / np.maximum(norms, 1e-300)
+    if n_experts > 1 and gating_scale > 0 and _all_rows_equal(gating):
+        # The gating space (the complement of the experts' span, or R^d) is
+        # one-dimensional: every row is +v or -v, and equal signs make the gate
+        # constant (softmax is blind to a common shift).  Draw the signs again
+        # from a zero-sum vector, which always holds both signs.
+        signs = rng.standard_normal(n_experts)
+        signs -= signs.mean()
+        gating = np.where(signs[:, None] < 0, -gating, gating)
     noise = float(noise_std)
     if per_expert_noise:
         noise = rng.uniform(0.5 * noise, 2.0 * noise, n_experts)
     bias_e = intercept_scale * rng.standard_normal(n_experts)
     bias_g = intercept_scale * rng.standard_normal(n_experts)
     return MoEParams(experts, gating, bias_e, bias_g, noise_std=noise, link=link)
+
+
+def _all_rows_equal(gating) -> bool:
+    """Whether every gating row is the same vector, i.e. the gate is constant."""
+    spread = np.max(np.abs(gating - gating.mean(axis=0)))
+    return bool(spread <= 1e-8 * max(np.max(np.abs(gating)), 1e-300))
 
 
 def _generator(random_state) -> np.random.Generator:

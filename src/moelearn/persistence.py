@@ -27,7 +27,12 @@ _ARRAYS = ("experts", "gating", "expert_bias", "gating_bias", "noise_std",
 
 
 def save_model(estimator, path):
-    """Write a fitted :class:`~moelearn.MixtureOfExpertsRegressor` to ``path``."""
+    """Write a fitted :class:`~moelearn.MixtureOfExpertsRegressor` to ``path``.
+
+    The column names ``feature_names_in_`` (set when fitting on a pandas
+    DataFrame) and ``target_name_`` (set by the command line) are kept when
+    present, as JSON strings.
+    """
     link = get_link(estimator.params_.link)
     if not link.builtin:
         raise ValueError(
@@ -53,6 +58,12 @@ def save_model(estimator, path):
             "y_scale": estimator._y_scale,
         },
     }
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is not None:
+        meta["feature_names_in_"] = [str(name) for name in names]
+    target = getattr(estimator, "target_name_", None)
+    if target is not None:
+        meta["target_name_"] = str(target)
     p = estimator.params_
     arrays = {
         "experts": p.experts,
@@ -127,6 +138,14 @@ def load(path):
         _fail(path, f"bad metadata ({exc})")
     if not (1 <= k <= 10**4 and 1 <= d <= 10**6):
         _fail(path, f"implausible sizes n_experts={k}, n_features={d}")
+    names = meta.get("feature_names_in_")
+    if names is not None and (not isinstance(names, list) or len(names) != d
+                              or not all(isinstance(name, str) for name in names)
+                              or len(set(names)) != d):
+        _fail(path, f"feature_names_in_ must be {d} distinct strings")
+    target = meta.get("target_name_")
+    if target is not None and not isinstance(target, str):
+        _fail(path, "target_name_ must be a string")
 
     expected = {"experts": (k, d), "gating": (k, d), "expert_bias": (k,),
                 "gating_bias": (k,), "x_mean": (d,), "x_whiten": (d, d),
@@ -155,6 +174,10 @@ def load(path):
         est._x_mean = raw["x_mean"].astype(float)
         est._x_whiten = raw["x_whiten"].astype(float)
         est._x_unwhiten = raw["x_unwhiten"].astype(float)
+        if names is not None:
+            est.feature_names_in_ = np.asarray(names, dtype=object)
+        if target is not None:
+            est.target_name_ = target
     except ValueError as exc:
         if "not a valid moelearn model file" in str(exc):
             raise
