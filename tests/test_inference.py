@@ -6,7 +6,7 @@ from scipy.stats import norm
 
 import moelearn
 from moelearn import MixtureOfExpertsRegressor, StandardErrors, Summary
-from moelearn.inference import standard_errors, summarize
+from moelearn.inference import bootstrap_standard_errors, standard_errors, summarize
 from moelearn.links import get_link
 from moelearn.refine import Data, _observed_information_fd, observed_information
 
@@ -179,3 +179,23 @@ def test_coverage_in_simulation():
         cover.append(np.mean((y_new >= iv[:, 0]) & (y_new <= iv[:, 1])))
     assert 0.93 <= np.mean(hits) <= 0.97
     assert 0.88 <= np.mean(cover) <= 0.92
+
+
+def test_bootstrap_agrees_with_the_information():
+    truth = moelearn.make_moe(3, 2, noise_std=0.3, gating_scale=2.0, random_state=0,
+                              intercept_scale=0.5)
+    X, y = moelearn.sample(truth, 2000, random_state=1)
+    est = MixtureOfExpertsRegressor(2, init_params=truth).fit(X, y)
+    boot = bootstrap_standard_errors(est, X, n_boot=60, random_state=0)
+    se = standard_errors(est.params_, X, y)
+    ratio = np.r_[(boot.experts / se.experts).ravel(), boot.expert_bias / se.expert_bias,
+                  boot.noise_std / se.noise_std]
+    # each ratio has a relative sampling error of about 1/sqrt(2 * 59) = 9%; the median
+    # of 9 of them is within 20% of 1 unless the two methods disagree
+    assert 0.8 < np.median(ratio) < 1.2
+    assert boot.covariance.shape == (len(boot.names),) * 2
+    again = bootstrap_standard_errors(est, X, n_boot=5, random_state=1)
+    np.testing.assert_array_equal(again.experts,
+                                  bootstrap_standard_errors(est, X, 5, random_state=1).experts)
+    with pytest.raises(ValueError, match="n_boot"):
+        bootstrap_standard_errors(est, X, n_boot=1)

@@ -22,7 +22,14 @@ from ._logspace import logsumexp_k
 from .model import MoEParams
 from .refine import Data, observed_information
 
-__all__ = ["StandardErrors", "ParameterRow", "Summary", "standard_errors", "summarize"]
+__all__ = [
+    "ParameterRow",
+    "StandardErrors",
+    "Summary",
+    "bootstrap_standard_errors",
+    "standard_errors",
+    "summarize",
+]
 
 
 @dataclass(frozen=True)
@@ -90,25 +97,22 @@ def _covariance(info, names, k, d, fit_intercept):
     return 0.5 * (cov + cov.T)
 
 
+def _unflatten(se, k, d, fit_intercept):
+    """Split a coordinate vector into experts, expert_bias, gating, gating_bias, log sigma."""
+    sizes = [k * d, k if fit_intercept else 0, k * d, k if fit_intercept else 0]
+    A, b, W, c, log_sigma = np.split(se, np.cumsum(sizes))
+    if not fit_intercept:
+        b, c = np.zeros(k), np.zeros(k)
+    return A.reshape(k, d), b, W.reshape(k, d), c, log_sigma
+
+
 def _standard_errors(data: Data, params: MoEParams, per_expert_noise, fit_intercept):
     info, names = observed_information(data, params, per_expert_noise=per_expert_noise,
                                        fit_intercept=fit_intercept)
     k, d = params.n_experts, params.n_features
     cov = _covariance(info, names, k, d, fit_intercept)
     se = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-    pos = 0
-
-    def take(size):
-        nonlocal pos
-        out = se[pos : pos + size]
-        pos += size
-        return out
-
-    A = take(k * d).reshape(k, d)
-    b = take(k) if fit_intercept else np.zeros(k)
-    W = take(k * d).reshape(k, d)
-    c = take(k) if fit_intercept else np.zeros(k)
-    log_sigma = take(k if per_expert_noise else 1)
+    A, b, W, c, log_sigma = _unflatten(se, k, d, fit_intercept)
     sigma = params.noise_vector if per_expert_noise else float(np.mean(params.noise_vector))
     noise = log_sigma * sigma if per_expert_noise else float(log_sigma[0] * sigma)
     return StandardErrors(A, b, W, c, noise, cov, tuple(names))
@@ -348,3 +352,88 @@ def summarize(params: MoEParams, X, y, *, per_expert_noise=None, fit_intercept=T
         converged=None if converged is None else bool(converged),
         init_method=init_method, level=float(level),
     )
+
+
+def _coordinates(params: MoEParams, per_expert_noise, fit_intercept):
+    """Parameter vector in the order of :class:`StandardErrors` (gate centred, log sigma)."""
+    W = params.gating - params.gating.mean(axis=0)
+    c = params.gating_bias - params.gating_bias.mean()
+    sigma = params.noise_vector
+    parts = [params.experts.ravel()]
+    if fit_intercept:
+        parts.append(params.expert_bias)
+    parts.append(W.ravel())
+    if fit_intercept:
+        parts.append(c)
+    parts.append(np.log(sigma) if per_expert_noise else np.log([np.mean(sigma)]))
+    return np.concatenate(parts)
+
+
+def _bootstrap_fit(est, X, y_star):
+    import warnings
+
+    from sklearn.base import clone
+    from sklearn.exceptions import ConvergenceWarning
+
+    refit = clone(est).set_params(init_params=est.params_, compute_standard_errors=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return refit.fit(X, y_star).params_
+
+
+def bootstrap_standard_errors(est, X, n_boot=100, random_state=None,
+                              n_jobs=None) -> StandardErrors:
+    """Parametric-bootstrap standard errors of a fitted estimator.
+
+    Draws ``n_boot`` new targets ``y* ~ p(y | x)`` from the fitted model at the
+    rows of ``X`` (the training inputs), refits each from the fitted
+    parameters (which keeps the experts' labels) and takes the spread of the
+    refitted parameters.  Slower than :func:`standard_errors` but free of the
+    asymptotic normal approximation of the information.
+
+    Parameters
+    ----------
+    est : fitted MixtureOfExpertsRegressor
+    X : array-like of shape (n_samples, n_features)
+    n_boot : int, default 100
+    random_state : int, RandomState, Generator or None
+    n_jobs : int or None
+        Parallel refits (joblib).
+
+    Returns
+    -------
+    StandardErrors
+        ``covariance`` is the bootstrap covariance of the coordinates (gate
+        centred, noise as ``log sigma``).
+    """
+    from joblib import Parallel, delayed
+    from sklearn.utils.validation import check_is_fitted
+
+    from .model import _generator
+    from .predictive import sample_y
+
+    check_is_fitted(est)
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 2:
+        raise ValueError(f"n_boot must be an integer >= 2, got {n_boot!r}")
+    X = est._check_X(X)
+    params = est.params_
+    per_expert = est.noise == "expert"
+    draws = sample_y(params, X, int(n_boot), _generator(random_state))  # (n, n_boot)
+    fits = Parallel(n_jobs=n_jobs)(
+        delayed(_bootstrap_fit)(est, X, draws[:, b]) for b in range(int(n_boot)))
+    theta = np.array([_coordinates(p, per_expert, est.fit_intercept) for p in fits])
+    cov = np.atleast_2d(np.cov(theta, rowvar=False))
+    k, d = params.n_experts, params.n_features
+    se = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    A, b, W, c, _ = _unflatten(se, k, d, est.fit_intercept)
+    sigma = np.array([p.noise_vector for p in fits])
+    noise = np.std(sigma, axis=0, ddof=1)
+    noise = noise if per_expert else float(np.std(sigma.mean(axis=1), ddof=1))
+    names = [f"experts[{i}]" for i in range(k * d)]
+    if est.fit_intercept:
+        names += [f"expert_bias[{i}]" for i in range(k)]
+    names += [f"gating[{i}]" for i in range(k * d)]
+    if est.fit_intercept:
+        names += [f"gating_bias[{i}]" for i in range(k)]
+    names += [f"noise[{i}]" for i in range(k if per_expert else 1)]
+    return StandardErrors(A, b, W, c, noise, cov, tuple(names))
