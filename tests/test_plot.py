@@ -76,6 +76,8 @@ def test_plot_trace(fitted, tmp_path):
     _save(ax, tmp_path / "trace.png")
     with pytest.raises(ValueError, match="empty"):
         plot_trace([])
+    with pytest.raises(ValueError, match="no history"):
+        plot_trace(MixtureOfExpertsRegressor.from_params(est.params_))
 
 
 def test_bad_feature(fitted):

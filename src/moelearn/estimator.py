@@ -418,8 +418,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
 
         Pass the training data to get the usual asymptotic standard errors of
         the fitted parameters.  The gating is identified only up to a common
-        shift of its rows; the pseudo-inverse gives the covariance of the
-        centred parametrisation.
+        shift of its rows; the covariance is that of the centred gate (see
+        :mod:`moelearn.inference`).
 
         Returns
         -------

@@ -161,6 +161,9 @@ def plot_trace(history, ax=None):
         values = history.history_
     elif hasattr(history, "history"):
         values = history.history
+    elif hasattr(history, "params_"):
+        raise ValueError("this estimator keeps no history (it was loaded or built from "
+                         "parameters); refit it or pass a FitResult")
     values = np.asarray(values, dtype=float).ravel()
     if values.size == 0:
         raise ValueError("history is empty: nothing to plot")
