@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class StandardErrors:
     """Standard errors of a fitted mixture of experts, in the layout of :class:`MoEParams`.
 
@@ -62,11 +62,6 @@ class StandardErrors:
     noise_std: float | np.ndarray
     covariance: np.ndarray
     names: tuple
-
-    @property
-    def n_parameters(self) -> int:
-        """Number of identified parameters (coordinates minus the gate's shift directions)."""
-        return int(np.linalg.matrix_rank(self.covariance, hermitian=True))
 
 
 def _shift_directions(names, k, d, fit_intercept):
@@ -179,7 +174,7 @@ class ParameterRow:
     ci_high: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Summary:
     """Summary of a fitted mixture of experts (print it for a table).
 
