@@ -199,3 +199,17 @@ def test_bootstrap_agrees_with_the_information():
                                   bootstrap_standard_errors(est, X, 5, random_state=1).experts)
     with pytest.raises(ValueError, match="n_boot"):
         bootstrap_standard_errors(est, X, n_boot=1)
+
+
+def test_one_expert_gives_the_least_squares_standard_errors():
+    # k = 1, linear: information XᵀX / σ² for the coefficients and 2n for log σ
+    p = moelearn.make_moe(3, 1, noise_std=0.3, random_state=0)
+    X, y = moelearn.sample(p, 500, random_state=1)
+    est = MixtureOfExpertsRegressor(1, fit_intercept=False).fit(X, y)
+    s = est.summary(X, y)
+    sigma = float(est.noise_std_)
+    np.testing.assert_allclose(s.standard_errors.experts[0],
+                               sigma * np.sqrt(np.diag(np.linalg.inv(X.T @ X))), rtol=1e-6)
+    assert s.standard_errors.noise_std == pytest.approx(sigma / np.sqrt(2 * 500), rel=1e-6)
+    assert not any(r.group.startswith("gate") for r in s.rows)
+    assert s.n_parameters == 4 and s.icl == pytest.approx(s.bic)
