@@ -11,6 +11,7 @@ from .diagnostics import Diagnosis, diagnose
 from .estimator import MixtureOfExpertsRegressor
 from .experts import ExpertRecoveryResult, recover_experts
 from .gating import recover_gating
+from .inference import StandardErrors, Summary, summarize
 from .links import Link, available_links, get_link, register_link
 from .metrics import RecoveryErrors, expert_error, parameter_errors
 from .model import MoEParams, make_moe, sample
@@ -33,6 +34,8 @@ __all__ = [
     "OutputTransform",
     "RecoveryErrors",
     "ReducedMomentAccumulator",
+    "StandardErrors",
+    "Summary",
     "Whitening",
     "available_links",
     "datasets",
@@ -48,4 +51,5 @@ __all__ = [
     "register_link",
     "sample",
     "select_n_experts",
+    "summarize",
 ]

@@ -11,17 +11,18 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from . import predictive
 from ._validation import MAX_MAGNITUDE, check_target_and_magnitude
 from .data import ChunkedDataset, Transform, is_dask_array
 from .exceptions import MomentMethodUnavailable
 from .experts import _recover
+from .inference import Summary, _standard_errors, summarize
 from .links import Link, get_link
 from .model import MoEParams, _generator, _sample_given_x
 from .refine import (
     Data,
     fit_squared_loss,
     maximize_likelihood,
-    observed_information,
     random_params,
 )
 from .starts import search
@@ -101,9 +102,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         Expert recovery used by ``solver="moments"``.
     compute_standard_errors : bool, default False
         Compute ``standard_errors_`` from the observed information during
-        ``fit``.  It costs about ``2 * n_params`` passes over the data (3x the
-        fit itself at d=10, k=3), so it is off by default; call
-        :meth:`standard_errors` later for the same numbers.
+        ``fit`` (one more pass over the data: the exact observed information).
+        Off by default; :meth:`standard_errors` and :meth:`summary` give the
+        same numbers later.
     chunk_size : int or None
         Rows per chunk when reading memory-mapped data.
     random_state : int, RandomState, Generator or None
@@ -121,10 +122,14 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     converged_ : bool
     log_likelihood_ : float
         Mean log-likelihood per training sample.
-    standard_errors_ : MoEParams or None
+    standard_errors_ : StandardErrors or None
         Standard errors in the layout of ``params_`` (the noise entry holds the
         standard error of ``sigma``); None unless ``compute_standard_errors``.
+        See :meth:`summary` for a table with tests and information criteria.
     init_method_ : str
+    history_ : ndarray
+        Objective at each step of the final fit (mean log-likelihood; the
+        squared loss for ``solver="gd-l2"``), for :func:`moelearn.plot.plot_trace`.
     n_features_in_ : int
     """
 
@@ -449,6 +454,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     def _store(self, params, fit, raw):
         self._set_fitted(params, fit.n_iter, fit.converged, _mean_log_likelihood(params, raw),
                          self.init_method_)
+        self.history_ = np.asarray(fit.history, dtype=float)
         if not self.converged_:
             warnings.warn(
                 f"{self._final_step} stopped after {self.n_iter_} iterations without "
@@ -468,12 +474,12 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
 
         Pass the training data to get the usual asymptotic standard errors of
         the fitted parameters.  The gating is identified only up to a common
-        shift of its rows; the pseudo-inverse gives the covariance of the
-        centred parametrisation.
+        shift of its rows; the covariance is that of the centred gate (see
+        :mod:`moelearn.inference`).
 
         Returns
         -------
-        MoEParams-like
+        StandardErrors
             Same layout as ``params_``; ``noise_std`` holds the error of sigma.
         """
         check_is_fitted(self)
@@ -481,28 +487,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         return self._standard_errors(Data(X, y, self.chunk_size, self.n_experts))
 
     def _standard_errors(self, data):
-        p = self.params_
-        per_expert = self.noise == "expert"
-        info, _ = observed_information(data, p, per_expert_noise=per_expert,
-                                       fit_intercept=self.fit_intercept)
-        cov = np.linalg.pinv(info, rcond=1e-10, hermitian=True)
-        se = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-        k, d = p.n_experts, p.n_features
-        pos = 0
-
-        def take(size):
-            nonlocal pos
-            out = se[pos : pos + size]
-            pos += size
-            return out
-
-        A = take(k * d).reshape(k, d)
-        b = take(k) if self.fit_intercept else np.zeros(k)
-        W = take(k * d).reshape(k, d)
-        c = take(k) if self.fit_intercept else np.zeros(k)
-        log_sigma = take(k if per_expert else 1)
-        noise = log_sigma * p.noise_vector if per_expert else float(log_sigma[0] * p.noise_std)
-        return _LooseParams(A, W, b, c, noise, p.link)
+        return _standard_errors(data, self.params_, self.noise == "expert", self.fit_intercept)
 
     # -------------------------------------------------------------- predict
     def _check_X(self, X):
@@ -540,6 +525,59 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         X = self._check_X(X)
         _, y, z = _sample_given_x(self.params_, X, _generator(random_state))
         return (y, z) if return_labels else y
+
+    # ------------------------------------------------ predictive distribution
+    def predict_std(self, X):
+        """Standard deviation of ``y | x`` under the fitted mixture, shape (n_samples,)."""
+        X = self._check_X(X)
+        return predictive.predict_std(self.params_, X)
+
+    def predict_quantiles(self, X, q):
+        """Quantiles of ``y | x`` from the mixture CDF.
+
+        ``q`` is a probability or a 1-D array of them; returns shape
+        (n_samples,) or (n_samples, len(q)).
+        """
+        X = self._check_X(X)
+        return predictive.predict_quantiles(self.params_, X, q)
+
+    def predict_interval(self, X, alpha=0.1):
+        """Equal-tailed ``1 - alpha`` predictive interval of ``y | x``, shape (n_samples, 2)."""
+        X = self._check_X(X)
+        return predictive.predict_interval(self.params_, X, alpha)
+
+    def sample_y(self, X, n_samples=1, random_state=None):
+        """``n_samples`` independent draws of ``y | x`` per row, shape (n_rows, n_samples)."""
+        X = self._check_X(X)
+        return predictive.sample_y(self.params_, X, n_samples, random_state)
+
+    def predict_responsibilities(self, X, y, log=False):
+        """Posterior expert probabilities ``P(z = i | x, y)``, shape (n_samples, n_experts)."""
+        X = self._check_X(X)
+        return predictive.predict_responsibilities(self.params_, X, y, log)
+
+    def predict_expert(self, X, y):
+        """Most probable expert given ``(x, y)``, shape (n_samples,)."""
+        X = self._check_X(X)
+        return predictive.predict_expert(self.params_, X, y)
+
+    def summary(self, X, y, level=0.95) -> Summary:
+        """Table of estimates, standard errors, Wald tests and information criteria.
+
+        Pass the training data: the standard errors come from the observed
+        information on ``(X, y)`` (one pass), and the log-likelihood, AIC, BIC
+        and ICL are totals over it.  The gate is reported centred (rows and
+        intercepts sum to zero over the experts).  Print the result.
+
+        Returns
+        -------
+        Summary
+        """
+        X = self._check_X(X)
+        return summarize(self.params_, X, y, per_expert_noise=self.noise == "expert",
+                         fit_intercept=self.fit_intercept, converged=self.converged_,
+                         init_method=self.init_method_,
+                         feature_names=getattr(self, "feature_names_in_", None), level=level)
 
     def _n_parameters(self):
         k, d = self.n_experts, self.n_features_in_
@@ -601,17 +639,6 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.target_tags.single_output = True
         return tags
-
-
-class _LooseParams(MoEParams):
-    """MoEParams without the positivity check (standard errors may be zero)."""
-
-    def __post_init__(self):
-        self.experts = np.asarray(self.experts, float)
-        self.gating = np.asarray(self.gating, float)
-        self.expert_bias = np.asarray(self.expert_bias, float)
-        self.gating_bias = np.asarray(self.gating_bias, float)
-        self._link = get_link(self.link)
 
 
 def _noise_start(ys, k, per_expert):

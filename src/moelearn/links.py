@@ -1,9 +1,10 @@
 """Expert non-linearities ("links") g with their derivatives.
 
-A :class:`Link` bundles a vectorised function ``g``, its derivative ``g'``
-and the points where ``g`` is not smooth (so that quadrature can split the
-real line there).  Built-in links are looked up by name; any user callable
-becomes a link through :func:`get_link`.
+A :class:`Link` bundles a vectorised function ``g``, its derivatives ``g'``
+and ``g''`` (the second one for the observed information) and the points
+where ``g`` is not smooth (so that quadrature can split the real line there).
+Built-in links are looked up by name; any user callable becomes a link
+through :func:`get_link`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class Link:
         Points where ``g`` or ``g'`` is not smooth (quadrature splits there).
     builtin : bool
         Whether the link comes from the registry (only those can be saved by name).
+    second_derivative : callable or None
+        Vectorised ``g''``; None takes central differences of ``derivative``.
     """
 
     name: str
@@ -42,6 +45,7 @@ class Link:
     derivative: ArrayFunc
     kinks: tuple = field(default=())
     builtin: bool = False
+    second_derivative: ArrayFunc | None = None
 
     def __call__(self, t):
         return self.func(np.asarray(t, dtype=float))
@@ -49,6 +53,13 @@ class Link:
     def grad(self, t):
         """Derivative ``g'(t)``."""
         return self.derivative(np.asarray(t, dtype=float))
+
+    def grad2(self, t):
+        """Second derivative ``g''(t)`` (central differences of ``g'`` when not supplied)."""
+        t = np.asarray(t, dtype=float)
+        if self.second_derivative is not None:
+            return np.asarray(self.second_derivative(t), dtype=float)
+        return _numerical_derivative(self.derivative)(t)
 
     @property
     def is_linear(self) -> bool:
@@ -87,12 +98,26 @@ def _leaky_step(t):
     return np.where(t > 0, 1.0, _LEAKY_SLOPE)
 
 
+def _zeros(t):
+    return np.zeros_like(t)
+
+
 def _sigmoid_grad(t):
     return expit(t) * expit(-t)
 
 
+def _sigmoid_grad2(t):
+    # s'' = s (1 - s) (1 - 2 s), with 1 - 2 s(t) = s(-t) - s(t)
+    return expit(t) * expit(-t) * (expit(-t) - expit(t))
+
+
 def _tanh_grad(t):
     return 1.0 - np.tanh(t) ** 2
+
+
+def _tanh_grad2(t):
+    th = np.tanh(t)
+    return -2.0 * th * (1.0 - th**2)
 
 
 def _softplus(t):
@@ -101,12 +126,16 @@ def _softplus(t):
 
 
 _REGISTRY: dict[str, Link] = {
-    "linear": Link("linear", _identity, _ones, builtin=True),
-    "relu": Link("relu", _relu, _step, kinks=(0.0,), builtin=True),
-    "leaky_relu": Link("leaky_relu", _leaky_relu, _leaky_step, kinks=(0.0,), builtin=True),
-    "sigmoid": Link("sigmoid", expit, _sigmoid_grad, builtin=True),
-    "tanh": Link("tanh", np.tanh, _tanh_grad, builtin=True),
-    "softplus": Link("softplus", _softplus, expit, builtin=True),
+    # g'' of the piecewise-linear links is 0 away from the kink (almost everywhere)
+    "linear": Link("linear", _identity, _ones, builtin=True, second_derivative=_zeros),
+    "relu": Link("relu", _relu, _step, kinks=(0.0,), builtin=True, second_derivative=_zeros),
+    "leaky_relu": Link("leaky_relu", _leaky_relu, _leaky_step, kinks=(0.0,), builtin=True,
+                       second_derivative=_zeros),
+    "sigmoid": Link("sigmoid", expit, _sigmoid_grad, builtin=True,
+                    second_derivative=_sigmoid_grad2),
+    "tanh": Link("tanh", np.tanh, _tanh_grad, builtin=True, second_derivative=_tanh_grad2),
+    "softplus": Link("softplus", _softplus, expit, builtin=True,
+                     second_derivative=_sigmoid_grad),
 }
 
 

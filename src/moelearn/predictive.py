@@ -1,0 +1,180 @@
+"""The predictive distribution of a fitted mixture of experts.
+
+Given ``x``, ``y`` is a mixture of Gaussians with weights ``p_i(x)``, means
+``g(<a_i, x> + b_i)`` and standard deviations ``sigma_i``.  This module gives its
+standard deviation, its CDF, quantiles and equal-tailed intervals, draws from
+it, and the posterior probability of each expert once ``y`` is seen.  Every
+function works on all rows at once (quantiles by a vectorised bracketed root
+search, no loop over samples).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize.elementwise import find_root
+from scipy.special import ndtr, ndtri
+
+from ._logspace import logsumexp_k
+from .model import MoEParams, _generator
+
+__all__ = [
+    "predict_cdf",
+    "predict_expert",
+    "predict_interval",
+    "predict_quantiles",
+    "predict_responsibilities",
+    "predict_std",
+    "sample_y",
+]
+
+
+def _check_params(params):
+    if not isinstance(params, MoEParams):
+        raise TypeError(f"params must be a MoEParams, got {type(params).__name__}")
+    return params
+
+
+def _components(params, X):
+    """Weights, means and standard deviations, each of shape (n, k)."""
+    params = _check_params(params)
+    X = params._check_X(X)
+    weights = params.gating_proba(X)
+    means = params.expert_means(X)
+    sd = np.broadcast_to(params.noise_vector, means.shape)
+    return weights, means, sd
+
+
+def _check_y(y, n):
+    y = np.asarray(y, dtype=float)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.shape[0] != n:
+        raise ValueError(f"y must have shape ({n},), got {y.shape}")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("y contains NaN or infinite values")
+    return y
+
+
+def predict_std(params: MoEParams, X) -> np.ndarray:
+    """Standard deviation of ``y | x`` under the mixture, shape (n_samples,).
+
+    ``Var(y | x) = sum_i p_i(x) (sigma_i^2 + (mu_i(x) - m(x))^2)`` with ``m`` the
+    mixture mean: within-expert noise plus the spread of the experts.
+    """
+    w, mu, sd = _components(params, X)
+    m = np.sum(w * mu, axis=1, keepdims=True)
+    return np.sqrt(np.sum(w * (sd**2 + (mu - m) ** 2), axis=1))
+
+
+def predict_cdf(params: MoEParams, X, y) -> np.ndarray:
+    """``P(Y <= y | x)`` for each row, shape (n_samples,)."""
+    w, mu, sd = _components(params, X)
+    y = _check_y(y, w.shape[0])
+    return np.sum(w * ndtr((y[:, None] - mu) / sd), axis=1)
+
+
+def _mixture_cdf_minus(x, q, *args):
+    # args: k weights, k means, k standard deviations (each broadcastable with x)
+    k = len(args) // 3
+    total = -q
+    for w, mu, sd in zip(args[:k], args[k : 2 * k], args[2 * k :], strict=True):
+        total = total + w * ndtr((x - mu) / sd)
+    return total
+
+
+def _check_levels(q, name="q"):
+    q = np.asarray(q, dtype=float)
+    if q.ndim > 1:
+        raise ValueError(f"{name} must be a float or a 1-D array of probabilities")
+    if not np.all((q > 0) & (q < 1)):
+        raise ValueError(f"{name} must lie strictly between 0 and 1, got {q}")
+    return q
+
+
+def predict_quantiles(params: MoEParams, X, q) -> np.ndarray:
+    """Quantiles of ``y | x`` from the mixture CDF.
+
+    Parameters
+    ----------
+    params : MoEParams
+    X : array-like of shape (n_samples, n_features)
+    q : float or array-like of shape (n_levels,)
+        Probabilities in (0, 1).
+
+    Returns
+    -------
+    ndarray of shape (n_samples,) for a scalar ``q``, else (n_samples, n_levels)
+
+    Notes
+    -----
+    The ``q``-quantile lies between the smallest and the largest of the
+    experts' own ``q``-quantiles ``mu_i + sigma_i Phi^{-1}(q)``; Chandrupatla's
+    bracketed method (:func:`scipy.optimize.elementwise.find_root`) solves
+    ``F(y | x) = q`` inside that bracket for all rows and levels at once.
+    """
+    q = _check_levels(q)
+    scalar = q.ndim == 0
+    w, mu, sd = _components(params, X)
+    levels = np.atleast_1d(q)[None, :]  # (1, m)
+    expert_q = mu[:, :, None] + sd[:, :, None] * ndtri(levels)[:, None, :]  # (n, k, m)
+    # widen the bracket by a little so that rounding cannot invalidate it
+    pad = 1e-3 * sd.min(axis=1)[:, None]
+    lo = expert_q.min(axis=1) - pad
+    hi = expert_q.max(axis=1) + pad
+    k = w.shape[1]
+    args = tuple(w[:, i : i + 1] for i in range(k)) + tuple(
+        mu[:, i : i + 1] for i in range(k)) + tuple(sd[:, i : i + 1] for i in range(k))
+    res = find_root(_mixture_cdf_minus, (lo, hi), args=(levels, *args))
+    out = np.asarray(res.x, dtype=float)
+    return out[:, 0] if scalar else out
+
+
+def predict_interval(params: MoEParams, X, alpha=0.1) -> np.ndarray:
+    """Equal-tailed ``1 - alpha`` predictive interval, shape (n_samples, 2).
+
+    Columns are the ``alpha / 2`` and ``1 - alpha / 2`` quantiles of ``y | x``.
+    """
+    alpha = float(_check_levels(alpha, "alpha"))
+    return predict_quantiles(params, X, [alpha / 2.0, 1.0 - alpha / 2.0])
+
+
+def sample_y(params: MoEParams, X, n_samples=1, random_state=None) -> np.ndarray:
+    """Draw ``y ~ p(y | x)`` independently, ``n_samples`` times per row.
+
+    Returns
+    -------
+    ndarray of shape (n_rows, n_samples)
+    """
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)):
+        raise TypeError(f"n_samples must be an integer, got {type(n_samples).__name__}")
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    params = _check_params(params)
+    X = params._check_X(X)
+    rng = _generator(random_state)
+    log_w = params.gating_log_proba(X)  # (n, k)
+    mu = params.expert_means(X)
+    # Gumbel-max: z ~ Categorical(p(x)) without leaving log space
+    z = np.argmax(log_w[:, None, :] + rng.gumbel(size=(X.shape[0], n_samples, log_w.shape[1])),
+                  axis=2)
+    centre = np.take_along_axis(mu, z, axis=1)
+    return centre + params.noise_vector[z] * rng.standard_normal(z.shape)
+
+
+def predict_responsibilities(params: MoEParams, X, y, log=False) -> np.ndarray:
+    """Posterior probability of each expert given ``(x, y)``, shape (n_samples, n_experts).
+
+    ``P(z = i | x, y) ∝ p_i(x) N(y | mu_i(x), sigma_i^2)``, normalised in log
+    space.  ``log=True`` returns the log-probabilities.
+    """
+    params = _check_params(params)
+    X = params._check_X(X)
+    y = _check_y(y, X.shape[0])
+    joint = params._joint_k(X, y)  # (k, n)
+    lse, post = logsumexp_k(joint)
+    return (joint - lse).T if log else post.T
+
+
+def predict_expert(params: MoEParams, X, y) -> np.ndarray:
+    """Most probable expert given ``(x, y)``, shape (n_samples,)."""
+    return np.argmax(predict_responsibilities(params, X, y, log=True), axis=1)
