@@ -41,7 +41,7 @@ def test_moments_solver_reaches_the_mle_fast_seed(link):
     X, y = sample(p, 100_000, random_state=2)
     ok, (e, r, est) = _within_truth_start(p, X, y, link=link)
     assert ok, (e, r)
-    assert est.init_method_.startswith("moments")
+    assert "unavailable" not in est.init_method_  # the moment start was screened
 
 
 @pytest.mark.slow
@@ -75,7 +75,7 @@ def test_fitted_attributes_and_methods(theory_linear):
     X, y = X[:20000], y[:20000]
     est = MixtureOfExpertsRegressor(3, random_state=0, compute_standard_errors=True).fit(X, y)
     assert est.experts_.shape == (3, 10) and est.gating_.shape == (3, 10)
-    assert est.expert_bias_.shape == (3,) and np.isscalar(est.noise_std_)
+    assert est.expert_bias_.shape == (3,) and est.noise_std_.shape == (3,)
     np.testing.assert_allclose(est.gating_.mean(axis=0), 0, atol=1e-12)
     assert est.converged_ and est.n_iter_ > 0
     assert est.predict(X).shape == (20000,)
@@ -112,7 +112,7 @@ def test_more_experts_than_features_falls_back():
     p = make_moe(3, 5, orthogonal_gating=False, random_state=0)
     X, y = sample(p, 5000, random_state=0)
     est = _fit(X, y[:], n_init=2, random_state=0).set_params(n_experts=5).fit(X, y)
-    assert est.init_method_.startswith("random")
+    assert "moment start unavailable" in est.init_method_
     assert np.all(np.isfinite(est.experts_))
 
 

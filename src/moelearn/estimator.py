@@ -40,7 +40,7 @@ NOISE_FLOOR = 1e-3
 _AUTO_CANDIDATES = 10
 # Screening work (rows x coefficients x experts) that n_init="auto" spends before it
 # stops adding candidates beyond _AUTO_CANDIDATES (up to six times as many).
-_AUTO_BUDGET = 2_000_000
+_AUTO_BUDGET = 1_000_000
 
 
 class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
@@ -315,7 +315,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             self._final_step = f"the {self._refine_name} refinement of the moment start"
             return self._refine(data, starts[0][1], per_expert)
         found = search(data, search_data, k, link, starts=starts, n_candidates=n_generated,
-                       n_finalists=max(3, n_generated // 10),
+                       n_finalists=max(2, n_generated // 20),
                        per_expert_noise=per_expert, free=self._free(),
                        fit_intercept=self.fit_intercept, refine=self.refine,
                        max_iter=self.max_iter, tol=self.tol, noise_floor=self._floor,

@@ -327,6 +327,10 @@ def _maximize_gradient(data, init, free, method, per_expert_noise, max_iter, tol
         # about 1/sigma^2 times that of the gating; optimising over theta / D
         # with D = sigma on the expert entries evens them out (fewer iterations).
         D = layout.expert_scaling(float(np.min(init.noise_vector)))
+        # Where the exact Hessian is cheap, L-BFGS gets a first stretch of iterations
+        # and Newton steps finish what it has not (L-BFGS crawls on flat ridges).
+        newton = _newton_applies(layout, free, theta0.size)
+        first = min(max_iter, _NEWTON_AFTER) if newton else max_iter
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # line-search probes may overflow
             res = minimize(
@@ -336,13 +340,28 @@ def _maximize_gradient(data, init, free, method, per_expert_noise, max_iter, tol
                 method="L-BFGS-B",
                 bounds=bounds,
                 callback=lambda phi: callback(phi * D),
-                options={"maxiter": max_iter, "ftol": tol, "gtol": 1e-10, "maxcor": 20},
+                options={"maxiter": first, "ftol": tol, "gtol": 1e-10, "maxcor": 20},
             )
         theta, n_iter = res.x * D, int(res.nit)
         # A line-search failure is convergence only where the gradient vanishes
         # (round-off stops the search at an optimum); a cap on iterations never is.
         converged = bool(res.success) or (
             res.status == 2 and _projected_gradient_norm(res.x, res.jac, bounds, D) <= 1e-6)
+        if newton and not converged and n_iter < max_iter:
+            fit_intercept = "expert_bias" in free
+            perm = _information_index(layout, fit_intercept)
+
+            def hess(th):
+                values = layout.unpack(th, init)
+                H = data.map_reduce(lambda Xb, yb: _chunk_hessian(Xb, yb, values, link, perm,
+                                                                  fit_intercept))
+                return -0.5 * (H + H.T) / n
+
+            lower = None if bounds is None else np.array(
+                [-np.inf if b[0] is None else b[0] for b in bounds])
+            theta, steps, converged = _newton(fun, hess, theta, lower, max_iter - n_iter, tol,
+                                              history, callback)
+            n_iter += steps
     elif method == "gd":
         theta, n_iter, converged = _gradient_descent(
             fun, theta0, bounds, max_iter, tol, learning_rate, history, callback
@@ -350,6 +369,54 @@ def _maximize_gradient(data, init, free, method, per_expert_noise, max_iter, tol
     params = _to_params(layout.unpack(theta, init), init.link, per_expert_noise)
     final = -fun(theta)[0]
     return FitResult(params, final, n_iter, converged, -np.asarray(history), trajectory)
+
+
+# L-BFGS iterations before Newton steps take over, and the largest parameter count
+# for which they do (the Hessian costs n p^2 per evaluation).
+_NEWTON_AFTER = 100
+_NEWTON_MAX_PARAMS = 200
+
+
+def _newton_applies(layout, free, size):
+    full = free in (_ALL, _ALL - {"expert_bias", "gating_bias"})
+    return full and size <= _NEWTON_MAX_PARAMS
+
+
+def _newton(fun, hess, theta, lower, max_steps, tol, history, callback):
+    """Damped Newton steps on ``fun`` (value, gradient) with the exact Hessian ``hess``.
+
+    The step uses the eigen-decomposition of the Hessian: directions of
+    negligible curvature (the gating's common shift) are dropped and negative
+    curvature is flipped, so every step descends; the step is halved until the
+    value decreases (Armijo) and clipped at the lower bounds.  Converged when the
+    Newton decrement falls below ``tol * max(1, |f|)``.
+    """
+    f, g = fun(theta)
+    for step in range(1, max_steps + 1):
+        w, V = np.linalg.eigh(hess(theta))
+        scale = np.max(np.abs(w)) if w.size else 0.0
+        keep = np.abs(w) > 1e-10 * max(scale, 1e-300)
+        delta = -(V[:, keep] @ ((V[:, keep].T @ g) / np.abs(w[keep])))
+        decrement = -float(g @ delta)
+        if decrement <= tol * max(1.0, abs(f)):
+            return theta, step - 1, True
+        t = 1.0
+        while t >= 1e-8:
+            cand = theta + t * delta
+            if lower is not None:
+                cand = np.maximum(cand, lower)
+            with np.errstate(over="ignore", invalid="ignore"):
+                fc, gc = fun(cand)
+            if np.isfinite(fc) and fc <= f - 1e-4 * t * decrement:
+                break
+            t *= 0.5
+        else:
+            # no decrease along the Newton direction: converged only at round-off level
+            return theta, step, bool(decrement <= 1e-10 * max(1.0, abs(f)))
+        theta, f, g = cand, fc, gc
+        history.append(f)
+        callback(theta)
+    return theta, max_steps, False
 
 
 def _projected_gradient_norm(phi, grad, bounds, D):
@@ -566,7 +633,14 @@ def params_from_responsibilities(data: Data, responsibilities, init: MoEParams, 
         posts.append(pb)
         stats = add_partials(stats, _em_block_stats(Xb, yb, values, link, post=pb))
     _mstep_experts_noise(values, stats["gram"], stats["rhs"], stats["sq"], stats["wsum"],
-                         data.n_samples, free, per_expert_noise, noise_floor)
+                         data.n_samples, free - {"noise"}, per_expert_noise, noise_floor)
+    # noise from the residuals of the new experts (not of the point of linearisation)
+    sq, start = np.zeros(k), 0
+    for (Xb, yb), pb in zip(data, posts, strict=True):
+        mu = link(values["experts"] @ Xb.T + values["expert_bias"][:, None])
+        sq += np.sum(pb * (yb - mu) ** 2, axis=1)
+    _mstep_experts_noise(values, stats["gram"], stats["rhs"], sq, stats["wsum"],
+                         data.n_samples, frozenset({"noise"}), per_expert_noise, noise_floor)
     _gating_mstep(data, values, free & {"gating", "gating_bias"}, posts, None, link,
                   max_iter=gating_steps)
     return _to_params(values, init.link, per_expert_noise)
@@ -650,7 +724,7 @@ def _gating_newton(data, values, posts, max_iter):
         except np.linalg.LinAlgError:
             break
         decrement = float(g @ step.ravel())
-        if decrement <= 1e-9 * n:
+        if decrement <= 1e-12 * n:
             break
         t = 1.0
         while t > 1e-4:

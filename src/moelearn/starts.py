@@ -1,4 +1,4 @@
-"""Start strategy: many cheap candidate starts, screened, the best refined (DESIGN §11).
+"""Start strategy: many cheap candidate starts, screened, the best refined (DESIGN §12).
 
 The likelihood of a mixture of experts has many local maxima off the papers'
 theory regime, and with one noise level per expert it is unbounded (an expert
@@ -195,36 +195,38 @@ def search(data: Data, sub: Data, n_experts, link, *, starts=(), n_candidates=10
     screened = []
     half = max(screen_iter // 2, 1)
     for name, start in named:
-        run = _quiet(maximize_likelihood, sub, _shared(start), free=free, method="em",
-                     per_expert_noise=False, max_iter=half, tol=0.0, noise_floor=noise_floor,
-                     gating_steps=5)
-        params = run.params
+        tied = _quiet(maximize_likelihood, sub, _shared(start), free=free, method="em",
+                      per_expert_noise=False, max_iter=half, tol=0.0, noise_floor=noise_floor,
+                      gating_steps=5)
+        run = tied
         if per_expert_noise:
-            run = _quiet(maximize_likelihood, sub, _per_expert(params), free=free, method="em",
-                         per_expert_noise=True, max_iter=screen_iter - half, tol=0.0,
-                         noise_floor=noise_floor, gating_steps=5)
+            run = _quiet(maximize_likelihood, sub, _per_expert(tied.params), free=free,
+                         method="em", per_expert_noise=True, max_iter=screen_iter - half,
+                         tol=0.0, noise_floor=noise_floor, gating_steps=5)
         bad = bool(np.any(collapsed_components(sub, run.params, noise_floor, d_params)))
-        screened.append((name, run, bad))
-    order = sorted(range(len(screened)),
-                   key=lambda i: (screened[i][2], -screened[i][1].log_likelihood))
-    finals = []
+        screened.append((name, tied, run, bad))
     same = sub is data
     sub_tol = tol if same else max(tol, 1e-7)
-    for i in order[:n_finalists]:
-        name, run, _ = screened[i]
-        paths = [(name, run.params)]
-        if per_expert_noise:
-            # continuation: the shared-noise optimum from this start, then per expert
-            tied = _quiet(maximize_likelihood, sub, _shared(run.params), free=free,
+    # finalists: the best screened candidates of the model itself, run directly...
+    by_model = sorted(range(len(screened)),
+                      key=lambda i: (screened[i][3], -screened[i][2].log_likelihood))
+    paths = [(screened[i][0], screened[i][2].params) for i in by_model[:n_finalists]]
+    if per_expert_noise:
+        # ... and the best of the nested shared-noise model (bounded, smoother), run to
+        # its optimum first: a continuation from the simpler model
+        by_tied = sorted(range(len(screened)), key=lambda i: -screened[i][1].log_likelihood)
+        for i in by_tied[:n_finalists]:
+            tied = _quiet(maximize_likelihood, sub, screened[i][1].params, free=free,
                           method=refine, per_expert_noise=False, max_iter=max_iter,
                           tol=sub_tol, noise_floor=noise_floor)
-            paths.append((f"{name} via shared noise", _per_expert(tied.params)))
-        for label, start in paths:
-            fit = _quiet(maximize_likelihood, sub, start, free=free, method=refine,
-                         per_expert_noise=per_expert_noise, max_iter=max_iter, tol=sub_tol,
-                         noise_floor=noise_floor)
-            bad = bool(np.any(collapsed_components(sub, fit.params, noise_floor, d_params)))
-            finals.append((bad, -fit.log_likelihood, label, fit))
+            paths.append((f"{screened[i][0]} via shared noise", _per_expert(tied.params)))
+    finals = []
+    for label, start in paths:
+        fit = _quiet(maximize_likelihood, sub, start, free=free, method=refine,
+                     per_expert_noise=per_expert_noise, max_iter=max_iter, tol=sub_tol,
+                     noise_floor=noise_floor)
+        bad = bool(np.any(collapsed_components(sub, fit.params, noise_floor, d_params)))
+        finals.append((bad, -fit.log_likelihood, label, fit))
     finals.sort(key=lambda t: (t[0], t[1]))
     if max_moves and k > 1 and link.is_linear:
         # remove-and-split moves from the best distinct finalists
@@ -248,7 +250,7 @@ def search(data: Data, sub: Data, n_experts, link, *, starts=(), n_candidates=10
                                   per_expert_noise=per_expert_noise, max_iter=max_iter, tol=tol,
                                   noise_floor=noise_floor)
         bad = bool(np.any(collapsed_components(data, fit.params, noise_floor, d_params)))
-    summary = [(nm, float(run.log_likelihood)) for nm, run, _ in screened]
+    summary = [(nm, float(run.log_likelihood)) for nm, _, run, _ in screened]
     return StartSearch(fit, name, len(named), summary, bad)
 
 
