@@ -1,6 +1,9 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import moelearn
 from moelearn import expert_error, make_moe, recover_experts, sample
 from moelearn.experts import _raw_loss_chunk, landscape_loss, tensor_power_method
 
@@ -155,3 +158,17 @@ def test_even_link_recovers_up_to_sign():
     A = recover_experts(X, y, 2, link=link, random_state=0)
     est = MoEParams(A, np.zeros_like(A), link=link)
     assert parameter_errors(est, p).experts <= 0.3  # signs free for an even link
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(0, 40), d=st.integers(0, 4), k=st.integers(-1, 5),
+       method=st.sampled_from(["landscape", "tensor", "power"]))
+def test_fuzz_recover_experts_shapes(n, d, k, method):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, d))
+    y = rng.standard_normal(n)
+    try:
+        A = moelearn.recover_experts(X, y, k, method=method)
+    except (ValueError, TypeError):
+        return
+    assert np.all(np.isfinite(A))

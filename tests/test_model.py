@@ -94,3 +94,17 @@ def test_bad_constructor_arguments(kwargs, match):
 
 def test_version():
     assert moelearn.__version__
+
+
+def test_off_regime_sampler():
+    p = make_moe(6, 2, intercept_scale=1.0, per_expert_noise=True, orthogonal_gating=False,
+                 random_state=0)
+    assert np.ndim(p.noise_std) == 1 and np.any(p.expert_bias != 0)
+    for law in ("uniform", "correlated"):
+        X, y = sample(p, 20000, random_state=0, inputs=law)
+        assert np.all(np.isfinite(y))
+    Xc, _ = sample(p, 100_000, random_state=0, inputs="correlated", correlation=0.5)
+    c = np.corrcoef(Xc[:, 0], Xc[:, 1])[0, 1]
+    assert abs(c - 0.5) < 0.02
+    with pytest.raises(ValueError, match="inputs"):
+        sample(p, 10, inputs="cauchy")

@@ -9,8 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.exceptions import ConvergenceWarning
 
-import moelearn
-from moelearn import MixtureOfExpertsRegressor, diagnose, make_moe, parameter_errors, sample
+from moelearn import MixtureOfExpertsRegressor, make_moe, parameter_errors, sample
 
 SOLVERS = ["moments", "landscape", "tensor", "em", "gd-nll", "gd-l2"]
 
@@ -49,20 +48,6 @@ def test_fuzz_estimator_fits_or_raises_cleanly(n, d, k, solver, link, data):
     assert _finite(est)
     pred = est.predict(X)
     assert np.all(np.isfinite(pred))
-
-
-@settings(max_examples=25, deadline=None)
-@given(n=st.integers(0, 40), d=st.integers(0, 4), k=st.integers(-1, 5),
-       method=st.sampled_from(["landscape", "tensor", "power"]))
-def test_fuzz_recover_experts_shapes(n, d, k, method):
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((n, d))
-    y = rng.standard_normal(n)
-    try:
-        A = moelearn.recover_experts(X, y, k, method=method)
-    except (ValueError, TypeError):
-        return
-    assert np.all(np.isfinite(A))
 
 
 @pytest.mark.parametrize("scale", [1e-6, 1e6])
@@ -134,25 +119,3 @@ def test_reproducible_bit_for_bit():
         b = _fit(X, y, n_experts=3, solver=solver)
         np.testing.assert_array_equal(a.experts_, b.experts_)
         np.testing.assert_array_equal(a.gating_, b.gating_)
-
-
-def test_diagnose_gaussian_theory_regime():
-    p = make_moe(8, 3, noise_std=0.2, random_state=0)
-    X, y = sample(p, 100_000, random_state=1)
-    dg = diagnose(X, y, n_experts=3)
-    assert dg.inputs_gaussian and dg.trust_moments
-    assert dg.supported_experts == 3
-    assert abs(dg.noise_std - 0.2) < 0.02
-    assert "trust" in str(dg) and dg.to_dict()["supported_experts"] == 3
-
-
-def test_diagnose_flags_problems():
-    p = make_moe(8, 3, noise_std=0.2, random_state=0)
-    X, y = sample(p, 100_000, random_state=1, inputs="uniform")
-    dg = diagnose(X, y, n_experts=3)
-    assert not dg.inputs_gaussian and not dg.trust_moments
-    X, y = sample(p, 100_000, random_state=1)
-    assert not diagnose(X, y, n_experts=6).trust_moments  # M2 supports 3
-    dg = diagnose(X, y, link=lambda t: t**2)  # even: orders 1 and 3 carry nothing
-    assert "invalid" in dg.link_orders[1] and "invalid" in dg.link_orders[3]
-    assert dg.link_orders[4].startswith("c_4")

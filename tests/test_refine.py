@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
-from moelearn import MoEParams, make_moe, parameter_errors, recover_gating, sample
+from moelearn import MoEParams, parameter_errors
 from moelearn.refine import (
     Data,
     _chunk_terms,
@@ -13,30 +13,6 @@ from moelearn.refine import (
     observed_information,
     random_params,
 )
-
-
-@pytest.mark.parametrize("method", ["likelihood", "em"])
-def test_gating_from_true_experts(theory_linear, method):
-    p, X, y = theory_linear
-    W = recover_gating(X, y, p.experts, method=method, random_state=0)
-    np.testing.assert_allclose(W.mean(axis=0), 0.0, atol=1e-10)  # centred rows
-    assert parameter_errors(MoEParams(p.experts, W), p).gating <= 0.1
-
-
-def test_gating_gradient_descent_option(theory_linear):
-    p, X, y = theory_linear
-    r = recover_gating(X[:20000], y[:20000], p.experts, optimizer="gd", noise_std=0.2,
-                       max_iter=300, return_info=True)
-    assert np.all(np.diff(r.history) >= -1e-12)  # ascent on the log-likelihood
-    assert parameter_errors(MoEParams(p.experts, r.params.gating), p).gating <= 0.2
-
-
-def test_gating_bad_arguments(theory_linear):
-    p, X, y = theory_linear
-    with pytest.raises(ValueError, match="experts must have shape"):
-        recover_gating(X[:100], y[:100], p.experts[:, :4])
-    with pytest.raises(ValueError, match="method"):
-        recover_gating(X[:100], y[:100], p.experts, method="newton")
 
 
 def _values(p):
@@ -114,17 +90,3 @@ def test_unknown_groups_and_methods(theory_linear):
         maximize_likelihood(Data(X, y), p, free={"weights"})
     with pytest.raises(ValueError, match="method"):
         maximize_likelihood(Data(X, y), p, method="newton")
-
-
-def test_off_regime_sampler():
-    p = make_moe(6, 2, intercept_scale=1.0, per_expert_noise=True, orthogonal_gating=False,
-                 random_state=0)
-    assert np.ndim(p.noise_std) == 1 and np.any(p.expert_bias != 0)
-    for law in ("uniform", "correlated"):
-        X, y = sample(p, 20000, random_state=0, inputs=law)
-        assert np.all(np.isfinite(y))
-    Xc, _ = sample(p, 100_000, random_state=0, inputs="correlated", correlation=0.5)
-    c = np.corrcoef(Xc[:, 0], Xc[:, 1])[0, 1]
-    assert abs(c - 0.5) < 0.02
-    with pytest.raises(ValueError, match="inputs"):
-        sample(p, 10, inputs="cauchy")
