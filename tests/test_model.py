@@ -92,8 +92,11 @@ def test_bad_constructor_arguments(kwargs, match):
         MoEParams(**kwargs)
 
 
-def test_version():
-    assert moelearn.__version__
+def test_version_comes_from_the_package_metadata():
+    from importlib.metadata import version
+
+    # pyproject.toml is the single source; the package reads it back when installed
+    assert moelearn.__version__ == version("moelearn")
 
 
 def test_off_regime_sampler():

@@ -440,6 +440,17 @@ def recover_experts(
     Returns
     -------
     experts : ndarray of shape (n_experts, n_features), or ExpertRecoveryResult
+
+    Examples
+    --------
+    >>> from moelearn import expert_error, make_moe, sample
+    >>> p = make_moe(6, 2, noise_std=0.2, random_state=0)
+    >>> X, y = sample(p, 20_000, random_state=1)
+    >>> A = recover_experts(X, y, 2, random_state=0)
+    >>> A.shape
+    (2, 6)
+    >>> bool(expert_error(A, p.experts) < 0.2)  # up to the order of the rows
+    True
     """
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
