@@ -149,6 +149,17 @@ def test_too_few_samples_and_bad_data(linear_1e5):
         recover_experts(X[:1000], y[:999], 2)
 
 
+@pytest.mark.parametrize("link", ["relu", "sigmoid"])
+def test_inputs_without_variance_raise_moment_method_unavailable(link):
+    # X = 0 leaves -mean(Q_2(y)) I in M_2 but nothing in the higher tensor: the
+    # power method found no direction and the unit-normalisation divided 0 by 0
+    from moelearn.exceptions import MomentMethodUnavailable
+
+    y = 0.5 + 0.1 * np.random.default_rng(0).standard_normal(200)
+    with pytest.raises(MomentMethodUnavailable, match="carries no signal"):
+        recover_experts(np.zeros((200, 3)), y, 1, link=link, method="tensor")
+
+
 def test_even_link_recovers_up_to_sign():
     from moelearn import MoEParams, get_link, parameter_errors
 

@@ -111,6 +111,15 @@ def test_constant_feature():
     assert _finite(est)
 
 
+def test_only_constant_features_fall_back_to_random_starts():
+    # the moment start has no signal here; it must hand over to the fallback
+    # rather than start from NaN directions
+    y = 0.5 + 0.1 * np.random.default_rng(0).standard_normal(200)
+    est = _fit(np.full((200, 3), 2.0), y, n_experts=1, link="sigmoid", noise="shared", n_init=1)
+    assert est.init_method_.startswith("random")
+    assert _finite(est)
+
+
 def test_reproducible_bit_for_bit():
     p = make_moe(6, 3, noise_std=0.2, random_state=0)
     X, y = sample(p, 20_000, random_state=1)

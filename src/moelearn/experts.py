@@ -542,6 +542,13 @@ def _recover(data, n_experts, link, method, noise_std, rng, *, return_info, form
         U, weights = tensor_power_method(T, k, n_restarts=max(n_restarts, 10),
                                          n_iter=min(max_iter, 200), rng=rng)
         hists, losses, best = [], weights.copy(), 0
+        if not np.all(np.isfinite(U)) or np.any(np.linalg.norm(U, axis=1) < 0.5):
+            # the power method returns unit rows unless the tensor vanishes along them
+            raise MomentMethodUnavailable(
+                f"the order-{use_order} moment tensor carries no signal for {k} experts: "
+                "too few samples, features without variance, or data that do not follow "
+                "the model"
+            )
     A = whitening.unwhiten(U)
     if use_order == 4:
         A = _resolve_signs(A, first.first_moment, c1)
