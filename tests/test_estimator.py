@@ -42,6 +42,7 @@ def test_moments_solver_reaches_the_mle_fast_seed(link):
     assert est.init_method_.startswith("moments")
 
 
+# slow: 10 seeds x 2 fits at n = 1e5 per link (~10 s each)
 @pytest.mark.slow
 @pytest.mark.parametrize("link", ["linear", "tanh", "relu", "sigmoid"])
 def test_moments_solver_reaches_the_mle_every_seed(link):
@@ -55,6 +56,7 @@ def test_moments_solver_reaches_the_mle_every_seed(link):
     assert not failures  # the issue asks for every seed
 
 
+# slow: 10 seeds x 2 per-expert-noise fits at n = 1e5 per input law (~10 s each)
 @pytest.mark.slow
 @pytest.mark.parametrize("inputs", ["gaussian", "uniform", "correlated"])
 def test_moments_solver_off_the_theory_regime(inputs):

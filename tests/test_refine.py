@@ -39,6 +39,16 @@ def test_likelihood_gradient_matches_finite_differences(link):
                 moved[name][idx] += sgn * 1e-6
                 num[idx] += sgn * _chunk_terms(X, y, moved, p.link_function, False)["loglik"]
         np.testing.assert_allclose(t[name], num / 2e-6, rtol=1e-5, atol=1e-5)
+    # the noise gradient is with respect to log sigma_i
+    base = _values(p)
+    num = np.zeros(3)
+    for i in range(3):
+        for sgn in (1, -1):
+            noise = base["noise"].copy()
+            noise[i] *= np.exp(sgn * 1e-6)
+            moved = dict(base, noise=noise)
+            num[i] += sgn * _chunk_terms(X, y, moved, p.link_function, False)["loglik"]
+    np.testing.assert_allclose(t["noise"], num / 2e-6, rtol=1e-5, atol=1e-5)
 
 
 def test_em_increases_likelihood_monotonically(theory_linear):
