@@ -66,6 +66,8 @@ def test_nonlinear_recovery_at_1e6(link, threshold, method):
                         p.experts) <= threshold
 
 
+# slow: 1e5 samples, 200 full-batch and 400 mini-batch descent steps (6-9 s on 2 cores)
+@pytest.mark.slow
 def test_raw_form_on_orthogonal_experts():
     rng = np.random.default_rng(0)
     Q, _ = np.linalg.qr(rng.standard_normal((8, 8)))
