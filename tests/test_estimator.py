@@ -42,7 +42,7 @@ def test_moments_solver_reaches_the_mle_fast_seed(link):
     assert est.init_method_.startswith("moments")
 
 
-# slow: 10 seeds x 2 fits at n = 1e5 per link (~10 s each)
+# slow: 10 seeds x 2 fits at n = 1e5 per link (10-21 s each on 2 busy cores)
 @pytest.mark.slow
 @pytest.mark.parametrize("link", ["linear", "tanh", "relu", "sigmoid"])
 def test_moments_solver_reaches_the_mle_every_seed(link):
@@ -56,7 +56,7 @@ def test_moments_solver_reaches_the_mle_every_seed(link):
     assert not failures  # the issue asks for every seed
 
 
-# slow: 10 seeds x 2 per-expert-noise fits at n = 1e5 per input law (~10 s each)
+# slow: 10 seeds x 2 per-expert-noise fits at n = 1e5 per input law (13-14 s each)
 @pytest.mark.slow
 @pytest.mark.parametrize("inputs", ["gaussian", "uniform", "correlated"])
 def test_moments_solver_off_the_theory_regime(inputs):
@@ -122,7 +122,7 @@ def test_more_experts_than_features_falls_back():
 # target 0.3 of DESIGN §8 for experts and gating.
 _DOCUMENTED_ERROR = {"moments": 0.1, "em": 0.1, "gd-nll": 0.1, "gd-l2": 0.1,
                      "landscape": 0.3, "tensor": 0.3}
-# gradient descent needs 130-170 passes over 1e5 samples: 2-5 s each
+# gradient descent needs 130-170 passes over 1e5 samples: 2-4 s each on 2 busy cores
 _SLOW_SOLVERS = {"gd-nll", "gd-l2"}
 
 
