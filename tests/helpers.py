@@ -1,6 +1,9 @@
 """Shared helpers for the statistical tests."""
 
+import functools
+
 import numpy as np
+from hypothesis import event
 
 
 def standard_error_bound(terms, n_sigma=6.0):
@@ -11,3 +14,38 @@ def standard_error_bound(terms, n_sigma=6.0):
     """
     terms = np.asarray(terms)
     return n_sigma * terms.std(axis=0) / np.sqrt(terms.shape[0])
+
+
+def record(outcomes, outcome):
+    """Count how one example of a property-based test ended.
+
+    The outcome is also a Hypothesis ``event``, so ``pytest
+    --hypothesis-show-statistics`` prints the fraction of examples per outcome.
+    """
+    event(outcome)
+    outcomes[outcome] += 1
+
+
+def fraction_at_least(minimum, outcomes, outcome):
+    """Decorate a ``@given`` test: after its examples, ``outcome`` must be >= ``minimum``.
+
+    A fuzz test whose examples are all rejected before its assertion cannot
+    fail; this makes that a failure.  ``outcomes`` is the Counter that the test
+    body passes to :func:`record`.
+    """
+
+    def decorate(test):
+        @functools.wraps(test)
+        def wrapper(*args, **kwargs):
+            outcomes.clear()
+            test(*args, **kwargs)
+            total = sum(outcomes.values())
+            assert total > 0, "no example ran"
+            assert outcomes[outcome] >= minimum * total, (
+                f"only {outcomes[outcome]} of {total} examples ended in {outcome!r}: "
+                f"{dict(outcomes)}"
+            )
+
+        return wrapper
+
+    return decorate

@@ -1,10 +1,8 @@
 import json
-import warnings
 import zipfile
 
 import numpy as np
 import pytest
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import check_estimator
 
 import moelearn
@@ -44,6 +42,7 @@ def test_moments_solver_reaches_the_mle_fast_seed(link):
     assert "unavailable" not in est.init_method_  # the moment start was screened
 
 
+# slow: 10 seeds x 2 fits at n = 1e5 per link (10-21 s each on 2 busy cores)
 @pytest.mark.slow
 @pytest.mark.parametrize("link", ["linear", "tanh", "relu", "sigmoid"])
 def test_moments_solver_reaches_the_mle_every_seed(link):
@@ -57,6 +56,7 @@ def test_moments_solver_reaches_the_mle_every_seed(link):
     assert not failures  # the issue asks for every seed
 
 
+# slow: 10 seeds x 2 per-expert-noise fits at n = 1e5 per input law (13-14 s each)
 @pytest.mark.slow
 @pytest.mark.parametrize("inputs", ["gaussian", "uniform", "correlated"])
 def test_moments_solver_off_the_theory_regime(inputs):
@@ -116,23 +116,29 @@ def test_more_experts_than_features_falls_back():
     assert np.all(np.isfinite(est.experts_))
 
 
-@pytest.mark.parametrize("solver", ["landscape", "tensor", "em", "gd-nll", "gd-l2"])
-def test_every_solver_runs(theory_linear, solver):
-    p, X, y = theory_linear
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        est = _fit(X[:20000], y[:20000], solver=solver, max_iter=50, random_state=0,
-                   fit_intercept=False)
-    assert np.all(np.isfinite(est.experts_))
-    assert np.isfinite(est.log_likelihood_)
+# Documented accuracy on the easy cell of docs/RESULTS.md §2 (d=10, k=3, linear,
+# gating scale 1, n=1e5): the likelihood solvers and gd-l2 succeed (expert error
+# <= 0.1) on every seed; the papers' pipelines (no refinement) meet the per-seed
+# target 0.3 of DESIGN §8 for experts and gating.
+_DOCUMENTED_ERROR = {"moments": 0.1, "em": 0.1, "gd-nll": 0.1, "gd-l2": 0.1,
+                     "landscape": 0.3, "tensor": 0.3}
+# gradient descent needs 130-170 passes over 1e5 samples: 2-4 s each on 2 busy cores
+_SLOW_SOLVERS = {"gd-nll", "gd-l2"}
 
 
-def test_paper_pipelines_recover_in_theory_regime(theory_linear):
+@pytest.mark.parametrize(
+    "solver",
+    [pytest.param(s, marks=pytest.mark.slow) if s in _SLOW_SOLVERS else s
+     for s in _DOCUMENTED_ERROR],
+)
+def test_every_solver_reaches_its_documented_accuracy(theory_linear, solver):
     p, X, y = theory_linear
-    for solver in ("landscape", "tensor"):
-        est = _fit(X, y, solver=solver, fit_intercept=False, random_state=0)
-        e = parameter_errors(est, p)
-        assert e.experts < 0.3 and e.gating < 0.3, (solver, e)
+    est = _fit(X, y, solver=solver, fit_intercept=False, noise="shared", n_init=1,
+               random_state=0)
+    e = parameter_errors(est, p)
+    assert e.experts <= _DOCUMENTED_ERROR[solver], e
+    if solver in ("landscape", "tensor"):
+        assert e.gating <= 0.3, e
 
 
 def test_warm_start_with_init_params(theory_linear):
@@ -251,9 +257,12 @@ def test_bad_data(theory_linear):
         est.predict(X[:5, :3])
 
 
-def test_moments_with_extra_random_starts_keeps_the_best(theory_linear):
+def test_moments_with_extra_random_starts_still_reaches_the_mle(theory_linear):
+    # the extra starts compete with the consistent one: the winner must still be
+    # the maximum-likelihood solution (the refinement started at the truth)
     p, X, y = theory_linear
     X, y = X[:20000], y[:20000]
-    one = _fit(X, y, random_state=0)
-    many = _fit(X, y, random_state=0, n_init=3)
-    assert many.log_likelihood_ >= one.log_likelihood_ - 1e-9
+    ok, (e, r, est) = _within_truth_start(p, X, y, ratio=1.01, noise="shared", n_init=3)
+    assert ok, (e, r)
+    ref = _fit(X, y, init_params=p, noise="shared", n_init=1)
+    assert est.log_likelihood_ == pytest.approx(ref.log_likelihood_, abs=1e-6)

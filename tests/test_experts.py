@@ -1,7 +1,14 @@
+import re
+from collections import Counter
+
 import numpy as np
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
+from helpers import fraction_at_least, record
 from moelearn import expert_error, make_moe, recover_experts, sample
+from moelearn.exceptions import MomentMethodUnavailable
 from moelearn.experts import _raw_loss_chunk, landscape_loss, tensor_power_method
 
 
@@ -46,6 +53,7 @@ def test_chunked_equals_in_memory(linear_1e5):
     np.testing.assert_allclose(a, b, atol=1e-8)
 
 
+# slow: 10^6 samples per case, as the issue targets ask (2-2.5 s each, 9 s in all)
 @pytest.mark.slow
 @pytest.mark.parametrize("link, threshold", [("tanh", 0.3), ("relu", 0.5)])
 @pytest.mark.parametrize("method", ["landscape", "tensor"])
@@ -58,6 +66,8 @@ def test_nonlinear_recovery_at_1e6(link, threshold, method):
                         p.experts) <= threshold
 
 
+# slow: 1e5 samples, 200 full-batch and 400 mini-batch descent steps (6-9 s on 2 cores)
+@pytest.mark.slow
 def test_raw_form_on_orthogonal_experts():
     rng = np.random.default_rng(0)
     Q, _ = np.linalg.qr(rng.standard_normal((8, 8)))
@@ -146,6 +156,17 @@ def test_too_few_samples_and_bad_data(linear_1e5):
         recover_experts(X[:1000], y[:999], 2)
 
 
+@pytest.mark.parametrize("link", ["relu", "sigmoid"])
+def test_inputs_without_variance_raise_moment_method_unavailable(link):
+    # X = 0 leaves -mean(Q_2(y)) I in M_2 but nothing in the higher tensor: the
+    # power method found no direction and the unit-normalisation divided 0 by 0
+    from moelearn.exceptions import MomentMethodUnavailable
+
+    y = 0.5 + 0.1 * np.random.default_rng(0).standard_normal(200)
+    with pytest.raises(MomentMethodUnavailable, match="carries no signal"):
+        recover_experts(np.zeros((200, 3)), y, 1, link=link, method="tensor")
+
+
 def test_even_link_recovers_up_to_sign():
     from moelearn import MoEParams, get_link, parameter_errors
 
@@ -155,3 +176,67 @@ def test_even_link_recovers_up_to_sign():
     A = recover_experts(X, y, 2, link=link, random_state=0)
     est = MoEParams(A, np.zeros_like(A), link=link)
     assert parameter_errors(est, p).experts <= 0.3  # signs free for an even link
+
+
+_RECOVERY_OUTCOMES = Counter()
+
+
+@fraction_at_least(0.5, _RECOVERY_OUTCOMES, "recovered")
+@settings(max_examples=60, deadline=None)
+@given(
+    d=st.integers(2, 6),
+    data=st.data(),
+    method=st.sampled_from(["landscape", "tensor"]),
+    link=st.sampled_from(["linear", "tanh", "relu"]),
+    inputs=st.sampled_from(["gaussian", "uniform", "correlated"]),
+    noise=st.floats(0.05, 0.5),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_fuzz_recover_experts_valid_data(d, data, method, link, inputs, noise, seed):
+    # comfortably above the documented minimum of max(10 d, 50) samples: near it
+    # the moments are too noisy to support k experts (a documented refusal)
+    k = data.draw(st.integers(1, d - 1), label="k")  # k < d: gating orthogonal to experts
+    n = data.draw(st.integers(max(40 * d, 200), 4000), label="n")
+    p = make_moe(d, k, link=link, noise_std=noise, random_state=seed)
+    X, y = sample(p, n, random_state=seed, inputs=inputs)
+    try:
+        A = recover_experts(X, y, k, method=method, link=link, random_state=0)
+    except MomentMethodUnavailable as exc:
+        # documented: the estimated moments support fewer than k experts
+        assert re.search("supports only|carries no|no positive signal", str(exc)), exc
+        record(_RECOVERY_OUTCOMES, "moments carry too little signal")
+        return
+    record(_RECOVERY_OUTCOMES, "recovered")
+    assert A.shape == (k, d) and np.all(np.isfinite(A))
+    np.testing.assert_allclose(np.linalg.norm(A, axis=1), 1.0, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "defect", ["too few samples", "more experts than features", "NaN in X", "constant y"]
+)
+@settings(max_examples=5, deadline=None)
+@given(
+    d=st.integers(1, 5),
+    method=st.sampled_from(["landscape", "tensor"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_fuzz_recover_experts_rejects_invalid_input(defect, d, method, seed):
+    rng = np.random.default_rng(seed)
+    n, k = max(10 * d, 50), min(2, d)
+    match = "n_experts"
+    if defect == "too few samples":
+        n = int(rng.integers(2, n))
+        match = f"n_samples={n} is too small"
+    elif defect == "more experts than features":
+        k = d + 1
+        match = "n_experts <= n_features"
+    X, y = rng.standard_normal((n, d)), rng.standard_normal(n)
+    if defect == "NaN in X":
+        X[rng.integers(n), rng.integers(d)] = np.nan
+        match = "Input X contains NaN"
+    elif defect == "constant y":
+        y[:] = 1.5
+        match = "y is constant"
+    event(defect)
+    with pytest.raises(ValueError, match=match):
+        recover_experts(X, y, k, method=method)

@@ -127,3 +127,24 @@ def test_make_moe_flat_gate_only_when_asked():
         assert not _gate_is_flat(make_moe(1, 2, orthogonal_gating=False, random_state=seed), X)
     assert _gate_is_flat(make_moe(3, 2, gating_scale=0.0, random_state=0),
                          np.random.default_rng(0).standard_normal((100, 3)))
+
+
+def test_version_comes_from_the_package_metadata():
+    from importlib.metadata import version
+
+    # pyproject.toml is the single source; the package reads it back when installed
+    assert moelearn.__version__ == version("moelearn")
+
+
+def test_off_regime_sampler():
+    p = make_moe(6, 2, intercept_scale=1.0, per_expert_noise=True, orthogonal_gating=False,
+                 random_state=0)
+    assert np.ndim(p.noise_std) == 1 and np.any(p.expert_bias != 0)
+    for law in ("uniform", "correlated"):
+        X, y = sample(p, 20000, random_state=0, inputs=law)
+        assert np.all(np.isfinite(y))
+    Xc, _ = sample(p, 100_000, random_state=0, inputs="correlated", correlation=0.5)
+    c = np.corrcoef(Xc[:, 0], Xc[:, 1])[0, 1]
+    assert abs(c - 0.5) < 0.02
+    with pytest.raises(ValueError, match="inputs"):
+        sample(p, 10, inputs="cauchy")

@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 
 from helpers import standard_error_bound
-from moelearn import MomentAccumulator, ReducedMomentAccumulator, make_moe, output_transform, sample
+from moelearn import (
+    MomentAccumulator,
+    ReducedMomentAccumulator,
+    Whitening,
+    make_moe,
+    output_transform,
+    sample,
+)
 from moelearn.moments import iter_chunks
 
 
@@ -108,6 +115,20 @@ def test_whitening_orthonormalises_experts(theory_linear):
     np.testing.assert_allclose(B.T @ B, np.eye(3), atol=0.05)
     with pytest.raises(ValueError, match="supports only"):
         acc.whitening(10)
+
+
+def test_whitening_matrix_and_unwhiten_are_exact_inverses():
+    # distinct eigenvalues, so that a wrong power of D cannot cancel in the
+    # normalisation (the statistical tests have nearly equal q_i)
+    rng = np.random.default_rng(0)
+    U, _ = np.linalg.qr(rng.standard_normal((6, 3)))
+    evals = np.array([4.0, 1.0, 0.25])
+    wh = Whitening(U, evals)
+    np.testing.assert_allclose(wh.matrix, np.diag(evals**-0.5) @ U.T, rtol=1e-12)
+    np.testing.assert_allclose(wh.gram, wh.matrix @ wh.matrix.T, rtol=1e-12, atol=1e-15)
+    A = rng.standard_normal((3, 3)) @ U.T  # rows in the whitened span
+    back = wh.unwhiten(A @ wh.matrix.T)  # rows P a_i -> a_i / |a_i|
+    np.testing.assert_allclose(back, A / np.linalg.norm(A, axis=1, keepdims=True), atol=1e-12)
 
 
 def test_iter_chunks_handles_remainders():

@@ -1,16 +1,20 @@
 """Bad input, numerical extremes and fuzzing of the public API."""
 
+import re
 import warnings
+from collections import Counter
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.exceptions import ConvergenceWarning
 
-import moelearn
-from moelearn import MixtureOfExpertsRegressor, diagnose, make_moe, parameter_errors, sample
+from helpers import fraction_at_least, record
+from moelearn import MixtureOfExpertsRegressor, make_moe, parameter_errors, sample
+from moelearn.exceptions import MomentMethodUnavailable
+from moelearn.model import _sample_given_x as sample_given_x
 
 SOLVERS = ["moments", "landscape", "tensor", "em", "gd-nll", "gd-l2"]
 
@@ -28,41 +32,135 @@ def _finite(est):
                                                  p.gating_bias, p.noise_std))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    n=st.integers(1, 60),
-    d=st.integers(1, 5),
-    k=st.integers(0, 4),
-    solver=st.sampled_from(SOLVERS),
-    link=st.sampled_from(["linear", "relu", "tanh", "sigmoid", "softplus", "bogus"]),
-    data=st.data(),
+LINKS = ["linear", "relu", "tanh", "sigmoid", "softplus"]
+PAPER_PIPELINES = {"landscape", "tensor"}
+# The paper pipelines have no fallback: off their regime they refuse with
+# MomentMethodUnavailable, for one of these documented reasons.
+_PAPER_REFUSALS = (
+    "n_experts <= n_features|supports only|carries no|no positive signal|too small|not valid"
 )
-def test_fuzz_estimator_fits_or_raises_cleanly(n, d, k, solver, link, data):
-    elements = (st.floats(min_value=-1e8, max_value=1e8, width=64)
-                | st.sampled_from([np.nan, np.inf, -np.inf, 1e300]))
-    X = data.draw(arrays(np.float64, (n, d), elements=elements))
-    y = data.draw(arrays(np.float64, (n,), elements=elements))
+_FIT_OUTCOMES = Counter()
+
+
+@st.composite
+def regression_data(draw):
+    """Valid data of many shapes and scales, with the quirks real data sets have.
+
+    Targets come from a random mixture of experts on the standardised inputs,
+    scaled and shifted, so that every drawn set is one a user may pass.
+    """
+    n = draw(st.integers(20, 300), label="n")
+    d = draw(st.integers(1, 4), label="d")
+    k = draw(st.integers(1, 3), label="k")
+    link = draw(st.sampled_from(LINKS), label="link")
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1), label="seed"))
+    quirk = draw(st.sampled_from(["none", "rounded", "duplicated rows", "constant feature",
+                                  "outliers", "drawn values"]), label="quirk")
+    if quirk == "drawn values":
+        X = draw(arrays(np.float64, (n, d),
+                        elements=st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False)))
+    else:
+        scales = draw(arrays(np.float64, d, elements=st.floats(-3, 3)), label="log10 scales")
+        X = rng.standard_normal((n, d)) * 10.0**scales + draw(st.floats(-1e3, 1e3))
+        if quirk == "rounded":
+            X = np.round(X)
+        elif quirk == "duplicated rows":
+            X[n // 2:] = X[: n - n // 2]
+        elif quirk == "constant feature":
+            X[:, rng.integers(d)] = 1.0
+        elif quirk == "outliers":
+            X[rng.integers(n, size=3)] *= 1e3
+    truth = make_moe(d, k, link=link, noise_std=draw(st.floats(0.01, 1.0)),
+                     orthogonal_gating=False, random_state=rng)
+    sd = X.std(axis=0)
+    Xs = (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    y = sample_given_x(truth, Xs, rng)[1]
+    y = y * 10.0 ** draw(st.floats(-3, 3), label="log10 y scale") + draw(st.floats(-1e3, 1e3))
+    return X, y, k, link
+
+
+@fraction_at_least(0.5, _FIT_OUTCOMES, "fitted")
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=regression_data(), solver=st.sampled_from(SOLVERS),
+       fit_intercept=st.booleans(), noise=st.sampled_from(["shared", "expert"]))
+def test_fuzz_estimator_fits_valid_data(data, solver, fit_intercept, noise):
+    X, y, k, link = data
+    # a known defect, pinned by test_gd_nll_per_expert_noise_stays_finite (xfail)
+    assume(not (solver == "gd-nll" and noise == "expert"))
     try:
-        est = _fit(X, y, n_experts=k, solver=solver, link=link, max_iter=10)
-    except (ValueError, TypeError):
+        est = _fit(X, y, n_experts=k, solver=solver, link=link, fit_intercept=fit_intercept,
+                   noise=noise, n_init=1, max_iter=10)
+    except MomentMethodUnavailable as exc:
+        # documented only for the paper pipelines; every other solver falls back
+        assert solver in PAPER_PIPELINES, exc
+        assert re.search(_PAPER_REFUSALS, str(exc)), exc
+        record(_FIT_OUTCOMES, "refused by a paper pipeline")
         return
-    assert _finite(est)
+    record(_FIT_OUTCOMES, "fitted")
+    assert _finite(est) and np.isfinite(est.log_likelihood_)
+    assert est.experts_.shape == (k, X.shape[1])
     pred = est.predict(X)
-    assert np.all(np.isfinite(pred))
+    assert pred.shape == y.shape and np.all(np.isfinite(pred))
+    np.testing.assert_allclose(est.predict_gating(X).sum(axis=1), 1.0, rtol=1e-12)
+    assert np.all(np.isfinite(est.score_samples(X, y)))
 
 
-@settings(max_examples=25, deadline=None)
-@given(n=st.integers(0, 40), d=st.integers(0, 4), k=st.integers(-1, 5),
-       method=st.sampled_from(["landscape", "tensor", "power"]))
-def test_fuzz_recover_experts_shapes(n, d, k, method):
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((n, d))
-    y = rng.standard_normal(n)
-    try:
-        A = moelearn.recover_experts(X, y, k, method=method)
-    except (ValueError, TypeError):
-        return
-    assert np.all(np.isfinite(A))
+@pytest.mark.xfail(strict=True, raises=(RuntimeWarning, ValueError),
+                   reason="gradient descent on the likelihood lets an unused expert's log-noise "
+                   "grow until exp overflows (refine.py bounds it only from below)")
+def test_gd_nll_per_expert_noise_stays_finite():
+    # found by test_fuzz_estimator_fits_valid_data: a target far outside the range
+    # of tanh, two outliers in X; the fit ends in "noise_std must be finite"
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((20, 1))
+    X[[0, 8]] = [[125.7], [-703.7]]
+    y = 28.0 + rng.uniform(-1.3, 2.0, 20)
+    est = _fit(X, y, n_experts=2, link="tanh", solver="gd-nll", noise="expert", n_init=1,
+               max_iter=10)
+    assert _finite(est)
+
+
+# each defect and the message that must name it
+_DEFECTS = {
+    "NaN in X": ("X", np.nan, "Input X contains NaN"),
+    "inf in X": ("X", np.inf, "Input X contains infinity"),
+    "-inf in y": ("y", -np.inf, "Input y contains infinity"),
+    "NaN in y": ("y", np.nan, "Input y contains NaN"),
+    "huge X": ("X", 1e300, r"X has values as large as 1e\+300: moments up to the 4th power"),
+    "huge y": ("y", -1e80, r"y has values as large as 1e\+80: moments up to the 4th power"),
+    "constant y": ("y", None, "y is constant"),
+    "lengths differ": ("y", None, "inconsistent numbers of samples"),
+    "one sample": ("X", None, "a minimum of 2 is required"),
+    "3-D X": ("X", None, "dim 3, while dim <= 2 is required"),
+}
+
+
+@pytest.mark.parametrize("defect", sorted(_DEFECTS))
+@settings(max_examples=5, deadline=None)
+@given(solver=st.sampled_from(SOLVERS),
+       n=st.integers(5, 60), d=st.integers(1, 3), where=st.floats(0, 1, exclude_max=True))
+def test_fuzz_estimator_rejects_invalid_data(defect, solver, n, d, where):
+    rng = np.random.default_rng(n)
+    X, y = rng.standard_normal((n, d)), rng.standard_normal(n)
+    target, value, match = _DEFECTS[defect]
+    row = int(where * n)
+    if value is not None:
+        if target == "X":
+            X[row, row % d] = value
+        else:
+            y[row] = value
+    elif defect == "constant y":
+        y[:] = y[row]
+    elif defect == "lengths differ":
+        y = y[:row]
+    elif defect == "one sample":
+        X, y = X[row:row + 1], y[row:row + 1]
+    else:
+        X = X[:, :, None]
+    event(defect)
+    with pytest.raises(ValueError, match=match):
+        _fit(X, y, n_experts=2, solver=solver, noise="shared", n_init=1)
 
 
 @pytest.mark.parametrize("scale", [1e-6, 1e6])
@@ -126,6 +224,15 @@ def test_constant_feature():
     assert _finite(est)
 
 
+def test_only_constant_features_fall_back_to_random_starts():
+    # the moment start has no signal here; it must hand over to the fallback
+    # rather than start from NaN directions
+    y = 0.5 + 0.1 * np.random.default_rng(0).standard_normal(200)
+    est = _fit(np.full((200, 3), 2.0), y, n_experts=1, link="sigmoid", noise="shared", n_init=1)
+    assert est.init_method_.startswith("random")
+    assert _finite(est)
+
+
 def test_reproducible_bit_for_bit():
     p = make_moe(6, 3, noise_std=0.2, random_state=0)
     X, y = sample(p, 20_000, random_state=1)
@@ -134,25 +241,3 @@ def test_reproducible_bit_for_bit():
         b = _fit(X, y, n_experts=3, solver=solver)
         np.testing.assert_array_equal(a.experts_, b.experts_)
         np.testing.assert_array_equal(a.gating_, b.gating_)
-
-
-def test_diagnose_gaussian_theory_regime():
-    p = make_moe(8, 3, noise_std=0.2, random_state=0)
-    X, y = sample(p, 100_000, random_state=1)
-    dg = diagnose(X, y, n_experts=3)
-    assert dg.inputs_gaussian and dg.trust_moments
-    assert dg.supported_experts == 3
-    assert abs(dg.noise_std - 0.2) < 0.02
-    assert "trust" in str(dg) and dg.to_dict()["supported_experts"] == 3
-
-
-def test_diagnose_flags_problems():
-    p = make_moe(8, 3, noise_std=0.2, random_state=0)
-    X, y = sample(p, 100_000, random_state=1, inputs="uniform")
-    dg = diagnose(X, y, n_experts=3)
-    assert not dg.inputs_gaussian and not dg.trust_moments
-    X, y = sample(p, 100_000, random_state=1)
-    assert not diagnose(X, y, n_experts=6).trust_moments  # M2 supports 3
-    dg = diagnose(X, y, link=lambda t: t**2)  # even: orders 1 and 3 carry nothing
-    assert "invalid" in dg.link_orders[1] and "invalid" in dg.link_orders[3]
-    assert dg.link_orders[4].startswith("c_4")

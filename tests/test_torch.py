@@ -117,6 +117,7 @@ def test_layer_validates():
         ExpertLoss("linear", None)
 
 
+# slow: 800 optimiser steps on 2e5 samples (84 s on 2 busy cores)
 @pytest.mark.slow
 def test_train_two_stage_recovers_experts():
     truth = make_moe(8, 3, noise_std=0.2, random_state=7)

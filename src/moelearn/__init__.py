@@ -5,6 +5,9 @@ transforms Q_m) -> ``moments`` (mergeable statistics) -> ``experts`` ->
 ``gating`` -> ``refine`` (maximum likelihood and baselines) -> ``estimator``.
 """
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _distribution_version
+
 from . import datasets
 from .data import ChunkedDataset
 from .diagnostics import Diagnosis, diagnose
@@ -20,7 +23,11 @@ from .persistence import load
 from .selection import ExpertSelection, select_n_experts
 from .transforms import OutputTransform, output_transform
 
-__version__ = "0.1.0"
+try:
+    # pyproject.toml is the one place the version is written
+    __version__ = _distribution_version("moelearn")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "ChunkedDataset",

@@ -440,6 +440,17 @@ def recover_experts(
     Returns
     -------
     experts : ndarray of shape (n_experts, n_features), or ExpertRecoveryResult
+
+    Examples
+    --------
+    >>> from moelearn import expert_error, make_moe, sample
+    >>> p = make_moe(6, 2, noise_std=0.2, random_state=0)
+    >>> X, y = sample(p, 20_000, random_state=1)
+    >>> A = recover_experts(X, y, 2, random_state=0)
+    >>> A.shape
+    (2, 6)
+    >>> bool(expert_error(A, p.experts) < 0.2)  # up to the order of the rows
+    True
     """
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
@@ -531,6 +542,13 @@ def _recover(data, n_experts, link, method, noise_std, rng, *, return_info, form
         U, weights = tensor_power_method(T, k, n_restarts=max(n_restarts, 10),
                                          n_iter=min(max_iter, 200), rng=rng)
         hists, losses, best = [], weights.copy(), 0
+        if not np.all(np.isfinite(U)) or np.any(np.linalg.norm(U, axis=1) < 0.5):
+            # the power method returns unit rows unless the tensor vanishes along them
+            raise MomentMethodUnavailable(
+                f"the order-{use_order} moment tensor carries no signal for {k} experts: "
+                "too few samples, features without variance, or data that do not follow "
+                "the model"
+            )
     A = whitening.unwhiten(U)
     if use_order == 4:
         A = _resolve_signs(A, first.first_moment, c1)

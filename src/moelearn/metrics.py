@@ -69,6 +69,16 @@ def parameter_errors(estimated, true, even=None) -> RecoveryErrors:
     Returns
     -------
     RecoveryErrors
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from moelearn import MoEParams
+    >>> true = MoEParams(np.eye(2, 3), np.zeros((2, 3)))
+    >>> estimated = np.array([[0.0, 1.0, 0.1], [1.0, 0.0, 0.0]])  # rows swapped, one off
+    >>> err = parameter_errors(estimated, true)
+    >>> round(err.experts, 6), err.permutation.tolist(), err.gating
+    (0.1, [1, 0], None)
     """
     A_hat, W_hat, link_hat = _unpack(estimated)
     A, W, link = _unpack(true)

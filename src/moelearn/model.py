@@ -234,6 +234,17 @@ def make_moe(
     Returns
     -------
     MoEParams
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = make_moe(5, 2, noise_std=0.2, random_state=0)
+    >>> p.experts.shape, p.gating.shape
+    ((2, 5), (2, 5))
+    >>> np.linalg.norm(p.experts, axis=1).round(6).tolist()  # unit-norm experts
+    [1.0, 1.0]
+    >>> bool(np.allclose(p.gating @ p.experts.T, 0.0))  # gating orthogonal to the experts
+    True
     """
     for name, value in (("n_features", n_features), ("n_experts", n_experts)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -307,6 +318,16 @@ def sample(params: MoEParams, n_samples, random_state=None, return_labels=False,
     X : ndarray of shape (n_samples, d)
     y : ndarray of shape (n_samples,)
     z : ndarray of shape (n_samples,), only with ``return_labels``
+
+    Examples
+    --------
+    >>> p = make_moe(5, 2, random_state=0)
+    >>> X, y = sample(p, 1000, random_state=1)
+    >>> X.shape, y.shape
+    ((1000, 5), (1000,))
+    >>> X, y, z = sample(p, 1000, random_state=1, return_labels=True)
+    >>> sorted(set(z.tolist()))  # the expert that answered each sample
+    [0, 1]
     """
     if not isinstance(params, MoEParams):
         raise TypeError(f"params must be a MoEParams, got {type(params).__name__}")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
-from moelearn import MoEParams, make_moe, parameter_errors, recover_gating, sample
+from moelearn import MoEParams, parameter_errors
 from moelearn.refine import (
     Data,
     _chunk_terms,
@@ -13,30 +13,6 @@ from moelearn.refine import (
     observed_information,
     random_params,
 )
-
-
-@pytest.mark.parametrize("method", ["likelihood", "em"])
-def test_gating_from_true_experts(theory_linear, method):
-    p, X, y = theory_linear
-    W = recover_gating(X, y, p.experts, method=method, random_state=0)
-    np.testing.assert_allclose(W.mean(axis=0), 0.0, atol=1e-10)  # centred rows
-    assert parameter_errors(MoEParams(p.experts, W), p).gating <= 0.1
-
-
-def test_gating_gradient_descent_option(theory_linear):
-    p, X, y = theory_linear
-    r = recover_gating(X[:20000], y[:20000], p.experts, optimizer="gd", noise_std=0.2,
-                       max_iter=300, return_info=True)
-    assert np.all(np.diff(r.history) >= -1e-12)  # ascent on the log-likelihood
-    assert parameter_errors(MoEParams(p.experts, r.params.gating), p).gating <= 0.2
-
-
-def test_gating_bad_arguments(theory_linear):
-    p, X, y = theory_linear
-    with pytest.raises(ValueError, match="experts must have shape"):
-        recover_gating(X[:100], y[:100], p.experts[:, :4])
-    with pytest.raises(ValueError, match="method"):
-        recover_gating(X[:100], y[:100], p.experts, method="newton")
 
 
 def _values(p):
@@ -63,6 +39,16 @@ def test_likelihood_gradient_matches_finite_differences(link):
                 moved[name][idx] += sgn * 1e-6
                 num[idx] += sgn * _chunk_terms(X, y, moved, p.link_function, False)["loglik"]
         np.testing.assert_allclose(t[name], num / 2e-6, rtol=1e-5, atol=1e-5)
+    # the noise gradient is with respect to log sigma_i
+    base = _values(p)
+    num = np.zeros(3)
+    for i in range(3):
+        for sgn in (1, -1):
+            noise = base["noise"].copy()
+            noise[i] *= np.exp(sgn * 1e-6)
+            moved = dict(base, noise=noise)
+            num[i] += sgn * _chunk_terms(X, y, moved, p.link_function, False)["loglik"]
+    np.testing.assert_allclose(t["noise"], num / 2e-6, rtol=1e-5, atol=1e-5)
 
 
 def test_em_increases_likelihood_monotonically(theory_linear):
@@ -91,10 +77,25 @@ def test_squared_loss_baseline_decreases(theory_linear):
     assert r.history[-1] < r.history[0]
 
 
-def test_truth_is_a_stationary_point_of_the_refinement(theory_linear):
+def _mean_score(params, X, y):
+    """Gradient of the mean log-likelihood in every free coordinate (shared noise)."""
+    t = _chunk_terms(X, y, _values(params), params.link_function, want_grad=True)
+    parts = [t[name].ravel() for name in ("experts", "gating", "expert_bias", "gating_bias")]
+    return np.concatenate([*parts, [t["noise"].sum()]]) / len(y)
+
+
+def test_refinement_ends_at_a_stationary_point(theory_linear):
     p, X, y = theory_linear
-    r = maximize_likelihood(Data(X, y), p)
-    # at n = 1e5 the MLE is within a few standard errors of the truth
+    r = maximize_likelihood(Data(X, y), p, tol=1e-10, max_iter=500)
+    at_optimum = np.abs(_mean_score(r.params, X, y)).max()
+    at_truth = np.abs(_mean_score(p, X, y)).max()
+    # The score at the truth is a mean of n centred terms, O(1/sqrt(n)) ~ 3e-3 at
+    # n = 1e5 (measured 1.5e-2 over 67 coordinates); at the optimum it must vanish
+    # far below that sampling noise (measured < 1e-5).
+    assert at_truth > 1e-3
+    assert at_optimum < 1e-4, (at_optimum, at_truth)
+    # ... and that stationary point is the consistent one: within a few standard
+    # errors (about 2e-3 per entry at n = 1e5) of the truth
     assert parameter_errors(r.params, p).experts < 0.03
 
 
@@ -114,17 +115,3 @@ def test_unknown_groups_and_methods(theory_linear):
         maximize_likelihood(Data(X, y), p, free={"weights"})
     with pytest.raises(ValueError, match="method"):
         maximize_likelihood(Data(X, y), p, method="newton")
-
-
-def test_off_regime_sampler():
-    p = make_moe(6, 2, intercept_scale=1.0, per_expert_noise=True, orthogonal_gating=False,
-                 random_state=0)
-    assert np.ndim(p.noise_std) == 1 and np.any(p.expert_bias != 0)
-    for law in ("uniform", "correlated"):
-        X, y = sample(p, 20000, random_state=0, inputs=law)
-        assert np.all(np.isfinite(y))
-    Xc, _ = sample(p, 100_000, random_state=0, inputs="correlated", correlation=0.5)
-    c = np.corrcoef(Xc[:, 0], Xc[:, 1])[0, 1]
-    assert abs(c - 0.5) < 0.02
-    with pytest.raises(ValueError, match="inputs"):
-        sample(p, 10, inputs="cauchy")
