@@ -499,7 +499,6 @@ def _em(data, init, free, per_expert_noise, max_iter, tol, noise_floor, record,
     gating by a warm-started weighted multinomial logistic regression.
     """
     link = get_link(init.link)
-    k, d = init.n_experts, init.n_features
     values = {
         "experts": init.experts.copy(),
         "expert_bias": init.expert_bias.copy(),
