@@ -320,7 +320,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                        fit_intercept=self.fit_intercept, refine=self.refine,
                        max_iter=self.max_iter, tol=self.tol, noise_floor=self._floor,
                        random_state=rng)
-        self.init_method_ = f"{found.method} (best of {found.n_candidates} starts)"
+        plural = "s" if found.n_candidates > 1 else ""
+        self.init_method_ = f"{found.method} (best of {found.n_candidates} start{plural})"
         self._final_step = f"the {self._refine_name} refinement of the best start ({found.method})"
         if unavailable is not None:
             self.init_method_ += f"; moment start unavailable: {unavailable}"

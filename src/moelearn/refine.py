@@ -312,9 +312,9 @@ def _maximize_gradient(data, init, free, method, per_expert_noise, max_iter, tol
     if "noise" in free:
         lo = np.log(noise_floor)
         n_noise = init.n_experts if per_expert_noise else 1
-        bounds = [(None, None)] * (theta0.size - n_noise) + [(lo, None)] * n_noise
-        theta0 = np.maximum(theta0, np.r_[np.full(theta0.size - n_noise, -np.inf),
-                                           np.full(n_noise, lo)])
+        hi = lo + np.log(_NOISE_RANGE)  # an unused expert's noise cannot run off to inf
+        bounds = [(None, None)] * (theta0.size - n_noise) + [(lo, hi)] * n_noise
+        theta0 = np.clip(theta0, *_bound_arrays(bounds))
     history, trajectory = [], []
 
     def callback(theta):
@@ -357,9 +357,7 @@ def _maximize_gradient(data, init, free, method, per_expert_noise, max_iter, tol
                                                                   fit_intercept))
                 return -0.5 * (H + H.T) / n
 
-            lower = None if bounds is None else np.array(
-                [-np.inf if b[0] is None else b[0] for b in bounds])
-            theta, steps, converged = _newton(fun, hess, theta, lower, max_iter - n_iter, tol,
+            theta, steps, converged = _newton(fun, hess, theta, bounds, max_iter - n_iter, tol,
                                               history, callback)
             n_iter += steps
     elif method == "gd":
@@ -382,15 +380,16 @@ def _newton_applies(layout, free, size):
     return full and size <= _NEWTON_MAX_PARAMS
 
 
-def _newton(fun, hess, theta, lower, max_steps, tol, history, callback):
+def _newton(fun, hess, theta, bounds, max_steps, tol, history, callback):
     """Damped Newton steps on ``fun`` (value, gradient) with the exact Hessian ``hess``.
 
     The step uses the eigen-decomposition of the Hessian: directions of
     negligible curvature (the gating's common shift) are dropped and negative
     curvature is flipped, so every step descends; the step is halved until the
-    value decreases (Armijo) and clipped at the lower bounds.  Converged when the
+    value decreases (Armijo) and clipped at the bounds.  Converged when the
     Newton decrement falls below ``tol * max(1, |f|)``.
     """
+    lower, upper = _bound_arrays(bounds, theta.size)
     f, g = fun(theta)
     for step in range(1, max_steps + 1):
         w, V = np.linalg.eigh(hess(theta))
@@ -402,9 +401,7 @@ def _newton(fun, hess, theta, lower, max_steps, tol, history, callback):
             return theta, step - 1, True
         t = 1.0
         while t >= 1e-8:
-            cand = theta + t * delta
-            if lower is not None:
-                cand = np.maximum(cand, lower)
+            cand = np.clip(theta + t * delta, lower, upper)
             with np.errstate(over="ignore", invalid="ignore"):
                 fc, gc = fun(cand)
             if np.isfinite(fc) and fc <= f - 1e-4 * t * decrement:
@@ -419,16 +416,31 @@ def _newton(fun, hess, theta, lower, max_steps, tol, history, callback):
     return theta, max_steps, False
 
 
+# Noise levels live in [floor, _NOISE_RANGE * floor].
+_NOISE_RANGE = 1e12
+
+
+def _bound_arrays(bounds, size=None):
+    """Lower and upper bound vectors (+-inf where unbounded) from L-BFGS-B style bounds."""
+    if bounds is None:
+        return np.full(size, -np.inf), np.full(size, np.inf)
+    lower = np.array([-np.inf if b[0] is None else b[0] for b in bounds], dtype=float)
+    upper = np.array([np.inf if b[1] is None else b[1] for b in bounds], dtype=float)
+    return lower, upper
+
+
 def _projected_gradient_norm(phi, grad, bounds, D):
     """Largest entry of the gradient projected on the feasible directions."""
     g = np.asarray(grad, dtype=float).copy()
     if bounds is not None:
-        lower = np.array([-np.inf if b[0] is None else b[0] for b in bounds]) / D
-        finite = np.isfinite(lower)
-        at_bound = np.zeros(g.shape, dtype=bool)
-        at_bound[finite] = phi[finite] <= lower[finite] + 1e-12 * np.maximum(
-            1.0, np.abs(lower[finite]))
-        g[at_bound & (g > 0)] = 0.0  # minimising: a positive gradient points out of bounds
+        lower, upper = _bound_arrays(bounds)
+        lower, upper = lower / D, upper / D
+        with np.errstate(invalid="ignore"):  # inf - inf on unbounded coordinates
+            at_lower = phi <= lower + 1e-12 * np.maximum(1.0, np.abs(lower))
+            at_upper = phi >= upper - 1e-12 * np.maximum(1.0, np.abs(upper))
+        # minimising: a positive gradient at a lower bound points out of the box
+        g[at_lower & (g > 0)] = 0.0
+        g[at_upper & (g < 0)] = 0.0
     return float(np.max(np.abs(g))) if g.size else 0.0
 
 
@@ -448,9 +460,7 @@ def _record(fun, theta, history):
 
 def _gradient_descent(fun, theta0, bounds, max_iter, tol, step, history, callback):
     """Gradient descent with Armijo backtracking; the step grows back after success."""
-    lower = None
-    if bounds is not None:
-        lower = np.array([-np.inf if b[0] is None else b[0] for b in bounds])
+    lower, upper = _bound_arrays(bounds, theta0.size)
     theta = theta0.copy()
     f, g = fun(theta)
     history.append(f)
@@ -460,9 +470,7 @@ def _gradient_descent(fun, theta0, bounds, max_iter, tol, step, history, callbac
     for it in range(1, max_iter + 1):
         gnorm2 = float(g @ g)
         while True:
-            cand = theta - step * g
-            if lower is not None:
-                cand = np.maximum(cand, lower)
+            cand = np.clip(theta - step * g, lower, upper)
             with np.errstate(over="ignore", invalid="ignore"):
                 fc, gc = fun(cand)
             if np.isfinite(fc) and fc <= f - 1e-4 * step * gnorm2:

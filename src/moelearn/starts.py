@@ -188,7 +188,8 @@ def search(data: Data, sub: Data, n_experts, link, *, starts=(), n_candidates=10
     rng = random_state
     k = n_experts
     d_params = sub.n_features + (1 if fit_intercept else 0)
-    kinds = [_KINDS[i % len(_KINDS)] for i in range(n_candidates)]
+    kinds = [_KINDS[i % len(_KINDS)] if link.is_linear else "random"
+             for i in range(n_candidates)]
     named = list(starts) + [(kind, _candidate(kind, sub, k, link, per_expert_noise,
                                               noise_floor, fit_intercept, rng))
                             for kind in kinds]
