@@ -207,9 +207,9 @@ def test_one_expert_gives_the_least_squares_standard_errors():
     X, y = moelearn.sample(p, 500, random_state=1)
     est = MixtureOfExpertsRegressor(1, fit_intercept=False).fit(X, y)
     s = est.summary(X, y)
-    sigma = float(est.noise_std_)
+    sigma = float(est.noise_std_[0])  # one expert: one noise level
     np.testing.assert_allclose(s.standard_errors.experts[0],
                                sigma * np.sqrt(np.diag(np.linalg.inv(X.T @ X))), rtol=1e-6)
-    assert s.standard_errors.noise_std == pytest.approx(sigma / np.sqrt(2 * 500), rel=1e-6)
+    assert s.standard_errors.noise_std[0] == pytest.approx(sigma / np.sqrt(2 * 500), rel=1e-6)
     assert not any(r.group.startswith("gate") for r in s.rows)
     assert s.n_parameters == 4 and s.icl == pytest.approx(s.bic)

@@ -38,9 +38,10 @@ _SEARCH_ROWS = 5_000
 NOISE_FLOOR = 1e-3
 # Generated candidate starts screened by n_init="auto" besides the moment start.
 _AUTO_CANDIDATES = 10
+_MAX_CANDIDATES = 150
 # Screening work (rows x coefficients x experts) that n_init="auto" spends before it
 # stops adding candidates beyond _AUTO_CANDIDATES (up to six times as many).
-_AUTO_BUDGET = 1_000_000
+_AUTO_BUDGET = 4_000_000
 
 
 class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
@@ -304,7 +305,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         if self.n_init == "auto":
             # a fixed budget of screening work: small problems get more candidates
             cost = search_data.n_samples * (d + 1) * k
-            n_generated = int(np.clip(_AUTO_BUDGET // cost, _AUTO_CANDIDATES, 6 * _AUTO_CANDIDATES))
+            n_generated = int(np.clip(_AUTO_BUDGET // cost, _AUTO_CANDIDATES, _MAX_CANDIDATES))
         else:
             n_generated = self.n_init - len(starts)
         if not starts and n_generated < 1:
@@ -315,7 +316,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             self._final_step = f"the {self._refine_name} refinement of the moment start"
             return self._refine(data, starts[0][1], per_expert)
         found = search(data, search_data, k, link, starts=starts, n_candidates=n_generated,
-                       n_finalists=max(2, n_generated // 20),
+                       n_finalists=max(3, n_generated // 20),
                        per_expert_noise=per_expert, free=self._free(),
                        fit_intercept=self.fit_intercept, refine=self.refine,
                        max_iter=self.max_iter, tol=self.tol, noise_floor=self._floor,

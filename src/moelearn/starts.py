@@ -38,7 +38,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from .data import Data
 from .model import MoEParams
-from .refine import FitResult, maximize_likelihood, params_from_responsibilities, random_params
+from .refine import FitResult, maximize_likelihood, random_params
 
 __all__ = ["StartSearch", "collapsed_components", "responsibilities", "search"]
 
@@ -119,17 +119,6 @@ def _partition(kind, X, y, k, rng):
     return labels
 
 
-def _candidate(kind, sub, k, link, per_expert, noise_floor, fit_intercept, rng):
-    d = sub.n_features
-    if kind == "random" or not link.is_linear:
-        return random_params(d, k, link, 1.0, rng, per_expert)
-    labels = _partition(kind, sub.X, sub.y, k, rng)
-    base = MoEParams(np.zeros((k, d)), np.zeros((k, d)), noise_std=np.ones(k), link=link)
-    return params_from_responsibilities(sub, _one_hot(labels, k), base,
-                                        per_expert_noise=per_expert, noise_floor=noise_floor,
-                                        fit_intercept=fit_intercept, gating_steps=10)
-
-
 def _quiet(fn, *args, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -148,9 +137,130 @@ def _per_expert(params: MoEParams) -> MoEParams:
     return out
 
 
+_HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
+
+
+def _stack(params_list, fit_intercept):
+    """(C, k, q) expert and gate coefficients and (C, k) noise of a list of MoEParams."""
+    B = np.stack([np.hstack([p.experts, p.expert_bias[:, None]]) if fit_intercept
+                  else p.experts for p in params_list])
+    G = np.stack([np.hstack([p.gating, p.gating_bias[:, None]]) if fit_intercept
+                  else p.gating for p in params_list])
+    S = np.stack([p.noise_vector for p in params_list])
+    return B, G, S
+
+
+def _unstack(B, G, S, c, d, link, per_expert):
+    if B.shape[2] > d:
+        experts, expert_bias, gating, gating_bias = B[c, :, :d], B[c, :, d], G[c, :, :d], G[c, :, d]
+    else:
+        experts, expert_bias, gating, gating_bias = B[c], None, G[c], None
+    noise = S[c].copy() if per_expert else float(np.sqrt(np.mean(S[c] ** 2)))
+    return MoEParams(experts.copy(), gating.copy(), None if expert_bias is None else
+                     expert_bias.copy(), None if gating_bias is None else gating_bias.copy(),
+                     noise, link)
+
+
+def _batched_em(Xt, y, B, G, S, post, n_iter, n_tied, noise_floor, gate_steps=3):
+    """EM for C linear mixtures of experts at once (the screening engine).
+
+    ``Xt`` is (n, q) (the design, with a column of ones for intercepts), ``B``,
+    ``G`` (C, k, q) and ``S`` (C, k) the candidates; ``post`` (C, k, n), when
+    given, replaces the first E-step.  The first ``n_tied`` iterations tie the
+    noise levels.  The gate takes ``gate_steps`` damped Newton steps per
+    iteration (:func:`_gate_newton_step`).
+
+    Returns ``(B, G, S, loglik_tied, loglik, post)``; the log-likelihoods are
+    totals, evaluated at the start of the last tied and the last iteration.
+    """
+    C, k, q = B.shape
+    n = y.size
+    B, G, S = B.copy(), G.copy(), S.copy()
+    gram = Xt.T @ Xt
+    XX = (Xt[:, :, None] * Xt[:, None, :]).reshape(n, q * q)
+    ridge = 1e-10 * (np.trace(gram) / q + 1e-300) * np.eye(q)
+    ll_tied = ll = np.full(C, -np.inf)
+    for it in range(n_iter + 1):
+        eta = _lin(G, Xt)
+        eta -= eta.max(axis=1, keepdims=True)
+        logp = eta - np.log(np.exp(eta).sum(axis=1, keepdims=True))
+        if post is None or it > 0:
+            resid = (y - _lin(B, Xt)) / S[:, :, None]
+            J = logp - 0.5 * resid**2 - np.log(S)[:, :, None] - _HALF_LOG_2PI
+            top = J.max(axis=1, keepdims=True)
+            lse = top + np.log(np.exp(J - top).sum(axis=1, keepdims=True))
+            post = np.exp(J - lse)
+            ll = lse[:, 0, :].sum(axis=1)
+            if it == n_tied:
+                ll_tied = ll.copy()
+        if it == n_iter:
+            break
+        # experts: weighted least squares (a lost component keeps its coefficients)
+        wsum = post.sum(axis=2)
+        A = (post.reshape(C * k, n) @ XX).reshape(C, k, q, q) + ridge
+        rhs = post @ (Xt * y[:, None])
+        alive = wsum > 1e-8 * n
+        B[alive] = np.linalg.solve(A[alive], rhs[alive][:, :, None])[:, :, 0]
+        sq = np.einsum("ckn,ckn->ck", post, (y - _lin(B, Xt)) ** 2)
+        if it < n_tied:
+            S = np.repeat(np.sqrt(sq.sum(axis=1, keepdims=True) / n), k, axis=1)
+        else:
+            S = np.where(alive, np.sqrt(sq / np.maximum(wsum, 1e-300)), S)
+        S = np.maximum(S, noise_floor)
+        # gate: damped Newton steps on the soft-label logit, the last expert the reference
+        for _ in range(gate_steps if k > 1 else 0):
+            G = _gate_newton_step(G, post, Xt, XX)
+    return B, G, S, ll_tied, ll, post
+
+
+def _lin(coef, Xt):
+    """(C, k, q) coefficients times the (n, q) design: (C, k, n), as one GEMM."""
+    C, k, q = coef.shape
+    return (coef.reshape(C * k, q) @ Xt.T).reshape(C, k, -1)
+
+
+def _gate_objective(G, post, Xt):
+    eta = _lin(G, Xt)
+    eta -= eta.max(axis=1, keepdims=True)
+    logp = eta - np.log(np.exp(eta).sum(axis=1, keepdims=True))
+    return -np.einsum("ckn,ckn->c", post, logp), np.exp(logp)
+
+
+def _gate_newton_step(G, post, Xt, XX):
+    """One damped Newton step of C soft-label multinomial logits at once.
+
+    The step is halved, candidate by candidate, until the objective does not
+    increase (a candidate with no such step keeps its gate).
+    """
+    C, k, q = G.shape
+    m = k - 1
+    f, p = _gate_objective(G, post, Xt)
+    grad = ((post[:, :m] - p[:, :m]) @ Xt).reshape(C, m * q)
+    W = -p[:, :m, None, :] * p[:, None, :m, :]
+    W[:, np.arange(m), np.arange(m)] += p[:, :m]
+    H = (W.reshape(C * m * m, -1) @ XX).reshape(C, m, m, q, q)
+    H = H.transpose(0, 1, 3, 2, 4).reshape(C, m * q, m * q)
+    H += 1e-8 * (np.trace(H, axis1=1, axis2=2) / (m * q) + 1e-12)[:, None, None] * np.eye(m * q)
+    step = np.linalg.solve(H, grad[:, :, None])[:, :, 0].reshape(C, m, q)
+    t = np.ones(C)
+    G_new = G.copy()
+    todo = np.ones(C, dtype=bool)
+    for _ in range(12):
+        G_try = G.copy()
+        G_try[:, :m] += t[:, None, None] * step
+        f_try, _ = _gate_objective(G_try, post, Xt)
+        ok = todo & (f_try <= f)
+        G_new[ok] = G_try[ok]
+        todo &= ~ok
+        if not todo.any():
+            break
+        t[todo] *= 0.5
+    return G_new
+
+
 def search(data: Data, sub: Data, n_experts, link, *, starts=(), n_candidates=10,
            screen_iter=20, n_finalists=3, per_expert_noise=True, free, fit_intercept=True,
-           refine="lbfgs", max_iter=1000, tol=1e-8, noise_floor=1e-6, max_moves=5, n_move_starts=1,
+           refine="lbfgs", max_iter=1000, tol=1e-8, noise_floor=1e-6, max_moves=5, n_move_starts=2,
            random_state):
     """Screen candidate starts on ``sub`` and refine the best on ``data``.
 
@@ -188,36 +298,38 @@ def search(data: Data, sub: Data, n_experts, link, *, starts=(), n_candidates=10
     rng = random_state
     k = n_experts
     d_params = sub.n_features + (1 if fit_intercept else 0)
-    kinds = [_KINDS[i % len(_KINDS)] if link.is_linear else "random"
-             for i in range(n_candidates)]
-    named = list(starts) + [(kind, _candidate(kind, sub, k, link, per_expert_noise,
-                                              noise_floor, fit_intercept, rng))
-                            for kind in kinds]
-    screened = []
-    half = max(screen_iter // 2, 1)
-    for name, start in named:
-        tied = _quiet(maximize_likelihood, sub, _shared(start), free=free, method="em",
-                      per_expert_noise=False, max_iter=half, tol=0.0, noise_floor=noise_floor,
-                      gating_steps=5)
-        run = tied
-        if per_expert_noise:
-            run = _quiet(maximize_likelihood, sub, _per_expert(tied.params), free=free,
-                         method="em", per_expert_noise=True, max_iter=screen_iter - half,
-                         tol=0.0, noise_floor=noise_floor, gating_steps=5)
-        bad = bool(np.any(collapsed_components(sub, run.params, noise_floor, d_params)))
-        screened.append((name, tied, run, bad))
+    if link.is_linear:
+        screened = _screen_batched(sub, starts, n_candidates, k, link, per_expert_noise,
+                                   noise_floor, fit_intercept, screen_iter, d_params, rng)
+    else:
+        named = list(starts) + [("random", random_params(sub.n_features, k, link, 1.0, rng,
+                                                         per_expert_noise))
+                                for _ in range(n_candidates)]
+        screened = []
+        half = max(screen_iter // 2, 1)
+        for name, start in named:
+            tied = _quiet(maximize_likelihood, sub, _shared(start), free=free, method="em",
+                          per_expert_noise=False, max_iter=half, tol=0.0,
+                          noise_floor=noise_floor, gating_steps=5)
+            run = tied
+            if per_expert_noise:
+                run = _quiet(maximize_likelihood, sub, _per_expert(tied.params), free=free,
+                             method="em", per_expert_noise=True, max_iter=screen_iter - half,
+                             tol=0.0, noise_floor=noise_floor, gating_steps=5)
+            bad = bool(np.any(collapsed_components(sub, run.params, noise_floor, d_params)))
+            screened.append((name, _shared(tied.params), tied.log_likelihood,
+                             run.params, run.log_likelihood, bad))
     same = sub is data
     sub_tol = tol if same else max(tol, 1e-7)
     # finalists: the best screened candidates of the model itself, run directly...
-    by_model = sorted(range(len(screened)),
-                      key=lambda i: (screened[i][3], -screened[i][2].log_likelihood))
-    paths = [(screened[i][0], screened[i][2].params) for i in by_model[:n_finalists]]
+    by_model = sorted(range(len(screened)), key=lambda i: (screened[i][5], -screened[i][4]))
+    paths = [(screened[i][0], screened[i][3]) for i in by_model[:n_finalists]]
     if per_expert_noise:
         # ... and the best of the nested shared-noise model (bounded, smoother), run to
         # its optimum first: a continuation from the simpler model
-        by_tied = sorted(range(len(screened)), key=lambda i: -screened[i][1].log_likelihood)
+        by_tied = sorted(range(len(screened)), key=lambda i: -screened[i][2])
         for i in by_tied[:n_finalists]:
-            tied = _quiet(maximize_likelihood, sub, screened[i][1].params, free=free,
+            tied = _quiet(maximize_likelihood, sub, screened[i][1], free=free,
                           method=refine, per_expert_noise=False, max_iter=max_iter,
                           tol=sub_tol, noise_floor=noise_floor)
             paths.append((f"{screened[i][0]} via shared noise", _per_expert(tied.params)))
@@ -251,8 +363,8 @@ def search(data: Data, sub: Data, n_experts, link, *, starts=(), n_candidates=10
                                   per_expert_noise=per_expert_noise, max_iter=max_iter, tol=tol,
                                   noise_floor=noise_floor)
         bad = bool(np.any(collapsed_components(data, fit.params, noise_floor, d_params)))
-    summary = [(nm, float(run.log_likelihood)) for nm, _, run, _ in screened]
-    return StartSearch(fit, name, len(named), summary, bad)
+    summary = [(entry[0], float(entry[4])) for entry in screened]
+    return StartSearch(fit, name, len(screened), summary, bad)
 
 
 def _move_responsibilities(post, resid, X, remove, split, kind, rng):
@@ -288,24 +400,14 @@ def _improve_by_moves(sub, fit, bad, free, per_expert, fit_intercept, refine, ma
         post = responsibilities(sub, params)
         mu = params.link_function(params.experts @ sub.X.T + params.expert_bias[:, None])
         resid = sub.y - mu
-        trials = []
-        for remove in range(k):
-            for split in range(k):
-                if split == remove:
-                    continue
-                for kind in ("residual", "gate"):
-                    R = _move_responsibilities(post, resid, sub.X, remove, split, kind, rng)
-                    start = params_from_responsibilities(
-                        sub, R, params, per_expert_noise=per_expert, noise_floor=noise_floor,
-                        fit_intercept=fit_intercept, gating_steps=10)
-                    run = _quiet(maximize_likelihood, sub, start, free=free, method="em",
-                                 per_expert_noise=per_expert, max_iter=screen_iter, tol=0.0,
-                                 noise_floor=noise_floor, gating_steps=5)
-                    trials.append(run)
-        trials.sort(key=lambda r: -r.log_likelihood)
+        posts = [_move_responsibilities(post, resid, sub.X, remove, split, kind, rng)
+                 for remove in range(k) for split in range(k) if split != remove
+                 for kind in ("residual", "gate")]
+        trials = _run_batched(sub, params, posts, per_expert, noise_floor, fit_intercept,
+                              screen_iter)
         improved = False
-        for run in trials[:2]:
-            cand = _quiet(maximize_likelihood, sub, run.params, free=free, method=refine,
+        for start in trials[:2]:
+            cand = _quiet(maximize_likelihood, sub, start, free=free, method=refine,
                           per_expert_noise=per_expert, max_iter=max_iter, tol=tol,
                           noise_floor=noise_floor)
             cand_bad = bool(np.any(collapsed_components(sub, cand.params, noise_floor,
@@ -318,3 +420,60 @@ def _improve_by_moves(sub, fit, bad, free, per_expert, fit_intercept, refine, ma
         if not improved:
             break
     return fit, bad, moved
+
+
+def _screen_batched(sub, starts, n_candidates, k, link, per_expert, noise_floor, fit_intercept,
+                    screen_iter, d_params, rng):
+    """Candidates and their screening runs, all through one batched EM.
+
+    Returns ``(name, shared-noise params, their mean log-likelihood, params, mean
+    log-likelihood, collapsed)`` per candidate.
+    """
+    X, y = sub.X, sub.y
+    n, d = X.shape
+    Xt = np.hstack([X, np.ones((n, 1))]) if fit_intercept else X
+    names, posts, inits = [], [], []
+    for name, params in starts:
+        names.append(name)
+        inits.append(params)
+        posts.append(responsibilities(sub, params))
+    zero = MoEParams(np.zeros((k, d)), np.zeros((k, d)), noise_std=np.ones(k), link=link)
+    for i in range(n_candidates):
+        kind = _KINDS[i % len(_KINDS)]
+        names.append(kind)
+        if kind == "random":
+            params = random_params(d, k, link, 1.0, rng, per_expert)
+            inits.append(params)
+            posts.append(responsibilities(sub, params))
+        else:
+            inits.append(zero)
+            posts.append(_one_hot(_partition(kind, X, y, k, rng), k))
+    B, G, S = _stack(inits, fit_intercept)
+    half = max(screen_iter // 2, 1) if per_expert else screen_iter
+    with np.errstate(over="ignore", under="ignore", divide="ignore"):
+        B, G, S, ll_tied, ll, post = _batched_em(Xt, y, B, G, S, np.stack(posts), screen_iter,
+                                                 half, noise_floor)
+    # the shared-noise candidates: the state when the noise levels were untied
+    share = post.sum(axis=2)
+    collapsed = (share < d_params + 1) | (S <= 1.001 * noise_floor)
+    out = []
+    for c, name in enumerate(names):
+        params = _unstack(B, G, S, c, d, link, per_expert)
+        shared = _shared(params)
+        out.append((name, shared, float(ll_tied[c]) / n, params, float(ll[c]) / n,
+                    bool(np.any(collapsed[c]))))
+    return out
+
+
+def _run_batched(sub, like, posts, per_expert, noise_floor, fit_intercept, n_iter):
+    """Short EM runs from responsibilities, batched; the parameters, best first."""
+    X, y = sub.X, sub.y
+    n, d = X.shape
+    Xt = np.hstack([X, np.ones((n, 1))]) if fit_intercept else X
+    B, G, S = _stack([like] * len(posts), fit_intercept)
+    n_tied = 0 if per_expert else n_iter
+    with np.errstate(over="ignore", under="ignore", divide="ignore"):
+        B, G, S, _, ll, _ = _batched_em(Xt, y, B, G, S, np.stack(posts), n_iter, n_tied,
+                                        noise_floor)
+    order = np.argsort(-ll)
+    return [_unstack(B, G, S, c, d, like.link, per_expert) for c in order]
