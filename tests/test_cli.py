@@ -348,3 +348,23 @@ def test_tampered_column_names_are_refused(tmp_path, fitted, names):
     np.savez(bad, **arrays)
     with pytest.raises(ValueError, match="feature_names_in_ must be 4 distinct strings"):
         load(bad)
+
+
+def test_summary_prints_the_coefficient_table(tmp_path, capsys):
+    p = make_moe(3, 2, noise_std=0.2, random_state=0)
+    X, y = sample(p, 2000, random_state=1)
+    data = tmp_path / "train.csv"
+    _write_csv(data, X, y)
+    model = tmp_path / "model.npz"
+    assert main(["fit", str(data), "--target", "target", "--experts", "2",
+                 "--output", str(model)]) == 0
+    capsys.readouterr()
+    assert main(["summary", str(model), str(data)]) == 0
+    out = capsys.readouterr().out
+    for word in ("std err", "BIC", "ICL", "x0", "x2"):
+        assert word.lower() in out.lower(), word
+    # a file without the target column cannot be summarised: the error says which column
+    feats = tmp_path / "feats.csv"
+    np.savetxt(feats, X, delimiter=",", header="x0,x1,x2", comments="")
+    assert main(["summary", str(model), str(feats)]) == 2
+    assert "target" in capsys.readouterr().err

@@ -120,13 +120,13 @@ def test_readme_bash_lines_are_run_or_explained(tmp_path, monkeypatch, capsys):
     for line in _bash_lines():
         if line.startswith("moelearn "):
             argv = shlex.split(line)[1:]
-            assert argv[0] in ("fit", "predict"), f"README line not tested: {line}"
+            assert argv[0] in ("fit", "predict", "summary"), f"README line not tested: {line}"
             assert main(argv) == 0, capsys.readouterr().err
             ran += 1
         else:
             assert any(line.startswith(prefix) for prefix in NOT_RUN), (
                 f"README bash line neither run nor explained in NOT_RUN: {line}")
-    assert ran == 2
+    assert ran == 3
     pred = np.loadtxt("predictions.csv", delimiter=",", skiprows=1)
     assert pred.shape == (50, 4)
     np.testing.assert_allclose(pred[:, 1:].sum(axis=1), 1.0, atol=1e-5)

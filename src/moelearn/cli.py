@@ -328,6 +328,29 @@ def cmd_predict(args):
         sys.stdout.write(text)
 
 
+def cmd_summary(args):
+    from .persistence import load
+
+    try:
+        est = load(args.model)
+    except (ValueError, OSError) as exc:
+        raise CLIError(str(exc)) from None
+    target = args.target or getattr(est, "target_name_", None)
+    if target is None:
+        raise CLIError(f"{args.model} does not record its target column: pass --target")
+    table = Table(args.data, args.delimiter)
+    if target not in table.header:
+        raise CLIError(f"{table.path} has no target column {target!r}")
+    X = _feature_matrix(est, table)
+    y = table.numbers([target])[:, 0]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        try:
+            print(est.summary(X, y))
+        except ValueError as exc:
+            raise CLIError(f"cannot summarise on {table.path}: {exc}") from None
+
+
 # --------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------
@@ -414,6 +437,20 @@ def build_parser():
     pred.add_argument("--output", help="CSV file to write (default: standard output)")
     pred.add_argument("--force", action="store_true", help="overwrite an existing output file")
 
+    summ = sub.add_parser(
+        "summary", help="coefficients, standard errors and fit criteria of a saved model",
+        description="Print the coefficient table (estimates, standard errors, z, p-values), "
+                    "the noise levels, log-likelihood, AIC, BIC and ICL of a saved model, "
+                    "evaluated on a CSV file (pass the training data for the usual "
+                    "standard errors).")
+    summ.add_argument("model")
+    summ.add_argument("data", help="CSV file with the feature columns and the target")
+    summ.add_argument("--target", default=None,
+                      help="name of the target column (default: the one used in fit)")
+    summ.add_argument("--delimiter", type=_delimiter, default=None,
+                      help="field separator (default: the most frequent of , ; and tab in "
+                           "the header)")
+
     from .experiments import EXPERIMENTS
 
     rep = sub.add_parser("reproduce", help="run the papers' experiments, with figures")
@@ -438,6 +475,8 @@ def main(argv=None):
             cmd_fit(args)
         elif args.command == "predict":
             cmd_predict(args)
+        elif args.command == "summary":
+            cmd_summary(args)
         elif args.command == "reproduce":
             from .experiments import run_experiments
 

@@ -32,7 +32,7 @@ __all__ = ["MixtureOfExpertsRegressor"]
 SOLVERS = ("moments", "landscape", "tensor", "em", "gd-nll", "gd-l2")
 _INIT_SUBSAMPLE = 20_000
 # Rows on which the start search screens and compares its candidates (DESIGN §12).
-_SEARCH_ROWS = 5_000
+_SEARCH_ROWS = 2_500
 # Noise levels are bounded below by this fraction of std(y): with one noise level per
 # expert the likelihood is unbounded as an expert collapses on a few points.
 NOISE_FLOOR = 1e-3
@@ -41,7 +41,7 @@ _AUTO_CANDIDATES = 10
 _MAX_CANDIDATES = 150
 # Screening work (rows x coefficients x experts) that n_init="auto" spends before it
 # stops adding candidates beyond _AUTO_CANDIDATES (up to six times as many).
-_AUTO_BUDGET = 4_000_000
+_AUTO_BUDGET = 2_000_000
 
 
 class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):

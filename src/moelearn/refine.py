@@ -22,6 +22,7 @@ from scipy.optimize import minimize
 from sklearn.exceptions import ConvergenceWarning
 
 from ._logspace import logsumexp_k, softmax_k
+from ._threads import blas_threads
 from .data import Data, add_partials
 from .links import get_link
 from .model import MoEParams, _generator
@@ -274,26 +275,12 @@ def maximize_likelihood(
         raise ValueError(f"method must be 'lbfgs', 'em' or 'gd', got {method!r}")
     if method == "em" and "expert_scale" in free:
         raise ValueError("method='em' does not fit 'expert_scale'; use 'lbfgs' or 'gd'")
-    with _blas_threads(data.n_features * init.n_experts):
+    with blas_threads(data.n_features * init.n_experts):
         if method == "em":
             return _em(data, init, free, per_expert_noise, max_iter, tol, noise_floor, record,
                        gating_steps)
         return _maximize_gradient(data, init, free, method, per_expert_noise, max_iter, tol,
                                   noise_floor, learning_rate, record)
-
-
-def _blas_threads(width):
-    """One BLAS thread for the thin per-block products of narrow problems.
-
-    The blocks are a few thousand rows by (d, 2k): waking a second BLAS thread
-    for each costs more than it saves (measured 1.9x slower fits on 2 cores
-    at d=10, k=3).  Wide problems keep the library's default.
-    """
-    from contextlib import nullcontext
-
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(1, user_api="blas") if width <= 2048 else nullcontext()
 
 
 def _maximize_gradient(data, init, free, method, per_expert_noise, max_iter, tol, noise_floor,
@@ -885,7 +872,7 @@ def observed_information(data: Data, params: MoEParams, *, per_expert_noise=Fals
     link = get_link(params.link)
     values = layout.unpack(layout.pack(params), params)
     perm = _information_index(layout, fit_intercept)
-    with _blas_threads(params.n_features * params.n_experts):
+    with blas_threads(params.n_features * params.n_experts):
         H = data.map_reduce(
             lambda Xb, yb: _chunk_hessian(Xb, yb, values, link, perm, fit_intercept))
     info = -0.5 * (H + H.T)
@@ -1010,7 +997,7 @@ def _observed_information_fd(data: Data, params: MoEParams, *, per_expert_noise=
 
     p = theta.size
     H = np.zeros((p, p))
-    with _blas_threads(params.n_features * params.n_experts):
+    with blas_threads(params.n_features * params.n_experts):
         for j in range(p):
             h = 1e-5 * max(1.0, abs(theta[j]))
             e = np.zeros(p)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
+from ._threads import blas_threads
 from .data import Data
 from .model import MoEParams
 from .refine import FitResult, maximize_likelihood, random_params
@@ -161,14 +162,14 @@ def _unstack(B, G, S, c, d, link, per_expert):
                      noise, link)
 
 
-def _batched_em(Xt, y, B, G, S, post, n_iter, n_tied, noise_floor, gate_steps=3):
+def _batched_em(Xt, y, B, G, S, post, n_iter, n_tied, noise_floor, gate_steps=2):
     """EM for C linear mixtures of experts at once (the screening engine).
 
     ``Xt`` is (n, q) (the design, with a column of ones for intercepts), ``B``,
     ``G`` (C, k, q) and ``S`` (C, k) the candidates; ``post`` (C, k, n), when
     given, replaces the first E-step.  The first ``n_tied`` iterations tie the
     noise levels.  The gate takes ``gate_steps`` damped Newton steps per
-    iteration (:func:`_gate_newton_step`).
+    iteration (:func:`_gate_newton_steps`).
 
     Returns ``(B, G, S, loglik_tied, loglik, post)``; the log-likelihoods are
     totals, evaluated at the start of the last tied and the last iteration.
@@ -208,8 +209,8 @@ def _batched_em(Xt, y, B, G, S, post, n_iter, n_tied, noise_floor, gate_steps=3)
             S = np.where(alive, np.sqrt(sq / np.maximum(wsum, 1e-300)), S)
         S = np.maximum(S, noise_floor)
         # gate: damped Newton steps on the soft-label logit, the last expert the reference
-        for _ in range(gate_steps if k > 1 else 0):
-            G = _gate_newton_step(G, post, Xt, XX)
+        if k > 1:
+            G = _gate_newton_steps(G, post, Xt, XX, gate_steps)
     return B, G, S, ll_tied, ll, post
 
 
@@ -226,36 +227,38 @@ def _gate_objective(G, post, Xt):
     return -np.einsum("ckn,ckn->c", post, logp), np.exp(logp)
 
 
-def _gate_newton_step(G, post, Xt, XX):
-    """One damped Newton step of C soft-label multinomial logits at once.
+def _gate_newton_steps(G, post, Xt, XX, n_steps):
+    """Damped Newton steps of C soft-label multinomial logits at once.
 
-    The step is halved, candidate by candidate, until the objective does not
-    increase (a candidate with no such step keeps its gate).
+    The last expert is the reference.  Each step is halved, candidate by
+    candidate, until the objective does not increase (a candidate with no such
+    step keeps its gate).
     """
     C, k, q = G.shape
     m = k - 1
     f, p = _gate_objective(G, post, Xt)
-    grad = ((post[:, :m] - p[:, :m]) @ Xt).reshape(C, m * q)
-    W = -p[:, :m, None, :] * p[:, None, :m, :]
-    W[:, np.arange(m), np.arange(m)] += p[:, :m]
-    H = (W.reshape(C * m * m, -1) @ XX).reshape(C, m, m, q, q)
-    H = H.transpose(0, 1, 3, 2, 4).reshape(C, m * q, m * q)
-    H += 1e-8 * (np.trace(H, axis1=1, axis2=2) / (m * q) + 1e-12)[:, None, None] * np.eye(m * q)
-    step = np.linalg.solve(H, grad[:, :, None])[:, :, 0].reshape(C, m, q)
-    t = np.ones(C)
-    G_new = G.copy()
-    todo = np.ones(C, dtype=bool)
-    for _ in range(12):
-        G_try = G.copy()
-        G_try[:, :m] += t[:, None, None] * step
-        f_try, _ = _gate_objective(G_try, post, Xt)
-        ok = todo & (f_try <= f)
-        G_new[ok] = G_try[ok]
-        todo &= ~ok
-        if not todo.any():
-            break
-        t[todo] *= 0.5
-    return G_new
+    for _ in range(n_steps):
+        grad = ((post[:, :m] - p[:, :m]) @ Xt).reshape(C, m * q)
+        W = -p[:, :m, None, :] * p[:, None, :m, :]
+        W[:, np.arange(m), np.arange(m)] += p[:, :m]
+        H = (W.reshape(C * m * m, -1) @ XX).reshape(C, m, m, q, q)
+        H = H.transpose(0, 1, 3, 2, 4).reshape(C, m * q, m * q)
+        H += (1e-8 * (np.trace(H, axis1=1, axis2=2) / (m * q) + 1e-12))[:, None, None] * np.eye(
+            m * q)
+        step = np.linalg.solve(H, grad[:, :, None])[:, :, 0].reshape(C, m, q)
+        t = np.ones(C)
+        todo = np.ones(C, dtype=bool)
+        for _ in range(12):
+            G_try = G.copy()
+            G_try[:, :m] += t[:, None, None] * step
+            f_try, p_try = _gate_objective(G_try, post, Xt)
+            ok = todo & (f_try <= f)
+            G[ok], f[ok], p[ok] = G_try[ok], f_try[ok], p_try[ok]
+            todo &= ~ok
+            if not todo.any():
+                break
+            t[todo] *= 0.5
+    return G
 
 
 def search(data: Data, sub: Data, n_experts, link, *, starts=(), n_candidates=10,
@@ -288,13 +291,28 @@ def search(data: Data, sub: Data, n_experts, link, *, starts=(), n_candidates=10
     max_iter, tol, noise_floor
         Of the refinements.
     max_moves : int
-        Rounds of remove-and-split moves tried on the winner (0: none).
+        Rounds of remove-and-split moves (0: none).
+    n_move_starts : int
+        Distinct finalists the moves start from.
     random_state : numpy.random.Generator
 
     Returns
     -------
     StartSearch
     """
+    with blas_threads(sub.n_features * n_experts):
+        return _search(data, sub, n_experts, link, starts=starts, n_candidates=n_candidates,
+                       screen_iter=screen_iter, n_finalists=n_finalists,
+                       per_expert_noise=per_expert_noise, free=free,
+                       fit_intercept=fit_intercept, refine=refine, max_iter=max_iter, tol=tol,
+                       noise_floor=noise_floor, max_moves=max_moves,
+                       n_move_starts=n_move_starts, random_state=random_state)
+
+
+def _search(data: Data, sub: Data, n_experts, link, *, starts=(), n_candidates=10,
+           screen_iter=20, n_finalists=3, per_expert_noise=True, free, fit_intercept=True,
+           refine="lbfgs", max_iter=1000, tol=1e-8, noise_floor=1e-6, max_moves=5, n_move_starts=2,
+           random_state):
     rng = random_state
     k = n_experts
     d_params = sub.n_features + (1 if fit_intercept else 0)
