@@ -5,27 +5,32 @@ theory regime, and with one noise level per expert it is unbounded (an expert
 collapsing on a few points with ``sigma -> 0``).  :func:`search` is the
 default strategy of the estimator:
 
-1. **Candidates** on a random subsample of at most ``screen_rows`` rows: the
-   starts the caller supplies (the consistent moment start, warm starts) and
-   partitions of the subsample turned into parameters by one M-step
-   (:func:`~moelearn.refine.params_from_responsibilities`): random gate
-   partitions (random hyperplanes of ``x``), residual partitions (quantiles of
-   the residual of one global regression, tilted by a random direction of
-   ``x``: the classical mixture-of-regressions start) and k-means clusters of
-   ``(x, y)``.  For a non-linear link random parameter draws replace the
-   partitions, whose least-squares M-step needs a linear expert.
-2. **Screening**: a short EM run from each candidate, the noise levels tied
-   for the first half (an expert cannot shrink onto a few points before the
-   others have found their data), per expert for the second.
-3. **Finalists**: the best ``n_finalists`` screened candidates that are not
-   collapsed run to convergence on the subsample; the best of them is refined
-   on all the data.  At large ``n`` the full data therefore see about one
-   refinement, and on small data every stage runs on all of it.
+1. **Candidates** on a random subsample (the caller's ``sub``): the starts the
+   caller supplies (the consistent moment start) and generated ones, cycling
+   through random gate partitions (random hyperplanes of ``x``), residual
+   partitions (quantiles of the residual of one global regression, tilted by a
+   random direction of ``x``: the classical mixture-of-regressions start),
+   k-means clusters of ``(x, y)`` and random parameter draws.
+2. **Screening**: a short EM run from each candidate, all candidates at once
+   in one batched EM (:func:`_batched_em`), the noise levels tied for the
+   first half (an expert cannot shrink onto a few points before the others
+   have found their data), per expert for the second.
+3. **Finalists**: the best screened candidates run to convergence on the
+   subsample, directly and by continuation through the optimum of the nested
+   shared-noise model.
+4. **Moves**: remove-and-split moves (split-and-merge EM in spirit) from the
+   best distinct finalists, as long as one raises the likelihood.
+5. The winner is refined on all the data: at large ``n`` the full data see
+   about one refinement.
 
 A component is **collapsed** when it explains fewer samples (sum of its
 responsibilities) than its expert has coefficients plus one, so that it can
 interpolate them, or when its noise level sits at the floor.  Collapsed fits
 rank below every fit without a collapsed component.
+
+For a non-linear link the generated candidates are random parameter draws
+screened by the sequential EM of :mod:`moelearn.refine` (the batched engine
+solves linear least squares).
 """
 
 from __future__ import annotations
@@ -263,8 +268,8 @@ def _gate_newton_steps(G, post, Xt, XX, n_steps):
 
 def search(data: Data, sub: Data, n_experts, link, *, starts=(), n_candidates=10,
            screen_iter=20, n_finalists=3, per_expert_noise=True, free, fit_intercept=True,
-           refine="lbfgs", max_iter=1000, tol=1e-8, noise_floor=1e-6, max_moves=5, n_move_starts=2,
-           random_state):
+           refine="lbfgs", max_iter=1000, tol=1e-8, noise_floor=1e-6, max_moves=5,
+           n_move_starts=2, random_state):
     """Screen candidate starts on ``sub`` and refine the best on ``data``.
 
     Parameters
@@ -309,10 +314,9 @@ def search(data: Data, sub: Data, n_experts, link, *, starts=(), n_candidates=10
                        n_move_starts=n_move_starts, random_state=random_state)
 
 
-def _search(data: Data, sub: Data, n_experts, link, *, starts=(), n_candidates=10,
-           screen_iter=20, n_finalists=3, per_expert_noise=True, free, fit_intercept=True,
-           refine="lbfgs", max_iter=1000, tol=1e-8, noise_floor=1e-6, max_moves=5, n_move_starts=2,
-           random_state):
+def _search(data, sub, n_experts, link, *, starts, n_candidates, screen_iter, n_finalists,
+            per_expert_noise, free, fit_intercept, refine, max_iter, tol, noise_floor,
+            max_moves, n_move_starts, random_state):
     rng = random_state
     k = n_experts
     d_params = sub.n_features + (1 if fit_intercept else 0)
