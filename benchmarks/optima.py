@@ -58,7 +58,8 @@ Writes benchmarks/reports/optima.{json,md}; the best-known search, flexmix
 nrep=50 and hmeEM results (and the last full run's flexmix nrep=5 times) are
 cached in benchmarks/reports/optima_reference.json, keyed by data set, K and a
 hash of the data; ``--reuse-reference`` reads them from there (a case missing
-from the cache, or whose data changed, is recomputed).
+from the cache, or whose data changed, is recomputed) and leaves the cache
+file untouched unless it had to compute a case.
 """
 
 from __future__ import annotations
@@ -222,13 +223,16 @@ def _params(rec):
 
 
 def build_reference(name, X, y, ks, args, cache):
-    """Compute (or reuse) the cached reference of every K of one data set."""
+    """Compute (or reuse) the cached reference of every K of one data set.
+
+    Returns the keys of the cases (re)computed.
+    """
     h = data_hash(X, y)
     keys = {k: f"{name}/K={k}" for k in ks}
     todo = [k for k in ks if not (args.reuse_reference and keys[k] in cache
                                   and cache[keys[k]]["hash"] == h)]
     if not todo:
-        return
+        return []
     with_hme = X.shape[1] == 1 and 2 in todo
     pool = ThreadPoolExecutor(1)  # R works in the background while Python searches
     job = pool.submit(_r_fits, X, y, todo, 50, with_hme)
@@ -254,6 +258,7 @@ def build_reference(name, X, y, ks, args, cache):
             flexmix50=fm50, hmeem=hme_rec,
             candidates=[{key: v for key, v in c.items() if key != "params"} for c in cands],
             best=best, computed=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    return [keys[k] for k in todo]
 
 
 def run_case_timed(name, X, y, ks, skip_fm5):
@@ -286,6 +291,8 @@ def main():
                          f"{REFERENCE.name} instead of recomputing them")
     ap.add_argument("--skip-flexmix5", action="store_true",
                     help="skip flexmix nrep=5 (the time ratio then uses the cached times)")
+    ap.add_argument("--report", default="optima",
+                    help="name of the report (benchmarks/reports/NAME.{json,md})")
     ap.add_argument("--search-seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--search-starts", type=int, default=50,
                     help="n_init of each long run in the best-known search")
@@ -294,27 +301,28 @@ def main():
     cache = json.loads(REFERENCE.read_text())["cases"] if REFERENCE.exists() else {}
     data = {name: load(name) for name in args.datasets}
 
+    computed = []
     for name in args.datasets:
         X, y = data[name]
-        build_reference(name, X, y, DATASETS[name][4], args, cache)
-    REFERENCE.parent.mkdir(parents=True, exist_ok=True)
-    REFERENCE.write_text(json.dumps(dict(
-        description="Cached best-known optima, flexmix nrep=50 and hmeEM fits for "
-                    "benchmarks/optima.py (see its docstring); total log-likelihoods in nats.",
-        cases=cache), indent=1, default=float))
+        computed += build_reference(name, X, y, DATASETS[name][4], args, cache)
 
     # the timed part: nothing else runs meanwhile
     timed = {}
     for name in progress(args.datasets, label="default fit and flexmix nrep=5"):
         X, y = data[name]
         timed[name] = run_case_timed(name, X, y, DATASETS[name][4], args.skip_flexmix5)
-    if not args.skip_flexmix5:
-        for name in args.datasets:
-            for k, rec in timed[name].items():
-                cache[f"{name}/K={k}"]["flexmix5_last"] = {
-                    key: rec["flexmix5"][key] for key in ("seconds", "loglik", "valid")}
-        REFERENCE.write_text(json.dumps(dict(json.loads(REFERENCE.read_text()), cases=cache),
-                                        indent=1, default=float))
+    if computed:  # the cache changes only where it was (re)computed
+        for key in computed:
+            name, k = cache[key]["dataset"], cache[key]["k"]
+            if not args.skip_flexmix5:
+                cache[key]["flexmix5_last"] = {
+                    field: timed[name][k]["flexmix5"][field]
+                    for field in ("seconds", "loglik", "valid")}
+        REFERENCE.parent.mkdir(parents=True, exist_ok=True)
+        REFERENCE.write_text(json.dumps(dict(
+            description="Cached best-known optima, flexmix nrep=50 and hmeEM fits for "
+                        "benchmarks/optima.py (see its docstring); total log-likelihoods in "
+                        "nats.", cases=cache), indent=1, default=float))
 
     cases = []
     for name in args.datasets:
@@ -411,7 +419,7 @@ def main():
     md += ["", f"flexmix's parameter count (`attr(logLik(fit), 'df')`) equals K(d+1) + "
                f"(K−1)(d+1) + K on {len(df_check) - len(bad)} of {len(df_check)} cases "
                f"where it kept K components" + (f"; differs on {bad}" if bad else "") + "."]
-    js, mdp = write_report("optima", dict(summary=summary, reached=reached, cases=cases,
+    js, mdp = write_report(args.report, dict(summary=summary, reached=reached, cases=cases,
                                           total_default_s=t_default, total_flexmix5_s=t_fm5,
                                           time_ratio=ratio, reused_reference=args.reuse_reference,
                                           skipped_flexmix5=args.skip_flexmix5), md)
