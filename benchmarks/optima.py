@@ -409,7 +409,9 @@ def main():
           "feature: n/a elsewhere. The best known comes from the cached search "
           "(`optima_reference.json`: long `noise='expert'` runs with many starts, "
           "per-expert refits from the shared-noise optimum, from flexmix nrep=50 and from "
-          "hmeEM) and from this run's valid fits.", "",
+          "hmeEM) and from this run's valid fits. The default fit is called without a "
+          "random_state, as a user would, so its figures can change from run to run; times "
+          "are wall-clock on a shared machine.", "",
           "| data | n | d | K | params (default) | best known | default | gap | time | "
           "flexmix nrep=5 | gap | time | flexmix nrep=50 | gap | time | hmeEM | gap | time |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
