@@ -4,7 +4,8 @@ flexmix fits mixtures of linear regressions with a multinomial-logit
 concomitant model (the gate) by EM; ``stepFlexmix`` keeps the best of
 ``nrep`` random starts.  The R side only fits and writes the parameters; the
 Python side evaluates them with the same code as moelearn's models, so both
-are scored identically.
+are scored identically.  ``run_hmeem`` does the same for mixtools' ``hmeEM``
+(two experts, a logistic gate).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ suppressMessages(library(flexmix))
 args <- commandArgs(trailingOnly = TRUE)
 df <- read.csv(args[1])
 tasks <- read.csv(args[2])
+if (is.null(tasks$nrep)) tasks$nrep <- 3
 out <- file(args[3], "w")
 xcols <- setdiff(names(df), c("y", "fold"))
 f_exp <- as.formula(paste("y ~", paste(xcols, collapse = " + ")))
@@ -31,18 +33,22 @@ f_gate <- as.formula(paste("~", paste(xcols, collapse = " + ")))
 writeLines("task,status,seconds,k_found,kind,component,index,value", out)
 for (i in seq_len(nrow(tasks))) {
   K <- tasks$k[i]; fold <- tasks$fold[i]
-  train <- df[df$fold != fold, c(xcols, "y")]
+  rows <- if (fold == -1) rep(TRUE, nrow(df)) else df$fold != fold
+  train <- df[rows, c(xcols, "y")]
   set.seed(tasks$seed[i])
   t0 <- proc.time()[["elapsed"]]
   fit <- tryCatch(
-    stepFlexmix(f_exp, data = train, k = K, nrep = 3, concomitant = FLXPmultinom(f_gate),
-                verbose = FALSE),
+    stepFlexmix(f_exp, data = train, k = K, nrep = tasks$nrep[i],
+                concomitant = FLXPmultinom(f_gate), verbose = FALSE),
     error = function(e) NULL)
   secs <- proc.time()[["elapsed"]] - t0
   if (is.null(fit)) {
     writeLines(sprintf("%d,error,%f,0,,,,", i - 1, secs), out)
     next
   }
+  ll <- logLik(fit)
+  writeLines(sprintf("%d,ok,%f,%d,loglik,0,0,%.17g", i - 1, secs, fit@k, as.numeric(ll)), out)
+  writeLines(sprintf("%d,ok,%f,%d,df,0,0,%d", i - 1, secs, fit@k, attr(ll, "df")), out)
   pe <- parameters(fit)
   pc <- parameters(fit, which = "concomitant")
   for (j in seq_len(ncol(pe))) for (r in seq_len(nrow(pe)))
@@ -55,25 +61,63 @@ for (i in seq_len(nrow(tasks))) {
 close(out)
 """
 
+HME_SCRIPT = r"""
+suppressMessages(library(mixtools))
+args <- commandArgs(trailingOnly = TRUE)
+df <- read.csv(args[1])
+seeds <- as.integer(strsplit(args[2], ",")[[1]])
+out <- file(args[3], "w")
+x <- as.matrix(df[, setdiff(names(df), "y"), drop = FALSE])
+writeLines("task,status,seconds,kind,component,index,value", out)
+for (i in seq_along(seeds)) {
+  set.seed(seeds[i])
+  t0 <- proc.time()[["elapsed"]]
+  fit <- tryCatch({
+    junk <- capture.output(f <- hmeEM(df$y, x, k = 2))
+    f
+  }, error = function(e) NULL)
+  secs <- proc.time()[["elapsed"]] - t0
+  if (is.null(fit)) {
+    writeLines(sprintf("%d,error,%f,,,,", i - 1, secs), out)
+    next
+  }
+  for (j in 1:2) for (r in seq_len(nrow(fit$beta)))
+    writeLines(sprintf("%d,ok,%f,expert,%d,%d,%.17g", i - 1, secs, j - 1, r - 1,
+                       fit$beta[r, j]), out)
+  for (j in 1:2)
+    writeLines(sprintf("%d,ok,%f,noise,%d,0,%.17g", i - 1, secs, j - 1, fit$sigma[j]), out)
+  for (r in seq_along(fit$w))
+    writeLines(sprintf("%d,ok,%f,gate,0,%d,%.17g", i - 1, secs, r - 1, fit$w[r]), out)
+  writeLines(sprintf("%d,ok,%f,loglik,0,0,%.17g", i - 1, secs, fit$loglik), out)
+}
+close(out)
+"""
 
-def ensure_flexmix():
-    """Install R and flexmix from Debian's packages when they are missing (needs root)."""
+
+def ensure_flexmix(mixtools=False):
+    """Install R and flexmix (and mixtools) from Debian's packages when missing (needs root)."""
+    libs = ["flexmix"] + (["mixtools"] if mixtools else [])
+    check = "; ".join(f"suppressMessages(library({lib}))" for lib in libs)
     ok = shutil.which("Rscript") and subprocess.run(
-        ["Rscript", "-e", "suppressMessages(library(flexmix))"], capture_output=True
+        ["Rscript", "-e", check], capture_output=True
     ).returncode == 0
     if ok:
         return
-    print("installing r-base-core and r-cran-flexmix from Debian's packages ...", flush=True)
+    packages = ["r-base-core"] + [f"r-cran-{lib}" for lib in libs]
+    print(f"installing {' '.join(packages)} from Debian's packages ...", flush=True)
     subprocess.run(["apt-get", "update", "-qq"], check=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "r-base-core", "r-cran-flexmix"],
+    subprocess.run(["apt-get", "install", "-y", "-qq", *packages],
                    check=True, env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/bin:/bin"})
 
 
 def run_flexmix(X, y, folds, tasks):
-    """Fit flexmix for each task ``(k, fold, seed)`` on the rows whose fold differs.
+    """Fit flexmix for each task ``(k, fold, seed[, nrep])`` on the rows whose fold differs.
 
-    ``folds`` gives each row's fold (-1: every row is training data).  Returns
-    one dict per task: status, seconds, k_found and a MoEParams (or None).
+    ``folds`` gives each row's fold; a task with fold -1 fits every row.
+    ``nrep`` (default 3) is stepFlexmix's number of random starts.  Returns one
+    dict per task: status, seconds (the fit alone, timed inside R), k_found,
+    loglik and df (flexmix's own log-likelihood and parameter count) and a
+    MoEParams (or None).
     """
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -85,8 +129,8 @@ def run_flexmix(X, y, folds, tasks):
                 w.writerow([*(repr(float(v)) for v in row), repr(float(target)), int(fold)])
         with open(tmp / "tasks.csv", "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["k", "fold", "seed"])
-            w.writerows(tasks)
+            w.writerow(["k", "fold", "seed", "nrep"])
+            w.writerows([(*t, 3) if len(t) == 3 else t for t in tasks])
         (tmp / "fit.R").write_text(R_SCRIPT)
         subprocess.run(["Rscript", str(tmp / "fit.R"), str(tmp / "data.csv"),
                         str(tmp / "tasks.csv"), str(tmp / "out.csv")], check=True,
@@ -98,17 +142,79 @@ def run_flexmix(X, y, folds, tasks):
         mine = [r for r in rows if int(r["task"]) == i]
         if not mine or mine[0]["status"] != "ok":
             results.append(dict(status="error", seconds=float(mine[0]["seconds"]) if mine else
-                                float("nan"), k_found=0, params=None))
+                                float("nan"), k_found=0, params=None, loglik=np.nan, df=-1))
             continue
         k = int(mine[0]["k_found"])
         E = np.zeros((d + 2, k))
         G = np.zeros((d + 1, k))
+        extra = {}
         for r in mine:
+            if r["kind"] in ("loglik", "df"):
+                extra[r["kind"]] = float(r["value"])
+                continue
             target = E if r["kind"] == "expert" else G
             target[int(r["index"]), int(r["component"])] = float(r["value"])
         params = MoEParams(experts=E[1 : d + 1].T, gating=G[1:].T, expert_bias=E[0],
                            gating_bias=G[0], noise_std=np.maximum(E[d + 1], 1e-12),
                            link="linear")
         results.append(dict(status="ok", seconds=float(mine[0]["seconds"]), k_found=k,
-                            params=params))
+                            params=params, loglik=extra.get("loglik", np.nan),
+                            df=int(extra.get("df", -1))))
+    return results
+
+
+def _write_csv(path, X, y, folds=None):
+    cols = [f"x{j}" for j in range(X.shape[1])]
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow([*cols, "y"] + ([] if folds is None else ["fold"]))
+        for i, (row, target) in enumerate(zip(X, y, strict=True)):
+            w.writerow([*(repr(float(v)) for v in row), repr(float(target))]
+                       + ([] if folds is None else [int(folds[i])]))
+
+
+def run_hmeem(X, y, seeds):
+    """Fit mixtools' ``hmeEM`` (two experts, logistic gate) once per seed on every row.
+
+    ``hmeEM`` accepts only ``k = 2``, and its Newton step for the gate uses
+    the intercept and the first predictor only, so it fits moelearn's model
+    only when X has one column (a ValueError otherwise).  Returns one dict per
+    seed: status, seconds (timed inside R), loglik (hmeEM's own) and a
+    MoEParams (or None).
+    """
+    X = np.asarray(X, dtype=float)
+    if X.ndim != 2 or X.shape[1] != 1:
+        raise ValueError(f"hmeEM fits a one-feature gate only; X has shape {X.shape}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        _write_csv(tmp / "data.csv", X, y)
+        (tmp / "hme.R").write_text(HME_SCRIPT)
+        subprocess.run(["Rscript", str(tmp / "hme.R"), str(tmp / "data.csv"),
+                        ",".join(str(int(s)) for s in seeds), str(tmp / "out.csv")],
+                       check=True, capture_output=True)
+        rows = list(csv.DictReader(open(tmp / "out.csv")))
+    results = []
+    for i in range(len(seeds)):
+        mine = [r for r in rows if int(r["task"]) == i]
+        if not mine or mine[0]["status"] != "ok":
+            results.append(dict(status="error", seconds=float(mine[0]["seconds"]) if mine else
+                                float("nan"), params=None, loglik=np.nan))
+            continue
+        beta, sigma, w, loglik = np.zeros((2, 2)), np.zeros(2), np.zeros(2), np.nan
+        for r in mine:
+            value = float(r["value"])
+            if r["kind"] == "expert":
+                beta[int(r["index"]), int(r["component"])] = value
+            elif r["kind"] == "noise":
+                sigma[int(r["component"])] = value
+            elif r["kind"] == "gate":
+                w[int(r["index"])] = value
+            else:
+                loglik = value
+        # hmeEM: P(expert 1 | x) = logistic(w0 + w1 x), i.e. softmax logits (w0 + w1 x, 0)
+        params = MoEParams(experts=beta[1:].T, gating=np.array([[w[1]], [0.0]]),
+                           expert_bias=beta[0], gating_bias=np.array([w[0], 0.0]),
+                           noise_std=np.maximum(sigma, 1e-12), link="linear")
+        results.append(dict(status="ok", seconds=float(mine[0]["seconds"]), params=params,
+                            loglik=loglik))
     return results
