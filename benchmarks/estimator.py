@@ -15,7 +15,8 @@ and standardised log-normal inputs, one noise level per expert drawn in
 (``parameter_errors``, experts matched) is compared with that of the same
 estimator started at the truth (``init_params=truth``); the default succeeds
 when its error is at most 1.1 x the truth-start error + 0.01.
-Targets (issue): the default fit at n=1e5, d=10, k=3 costs at most 500 times one
+Targets: the default fit at n=1e5, d=10, k=3 costs at most 2x version 0.1's
+default (one shared noise level, the moment start alone), at most 500 times one
 ``X @ M`` product with a (d, k) matrix, and at most 1/10 of ``solver="em"``
 with ``n_init=10`` at equal or better log-likelihood.  All times are measured
 in the same process (best of several runs).
@@ -44,12 +45,17 @@ def speed():
     t_xm = best_time(lambda: X @ M, repeat=200)
     default = MixtureOfExpertsRegressor(3, random_state=0)
     t_default = best_time(lambda: default.fit(X, y), repeat=5)
+    # version 0.1's default: one noise level, the moment start alone, 200 iterations
+    v01 = MixtureOfExpertsRegressor(3, noise="shared", n_init=1, max_iter=200, random_state=0)
+    t_v01 = best_time(lambda: v01.fit(X, y), repeat=5)
     t_se = best_time(lambda: default.standard_errors(X, y), repeat=2)
     em = MixtureOfExpertsRegressor(3, solver="em", n_init=10, random_state=0)
     t_em = best_time(lambda: em.fit(X, y), repeat=2)
     rows = dict(
         xm_s=t_xm, default_fit_s=t_default, standard_errors_s=t_se, em10_fit_s=t_em,
         default_over_xm=t_default / t_xm, default_over_em10=t_default / t_em,
+        v01_fit_s=t_v01, default_over_v01=t_default / t_v01,
+        v01_expert_error=parameter_errors(v01, p).experts,
         default_loglik=default.log_likelihood_, em10_loglik=em.log_likelihood_,
         default_expert_error=parameter_errors(default, p).experts,
         em10_expert_error=parameter_errors(em, p).experts,
@@ -62,6 +68,11 @@ def speed():
           f"| X @ M, (d, k) matrix | {1e3 * t_xm:.3f} ms |",
           f"| default fit (solver='moments') | {1e3 * t_default:.1f} ms = "
           f"{rows['default_over_xm']:.0f} x X @ M {'✓' if rows['passed_xm'] else '✗'} (≤ 500) |",
+          f"| version 0.1's default (noise='shared', n_init=1, max_iter=200) | "
+          f"{1e3 * t_v01:.1f} ms; default / 0.1 = {rows['default_over_v01']:.2f} "
+          f"{'✓' if rows['default_over_v01'] <= 2 else '✗'} (≤ 2) |",
+          f"| expert error: default vs 0.1's default | {rows['default_expert_error']:.4f} vs "
+          f"{rows['v01_expert_error']:.4f} |",
           f"| standard errors (observed information, on request) | {1e3 * t_se:.0f} ms |",
           f"| solver='em', n_init=10 | {1e3 * t_em:.0f} ms |",
           f"| default / em10 | {rows['default_over_em10']:.3f} "

@@ -39,6 +39,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.cluster.vq import kmeans2
 from sklearn.exceptions import ConvergenceWarning
 
 from ._threads import blas_threads
@@ -111,18 +112,11 @@ def _partition(kind, X, y, k, rng):
         score = resid / max(float(np.std(resid)), 1e-12) + rng.uniform(0, 1) * (X @ v)
         edges = np.quantile(score, np.sort(rng.dirichlet(np.full(k, 4.0)).cumsum()[:-1]))
         return np.searchsorted(edges, score)
-    # kmeans: Lloyd's algorithm on (x, y) from k random rows (sklearn's KMeans
-    # would cost more than the EM run that follows)
+    # kmeans on (x, y), ten Lloyd iterations from k random rows
     Z = np.hstack([X, y[:, None] * np.sqrt(d)])
-    centres = Z[rng.choice(n, k, replace=False)]
-    labels = np.zeros(n, dtype=int)
-    for _ in range(10):
-        dist = (Z**2).sum(1)[:, None] - 2 * Z @ centres.T + (centres**2).sum(1)
-        labels = np.argmin(dist, axis=1)
-        for j in range(k):
-            if np.any(labels == j):
-                centres[j] = Z[labels == j].mean(axis=0)
-    return labels
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "one of the clusters is empty"
+        return kmeans2(Z, k, iter=10, minit="points", seed=rng)[1]
 
 
 def _quiet(fn, *args, **kwargs):
