@@ -306,6 +306,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             # a fixed budget of screening work: small problems get more candidates
             cost = search_data.n_samples * (d + 1) * k
             n_generated = int(np.clip(_AUTO_BUDGET // cost, _AUTO_CANDIDATES, _MAX_CANDIDATES))
+            if not link.is_linear:
+                # non-linear candidates are screened one by one, not batched
+                n_generated = _AUTO_CANDIDATES
         else:
             n_generated = self.n_init - len(starts)
         if not starts and n_generated < 1:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from scipy.cluster.vq import kmeans2
@@ -75,6 +76,17 @@ class StartSearch:
     method: str
     n_candidates: int
     screened: list
+    collapsed: bool
+
+
+class _Screened(NamedTuple):
+    """A candidate after screening: its shared-noise state and its own."""
+
+    name: str
+    shared: MoEParams
+    shared_loglik: float
+    params: MoEParams
+    loglik: float
     collapsed: bool
 
 
@@ -333,22 +345,22 @@ def _search(data, sub, n_experts, link, *, starts, n_candidates, screen_iter, n_
                              method="em", per_expert_noise=True, max_iter=screen_iter - half,
                              tol=0.0, noise_floor=noise_floor, gating_steps=5)
             bad = bool(np.any(collapsed_components(sub, run.params, noise_floor, d_params)))
-            screened.append((name, _shared(tied.params), tied.log_likelihood,
-                             run.params, run.log_likelihood, bad))
+            screened.append(_Screened(name, _shared(tied.params), tied.log_likelihood,
+                                      run.params, run.log_likelihood, bad))
     same = sub is data
     sub_tol = tol if same else max(tol, 1e-7)
     # finalists: the best screened candidates of the model itself, run directly...
-    by_model = sorted(range(len(screened)), key=lambda i: (screened[i][5], -screened[i][4]))
-    paths = [(screened[i][0], screened[i][3]) for i in by_model[:n_finalists]]
+    by_model = sorted(screened, key=lambda c: (c.collapsed, -c.loglik))
+    paths = [(c.name, c.params) for c in by_model[:n_finalists]]
     if per_expert_noise:
         # ... and the best of the nested shared-noise model (bounded, smoother), run to
         # its optimum first: a continuation from the simpler model
-        by_tied = sorted(range(len(screened)), key=lambda i: -screened[i][2])
-        for i in by_tied[:n_finalists]:
-            tied = _quiet(maximize_likelihood, sub, screened[i][1], free=free,
-                          method=refine, per_expert_noise=False, max_iter=max_iter,
-                          tol=sub_tol, noise_floor=noise_floor)
-            paths.append((f"{screened[i][0]} via shared noise", _per_expert(tied.params)))
+        by_tied = sorted(screened, key=lambda c: -c.shared_loglik)
+        for c in by_tied[:n_finalists]:
+            tied = _quiet(maximize_likelihood, sub, c.shared, free=free, method=refine,
+                          per_expert_noise=False, max_iter=max_iter, tol=sub_tol,
+                          noise_floor=noise_floor)
+            paths.append((f"{c.name} via shared noise", _per_expert(tied.params)))
     finals = []
     for label, start in paths:
         fit = _quiet(maximize_likelihood, sub, start, free=free, method=refine,
@@ -379,7 +391,7 @@ def _search(data, sub, n_experts, link, *, starts, n_candidates, screen_iter, n_
                                   per_expert_noise=per_expert_noise, max_iter=max_iter, tol=tol,
                                   noise_floor=noise_floor)
         bad = bool(np.any(collapsed_components(data, fit.params, noise_floor, d_params)))
-    summary = [(entry[0], float(entry[4])) for entry in screened]
+    summary = [(c.name, float(c.loglik)) for c in screened]
     return StartSearch(fit, name, len(screened), summary, bad)
 
 
@@ -442,8 +454,7 @@ def _screen_batched(sub, starts, n_candidates, k, link, per_expert, noise_floor,
                     screen_iter, d_params, rng):
     """Candidates and their screening runs, all through one batched EM.
 
-    Returns ``(name, shared-noise params, their mean log-likelihood, params, mean
-    log-likelihood, collapsed)`` per candidate.
+    Returns a :class:`_Screened` per candidate (mean log-likelihoods).
     """
     X, y = sub.X, sub.y
     n, d = X.shape
@@ -476,8 +487,8 @@ def _screen_batched(sub, starts, n_candidates, k, link, per_expert, noise_floor,
     for c, name in enumerate(names):
         params = _unstack(B, G, S, c, d, link, per_expert)
         shared = _shared(params)
-        out.append((name, shared, float(ll_tied[c]) / n, params, float(ll[c]) / n,
-                    bool(np.any(collapsed[c]))))
+        out.append(_Screened(name, shared, float(ll_tied[c]) / n, params, float(ll[c]) / n,
+                             bool(np.any(collapsed[c]))))
     return out
 
 
