@@ -57,12 +57,13 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         Expert non-linearity ``g`` (see :func:`moelearn.available_links`).
     solver : {"moments", "landscape", "tensor", "em", "gd-nll", "gd-l2"}, default "moments"
         * ``"moments"``: standardise, recover the expert directions from
-          moments (globally consistent in the theory regime), fit their
-          lengths, intercepts, gating and noise, then refine every parameter
-          by maximum likelihood.  When the moment method cannot run
-          (``n_experts > n_features``, a link invalid for the moments, or too
-          few samples) it falls back to the best of ``n_init`` random starts
-          refined the same way (``init_method_`` says which was used).
+          moments (globally consistent in the theory regime) and fit their
+          lengths, intercepts, gating and noise: the moment start; screen it
+          with other starts (``n_init``) and refine the best by maximum
+          likelihood.  When the moment method cannot run (``n_experts >
+          n_features``, a link invalid for the moments, or too few samples)
+          the other starts alone are screened (``init_method_`` says which
+          start won and why the moment start was missing).
         * ``"landscape"``: the AISTATS 2020 pipeline - experts by the
           landscape loss ``L_4``, gating by ``L_log``; no refinement.
         * ``"tensor"``: the ICML 2019 pipeline - experts by tensor
@@ -86,15 +87,17 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     tol : float, default 1e-8
         Relative tolerance on the mean log-likelihood.
     n_init : "auto" or int, default "auto"
-        Starts of the ``"moments"`` solver (see :func:`moelearn.starts.search`):
-        ``"auto"`` screens the consistent moment start and 10 generated starts
-        (random gate partitions, residual partitions, k-means clusters of
-        ``(x, y)``) by short EM runs on a subsample of at most 20 000 rows,
-        runs the best 3 to convergence there and refines the winner on all the
-        data.  An integer ``m`` screens the moment start and ``m - 1``
-        generated ones (``1``: the moment start alone).  For the baselines
-        ``"em"``, ``"gd-nll"`` and ``"gd-l2"`` it is the number of random
-        starts (``"auto"``: 1).
+        Starts of the ``"moments"`` solver (:func:`moelearn.starts.search`,
+        DESIGN §12): ``"auto"`` screens the consistent moment start and
+        generated starts (random gate partitions, residual partitions, k-means
+        clusters of ``(x, y)``, random draws; 10 to 150 of them, more for small
+        problems) by one batched short EM on a subsample of at most 2 500 rows,
+        runs the best to convergence there (directly and through the
+        shared-noise model), tries remove-and-split moves, and refines the
+        winner on all the data.  An integer ``m`` screens the moment start and
+        ``m - 1`` generated ones (``1``: the moment start alone, refined).  For
+        the baselines ``"em"``, ``"gd-nll"`` and ``"gd-l2"`` it is the number of
+        random starts (``"auto"``: 1).
     init_params : MoEParams or None
         Warm start, in the original units; the solver then only refines.
     refine : {"lbfgs", "em"}, default "lbfgs"
