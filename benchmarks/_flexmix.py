@@ -98,16 +98,20 @@ def ensure_flexmix(mixtools=False):
     """Install R and flexmix (and mixtools) from Debian's packages when missing (needs root)."""
     libs = ["flexmix"] + (["mixtools"] if mixtools else [])
     check = "; ".join(f"suppressMessages(library({lib}))" for lib in libs)
-    ok = shutil.which("Rscript") and subprocess.run(
-        ["Rscript", "-e", check], capture_output=True
-    ).returncode == 0
+    ok = (
+        shutil.which("Rscript")
+        and subprocess.run(["Rscript", "-e", check], capture_output=True).returncode == 0
+    )
     if ok:
         return
     packages = ["r-base-core"] + [f"r-cran-{lib}" for lib in libs]
     print(f"installing {' '.join(packages)} from Debian's packages ...", flush=True)
     subprocess.run(["apt-get", "update", "-qq"], check=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", *packages],
-                   check=True, env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/bin:/bin"})
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", *packages],
+        check=True,
+        env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/bin:/bin"},
+    )
 
 
 def run_flexmix(X, y, folds, tasks):
@@ -132,17 +136,33 @@ def run_flexmix(X, y, folds, tasks):
             w.writerow(["k", "fold", "seed", "nrep"])
             w.writerows([(*t, 3) if len(t) == 3 else t for t in tasks])
         (tmp / "fit.R").write_text(R_SCRIPT)
-        subprocess.run(["Rscript", str(tmp / "fit.R"), str(tmp / "data.csv"),
-                        str(tmp / "tasks.csv"), str(tmp / "out.csv")], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [
+                "Rscript",
+                str(tmp / "fit.R"),
+                str(tmp / "data.csv"),
+                str(tmp / "tasks.csv"),
+                str(tmp / "out.csv"),
+            ],
+            check=True,
+            capture_output=True,
+        )
         rows = list(csv.DictReader(open(tmp / "out.csv")))
     d = X.shape[1]
     results = []
     for i in range(len(tasks)):
         mine = [r for r in rows if int(r["task"]) == i]
         if not mine or mine[0]["status"] != "ok":
-            results.append(dict(status="error", seconds=float(mine[0]["seconds"]) if mine else
-                                float("nan"), k_found=0, params=None, loglik=np.nan, df=-1))
+            results.append(
+                dict(
+                    status="error",
+                    seconds=float(mine[0]["seconds"]) if mine else float("nan"),
+                    k_found=0,
+                    params=None,
+                    loglik=np.nan,
+                    df=-1,
+                )
+            )
             continue
         k = int(mine[0]["k_found"])
         E = np.zeros((d + 2, k))
@@ -154,12 +174,24 @@ def run_flexmix(X, y, folds, tasks):
                 continue
             target = E if r["kind"] == "expert" else G
             target[int(r["index"]), int(r["component"])] = float(r["value"])
-        params = MoEParams(experts=E[1 : d + 1].T, gating=G[1:].T, expert_bias=E[0],
-                           gating_bias=G[0], noise_std=np.maximum(E[d + 1], 1e-12),
-                           link="linear")
-        results.append(dict(status="ok", seconds=float(mine[0]["seconds"]), k_found=k,
-                            params=params, loglik=extra.get("loglik", np.nan),
-                            df=int(extra.get("df", -1))))
+        params = MoEParams(
+            experts=E[1 : d + 1].T,
+            gating=G[1:].T,
+            expert_bias=E[0],
+            gating_bias=G[0],
+            noise_std=np.maximum(E[d + 1], 1e-12),
+            link="linear",
+        )
+        results.append(
+            dict(
+                status="ok",
+                seconds=float(mine[0]["seconds"]),
+                k_found=k,
+                params=params,
+                loglik=extra.get("loglik", np.nan),
+                df=int(extra.get("df", -1)),
+            )
+        )
     return results
 
 
@@ -169,8 +201,10 @@ def _write_csv(path, X, y, folds=None):
         w = csv.writer(fh)
         w.writerow([*cols, "y"] + ([] if folds is None else ["fold"]))
         for i, (row, target) in enumerate(zip(X, y, strict=True)):
-            w.writerow([*(repr(float(v)) for v in row), repr(float(target))]
-                       + ([] if folds is None else [int(folds[i])]))
+            w.writerow(
+                [*(repr(float(v)) for v in row), repr(float(target))]
+                + ([] if folds is None else [int(folds[i])])
+            )
 
 
 def run_hmeem(X, y, seeds):
@@ -189,16 +223,30 @@ def run_hmeem(X, y, seeds):
         tmp = Path(tmp)
         _write_csv(tmp / "data.csv", X, y)
         (tmp / "hme.R").write_text(HME_SCRIPT)
-        subprocess.run(["Rscript", str(tmp / "hme.R"), str(tmp / "data.csv"),
-                        ",".join(str(int(s)) for s in seeds), str(tmp / "out.csv")],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                "Rscript",
+                str(tmp / "hme.R"),
+                str(tmp / "data.csv"),
+                ",".join(str(int(s)) for s in seeds),
+                str(tmp / "out.csv"),
+            ],
+            check=True,
+            capture_output=True,
+        )
         rows = list(csv.DictReader(open(tmp / "out.csv")))
     results = []
     for i in range(len(seeds)):
         mine = [r for r in rows if int(r["task"]) == i]
         if not mine or mine[0]["status"] != "ok":
-            results.append(dict(status="error", seconds=float(mine[0]["seconds"]) if mine else
-                                float("nan"), params=None, loglik=np.nan))
+            results.append(
+                dict(
+                    status="error",
+                    seconds=float(mine[0]["seconds"]) if mine else float("nan"),
+                    params=None,
+                    loglik=np.nan,
+                )
+            )
             continue
         beta, sigma, w, loglik = np.zeros((2, 2)), np.zeros(2), np.zeros(2), np.nan
         for r in mine:
@@ -212,9 +260,15 @@ def run_hmeem(X, y, seeds):
             else:
                 loglik = value
         # hmeEM: P(expert 1 | x) = logistic(w0 + w1 x), i.e. softmax logits (w0 + w1 x, 0)
-        params = MoEParams(experts=beta[1:].T, gating=np.array([[w[1]], [0.0]]),
-                           expert_bias=beta[0], gating_bias=np.array([w[0], 0.0]),
-                           noise_std=np.maximum(sigma, 1e-12), link="linear")
-        results.append(dict(status="ok", seconds=float(mine[0]["seconds"]), params=params,
-                            loglik=loglik))
+        params = MoEParams(
+            experts=beta[1:].T,
+            gating=np.array([[w[1]], [0.0]]),
+            expert_bias=beta[0],
+            gating_bias=np.array([w[0], 0.0]),
+            noise_std=np.maximum(sigma, 1e-12),
+            link="linear",
+        )
+        results.append(
+            dict(status="ok", seconds=float(mine[0]["seconds"]), params=params, loglik=loglik)
+        )
     return results

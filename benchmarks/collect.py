@@ -19,22 +19,31 @@ SECTIONS = [
     ("Moment passes", "python benchmarks/moments.py", "moments"),
     ("Expert recovery (issue targets)", "python benchmarks/experts.py --seeds 20", "experts"),
     ("Default estimator speed", "python benchmarks/estimator.py", "estimator"),
-    ("Every solver on a grid of problems", "python benchmarks/estimator.py --grid --seeds 20",
-     "estimator_grid"),
+    (
+        "Every solver on a grid of problems",
+        "python benchmarks/estimator.py --grid --seeds 20",
+        "estimator_grid",
+    ),
     ("Scale: memory maps and Dask", "python benchmarks/scale.py", "scale"),
-    ("Synthetic comparison with flexmix", "python benchmarks/peer_synthetic.py",
-     "peer_synthetic"),
-    ("Real data: 10-fold cross-validation with flexmix", "python benchmarks/realdata.py",
-     "realdata"),
+    ("Synthetic comparison with flexmix", "python benchmarks/peer_synthetic.py", "peer_synthetic"),
+    (
+        "Real data: 10-fold cross-validation with flexmix",
+        "python benchmarks/realdata.py",
+        "realdata",
+    ),
 ]
 
 
 def main():
-    lines = ["# Benchmarks", "",
-             "Every table below is a report written by the script named above it, copied "
-             "verbatim (`python benchmarks/collect.py` rebuilds this page). Times are wall "
-             "clock on the machine named in each report's JSON (2 cores); ratios are measured "
-             "within one run.", ""]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Every table below is a report written by the script named above it, copied "
+        "verbatim (`python benchmarks/collect.py` rebuilds this page). Times are wall "
+        "clock on the machine named in each report's JSON (2 cores); ratios are measured "
+        "within one run.",
+        "",
+    ]
     summary = ROOT / "SUMMARY.md"
     if summary.exists():  # the hand-written reading of the numbers below
         lines += [summary.read_text().strip(), ""]
@@ -53,8 +62,11 @@ def main():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(png, target)
             lines += ["", f"![{title}](benchmarks/{png.name})"]
-        lines += ["", f"<sub>numpy {meta.get('numpy', '?')}, python {meta.get('python', '?')}"
-                  "</sub>", ""]
+        lines += [
+            "",
+            f"<sub>numpy {meta.get('numpy', '?')}, python {meta.get('python', '?')}</sub>",
+            "",
+        ]
     DOC.write_text("\n".join(lines) + "\n")
     print(f"wrote {DOC}")
 

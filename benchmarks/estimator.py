@@ -52,50 +52,71 @@ def speed():
     em = MixtureOfExpertsRegressor(3, solver="em", n_init=10, random_state=0)
     t_em = best_time(lambda: em.fit(X, y), repeat=2)
     rows = dict(
-        xm_s=t_xm, default_fit_s=t_default, standard_errors_s=t_se, em10_fit_s=t_em,
-        default_over_xm=t_default / t_xm, default_over_em10=t_default / t_em,
-        v01_fit_s=t_v01, default_over_v01=t_default / t_v01,
+        xm_s=t_xm,
+        default_fit_s=t_default,
+        standard_errors_s=t_se,
+        em10_fit_s=t_em,
+        default_over_xm=t_default / t_xm,
+        default_over_em10=t_default / t_em,
+        v01_fit_s=t_v01,
+        default_over_v01=t_default / t_v01,
         v01_expert_error=parameter_errors(v01, p).experts,
-        default_loglik=default.log_likelihood_, em10_loglik=em.log_likelihood_,
+        default_loglik=default.log_likelihood_,
+        em10_loglik=em.log_likelihood_,
         default_expert_error=parameter_errors(default, p).experts,
         em10_expert_error=parameter_errors(em, p).experts,
     )
     rows["passed_xm"] = rows["default_over_xm"] <= 500
-    rows["passed_em"] = (rows["default_over_em10"] <= 0.1
-                         and rows["default_loglik"] >= rows["em10_loglik"] - 1e-6)
-    md = ["# Default estimator speed (n=100,000, d=10, k=3, linear)", "",
-          "| measurement | value |", "|---|---|",
-          f"| X @ M, (d, k) matrix | {1e3 * t_xm:.3f} ms |",
-          f"| default fit (solver='moments') | {1e3 * t_default:.1f} ms = "
-          f"{rows['default_over_xm']:.0f} x X @ M {'✓' if rows['passed_xm'] else '✗'} (≤ 500) |",
-          f"| version 0.1's default (noise='shared', n_init=1, max_iter=200) | "
-          f"{1e3 * t_v01:.1f} ms; default / 0.1 = {rows['default_over_v01']:.2f} "
-          f"{'✓' if rows['default_over_v01'] <= 2 else '✗'} (≤ 2) |",
-          f"| expert error: default vs 0.1's default | {rows['default_expert_error']:.4f} vs "
-          f"{rows['v01_expert_error']:.4f} |",
-          f"| standard errors (observed information, on request) | {1e3 * t_se:.0f} ms |",
-          f"| solver='em', n_init=10 | {1e3 * t_em:.0f} ms |",
-          f"| default / em10 | {rows['default_over_em10']:.3f} "
-          f"{'✓' if rows['passed_em'] else '✗'} (≤ 0.1 at equal or better likelihood) |",
-          f"| mean log-likelihood: default vs em10 | {rows['default_loglik']:.6f} vs "
-          f"{rows['em10_loglik']:.6f} |",
-          f"| expert error: default vs em10 | {rows['default_expert_error']:.4f} vs "
-          f"{rows['em10_expert_error']:.4f} |"]
+    rows["passed_em"] = (
+        rows["default_over_em10"] <= 0.1 and rows["default_loglik"] >= rows["em10_loglik"] - 1e-6
+    )
+    md = [
+        "# Default estimator speed (n=100,000, d=10, k=3, linear)",
+        "",
+        "| measurement | value |",
+        "|---|---|",
+        f"| X @ M, (d, k) matrix | {1e3 * t_xm:.3f} ms |",
+        f"| default fit (solver='moments') | {1e3 * t_default:.1f} ms = "
+        f"{rows['default_over_xm']:.0f} x X @ M {'✓' if rows['passed_xm'] else '✗'} (≤ 500) |",
+        f"| version 0.1's default (noise='shared', n_init=1, max_iter=200) | "
+        f"{1e3 * t_v01:.1f} ms; default / 0.1 = {rows['default_over_v01']:.2f} "
+        f"{'✓' if rows['default_over_v01'] <= 2 else '✗'} (≤ 2) |",
+        f"| expert error: default vs 0.1's default | {rows['default_expert_error']:.4f} vs "
+        f"{rows['v01_expert_error']:.4f} |",
+        f"| standard errors (observed information, on request) | {1e3 * t_se:.0f} ms |",
+        f"| solver='em', n_init=10 | {1e3 * t_em:.0f} ms |",
+        f"| default / em10 | {rows['default_over_em10']:.3f} "
+        f"{'✓' if rows['passed_em'] else '✗'} (≤ 0.1 at equal or better likelihood) |",
+        f"| mean log-likelihood: default vs em10 | {rows['default_loglik']:.6f} vs "
+        f"{rows['em10_loglik']:.6f} |",
+        f"| expert error: default vs em10 | {rows['default_expert_error']:.4f} vs "
+        f"{rows['em10_expert_error']:.4f} |",
+    ]
     return rows, md
 
 
 def grid(seeds, jobs):
-    cells = [dict(k=k, scale=s, noise=0.2, link=ln)
-             for k in (3, 6) for s in (1, 3) for ln in ("linear", "relu")]
+    cells = [
+        dict(k=k, scale=s, noise=0.2, link=ln)
+        for k in (3, 6)
+        for s in (1, 3)
+        for ln in ("linear", "relu")
+    ]
     table = success_table(cells, seeds, 100_000, jobs, label="grid")
-    md = [f"# Solver success rates (expert error ≤ 0.1) over {seeds} seeds, n=100,000, d=10, "
-          f"sigma=0.2; one start each; {jobs} parallel job(s), times are per fit", "",
-          "| k | gating scale | link | " + " | ".join(SOLVERS) + " |",
-          "|---|---|---|" + "---|" * len(SOLVERS)]
+    md = [
+        f"# Solver success rates (expert error ≤ 0.1) over {seeds} seeds, n=100,000, d=10, "
+        f"sigma=0.2; one start each; {jobs} parallel job(s), times are per fit",
+        "",
+        "| k | gating scale | link | " + " | ".join(SOLVERS) + " |",
+        "|---|---|---|" + "---|" * len(SOLVERS),
+    ]
     for cell in cells:
         vals = [t for t in table if all(t[key] == cell[key] for key in cell)]
-        md.append(f"| {cell['k']} | {cell['scale']} | {cell['link']} | " + " | ".join(
-            f"{v['success']:.0%} ({v['median_time_s']:.1f}s)" for v in vals) + " |")
+        md.append(
+            f"| {cell['k']} | {cell['scale']} | {cell['link']} | "
+            + " | ".join(f"{v['success']:.0%} ({v['median_time_s']:.1f}s)" for v in vals)
+            + " |"
+        )
     return table, md
 
 
@@ -124,58 +145,89 @@ def _draw_y(params, X, rng):
 
 def basin_case(d, k, law, seed, n):
     rng = np.random.default_rng(seed)
-    truth = make_moe(d, k, noise_std=0.25, gating_scale=2.0, orthogonal_gating=False,
-                     random_state=rng, intercept_scale=0.5, per_expert_noise=True)
+    truth = make_moe(
+        d,
+        k,
+        noise_std=0.25,
+        gating_scale=2.0,
+        orthogonal_gating=False,
+        random_state=rng,
+        intercept_scale=0.5,
+        per_expert_noise=True,
+    )
     X = _draw_inputs(law, n, d, rng)
     y = _draw_y(truth, X, rng)
     est = MixtureOfExpertsRegressor(k)
     rows = {}
-    for label, model in (("default", est), ("truth start", clone(est).set_params(
-            init_params=truth))):
+    for label, model in (
+        ("default", est),
+        ("truth start", clone(est).set_params(init_params=truth)),
+    ):
         t = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(X, y)
-        rows[label] = dict(seconds=time.perf_counter() - t,
-                           error=parameter_errors(model, truth).experts,
-                           loglik=model.log_likelihood_ * n)
+        rows[label] = dict(
+            seconds=time.perf_counter() - t,
+            error=parameter_errors(model, truth).experts,
+            loglik=model.log_likelihood_ * n,
+        )
     ok = rows["default"]["error"] <= 1.1 * rows["truth start"]["error"] + 0.01
-    return dict(d=d, k=k, inputs=law, seed=seed, n=n, success=bool(ok),
-                default_error=rows["default"]["error"],
-                truth_error=rows["truth start"]["error"],
-                loglik_gap=rows["truth start"]["loglik"] - rows["default"]["loglik"],
-                default_s=rows["default"]["seconds"], truth_s=rows["truth start"]["seconds"])
+    return dict(
+        d=d,
+        k=k,
+        inputs=law,
+        seed=seed,
+        n=n,
+        success=bool(ok),
+        default_error=rows["default"]["error"],
+        truth_error=rows["truth start"]["error"],
+        loglik_gap=rows["truth start"]["loglik"] - rows["default"]["loglik"],
+        default_s=rows["default"]["seconds"],
+        truth_s=rows["truth start"]["seconds"],
+    )
 
 
 def basins(seeds, n=50_000):
     cells = [(d, k, law) for d, k in BASIN_SHAPES for law in BASIN_INPUTS]
     jobs = [(d, k, law, s) for d, k, law in cells for s in range(seeds)]
     records = [basin_case(*job, n) for job in progress(jobs, label="basins")]
-    md = [f"# Default fit vs a fit started at the truth, off the theory regime ({seeds} seeds "
-          f"per cell, n={n:,})", "",
-          "Gating scale 2 and not orthogonal to the experts, intercepts of scale 0.5, one noise "
-          "level per expert in [0.125, 0.5]; the default is `MixtureOfExpertsRegressor(k)`, the "
-          "truth start the same estimator with `init_params=truth`. Success: default expert "
-          "error <= 1.1 x truth-start error + 0.01 (experts matched). Log-lik gap: truth "
-          "start - default, total nats (positive: the default stopped at a worse optimum).", "",
-          "| d | k | inputs | success | median error default / truth start | "
-          "median log-lik gap | worst log-lik gap | median time default / truth start (s) |",
-          "|---|---|---|---|---|---|---|---|"]
+    md = [
+        f"# Default fit vs a fit started at the truth, off the theory regime ({seeds} seeds "
+        f"per cell, n={n:,})",
+        "",
+        "Gating scale 2 and not orthogonal to the experts, intercepts of scale 0.5, one noise "
+        "level per expert in [0.125, 0.5]; the default is `MixtureOfExpertsRegressor(k)`, the "
+        "truth start the same estimator with `init_params=truth`. Success: default expert "
+        "error <= 1.1 x truth-start error + 0.01 (experts matched). Log-lik gap: truth "
+        "start - default, total nats (positive: the default stopped at a worse optimum).",
+        "",
+        "| d | k | inputs | success | median error default / truth start | "
+        "median log-lik gap | worst log-lik gap | median time default / truth start (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     table = []
     for d, k, law in cells:
         rs = [r for r in records if (r["d"], r["k"], r["inputs"]) == (d, k, law)]
-        row = dict(d=d, k=k, inputs=law, success=float(np.mean([r["success"] for r in rs])),
-                   median_default_error=float(np.median([r["default_error"] for r in rs])),
-                   median_truth_error=float(np.median([r["truth_error"] for r in rs])),
-                   median_loglik_gap=float(np.median([r["loglik_gap"] for r in rs])),
-                   max_loglik_gap=float(np.max([r["loglik_gap"] for r in rs])),
-                   median_default_s=float(np.median([r["default_s"] for r in rs])),
-                   median_truth_s=float(np.median([r["truth_s"] for r in rs])))
+        row = dict(
+            d=d,
+            k=k,
+            inputs=law,
+            success=float(np.mean([r["success"] for r in rs])),
+            median_default_error=float(np.median([r["default_error"] for r in rs])),
+            median_truth_error=float(np.median([r["truth_error"] for r in rs])),
+            median_loglik_gap=float(np.median([r["loglik_gap"] for r in rs])),
+            max_loglik_gap=float(np.max([r["loglik_gap"] for r in rs])),
+            median_default_s=float(np.median([r["default_s"] for r in rs])),
+            median_truth_s=float(np.median([r["truth_s"] for r in rs])),
+        )
         table.append(row)
-        md.append(f"| {d} | {k} | {law} | {row['success']:.0%} | "
-                  f"{row['median_default_error']:.3f} / {row['median_truth_error']:.3f} | "
-                  f"{row['median_loglik_gap']:.1f} | {row['max_loglik_gap']:.1f} | "
-                  f"{row['median_default_s']:.1f} / {row['median_truth_s']:.1f} |")
+        md.append(
+            f"| {d} | {k} | {law} | {row['success']:.0%} | "
+            f"{row['median_default_error']:.3f} / {row['median_truth_error']:.3f} | "
+            f"{row['median_loglik_gap']:.1f} | {row['max_loglik_gap']:.1f} | "
+            f"{row['median_default_s']:.1f} / {row['median_truth_s']:.1f} |"
+        )
     total = np.mean([r["success"] for r in records])
     md += ["", f"Overall: {total:.0%} of {len(records)} fits succeed."]
     return dict(seeds=seeds, n=n, table=table, records=records), md
@@ -184,8 +236,11 @@ def basins(seeds, n=50_000):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grid", action="store_true", help="run the solver grid instead")
-    ap.add_argument("--basins", action="store_true",
-                    help="run the off-regime basin grid (default vs truth start) instead")
+    ap.add_argument(
+        "--basins",
+        action="store_true",
+        help="run the off-regime basin grid (default vs truth start) instead",
+    )
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--jobs", type=int, default=1)
     args = ap.parse_args()

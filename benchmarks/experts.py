@@ -49,9 +49,19 @@ def run(seeds, quick):
         for m in METHODS:
             e = np.array(errs[m])
             ok = float(np.mean(e <= thr))
-            rows.append(dict(target=name, method=m, n=n, threshold=thr, required=rate,
-                             success_rate=ok, median_error=float(np.median(e)),
-                             mean_time_s=float(np.mean(times[m])), passed=ok >= rate))
+            rows.append(
+                dict(
+                    target=name,
+                    method=m,
+                    n=n,
+                    threshold=thr,
+                    required=rate,
+                    success_rate=ok,
+                    median_error=float(np.median(e)),
+                    mean_time_s=float(np.mean(times[m])),
+                    passed=ok >= rate,
+                )
+            )
             per_seed[f"{name}/{m}"] = e.tolist()
     # n^(-1/2) rate: median error over seeds at each n, log-log slope
     slopes = {}
@@ -63,13 +73,13 @@ def run(seeds, quick):
             for seed in range(slope_seeds):
                 p = make_moe(10, 3, noise_std=0.2, random_state=3000 + seed)
                 X, y = sample(p, n, random_state=4000 + seed)
-                e.append(expert_error(recover_experts(X, y, 3, method=m, random_state=seed),
-                                      p.experts))
+                e.append(
+                    expert_error(recover_experts(X, y, 3, method=m, random_state=seed), p.experts)
+                )
             med.append(float(np.median(e)))
         ns = SLOPE_NS[: len(med)]
         slope = float(np.polyfit(np.log(ns), np.log(med), 1)[0])
-        slopes[m] = dict(n=ns, median_error=med, slope=slope,
-                         passed=bool(-0.65 <= slope <= -0.35))
+        slopes[m] = dict(n=ns, median_error=med, slope=slope, passed=bool(-0.65 <= slope <= -0.35))
     return rows, per_seed, slopes
 
 
@@ -79,19 +89,31 @@ def main():
     ap.add_argument("--quick", action="store_true", help="cap n at 1e5 (smoke run)")
     args = ap.parse_args()
     rows, per_seed, slopes = run(args.seeds, args.quick)
-    md = [f"# Expert recovery success rates ({args.seeds} seeds)", "",
-          "| target | method | n | threshold | required | success | median error | time/fit (s) |",
-          "|---|---|---|---|---|---|---|---|"]
+    md = [
+        f"# Expert recovery success rates ({args.seeds} seeds)",
+        "",
+        "| target | method | n | threshold | required | success | median error | time/fit (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        md.append(f"| {r['target']} | {r['method']} | {r['n']:,} | {r['threshold']} | "
-                  f"{r['required']:.0%} | {r['success_rate']:.0%} {'✓' if r['passed'] else '✗'}"
-                  f" | {r['median_error']:.3f} | {r['mean_time_s']:.3f} |")
+        md.append(
+            f"| {r['target']} | {r['method']} | {r['n']:,} | {r['threshold']} | "
+            f"{r['required']:.0%} | {r['success_rate']:.0%} {'✓' if r['passed'] else '✗'}"
+            f" | {r['median_error']:.3f} | {r['mean_time_s']:.3f} |"
+        )
     md += ["", "| method | n | median error | slope (target [-0.65, -0.35]) |", "|---|---|---|---|"]
     for m, s in slopes.items():
-        md.append(f"| {m} | {s['n']} | {[round(v, 4) for v in s['median_error']]} | "
-                  f"{s['slope']:.3f} {'✓' if s['passed'] else '✗'} |")
-    js, mdp = write_report("experts", dict(seeds=args.seeds, quick=args.quick, rows=rows,
-                                           slopes=slopes, per_seed_errors=per_seed), md)
+        md.append(
+            f"| {m} | {s['n']} | {[round(v, 4) for v in s['median_error']]} | "
+            f"{s['slope']:.3f} {'✓' if s['passed'] else '✗'} |"
+        )
+    js, mdp = write_report(
+        "experts",
+        dict(
+            seeds=args.seeds, quick=args.quick, rows=rows, slopes=slopes, per_seed_errors=per_seed
+        ),
+        md,
+    )
     print("\n".join(md))
     print(f"\nwrote {js} and {mdp}")
 

@@ -34,16 +34,29 @@ def main():
     t_pass2 = best_time(lambda: ReducedMomentAccumulator("relu", wh, sigma).fit(X, y))
     ratio1, ratio2 = t_pass1 / t_gram, t_pass2 / t_gram
     md = [
-        f"# Moment passes (n={args.n:,}, d={args.d}, k={args.k}, relu)", "",
-        "| computation | time (ms) | ratio to X.T @ X |", "|---|---|---|",
+        f"# Moment passes (n={args.n:,}, d={args.d}, k={args.k}, relu)",
+        "",
+        "| computation | time (ms) | ratio to X.T @ X |",
+        "|---|---|---|",
         f"| X.T @ X | {1e3 * t_gram:.1f} | 1.00 |",
         f"| pass 1: M_1, M_2, y powers | {1e3 * t_pass1:.1f} | {ratio1:.2f} "
         f"({'✓' if ratio1 <= 3 else '✗'} target ≤ 3) |",
         f"| pass 2: whitened T_3 and T_4 | {1e3 * t_pass2:.1f} | {ratio2:.2f} |",
     ]
-    js, mdp = write_report("moments", dict(n=args.n, d=args.d, k=args.k, gram_s=t_gram,
-                                           pass1_s=t_pass1, pass2_s=t_pass2,
-                                           ratio_pass1=ratio1, ratio_pass2=ratio2), md)
+    js, mdp = write_report(
+        "moments",
+        dict(
+            n=args.n,
+            d=args.d,
+            k=args.k,
+            gram_s=t_gram,
+            pass1_s=t_pass1,
+            pass2_s=t_pass2,
+            ratio_pass1=ratio1,
+            ratio_pass2=ratio2,
+        ),
+        md,
+    )
     print("\n".join(md))
     print(f"\nwrote {js} and {mdp}")
 

@@ -89,20 +89,74 @@ DATASETS = {
     "mcycle": ("MASS", "mcycle", ["times"], "accel", (2, 3, 4)),
     "faithful": ("datasets", "faithful", ["waiting"], "eruptions", (2, 3)),
     "geyser": ("MASS", "geyser", ["waiting"], "duration", (2, 3)),
-    "cpus": ("MASS", "cpus", ["syct", "mmin", "mmax", "cach", "chmin", "chmax"], "perf",
-             (2, 3)),
-    "Auto": ("ISLR", "Auto", ["cylinders", "displacement", "horsepower", "weight",
-                              "acceleration", "year"], "mpg", (2, 3)),
-    "Housing": ("Ecdat", "Housing", ["lotsize", "bedrooms", "bathrms", "stories", "garagepl"],
-                "price", (2, 3)),
-    "CASchools": ("AER", "CASchools", ["students", "teachers", "calworks", "lunch", "computer",
-                                       "expenditure", "income", "english"], "math", (2, 3)),
-    "Boston": ("MASS", "Boston", ["crim", "zn", "indus", "chas", "nox", "rm", "age", "dis", "rad",
-                                  "tax", "ptratio", "black", "lstat"], "medv", (2, 3)),
-    "concrete": ("modeldata", "concrete", ["cement", "blast_furnace_slag", "fly_ash", "water",
-                                           "superplasticizer", "coarse_aggregate",
-                                           "fine_aggregate", "age"],
-                 "compressive_strength", (2, 3)),
+    "cpus": ("MASS", "cpus", ["syct", "mmin", "mmax", "cach", "chmin", "chmax"], "perf", (2, 3)),
+    "Auto": (
+        "ISLR",
+        "Auto",
+        ["cylinders", "displacement", "horsepower", "weight", "acceleration", "year"],
+        "mpg",
+        (2, 3),
+    ),
+    "Housing": (
+        "Ecdat",
+        "Housing",
+        ["lotsize", "bedrooms", "bathrms", "stories", "garagepl"],
+        "price",
+        (2, 3),
+    ),
+    "CASchools": (
+        "AER",
+        "CASchools",
+        [
+            "students",
+            "teachers",
+            "calworks",
+            "lunch",
+            "computer",
+            "expenditure",
+            "income",
+            "english",
+        ],
+        "math",
+        (2, 3),
+    ),
+    "Boston": (
+        "MASS",
+        "Boston",
+        [
+            "crim",
+            "zn",
+            "indus",
+            "chas",
+            "nox",
+            "rm",
+            "age",
+            "dis",
+            "rad",
+            "tax",
+            "ptratio",
+            "black",
+            "lstat",
+        ],
+        "medv",
+        (2, 3),
+    ),
+    "concrete": (
+        "modeldata",
+        "concrete",
+        [
+            "cement",
+            "blast_furnace_slag",
+            "fly_ash",
+            "water",
+            "superplasticizer",
+            "coarse_aggregate",
+            "fine_aggregate",
+            "age",
+        ],
+        "compressive_strength",
+        (2, 3),
+    ),
 }
 
 
@@ -134,8 +188,11 @@ def assess(params, X, y, k):
         ll = float(params.log_likelihood(X, y).sum())
         share = params.posterior(X, y).mean(0)
     sigma = params.noise_vector
-    out = dict(loglik=ll, min_sigma_over_std_y=float(sigma.min() / y.std()),
-               min_share=float(share.min()) if np.all(np.isfinite(share)) else float("nan"))
+    out = dict(
+        loglik=ll,
+        min_sigma_over_std_y=float(sigma.min() / y.std()),
+        min_share=float(share.min()) if np.all(np.isfinite(share)) else float("nan"),
+    )
     if params.n_experts < k:
         why = f"lost a component ({params.n_experts} of {k} left)"
     elif not np.isfinite(ll):
@@ -160,8 +217,9 @@ def fit_moelearn(X, y, k, **kw):
 
 def _per_expert(params):
     p = params.copy()
-    return MoEParams(p.experts, p.gating, p.expert_bias, p.gating_bias,
-                     noise_std=p.noise_vector, link=p.link)
+    return MoEParams(
+        p.experts, p.gating, p.expert_bias, p.gating_bias, noise_std=p.noise_vector, link=p.link
+    )
 
 
 def _long(**kw):
@@ -177,25 +235,25 @@ def search(X, y, k, seeds, n_init, starts):
     cands = []
 
     def add(label, params, secs):
-        cands.append(dict(method=label, seconds=secs, **assess(params, X, y, k),
-                          params=params.to_dict()))
+        cands.append(
+            dict(method=label, seconds=secs, **assess(params, X, y, k), params=params.to_dict())
+        )
 
     for s in seeds:
-        est, secs = fit_moelearn(X, y, k, noise="expert", n_init=n_init, random_state=s,
-                                 **_long())
+        est, secs = fit_moelearn(X, y, k, noise="expert", n_init=n_init, random_state=s, **_long())
         add(f"noise='expert', n_init={n_init}, seed {s}", est.params_, secs)
-        est, secs = fit_moelearn(X, y, k, noise="shared", n_init=n_init, random_state=s,
-                                 **_long())
+        est, secs = fit_moelearn(X, y, k, noise="shared", n_init=n_init, random_state=s, **_long())
         add(f"noise='shared', n_init={n_init}, seed {s}", est.params_, secs)
-        warm, secs2 = fit_moelearn(X, y, k, noise="expert", init_params=_per_expert(est.params_),
-                                   **_long())
-        add(f"noise='expert' from the shared-noise optimum, seed {s}", warm.params_,
-            secs + secs2)
+        warm, secs2 = fit_moelearn(
+            X, y, k, noise="expert", init_params=_per_expert(est.params_), **_long()
+        )
+        add(f"noise='expert' from the shared-noise optimum, seed {s}", warm.params_, secs + secs2)
     for label, params in starts.items():
         if params is None or params.n_experts != k:
             continue
-        est, secs = fit_moelearn(X, y, k, noise="expert", init_params=_per_expert(params),
-                                 **_long())
+        est, secs = fit_moelearn(
+            X, y, k, noise="expert", init_params=_per_expert(params), **_long()
+        )
         add(f"noise='expert' refit from {label}", est.params_, secs)
     return cands
 
@@ -211,9 +269,14 @@ def _r_fits(X, y, ks, seed, with_hme):
 def _record(res, X, y, k):
     """A flexmix / hmeEM result as a JSON-able record (parameters kept)."""
     p = res["params"]
-    rec = dict(seconds=res["seconds"], status=res["status"], r_loglik=res.get("loglik"),
-               df=res.get("df"), k_found=res.get("k_found", k if p is not None else 0),
-               **assess(p, X, y, k))
+    rec = dict(
+        seconds=res["seconds"],
+        status=res["status"],
+        r_loglik=res.get("loglik"),
+        df=res.get("df"),
+        k_found=res.get("k_found", k if p is not None else 0),
+        **assess(p, X, y, k),
+    )
     rec["params"] = p.to_dict() if p is not None else None
     return rec
 
@@ -221,8 +284,9 @@ def _record(res, X, y, k):
 def _params(rec):
     if not rec or rec.get("params") is None:
         return None
-    return MoEParams(**{key: np.asarray(v) if key != "link" else v
-                        for key, v in rec["params"].items()})
+    return MoEParams(
+        **{key: np.asarray(v) if key != "link" else v for key, v in rec["params"].items()}
+    )
 
 
 def build_reference(name, X, y, ks, args, cache):
@@ -232,8 +296,11 @@ def build_reference(name, X, y, ks, args, cache):
     """
     h = data_hash(X, y)
     keys = {k: f"{name}/K={k}" for k in ks}
-    todo = [k for k in ks if not (args.reuse_reference and keys[k] in cache
-                                  and cache[keys[k]]["hash"] == h)]
+    todo = [
+        k
+        for k in ks
+        if not (args.reuse_reference and keys[k] in cache and cache[keys[k]]["hash"] == h)
+    ]
     if not todo:
         return []
     with_hme = X.shape[1] == 1 and 2 in todo
@@ -251,23 +318,37 @@ def build_reference(name, X, y, ks, args, cache):
         if hme_rec is not None:
             starts["hmeEM"] = _params(hme_rec)
         cands = searched[k] + search(X, y, k, [], 0, starts)
-        cands += [dict(rec, method=label) for label, rec in (("flexmix nrep=50", fm50),
-                                                             ("hmeEM", hme_rec)) if rec]
+        cands += [
+            dict(rec, method=label)
+            for label, rec in (("flexmix nrep=50", fm50), ("hmeEM", hme_rec))
+            if rec
+        ]
         valid = [c for c in cands if c["valid"]]
         best = max(valid, key=lambda c: c["loglik"]) if valid else None
         earlier = cache.get(keys[k])
-        if (earlier and earlier["hash"] == h and earlier.get("best")
-                and (best is None or earlier["best"]["loglik"] > best["loglik"])):
+        if (
+            earlier
+            and earlier["hash"] == h
+            and earlier.get("best")
+            and (best is None or earlier["best"]["loglik"] > best["loglik"])
+        ):
             # the best known only improves: keep an earlier search's better optimum
             best = dict(earlier["best"])
             if not best["method"].endswith("(earlier run)"):
                 best["method"] += f" (earlier run, {earlier['computed']})"
         cache[keys[k]] = dict(
-            dataset=name, k=k, hash=h, n=len(y), d=X.shape[1],
+            dataset=name,
+            k=k,
+            hash=h,
+            n=len(y),
+            d=X.shape[1],
             search=dict(seeds=list(args.search_seeds), n_init=args.search_starts),
-            flexmix50=fm50, hmeem=hme_rec,
+            flexmix50=fm50,
+            hmeem=hme_rec,
             candidates=[{key: v for key, v in c.items() if key != "params"} for c in cands],
-            best=best, computed=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+            best=best,
+            computed=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        )
     return [keys[k] for k in todo]
 
 
@@ -277,11 +358,16 @@ def run_case_timed(name, X, y, ks, skip_fm5):
     for k in ks:
         est, secs = fit_moelearn(X, y, k)
         noise_values = 1 if np.ndim(est.params_.noise_std) == 0 else k
-        out[k] = dict(default=dict(seconds=secs, n_params=n_parameters(k, X.shape[1],
-                                                                       noise_values),
-                                   init_method=est.init_method_, n_iter=est.n_iter_,
-                                   **assess(est.params_, X, y, k),
-                                   params=est.params_.to_dict()))
+        out[k] = dict(
+            default=dict(
+                seconds=secs,
+                n_params=n_parameters(k, X.shape[1], noise_values),
+                init_method=est.init_method_,
+                n_iter=est.n_iter_,
+                **assess(est.params_, X, y, k),
+                params=est.params_.to_dict(),
+            )
+        )
     if not skip_fm5:
         fm = run_flexmix(X, y, np.full(len(y), -1), [(k, -1, 5, 5) for k in ks])
         for k, res in zip(ks, fm, strict=True):
@@ -296,16 +382,27 @@ def _fmt(x, spec=".2f"):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    ap.add_argument("--reuse-reference", action="store_true",
-                    help="read the best-known search, flexmix nrep=50 and hmeEM from "
-                         f"{REFERENCE.name} instead of recomputing them")
-    ap.add_argument("--skip-flexmix5", action="store_true",
-                    help="skip flexmix nrep=5 (the time ratio then uses the cached times)")
-    ap.add_argument("--report", default="optima",
-                    help="name of the report (benchmarks/reports/NAME.{json,md})")
+    ap.add_argument(
+        "--reuse-reference",
+        action="store_true",
+        help="read the best-known search, flexmix nrep=50 and hmeEM from "
+        f"{REFERENCE.name} instead of recomputing them",
+    )
+    ap.add_argument(
+        "--skip-flexmix5",
+        action="store_true",
+        help="skip flexmix nrep=5 (the time ratio then uses the cached times)",
+    )
+    ap.add_argument(
+        "--report", default="optima", help="name of the report (benchmarks/reports/NAME.{json,md})"
+    )
     ap.add_argument("--search-seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--search-starts", type=int, default=50,
-                    help="n_init of each long run in the best-known search")
+    ap.add_argument(
+        "--search-starts",
+        type=int,
+        default=50,
+        help="n_init of each long run in the best-known search",
+    )
     args = ap.parse_args()
     ensure_flexmix(mixtools=True)
     cache = json.loads(REFERENCE.read_text())["cases"] if REFERENCE.exists() else {}
@@ -327,13 +424,22 @@ def main():
             if not args.skip_flexmix5:
                 cache[key]["flexmix5_last"] = {
                     field: timed[name][k]["flexmix5"][field]
-                    for field in ("seconds", "loglik", "valid")}
+                    for field in ("seconds", "loglik", "valid")
+                }
         REFERENCE.parent.mkdir(parents=True, exist_ok=True)
         tmp = REFERENCE.with_suffix(".tmp")  # replaced atomically: readers never see half
-        tmp.write_text(json.dumps(dict(
-            description="Cached best-known optima, flexmix nrep=50 and hmeEM fits for "
-                        "benchmarks/optima.py (see its docstring); total log-likelihoods in "
-                        "nats.", cases=cache), indent=1, default=float))
+        tmp.write_text(
+            json.dumps(
+                dict(
+                    description="Cached best-known optima, flexmix nrep=50 and hmeEM fits for "
+                    "benchmarks/optima.py (see its docstring); total log-likelihoods in "
+                    "nats.",
+                    cases=cache,
+                ),
+                indent=1,
+                default=float,
+            )
+        )
         tmp.replace(REFERENCE)
 
     cases = []
@@ -345,8 +451,10 @@ def main():
             best, best_method = -np.inf, None
             if ref["best"] is not None:
                 best, best_method = ref["best"]["loglik"], ref["best"]["method"]
-            for label, rec in (("default (this run)", now["default"]),
-                               ("flexmix nrep=5 (this run)", fm5)):
+            for label, rec in (
+                ("default (this run)", now["default"]),
+                ("flexmix nrep=5 (this run)", fm5),
+            ):
                 if rec and rec["valid"] and rec["loglik"] > best:
                     best, best_method = rec["loglik"], label
 
@@ -354,27 +462,43 @@ def main():
                 return best - rec["loglik"] if rec and rec["valid"] else None
 
             d = X.shape[1]
-            best_rec = (ref["best"] if best_method == (ref["best"] or {}).get("method")
-                        else now["default"] if best_method.startswith("default") else fm5)
-            case = dict(dataset=name, n=len(y), d=d, k=k, hash=ref["hash"],
-                        n_params=n_parameters(k, d, k), best=best, best_method=best_method,
-                        best_min_share=best_rec["min_share"],
-                        best_min_sigma_over_std_y=best_rec["min_sigma_over_std_y"],
-                        default={key: v for key, v in now["default"].items() if key != "params"},
-                        default_gap=gap(now["default"]),
-                        flexmix5=None if fm5 is None else
-                        {key: v for key, v in fm5.items() if key != "params"},
-                        flexmix5_gap=gap(fm5),
-                        flexmix5_seconds=fm5["seconds"] if fm5 else
-                        ref.get("flexmix5_last", {}).get("seconds"),
-                        flexmix50={key: v for key, v in ref["flexmix50"].items()
-                                   if key != "params"},
-                        flexmix50_gap=gap(ref["flexmix50"]),
-                        hmeem=None if ref["hmeem"] is None else
-                        {key: v for key, v in ref["hmeem"].items() if key != "params"},
-                        hmeem_gap=gap(ref["hmeem"]))
-            case["default_reached"] = bool(case["default_gap"] is not None
-                                           and case["default_gap"] <= TOLERANCE)
+            best_rec = (
+                ref["best"]
+                if best_method == (ref["best"] or {}).get("method")
+                else now["default"]
+                if best_method.startswith("default")
+                else fm5
+            )
+            case = dict(
+                dataset=name,
+                n=len(y),
+                d=d,
+                k=k,
+                hash=ref["hash"],
+                n_params=n_parameters(k, d, k),
+                best=best,
+                best_method=best_method,
+                best_min_share=best_rec["min_share"],
+                best_min_sigma_over_std_y=best_rec["min_sigma_over_std_y"],
+                default={key: v for key, v in now["default"].items() if key != "params"},
+                default_gap=gap(now["default"]),
+                flexmix5=None
+                if fm5 is None
+                else {key: v for key, v in fm5.items() if key != "params"},
+                flexmix5_gap=gap(fm5),
+                flexmix5_seconds=fm5["seconds"]
+                if fm5
+                else ref.get("flexmix5_last", {}).get("seconds"),
+                flexmix50={key: v for key, v in ref["flexmix50"].items() if key != "params"},
+                flexmix50_gap=gap(ref["flexmix50"]),
+                hmeem=None
+                if ref["hmeem"] is None
+                else {key: v for key, v in ref["hmeem"].items() if key != "params"},
+                hmeem_gap=gap(ref["hmeem"]),
+            )
+            case["default_reached"] = bool(
+                case["default_gap"] is not None and case["default_gap"] <= TOLERANCE
+            )
             cases.append(case)
 
     reached = sum(c["default_reached"] for c in cases)
@@ -382,13 +506,18 @@ def main():
     fm5_times = [c["flexmix5_seconds"] for c in cases]
     t_fm5 = sum(fm5_times) if all(t is not None for t in fm5_times) else float("nan")
     ratio = t_default / t_fm5
-    where = ("this run" if not args.skip_flexmix5
-             else "cached times of the last full run (--skip-flexmix5)")
+    where = (
+        "this run"
+        if not args.skip_flexmix5
+        else "cached times of the last full run (--skip-flexmix5)"
+    )
     degenerate = sum(not c["default"]["valid"] for c in cases)
-    summary = (f"default within {TOLERANCE} nats of the best known on {reached} of {len(cases)} "
-               f"cases ({degenerate} degenerate); total default time / total flexmix nrep=5 "
-               f"time = {t_default:.2f} s / "
-               f"{t_fm5:.2f} s = {ratio:.3f} (target <= 1/3; flexmix times from {where})")
+    summary = (
+        f"default within {TOLERANCE} nats of the best known on {reached} of {len(cases)} "
+        f"cases ({degenerate} degenerate); total default time / total flexmix nrep=5 "
+        f"time = {t_default:.2f} s / "
+        f"{t_fm5:.2f} s = {ratio:.3f} (target <= 1/3; flexmix times from {where})"
+    )
 
     def cell(rec, g):
         if rec is None:
@@ -397,29 +526,34 @@ def main():
             return f"{_fmt(rec['loglik'])} ✗", "–"
         return _fmt(rec["loglik"]), _fmt(g)
 
-    md = ["# Optima on real data: the default fit vs the best known optimum", "",
-          f"**{summary}**", "",
-          "Total log-likelihood (nats, original units of y, same Python scoring for every "
-          "method); gap = best known − method (nats); times in seconds (R's timed inside R). "
-          "Model: K linear experts, one variance per expert, multinomial-logit gate on the same "
-          "covariates; the parameter count is K(d+1) + (K−1)(d+1) + K (moelearn's default "
-          "counts one variance while `noise='shared'`). ✗ marks a fit that is excluded: "
-          "flexmix lost a component (prior < 5%), or the fit is degenerate (smallest sigma "
-          "< 1e-3 std(y), or smallest mean responsibility < max(0.05, (d+2)/n)); such fits "
-          "have no gap. In the default's gap column ✓ / ✗: within / not within "
-          f"{TOLERANCE} nats of the best known (a degenerate default counts as ✗). "
-          "hmeEM (mixtools) accepts only K = 2 and its gate update uses one "
-          "feature: n/a elsewhere. The best known comes from the cached search "
-          "(`optima_reference.json`: long `noise='expert'` runs with many starts, "
-          "per-expert refits from the shared-noise optimum, from flexmix nrep=50 and from "
-          "hmeEM) and from this run's valid fits. The default fit is called without a "
-          "random_state, as a user would, so its figures can change from run to run; times "
-          "are wall-clock on a shared machine. flexmix's variances carry a degrees-of-freedom "
-          "correction, so its parameters are scored slightly below the nearby maximum (the "
-          "refits started from them are in the best-known search).", "",
-          "| data | n | d | K | params (default) | best known | default | gap | time | "
-          "flexmix nrep=5 | gap | time | flexmix nrep=50 | gap | time | hmeEM | gap | time |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    md = [
+        "# Optima on real data: the default fit vs the best known optimum",
+        "",
+        f"**{summary}**",
+        "",
+        "Total log-likelihood (nats, original units of y, same Python scoring for every "
+        "method); gap = best known − method (nats); times in seconds (R's timed inside R). "
+        "Model: K linear experts, one variance per expert, multinomial-logit gate on the same "
+        "covariates; the parameter count is K(d+1) + (K−1)(d+1) + K (moelearn's default "
+        "counts one variance while `noise='shared'`). ✗ marks a fit that is excluded: "
+        "flexmix lost a component (prior < 5%), or the fit is degenerate (smallest sigma "
+        "< 1e-3 std(y), or smallest mean responsibility < max(0.05, (d+2)/n)); such fits "
+        "have no gap. In the default's gap column ✓ / ✗: within / not within "
+        f"{TOLERANCE} nats of the best known (a degenerate default counts as ✗). "
+        "hmeEM (mixtools) accepts only K = 2 and its gate update uses one "
+        "feature: n/a elsewhere. The best known comes from the cached search "
+        "(`optima_reference.json`: long `noise='expert'` runs with many starts, "
+        "per-expert refits from the shared-noise optimum, from flexmix nrep=50 and from "
+        "hmeEM) and from this run's valid fits. The default fit is called without a "
+        "random_state, as a user would, so its figures can change from run to run; times "
+        "are wall-clock on a shared machine. flexmix's variances carry a degrees-of-freedom "
+        "correction, so its parameters are scored slightly below the nearby maximum (the "
+        "refits started from them are in the best-known search).",
+        "",
+        "| data | n | d | K | params (default) | best known | default | gap | time | "
+        "flexmix nrep=5 | gap | time | flexmix nrep=50 | gap | time | hmeEM | gap | time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for c in cases:
         dl, dg = cell(c["default"], c["default_gap"])
         f5, g5 = cell(c["flexmix5"], c["flexmix5_gap"])
@@ -430,25 +564,46 @@ def main():
             hm, gh = cell(c["hmeem"], c["hmeem_gap"])
             th = _fmt(c["hmeem"]["seconds"])
         mark = " ✓" if c["default_reached"] else " ✗"
-        md.append(f"| {c['dataset']} | {c['n']} | {c['d']} | {c['k']} | {c['n_params']} "
-                  f"({c['default']['n_params']}) | {_fmt(c['best'])} | {dl} | {dg}{mark} | "
-                  f"{_fmt(c['default']['seconds'])} | {f5} | {g5} | "
-                  f"{_fmt(c['flexmix5_seconds'])} | {f50} | {g50} | "
-                  f"{_fmt(c['flexmix50']['seconds'])} | {hm} | {gh} | {th} |")
+        md.append(
+            f"| {c['dataset']} | {c['n']} | {c['d']} | {c['k']} | {c['n_params']} "
+            f"({c['default']['n_params']}) | {_fmt(c['best'])} | {dl} | {dg}{mark} | "
+            f"{_fmt(c['default']['seconds'])} | {f5} | {g5} | "
+            f"{_fmt(c['flexmix5_seconds'])} | {f50} | {g50} | "
+            f"{_fmt(c['flexmix50']['seconds'])} | {hm} | {gh} | {th} |"
+        )
     md += ["", "Where the best known comes from:", ""]
-    md += [f"* {c['dataset']} K={c['k']}: {c['best_method']} (smallest component share "
-           f"{c['best_min_share']:.3f}, smallest sigma {c['best_min_sigma_over_std_y']:.3f} "
-           f"std(y))" for c in cases]
-    df_check = [(c["dataset"], c["k"], c["flexmix50"]["df"], c["n_params"]) for c in cases
-                if c["flexmix50"]["df"] not in (None, -1) and c["flexmix50"]["k_found"] == c["k"]]
+    md += [
+        f"* {c['dataset']} K={c['k']}: {c['best_method']} (smallest component share "
+        f"{c['best_min_share']:.3f}, smallest sigma {c['best_min_sigma_over_std_y']:.3f} "
+        f"std(y))"
+        for c in cases
+    ]
+    df_check = [
+        (c["dataset"], c["k"], c["flexmix50"]["df"], c["n_params"])
+        for c in cases
+        if c["flexmix50"]["df"] not in (None, -1) and c["flexmix50"]["k_found"] == c["k"]
+    ]
     bad = [x for x in df_check if x[2] != x[3]]
-    md += ["", f"flexmix's parameter count (`attr(logLik(fit), 'df')`) equals K(d+1) + "
-               f"(K−1)(d+1) + K on {len(df_check) - len(bad)} of {len(df_check)} cases "
-               f"where it kept K components" + (f"; differs on {bad}" if bad else "") + "."]
-    js, mdp = write_report(args.report, dict(summary=summary, reached=reached, cases=cases,
-                                          total_default_s=t_default, total_flexmix5_s=t_fm5,
-                                          time_ratio=ratio, reused_reference=args.reuse_reference,
-                                          skipped_flexmix5=args.skip_flexmix5), md)
+    md += [
+        "",
+        f"flexmix's parameter count (`attr(logLik(fit), 'df')`) equals K(d+1) + "
+        f"(K−1)(d+1) + K on {len(df_check) - len(bad)} of {len(df_check)} cases "
+        f"where it kept K components" + (f"; differs on {bad}" if bad else "") + ".",
+    ]
+    js, mdp = write_report(
+        args.report,
+        dict(
+            summary=summary,
+            reached=reached,
+            cases=cases,
+            total_default_s=t_default,
+            total_flexmix5_s=t_fm5,
+            time_ratio=ratio,
+            reused_reference=args.reuse_reference,
+            skipped_flexmix5=args.skip_flexmix5,
+        ),
+        md,
+    )
     print("\n".join(md))
     print(f"\nwrote {js} and {mdp}")
 

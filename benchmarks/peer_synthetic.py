@@ -39,43 +39,78 @@ def main():
             est = MixtureOfExpertsRegressor(3, random_state=seed).fit(X, y)
             secs = time.perf_counter() - t
             lost = est.predict_gating(X[:20000]).mean(0).min() < 0.01
-            rows.append(dict(method="moelearn", n=n, seed=seed, seconds=secs,
-                             error=parameter_errors(est, truth).experts, failed=bool(lost)))
+            rows.append(
+                dict(
+                    method="moelearn",
+                    n=n,
+                    seed=seed,
+                    seconds=secs,
+                    error=parameter_errors(est, truth).experts,
+                    failed=bool(lost),
+                )
+            )
             if n <= args.max_flexmix_n:
                 res = run_flexmix(X, y, np.full(n, -1), [(3, 0, 1000 + seed)])[0]
                 if res["params"] is None or res["k_found"] < 3:
-                    rows.append(dict(method="flexmix", n=n, seed=seed, seconds=res["seconds"],
-                                     error=np.nan, failed=True))
+                    rows.append(
+                        dict(
+                            method="flexmix",
+                            n=n,
+                            seed=seed,
+                            seconds=res["seconds"],
+                            error=np.nan,
+                            failed=True,
+                        )
+                    )
                 else:
-                    rows.append(dict(method="flexmix", n=n, seed=seed, seconds=res["seconds"],
-                                     error=parameter_errors(res["params"], truth).experts,
-                                     failed=False))
-    md = [f"# moelearn vs flexmix, synthetic (d=10, k=3, linear, sigma=0.2; {args.seeds} seeds)",
-          "", "| n | moelearn error | flexmix error | moelearn time (s) | flexmix time (s) | "
-          "time ratio | failures (moelearn / flexmix) |", "|---|---|---|---|---|---|---|"]
+                    rows.append(
+                        dict(
+                            method="flexmix",
+                            n=n,
+                            seed=seed,
+                            seconds=res["seconds"],
+                            error=parameter_errors(res["params"], truth).experts,
+                            failed=False,
+                        )
+                    )
+    md = [
+        f"# moelearn vs flexmix, synthetic (d=10, k=3, linear, sigma=0.2; {args.seeds} seeds)",
+        "",
+        "| n | moelearn error | flexmix error | moelearn time (s) | flexmix time (s) | "
+        "time ratio | failures (moelearn / flexmix) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     summary = []
     for n in NS:
         m = [r for r in rows if r["n"] == n and r["method"] == "moelearn"]
         f = [r for r in rows if r["n"] == n and r["method"] == "flexmix"]
-        s = dict(n=n, moelearn_error=float(np.nanmedian([r["error"] for r in m])),
-                 moelearn_s=float(np.median([r["seconds"] for r in m])),
-                 moelearn_failures=sum(r["failed"] for r in m))
+        s = dict(
+            n=n,
+            moelearn_error=float(np.nanmedian([r["error"] for r in m])),
+            moelearn_s=float(np.median([r["seconds"] for r in m])),
+            moelearn_failures=sum(r["failed"] for r in m),
+        )
         if f:
             errs = [r["error"] for r in f if np.isfinite(r["error"])]
-            s.update(flexmix_error=float(np.median(errs)) if errs else np.nan,
-                     flexmix_s=float(np.median([r["seconds"] for r in f])),
-                     flexmix_failures=sum(r["failed"] for r in f))
+            s.update(
+                flexmix_error=float(np.median(errs)) if errs else np.nan,
+                flexmix_s=float(np.median([r["seconds"] for r in f])),
+                flexmix_failures=sum(r["failed"] for r in f),
+            )
             s["ratio"] = s["flexmix_s"] / s["moelearn_s"]
-            md.append(f"| {n:,} | {s['moelearn_error']:.4f} | {s['flexmix_error']:.4f} | "
-                      f"{s['moelearn_s']:.2f} | {s['flexmix_s']:.2f} | {s['ratio']:.0f}x | "
-                      f"{s['moelearn_failures']} / {s['flexmix_failures']} |")
+            md.append(
+                f"| {n:,} | {s['moelearn_error']:.4f} | {s['flexmix_error']:.4f} | "
+                f"{s['moelearn_s']:.2f} | {s['flexmix_s']:.2f} | {s['ratio']:.0f}x | "
+                f"{s['moelearn_failures']} / {s['flexmix_failures']} |"
+            )
         else:
-            md.append(f"| {n:,} | {s['moelearn_error']:.4f} | - | {s['moelearn_s']:.2f} | - | - "
-                      f"| {s['moelearn_failures']} / - |")
+            md.append(
+                f"| {n:,} | {s['moelearn_error']:.4f} | - | {s['moelearn_s']:.2f} | - | - "
+                f"| {s['moelearn_failures']} / - |"
+            )
         summary.append(s)
     _figure(summary)
-    js, mdp = write_report("peer_synthetic", dict(seeds=args.seeds, rows=rows,
-                                                  summary=summary), md)
+    js, mdp = write_report("peer_synthetic", dict(seeds=args.seeds, rows=rows, summary=summary), md)
     print("\n".join(md))
     print(f"\nwrote {js} and {mdp}")
 
@@ -90,12 +125,20 @@ def _figure(summary):
     fm = [s for s in summary if "flexmix_s" in s]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     axes[0].loglog(ns, [s["moelearn_error"] for s in summary], "o-", label="moelearn (default)")
-    axes[0].loglog([s["n"] for s in fm], [s["flexmix_error"] for s in fm], "s--",
-                   label="flexmix (stepFlexmix, 3 starts)")
+    axes[0].loglog(
+        [s["n"] for s in fm],
+        [s["flexmix_error"] for s in fm],
+        "s--",
+        label="flexmix (stepFlexmix, 3 starts)",
+    )
     axes[0].set_ylabel("expert error (median over seeds)")
     axes[1].loglog(ns, [s["moelearn_s"] for s in summary], "o-", label="moelearn (default)")
-    axes[1].loglog([s["n"] for s in fm], [s["flexmix_s"] for s in fm], "s--",
-                   label="flexmix (stepFlexmix, 3 starts)")
+    axes[1].loglog(
+        [s["n"] for s in fm],
+        [s["flexmix_s"] for s in fm],
+        "s--",
+        label="flexmix (stepFlexmix, 3 starts)",
+    )
     axes[1].set_ylabel("fit time (s)")
     for ax in axes:
         ax.set_xlabel("number of samples n (d=10, k=3)")

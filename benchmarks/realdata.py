@@ -30,11 +30,13 @@ from sklearn.model_selection import KFold
 
 from moelearn import MixtureOfExpertsRegressor, datasets
 
-SOLVERS = {"moelearn (default)": dict(solver="moments"),
-           "moelearn (default, noise='expert')": dict(solver="moments", noise="expert"),
-           "moelearn (default, n_init=10)": dict(solver="moments", n_init=10),
-           "moelearn landscape (AISTATS'20)": dict(solver="landscape"),
-           "moelearn tensor (ICML'19)": dict(solver="tensor")}
+SOLVERS = {
+    "moelearn (default)": dict(solver="moments"),
+    "moelearn (default, noise='expert')": dict(solver="moments", noise="expert"),
+    "moelearn (default, n_init=10)": dict(solver="moments", n_init=10),
+    "moelearn landscape (AISTATS'20)": dict(solver="landscape"),
+    "moelearn tensor (ICML'19)": dict(solver="tensor"),
+}
 
 
 def _load(name):
@@ -56,8 +58,18 @@ def evaluate(name, ks, n_folds=10):
     records = []
 
     def record(method, k, f, mse, ll, secs, failed):
-        records.append(dict(dataset=name, method=method, k=k, fold=f, mse=mse, loglik=ll,
-                            seconds=secs, failed=failed))
+        records.append(
+            dict(
+                dataset=name,
+                method=method,
+                k=k,
+                fold=f,
+                mse=mse,
+                loglik=ll,
+                seconds=secs,
+                failed=failed,
+            )
+        )
 
     for k in progress(ks, label=f"{name}: moelearn"):
         for method, kw in SOLVERS.items():
@@ -94,11 +106,20 @@ def evaluate(name, ks, n_folds=10):
         pred = p.mean(X[te])
         ll = float(np.mean(p.log_likelihood(X[te], y[te])))
         failed = bool(res["k_found"] < k or not np.all(np.isfinite(pred)))
-        record("flexmix stepFlexmix (3 starts)", k, f, float(np.mean((pred - y[te]) ** 2)), ll,
-               res["seconds"], failed)
+        record(
+            "flexmix stepFlexmix (3 starts)",
+            k,
+            f,
+            float(np.mean((pred - y[te]) ** 2)),
+            ll,
+            res["seconds"],
+            failed,
+        )
 
-    for method, make in (("linear regression", LinearRegression),
-                         ("gradient boosting", lambda: GradientBoostingRegressor(random_state=0))):
+    for method, make in (
+        ("linear regression", LinearRegression),
+        ("gradient boosting", lambda: GradientBoostingRegressor(random_state=0)),
+    ):
         for f in range(n_folds):
             tr, te = folds != f, folds == f
             t = time.perf_counter()
@@ -118,11 +139,18 @@ def summarise(records):
     table = []
     for (ds, method, k), rs in rows.items():
         ok = [r for r in rs if np.isfinite(r["mse"])]
-        table.append(dict(dataset=ds, method=method, k=k,
-                          mse=float(np.mean([r["mse"] for r in ok])) if ok else np.nan,
-                          loglik=float(np.mean([r["loglik"] for r in ok])) if ok else np.nan,
-                          seconds=float(np.sum([r["seconds"] for r in rs])),
-                          failures=int(sum(r["failed"] for r in rs)), folds=len(rs)))
+        table.append(
+            dict(
+                dataset=ds,
+                method=method,
+                k=k,
+                mse=float(np.mean([r["mse"] for r in ok])) if ok else np.nan,
+                loglik=float(np.mean([r["loglik"] for r in ok])) if ok else np.nan,
+                seconds=float(np.sum([r["seconds"] for r in rs])),
+                failures=int(sum(r["failed"] for r in rs)),
+                folds=len(rs),
+            )
+        )
     return table
 
 
@@ -137,32 +165,56 @@ def main():
         recs, walls[name] = evaluate(name, args.ks)
         records += recs
     table = summarise(records)
-    md = ["# Real data: 10-fold cross-validation (standardised X and y)", "",
-          "MSE in units of Var(y); log-likelihood is the mean held-out log density per sample; "
-          "time is the total fit time over the 10 folds; failures count folds with NaN or a "
-          "lost component. The paper pipelines (no refinement) need k <= d and are left out "
-          "otherwise. flexmix fits one noise level per component, like noise='expert'.", ""]
+    md = [
+        "# Real data: 10-fold cross-validation (standardised X and y)",
+        "",
+        "MSE in units of Var(y); log-likelihood is the mean held-out log density per sample; "
+        "time is the total fit time over the 10 folds; failures count folds with NaN or a "
+        "lost component. The paper pipelines (no refinement) need k <= d and are left out "
+        "otherwise. flexmix fits one noise level per component, like noise='expert'.",
+        "",
+    ]
     for name in args.datasets:
-        md += [f"## {name}", "", "| method | k | test MSE | test log-lik | fit time (s) | "
-               "failures |", "|---|---|---|---|---|---|"]
-        for t in sorted((t for t in table if t["dataset"] == name),
-                        key=lambda t: (t["k"], t["method"])):
-            md.append(f"| {t['method']} | {t['k'] or '-'} | {t['mse']:.3f} | "
-                      f"{t['loglik']:.3f} | {t['seconds']:.2f} | {t['failures']}/{t['folds']} |")
+        md += [
+            f"## {name}",
+            "",
+            "| method | k | test MSE | test log-lik | fit time (s) | failures |",
+            "|---|---|---|---|---|---|",
+        ]
+        for t in sorted(
+            (t for t in table if t["dataset"] == name), key=lambda t: (t["k"], t["method"])
+        ):
+            md.append(
+                f"| {t['method']} | {t['k'] or '-'} | {t['mse']:.3f} | "
+                f"{t['loglik']:.3f} | {t['seconds']:.2f} | {t['failures']}/{t['folds']} |"
+            )
         for k in args.ks:
-            theirs = next((t for t in table if t["dataset"] == name and t["k"] == k
-                           and t["method"].startswith("flexmix")), None)
+            theirs = next(
+                (
+                    t
+                    for t in table
+                    if t["dataset"] == name and t["k"] == k and t["method"].startswith("flexmix")
+                ),
+                None,
+            )
             for variant in ("moelearn (default)", "moelearn (default, n_init=10)"):
-                ours = next((t for t in table if t["dataset"] == name and t["k"] == k
-                             and t["method"] == variant), None)
+                ours = next(
+                    (
+                        t
+                        for t in table
+                        if t["dataset"] == name and t["k"] == k and t["method"] == variant
+                    ),
+                    None,
+                )
                 if ours and theirs:
-                    md.append(f"\nk={k}, {variant}: MSE {ours['mse']:.3f} vs flexmix "
-                              f"{theirs['mse']:.3f} ({'✓' if ours['mse'] <= theirs['mse'] else '✗'}"
-                              f"); time ratio flexmix/moelearn "
-                              f"{theirs['seconds'] / ours['seconds']:.1f}x")
+                    md.append(
+                        f"\nk={k}, {variant}: MSE {ours['mse']:.3f} vs flexmix "
+                        f"{theirs['mse']:.3f} ({'✓' if ours['mse'] <= theirs['mse'] else '✗'}"
+                        f"); time ratio flexmix/moelearn "
+                        f"{theirs['seconds'] / ours['seconds']:.1f}x"
+                    )
         md.append("")
-    js, mdp = write_report("realdata", dict(table=table, records=records,
-                                            flexmix_wall_s=walls), md)
+    js, mdp = write_report("realdata", dict(table=table, records=records, flexmix_wall_s=walls), md)
     print("\n".join(md))
     print(f"\nwrote {js} and {mdp}")
 

@@ -91,8 +91,13 @@ def _timed_passes(data):
     data.map_reduce(lambda X, y: ReducedMomentAccumulator("linear", wh, sigma).update(X, y))
     t_moments = time.perf_counter() - t
     p = make_moe(D, K, noise_std=0.2, random_state=SEED)
-    values = dict(experts=p.experts, gating=p.gating, expert_bias=p.expert_bias,
-                  gating_bias=p.gating_bias, noise=p.noise_vector)
+    values = dict(
+        experts=p.experts,
+        gating=p.gating,
+        expert_bias=p.expert_bias,
+        gating_bias=p.gating_bias,
+        noise=p.noise_vector,
+    )
     link = get_link("linear")
     _sum_terms(data, values, link, True)  # warm-up (page cache, workers)
     t = time.perf_counter()
@@ -122,9 +127,16 @@ def worker(mode, n, folder):
         import dask.array as da
         import distributed
 
-        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                      host="127.0.0.1", dashboard_address=None) as cluster, \
-                distributed.Client(cluster) as client:
+        with (
+            distributed.LocalCluster(
+                n_workers=2,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
             Xm = np.load(X_path, mmap_mode="r")
             chunk = 500_000
             # the blocks are read by the workers from the file and kept in their memory
@@ -149,8 +161,7 @@ def worker(mode, n, folder):
         t_m = t_g = float("nan")
     else:
         raise SystemExit(f"unknown mode {mode}")
-    out.update(moment_rows_per_s=n / t_m, gradient_rows_per_s=n / t_g,
-               anon_mb_added=mem.added)
+    out.update(moment_rows_per_s=n / t_m, gradient_rows_per_s=n / t_g, anon_mb_added=mem.added)
     print(json.dumps(out))
 
 
@@ -171,35 +182,48 @@ def main():
     jobs.append(("fit", max(args.sizes)))
     rows = []
     for mode, n in progress(jobs, label="scale"):
-        res = subprocess.run([sys.executable, __file__, "--folder", args.folder,
-                              "--worker", mode, str(n)], capture_output=True, text=True)
+        res = subprocess.run(
+            [sys.executable, __file__, "--folder", args.folder, "--worker", mode, str(n)],
+            capture_output=True,
+            text=True,
+        )
         line = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
         if res.returncode or not line:
             rows.append(dict(mode=mode, n=n, error=res.stderr[-2000:]))
         else:
             rows.append(json.loads(line[-1]))
-    md = ["# Scale (d=10, k=3): throughput and anonymous memory", "",
-          "| n | mode | moment pass (rows/s) | refinement iteration (rows/s) | "
-          "anonymous memory added (MB) |", "|---|---|---|---|---|"]
+    md = [
+        "# Scale (d=10, k=3): throughput and anonymous memory",
+        "",
+        "| n | mode | moment pass (rows/s) | refinement iteration (rows/s) | "
+        "anonymous memory added (MB) |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
         if r["mode"] == "fit" or "error" in r:
             continue
-        md.append(f"| {r['n']:,} | {r['mode']} | {r['moment_rows_per_s']:.3g} | "
-                  f"{r['gradient_rows_per_s']:.3g} | {r['anon_mb_added']:.0f} |")
+        md.append(
+            f"| {r['n']:,} | {r['mode']} | {r['moment_rows_per_s']:.3g} | "
+            f"{r['gradient_rows_per_s']:.3g} | {r['anon_mb_added']:.0f} |"
+        )
     for n in args.sizes:
         by = {r["mode"]: r for r in rows if r["n"] == n and "error" not in r}
         if "memory" in by and "memmap" in by:
             ratio = by["memory"]["moment_rows_per_s"] / by["memmap"]["moment_rows_per_s"]
-            md.append(f"\nn={n:,}: memory / memmap moment throughput = {ratio:.2f} "
-                      f"({'✓' if ratio <= 2 else '✗'} target ≤ 2)")
+            md.append(
+                f"\nn={n:,}: memory / memmap moment throughput = {ratio:.2f} "
+                f"({'✓' if ratio <= 2 else '✗'} target ≤ 2)"
+            )
     fit = [r for r in rows if r["mode"] == "fit"]
     if fit and "error" not in fit[0]:
         f = fit[0]
-        md.append(f"\nDefault fit on the memory-mapped {f['n']:,} x 10 file: {f['fit_s']:.1f} s, "
-                  f"expert error {f['expert_error']:.4f} ({f['init_method']}), anonymous "
-                  f"memory added {f['anon_mb_added']:.0f} MB "
-                  f"({'✓' if f['anon_mb_added'] < 400 and f['expert_error'] <= 0.01 else '✗'} "
-                  "targets < 400 MB, error ≤ 0.01)")
+        md.append(
+            f"\nDefault fit on the memory-mapped {f['n']:,} x 10 file: {f['fit_s']:.1f} s, "
+            f"expert error {f['expert_error']:.4f} ({f['init_method']}), anonymous "
+            f"memory added {f['anon_mb_added']:.0f} MB "
+            f"({'✓' if f['anon_mb_added'] < 400 and f['expert_error'] <= 0.01 else '✗'} "
+            "targets < 400 MB, error ≤ 0.01)"
+        )
     errors = [r for r in rows if "error" in r]
     for r in errors:
         md.append(f"\n{r['mode']} n={r['n']} failed: {r['error'][-300:]}")

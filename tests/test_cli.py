@@ -22,11 +22,13 @@ def test_reproduce_quick_writes_files(tmp_path, experiment, monkeypatch):
     # shrink the quick settings further so the whole suite stays fast
     import moelearn.experiments as ex
 
-    monkeypatch.setattr(ex, "_success_grid",
-                        lambda quick: [dict(k=2, scale=1, noise=0.2, link="linear")])
+    monkeypatch.setattr(
+        ex, "_success_grid", lambda quick: [dict(k=2, scale=1, noise=0.2, link="linear")]
+    )
     monkeypatch.setattr(ex, "_timing_sizes", lambda quick: ([2_000, 4_000], [4, 5], 2_000))
-    assert main(["reproduce", experiment, "--quick", "--seeds", "1",
-                 "--output", str(tmp_path)]) == 0
+    assert (
+        main(["reproduce", experiment, "--quick", "--seeds", "1", "--output", str(tmp_path)]) == 0
+    )
     for ext in ("png", "json", "md"):
         assert (tmp_path / f"{experiment}.{ext}").stat().st_size > 0
     json.loads((tmp_path / f"{experiment}.json").read_text())
@@ -51,8 +53,10 @@ def test_fit_and_predict_round_trip(tmp_path, capsys):
     data = tmp_path / "train.csv"
     _write_csv(data, X, y)
     model = tmp_path / "model.npz"
-    assert main(["fit", str(data), "--target", "target", "--experts", "2",
-                 "--output", str(model)]) == 0
+    assert (
+        main(["fit", str(data), "--target", "target", "--experts", "2", "--output", str(model)])
+        == 0
+    )
     assert model.exists()
     feats = tmp_path / "feats.csv"
     np.savetxt(feats, X[:10], delimiter=",", header="x0,x1,x2,x3", comments="")
@@ -79,8 +83,15 @@ def test_bad_arguments_exit_nonzero_with_message(tmp_path, capsys, argv, message
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["demo", "--n-samples", "0"], ["reproduce", "everything"],
-                                  ["fit", "x.csv", "--experts", "2"], []])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo", "--n-samples", "0"],
+        ["reproduce", "everything"],
+        ["fit", "x.csv", "--experts", "2"],
+        [],
+    ],
+)
 def test_argparse_rejections(argv):
     with pytest.raises(SystemExit) as exc:
         main(argv)
@@ -95,8 +106,12 @@ def test_non_numeric_csv(tmp_path, capsys):
 
 
 def test_console_script_entry_point():
-    out = subprocess.run([sys.executable, "-m", "moelearn.cli", "--version"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "moelearn.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "moelearn" in out.stdout
 
 
@@ -112,8 +127,10 @@ def fitted(tmp_path_factory):
     data = folder / "train.csv"
     _write_csv(data, X, y)
     model = folder / "model.npz"
-    assert main(["fit", str(data), "--target", "target", "--experts", "2",
-                 "--output", str(model)]) == 0
+    assert (
+        main(["fit", str(data), "--target", "target", "--experts", "2", "--output", str(model)])
+        == 0
+    )
     return model, X, y
 
 
@@ -141,16 +158,23 @@ def test_predict_matches_columns_by_name(tmp_path, fitted):
 def test_predict_ignores_the_target_column(tmp_path, fitted):
     model, X, y = fitted
     _, expected = _predict(tmp_path, model, ["x0", "x1", "x2", "x3"], X[:20])
-    code, with_target = _predict(tmp_path, model, ["target", "x3", "x0", "x1", "x2"],
-                                 np.column_stack([y[:20], X[:20, [3, 0, 1, 2]]]))
+    code, with_target = _predict(
+        tmp_path,
+        model,
+        ["target", "x3", "x0", "x1", "x2"],
+        np.column_stack([y[:20], X[:20, [3, 0, 1, 2]]]),
+    )
     assert code == 0
     np.testing.assert_array_equal(with_target, expected)
 
 
-@pytest.mark.parametrize("header, message", [
-    (["x0", "x1", "x3"], "lacks the column(s) 'x2'"),
-    (["x0", "x1", "x2", "x3", "extra"], "column(s) 'extra' the model was not fitted on"),
-])
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        (["x0", "x1", "x3"], "lacks the column(s) 'x2'"),
+        (["x0", "x1", "x2", "x3", "extra"], "column(s) 'extra' the model was not fitted on"),
+    ],
+)
 def test_predict_names_missing_and_extra_columns(tmp_path, fitted, capsys, header, message):
     model, X, _ = fitted
     columns = np.random.default_rng(0).standard_normal((5, len(header)))
@@ -184,14 +208,18 @@ def test_predict_refuses_to_overwrite_without_force(tmp_path, fitted, capsys):
     assert "pass --force" in capsys.readouterr().err and out.read_text() == "keep"
 
 
-@pytest.mark.parametrize("delimiter, flag", [(";", None), ("\t", None), (";", ";"),
-                                             ("\t", "tab")])
+@pytest.mark.parametrize("delimiter, flag", [(";", None), ("\t", None), (";", ";"), ("\t", "tab")])
 def test_delimiters_are_sniffed_or_given(tmp_path, fitted, delimiter, flag):
     model, X, _ = fitted
     _, expected = _predict(tmp_path, model, ["x0", "x1", "x2", "x3"], X[:10])
     data = tmp_path / "new.csv"
-    np.savetxt(data, X[:10], delimiter=delimiter, header=delimiter.join(["x0", "x1", "x2", "x3"]),
-               comments="")
+    np.savetxt(
+        data,
+        X[:10],
+        delimiter=delimiter,
+        header=delimiter.join(["x0", "x1", "x2", "x3"]),
+        comments="",
+    )
     out = tmp_path / "other.csv"
     argv = ["predict", str(model), str(data), "--output", str(out)]
     assert main(argv + (["--delimiter", flag] if flag else [])) == 0
@@ -202,28 +230,58 @@ def test_semicolon_file_fits(tmp_path, capsys):
     data = tmp_path / "d.csv"
     rng = np.random.default_rng(0)
     X = rng.standard_normal((300, 2))
-    np.savetxt(data, np.column_stack([X, X @ [1.0, -1.0]]), delimiter=";", header="u;v;y",
-               comments="")
-    assert main(["fit", str(data), "--target", "y", "--experts", "1",
-                 "--output", str(tmp_path / "m.npz")]) == 0
+    np.savetxt(
+        data, np.column_stack([X, X @ [1.0, -1.0]]), delimiter=";", header="u;v;y", comments=""
+    )
+    assert (
+        main(
+            [
+                "fit",
+                str(data),
+                "--target",
+                "y",
+                "--experts",
+                "1",
+                "--output",
+                str(tmp_path / "m.npz"),
+            ]
+        )
+        == 0
+    )
     assert "300 rows x 2 features" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("body, message", [
-    ("a,b,y\n1,2,3\n4,5,6\n7,abc,9\n", "row 4, column 'b': 'abc' is not a number"),
-    ("a,b,y\n1,2,3\n4,,6\n", "row 3, column 'b': missing value"),
-    ("a,b,y\n1,2,3\n4,inf,6\n", "row 3, column 'b': 'inf' is not a finite number"),
-    ("a,b,y\n1,2,3\n\n4,5\n", "row 4: 2 fields, expected 3"),
-    ("a;b;y\n1,5;2;3\n", "row 2, column 'a': '1,5' is not a number (decimal commas"),
-    ("a,a,y\n1,2,3\n", "column 'a' appears twice"),
-    ("a,b,y\n", "no data rows"),
-    ("", "empty file"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("a,b,y\n1,2,3\n4,5,6\n7,abc,9\n", "row 4, column 'b': 'abc' is not a number"),
+        ("a,b,y\n1,2,3\n4,,6\n", "row 3, column 'b': missing value"),
+        ("a,b,y\n1,2,3\n4,inf,6\n", "row 3, column 'b': 'inf' is not a finite number"),
+        ("a,b,y\n1,2,3\n\n4,5\n", "row 4: 2 fields, expected 3"),
+        ("a;b;y\n1,5;2;3\n", "row 2, column 'a': '1,5' is not a number (decimal commas"),
+        ("a,a,y\n1,2,3\n", "column 'a' appears twice"),
+        ("a,b,y\n", "no data rows"),
+        ("", "empty file"),
+    ],
+)
 def test_bad_cells_are_named(tmp_path, capsys, body, message):
     data = tmp_path / "data.csv"
     data.write_text(body)
-    assert main(["fit", str(data), "--target", "y", "--experts", "1",
-                 "--output", str(tmp_path / "m.npz")]) == 2
+    assert (
+        main(
+            [
+                "fit",
+                str(data),
+                "--target",
+                "y",
+                "--experts",
+                "1",
+                "--output",
+                str(tmp_path / "m.npz"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith(f"moelearn: error: {data}")
     assert message in err and len(err.strip().splitlines()) == 1
@@ -244,16 +302,46 @@ def test_fit_options_reach_the_estimator(tmp_path, monkeypatch):
     p = make_moe(3, 2, noise_std=0.2, random_state=0)
     X, y = sample(p, 500, random_state=1)
     _write_csv(data, X, y)
-    base = ["fit", str(data), "--target", "target", "--experts", "2", "--force",
-            "--output", str(tmp_path / "m.npz")]
+    base = [
+        "fit",
+        str(data),
+        "--target",
+        "target",
+        "--experts",
+        "2",
+        "--force",
+        "--output",
+        str(tmp_path / "m.npz"),
+    ]
     assert main(base) == 0
-    assert main([*base, "--noise", "expert", "--n-init", "2", "--max-iter", "7", "--link",
-                 "tanh", "--solver", "em"]) == 0
+    assert (
+        main(
+            [
+                *base,
+                "--noise",
+                "expert",
+                "--n-init",
+                "2",
+                "--max-iter",
+                "7",
+                "--link",
+                "tanh",
+                "--solver",
+                "em",
+            ]
+        )
+        == 0
+    )
     defaults = est_module.MixtureOfExpertsRegressor().get_params()
     for key in ("noise", "n_init", "max_iter", "link", "solver"):
         assert seen[0][key] == defaults[key]  # absent flags leave the estimator's defaults
-    assert (seen[1]["noise"], seen[1]["n_init"], seen[1]["max_iter"], seen[1]["link"],
-            seen[1]["solver"]) == ("expert", 2, 7, "tanh", "em")
+    assert (
+        seen[1]["noise"],
+        seen[1]["n_init"],
+        seen[1]["max_iter"],
+        seen[1]["link"],
+        seen[1]["solver"],
+    ) == ("expert", 2, 7, "tanh", "em")
 
 
 def test_n_init_auto_is_passed_through(tmp_path, monkeypatch):
@@ -268,16 +356,34 @@ def test_n_init_auto_is_passed_through(tmp_path, monkeypatch):
     monkeypatch.setattr(est_module.MixtureOfExpertsRegressor, "fit", spy)
     data = tmp_path / "d.csv"
     _write_csv(data, np.random.default_rng(0).standard_normal((50, 2)), np.arange(50.0))
-    assert main(["fit", str(data), "--target", "target", "--experts", "2", "--n-init", "auto",
-                 "--output", str(tmp_path / "m.npz")]) == 2
+    assert (
+        main(
+            [
+                "fit",
+                str(data),
+                "--target",
+                "target",
+                "--experts",
+                "2",
+                "--n-init",
+                "auto",
+                "--output",
+                str(tmp_path / "m.npz"),
+            ]
+        )
+        == 2
+    )
     assert seen == ["auto"]
 
 
-@pytest.mark.parametrize("argv", [["fit", "d.csv", "--target", "y", "--experts", "2",
-                                   "--n-init", "0"],
-                                  ["fit", "d.csv", "--target", "y", "--experts", "2",
-                                   "--noise", "loud"],
-                                  ["predict", "m.npz", "d.csv", "--delimiter", "ab"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["fit", "d.csv", "--target", "y", "--experts", "2", "--n-init", "0"],
+        ["fit", "d.csv", "--target", "y", "--experts", "2", "--noise", "loud"],
+        ["predict", "m.npz", "d.csv", "--delimiter", "ab"],
+    ],
+)
 def test_usage_errors_are_one_line(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
@@ -298,8 +404,9 @@ def test_model_without_column_names_matches_by_position(tmp_path, capsys):
     np.savetxt(data, X[:5], delimiter=",", header="p,q,r", comments="")
     out = tmp_path / "pred.csv"
     assert main(["predict", str(model), str(data), "--output", str(out)]) == 0
-    np.testing.assert_allclose(np.loadtxt(out, delimiter=",", skiprows=1)[:, 0],
-                               est.predict(X[:5]), rtol=1e-9)
+    np.testing.assert_allclose(
+        np.loadtxt(out, delimiter=",", skiprows=1)[:, 0], est.predict(X[:5]), rtol=1e-9
+    )
     np.savetxt(data, X[:5, :2], delimiter=",", header="p,q", comments="")
     assert main(["predict", str(model), str(data)]) == 2
     assert "matched by position" in capsys.readouterr().err
@@ -356,8 +463,10 @@ def test_summary_prints_the_coefficient_table(tmp_path, capsys):
     data = tmp_path / "train.csv"
     _write_csv(data, X, y)
     model = tmp_path / "model.npz"
-    assert main(["fit", str(data), "--target", "target", "--experts", "2",
-                 "--output", str(model)]) == 0
+    assert (
+        main(["fit", str(data), "--target", "target", "--experts", "2", "--output", str(model)])
+        == 0
+    )
     capsys.readouterr()
     assert main(["summary", str(model), str(data)]) == 0
     out = capsys.readouterr().out

@@ -62,8 +62,16 @@ def test_moments_solver_reaches_the_mle_every_seed(link):
 def test_moments_solver_off_the_theory_regime(inputs):
     ok_count = 0
     for seed in range(10):
-        p = make_moe(10, 3, noise_std=0.2, gating_scale=2.0, orthogonal_gating=False,
-                     intercept_scale=0.5, per_expert_noise=True, random_state=300 + seed)
+        p = make_moe(
+            10,
+            3,
+            noise_std=0.2,
+            gating_scale=2.0,
+            orthogonal_gating=False,
+            intercept_scale=0.5,
+            per_expert_noise=True,
+            random_state=300 + seed,
+        )
         X, y = sample(p, 100_000, random_state=400 + seed, inputs=inputs)
         ok, _ = _within_truth_start(p, X, y, noise="expert")
         ok_count += ok
@@ -120,21 +128,28 @@ def test_more_experts_than_features_falls_back():
 # gating scale 1, n=1e5): the likelihood solvers and gd-l2 succeed (expert error
 # <= 0.1) on every seed; the papers' pipelines (no refinement) meet the per-seed
 # target 0.3 of DESIGN §8 for experts and gating.
-_DOCUMENTED_ERROR = {"moments": 0.1, "em": 0.1, "gd-nll": 0.1, "gd-l2": 0.1,
-                     "landscape": 0.3, "tensor": 0.3}
+_DOCUMENTED_ERROR = {
+    "moments": 0.1,
+    "em": 0.1,
+    "gd-nll": 0.1,
+    "gd-l2": 0.1,
+    "landscape": 0.3,
+    "tensor": 0.3,
+}
 # gradient descent needs 130-170 passes over 1e5 samples: 2-4 s each on 2 busy cores
 _SLOW_SOLVERS = {"gd-nll", "gd-l2"}
 
 
 @pytest.mark.parametrize(
     "solver",
-    [pytest.param(s, marks=pytest.mark.slow) if s in _SLOW_SOLVERS else s
-     for s in _DOCUMENTED_ERROR],
+    [
+        pytest.param(s, marks=pytest.mark.slow) if s in _SLOW_SOLVERS else s
+        for s in _DOCUMENTED_ERROR
+    ],
 )
 def test_every_solver_reaches_its_documented_accuracy(theory_linear, solver):
     p, X, y = theory_linear
-    est = _fit(X, y, solver=solver, fit_intercept=False, noise="shared", n_init=1,
-               random_state=0)
+    est = _fit(X, y, solver=solver, fit_intercept=False, noise="shared", n_init=1, random_state=0)
     e = parameter_errors(est, p)
     assert e.experts <= _DOCUMENTED_ERROR[solver], e
     if solver in ("landscape", "tensor"):
@@ -156,8 +171,9 @@ def test_save_load_round_trip(tmp_path, theory_linear):
     est.save(path)
     back = moelearn.load(path)
     np.testing.assert_array_equal(back.predict(X[:500]), est.predict(X[:500]))
-    np.testing.assert_array_equal(back.score_samples(X[:500], y[:500]),
-                                  est.score_samples(X[:500], y[:500]))
+    np.testing.assert_array_equal(
+        back.score_samples(X[:500], y[:500]), est.score_samples(X[:500], y[:500])
+    )
     with zipfile.ZipFile(path) as zf:
         for name in zf.namelist():
             assert not zf.read(name).startswith(b"\x80"), "pickle protocol marker found"
@@ -195,8 +211,10 @@ def _rewrite_meta(key, value):
         (_rewrite_meta("format", "other"), "format tag"),
         (_rewrite_meta("n_experts", 4), "shape"),
         (lambda name, data: None if name == "gating.npy" else data, "missing"),
-        (lambda name, data: data[: len(data) // 2] if name == "experts.npy" else data,
-         "not a valid"),
+        (
+            lambda name, data: data[: len(data) // 2] if name == "experts.npy" else data,
+            "not a valid",
+        ),
     ],
 )
 def test_load_refuses_tampered_files(tmp_path, theory_linear, edit, match):

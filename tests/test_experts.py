@@ -62,8 +62,10 @@ def test_nonlinear_recovery_at_1e6(link, threshold, method):
     # smallest singular value 0.3) are harder and belong to the benchmark's failure rate
     p = make_moe(10, 3, link=link, noise_std=0.2, random_state=1000)
     X, y = sample(p, 1_000_000, random_state=2000)
-    assert expert_error(recover_experts(X, y, 3, link=link, method=method, random_state=0),
-                        p.experts) <= threshold
+    assert (
+        expert_error(recover_experts(X, y, 3, link=link, method=method, random_state=0), p.experts)
+        <= threshold
+    )
 
 
 # slow: 1e5 samples, 200 full-batch and 400 mini-batch descent steps (6-9 s on 2 cores)

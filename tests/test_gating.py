@@ -14,8 +14,15 @@ def test_gating_from_true_experts(theory_linear, method):
 
 def test_gating_gradient_descent_option(theory_linear):
     p, X, y = theory_linear
-    r = recover_gating(X[:20000], y[:20000], p.experts, optimizer="gd", noise_std=0.2,
-                       max_iter=300, return_info=True)
+    r = recover_gating(
+        X[:20000],
+        y[:20000],
+        p.experts,
+        optimizer="gd",
+        noise_std=0.2,
+        max_iter=300,
+        return_info=True,
+    )
     assert np.all(np.diff(r.history) >= -1e-12)  # ascent on the log-likelihood
     assert parameter_errors(MoEParams(p.experts, r.params.gating), p).gating <= 0.2
 

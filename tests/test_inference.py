@@ -16,9 +16,15 @@ from moelearn.refine import Data, _observed_information_fd, observed_information
 @pytest.mark.parametrize("fit_intercept", [True, False])
 def test_information_equals_finite_differences(link, per_expert, fit_intercept):
     # well conditioned: n = 3000, every expert and gate clearly present
-    p = moelearn.make_moe(4, 3, link=link, noise_std=0.3, random_state=0,
-                          intercept_scale=0.5 if fit_intercept else 0.0,
-                          per_expert_noise=per_expert)
+    p = moelearn.make_moe(
+        4,
+        3,
+        link=link,
+        noise_std=0.3,
+        random_state=0,
+        intercept_scale=0.5 if fit_intercept else 0.0,
+        per_expert_noise=per_expert,
+    )
     X, y = moelearn.sample(p, 3000, random_state=1)
     data = Data(X, y, chunk_size=700)  # several chunks: the sum over chunks is exercised
     kw = dict(per_expert_noise=per_expert, fit_intercept=fit_intercept)
@@ -59,11 +65,19 @@ def test_link_second_derivatives(name):
 
 @pytest.fixture(scope="module")
 def fitted():
-    truth = moelearn.make_moe(4, 3, noise_std=0.3, gating_scale=2.0, random_state=0,
-                              intercept_scale=0.5, per_expert_noise=True)
+    truth = moelearn.make_moe(
+        4,
+        3,
+        noise_std=0.3,
+        gating_scale=2.0,
+        random_state=0,
+        intercept_scale=0.5,
+        per_expert_noise=True,
+    )
     X, y = moelearn.sample(truth, 4000, random_state=1)
-    est = MixtureOfExpertsRegressor(3, noise="expert", init_params=truth,
-                                    compute_standard_errors=True).fit(X, y)
+    est = MixtureOfExpertsRegressor(
+        3, noise="expert", init_params=truth, compute_standard_errors=True
+    ).fit(X, y)
     return truth, est, X, y
 
 
@@ -78,17 +92,21 @@ def test_summary_table(fitted):
     se = est.standard_errors_
     assert isinstance(se, StandardErrors)
     expert_rows = [r for r in s.rows if r.group.startswith("expert")]
-    np.testing.assert_allclose([r.std_error for r in expert_rows],
-                               np.hstack([se.experts, se.expert_bias[:, None]]).ravel())
-    np.testing.assert_allclose([r.estimate for r in expert_rows],
-                               np.hstack([est.experts_, est.expert_bias_[:, None]]).ravel())
+    np.testing.assert_allclose(
+        [r.std_error for r in expert_rows], np.hstack([se.experts, se.expert_bias[:, None]]).ravel()
+    )
+    np.testing.assert_allclose(
+        [r.estimate for r in expert_rows],
+        np.hstack([est.experts_, est.expert_bias_[:, None]]).ravel(),
+    )
     for r in expert_rows:
         assert r.z == pytest.approx(r.estimate / r.std_error)
         assert r.p_value == pytest.approx(2 * norm.sf(abs(r.z)))
         assert r.ci_low == pytest.approx(r.estimate - norm.ppf(0.975) * r.std_error)
     gate_rows = [r for r in s.rows if r.group.startswith("gate")]
-    np.testing.assert_allclose([r.estimate for r in gate_rows],
-                               np.hstack([est.gating_, est.gating_bias_[:, None]]).ravel())
+    np.testing.assert_allclose(
+        [r.estimate for r in gate_rows], np.hstack([est.gating_, est.gating_bias_[:, None]]).ravel()
+    )
     noise_rows = [r for r in s.rows if r.group == "noise"]
     assert [r.name for r in noise_rows] == ["sigma[0]", "sigma[1]", "sigma[2]"]
     assert all(np.isnan(r.z) for r in noise_rows)
@@ -99,8 +117,16 @@ def test_summary_table(fitted):
     assert s.aic == pytest.approx(est.aic(X, y))
     assert s.entropy > 0 and s.icl == pytest.approx(s.bic + 2 * s.entropy)
     text = str(s)
-    for word in ("centred", "ICL", "P>|z|", "sigma[2]", "expert 2", "gate 0", "Converged: True",
-                 "init_params"):
+    for word in (
+        "centred",
+        "ICL",
+        "P>|z|",
+        "sigma[2]",
+        "expert 2",
+        "gate 0",
+        "Converged: True",
+        "init_params",
+    ):
         assert word in text
     pytest.importorskip("pandas")
     frame = s.to_frame()
@@ -111,8 +137,9 @@ def test_standard_errors_follow_the_gate_centring(fitted):
     truth, est, X, y = fitted
     p = est.params_
     se = standard_errors(p, X, y)
-    shifted = moelearn.MoEParams(p.experts, p.gating + [1.0, -2.0, 0.5, 3.0],
-                                 p.expert_bias, p.gating_bias + 4.0, p.noise_std)
+    shifted = moelearn.MoEParams(
+        p.experts, p.gating + [1.0, -2.0, 0.5, 3.0], p.expert_bias, p.gating_bias + 4.0, p.noise_std
+    )
     se_shift = standard_errors(shifted, X, y)
     np.testing.assert_allclose(se_shift.gating, se.gating, rtol=1e-6)
     np.testing.assert_allclose(se_shift.experts, se.experts, rtol=1e-6)
@@ -132,8 +159,13 @@ def test_standard_errors_scale_with_units(fitted):
     _, est, X, y = fitted
     se = standard_errors(est.params_, X, y)
     p = est.params_
-    scaled = moelearn.MoEParams(p.experts / [1, 1000, 1, 1], p.gating / [1, 1000, 1, 1],
-                                p.expert_bias, p.gating_bias, p.noise_std)
+    scaled = moelearn.MoEParams(
+        p.experts / [1, 1000, 1, 1],
+        p.gating / [1, 1000, 1, 1],
+        p.expert_bias,
+        p.gating_bias,
+        p.noise_std,
+    )
     se2 = standard_errors(scaled, X * [1, 1000, 1, 1], y)
     np.testing.assert_allclose(se2.experts * [1, 1000, 1, 1], se.experts, rtol=1e-6)
     np.testing.assert_allclose(se2.gating * [1, 1000, 1, 1], se.gating, rtol=1e-6)
@@ -163,17 +195,31 @@ def test_coverage_in_simulation():
     predictive intervals on 1000 fresh y per replication: 2e5 points, the
     spread dominated by the estimation error of each fit; [88%, 92%] is wide.
     """
-    truth = moelearn.make_moe(5, 3, noise_std=0.5, gating_scale=2.0, random_state=3,
-                              per_expert_noise=True, intercept_scale=0.5)
+    truth = moelearn.make_moe(
+        5,
+        3,
+        noise_std=0.5,
+        gating_scale=2.0,
+        random_state=3,
+        per_expert_noise=True,
+        intercept_scale=0.5,
+    )
     hits, cover = [], []
     for rep in range(200):
         X, y = moelearn.sample(truth, 5000, random_state=1000 + rep)
         est = MixtureOfExpertsRegressor(3, noise="expert", init_params=truth).fit(X, y)
-        rows = [r for r in est.summary(X, y).rows if r.group.startswith("expert")
-                and r.name != "intercept"]
+        rows = [
+            r
+            for r in est.summary(X, y).rows
+            if r.group.startswith("expert") and r.name != "intercept"
+        ]
         true = truth.experts.ravel()
-        hits += [lo <= t <= hi for t, lo, hi in
-                 zip(true, (r.ci_low for r in rows), (r.ci_high for r in rows), strict=True)]
+        hits += [
+            lo <= t <= hi
+            for t, lo, hi in zip(
+                true, (r.ci_low for r in rows), (r.ci_high for r in rows), strict=True
+            )
+        ]
         X_new, y_new = moelearn.sample(truth, 1000, random_state=5000 + rep)
         iv = est.predict_interval(X_new, alpha=0.1)
         cover.append(np.mean((y_new >= iv[:, 0]) & (y_new <= iv[:, 1])))
@@ -182,21 +228,26 @@ def test_coverage_in_simulation():
 
 
 def test_bootstrap_agrees_with_the_information():
-    truth = moelearn.make_moe(3, 2, noise_std=0.3, gating_scale=2.0, random_state=0,
-                              intercept_scale=0.5)
+    truth = moelearn.make_moe(
+        3, 2, noise_std=0.3, gating_scale=2.0, random_state=0, intercept_scale=0.5
+    )
     X, y = moelearn.sample(truth, 2000, random_state=1)
     est = MixtureOfExpertsRegressor(2, init_params=truth).fit(X, y)
     boot = bootstrap_standard_errors(est, X, n_boot=60, random_state=0)
     se = standard_errors(est.params_, X, y)
-    ratio = np.r_[(boot.experts / se.experts).ravel(), boot.expert_bias / se.expert_bias,
-                  boot.noise_std / se.noise_std]
+    ratio = np.r_[
+        (boot.experts / se.experts).ravel(),
+        boot.expert_bias / se.expert_bias,
+        boot.noise_std / se.noise_std,
+    ]
     # each ratio has a relative sampling error of about 1/sqrt(2 * 59) = 9%; the median
     # of 9 of them is within 20% of 1 unless the two methods disagree
     assert 0.8 < np.median(ratio) < 1.2
     assert boot.covariance.shape == (len(boot.names),) * 2
     again = bootstrap_standard_errors(est, X, n_boot=5, random_state=1)
-    np.testing.assert_array_equal(again.experts,
-                                  bootstrap_standard_errors(est, X, 5, random_state=1).experts)
+    np.testing.assert_array_equal(
+        again.experts, bootstrap_standard_errors(est, X, 5, random_state=1).experts
+    )
     with pytest.raises(ValueError, match="n_boot"):
         bootstrap_standard_errors(est, X, n_boot=1)
 
@@ -208,8 +259,9 @@ def test_one_expert_gives_the_least_squares_standard_errors():
     est = MixtureOfExpertsRegressor(1, fit_intercept=False).fit(X, y)
     s = est.summary(X, y)
     sigma = float(est.noise_std_[0])  # one expert: one noise level
-    np.testing.assert_allclose(s.standard_errors.experts[0],
-                               sigma * np.sqrt(np.diag(np.linalg.inv(X.T @ X))), rtol=1e-6)
+    np.testing.assert_allclose(
+        s.standard_errors.experts[0], sigma * np.sqrt(np.diag(np.linalg.inv(X.T @ X))), rtol=1e-6
+    )
     assert s.standard_errors.noise_std[0] == pytest.approx(sigma / np.sqrt(2 * 500), rel=1e-6)
     assert not any(r.group.startswith("gate") for r in s.rows)
     assert s.n_parameters == 4 and s.icl == pytest.approx(s.bic)

@@ -5,8 +5,7 @@ from moelearn import available_links, get_link, output_transform, register_link
 
 
 def test_registry_has_the_documented_links():
-    assert set(available_links()) >= {"linear", "relu", "leaky_relu", "sigmoid", "tanh",
-                                      "softplus"}
+    assert set(available_links()) >= {"linear", "relu", "leaky_relu", "sigmoid", "tanh", "softplus"}
 
 
 @pytest.mark.parametrize("name", ["linear", "relu", "leaky_relu", "sigmoid", "tanh", "softplus"])

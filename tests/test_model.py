@@ -51,8 +51,14 @@ def test_sampled_expert_frequencies_match_gating():
 
 def test_log_likelihood_matches_slow_direct_formula():
     rng = np.random.default_rng(0)
-    p = MoEParams(rng.standard_normal((3, 4)), 5 * rng.standard_normal((3, 4)),
-                  rng.standard_normal(3), rng.standard_normal(3), [0.1, 0.5, 2.0], "tanh")
+    p = MoEParams(
+        rng.standard_normal((3, 4)),
+        5 * rng.standard_normal((3, 4)),
+        rng.standard_normal(3),
+        rng.standard_normal(3),
+        [0.1, 0.5, 2.0],
+        "tanh",
+    )
     X = rng.standard_normal((50, 4))
     y = rng.standard_normal(50)
     direct = np.empty(50)
@@ -125,8 +131,10 @@ def test_make_moe_flat_gate_only_when_asked():
     X = np.random.default_rng(0).standard_normal((100, 1))
     for seed in range(50):  # one feature: the gating rows are +-v even without orthogonality
         assert not _gate_is_flat(make_moe(1, 2, orthogonal_gating=False, random_state=seed), X)
-    assert _gate_is_flat(make_moe(3, 2, gating_scale=0.0, random_state=0),
-                         np.random.default_rng(0).standard_normal((100, 3)))
+    assert _gate_is_flat(
+        make_moe(3, 2, gating_scale=0.0, random_state=0),
+        np.random.default_rng(0).standard_normal((100, 3)),
+    )
 
 
 def test_version_comes_from_the_package_metadata():
@@ -137,8 +145,9 @@ def test_version_comes_from_the_package_metadata():
 
 
 def test_off_regime_sampler():
-    p = make_moe(6, 2, intercept_scale=1.0, per_expert_noise=True, orthogonal_gating=False,
-                 random_state=0)
+    p = make_moe(
+        6, 2, intercept_scale=1.0, per_expert_noise=True, orthogonal_gating=False, random_state=0
+    )
     assert np.ndim(p.noise_std) == 1 and np.any(p.expert_bias != 0)
     for law in ("uniform", "correlated"):
         X, y = sample(p, 20000, random_state=0, inputs=law)

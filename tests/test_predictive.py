@@ -19,8 +19,15 @@ from moelearn.predictive import (
 
 @pytest.fixture(scope="module")
 def problem():
-    params = moelearn.make_moe(5, 3, noise_std=0.3, gating_scale=2.0, random_state=0,
-                               per_expert_noise=True, intercept_scale=0.5)
+    params = moelearn.make_moe(
+        5,
+        3,
+        noise_std=0.3,
+        gating_scale=2.0,
+        random_state=0,
+        per_expert_noise=True,
+        intercept_scale=0.5,
+    )
     X, y = moelearn.sample(params, 2000, random_state=1)
     return params, X, y
 
@@ -86,8 +93,7 @@ def test_responsibilities(problem):
     r = predict_responsibilities(p, X, y)
     assert r.shape == (X.shape[0], 3)
     np.testing.assert_allclose(r.sum(axis=1), 1.0, atol=1e-12)
-    np.testing.assert_allclose(np.exp(predict_responsibilities(p, X, y, log=True)), r,
-                               atol=1e-12)
+    np.testing.assert_allclose(np.exp(predict_responsibilities(p, X, y, log=True)), r, atol=1e-12)
     np.testing.assert_allclose(r, p.posterior(X, y), atol=1e-12)
     np.testing.assert_array_equal(predict_expert(p, X, y), np.argmax(r, axis=1))
     # far-out y: still finite and normalised (log space)
@@ -123,8 +129,9 @@ def test_estimator_methods(problem):
     p, X, y = problem
     est = MixtureOfExpertsRegressor.from_params(p)
     np.testing.assert_allclose(est.predict_std(X), predict_std(p, X))
-    np.testing.assert_allclose(est.predict_quantiles(X, [0.1, 0.9]),
-                               predict_quantiles(p, X, [0.1, 0.9]))
+    np.testing.assert_allclose(
+        est.predict_quantiles(X, [0.1, 0.9]), predict_quantiles(p, X, [0.1, 0.9])
+    )
     assert est.predict_interval(X[:7], alpha=0.2).shape == (7, 2)
     assert est.sample_y(X[:7], 4, random_state=0).shape == (7, 4)
     np.testing.assert_allclose(est.predict_responsibilities(X, y), p.posterior(X, y))

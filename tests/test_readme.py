@@ -24,8 +24,11 @@ _BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
 
 
 def _blocks(language):
-    return [code for lang, code in _BLOCK.findall(README.read_text(encoding="utf-8"))
-            if lang == language]
+    return [
+        code
+        for lang, code in _BLOCK.findall(README.read_text(encoding="utf-8"))
+        if lang == language
+    ]
 
 
 PYTHON = _blocks("python")
@@ -38,7 +41,7 @@ SLOW = {r"train_two_stage": "1000 Adam steps on a torch layer (~15 s on a busy 2
 # bash lines that are not run, by prefix, and why
 NOT_RUN = {
     "python3 -m venv": "creates an environment and installs from the network; the demo is "
-                       "tested by tests/test_cli.py::test_demo_small with fewer samples",
+    "tested by tests/test_cli.py::test_demo_small with fewer samples",
     "python benchmarks/": "benchmarks take minutes (realdata.py installs R)",
 }
 
@@ -58,8 +61,11 @@ def _params():
 @pytest.fixture(scope="module")
 def readme_state(tmp_path_factory):
     """One namespace for all blocks, and the folder they run in."""
-    return {"namespace": {"__name__": "readme"}, "done": set(),
-            "folder": tmp_path_factory.mktemp("readme")}
+    return {
+        "namespace": {"__name__": "readme"},
+        "done": set(),
+        "folder": tmp_path_factory.mktemp("readme"),
+    }
 
 
 def _run_block(i, state):
@@ -111,11 +117,21 @@ def test_readme_bash_lines_are_run_or_explained(tmp_path, monkeypatch, capsys):
     truth = make_moe(5, 3, noise_std=0.2, random_state=0)
     X, y = sample(truth, 3000, random_state=1)
     names = [f"x{i}" for i in range(5)]
-    np.savetxt("data.csv", np.column_stack([X, y]), delimiter=",",
-               header=",".join([*names, "y"]), comments="")
+    np.savetxt(
+        "data.csv",
+        np.column_stack([X, y]),
+        delimiter=",",
+        header=",".join([*names, "y"]),
+        comments="",
+    )
     # new data: columns in another order, the target still present
-    np.savetxt("new.csv", np.column_stack([y[:50], X[:50, ::-1]]), delimiter=",",
-               header=",".join(["y", *names[::-1]]), comments="")
+    np.savetxt(
+        "new.csv",
+        np.column_stack([y[:50], X[:50, ::-1]]),
+        delimiter=",",
+        header=",".join(["y", *names[::-1]]),
+        comments="",
+    )
     ran = 0
     for line in _bash_lines():
         if line.startswith("moelearn "):
@@ -125,7 +141,8 @@ def test_readme_bash_lines_are_run_or_explained(tmp_path, monkeypatch, capsys):
             ran += 1
         else:
             assert any(line.startswith(prefix) for prefix in NOT_RUN), (
-                f"README bash line neither run nor explained in NOT_RUN: {line}")
+                f"README bash line neither run nor explained in NOT_RUN: {line}"
+            )
     assert ran == 3
     pred = np.loadtxt("predictions.csv", delimiter=",", skiprows=1)
     assert pred.shape == (50, 4)

@@ -16,15 +16,26 @@ from moelearn.refine import (
 
 
 def _values(p):
-    return dict(experts=p.experts, gating=p.gating, expert_bias=p.expert_bias,
-                gating_bias=p.gating_bias, noise=p.noise_vector)
+    return dict(
+        experts=p.experts,
+        gating=p.gating,
+        expert_bias=p.expert_bias,
+        gating_bias=p.gating_bias,
+        noise=p.noise_vector,
+    )
 
 
 @pytest.mark.parametrize("link", ["linear", "tanh", "softplus"])
 def test_likelihood_gradient_matches_finite_differences(link):
     rng = np.random.default_rng(0)
-    p = MoEParams(rng.standard_normal((3, 4)), rng.standard_normal((3, 4)),
-                  rng.standard_normal(3), rng.standard_normal(3), [0.3, 0.5, 0.8], link)
+    p = MoEParams(
+        rng.standard_normal((3, 4)),
+        rng.standard_normal((3, 4)),
+        rng.standard_normal(3),
+        rng.standard_normal(3),
+        [0.3, 0.5, 0.8],
+        link,
+    )
     X = rng.standard_normal((300, 4))
     y = rng.standard_normal(300)
     t = _chunk_terms(X, y, _values(p), p.link_function, want_grad=True)

@@ -28,8 +28,10 @@ def _fit(X, y, **kw):
 
 def _finite(est):
     p = est.params_
-    return all(np.all(np.isfinite(a)) for a in (p.experts, p.gating, p.expert_bias,
-                                                 p.gating_bias, p.noise_std))
+    return all(
+        np.all(np.isfinite(a))
+        for a in (p.experts, p.gating, p.expert_bias, p.gating_bias, p.noise_std)
+    )
 
 
 LINKS = ["linear", "relu", "tanh", "sigmoid", "softplus"]
@@ -54,24 +56,39 @@ def regression_data(draw):
     k = draw(st.integers(1, 3), label="k")
     link = draw(st.sampled_from(LINKS), label="link")
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1), label="seed"))
-    quirk = draw(st.sampled_from(["none", "rounded", "duplicated rows", "constant feature",
-                                  "outliers", "drawn values"]), label="quirk")
+    quirk = draw(
+        st.sampled_from(
+            ["none", "rounded", "duplicated rows", "constant feature", "outliers", "drawn values"]
+        ),
+        label="quirk",
+    )
     if quirk == "drawn values":
-        X = draw(arrays(np.float64, (n, d),
-                        elements=st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False)))
+        X = draw(
+            arrays(
+                np.float64,
+                (n, d),
+                elements=st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False),
+            )
+        )
     else:
         scales = draw(arrays(np.float64, d, elements=st.floats(-3, 3)), label="log10 scales")
         X = rng.standard_normal((n, d)) * 10.0**scales + draw(st.floats(-1e3, 1e3))
         if quirk == "rounded":
             X = np.round(X)
         elif quirk == "duplicated rows":
-            X[n // 2:] = X[: n - n // 2]
+            X[n // 2 :] = X[: n - n // 2]
         elif quirk == "constant feature":
             X[:, rng.integers(d)] = 1.0
         elif quirk == "outliers":
             X[rng.integers(n, size=3)] *= 1e3
-    truth = make_moe(d, k, link=link, noise_std=draw(st.floats(0.01, 1.0)),
-                     orthogonal_gating=False, random_state=rng)
+    truth = make_moe(
+        d,
+        k,
+        link=link,
+        noise_std=draw(st.floats(0.01, 1.0)),
+        orthogonal_gating=False,
+        random_state=rng,
+    )
     sd = X.std(axis=0)
     Xs = (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
     y = sample_given_x(truth, Xs, rng)[1]
@@ -80,15 +97,31 @@ def regression_data(draw):
 
 
 @fraction_at_least(0.5, _FIT_OUTCOMES, "fitted")
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(data=regression_data(), solver=st.sampled_from(SOLVERS),
-       fit_intercept=st.booleans(), noise=st.sampled_from(["shared", "expert"]))
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    data=regression_data(),
+    solver=st.sampled_from(SOLVERS),
+    fit_intercept=st.booleans(),
+    noise=st.sampled_from(["shared", "expert"]),
+)
 def test_fuzz_estimator_fits_valid_data(data, solver, fit_intercept, noise):
     X, y, k, link = data
     try:
-        est = _fit(X, y, n_experts=k, solver=solver, link=link, fit_intercept=fit_intercept,
-                   noise=noise, n_init=1, max_iter=10)
+        est = _fit(
+            X,
+            y,
+            n_experts=k,
+            solver=solver,
+            link=link,
+            fit_intercept=fit_intercept,
+            noise=noise,
+            n_init=1,
+            max_iter=10,
+        )
     except MomentMethodUnavailable as exc:
         # documented only for the paper pipelines; every other solver falls back
         assert solver in PAPER_PIPELINES, exc
@@ -112,8 +145,9 @@ def test_gd_nll_per_expert_noise_stays_finite():
     X = rng.standard_normal((20, 1))
     X[[0, 8]] = [[125.7], [-703.7]]
     y = 28.0 + rng.uniform(-1.3, 2.0, 20)
-    est = _fit(X, y, n_experts=2, link="tanh", solver="gd-nll", noise="expert", n_init=1,
-               max_iter=10)
+    est = _fit(
+        X, y, n_experts=2, link="tanh", solver="gd-nll", noise="expert", n_init=1, max_iter=10
+    )
     assert _finite(est)
 
 
@@ -134,8 +168,12 @@ _DEFECTS = {
 
 @pytest.mark.parametrize("defect", sorted(_DEFECTS))
 @settings(max_examples=5, deadline=None)
-@given(solver=st.sampled_from(SOLVERS),
-       n=st.integers(5, 60), d=st.integers(1, 3), where=st.floats(0, 1, exclude_max=True))
+@given(
+    solver=st.sampled_from(SOLVERS),
+    n=st.integers(5, 60),
+    d=st.integers(1, 3),
+    where=st.floats(0, 1, exclude_max=True),
+)
 def test_fuzz_estimator_rejects_invalid_data(defect, solver, n, d, where):
     rng = np.random.default_rng(n)
     X, y = rng.standard_normal((n, d)), rng.standard_normal(n)
@@ -151,7 +189,7 @@ def test_fuzz_estimator_rejects_invalid_data(defect, solver, n, d, where):
     elif defect == "lengths differ":
         y = y[:row]
     elif defect == "one sample":
-        X, y = X[row:row + 1], y[row:row + 1]
+        X, y = X[row : row + 1], y[row : row + 1]
     else:
         X = X[:, :, None]
     event(defect)
@@ -167,8 +205,9 @@ def test_scaled_inputs_and_targets(scale):
     est = _fit(X * scale, y * scale, n_experts=2)
     assert _finite(est)
     # the fit is equivariant: same predictions up to the scale
-    np.testing.assert_allclose(est.predict(X * scale) / scale, base.predict(X), rtol=1e-3,
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        est.predict(X * scale) / scale, base.predict(X), rtol=1e-3, atol=1e-3
+    )
 
 
 def test_heavy_tailed_noise():

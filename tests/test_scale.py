@@ -120,9 +120,16 @@ def test_dask_synchronous_equals_in_memory(dask_arrays, in_memory):
 def test_dask_local_cluster_equals_in_memory(dask_arrays, in_memory):
     distributed = pytest.importorskip("distributed")
     X, y = dask_arrays
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as cluster, \
-            distributed.Client(cluster):
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
         est = _fit(X, y)
     np.testing.assert_allclose(est.experts_, in_memory.experts_, atol=1e-8)
     assert est.init_method_ == in_memory.init_method_

@@ -17,8 +17,16 @@ _FREE = {"experts", "expert_bias", "gating", "gating_bias", "noise"}
 
 @pytest.fixture(scope="module")
 def two_experts():
-    p = make_moe(2, 2, noise_std=0.3, intercept_scale=0.5, per_expert_noise=True,
-                 orthogonal_gating=False, gating_scale=2.0, random_state=3)
+    p = make_moe(
+        2,
+        2,
+        noise_std=0.3,
+        intercept_scale=0.5,
+        per_expert_noise=True,
+        orthogonal_gating=False,
+        gating_scale=2.0,
+        random_state=3,
+    )
     X, y, z = sample(p, 3000, random_state=4, return_labels=True)
     return p, X, y, z
 
@@ -63,19 +71,31 @@ def test_collapsed_component_is_detected_and_reseeded(two_experts):
     # expert 1 interpolates two samples with its noise at the floor; the gate sends it little
     pts = X[:2]
     A = np.vstack([p.experts[0], np.linalg.lstsq(pts, y[:2], rcond=None)[0]])
-    collapsed = MoEParams(A, np.array([[0.0, 0.0], [0.0, 0.0]]),
-                          gating_bias=np.array([3.0, -3.0]), noise_std=[1.0, floor])
+    collapsed = MoEParams(
+        A,
+        np.array([[0.0, 0.0], [0.0, 0.0]]),
+        gating_bias=np.array([3.0, -3.0]),
+        noise_std=[1.0, floor],
+    )
     flags = collapsed_components(data, collapsed, floor, n_expert_params=3)
     assert flags.tolist() == [False, True]
     link = get_link("linear")
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        found = search(data, data, 2, link, starts=[("collapsed", collapsed)], n_candidates=0,
-                       free=_FREE, noise_floor=floor, random_state=np.random.default_rng(0))
+        found = search(
+            data,
+            data,
+            2,
+            link,
+            starts=[("collapsed", collapsed)],
+            n_candidates=0,
+            free=_FREE,
+            noise_floor=floor,
+            random_state=np.random.default_rng(0),
+        )
     assert not found.collapsed
     assert not np.any(collapsed_components(data, found.fit.params, floor, 3))
-    truth_fit = maximize_likelihood(data, p, free=_FREE, per_expert_noise=True,
-                                    noise_floor=floor)
+    truth_fit = maximize_likelihood(data, p, free=_FREE, per_expert_noise=True, noise_floor=floor)
     # the re-seeded fit reaches the optimum found from the truth (mean log-likelihood)
     assert found.fit.log_likelihood == pytest.approx(truth_fit.log_likelihood, abs=1e-6)
 
@@ -95,25 +115,39 @@ def test_shared_noise_continuation_finds_an_optimum_a_direct_start_misses():
     data of a quiet one (a worse local optimum); the shared-noise optimum first
     places the three experts, and the per-expert refinement from it keeps them.
     """
-    p = make_moe(1, 3, noise_std=0.1, intercept_scale=2.0, orthogonal_gating=False,
-                 gating_scale=0.0, random_state=5)
+    p = make_moe(
+        1,
+        3,
+        noise_std=0.1,
+        intercept_scale=2.0,
+        orthogonal_gating=False,
+        gating_scale=0.0,
+        random_state=5,
+    )
     p.noise_std = np.array([0.1, 0.1, 1.0])
     X, y = sample(p, 2000, random_state=6)
     data = Data(X, y)
     rng = np.random.default_rng(0)
     gains = []
     for _ in range(20):
-        start = MoEParams(rng.standard_normal((3, 1)), np.zeros((3, 1)),
-                          expert_bias=rng.standard_normal(3), noise_std=np.full(3, np.std(y)))
+        start = MoEParams(
+            rng.standard_normal((3, 1)),
+            np.zeros((3, 1)),
+            expert_bias=rng.standard_normal(3),
+            noise_std=np.full(3, np.std(y)),
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            direct = maximize_likelihood(data, start, free=_FREE, per_expert_noise=True,
-                                         noise_floor=1e-3)
-            tied = maximize_likelihood(data, start, free=_FREE, per_expert_noise=False,
-                                       noise_floor=1e-3)
+            direct = maximize_likelihood(
+                data, start, free=_FREE, per_expert_noise=True, noise_floor=1e-3
+            )
+            tied = maximize_likelihood(
+                data, start, free=_FREE, per_expert_noise=False, noise_floor=1e-3
+            )
             tied.params.noise_std = tied.params.noise_vector
-            nested = maximize_likelihood(data, tied.params, free=_FREE, per_expert_noise=True,
-                                         noise_floor=1e-3)
+            nested = maximize_likelihood(
+                data, tied.params, free=_FREE, per_expert_noise=True, noise_floor=1e-3
+            )
         gains.append(nested.log_likelihood - direct.log_likelihood)
     gains = np.array(gains) * len(y)
     assert np.max(gains) > 1.0  # at least one start where the continuation wins by > 1 nat
@@ -125,8 +159,9 @@ def test_converged_is_false_when_the_cap_is_hit_and_the_warning_names_the_step(t
         est = MixtureOfExpertsRegressor(2, n_init=1, max_iter=2, random_state=0).fit(X, y)
     assert not est.converged_ and est.n_iter_ == 2
     with pytest.warns(ConvergenceWarning, match="EM refinement of the moment start"):
-        est = MixtureOfExpertsRegressor(2, n_init=1, refine="em", max_iter=2,
-                                        random_state=0).fit(X, y)
+        est = MixtureOfExpertsRegressor(2, n_init=1, refine="em", max_iter=2, random_state=0).fit(
+            X, y
+        )
     assert not est.converged_
     with pytest.warns(ConvergenceWarning, match="the em solver"):
         est = MixtureOfExpertsRegressor(2, solver="em", max_iter=2, random_state=0).fit(X, y)

@@ -70,15 +70,22 @@ def test_gating_loss_and_layer_likelihood_match_numpy(batch):
     layer = MoE.from_params(p)
     loss = GatingLoss("tanh", 0.2)(layer, _t(X), _t(y))
     loss.backward()
-    values = dict(experts=p.experts, gating=p.gating, expert_bias=p.expert_bias,
-                  gating_bias=p.gating_bias, noise=p.noise_vector)
+    values = dict(
+        experts=p.experts,
+        gating=p.gating,
+        expert_bias=p.expert_bias,
+        gating_bias=p.gating_bias,
+        noise=p.noise_vector,
+    )
     ref = _chunk_terms(X, y, values, p.link_function, want_grad=True)
     assert float(loss) == pytest.approx(-ref["loglik"] / len(y), rel=1e-10)
-    np.testing.assert_allclose(layer.gating.grad.numpy(), -ref["gating"] / len(y), rtol=1e-8,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        layer.gating.grad.numpy(), -ref["gating"] / len(y), rtol=1e-8, atol=1e-12
+    )
     assert layer.experts.grad is None  # frozen
-    np.testing.assert_allclose(layer.log_likelihood(_t(X), _t(y)).detach().numpy(),
-                               p.log_likelihood(X, y), rtol=1e-10)
+    np.testing.assert_allclose(
+        layer.log_likelihood(_t(X), _t(y)).detach().numpy(), p.log_likelihood(X, y), rtol=1e-10
+    )
     np.testing.assert_allclose(layer(_t(X)).detach().numpy(), p.mean(X), rtol=1e-10)
 
 
@@ -87,11 +94,17 @@ def test_float32_and_batch_size_independence(batch):
     B = torch.randn(3, 6, generator=torch.Generator().manual_seed(0))
     loss = ExpertLoss("tanh", 0.2)
     full = float(loss(B.double(), _t(X), _t(y)))
-    halves = [float(loss(B.double(), _t(X[s]), _t(y[s])))
-              for s in (slice(0, 2000), slice(2000, 4000))]
+    halves = [
+        float(loss(B.double(), _t(X[s]), _t(y[s]))) for s in (slice(0, 2000), slice(2000, 4000))
+    ]
     assert np.mean(halves) == pytest.approx(full, rel=1e-10)  # a mean over samples
-    f32 = float(loss(B.float(), torch.as_tensor(X, dtype=torch.float32),
-                     torch.as_tensor(y, dtype=torch.float32)))
+    f32 = float(
+        loss(
+            B.float(),
+            torch.as_tensor(X, dtype=torch.float32),
+            torch.as_tensor(y, dtype=torch.float32),
+        )
+    )
     assert f32 == pytest.approx(full, rel=1e-3)
 
 
@@ -125,14 +138,16 @@ def test_train_two_stage_recovers_experts():
     x_t, y_t = _t(X), _t(y)
     torch.manual_seed(0)
     layer = MoE(8, 3, dtype=torch.float64)
-    hist = train_two_stage(layer, x_t, y_t, expert_steps=200, gating_steps=200, restarts=2,
-                           random_state=0)
+    hist = train_two_stage(
+        layer, x_t, y_t, expert_steps=200, gating_steps=200, restarts=2, random_state=0
+    )
     err = parameter_errors(layer.to_params(), truth)
     assert err.experts <= 0.2, err
     assert hist["experts"] and hist["gating"] and not hist["finetune"]
     # then fine-tune the same layer on the likelihood only
-    hist = train_two_stage(layer, x_t, y_t, expert_steps=0, gating_steps=0, finetune_steps=400,
-                           random_state=0)
+    hist = train_two_stage(
+        layer, x_t, y_t, expert_steps=0, gating_steps=0, finetune_steps=400, random_state=0
+    )
     assert hist["finetune"] and not hist["experts"]
     err = parameter_errors(layer.to_params(), truth)
     assert err.experts <= 0.02, err

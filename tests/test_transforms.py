@@ -23,9 +23,14 @@ def test_linear_closed_forms(s):
 @pytest.mark.parametrize(
     "link, order, value",
     [
-        ("sigmoid", 2, 0.0624), ("sigmoid", 4, 0.0094),
-        ("relu", 2, 0.363), ("relu", 3, 0.372), ("relu", 4, 0.501),
-        ("tanh", 2, 0.364), ("tanh", 3, 0.234), ("tanh", 4, 0.157),
+        ("sigmoid", 2, 0.0624),
+        ("sigmoid", 4, 0.0094),
+        ("relu", 2, 0.363),
+        ("relu", 3, 0.372),
+        ("relu", 4, 0.501),
+        ("tanh", 2, 0.364),
+        ("tanh", 3, 0.234),
+        ("tanh", 4, 0.157),
     ],
 )
 def test_quadrature_constants_match_design(link, order, value):

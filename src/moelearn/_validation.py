@@ -76,8 +76,7 @@ def check_Xy(X, y, *, min_samples=2):
     else:
         try:
             with np.errstate(invalid="ignore", over="ignore"):  # inf - inf while checking
-                X = check_array(X, dtype=np.float64, ensure_min_samples=min_samples,
-                                input_name="X")
+                X = check_array(X, dtype=np.float64, ensure_min_samples=min_samples, input_name="X")
         except ValueError as exc:
             raise _rephrase(exc) from exc
         y = _check_y(y)

@@ -24,8 +24,18 @@ class CLIError(Exception):
 # --------------------------------------------------------------------------
 # demo
 # --------------------------------------------------------------------------
-def run_demo(n_samples=100_000, n_features=10, n_experts=3, link="linear", noise_std=0.2,
-             gating_scale=1.0, seed=0, n_init=3, output="moelearn-demo", out=None):
+def run_demo(
+    n_samples=100_000,
+    n_features=10,
+    n_experts=3,
+    link="linear",
+    noise_std=0.2,
+    gating_scale=1.0,
+    seed=0,
+    n_init=3,
+    output="moelearn-demo",
+    out=None,
+):
     """Fit one theory-regime problem with every solver; print a table, save a figure."""
     out = out or sys.stdout
     from sklearn.exceptions import ConvergenceWarning
@@ -35,34 +45,65 @@ def run_demo(n_samples=100_000, n_features=10, n_experts=3, link="linear", noise
     from .model import make_moe, sample
     from .refine import Data, maximize_likelihood
 
-    truth = make_moe(n_features, n_experts, link=link, noise_std=noise_std,
-                     gating_scale=gating_scale, random_state=seed)
+    truth = make_moe(
+        n_features,
+        n_experts,
+        link=link,
+        noise_std=noise_std,
+        gating_scale=gating_scale,
+        random_state=seed,
+    )
     X, y = sample(truth, n_samples, random_state=seed + 1)
     X_test, y_test = sample(truth, max(n_samples // 5, 1000), random_state=seed + 2)
-    print(f"moelearn {__version__} demo: k={n_experts} experts, d={n_features} features, "
-          f"link={link}, sigma={noise_std}, n={n_samples:,} (theory regime, seed {seed})",
-          file=out)
+    print(
+        f"moelearn {__version__} demo: k={n_experts} experts, d={n_features} features, "
+        f"link={link}, sigma={noise_std}, n={n_samples:,} (theory regime, seed {seed})",
+        file=out,
+    )
 
     rows = []
-    floor = maximize_likelihood(Data(X, y, n_experts=n_experts), truth,
-                                free={"experts", "gating", "noise"})
+    floor = maximize_likelihood(
+        Data(X, y, n_experts=n_experts), truth, free={"experts", "gating", "noise"}
+    )
     e = parameter_errors(floor.params, truth)
-    rows.append(("MLE from the truth (floor)", e.experts, e.gating,
-                 float(np.mean(floor.params.log_likelihood(X_test, y_test))), float("nan")))
+    rows.append(
+        (
+            "MLE from the truth (floor)",
+            e.experts,
+            e.gating,
+            float(np.mean(floor.params.log_likelihood(X_test, y_test))),
+            float("nan"),
+        )
+    )
     for solver in SOLVERS:
         kw = dict(n_init=n_init) if solver in ("em", "gd-nll", "gd-l2") else {}
-        est = MixtureOfExpertsRegressor(n_experts, link=link, solver=solver, fit_intercept=False,
-                                        compute_standard_errors=False, random_state=seed, **kw)
+        est = MixtureOfExpertsRegressor(
+            n_experts,
+            link=link,
+            solver=solver,
+            fit_intercept=False,
+            compute_standard_errors=False,
+            random_state=seed,
+            **kw,
+        )
         t = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             est.fit(X, y)
         elapsed = time.perf_counter() - t
         e = parameter_errors(est, truth)
-        rows.append((solver, e.experts, e.gating, float(np.mean(est.score_samples(X_test, y_test))),
-                     elapsed))
-    header = (f"{'solver':<28}{'expert err':>11}{'gating err':>11}{'test loglik':>13}"
-              f"{'time (s)':>10}")
+        rows.append(
+            (
+                solver,
+                e.experts,
+                e.gating,
+                float(np.mean(est.score_samples(X_test, y_test))),
+                elapsed,
+            )
+        )
+    header = (
+        f"{'solver':<28}{'expert err':>11}{'gating err':>11}{'test loglik':>13}{'time (s)':>10}"
+    )
     print(header, file=out)
     print("-" * len(header), file=out)
     for name, ee, ge, ll, tt in rows:
@@ -113,7 +154,7 @@ def _delimiter(text):
     """``--delimiter``: one character; ``tab`` and ``\\t`` name the tab."""
     if text in ("tab", "\\t"):
         return "\t"
-    if len(text) != 1 or text in "\"\r\n":
+    if len(text) != 1 or text in '"\r\n':
         raise argparse.ArgumentTypeError(f"expected one character (or 'tab'), got {text!r}")
     return text
 
@@ -144,8 +185,10 @@ class Table:
             raise CLIError(f"cannot read {self.path}: {exc}") from None
         lines = text.splitlines()
         if not lines or not lines[0].strip():
-            raise CLIError(f"{self.path}: empty file or empty first line (expected a header "
-                           "row of column names)")
+            raise CLIError(
+                f"{self.path}: empty file or empty first line (expected a header "
+                "row of column names)"
+            )
         self.delimiter = delimiter or _sniff(lines[0])
         try:
             rows = list(csv.reader(lines, delimiter=self.delimiter, strict=True))
@@ -165,10 +208,12 @@ class Table:
         bad = np.flatnonzero(lengths[self._row_number - 1] != len(header))
         if bad.size:
             i = self._row_number[bad[0]]
-            raise CLIError(f"{self.path}, row {i}: {lengths[i - 1]} fields, expected "
-                           f"{len(header)} as in the header (delimiter "
-                           f"{_DELIMITERS.get(self.delimiter, repr(self.delimiter))}; "
-                           "set another with --delimiter)")
+            raise CLIError(
+                f"{self.path}, row {i}: {lengths[i - 1]} fields, expected "
+                f"{len(header)} as in the header (delimiter "
+                f"{_DELIMITERS.get(self.delimiter, repr(self.delimiter))}; "
+                "set another with --delimiter)"
+            )
         if self._row_number.size == 0:
             raise CLIError(f"{self.path}: no data rows after the header")
         self._cells = np.array([rows[i - 1] for i in self._row_number], dtype=str)
@@ -188,8 +233,10 @@ class Table:
             if not np.all(ok):
                 i = int(np.argmin(ok))
                 cell = str(cells[i, j])
-                raise CLIError(f"{self.path}, row {self._row_number[i]}, column {name!r}: "
-                               f"{_why_not_a_number(cell, self.delimiter)}")
+                raise CLIError(
+                    f"{self.path}, row {self._row_number[i]}, column {name!r}: "
+                    f"{_why_not_a_number(cell, self.delimiter)}"
+                )
         raise CLIError(f"{self.path}: cannot read the values as numbers")  # pragma: no cover
 
 
@@ -233,17 +280,20 @@ def cmd_fit(args):
     _check_output(out, args.force)
     table = Table(args.data, args.delimiter)
     if args.target not in table.header:
-        raise CLIError(f"--target {args.target!r} is not a column of {table.path} "
-                       f"(columns: {_columns(table.header)})")
+        raise CLIError(
+            f"--target {args.target!r} is not a column of {table.path} "
+            f"(columns: {_columns(table.header)})"
+        )
     features = [c for c in table.header if c != args.target]
     if not features:
-        raise CLIError(f"{table.path} has no feature columns besides the target "
-                       f"{args.target!r}")
+        raise CLIError(f"{table.path} has no feature columns besides the target {args.target!r}")
     X = table.numbers(features)
     y = table.numbers([args.target])[:, 0]
-    options = {name: getattr(args, name)
-               for name in ("link", "solver", "noise", "n_init", "max_iter")
-               if getattr(args, name) is not None}
+    options = {
+        name: getattr(args, name)
+        for name in ("link", "solver", "noise", "n_init", "max_iter")
+        if getattr(args, name) is not None
+    }
     est = MixtureOfExpertsRegressor(args.experts, random_state=args.seed, **options)
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -264,9 +314,11 @@ def cmd_fit(args):
         est.save(out)
     except OSError as exc:
         raise CLIError(f"cannot write {out}: {exc}") from None
-    print(f"fitted {args.experts} experts on {X.shape[0]} rows x {X.shape[1]} features "
-          f"({est.init_method_}); mean log-likelihood {est.log_likelihood_:.4f}, "
-          f"R^2 {r2:.4f}")
+    print(
+        f"fitted {args.experts} experts on {X.shape[0]} rows x {X.shape[1]} features "
+        f"({est.init_method_}); mean log-likelihood {est.log_likelihood_:.4f}, "
+        f"R^2 {r2:.4f}"
+    )
     print(f"model saved to {out}")
 
 
@@ -278,19 +330,25 @@ def _feature_matrix(est, table):
         # a model fitted on a plain array: columns can only be matched by position
         columns = [c for c in table.header if c != target]
         if len(columns) != est.n_features_in_:
-            raise CLIError(f"{table.path} has {len(columns)} columns; the model expects "
-                           f"{est.n_features_in_} (it has no column names, so columns are "
-                           "matched by position)")
+            raise CLIError(
+                f"{table.path} has {len(columns)} columns; the model expects "
+                f"{est.n_features_in_} (it has no column names, so columns are "
+                "matched by position)"
+            )
         return table.numbers(columns)
     names = [str(n) for n in names]
     missing = [n for n in names if n not in table.header]
     if missing:
-        raise CLIError(f"{table.path} lacks the column(s) {_columns(missing)} the model was "
-                       f"fitted on (expected {_columns(names)})")
+        raise CLIError(
+            f"{table.path} lacks the column(s) {_columns(missing)} the model was "
+            f"fitted on (expected {_columns(names)})"
+        )
     extra = [c for c in table.header if c not in names and c != target]
     if extra:
-        raise CLIError(f"{table.path} has column(s) {_columns(extra)} the model was not "
-                       f"fitted on (expected {_columns(names)})")
+        raise CLIError(
+            f"{table.path} has column(s) {_columns(extra)} the model was not "
+            f"fitted on (expected {_columns(names)})"
+        )
     return table.numbers(names)
 
 
@@ -314,9 +372,14 @@ def cmd_predict(args):
         except ValueError as exc:
             raise CLIError(f"cannot predict on {table.path}: {exc}") from None
     buffer = io.StringIO()
-    np.savetxt(buffer, np.column_stack([pred, gate]), delimiter=",", comments="",
-               fmt=["%.10g"] + ["%.6g"] * gate.shape[1],
-               header="prediction," + ",".join(f"gate_{i}" for i in range(gate.shape[1])))
+    np.savetxt(
+        buffer,
+        np.column_stack([pred, gate]),
+        delimiter=",",
+        comments="",
+        fmt=["%.10g"] + ["%.6g"] * gate.shape[1],
+        header="prediction," + ",".join(f"gate_{i}" for i in range(gate.shape[1])),
+    )
     text = buffer.getvalue()
     if args.output:
         try:
@@ -371,7 +434,8 @@ def _n_init(text):
         return _positive_int(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
-            f"expected a positive integer or 'auto', got {text!r}") from None
+            f"expected a positive integer or 'auto', got {text!r}"
+        ) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -400,56 +464,88 @@ def build_parser():
     demo.add_argument("--output", default="moelearn-demo", help="folder for the figure")
 
     fit = sub.add_parser(
-        "fit", help="fit a model to a CSV file and save it",
+        "fit",
+        help="fit a model to a CSV file and save it",
         description="Fit a mixture of experts to a CSV file with a header row and save it. "
-                    "Every column except the target is a feature; the model remembers the "
-                    "column names, so predict matches columns by name.")
+        "Every column except the target is a feature; the model remembers the "
+        "column names, so predict matches columns by name.",
+    )
     fit.add_argument("data", help="CSV file with a header row, numeric columns")
     fit.add_argument("--target", required=True, help="name of the column to predict")
     fit.add_argument("--experts", type=_positive_int, required=True, help="number of experts")
-    fit.add_argument("--link", choices=available_links(), default=None,
-                     help="expert link function (default: linear)")
-    fit.add_argument("--solver", choices=SOLVERS, default=None,
-                     help="estimation method (default: moments)")
-    fit.add_argument("--noise", choices=("shared", "expert"), default=None,
-                     help="one noise level per expert, or one shared by all "
-                          "(default: the estimator's)")
-    fit.add_argument("--n-init", type=_n_init, default=None,
-                     help="starting points: an integer, or 'auto' (default: the estimator's)")
-    fit.add_argument("--max-iter", type=_positive_int, default=None,
-                     help="iterations of the likelihood refinement (default: the estimator's)")
+    fit.add_argument(
+        "--link",
+        choices=available_links(),
+        default=None,
+        help="expert link function (default: linear)",
+    )
+    fit.add_argument(
+        "--solver", choices=SOLVERS, default=None, help="estimation method (default: moments)"
+    )
+    fit.add_argument(
+        "--noise",
+        choices=("shared", "expert"),
+        default=None,
+        help="one noise level per expert, or one shared by all (default: the estimator's)",
+    )
+    fit.add_argument(
+        "--n-init",
+        type=_n_init,
+        default=None,
+        help="starting points: an integer, or 'auto' (default: the estimator's)",
+    )
+    fit.add_argument(
+        "--max-iter",
+        type=_positive_int,
+        default=None,
+        help="iterations of the likelihood refinement (default: the estimator's)",
+    )
     fit.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    fit.add_argument("--delimiter", type=_delimiter, default=None,
-                     help="field separator (default: the most frequent of , ; and tab in "
-                          "the header)")
+    fit.add_argument(
+        "--delimiter",
+        type=_delimiter,
+        default=None,
+        help="field separator (default: the most frequent of , ; and tab in the header)",
+    )
     fit.add_argument("--output", default="model.npz", help="model file (default: model.npz)")
     fit.add_argument("--force", action="store_true", help="overwrite an existing model file")
 
     pred = sub.add_parser(
-        "predict", help="predict with a saved model",
+        "predict",
+        help="predict with a saved model",
         description="Predict with a saved model. Columns are matched by name; the target "
-                    "column, if present, is ignored.")
+        "column, if present, is ignored.",
+    )
     pred.add_argument("model")
     pred.add_argument("data", help="CSV file with the feature columns used in fit (any order)")
-    pred.add_argument("--delimiter", type=_delimiter, default=None,
-                      help="field separator (default: the most frequent of , ; and tab in "
-                           "the header)")
+    pred.add_argument(
+        "--delimiter",
+        type=_delimiter,
+        default=None,
+        help="field separator (default: the most frequent of , ; and tab in the header)",
+    )
     pred.add_argument("--output", help="CSV file to write (default: standard output)")
     pred.add_argument("--force", action="store_true", help="overwrite an existing output file")
 
     summ = sub.add_parser(
-        "summary", help="coefficients, standard errors and fit criteria of a saved model",
+        "summary",
+        help="coefficients, standard errors and fit criteria of a saved model",
         description="Print the coefficient table (estimates, standard errors, z, p-values), "
-                    "the noise levels, log-likelihood, AIC, BIC and ICL of a saved model, "
-                    "evaluated on a CSV file (pass the training data for the usual "
-                    "standard errors).")
+        "the noise levels, log-likelihood, AIC, BIC and ICL of a saved model, "
+        "evaluated on a CSV file (pass the training data for the usual "
+        "standard errors).",
+    )
     summ.add_argument("model")
     summ.add_argument("data", help="CSV file with the feature columns and the target")
-    summ.add_argument("--target", default=None,
-                      help="name of the target column (default: the one used in fit)")
-    summ.add_argument("--delimiter", type=_delimiter, default=None,
-                      help="field separator (default: the most frequent of , ; and tab in "
-                           "the header)")
+    summ.add_argument(
+        "--target", default=None, help="name of the target column (default: the one used in fit)"
+    )
+    summ.add_argument(
+        "--delimiter",
+        type=_delimiter,
+        default=None,
+        help="field separator (default: the most frequent of , ; and tab in the header)",
+    )
 
     from .experiments import EXPERIMENTS
 
@@ -469,8 +565,14 @@ def main(argv=None):
         if args.command == "demo":
             if args.n_experts >= args.n_features:
                 raise CLIError("--n-experts must be smaller than --n-features (theory regime)")
-            run_demo(args.n_samples, args.n_features, args.n_experts, args.link,
-                     seed=args.seed, output=args.output)
+            run_demo(
+                args.n_samples,
+                args.n_features,
+                args.n_experts,
+                args.link,
+                seed=args.seed,
+                output=args.output,
+            )
         elif args.command == "fit":
             cmd_fit(args)
         elif args.command == "predict":
@@ -480,8 +582,13 @@ def main(argv=None):
         elif args.command == "reproduce":
             from .experiments import run_experiments
 
-            run_experiments(args.experiment, quick=args.quick, output=args.output,
-                            seeds=args.seeds, jobs=args.jobs)
+            run_experiments(
+                args.experiment,
+                quick=args.quick,
+                output=args.output,
+                seeds=args.seeds,
+                jobs=args.jobs,
+            )
     except CLIError as exc:
         print(f"moelearn: error: {exc}", file=sys.stderr)
         return 2

@@ -127,14 +127,28 @@ class Data:
         Required for a ChunkedDataset when known; counted by a pass otherwise.
     """
 
-    def __init__(self, X, y=None, chunk_size=None, n_experts=1, transform=None,
-                 n_samples=None, n_features=None):
+    def __init__(
+        self,
+        X,
+        y=None,
+        chunk_size=None,
+        n_experts=1,
+        transform=None,
+        n_samples=None,
+        n_features=None,
+    ):
         self.X, self.y = X, y
         self.transform = transform
         self.block_rows = int(np.clip(32768 // max(1, n_experts), 1024, 8192))
-        self.kind = ("stream" if isinstance(X, ChunkedDataset)
-                     else "dask" if is_dask_array(X)
-                     else "memmap" if isinstance(X, np.memmap) else "memory")
+        self.kind = (
+            "stream"
+            if isinstance(X, ChunkedDataset)
+            else "dask"
+            if is_dask_array(X)
+            else "memmap"
+            if isinstance(X, np.memmap)
+            else "memory"
+        )
         if self.kind == "stream":
             if n_samples is None or n_features is None:
                 n_samples, n_features = 0, None
@@ -204,8 +218,10 @@ class Data:
         import dask
 
         X, y = self._dask_pair()
-        parts = [dask.delayed(_reduce_block)(fn, xb, yb, self.transform, self.block_rows)
-                 for xb, yb in zip(X.to_delayed().ravel(), y.to_delayed().ravel(), strict=True)]
+        parts = [
+            dask.delayed(_reduce_block)(fn, xb, yb, self.transform, self.block_rows)
+            for xb, yb in zip(X.to_delayed().ravel(), y.to_delayed().ravel(), strict=True)
+        ]
         total = None
         for part in dask.compute(*parts):
             total = add_partials(total, part)
@@ -224,8 +240,10 @@ class Data:
             X, y = np.concatenate(parts_X), np.concatenate(parts_y)
         elif self.kind == "dask":
             X = np.asarray(self.X[index].compute(), dtype=float)
-            y = np.asarray(self.y[index].compute() if is_dask_array(self.y) else
-                           np.asarray(self.y)[index], dtype=float)
+            y = np.asarray(
+                self.y[index].compute() if is_dask_array(self.y) else np.asarray(self.y)[index],
+                dtype=float,
+            )
         else:
             X = np.asarray(self.X[index], dtype=float)
             y = np.asarray(self.y[index], dtype=float).ravel()

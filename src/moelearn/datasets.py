@@ -30,8 +30,14 @@ def _finish(frame, features, target, as_frame, descr):
     y = frame[target].to_numpy()
     if not as_frame:
         return X, y
-    return Bunch(data=frame[features], target=frame[target], frame=frame,
-                 feature_names=features, target_name=target, DESCR=descr)
+    return Bunch(
+        data=frame[features],
+        target=frame[target],
+        frame=frame,
+        feature_names=features,
+        target_name=target,
+        DESCR=descr,
+    )
 
 
 def load_concrete(as_frame=False):
@@ -40,10 +46,23 @@ def load_concrete(as_frame=False):
     Returns ``(X, y)`` (y in MPa), or a Bunch with a DataFrame when ``as_frame``.
     """
     df = _rdata("modeldata", "concrete")
-    features = ["cement", "blast_furnace_slag", "fly_ash", "water", "superplasticizer",
-                "coarse_aggregate", "fine_aggregate", "age"]
-    return _finish(df, features, "compressive_strength", as_frame,
-                   "Concrete compressive strength (Yeh 1998), 1030 x 8; from R's modeldata.")
+    features = [
+        "cement",
+        "blast_furnace_slag",
+        "fly_ash",
+        "water",
+        "superplasticizer",
+        "coarse_aggregate",
+        "fine_aggregate",
+        "age",
+    ]
+    return _finish(
+        df,
+        features,
+        "compressive_strength",
+        as_frame,
+        "Concrete compressive strength (Yeh 1998), 1030 x 8; from R's modeldata.",
+    )
 
 
 def load_mcycle(as_frame=False):
@@ -52,8 +71,13 @@ def load_mcycle(as_frame=False):
     The classic mixture-of-experts example (Silverman 1985; R's MASS::mcycle).
     """
     df = _rdata("MASS", "mcycle")
-    return _finish(df, ["times"], "accel", as_frame,
-                   "Simulated motorcycle accident: head acceleration (g) against time (ms).")
+    return _finish(
+        df,
+        ["times"],
+        "accel",
+        as_frame,
+        "Simulated motorcycle accident: head acceleration (g) against time (ms).",
+    )
 
 
 def load_diabetes(as_frame=False):

@@ -78,10 +78,10 @@ class Diagnosis:
             f"{self.max_abs_skewness:.3f} vs {self.skewness_tolerance:.3f}, max |excess kurtosis| "
             f"{self.max_abs_excess_kurtosis:.3f} vs {self.kurtosis_tolerance:.3f})",
             f"input covariance condition number: {self.input_condition_number:.3g}",
-            "M2 eigenvalues: " + ", ".join(f"{v:.3g}" for v in self.m2_eigenvalues[:8])
+            "M2 eigenvalues: "
+            + ", ".join(f"{v:.3g}" for v in self.m2_eigenvalues[:8])
             + (" ..." if len(self.m2_eigenvalues) > 8 else ""),
-            f"M2 supports {self.supported_experts} experts (noise level "
-            f"{self.m2_noise_level:.3g})",
+            f"M2 supports {self.supported_experts} experts (noise level {self.m2_noise_level:.3g})",
             "link: " + "; ".join(f"order {m}: {v}" for m, v in self.link_orders.items()),
             f"noise estimate (theory regime): {self.noise_std:.4g}",
             f"trust the consistent estimate alone: {'yes' if self.trust_moments else 'no'}",
@@ -122,8 +122,10 @@ def diagnose(X, y, n_experts=None, link="linear") -> Diagnosis:
     kurt_tol = 4.0 * np.sqrt(24.0 / n) + 0.2
     gaussian = bool(skew <= skew_tol and kurt <= kurt_tol)
     if not gaussian:
-        notes.append("inputs are not Gaussian: the moment estimates are biased; use them only "
-                     "as a start for maximum likelihood (the estimator's default)")
+        notes.append(
+            "inputs are not Gaussian: the moment estimates are biased; use them only "
+            "as a start for maximum likelihood (the estimator's default)"
+        )
 
     link_orders = {}
     for m in (1, 2, 3, 4):
@@ -154,11 +156,26 @@ def diagnose(X, y, n_experts=None, link="linear") -> Diagnosis:
     else:
         notes.append("the link is not valid at order 2: no whitening, no moment method")
 
-    trust = bool(gaussian and valid2 and valid34
-                 and (n_experts is None or supported >= n_experts))
+    trust = bool(gaussian and valid2 and valid34 and (n_experts is None or supported >= n_experts))
     if n_experts is not None and supported < n_experts:
-        notes.append(f"M2 supports only {supported} of the {n_experts} experts: too few "
-                     "samples, too many experts, or experts that nearly coincide")
-    return Diagnosis(n, d, float(skew), float(kurt), float(skew_tol), float(kurt_tol),
-                     gaussian, cond, m2_evals, float(noise_level), supported, link_orders,
-                     sigma, trust, notes)
+        notes.append(
+            f"M2 supports only {supported} of the {n_experts} experts: too few "
+            "samples, too many experts, or experts that nearly coincide"
+        )
+    return Diagnosis(
+        n,
+        d,
+        float(skew),
+        float(kurt),
+        float(skew_tol),
+        float(kurt_tol),
+        gaussian,
+        cond,
+        m2_evals,
+        float(noise_level),
+        supported,
+        link_orders,
+        sigma,
+        trust,
+        notes,
+    )

@@ -239,8 +239,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         """Validate the input and wrap it in a :class:`~moelearn.data.Data` source."""
         if isinstance(X, ChunkedDataset) or is_dask_array(X) or isinstance(X, np.memmap):
             if y is None and not isinstance(X, ChunkedDataset):
-                raise ValueError(f"{type(self).__name__} requires y to be passed, but the "
-                                 "target y is None")
+                raise ValueError(
+                    f"{type(self).__name__} requires y to be passed, but the target y is None"
+                )
             if isinstance(X, ChunkedDataset) and y is not None:
                 raise ValueError("pass y=None with a ChunkedDataset: its chunks hold y")
             if not isinstance(X, ChunkedDataset) and X.ndim != 2:
@@ -249,8 +250,10 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                 if len(y.shape) != 1 and not (len(y.shape) == 2 and y.shape[1] == 1):
                     raise ValueError(f"y must be 1-D (n_samples,), got shape {y.shape}")
                 if y.shape[0] != X.shape[0]:
-                    raise ValueError("Found input variables with inconsistent numbers of "
-                                     f"samples: [{X.shape[0]}, {y.shape[0]}]")
+                    raise ValueError(
+                        "Found input variables with inconsistent numbers of "
+                        f"samples: [{X.shape[0]}, {y.shape[0]}]"
+                    )
                 if not (is_dask_array(y) or isinstance(y, np.memmap)):
                     y = np.asarray(y, dtype=float).ravel()
             raw = Data(X, y, self.chunk_size, n_experts=self.n_experts)
@@ -259,8 +262,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             self.n_features_in_ = raw.n_features
             return raw
         with np.errstate(invalid="ignore", over="ignore"):  # inf - inf while checking
-            X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64,
-                                 ensure_min_samples=2)
+            X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64, ensure_min_samples=2)
         check_target_and_magnitude(X, y)
         return Data(X, y, self.chunk_size, n_experts=self.n_experts)
 
@@ -276,9 +278,24 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         return Data(*data.rows(rows), n_experts=self.n_experts)
 
     def _directions(self, data, link, method, rng):
-        return _recover(data, self.n_experts, link, method, None, rng, return_info=False,
-                        form="whitened", order=None, n_restarts=5, max_iter=500, tol=1e-9,
-                        mu=0.5, batch_size=None, learning_rate=0.05, record_trajectory=False)
+        return _recover(
+            data,
+            self.n_experts,
+            link,
+            method,
+            None,
+            rng,
+            return_info=False,
+            form="whitened",
+            order=None,
+            n_restarts=5,
+            max_iter=500,
+            tol=1e-9,
+            mu=0.5,
+            batch_size=None,
+            learning_rate=0.05,
+            record_trajectory=False,
+        )
 
     def _fit_moments(self, data, link, per_expert, rng):
         d = data.n_features
@@ -291,8 +308,12 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             unavailable = str(exc)
         else:
             unavailable = None
-            start = MoEParams(directions, 0.01 * rng.standard_normal((k, d)),
-                              noise_std=_noise_start(sub.y, k, per_expert), link=link)
+            start = MoEParams(
+                directions,
+                0.01 * rng.standard_normal((k, d)),
+                noise_std=_noise_start(sub.y, k, per_expert),
+                link=link,
+            )
             # Lengths, intercepts, gating and noise with the directions fixed, on the
             # subsample with a loose tolerance: this only has to land in the basin.
             free = {"expert_scale", "gating", "noise"}
@@ -300,9 +321,16 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                 free |= {"expert_bias", "gating_bias"}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                step = maximize_likelihood(sub, start, free=free, method="lbfgs",
-                                           per_expert_noise=per_expert, max_iter=self.max_iter,
-                                           tol=max(self.tol, 1e-6), noise_floor=self._floor)
+                step = maximize_likelihood(
+                    sub,
+                    start,
+                    free=free,
+                    method="lbfgs",
+                    per_expert_noise=per_expert,
+                    max_iter=self.max_iter,
+                    tol=max(self.tol, 1e-6),
+                    noise_floor=self._floor,
+                )
             starts.append((f"moments ({self.moment_method})", step.params))
         search_data = self._subsample(data, rng, _SEARCH_ROWS)
         if self.n_init == "auto":
@@ -321,12 +349,23 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             self.init_method_ = starts[0][0]
             self._final_step = f"the {self._refine_name} refinement of the moment start"
             return self._refine(data, starts[0][1], per_expert)
-        found = search(data, search_data, k, link, starts=starts, n_candidates=n_generated,
-                       n_finalists=max(3, n_generated // 20),
-                       per_expert_noise=per_expert, free=self._free(),
-                       fit_intercept=self.fit_intercept, refine=self.refine,
-                       max_iter=self.max_iter, tol=self.tol, noise_floor=self._floor,
-                       random_state=rng)
+        found = search(
+            data,
+            search_data,
+            k,
+            link,
+            starts=starts,
+            n_candidates=n_generated,
+            n_finalists=max(3, n_generated // 20),
+            per_expert_noise=per_expert,
+            free=self._free(),
+            fit_intercept=self.fit_intercept,
+            refine=self.refine,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            noise_floor=self._floor,
+            random_state=rng,
+        )
         plural = "s" if found.n_candidates > 1 else ""
         self.init_method_ = f"{found.method} (best of {found.n_candidates} start{plural})"
         self._final_step = f"the {self._refine_name} refinement of the best start ({found.method})"
@@ -342,17 +381,30 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         experts = self._directions(data, link, self.solver, rng)
         self.init_method_ = self.solver
         sub = self._subsample(data, rng)
-        start = MoEParams(experts, 0.01 * rng.standard_normal((k, d)),
-                          noise_std=_noise_start(sub.y, k, per_expert), link=link)
+        start = MoEParams(
+            experts,
+            0.01 * rng.standard_normal((k, d)),
+            noise_std=_noise_start(sub.y, k, per_expert),
+            link=link,
+        )
         free = {"gating", "noise"} | ({"gating_bias"} if self.fit_intercept else set())
         method = "lbfgs" if self.solver == "landscape" else "em"
-        self._final_step = (f"the gating fit ({'L-BFGS' if method == 'lbfgs' else 'EM'}) of the "
-                            f"{self.solver} pipeline")
+        self._final_step = (
+            f"the gating fit ({'L-BFGS' if method == 'lbfgs' else 'EM'}) of the "
+            f"{self.solver} pipeline"
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            return maximize_likelihood(data, start, free=free, method=method,
-                                       per_expert_noise=per_expert, max_iter=self.max_iter,
-                                       tol=self.tol, noise_floor=self._floor)
+            return maximize_likelihood(
+                data,
+                start,
+                free=free,
+                method=method,
+                per_expert_noise=per_expert,
+                max_iter=self.max_iter,
+                tol=self.tol,
+                noise_floor=self._floor,
+            )
 
     def _fit_baseline(self, data, link, per_expert, rng):
         self.init_method_ = "random"
@@ -368,14 +420,25 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                 if refine:
                     fit = self._refine(data, init, per_expert)
                 elif self.solver == "gd-l2":
-                    fit = fit_squared_loss(data, init, max_iter=self.max_iter, tol=self.tol,
-                                           fit_intercept=self.fit_intercept)
+                    fit = fit_squared_loss(
+                        data,
+                        init,
+                        max_iter=self.max_iter,
+                        tol=self.tol,
+                        fit_intercept=self.fit_intercept,
+                    )
                 else:
                     method = "em" if self.solver == "em" else "gd"
-                    fit = maximize_likelihood(data, init, free=self._free(), method=method,
-                                              per_expert_noise=per_expert,
-                                              max_iter=self.max_iter, tol=self.tol,
-                                              noise_floor=self._floor)
+                    fit = maximize_likelihood(
+                        data,
+                        init,
+                        free=self._free(),
+                        method=method,
+                        per_expert_noise=per_expert,
+                        max_iter=self.max_iter,
+                        tol=self.tol,
+                        noise_floor=self._floor,
+                    )
             if best is None or _objective(fit, self.solver) > _objective(best, self.solver):
                 best = fit
         return best
@@ -393,9 +456,16 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     def _refine(self, data, init, per_expert):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            return maximize_likelihood(data, init, free=self._free(), method=self.refine,
-                                       per_expert_noise=per_expert, max_iter=self.max_iter,
-                                       tol=self.tol, noise_floor=self._floor)
+            return maximize_likelihood(
+                data,
+                init,
+                free=self._free(),
+                method=self.refine,
+                per_expert_noise=per_expert,
+                max_iter=self.max_iter,
+                tol=self.tol,
+                noise_floor=self._floor,
+            )
 
     # ------------------------------------------------------------ scaling
     def _set_scaling(self, raw: Data, link, scale_y):
@@ -424,8 +494,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         self._x_unwhiten = (evecs * root) @ evecs.T
         if link.is_linear and scale_y:
             self._y_mean = y_mean if self.fit_intercept else 0.0
-            self._y_scale = float(np.sqrt(y_var)) if self.fit_intercept else float(
-                np.sqrt(y_var + y_mean**2))
+            self._y_scale = (
+                float(np.sqrt(y_var)) if self.fit_intercept else float(np.sqrt(y_var + y_mean**2))
+            )
         else:
             self._y_mean, self._y_scale = 0.0, 1.0
         self._floor = NOISE_FLOOR * max(np.sqrt(y_var) / self._y_scale, 1e-300)
@@ -460,20 +531,26 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         return MoEParams(p.experts, p.gating, p.expert_bias, p.gating_bias, p.noise_std, link)
 
     def _store(self, params, fit, raw):
-        self._set_fitted(params, fit.n_iter, fit.converged, _mean_log_likelihood(params, raw),
-                         self.init_method_)
+        self._set_fitted(
+            params, fit.n_iter, fit.converged, _mean_log_likelihood(params, raw), self.init_method_
+        )
         self.history_ = np.asarray(fit.history, dtype=float)
         if not self.converged_:
             warnings.warn(
                 f"{self._final_step} stopped after {self.n_iter_} iterations without "
                 f"converging (max_iter={self.max_iter}); increase max_iter",
-                ConvergenceWarning, stacklevel=3)
+                ConvergenceWarning,
+                stacklevel=3,
+            )
         if self._collapsed:
             warnings.warn(
                 "every start ended with a collapsed component (one explaining fewer samples "
                 "than its expert has coefficients, or with its noise at the floor "
                 f"{NOISE_FLOOR:g} * std(y)); the fit is kept, but fewer experts may suit these "
-                "data better", ConvergenceWarning, stacklevel=3)
+                "data better",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
         if self.compute_standard_errors:
             self.standard_errors_ = self._standard_errors(raw)
 
@@ -582,10 +659,17 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         Summary
         """
         X = self._check_X(X)
-        return summarize(self.params_, X, y, per_expert_noise=self.noise == "expert",
-                         fit_intercept=self.fit_intercept, converged=self.converged_,
-                         init_method=self.init_method_,
-                         feature_names=getattr(self, "feature_names_in_", None), level=level)
+        return summarize(
+            self.params_,
+            X,
+            y,
+            per_expert_noise=self.noise == "expert",
+            fit_intercept=self.fit_intercept,
+            converged=self.converged_,
+            init_method=self.init_method_,
+            feature_names=getattr(self, "feature_names_in_", None),
+            level=level,
+        )
 
     def _n_parameters(self):
         k, d = self.n_experts, self.n_features_in_
@@ -625,8 +709,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         est._x_mean, est._x_whiten, est._x_unwhiten = np.zeros(d), np.eye(d), np.eye(d)
         est._y_mean, est._y_scale = 0.0, 1.0
         est.n_features_in_ = d
-        est._set_fitted(params, n_iter=0, converged=True, log_likelihood=float("nan"),
-                        init_method="from_params")
+        est._set_fitted(
+            params, n_iter=0, converged=True, log_likelihood=float("nan"), init_method="from_params"
+        )
         return est
 
     def _set_fitted(self, params, n_iter, converged, log_likelihood, init_method):
@@ -663,9 +748,13 @@ def _stats_block(X, y, shift):
     with np.errstate(all="ignore"):  # non-finite values are counted, then refused
         Xs = X - shift
         return dict(
-            n=X.shape[0], sx=Xs.sum(axis=0), sxx=Xs.T @ Xs, sy=float(y.sum()),
+            n=X.shape[0],
+            sx=Xs.sum(axis=0),
+            sxx=Xs.T @ Xs,
+            sy=float(y.sum()),
             syy=float(y @ y),
-            bad_x=int(np.sum(~np.isfinite(X))), bad_y=int(np.sum(~np.isfinite(y))),
+            bad_x=int(np.sum(~np.isfinite(X))),
+            bad_y=int(np.sum(~np.isfinite(y))),
             big=int(np.sum(np.abs(X) > MAX_MAGNITUDE) + np.sum(np.abs(y) > MAX_MAGNITUDE)),
         )
 
@@ -686,8 +775,10 @@ def _streamed_moments(raw: Data, center):
     if st["bad_y"]:
         raise ValueError("y contains NaN or infinite values")
     if st["big"]:
-        raise ValueError(f"X or y has values larger than {MAX_MAGNITUDE:g}: moments up to the "
-                         "4th power would overflow; rescale the data")
+        raise ValueError(
+            f"X or y has values larger than {MAX_MAGNITUDE:g}: moments up to the "
+            "4th power would overflow; rescale the data"
+        )
     n = st["n"]
     dx = st["sx"] / n
     x_mean = shift + dx
@@ -703,4 +794,3 @@ def _objective(fit, solver):
     if solver == "gd-l2":
         return -fit.history[-1]  # lower squared loss is better
     return fit.log_likelihood
-

@@ -49,9 +49,15 @@ def _quiet():
 def _fit_solver(solver, X, y, k, link, seed, max_iter=200):
     from .estimator import MixtureOfExpertsRegressor
 
-    est = MixtureOfExpertsRegressor(k, link=link, solver=solver, fit_intercept=False,
-                                    compute_standard_errors=False, max_iter=max_iter,
-                                    random_state=seed)
+    est = MixtureOfExpertsRegressor(
+        k,
+        link=link,
+        solver=solver,
+        fit_intercept=False,
+        compute_standard_errors=False,
+        max_iter=max_iter,
+        random_state=seed,
+    )
     t = time.perf_counter()
     est.fit(X, y)
     return est, time.perf_counter() - t
@@ -103,24 +109,37 @@ def _convergence_task(args):
     X, y = sample(truth, n, random_state=10_000 + seed)
     data = Data(X, y, n_experts=3)
     out = {}
-    r = recover_experts(X, y, 3, method="landscape", n_restarts=1, max_iter=iters,
-                        record_trajectory=True, random_state=seed, return_info=True)
+    r = recover_experts(
+        X,
+        y,
+        3,
+        method="landscape",
+        n_restarts=1,
+        max_iter=iters,
+        record_trajectory=True,
+        random_state=seed,
+        return_info=True,
+    )
     out["experts: L_4 gradient descent"] = _pad(
-        [parameter_errors(A, truth.experts).experts for A in r.trajectories[0]], iters)
+        [parameter_errors(A, truth.experts).experts for A in r.trajectories[0]], iters
+    )
     init = random_params(10, 3, "linear", 1.0, random_state=seed)
     l2 = fit_squared_loss(data, init, max_iter=iters, fit_intercept=False, record=True)
-    nll = maximize_likelihood(data, init, method="gd", max_iter=iters, record=True,
-                              free={"experts", "gating", "noise"})
+    nll = maximize_likelihood(
+        data, init, method="gd", max_iter=iters, record=True, free={"experts", "gating", "noise"}
+    )
     for label, fit in (("squared loss", l2), ("negative log-likelihood", nll)):
         traj = fit.trajectory or [fit.params]
         errs = [parameter_errors(p, truth) for p in traj]
         out[f"experts: joint GD, {label}"] = _pad([e.experts for e in errs], iters)
         out[f"gating: joint GD, {label}"] = _pad([e.gating for e in errs], iters)
     start = MoEParams(truth.experts, np.zeros_like(truth.gating), noise_std=1.0)
-    gate = maximize_likelihood(data, start, method="gd", max_iter=iters, record=True,
-                               free={"gating", "noise"})
+    gate = maximize_likelihood(
+        data, start, method="gd", max_iter=iters, record=True, free={"gating", "noise"}
+    )
     out["gating: L_log gradient descent (true experts)"] = _pad(
-        [parameter_errors(p, truth).gating for p in (gate.trajectory or [gate.params])], iters)
+        [parameter_errors(p, truth).gating for p in (gate.trajectory or [gate.params])], iters
+    )
     return out
 
 
@@ -153,17 +172,23 @@ def plot_convergence(curves, n, seeds):
 def experiment_convergence(quick=False, seeds=None, jobs=1, output="results"):
     seeds = seeds or (4 if quick else 20)
     n, iters = (20_000, 100) if quick else (100_000, 300)
-    results = _run_tasks(_convergence_task, [(s, n, iters) for s in range(seeds)], jobs,
-                         "convergence")
+    results = _run_tasks(
+        _convergence_task, [(s, n, iters) for s in range(seeds)], jobs, "convergence"
+    )
     curves = {key: [r[key] for r in results] for key in results[0]}
     fig = plot_convergence(curves, n, seeds)
-    md = [f"# Convergence ({seeds} seeds, n={n:,}, d=10, k=3, linear, sigma=0.2)", "",
-          "| curve | median final error | 90th percentile | share of starts with error <= 0.1 |",
-          "|---|---|---|---|"]
+    md = [
+        f"# Convergence ({seeds} seeds, n={n:,}, d=10, k=3, linear, sigma=0.2)",
+        "",
+        "| curve | median final error | 90th percentile | share of starts with error <= 0.1 |",
+        "|---|---|---|---|",
+    ]
     for key, val in curves.items():
         final = np.asarray(val)[:, -1]
-        md.append(f"| {key} | {np.median(final):.4f} | {np.percentile(final, 90):.4f} | "
-                  f"{np.mean(final <= 0.1):.0%} |")
+        md.append(
+            f"| {key} | {np.median(final):.4f} | {np.percentile(final, 90):.4f} | "
+            f"{np.mean(final <= 0.1):.0%} |"
+        )
     payload = dict(seeds=seeds, n=n, iterations=iters, curves=curves)
     return _write(Path(output), "convergence", payload, md, fig)
 
@@ -174,8 +199,10 @@ def experiment_convergence(quick=False, seeds=None, jobs=1, output="results"):
 def _success_grid(quick):
     if quick:
         return [dict(k=k, scale=s, noise=0.2, link="linear") for k, s in product((3, 6), (1, 3))]
-    return [dict(k=k, scale=s, noise=nz, link=ln)
-            for k, s, nz, ln in product((3, 6), (1, 3), (0.1, 0.5), ("linear", "relu"))]
+    return [
+        dict(k=k, scale=s, noise=nz, link=ln)
+        for k, s, nz, ln in product((3, 6), (1, 3), (0.1, 0.5), ("linear", "relu"))
+    ]
 
 
 def _success_task(args):
@@ -184,8 +211,14 @@ def _success_task(args):
     from .metrics import parameter_errors
     from .model import make_moe, sample
 
-    truth = make_moe(10, cell["k"], link=cell["link"], noise_std=cell["noise"],
-                     gating_scale=cell["scale"], random_state=seed)
+    truth = make_moe(
+        10,
+        cell["k"],
+        link=cell["link"],
+        noise_std=cell["noise"],
+        gating_scale=cell["scale"],
+        random_state=seed,
+    )
     X, y = sample(truth, n, random_state=20_000 + seed)
     out = {}
     for solver in SOLVERS:
@@ -204,9 +237,16 @@ def success_table(grid, seeds, n, jobs=1, label="success"):
         for solver in SOLVERS:
             errs = np.array([r[solver][0] for r in chunk])
             times = np.array([r[solver][1] for r in chunk])
-            table.append(dict(**cell, solver=solver, success=float(np.mean(errs <= 0.1)),
-                              median_error=float(np.median(errs)),
-                              median_time_s=float(np.median(times)), errors=errs.tolist()))
+            table.append(
+                dict(
+                    **cell,
+                    solver=solver,
+                    success=float(np.mean(errs <= 0.1)),
+                    median_error=float(np.median(errs)),
+                    median_time_s=float(np.median(times)),
+                    errors=errs.tolist(),
+                )
+            )
     return table
 
 
@@ -218,18 +258,32 @@ def experiment_success(quick=False, seeds=None, jobs=1, output="results"):
     plt = _plt()
     rows = sorted({(c["k"], c["scale"]) for c in grid})
     cols = sorted({(c["noise"], c["link"]) for c in grid}, key=lambda t: (t[1], t[0]))
-    fig, axes = plt.subplots(2, 3, figsize=(4 + 1.6 * len(cols) * 3, 1.5 + 0.6 * len(rows) * 2),
-                             sharex=True, sharey=True, layout="constrained")
+    fig, axes = plt.subplots(
+        2,
+        3,
+        figsize=(4 + 1.6 * len(cols) * 3, 1.5 + 0.6 * len(rows) * 2),
+        sharex=True,
+        sharey=True,
+        layout="constrained",
+    )
     for ax, solver in zip(axes.ravel(), SOLVERS, strict=True):
         mat = np.full((len(rows), len(cols)), np.nan)
         for t in table:
             if t["solver"] == solver:
-                mat[rows.index((t["k"], t["scale"])), cols.index((t["noise"], t["link"]))] = \
-                    t["success"]
+                mat[rows.index((t["k"], t["scale"])), cols.index((t["noise"], t["link"]))] = t[
+                    "success"
+                ]
         im = ax.imshow(mat, vmin=0, vmax=1, cmap="viridis", aspect="auto")
         for (i, j), v in np.ndenumerate(mat):
-            ax.text(j, i, f"{v:.0%}", ha="center", va="center",
-                    color="white" if v < 0.6 else "black", fontsize=9)
+            ax.text(
+                j,
+                i,
+                f"{v:.0%}",
+                ha="center",
+                va="center",
+                color="white" if v < 0.6 else "black",
+                fontsize=9,
+            )
         ax.set_xticks(range(len(cols)), [f"{ln}\nσ={nz}" for nz, ln in cols], fontsize=8)
         ax.set_yticks(range(len(rows)), [f"k={k}, |w|={s}" for k, s in rows], fontsize=8)
         ax.set_title(solver)
@@ -239,17 +293,30 @@ def experiment_success(quick=False, seeds=None, jobs=1, output="results"):
         ax.set_ylabel("experts k, gating scale |w|")
     fig.colorbar(im, ax=axes, shrink=0.6, label="success rate (expert error ≤ 0.1)")
     fig.suptitle(f"Success over {seeds} problems/starts per cell, n={n:,}, d=10")
-    md = [f"# Success rates ({seeds} seeds per cell, n={n:,}, d=10; success = expert error "
-          "<= 0.1)", "", "| k | gating scale | noise | link | " + " | ".join(SOLVERS) + " |",
-          "|---|---|---|---|" + "---|" * len(SOLVERS)]
+    md = [
+        f"# Success rates ({seeds} seeds per cell, n={n:,}, d=10; success = expert error <= 0.1)",
+        "",
+        "| k | gating scale | noise | link | " + " | ".join(SOLVERS) + " |",
+        "|---|---|---|---|" + "---|" * len(SOLVERS),
+    ]
     for cell in grid:
-        vals = [next(t for t in table if t["solver"] == s and all(t[key] == cell[key]
-                     for key in cell)) for s in SOLVERS]
-        md.append(f"| {cell['k']} | {cell['scale']} | {cell['noise']} | {cell['link']} | "
-                  + " | ".join(f"{v['success']:.0%}" for v in vals) + " |")
-    md += ["", "Median fit time (s) per solver over all cells: " + ", ".join(
-        f"{s} {np.median([t['median_time_s'] for t in table if t['solver'] == s]):.2f}"
-        for s in SOLVERS)]
+        vals = [
+            next(t for t in table if t["solver"] == s and all(t[key] == cell[key] for key in cell))
+            for s in SOLVERS
+        ]
+        md.append(
+            f"| {cell['k']} | {cell['scale']} | {cell['noise']} | {cell['link']} | "
+            + " | ".join(f"{v['success']:.0%}" for v in vals)
+            + " |"
+        )
+    md += [
+        "",
+        "Median fit time (s) per solver over all cells: "
+        + ", ".join(
+            f"{s} {np.median([t['median_time_s'] for t in table if t['solver'] == s]):.2f}"
+            for s in SOLVERS
+        ),
+    ]
     return _write(Path(output), "success", dict(seeds=seeds, n=n, table=table), md, fig)
 
 
@@ -269,7 +336,8 @@ def _samples_task(args):
     out = {}
     for method in ("tensor", "landscape"):
         out[f"{method} (moments alone)"] = parameter_errors(
-            recover_experts(X, y, 3, method=method, random_state=seed), truth.experts).experts
+            recover_experts(X, y, 3, method=method, random_state=seed), truth.experts
+        ).experts
     est, _ = _fit_solver("moments", X, y, 3, "linear", seed)
     out["full pipeline (solver='moments')"] = parameter_errors(est, truth).experts
     ref = maximize_likelihood(Data(X, y, n_experts=3), truth, free={"experts", "gating", "noise"})
@@ -283,35 +351,60 @@ def experiment_samples(quick=False, seeds=None, jobs=1, output="results"):
     tasks = [(n, s) for n in ns for s in range(seeds)]
     results = _run_tasks(_samples_task, tasks, jobs, "samples")
     keys = list(results[0])
-    med = {key: [float(np.median([r[key] for r, (n, _) in zip(results, tasks, strict=True)
-                                  if n == nn])) for nn in ns] for key in keys}
+    med = {
+        key: [
+            float(np.median([r[key] for r, (n, _) in zip(results, tasks, strict=True) if n == nn]))
+            for nn in ns
+        ]
+        for key in keys
+    }
     fit_from = 2  # slopes from n = 1e4 on: below that the moments are dominated by noise
-    slopes = {key: float(np.polyfit(np.log(ns[fit_from:]), np.log(v[fit_from:]), 1)[0])
-              for key, v in med.items()}
+    slopes = {
+        key: float(np.polyfit(np.log(ns[fit_from:]), np.log(v[fit_from:]), 1)[0])
+        for key, v in med.items()
+    }
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    styles = [dict(marker="o"), dict(marker="s"),
-              dict(marker="^", ms=11, mfc="none", ls="--", lw=2.5),  # coincides with the MLE
-              dict(marker="D", ms=4)]
+    styles = [
+        dict(marker="o"),
+        dict(marker="s"),
+        dict(marker="^", ms=11, mfc="none", ls="--", lw=2.5),  # coincides with the MLE
+        dict(marker="D", ms=4),
+    ]
     for key, style in zip(keys, styles, strict=False):
         ax.loglog(ns, med[key], label=f"{key} (slope {slopes[key]:.2f})", **style)
-    ax.loglog(ns, med[keys[-1]][-1] * np.sqrt(ns[-1] / np.array(ns)), "k:", lw=1,
-              label="n^(-1/2) reference")
+    ax.loglog(
+        ns,
+        med[keys[-1]][-1] * np.sqrt(ns[-1] / np.array(ns)),
+        "k:",
+        lw=1,
+        label="n^(-1/2) reference",
+    )
     ax.set_xlabel("number of samples n")
     ax.set_ylabel(f"expert error (median over {seeds} seeds)")
     ax.set_title("Error against sample size: d=10, k=3, linear, σ=0.2")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    md = [f"# Error against n ({seeds} seeds; medians)", "",
-          "| n | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    md = [
+        f"# Error against n ({seeds} seeds; medians)",
+        "",
+        "| n | " + " | ".join(keys) + " |",
+        "|---|" + "---|" * len(keys),
+    ]
     for i, nn in enumerate(ns):
         md.append(f"| {nn:,} | " + " | ".join(f"{med[k][i]:.4f}" for k in keys) + " |")
-    md += ["", "Log-log slopes (n >= 1e4): " + ", ".join(f"{k}: {v:.2f}"
-                                                         for k, v in slopes.items())]
-    payload = dict(seeds=seeds, n=ns, median_errors=med, slopes=slopes,
-                   raw=[dict(n=t[0], seed=t[1], **r) for t, r in zip(tasks, results,
-                                                                      strict=True)])
+    md += [
+        "",
+        "Log-log slopes (n >= 1e4): " + ", ".join(f"{k}: {v:.2f}" for k, v in slopes.items()),
+    ]
+    payload = dict(
+        seeds=seeds,
+        n=ns,
+        median_errors=med,
+        slopes=slopes,
+        raw=[dict(n=t[0], seed=t[1], **r) for t, r in zip(tasks, results, strict=True)],
+    )
     return _write(Path(output), "samples", payload, md, fig)
 
 
@@ -345,8 +438,13 @@ def experiment_timing(quick=False, seeds=None, jobs=1, output="results"):
     res_d = _run_tasks(_timing_task, tasks_d, 1, "timing vs d")
 
     def medians(res, tasks, idx, values):
-        return {s: [float(np.median([r[s] for r, t in zip(res, tasks, strict=True)
-                                     if t[idx] == v])) for v in values] for s in SOLVERS}
+        return {
+            s: [
+                float(np.median([r[s] for r, t in zip(res, tasks, strict=True) if t[idx] == v]))
+                for v in values
+            ]
+            for s in SOLVERS
+        }
 
     tn, td = medians(res_n, tasks_n, 0, ns), medians(res_d, tasks_d, 1, ds)
     plt = _plt()
@@ -363,13 +461,21 @@ def experiment_timing(quick=False, seeds=None, jobs=1, output="results"):
     axes[0].set_title("Fit time against n")
     axes[1].set_title("Fit time against d")
     fig.tight_layout()
-    md = ["# Fit time (seconds, median over seeds; one start per solver)", "",
-          "| n | " + " | ".join(SOLVERS) + " |", "|---|" + "---|" * len(SOLVERS)]
-    md += [f"| {n:,} | " + " | ".join(f"{tn[s][i]:.2f}" for s in SOLVERS) + " |"
-           for i, n in enumerate(ns)]
+    md = [
+        "# Fit time (seconds, median over seeds; one start per solver)",
+        "",
+        "| n | " + " | ".join(SOLVERS) + " |",
+        "|---|" + "---|" * len(SOLVERS),
+    ]
+    md += [
+        f"| {n:,} | " + " | ".join(f"{tn[s][i]:.2f}" for s in SOLVERS) + " |"
+        for i, n in enumerate(ns)
+    ]
     md += ["", "| d | " + " | ".join(SOLVERS) + " |", "|---|" + "---|" * len(SOLVERS)]
-    md += [f"| {d} | " + " | ".join(f"{td[s][i]:.2f}" for s in SOLVERS) + " |"
-           for i, d in enumerate(ds)]
+    md += [
+        f"| {d} | " + " | ".join(f"{td[s][i]:.2f}" for s in SOLVERS) + " |"
+        for i, d in enumerate(ds)
+    ]
     payload = dict(seeds=seeds, n=ns, d=ds, time_vs_n=tn, time_vs_d=td)
     return _write(Path(output), "timing", payload, md, fig)
 

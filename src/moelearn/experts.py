@@ -181,8 +181,9 @@ def _landscape_whitened(reduced, n_restarts, max_iter, tol, mu, rng, record):
     for _ in range(n_restarts):
         U0 = rng.standard_normal((k, k))
         path = [] if record else None
-        U, hist = _sphere_gradient_descent(lambda V: landscape_loss(T, V, mu), U0, max_iter, tol,
-                                           iterates=path)
+        U, hist = _sphere_gradient_descent(
+            lambda V: landscape_loss(T, V, mu), U0, max_iter, tol, iterates=path
+        )
         results.append((U, hist))
         paths.append(path)
     losses = np.array([h[-1] for _, h in results])
@@ -232,7 +233,8 @@ def _landscape_raw(data, q4, k, d, scale, n_samples, options, rng, span):
     def full_loss(B):
         rho = B @ B.T
         total_loss, total_grad = data.map_reduce(
-            lambda Xb, yb: _raw_loss_chunk(Xb, q4(yb) / scale, B, K, rho))
+            lambda Xb, yb: _raw_loss_chunk(Xb, q4(yb) / scale, B, K, rho)
+        )
         return total_loss / n_samples, total_grad / n_samples
 
     def project(B, grad):
@@ -469,14 +471,45 @@ def recover_experts(
         raise ValueError(f"order must be 3, 4 or None, got {order!r}")
     X, y = check_Xy(X, y)
     data = Data(X, y, chunk_size)
-    return _recover(data, n_experts, link, method, noise_std, _generator(random_state),
-                    return_info=return_info, form=form, order=order, n_restarts=n_restarts,
-                    max_iter=max_iter, tol=tol, mu=mu, batch_size=batch_size,
-                    learning_rate=learning_rate, record_trajectory=record_trajectory)
+    return _recover(
+        data,
+        n_experts,
+        link,
+        method,
+        noise_std,
+        _generator(random_state),
+        return_info=return_info,
+        form=form,
+        order=order,
+        n_restarts=n_restarts,
+        max_iter=max_iter,
+        tol=tol,
+        mu=mu,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        record_trajectory=record_trajectory,
+    )
 
 
-def _recover(data, n_experts, link, method, noise_std, rng, *, return_info, form, order,
-             n_restarts, max_iter, tol, mu, batch_size, learning_rate, record_trajectory):
+def _recover(
+    data,
+    n_experts,
+    link,
+    method,
+    noise_std,
+    rng,
+    *,
+    return_info,
+    form,
+    order,
+    n_restarts,
+    max_iter,
+    tol,
+    mu,
+    batch_size,
+    learning_rate,
+    record_trajectory,
+):
     """:func:`recover_experts` on a validated :class:`~moelearn.data.Data` source."""
     n, d = data.n_samples, data.n_features
     k = check_n_experts(n_experts, d, moment_method=True)
@@ -511,19 +544,35 @@ def _recover(data, n_experts, link, method, noise_std, rng, *, return_info, form
         m2 = np.sign(first.q2.constant) * first.second_moment
         top = np.linalg.eigvalsh(m2)[-1] / abs(first.q2.constant)
         scale = abs(q4.constant) * max(top, 1e-12)
-        opts = dict(mu=mu, batch_size=batch_size, n_restarts=n_restarts, max_iter=max_iter,
-                    tol=tol, learning_rate=learning_rate)
+        opts = dict(
+            mu=mu,
+            batch_size=batch_size,
+            n_restarts=n_restarts,
+            max_iter=max_iter,
+            tol=tol,
+            learning_rate=learning_rate,
+        )
         span = first.whitening(k).eigenvectors
-        A, hists, losses, best = _landscape_raw(data, q4, k, d, np.sign(q4.constant) * scale,
-                                                n, opts, rng, span)
+        A, hists, losses, best = _landscape_raw(
+            data, q4, k, d, np.sign(q4.constant) * scale, n, opts, rng, span
+        )
         A = _resolve_signs(A, first.first_moment, c1)
-        result = ExpertRecoveryResult(A, loss_history=hists, restart_losses=losses,
-                                      best_restart=best, first_moment=first.first_moment, **info)
+        result = ExpertRecoveryResult(
+            A,
+            loss_history=hists,
+            restart_losses=losses,
+            best_restart=best,
+            first_moment=first.first_moment,
+            **info,
+        )
         return result if return_info else result.experts
 
     whitening = first.whitening(k)
-    reduced = data.map_reduce(lambda Xb, yb: ReducedMomentAccumulator(
-        link, whitening, sigma, orders=(use_order,)).update(Xb, yb))
+    reduced = data.map_reduce(
+        lambda Xb, yb: ReducedMomentAccumulator(link, whitening, sigma, orders=(use_order,)).update(
+            Xb, yb
+        )
+    )
 
     trajectories = []
     if method == "landscape":
@@ -532,15 +581,20 @@ def _recover(data, n_experts, link, method, noise_std, rng, *, return_info, form
         )
         if record_trajectory:
             for path in paths:
-                trajectories.append(np.array([
-                    _resolve_signs(whitening.unwhiten(V), first.first_moment, c1)
-                    for V in path
-                ]))
+                trajectories.append(
+                    np.array(
+                        [
+                            _resolve_signs(whitening.unwhiten(V), first.first_moment, c1)
+                            for V in path
+                        ]
+                    )
+                )
     else:
         T = reduced.third_order() if use_order == 3 else reduced.fourth_order()
         T = np.sign(reduced.transforms[use_order].constant) * T
-        U, weights = tensor_power_method(T, k, n_restarts=max(n_restarts, 10),
-                                         n_iter=min(max_iter, 200), rng=rng)
+        U, weights = tensor_power_method(
+            T, k, n_restarts=max(n_restarts, 10), n_iter=min(max_iter, 200), rng=rng
+        )
         hists, losses, best = [], weights.copy(), 0
         if not np.all(np.isfinite(U)) or np.any(np.linalg.norm(U, axis=1) < 0.5):
             # the power method returns unit rows unless the tensor vanishes along them
@@ -553,8 +607,14 @@ def _recover(data, n_experts, link, method, noise_std, rng, *, return_info, form
     if use_order == 4:
         A = _resolve_signs(A, first.first_moment, c1)
     result = ExpertRecoveryResult(
-        A, loss_history=hists, restart_losses=np.asarray(losses), best_restart=best,
-        weights=np.asarray(weights), whitening=whitening, first_moment=first.first_moment,
-        trajectories=trajectories, **info,
+        A,
+        loss_history=hists,
+        restart_losses=np.asarray(losses),
+        best_restart=best,
+        weights=np.asarray(weights),
+        whitening=whitening,
+        first_moment=first.first_moment,
+        trajectories=trajectories,
+        **info,
     )
     return result if return_info else result.experts

@@ -102,8 +102,9 @@ def _unflatten(se, k, d, fit_intercept):
 
 
 def _standard_errors(data: Data, params: MoEParams, per_expert_noise, fit_intercept):
-    info, names = observed_information(data, params, per_expert_noise=per_expert_noise,
-                                       fit_intercept=fit_intercept)
+    info, names = observed_information(
+        data, params, per_expert_noise=per_expert_noise, fit_intercept=fit_intercept
+    )
     k, d = params.n_experts, params.n_features
     cov = _covariance(info, names, k, d, fit_intercept)
     se = np.sqrt(np.clip(np.diag(cov), 0.0, None))
@@ -131,8 +132,9 @@ def _check_data(params, X, y):
     return X, y
 
 
-def standard_errors(params: MoEParams, X, y, *, per_expert_noise=None,
-                    fit_intercept=True) -> StandardErrors:
+def standard_errors(
+    params: MoEParams, X, y, *, per_expert_noise=None, fit_intercept=True
+) -> StandardErrors:
     """Asymptotic standard errors from the observed information on ``(X, y)``.
 
     Parameters
@@ -152,8 +154,9 @@ def standard_errors(params: MoEParams, X, y, *, per_expert_noise=None,
     StandardErrors
     """
     X, y = _check_data(params, X, y)
-    return _standard_errors(Data(X, y), params, _per_expert_noise(params, per_expert_noise),
-                            fit_intercept)
+    return _standard_errors(
+        Data(X, y), params, _per_expert_noise(params, per_expert_noise), fit_intercept
+    )
 
 
 @dataclass(frozen=True)
@@ -236,8 +239,7 @@ class Summary:
             f"Converged: {self.converged}",
             f"AIC: {self.aic:<14.6g} BIC: {self.bic:<14.6g} ICL: {self.icl:<14.6g}",
             f"Start: {self.init_method}",
-            "Gate: centred (rows and intercepts sum to zero over experts); "
-            "Wald z, normal p-values",
+            "Gate: centred (rows and intercepts sum to zero over experts); Wald z, normal p-values",
             "=" * width,
             f"{'':<22s}{'coef':>10s}{'std err':>11s}{'z':>10s}{'P>|z|':>9s}{lo:>11s}{hi:>11s}",
         ]
@@ -250,8 +252,10 @@ class Summary:
                 lines.append(group)
             z = "" if np.isnan(r.z) else f"{r.z:10.3f}"
             p = "" if np.isnan(r.p_value) else f"{r.p_value:9.3f}"
-            lines.append(f"  {r.name[:20]:<20s}{r.estimate:10.4g}{r.std_error:11.4g}{z:>10s}"
-                         f"{p:>9s}{r.ci_low:11.4g}{r.ci_high:11.4g}")
+            lines.append(
+                f"  {r.name[:20]:<20s}{r.estimate:10.4g}{r.std_error:11.4g}{z:>10s}"
+                f"{p:>9s}{r.ci_low:11.4g}{r.ci_high:11.4g}"
+            )
         lines.append("=" * width)
         return "\n".join(lines)
 
@@ -297,9 +301,18 @@ def _rows(params, se: StandardErrors, fit_intercept, feature_names, level):
     return tuple(rows)
 
 
-def summarize(params: MoEParams, X, y, *, per_expert_noise=None, fit_intercept=True,
-              converged=None, init_method=None, feature_names=None,
-              level=0.95) -> Summary:
+def summarize(
+    params: MoEParams,
+    X,
+    y,
+    *,
+    per_expert_noise=None,
+    fit_intercept=True,
+    converged=None,
+    init_method=None,
+    feature_names=None,
+    level=0.95,
+) -> Summary:
     """Coefficient table with standard errors, Wald tests and information criteria.
 
     Parameters
@@ -340,12 +353,20 @@ def summarize(params: MoEParams, X, y, *, per_expert_noise=None, fit_intercept=T
     bic = -2.0 * ll + n_params * np.log(n)
     return Summary(
         rows=_rows(params, se, fit_intercept, feature_names, level),
-        standard_errors=se, n_samples=n, n_experts=k, n_parameters=n_params,
-        log_likelihood=ll, aic=-2.0 * ll + 2.0 * n_params, bic=float(bic),
-        icl=float(bic + 2.0 * entropy), entropy=entropy, link=params.link_function.name,
+        standard_errors=se,
+        n_samples=n,
+        n_experts=k,
+        n_parameters=n_params,
+        log_likelihood=ll,
+        aic=-2.0 * ll + 2.0 * n_params,
+        bic=float(bic),
+        icl=float(bic + 2.0 * entropy),
+        entropy=entropy,
+        link=params.link_function.name,
         noise="per expert" if per_expert else "shared",
         converged=None if converged is None else bool(converged),
-        init_method=init_method, level=float(level),
+        init_method=init_method,
+        level=float(level),
     )
 
 
@@ -376,8 +397,7 @@ def _bootstrap_fit(est, X, y_star):
         return refit.fit(X, y_star).params_
 
 
-def bootstrap_standard_errors(est, X, n_boot=100, random_state=None,
-                              n_jobs=None) -> StandardErrors:
+def bootstrap_standard_errors(est, X, n_boot=100, random_state=None, n_jobs=None) -> StandardErrors:
     """Parametric-bootstrap standard errors of a fitted estimator.
 
     Draws ``n_boot`` new targets ``y* ~ p(y | x)`` from the fitted model at the
@@ -415,7 +435,8 @@ def bootstrap_standard_errors(est, X, n_boot=100, random_state=None,
     per_expert = est.noise == "expert"
     draws = sample_y(params, X, int(n_boot), _generator(random_state))  # (n, n_boot)
     fits = Parallel(n_jobs=n_jobs)(
-        delayed(_bootstrap_fit)(est, X, draws[:, b]) for b in range(int(n_boot)))
+        delayed(_bootstrap_fit)(est, X, draws[:, b]) for b in range(int(n_boot))
+    )
     theta = np.array([_coordinates(p, per_expert, est.fit_intercept) for p in fits])
     cov = np.atleast_2d(np.cov(theta, rowvar=False))
     k, d = params.n_experts, params.n_features

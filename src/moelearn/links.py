@@ -129,13 +129,14 @@ _REGISTRY: dict[str, Link] = {
     # g'' of the piecewise-linear links is 0 away from the kink (almost everywhere)
     "linear": Link("linear", _identity, _ones, builtin=True, second_derivative=_zeros),
     "relu": Link("relu", _relu, _step, kinks=(0.0,), builtin=True, second_derivative=_zeros),
-    "leaky_relu": Link("leaky_relu", _leaky_relu, _leaky_step, kinks=(0.0,), builtin=True,
-                       second_derivative=_zeros),
-    "sigmoid": Link("sigmoid", expit, _sigmoid_grad, builtin=True,
-                    second_derivative=_sigmoid_grad2),
+    "leaky_relu": Link(
+        "leaky_relu", _leaky_relu, _leaky_step, kinks=(0.0,), builtin=True, second_derivative=_zeros
+    ),
+    "sigmoid": Link(
+        "sigmoid", expit, _sigmoid_grad, builtin=True, second_derivative=_sigmoid_grad2
+    ),
     "tanh": Link("tanh", np.tanh, _tanh_grad, builtin=True, second_derivative=_tanh_grad2),
-    "softplus": Link("softplus", _softplus, expit, builtin=True,
-                     second_derivative=_sigmoid_grad),
+    "softplus": Link("softplus", _softplus, expit, builtin=True, second_derivative=_sigmoid_grad),
 }
 
 

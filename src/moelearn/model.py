@@ -22,8 +22,9 @@ _LOG_2PI = np.log(2.0 * np.pi)
 def _as_matrix(name, value):
     arr = np.asarray(value, dtype=float)
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array of shape (n_experts, n_features), "
-                         f"got shape {arr.shape}")
+        raise ValueError(
+            f"{name} must be a 2-D array of shape (n_experts, n_features), got shape {arr.shape}"
+        )
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or infinite values")
     return arr
@@ -122,9 +123,7 @@ class MoEParams:
     def _check_X(self, X):
         X = np.asarray(X, dtype=float)
         if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise ValueError(
-                f"X must have shape (n_samples, {self.n_features}), got {X.shape}"
-            )
+            raise ValueError(f"X must have shape (n_samples, {self.n_features}), got {X.shape}")
         return X
 
     def gating_logits(self, X) -> np.ndarray:
@@ -301,8 +300,14 @@ def _generator(random_state) -> np.random.Generator:
 _INPUTS = ("gaussian", "uniform", "correlated")
 
 
-def sample(params: MoEParams, n_samples, random_state=None, return_labels=False,
-           inputs="gaussian", correlation=0.5):
+def sample(
+    params: MoEParams,
+    n_samples,
+    random_state=None,
+    return_labels=False,
+    inputs="gaussian",
+    correlation=0.5,
+):
     """Draw ``(X, y)`` from the model, by default with ``x ~ N(0, I)``.
 
     Parameters

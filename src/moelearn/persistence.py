@@ -22,8 +22,16 @@ __all__ = ["save_model", "load", "FORMAT_VERSION"]
 FORMAT = "moelearn-model"
 FORMAT_VERSION = 1
 _MAX_SIZE = 10**8  # entries: refuse absurd sizes before allocating them
-_ARRAYS = ("experts", "gating", "expert_bias", "gating_bias", "noise_std",
-           "x_mean", "x_whiten", "x_unwhiten")
+_ARRAYS = (
+    "experts",
+    "gating",
+    "expert_bias",
+    "gating_bias",
+    "noise_std",
+    "x_mean",
+    "x_whiten",
+    "x_unwhiten",
+)
 
 
 def save_model(estimator, path):
@@ -45,10 +53,12 @@ def save_model(estimator, path):
         "link": link.name,
         "n_experts": int(estimator.n_experts),
         "n_features": int(estimator.n_features_in_),
-        "params": {k: v for k, v in estimator.get_params().items()
-                   if k not in ("init_params", "link", "random_state")},
-        "random_state": estimator.random_state if isinstance(estimator.random_state, int)
-        else None,
+        "params": {
+            k: v
+            for k, v in estimator.get_params().items()
+            if k not in ("init_params", "link", "random_state")
+        },
+        "random_state": estimator.random_state if isinstance(estimator.random_state, int) else None,
         "fitted": {
             "n_iter_": estimator.n_iter_,
             "converged_": estimator.converged_,
@@ -126,8 +136,11 @@ def load(path):
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         _fail(path, "wrong format tag")
     if meta.get("version") != FORMAT_VERSION:
-        _fail(path, f"unknown format version {meta.get('version')!r} "
-                    f"(this moelearn reads version {FORMAT_VERSION})")
+        _fail(
+            path,
+            f"unknown format version {meta.get('version')!r} "
+            f"(this moelearn reads version {FORMAT_VERSION})",
+        )
     try:
         k = int(meta["n_experts"])
         d = int(meta["n_features"])
@@ -139,17 +152,26 @@ def load(path):
     if not (1 <= k <= 10**4 and 1 <= d <= 10**6):
         _fail(path, f"implausible sizes n_experts={k}, n_features={d}")
     names = meta.get("feature_names_in_")
-    if names is not None and (not isinstance(names, list) or len(names) != d
-                              or not all(isinstance(name, str) for name in names)
-                              or len(set(names)) != d):
+    if names is not None and (
+        not isinstance(names, list)
+        or len(names) != d
+        or not all(isinstance(name, str) for name in names)
+        or len(set(names)) != d
+    ):
         _fail(path, f"feature_names_in_ must be {d} distinct strings")
     target = meta.get("target_name_")
     if target is not None and not isinstance(target, str):
         _fail(path, "target_name_ must be a string")
 
-    expected = {"experts": (k, d), "gating": (k, d), "expert_bias": (k,),
-                "gating_bias": (k,), "x_mean": (d,), "x_whiten": (d, d),
-                "x_unwhiten": (d, d)}
+    expected = {
+        "experts": (k, d),
+        "gating": (k, d),
+        "expert_bias": (k,),
+        "gating_bias": (k,),
+        "x_mean": (d,),
+        "x_whiten": (d, d),
+        "x_unwhiten": (d, d),
+    }
     for name, shape in expected.items():
         if raw[name].shape != shape:
             _fail(path, f"{name} has shape {raw[name].shape}, expected {shape}")
@@ -161,15 +183,30 @@ def load(path):
             _fail(path, f"{name} must hold finite floating-point numbers")
 
     try:
-        p = MoEParams(raw["experts"], raw["gating"], raw["expert_bias"], raw["gating_bias"],
-                      float(noise[0]) if noise.shape == (1,) else noise, link.name)
+        p = MoEParams(
+            raw["experts"],
+            raw["gating"],
+            raw["expert_bias"],
+            raw["gating_bias"],
+            float(noise[0]) if noise.shape == (1,) else noise,
+            link.name,
+        )
         known = MixtureOfExpertsRegressor().get_params()
-        valid = {key: value for key, value in params.items()
-                 if key in known and key not in ("n_experts", "link", "noise")}
-        est = MixtureOfExpertsRegressor.from_params(p, random_state=meta.get("random_state"),
-                                                    noise=params.get("noise", "shared"), **valid)
-        est._set_fitted(p, fitted["n_iter_"], fitted["converged_"],
-                        float(fitted["log_likelihood_"]), fitted["init_method_"])
+        valid = {
+            key: value
+            for key, value in params.items()
+            if key in known and key not in ("n_experts", "link", "noise")
+        }
+        est = MixtureOfExpertsRegressor.from_params(
+            p, random_state=meta.get("random_state"), noise=params.get("noise", "shared"), **valid
+        )
+        est._set_fitted(
+            p,
+            fitted["n_iter_"],
+            fitted["converged_"],
+            float(fitted["log_likelihood_"]),
+            fitted["init_method_"],
+        )
         est._y_mean, est._y_scale = float(fitted["y_mean"]), float(fitted["y_scale"])
         est._x_mean = raw["x_mean"].astype(float)
         est._x_whiten = raw["x_whiten"].astype(float)

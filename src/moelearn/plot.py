@@ -71,11 +71,16 @@ def plot_experts(est, X, y, feature=0, ax=None, alpha=0.1, n_grid=200):
 
     colours = plt.get_cmap("tab10")
     labels = est.predict_expert(X, y)
-    ax.scatter(X[:, feature], y, c=[colours(i % 10) for i in labels], s=6, alpha=0.4,
-               linewidths=0)
+    ax.scatter(X[:, feature], y, c=[colours(i % 10) for i in labels], s=6, alpha=0.4, linewidths=0)
     band = est.predict_interval(grid, alpha)
-    ax.fill_between(t, band[:, 0], band[:, 1], color="0.6", alpha=0.3,
-                    label=f"{1 - alpha:.0%} predictive interval")
+    ax.fill_between(
+        t,
+        band[:, 0],
+        band[:, 1],
+        color="0.6",
+        alpha=0.3,
+        label=f"{1 - alpha:.0%} predictive interval",
+    )
     means = est.predict_experts(grid)
     for i in range(means.shape[1]):
         ax.plot(t, means[:, i], color=colours(i % 10), lw=2, label=f"expert {i}")
@@ -122,19 +127,24 @@ def plot_criterion(selection, ax=None):
     """
     for attr in ("candidates", "scores", "criterion", "n_experts"):
         if not hasattr(selection, attr):
-            raise TypeError("selection must be the result of moelearn.select_n_experts "
-                            f"(missing {attr!r})")
+            raise TypeError(
+                f"selection must be the result of moelearn.select_n_experts (missing {attr!r})"
+            )
     ax = _axes(ax)
     k = np.asarray(selection.candidates)
     scores = np.asarray(selection.scores, dtype=float)
     ax.plot(k, scores, "o-", color="C0")
     best = list(selection.candidates).index(selection.n_experts)
-    ax.plot([k[best]], [scores[best]], "*", color="C3", ms=14,
-            label=f"chosen: {selection.n_experts}")
+    ax.plot(
+        [k[best]], [scores[best]], "*", color="C3", ms=14, label=f"chosen: {selection.n_experts}"
+    )
     ax.set_xticks(k)
     ax.set_xlabel("number of experts")
-    ax.set_ylabel("BIC (lower is better)" if selection.criterion == "bic"
-                  else "held-out log-likelihood per sample")
+    ax.set_ylabel(
+        "BIC (lower is better)"
+        if selection.criterion == "bic"
+        else "held-out log-likelihood per sample"
+    )
     ax.legend(loc="best")
     return ax
 
@@ -162,8 +172,10 @@ def plot_trace(history, ax=None):
     elif hasattr(history, "history"):
         values = history.history
     elif hasattr(history, "params_"):
-        raise ValueError("this estimator keeps no history (it was loaded or built from "
-                         "parameters); refit it or pass a FitResult")
+        raise ValueError(
+            "this estimator keeps no history (it was loaded or built from "
+            "parameters); refit it or pass a FitResult"
+        )
     values = np.asarray(values, dtype=float).ravel()
     if values.size == 0:
         raise ValueError("history is empty: nothing to plot")

@@ -122,8 +122,11 @@ def predict_quantiles(params: MoEParams, X, q) -> np.ndarray:
     lo = expert_q.min(axis=1) - pad
     hi = expert_q.max(axis=1) + pad
     k = w.shape[1]
-    args = tuple(w[:, i : i + 1] for i in range(k)) + tuple(
-        mu[:, i : i + 1] for i in range(k)) + tuple(sd[:, i : i + 1] for i in range(k))
+    args = (
+        tuple(w[:, i : i + 1] for i in range(k))
+        + tuple(mu[:, i : i + 1] for i in range(k))
+        + tuple(sd[:, i : i + 1] for i in range(k))
+    )
     res = find_root(_mixture_cdf_minus, (lo, hi), args=(levels, *args))
     out = np.asarray(res.x, dtype=float)
     return out[:, 0] if scalar else out
@@ -155,8 +158,9 @@ def sample_y(params: MoEParams, X, n_samples=1, random_state=None) -> np.ndarray
     log_w = params.gating_log_proba(X)  # (n, k)
     mu = params.expert_means(X)
     # Gumbel-max: z ~ Categorical(p(x)) without leaving log space
-    z = np.argmax(log_w[:, None, :] + rng.gumbel(size=(X.shape[0], n_samples, log_w.shape[1])),
-                  axis=2)
+    z = np.argmax(
+        log_w[:, None, :] + rng.gumbel(size=(X.shape[0], n_samples, log_w.shape[1])), axis=2
+    )
     centre = np.take_along_axis(mu, z, axis=1)
     return centre + params.noise_vector[z] * rng.standard_normal(z.shape)
 

@@ -73,8 +73,11 @@ class _Layout:
             if name == "expert_scale":
                 parts.append(np.ones(self.k))
             elif name == "noise":
-                sig = p.noise_vector if self.per_expert_noise else np.atleast_1d(
-                    np.mean(p.noise_vector))
+                sig = (
+                    p.noise_vector
+                    if self.per_expert_noise
+                    else np.atleast_1d(np.mean(p.noise_vector))
+                )
                 parts.append(np.log(sig))
             else:
                 parts.append(np.ravel(getattr(p, name)))
@@ -277,14 +280,26 @@ def maximize_likelihood(
         raise ValueError("method='em' does not fit 'expert_scale'; use 'lbfgs' or 'gd'")
     with blas_threads(data.n_features * init.n_experts):
         if method == "em":
-            return _em(data, init, free, per_expert_noise, max_iter, tol, noise_floor, record,
-                       gating_steps)
-        return _maximize_gradient(data, init, free, method, per_expert_noise, max_iter, tol,
-                                  noise_floor, learning_rate, record)
+            return _em(
+                data, init, free, per_expert_noise, max_iter, tol, noise_floor, record, gating_steps
+            )
+        return _maximize_gradient(
+            data,
+            init,
+            free,
+            method,
+            per_expert_noise,
+            max_iter,
+            tol,
+            noise_floor,
+            learning_rate,
+            record,
+        )
 
 
-def _maximize_gradient(data, init, free, method, per_expert_noise, max_iter, tol, noise_floor,
-                       learning_rate, record):
+def _maximize_gradient(
+    data, init, free, method, per_expert_noise, max_iter, tol, noise_floor, learning_rate, record
+):
     link = get_link(init.link)
     layout = _Layout(init.n_experts, init.n_features, free, per_expert_noise)
     n = data.n_samples
@@ -306,8 +321,7 @@ def _maximize_gradient(data, init, free, method, per_expert_noise, max_iter, tol
 
     def callback(theta):
         if record:
-            trajectory.append(_to_params(layout.unpack(theta, init), init.link,
-                                         per_expert_noise))
+            trajectory.append(_to_params(layout.unpack(theta, init), init.link, per_expert_noise))
 
     if method == "lbfgs":
         # Diagonal preconditioning: the curvature of the expert coordinates is
@@ -333,19 +347,22 @@ def _maximize_gradient(data, init, free, method, per_expert_noise, max_iter, tol
         # A line-search failure is convergence only where the gradient vanishes
         # (round-off stops the search at an optimum); a cap on iterations never is.
         converged = bool(res.success) or (
-            res.status == 2 and _projected_gradient_norm(res.x, res.jac, bounds, D) <= 1e-6)
+            res.status == 2 and _projected_gradient_norm(res.x, res.jac, bounds, D) <= 1e-6
+        )
         if newton and not converged and n_iter < max_iter:
             fit_intercept = "expert_bias" in free
             perm = _information_index(layout, fit_intercept)
 
             def hess(th):
                 values = layout.unpack(th, init)
-                H = data.map_reduce(lambda Xb, yb: _chunk_hessian(Xb, yb, values, link, perm,
-                                                                  fit_intercept))
+                H = data.map_reduce(
+                    lambda Xb, yb: _chunk_hessian(Xb, yb, values, link, perm, fit_intercept)
+                )
                 return -0.5 * (H + H.T) / n
 
-            theta, steps, converged = _newton(fun, hess, theta, bounds, max_iter - n_iter, tol,
-                                              history, callback)
+            theta, steps, converged = _newton(
+                fun, hess, theta, bounds, max_iter - n_iter, tol, history, callback
+            )
             n_iter += steps
     elif method == "gd":
         theta, n_iter, converged = _gradient_descent(
@@ -485,8 +502,7 @@ def _weighted_lstsq(design, y, weights, ridge=1e-10):
     return np.linalg.solve(gram, dw.T @ y)
 
 
-def _em(data, init, free, per_expert_noise, max_iter, tol, noise_floor, record,
-        gating_steps=25):
+def _em(data, init, free, per_expert_noise, max_iter, tol, noise_floor, record, gating_steps=25):
     """EM (Jordan & Jacobs 1994) over the groups in ``free``.
 
     E-step: posteriors.  M-step: weighted least squares per expert (one
@@ -520,10 +536,10 @@ def _em(data, init, free, per_expert_noise, max_iter, tol, noise_floor, record,
                 stats = add_partials(stats, part)
         else:
             posts = None
-            stats = data.map_reduce(
-                lambda Xb, yb, v=estep_values: _em_block_stats(Xb, yb, v, link))
-        loglik, gram, rhs, sq, wsum = (stats[key] for key in
-                                       ("loglik", "gram", "rhs", "sq", "wsum"))
+            stats = data.map_reduce(lambda Xb, yb, v=estep_values: _em_block_stats(Xb, yb, v, link))
+        loglik, gram, rhs, sq, wsum = (
+            stats[key] for key in ("loglik", "gram", "rhs", "sq", "wsum")
+        )
         mean_ll = loglik / n
         history.append(mean_ll)
         if record:
@@ -532,15 +548,16 @@ def _em(data, init, free, per_expert_noise, max_iter, tol, noise_floor, record,
             converged = True
             break
         prev = mean_ll
-        _mstep_experts_noise(values, gram, rhs, sq, wsum, n, free, per_expert_noise,
-                             noise_floor)
+        _mstep_experts_noise(values, gram, rhs, sq, wsum, n, free, per_expert_noise, noise_floor)
         # M-step: gating
         if gating_free:
-            _gating_mstep(data, values, gating_free, posts, estep_values, link,
-                          max_iter=gating_steps)
+            _gating_mstep(
+                data, values, gating_free, posts, estep_values, link, max_iter=gating_steps
+            )
     if not converged:
-        warnings.warn(f"EM did not converge in {max_iter} iterations", ConvergenceWarning,
-                      stacklevel=3)
+        warnings.warn(
+            f"EM did not converge in {max_iter} iterations", ConvergenceWarning, stacklevel=3
+        )
     params = _to_params(values, init.link, per_expert_noise)
     final = _total_loglik(data, values, link) / n
     return FitResult(params, final, it, converged, np.asarray(history), trajectory)
@@ -580,9 +597,16 @@ def _mstep_experts_noise(values, gram, rhs, sq, wsum, n, free, per_expert_noise,
         values["noise"] = np.sqrt(np.maximum(var, noise_floor**2))
 
 
-def params_from_responsibilities(data: Data, responsibilities, init: MoEParams, *,
-                                 per_expert_noise=True, noise_floor=1e-6, fit_intercept=True,
-                                 gating_steps=25) -> MoEParams:
+def params_from_responsibilities(
+    data: Data,
+    responsibilities,
+    init: MoEParams,
+    *,
+    per_expert_noise=True,
+    noise_floor=1e-6,
+    fit_intercept=True,
+    gating_steps=25,
+) -> MoEParams:
     """One M-step from given responsibilities: the parameters that explain a partition.
 
     Parameters
@@ -609,8 +633,9 @@ def params_from_responsibilities(data: Data, responsibilities, init: MoEParams, 
     post = np.asarray(responsibilities, dtype=float)
     k = init.n_experts
     if post.shape != (k, data.n_samples):
-        raise ValueError(f"responsibilities must have shape ({k}, {data.n_samples}), "
-                         f"got {post.shape}")
+        raise ValueError(
+            f"responsibilities must have shape ({k}, {data.n_samples}), got {post.shape}"
+        )
     link = get_link(init.link)
     values = {
         "experts": init.experts.copy(),
@@ -626,17 +651,36 @@ def params_from_responsibilities(data: Data, responsibilities, init: MoEParams, 
         start += Xb.shape[0]
         posts.append(pb)
         stats = add_partials(stats, _em_block_stats(Xb, yb, values, link, post=pb))
-    _mstep_experts_noise(values, stats["gram"], stats["rhs"], stats["sq"], stats["wsum"],
-                         data.n_samples, free - {"noise"}, per_expert_noise, noise_floor)
+    _mstep_experts_noise(
+        values,
+        stats["gram"],
+        stats["rhs"],
+        stats["sq"],
+        stats["wsum"],
+        data.n_samples,
+        free - {"noise"},
+        per_expert_noise,
+        noise_floor,
+    )
     # noise from the residuals of the new experts (not of the point of linearisation)
     sq, start = np.zeros(k), 0
     for (Xb, yb), pb in zip(data, posts, strict=True):
         mu = link(values["experts"] @ Xb.T + values["expert_bias"][:, None])
         sq += np.sum(pb * (yb - mu) ** 2, axis=1)
-    _mstep_experts_noise(values, stats["gram"], stats["rhs"], sq, stats["wsum"],
-                         data.n_samples, frozenset({"noise"}), per_expert_noise, noise_floor)
-    _gating_mstep(data, values, free & {"gating", "gating_bias"}, posts, None, link,
-                  max_iter=gating_steps)
+    _mstep_experts_noise(
+        values,
+        stats["gram"],
+        stats["rhs"],
+        sq,
+        stats["wsum"],
+        data.n_samples,
+        frozenset({"noise"}),
+        per_expert_noise,
+        noise_floor,
+    )
+    _gating_mstep(
+        data, values, free & {"gating", "gating_bias"}, posts, None, link, max_iter=gating_steps
+    )
     return _to_params(values, init.link, per_expert_noise)
 
 
@@ -666,8 +710,13 @@ def _em_block_stats(X, y, values, link, keep_post=False, post=None):
         jw = jac * post[i][:, None]
         gram[i] = jw.T @ jac
         rhs[i] = jw.T @ target
-    out = dict(loglik=loglik, gram=gram, rhs=rhs,
-               sq=np.sum(post * (y - mu) ** 2, axis=1), wsum=post.sum(axis=1))
+    out = dict(
+        loglik=loglik,
+        gram=gram,
+        rhs=rhs,
+        sq=np.sum(post * (y - mu) ** 2, axis=1),
+        wsum=post.sum(axis=1),
+    )
     if keep_post:
         out["post"] = post
     return out
@@ -690,8 +739,10 @@ def _gating_newton(data, values, posts, max_iter):
     k, d = values["gating"].shape
     m = k - 1
     n = data.n_samples
-    blocks = [(np.hstack([Xb, np.ones((Xb.shape[0], 1))]), post)
-              for (Xb, _), post in zip(data, posts, strict=True)]
+    blocks = [
+        (np.hstack([Xb, np.ones((Xb.shape[0], 1))]), post)
+        for (Xb, _), post in zip(data, posts, strict=True)
+    ]
 
     def value(theta):
         return -sum(float(np.sum(post * softmax_k(theta @ Xt.T)[0])) for Xt, post in blocks)
@@ -740,8 +791,7 @@ def _gating_mstep(data, values, gating_free, cached_posts, estep_values, link, m
     fit_w = "gating" in gating_free
     fit_c = "gating_bias" in gating_free
     n = data.n_samples
-    if (cached_posts is not None and fit_w and fit_c and k * (d + 1) <= _NEWTON_GATE_SIZE
-            and k > 1):
+    if cached_posts is not None and fit_w and fit_c and k * (d + 1) <= _NEWTON_GATE_SIZE and k > 1:
         _gating_newton(data, values, cached_posts, max_iter)
         return
 
@@ -758,15 +808,24 @@ def _gating_mstep(data, values, gating_free, cached_posts, estep_values, link, m
             for (Xb, _), post in zip(data, cached_posts, strict=True):
                 tot = add_partials(tot, block(Xb, post, W, c))
         else:
-            tot = data.map_reduce(lambda Xb, yb: block(
-                Xb, _chunk_terms(Xb, yb, estep_values, link, False, True)["post"], W, c))
+            tot = data.map_reduce(
+                lambda Xb, yb: block(
+                    Xb, _chunk_terms(Xb, yb, estep_values, link, False, True)["post"], W, c
+                )
+            )
         parts = ([tot["gW"].ravel()] if fit_w else []) + ([tot["gc"]] if fit_c else [])
         return tot["f"] / n, np.concatenate(parts) / n
 
-    theta0 = np.concatenate(([values["gating"].ravel()] if fit_w else [])
-                            + ([values["gating_bias"]] if fit_c else []))
-    res = minimize(fun, theta0, jac=True, method="L-BFGS-B",
-                   options={"maxiter": max_iter, "ftol": 1e-12, "gtol": 1e-9})
+    theta0 = np.concatenate(
+        ([values["gating"].ravel()] if fit_w else []) + ([values["gating_bias"]] if fit_c else [])
+    )
+    res = minimize(
+        fun,
+        theta0,
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": max_iter, "ftol": 1e-12, "gtol": 1e-9},
+    )
     if fit_w:
         values["gating"] = res.x[: k * d].reshape(k, d)
     if fit_c:
@@ -776,8 +835,9 @@ def _gating_mstep(data, values, gating_free, cached_posts, estep_values, link, m
 # --------------------------------------------------------------------------
 # Baseline: gradient descent on the squared loss
 # --------------------------------------------------------------------------
-def fit_squared_loss(data: Data, init: MoEParams, *, max_iter=500, tol=1e-9,
-                     fit_intercept=True, record=False) -> FitResult:
+def fit_squared_loss(
+    data: Data, init: MoEParams, *, max_iter=500, tol=1e-9, fit_intercept=True, record=False
+) -> FitResult:
     """Joint gradient descent on ``mean((y - sum_i p_i(x) g(<a_i,x>+b_i))^2)`` (DESIGN §6).
 
     The noise level is set afterwards to the root-mean-square residual.
@@ -790,6 +850,7 @@ def fit_squared_loss(data: Data, init: MoEParams, *, max_iter=500, tol=1e-9,
 
     def fun(theta):
         v = layout.unpack(theta, init)
+
         def block(X, y):
             pre = np.vstack([v["experts"], v["gating"]]) @ X.T
             U = pre[:k] + v["expert_bias"][:, None]
@@ -804,8 +865,13 @@ def fit_squared_loss(data: Data, init: MoEParams, *, max_iter=500, tol=1e-9,
             g_both = np.vstack([g_U, g_logits])
             both = g_both @ X
             sums = g_both.sum(axis=1)
-            return dict(loss=float(e2 @ e2) / 4.0, experts=both[:k], gating=both[k:],
-                        expert_bias=sums[:k], gating_bias=sums[k:])
+            return dict(
+                loss=float(e2 @ e2) / 4.0,
+                experts=both[:k],
+                gating=both[k:],
+                expert_bias=sums[:k],
+                gating_bias=sums[k:],
+            )
 
         grads = data.map_reduce(block)
         total = grads["loss"]
@@ -831,8 +897,9 @@ def fit_squared_loss(data: Data, init: MoEParams, *, max_iter=500, tol=1e-9,
 # --------------------------------------------------------------------------
 # Random starts and standard errors
 # --------------------------------------------------------------------------
-def random_params(n_features, n_experts, link, y_scale=1.0, random_state=None,
-                  per_expert_noise=False) -> MoEParams:
+def random_params(
+    n_features, n_experts, link, y_scale=1.0, random_state=None, per_expert_noise=False
+) -> MoEParams:
     """Random start used by the baselines: experts and gating ~ N(0, I/d), noise = y scale."""
     rng = _generator(random_state)
     d, k = n_features, n_experts
@@ -842,8 +909,9 @@ def random_params(n_features, n_experts, link, y_scale=1.0, random_state=None,
     return MoEParams(experts, gating, noise_std=noise, link=link)
 
 
-def observed_information(data: Data, params: MoEParams, *, per_expert_noise=False,
-                         fit_intercept=True) -> tuple[np.ndarray, list]:
+def observed_information(
+    data: Data, params: MoEParams, *, per_expert_noise=False, fit_intercept=True
+) -> tuple[np.ndarray, list]:
     """Observed information (negative Hessian of the total log-likelihood).
 
     Exact, in one pass over the data: per sample, the Hessian of
@@ -874,7 +942,8 @@ def observed_information(data: Data, params: MoEParams, *, per_expert_noise=Fals
     perm = _information_index(layout, fit_intercept)
     with blas_threads(params.n_features * params.n_experts):
         H = data.map_reduce(
-            lambda Xb, yb: _chunk_hessian(Xb, yb, values, link, perm, fit_intercept))
+            lambda Xb, yb: _chunk_hessian(Xb, yb, values, link, perm, fit_intercept)
+        )
     info = -0.5 * (H + H.T)
     return info, _coordinate_names(layout, free)
 
@@ -957,8 +1026,7 @@ def _chunk_hessian(X, y, v, link, perm, fit_intercept):
     H[k * D : 2 * k * D, k * D : 2 * k * D] += P.T @ P
     # the block-diagonal part: pi_i (E_i + f_i f_i^T) - diag(p) on eta
     G_ue = M[:, : k * D].T @ Z
-    G_uu, G_ee = np.split(_outer_rows(np.vstack([post * (e_uu + u**2), post - p]), Z).T @ Z,
-                          2)
+    G_uu, G_ee = np.split(_outer_rows(np.vstack([post * (e_uu + u**2), post - p]), Z).T @ Z, 2)
     h_us = (post * (u * vv - 2.0 * u)) @ Z
     h_es = c_es @ Z
     h_ss = (post * (vv**2 - 2.0 * r**2)).sum(axis=1)
@@ -980,8 +1048,9 @@ def _chunk_hessian(X, y, v, link, perm, fit_intercept):
     return out
 
 
-def _observed_information_fd(data: Data, params: MoEParams, *, per_expert_noise=False,
-                             fit_intercept=True) -> tuple[np.ndarray, list]:
+def _observed_information_fd(
+    data: Data, params: MoEParams, *, per_expert_noise=False, fit_intercept=True
+) -> tuple[np.ndarray, list]:
     """Observed information by central differences of the analytic gradient.
 
     The reference for :func:`observed_information` (``2 p`` passes over the data).

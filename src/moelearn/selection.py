@@ -39,8 +39,9 @@ class ExpertSelection:
     estimator: MixtureOfExpertsRegressor
 
 
-def select_n_experts(X, y, candidates=range(1, 7), criterion="bic", cv=5, random_state=0,
-                     **estimator_params) -> ExpertSelection:
+def select_n_experts(
+    X, y, candidates=range(1, 7), criterion="bic", cv=5, random_state=0, **estimator_params
+) -> ExpertSelection:
     """How many experts? Compare candidate ``k`` by BIC or by cross-validation.
 
     Parameters
@@ -71,10 +72,13 @@ def select_n_experts(X, y, candidates=range(1, 7), criterion="bic", cv=5, random
                 scores.append(float(est.fit(X, y).bic(X, y)))
             else:
                 folds = KFold(cv, shuffle=True, random_state=random_state)
-                held = [float(np.mean(est.fit(X[tr], y[tr]).score_samples(X[te], y[te])))
-                        for tr, te in folds.split(X)]
+                held = [
+                    float(np.mean(est.fit(X[tr], y[tr]).score_samples(X[te], y[te])))
+                    for tr, te in folds.split(X)
+                ]
                 scores.append(float(np.mean(held)))
         best = int(np.argmin(scores) if criterion == "bic" else np.argmax(scores))
-        final = MixtureOfExpertsRegressor(candidates[best], random_state=random_state,
-                                          **estimator_params).fit(X, y)
+        final = MixtureOfExpertsRegressor(
+            candidates[best], random_state=random_state, **estimator_params
+        ).fit(X, y)
     return ExpertSelection(candidates[best], candidates, scores, criterion, final)

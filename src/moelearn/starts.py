@@ -95,8 +95,9 @@ def responsibilities(data: Data, params: MoEParams) -> np.ndarray:
     return np.concatenate([params.posterior(Xb, yb).T for Xb, yb in data], axis=1)
 
 
-def collapsed_components(data: Data, params: MoEParams, noise_floor: float,
-                         n_expert_params: int) -> np.ndarray:
+def collapsed_components(
+    data: Data, params: MoEParams, noise_floor: float, n_expert_params: int
+) -> np.ndarray:
     """Which components are collapsed (boolean, one per expert); see the module notes."""
     share = data.map_reduce(lambda Xb, yb: params.posterior(Xb, yb).sum(axis=0))
     at_floor = params.noise_vector <= 1.001 * noise_floor
@@ -154,10 +155,18 @@ _HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
 
 def _stack(params_list, fit_intercept):
     """(C, k, q) expert and gate coefficients and (C, k) noise of a list of MoEParams."""
-    B = np.stack([np.hstack([p.experts, p.expert_bias[:, None]]) if fit_intercept
-                  else p.experts for p in params_list])
-    G = np.stack([np.hstack([p.gating, p.gating_bias[:, None]]) if fit_intercept
-                  else p.gating for p in params_list])
+    B = np.stack(
+        [
+            np.hstack([p.experts, p.expert_bias[:, None]]) if fit_intercept else p.experts
+            for p in params_list
+        ]
+    )
+    G = np.stack(
+        [
+            np.hstack([p.gating, p.gating_bias[:, None]]) if fit_intercept else p.gating
+            for p in params_list
+        ]
+    )
     S = np.stack([p.noise_vector for p in params_list])
     return B, G, S
 
@@ -168,9 +177,14 @@ def _unstack(B, G, S, c, d, link, per_expert):
     else:
         experts, expert_bias, gating, gating_bias = B[c], None, G[c], None
     noise = S[c].copy() if per_expert else float(np.sqrt(np.mean(S[c] ** 2)))
-    return MoEParams(experts.copy(), gating.copy(), None if expert_bias is None else
-                     expert_bias.copy(), None if gating_bias is None else gating_bias.copy(),
-                     noise, link)
+    return MoEParams(
+        experts.copy(),
+        gating.copy(),
+        None if expert_bias is None else expert_bias.copy(),
+        None if gating_bias is None else gating_bias.copy(),
+        noise,
+        link,
+    )
 
 
 def _batched_em(Xt, y, B, G, S, post, n_iter, n_tied, noise_floor, gate_steps=2):
@@ -255,7 +269,8 @@ def _gate_newton_steps(G, post, Xt, XX, n_steps):
         H = (W.reshape(C * m * m, -1) @ XX).reshape(C, m, m, q, q)
         H = H.transpose(0, 1, 3, 2, 4).reshape(C, m * q, m * q)
         H += (1e-8 * (np.trace(H, axis1=1, axis2=2) / (m * q) + 1e-12))[:, None, None] * np.eye(
-            m * q)
+            m * q
+        )
         step = np.linalg.solve(H, grad[:, :, None])[:, :, 0].reshape(C, m, q)
         t = np.ones(C)
         todo = np.ones(C, dtype=bool)
@@ -272,10 +287,27 @@ def _gate_newton_steps(G, post, Xt, XX, n_steps):
     return G
 
 
-def search(data: Data, sub: Data, n_experts, link, *, starts=(), n_candidates=10,
-           screen_iter=20, n_finalists=3, per_expert_noise=True, free, fit_intercept=True,
-           refine="lbfgs", max_iter=1000, tol=1e-8, noise_floor=1e-6, max_moves=5,
-           n_move_starts=2, random_state):
+def search(
+    data: Data,
+    sub: Data,
+    n_experts,
+    link,
+    *,
+    starts=(),
+    n_candidates=10,
+    screen_iter=20,
+    n_finalists=3,
+    per_expert_noise=True,
+    free,
+    fit_intercept=True,
+    refine="lbfgs",
+    max_iter=1000,
+    tol=1e-8,
+    noise_floor=1e-6,
+    max_moves=5,
+    n_move_starts=2,
+    random_state,
+):
     """Screen candidate starts on ``sub`` and refine the best on ``data``.
 
     Parameters
@@ -312,41 +344,111 @@ def search(data: Data, sub: Data, n_experts, link, *, starts=(), n_candidates=10
     StartSearch
     """
     with blas_threads(sub.n_features * n_experts):
-        return _search(data, sub, n_experts, link, starts=starts, n_candidates=n_candidates,
-                       screen_iter=screen_iter, n_finalists=n_finalists,
-                       per_expert_noise=per_expert_noise, free=free,
-                       fit_intercept=fit_intercept, refine=refine, max_iter=max_iter, tol=tol,
-                       noise_floor=noise_floor, max_moves=max_moves,
-                       n_move_starts=n_move_starts, random_state=random_state)
+        return _search(
+            data,
+            sub,
+            n_experts,
+            link,
+            starts=starts,
+            n_candidates=n_candidates,
+            screen_iter=screen_iter,
+            n_finalists=n_finalists,
+            per_expert_noise=per_expert_noise,
+            free=free,
+            fit_intercept=fit_intercept,
+            refine=refine,
+            max_iter=max_iter,
+            tol=tol,
+            noise_floor=noise_floor,
+            max_moves=max_moves,
+            n_move_starts=n_move_starts,
+            random_state=random_state,
+        )
 
 
-def _search(data, sub, n_experts, link, *, starts, n_candidates, screen_iter, n_finalists,
-            per_expert_noise, free, fit_intercept, refine, max_iter, tol, noise_floor,
-            max_moves, n_move_starts, random_state):
+def _search(
+    data,
+    sub,
+    n_experts,
+    link,
+    *,
+    starts,
+    n_candidates,
+    screen_iter,
+    n_finalists,
+    per_expert_noise,
+    free,
+    fit_intercept,
+    refine,
+    max_iter,
+    tol,
+    noise_floor,
+    max_moves,
+    n_move_starts,
+    random_state,
+):
     rng = random_state
     k = n_experts
     d_params = sub.n_features + (1 if fit_intercept else 0)
     if link.is_linear:
-        screened = _screen_batched(sub, starts, n_candidates, k, link, per_expert_noise,
-                                   noise_floor, fit_intercept, screen_iter, d_params, rng)
+        screened = _screen_batched(
+            sub,
+            starts,
+            n_candidates,
+            k,
+            link,
+            per_expert_noise,
+            noise_floor,
+            fit_intercept,
+            screen_iter,
+            d_params,
+            rng,
+        )
     else:
-        named = list(starts) + [("random", random_params(sub.n_features, k, link, 1.0, rng,
-                                                         per_expert_noise))
-                                for _ in range(n_candidates)]
+        named = list(starts) + [
+            ("random", random_params(sub.n_features, k, link, 1.0, rng, per_expert_noise))
+            for _ in range(n_candidates)
+        ]
         screened = []
         half = max(screen_iter // 2, 1)
         for name, start in named:
-            tied = _quiet(maximize_likelihood, sub, _shared(start), free=free, method="em",
-                          per_expert_noise=False, max_iter=half, tol=0.0,
-                          noise_floor=noise_floor, gating_steps=5)
+            tied = _quiet(
+                maximize_likelihood,
+                sub,
+                _shared(start),
+                free=free,
+                method="em",
+                per_expert_noise=False,
+                max_iter=half,
+                tol=0.0,
+                noise_floor=noise_floor,
+                gating_steps=5,
+            )
             run = tied
             if per_expert_noise:
-                run = _quiet(maximize_likelihood, sub, _per_expert(tied.params), free=free,
-                             method="em", per_expert_noise=True, max_iter=screen_iter - half,
-                             tol=0.0, noise_floor=noise_floor, gating_steps=5)
+                run = _quiet(
+                    maximize_likelihood,
+                    sub,
+                    _per_expert(tied.params),
+                    free=free,
+                    method="em",
+                    per_expert_noise=True,
+                    max_iter=screen_iter - half,
+                    tol=0.0,
+                    noise_floor=noise_floor,
+                    gating_steps=5,
+                )
             bad = bool(np.any(collapsed_components(sub, run.params, noise_floor, d_params)))
-            screened.append(_Screened(name, _shared(tied.params), tied.log_likelihood,
-                                      run.params, run.log_likelihood, bad))
+            screened.append(
+                _Screened(
+                    name,
+                    _shared(tied.params),
+                    tied.log_likelihood,
+                    run.params,
+                    run.log_likelihood,
+                    bad,
+                )
+            )
     same = sub is data
     sub_tol = tol if same else max(tol, 1e-7)
     # finalists: the best screened candidates of the model itself, run directly...
@@ -357,15 +459,31 @@ def _search(data, sub, n_experts, link, *, starts, n_candidates, screen_iter, n_
         # its optimum first: a continuation from the simpler model
         by_tied = sorted(screened, key=lambda c: -c.shared_loglik)
         for c in by_tied[:n_finalists]:
-            tied = _quiet(maximize_likelihood, sub, c.shared, free=free, method=refine,
-                          per_expert_noise=False, max_iter=max_iter, tol=sub_tol,
-                          noise_floor=noise_floor)
+            tied = _quiet(
+                maximize_likelihood,
+                sub,
+                c.shared,
+                free=free,
+                method=refine,
+                per_expert_noise=False,
+                max_iter=max_iter,
+                tol=sub_tol,
+                noise_floor=noise_floor,
+            )
             paths.append((f"{c.name} via shared noise", _per_expert(tied.params)))
     finals = []
     for label, start in paths:
-        fit = _quiet(maximize_likelihood, sub, start, free=free, method=refine,
-                     per_expert_noise=per_expert_noise, max_iter=max_iter, tol=sub_tol,
-                     noise_floor=noise_floor)
+        fit = _quiet(
+            maximize_likelihood,
+            sub,
+            start,
+            free=free,
+            method=refine,
+            per_expert_noise=per_expert_noise,
+            max_iter=max_iter,
+            tol=sub_tol,
+            noise_floor=noise_floor,
+        )
         bad = bool(np.any(collapsed_components(sub, fit.params, noise_floor, d_params)))
         finals.append((bad, -fit.log_likelihood, label, fit))
     finals.sort(key=lambda t: (t[0], t[1]))
@@ -378,18 +496,38 @@ def _search(data, sub, n_experts, link, *, starts, n_candidates, screen_iter, n_
             if any(abs(negll - other) <= 1e-6 * max(1.0, abs(negll)) for other in seen):
                 continue
             seen.append(negll)
-            fit, bad, moved = _improve_by_moves(sub, fit, bad, free, per_expert_noise,
-                                                fit_intercept, refine, max_iter, sub_tol,
-                                                noise_floor, screen_iter, d_params, max_moves,
-                                                rng)
-            improved.append((bad, -fit.log_likelihood, name + (" + split moves" if moved
-                                                               else ""), fit))
+            fit, bad, moved = _improve_by_moves(
+                sub,
+                fit,
+                bad,
+                free,
+                per_expert_noise,
+                fit_intercept,
+                refine,
+                max_iter,
+                sub_tol,
+                noise_floor,
+                screen_iter,
+                d_params,
+                max_moves,
+                rng,
+            )
+            improved.append(
+                (bad, -fit.log_likelihood, name + (" + split moves" if moved else ""), fit)
+            )
         finals = sorted(improved + finals, key=lambda t: (t[0], t[1]))
     bad, _, name, fit = finals[0]
     if not same:
-        fit = maximize_likelihood(data, fit.params, free=free, method=refine,
-                                  per_expert_noise=per_expert_noise, max_iter=max_iter, tol=tol,
-                                  noise_floor=noise_floor)
+        fit = maximize_likelihood(
+            data,
+            fit.params,
+            free=free,
+            method=refine,
+            per_expert_noise=per_expert_noise,
+            max_iter=max_iter,
+            tol=tol,
+            noise_floor=noise_floor,
+        )
         bad = bool(np.any(collapsed_components(data, fit.params, noise_floor, d_params)))
     summary = [(c.name, float(c.loglik)) for c in screened]
     return StartSearch(fit, name, len(screened), summary, bad)
@@ -418,8 +556,22 @@ def _move_responsibilities(post, resid, X, remove, split, kind, rng):
     return new
 
 
-def _improve_by_moves(sub, fit, bad, free, per_expert, fit_intercept, refine, max_iter, tol,
-                      noise_floor, screen_iter, d_params, max_moves, rng):
+def _improve_by_moves(
+    sub,
+    fit,
+    bad,
+    free,
+    per_expert,
+    fit_intercept,
+    refine,
+    max_iter,
+    tol,
+    noise_floor,
+    screen_iter,
+    d_params,
+    max_moves,
+    rng,
+):
     """Remove-and-split moves (in the spirit of split-and-merge EM) until none improves."""
     k = fit.params.n_experts
     moved = False
@@ -428,21 +580,34 @@ def _improve_by_moves(sub, fit, bad, free, per_expert, fit_intercept, refine, ma
         post = responsibilities(sub, params)
         mu = params.link_function(params.experts @ sub.X.T + params.expert_bias[:, None])
         resid = sub.y - mu
-        posts = [_move_responsibilities(post, resid, sub.X, remove, split, kind, rng)
-                 for remove in range(k) for split in range(k) if split != remove
-                 for kind in ("residual", "gate")]
-        trials = _run_batched(sub, params, posts, per_expert, noise_floor, fit_intercept,
-                              screen_iter)
+        posts = [
+            _move_responsibilities(post, resid, sub.X, remove, split, kind, rng)
+            for remove in range(k)
+            for split in range(k)
+            if split != remove
+            for kind in ("residual", "gate")
+        ]
+        trials = _run_batched(
+            sub, params, posts, per_expert, noise_floor, fit_intercept, screen_iter
+        )
         improved = False
         for start in trials[:2]:
-            cand = _quiet(maximize_likelihood, sub, start, free=free, method=refine,
-                          per_expert_noise=per_expert, max_iter=max_iter, tol=tol,
-                          noise_floor=noise_floor)
-            cand_bad = bool(np.any(collapsed_components(sub, cand.params, noise_floor,
-                                                        d_params)))
+            cand = _quiet(
+                maximize_likelihood,
+                sub,
+                start,
+                free=free,
+                method=refine,
+                per_expert_noise=per_expert,
+                max_iter=max_iter,
+                tol=tol,
+                noise_floor=noise_floor,
+            )
+            cand_bad = bool(np.any(collapsed_components(sub, cand.params, noise_floor, d_params)))
             gain = cand.log_likelihood - fit.log_likelihood
-            if (not cand_bad or bad) and (gain > 1e-6 * max(1.0, abs(fit.log_likelihood))
-                                          or (bad and not cand_bad)):
+            if (not cand_bad or bad) and (
+                gain > 1e-6 * max(1.0, abs(fit.log_likelihood)) or (bad and not cand_bad)
+            ):
                 fit, bad, improved, moved = cand, cand_bad, True, True
                 break
         if not improved:
@@ -450,8 +615,19 @@ def _improve_by_moves(sub, fit, bad, free, per_expert, fit_intercept, refine, ma
     return fit, bad, moved
 
 
-def _screen_batched(sub, starts, n_candidates, k, link, per_expert, noise_floor, fit_intercept,
-                    screen_iter, d_params, rng):
+def _screen_batched(
+    sub,
+    starts,
+    n_candidates,
+    k,
+    link,
+    per_expert,
+    noise_floor,
+    fit_intercept,
+    screen_iter,
+    d_params,
+    rng,
+):
     """Candidates and their screening runs, all through one batched EM.
 
     Returns a :class:`_Screened` per candidate (mean log-likelihoods).
@@ -478,8 +654,9 @@ def _screen_batched(sub, starts, n_candidates, k, link, per_expert, noise_floor,
     B, G, S = _stack(inits, fit_intercept)
     half = max(screen_iter // 2, 1) if per_expert else screen_iter
     with np.errstate(over="ignore", under="ignore", divide="ignore"):
-        B, G, S, ll_tied, ll, post = _batched_em(Xt, y, B, G, S, np.stack(posts), screen_iter,
-                                                 half, noise_floor)
+        B, G, S, ll_tied, ll, post = _batched_em(
+            Xt, y, B, G, S, np.stack(posts), screen_iter, half, noise_floor
+        )
     # the shared-noise candidates: the state when the noise levels were untied
     share = post.sum(axis=2)
     collapsed = (share < d_params + 1) | (S <= 1.001 * noise_floor)
@@ -487,8 +664,16 @@ def _screen_batched(sub, starts, n_candidates, k, link, per_expert, noise_floor,
     for c, name in enumerate(names):
         params = _unstack(B, G, S, c, d, link, per_expert)
         shared = _shared(params)
-        out.append(_Screened(name, shared, float(ll_tied[c]) / n, params, float(ll[c]) / n,
-                             bool(np.any(collapsed[c]))))
+        out.append(
+            _Screened(
+                name,
+                shared,
+                float(ll_tied[c]) / n,
+                params,
+                float(ll[c]) / n,
+                bool(np.any(collapsed[c])),
+            )
+        )
     return out
 
 
@@ -500,7 +685,8 @@ def _run_batched(sub, like, posts, per_expert, noise_floor, fit_intercept, n_ite
     B, G, S = _stack([like] * len(posts), fit_intercept)
     n_tied = 0 if per_expert else n_iter
     with np.errstate(over="ignore", under="ignore", divide="ignore"):
-        B, G, S, _, ll, _ = _batched_em(Xt, y, B, G, S, np.stack(posts), n_iter, n_tied,
-                                        noise_floor)
+        B, G, S, _, ll, _ = _batched_em(
+            Xt, y, B, G, S, np.stack(posts), n_iter, n_tied, noise_floor
+        )
     order = np.argsort(-ll)
     return [_unstack(B, G, S, c, d, like.link, per_expert) for c in order]

@@ -43,8 +43,9 @@ def torch_link(link):
             return _TORCH_LINKS[link]
         except KeyError:
             get_link(link)  # raises the standard "unknown link" error
-            raise ValueError(f"link {link!r} has no torch implementation; pass a callable "
-                             "that acts on tensors") from None
+            raise ValueError(
+                f"link {link!r} has no torch implementation; pass a callable that acts on tensors"
+            ) from None
     if callable(link):
         return link
     raise TypeError(f"link must be a name or a callable, got {type(link).__name__}")
@@ -68,8 +69,16 @@ class MoE(nn.Module):
     dtype, device : optional
     """
 
-    def __init__(self, in_features, n_experts, link="linear", bias=True,
-                 per_expert_noise=False, dtype=None, device=None):
+    def __init__(
+        self,
+        in_features,
+        n_experts,
+        link="linear",
+        bias=True,
+        per_expert_noise=False,
+        dtype=None,
+        device=None,
+    ):
         super().__init__()
         if in_features < 1 or n_experts < 1:
             raise ValueError("in_features and n_experts must be >= 1")
@@ -113,13 +122,19 @@ class MoE(nn.Module):
     # ---------------------------------------------------------- conversion
     def to_params(self) -> MoEParams:
         """The layer's parameters as a :class:`~moelearn.MoEParams` (float64, CPU)."""
+
         def arr(t):
             return t.detach().cpu().double().numpy().copy()
 
         noise = np.exp(arr(self.log_noise))
-        return MoEParams(arr(self.experts), arr(self.gating), arr(self.expert_bias),
-                         arr(self.gating_bias), float(noise[0]) if noise.size == 1 else noise,
-                         self.link_name if self.link_name in _TORCH_LINKS else "linear")
+        return MoEParams(
+            arr(self.experts),
+            arr(self.gating),
+            arr(self.expert_bias),
+            arr(self.gating_bias),
+            float(noise[0]) if noise.size == 1 else noise,
+            self.link_name if self.link_name in _TORCH_LINKS else "linear",
+        )
 
     @classmethod
     def from_params(cls, params: MoEParams, dtype=torch.float64, device=None) -> MoE:
@@ -128,8 +143,15 @@ class MoE(nn.Module):
             params = params.params_
         link = params.link_function.name
         noise = np.atleast_1d(np.asarray(params.noise_std, dtype=float))
-        layer = cls(params.n_features, params.n_experts, link=link, bias=True,
-                    per_expert_noise=noise.size > 1, dtype=dtype, device=device)
+        layer = cls(
+            params.n_features,
+            params.n_experts,
+            link=link,
+            bias=True,
+            per_expert_noise=noise.size > 1,
+            dtype=dtype,
+            device=device,
+        )
         with torch.no_grad():
             for name in ("experts", "gating", "expert_bias", "gating_bias"):
                 getattr(layer, name).copy_(torch.as_tensor(getattr(params, name)))
@@ -162,11 +184,13 @@ def _s4_pairs(t, gram):
     """
     norms = torch.diagonal(gram)
     t2 = t * t
-    return (t2[:, :, None] * t2[:, None, :]
-            - norms[None, None, :] * t2[:, :, None]
-            - norms[None, :, None] * t2[:, None, :]
-            - 4.0 * gram[None] * t[:, :, None] * t[:, None, :]
-            + (norms[:, None] * norms[None, :] + 2.0 * gram**2)[None])
+    return (
+        t2[:, :, None] * t2[:, None, :]
+        - norms[None, None, :] * t2[:, :, None]
+        - norms[None, :, None] * t2[:, None, :]
+        - 4.0 * gram[None] * t[:, :, None] * t[:, None, :]
+        + (norms[:, None] * norms[None, :] + 2.0 * gram**2)[None]
+    )
 
 
 class ExpertLoss(nn.Module):
@@ -192,8 +216,10 @@ class ExpertLoss(nn.Module):
     def __init__(self, link, noise_std, mu=0.5):
         super().__init__()
         if noise_std is None or noise_std < 0:
-            raise ValueError("ExpertLoss needs noise_std >= 0 (estimate it with "
-                             "moelearn.MomentAccumulator(...).noise_std())")
+            raise ValueError(
+                "ExpertLoss needs noise_std >= 0 (estimate it with "
+                "moelearn.MomentAccumulator(...).noise_std())"
+            )
         self.link, self.noise_std, self.mu = link, float(noise_std), float(mu)
 
     def forward(self, directions, x, y, gram=None):
@@ -243,9 +269,21 @@ def _batches(n, batch_size, steps, generator):
                 return
 
 
-def train_two_stage(layer: MoE, x, y, noise_std=None, *, expert_steps=2000, gating_steps=1000,
-                    finetune_steps=0, batch_size=4096, lr=0.02, mu=0.5, restarts=3,
-                    random_state=0):
+def train_two_stage(
+    layer: MoE,
+    x,
+    y,
+    noise_std=None,
+    *,
+    expert_steps=2000,
+    gating_steps=1000,
+    finetune_steps=0,
+    batch_size=4096,
+    lr=0.02,
+    mu=0.5,
+    restarts=3,
+    random_state=0,
+):
     """Train a :class:`MoE` layer by the two consistent losses, then optionally fine-tune.
 
     Every stage runs Adam over mini-batches with a cosine-annealed step.
@@ -278,18 +316,33 @@ def train_two_stage(layer: MoE, x, y, noise_std=None, *, expert_steps=2000, gati
         acc = MomentAccumulator(link, x.shape[1]).fit(x_np, y_np)
         sigma = acc.noise_std() if noise_std is None else float(noise_std)
     if expert_steps > 0:
-        _train_experts(layer, x, y, acc, ExpertLoss(link, sigma, mu), sigma, link,
-                       expert_steps, batch_size, lr, restarts, gen, history)
+        _train_experts(
+            layer,
+            x,
+            y,
+            acc,
+            ExpertLoss(link, sigma, mu),
+            sigma,
+            link,
+            expert_steps,
+            batch_size,
+            lr,
+            restarts,
+            gen,
+            history,
+        )
     if gating_steps > 0:
-        _train_gating(layer, x, y, GatingLoss(link, sigma), gating_steps, batch_size, lr, gen,
-                      history)
+        _train_gating(
+            layer, x, y, GatingLoss(link, sigma), gating_steps, batch_size, lr, gen, history
+        )
     if finetune_steps > 0:
         _finetune(layer, x, y, finetune_steps, batch_size, lr, gen, history)
     return history
 
 
-def _train_experts(layer, x, y, acc, loss_fn, sigma, link, expert_steps, batch_size, lr,
-                   restarts, gen, history):
+def _train_experts(
+    layer, x, y, acc, loss_fn, sigma, link, expert_steps, batch_size, lr, restarts, gen, history
+):
     from .experts import _resolve_signs
 
     k = layer.n_experts
@@ -327,8 +380,9 @@ def _train_experts(layer, x, y, acc, loss_fn, sigma, link, expert_steps, batch_s
 
 
 def _train_gating(layer, x, y, gating_fn, gating_steps, batch_size, lr, gen, history):
-    params = [layer.gating] + ([layer.gating_bias] if isinstance(layer.gating_bias,
-                                                                  nn.Parameter) else [])
+    params = [layer.gating] + (
+        [layer.gating_bias] if isinstance(layer.gating_bias, nn.Parameter) else []
+    )
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(gating_steps, 1))
     for idx in _batches(x.shape[0], min(batch_size, x.shape[0]), gating_steps, gen):
