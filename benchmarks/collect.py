@@ -24,6 +24,21 @@ SECTIONS = [
         "python benchmarks/estimator.py --grid --seeds 20",
         "estimator_grid",
     ),
+    (
+        "Off the theory regime: default fit vs a start at the truth",
+        "python benchmarks/estimator.py --basins --seeds 10",
+        "estimator_basins",
+    ),
+    (
+        "Real data: the default fit vs the best known optimum and flexmix",
+        "python benchmarks/optima.py --reuse-reference",
+        "optima",
+    ),
+    (
+        "Observed information: exact vs finite differences",
+        "python benchmarks/information.py",
+        "information",
+    ),
     ("Scale: memory maps and Dask", "python benchmarks/scale.py", "scale"),
     ("Synthetic comparison with flexmix", "python benchmarks/peer_synthetic.py", "peer_synthetic"),
     (

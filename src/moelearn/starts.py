@@ -451,6 +451,23 @@ def _search(
             )
     same = sub is data
     sub_tol = tol if same else max(tol, 1e-7)
+
+    def refined(start, on=sub, per_expert=per_expert_noise, quiet=True):
+        """The start refined to convergence, and whether it has a collapsed component."""
+        run = _quiet if quiet else (lambda fn, *a, **kw: fn(*a, **kw))
+        fit = run(
+            maximize_likelihood,
+            on,
+            start,
+            free=free,
+            method=refine,
+            per_expert_noise=per_expert,
+            max_iter=max_iter,
+            tol=sub_tol if on is sub else tol,
+            noise_floor=noise_floor,
+        )
+        return fit, bool(np.any(collapsed_components(on, fit.params, noise_floor, d_params)))
+
     # finalists: the best screened candidates of the model itself, run directly...
     by_model = sorted(screened, key=lambda c: (c.collapsed, -c.loglik))
     paths = [(c.name, c.params) for c in by_model[:n_finalists]]
@@ -459,32 +476,11 @@ def _search(
         # its optimum first: a continuation from the simpler model
         by_tied = sorted(screened, key=lambda c: -c.shared_loglik)
         for c in by_tied[:n_finalists]:
-            tied = _quiet(
-                maximize_likelihood,
-                sub,
-                c.shared,
-                free=free,
-                method=refine,
-                per_expert_noise=False,
-                max_iter=max_iter,
-                tol=sub_tol,
-                noise_floor=noise_floor,
-            )
+            tied, _ = refined(c.shared, per_expert=False)
             paths.append((f"{c.name} via shared noise", _per_expert(tied.params)))
     finals = []
     for label, start in paths:
-        fit = _quiet(
-            maximize_likelihood,
-            sub,
-            start,
-            free=free,
-            method=refine,
-            per_expert_noise=per_expert_noise,
-            max_iter=max_iter,
-            tol=sub_tol,
-            noise_floor=noise_floor,
-        )
-        bad = bool(np.any(collapsed_components(sub, fit.params, noise_floor, d_params)))
+        fit, bad = refined(start)
         finals.append((bad, -fit.log_likelihood, label, fit))
     finals.sort(key=lambda t: (t[0], t[1]))
     if max_moves and k > 1 and link.is_linear:
@@ -500,15 +496,11 @@ def _search(
                 sub,
                 fit,
                 bad,
-                free,
+                refined,
                 per_expert_noise,
                 fit_intercept,
-                refine,
-                max_iter,
-                sub_tol,
                 noise_floor,
                 screen_iter,
-                d_params,
                 max_moves,
                 rng,
             )
@@ -518,17 +510,7 @@ def _search(
         finals = sorted(improved + finals, key=lambda t: (t[0], t[1]))
     bad, _, name, fit = finals[0]
     if not same:
-        fit = maximize_likelihood(
-            data,
-            fit.params,
-            free=free,
-            method=refine,
-            per_expert_noise=per_expert_noise,
-            max_iter=max_iter,
-            tol=tol,
-            noise_floor=noise_floor,
-        )
-        bad = bool(np.any(collapsed_components(data, fit.params, noise_floor, d_params)))
+        fit, bad = refined(fit.params, on=data, quiet=False)
     summary = [(c.name, float(c.loglik)) for c in screened]
     return StartSearch(fit, name, len(screened), summary, bad)
 
@@ -557,22 +539,12 @@ def _move_responsibilities(post, resid, X, remove, split, kind, rng):
 
 
 def _improve_by_moves(
-    sub,
-    fit,
-    bad,
-    free,
-    per_expert,
-    fit_intercept,
-    refine,
-    max_iter,
-    tol,
-    noise_floor,
-    screen_iter,
-    d_params,
-    max_moves,
-    rng,
+    sub, fit, bad, refined, per_expert, fit_intercept, noise_floor, screen_iter, max_moves, rng
 ):
-    """Remove-and-split moves (in the spirit of split-and-merge EM) until none improves."""
+    """Remove-and-split moves (in the spirit of split-and-merge EM) until none improves.
+
+    ``refined(start)`` refines a start on ``sub`` and says whether it collapsed.
+    """
     k = fit.params.n_experts
     moved = False
     for _ in range(max_moves):
@@ -592,18 +564,7 @@ def _improve_by_moves(
         )
         improved = False
         for start in trials[:2]:
-            cand = _quiet(
-                maximize_likelihood,
-                sub,
-                start,
-                free=free,
-                method=refine,
-                per_expert_noise=per_expert,
-                max_iter=max_iter,
-                tol=tol,
-                noise_floor=noise_floor,
-            )
-            cand_bad = bool(np.any(collapsed_components(sub, cand.params, noise_floor, d_params)))
+            cand, cand_bad = refined(start)
             gain = cand.log_likelihood - fit.log_likelihood
             if (not cand_bad or bad) and (
                 gain > 1e-6 * max(1.0, abs(fit.log_likelihood)) or (bad and not cand_bad)
