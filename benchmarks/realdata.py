@@ -31,9 +31,8 @@ from sklearn.model_selection import KFold
 from moelearn import MixtureOfExpertsRegressor, datasets
 
 SOLVERS = {
-    "moelearn (default)": dict(solver="moments"),
-    "moelearn (default, noise='expert')": dict(solver="moments", noise="expert"),
-    "moelearn (default, n_init=10)": dict(solver="moments", n_init=10),
+    "moelearn (default)": dict(),
+    "moelearn (0.1 default: noise='shared', n_init=1)": dict(noise="shared", n_init=1),
     "moelearn landscape (AISTATS'20)": dict(solver="landscape"),
     "moelearn tensor (ICML'19)": dict(solver="tensor"),
 }
@@ -197,7 +196,7 @@ def main():
                 ),
                 None,
             )
-            for variant in ("moelearn (default)", "moelearn (default, n_init=10)"):
+            for variant in ("moelearn (default)",):
                 ours = next(
                     (
                         t
