@@ -483,7 +483,14 @@ def _search(
         fit, bad = refined(start)
         finals.append((bad, -fit.log_likelihood, label, fit))
     finals.sort(key=lambda t: (t[0], t[1]))
-    if max_moves and k > 1 and link.is_linear:
+    # every finalist at one optimum, none collapsed: the landscape the candidates saw has
+    # one basin, and the moves (built to leave a basin) are skipped
+    best_negll = finals[0][1]
+    agree = all(
+        not bad and abs(negll - best_negll) <= 1e-6 * max(1.0, abs(best_negll))
+        for bad, negll, _, _ in finals
+    )
+    if max_moves and k > 1 and link.is_linear and not agree:
         # remove-and-split moves from the best distinct finalists
         improved, seen = [], []
         for bad, negll, name, fit in finals:
