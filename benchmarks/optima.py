@@ -207,12 +207,16 @@ def assess(params, X, y, k):
 
 
 def fit_moelearn(X, y, k, **kw):
+    """Fit and time; a fit that raises returns ``(None, seconds, message)``."""
     est = MixtureOfExpertsRegressor(n_experts=k, **kw)
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        est.fit(X, y)
-    return est, time.perf_counter() - t
+        try:
+            est.fit(X, y)
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+            return None, time.perf_counter() - t, f"{type(exc).__name__}: {exc}"
+    return est, time.perf_counter() - t, ""
 
 
 def _per_expert(params):
@@ -234,27 +238,51 @@ def search(X, y, k, seeds, n_init, starts):
     """
     cands = []
 
-    def add(label, params, secs):
+    def add(label, est, secs, error):
+        if est is None:
+            cands.append(
+                dict(
+                    method=label,
+                    seconds=secs,
+                    loglik=float("nan"),
+                    valid=False,
+                    why=f"fit raised {error}",
+                    params=None,
+                )
+            )
+            return
         cands.append(
-            dict(method=label, seconds=secs, **assess(params, X, y, k), params=params.to_dict())
+            dict(
+                method=label,
+                seconds=secs,
+                **assess(est.params_, X, y, k),
+                params=est.params_.to_dict(),
+            )
         )
 
     for s in seeds:
-        est, secs = fit_moelearn(X, y, k, noise="expert", n_init=n_init, random_state=s, **_long())
-        add(f"noise='expert', n_init={n_init}, seed {s}", est.params_, secs)
-        est, secs = fit_moelearn(X, y, k, noise="shared", n_init=n_init, random_state=s, **_long())
-        add(f"noise='shared', n_init={n_init}, seed {s}", est.params_, secs)
-        warm, secs2 = fit_moelearn(
-            X, y, k, noise="expert", init_params=_per_expert(est.params_), **_long()
+        add(
+            f"noise='expert', n_init={n_init}, seed {s}",
+            *fit_moelearn(X, y, k, noise="expert", n_init=n_init, random_state=s, **_long()),
         )
-        add(f"noise='expert' from the shared-noise optimum, seed {s}", warm.params_, secs + secs2)
+        est, secs, error = fit_moelearn(
+            X, y, k, noise="shared", n_init=n_init, random_state=s, **_long()
+        )
+        add(f"noise='shared', n_init={n_init}, seed {s}", est, secs, error)
+        if est is not None:
+            warm, secs2, error = fit_moelearn(
+                X, y, k, noise="expert", init_params=_per_expert(est.params_), **_long()
+            )
+            add(
+                f"noise='expert' from the shared-noise optimum, seed {s}", warm, secs + secs2, error
+            )
     for label, params in starts.items():
         if params is None or params.n_experts != k:
             continue
-        est, secs = fit_moelearn(
-            X, y, k, noise="expert", init_params=_per_expert(params), **_long()
+        add(
+            f"noise='expert' refit from {label}",
+            *fit_moelearn(X, y, k, noise="expert", init_params=_per_expert(params), **_long()),
         )
-        add(f"noise='expert' refit from {label}", est.params_, secs)
     return cands
 
 
@@ -356,7 +384,21 @@ def run_case_timed(name, X, y, ks, skip_fm5):
     """This run's measurements: the default fit and flexmix nrep=5, one after the other."""
     out = {}
     for k in ks:
-        est, secs = fit_moelearn(X, y, k)
+        est, secs, error = fit_moelearn(X, y, k)
+        if est is None:  # counts as a failure, not as a crash of the benchmark
+            out[k] = dict(
+                default=dict(
+                    seconds=secs,
+                    n_params=None,
+                    init_method=None,
+                    n_iter=None,
+                    loglik=float("nan"),
+                    valid=False,
+                    why=f"fit raised {error}",
+                    params=None,
+                )
+            )
+            continue
         noise_values = 1 if np.ndim(est.params_.noise_std) == 0 else k
         out[k] = dict(
             default=dict(
