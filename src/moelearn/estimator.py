@@ -332,6 +332,11 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                     noise_floor=self._floor,
                 )
             starts.append((f"moments ({self.moment_method})", step.params))
+        if self.n_init == 1 and starts:
+            # the moment start alone, refined on all the data (version 0.1's default)
+            self.init_method_ = starts[0][0]
+            self._final_step = f"the {self._refine_name} refinement of the moment start"
+            return self._refine(data, starts[0][1], per_expert)
         search_data = self._subsample(data, rng, _SEARCH_ROWS)
         if self.n_init == "auto":
             # a fixed budget of screening work: small problems get more candidates
@@ -342,13 +347,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                 n_generated = _AUTO_CANDIDATES
         else:
             n_generated = self.n_init - len(starts)
-        if not starts and n_generated < 1:
-            n_generated = 1
-        if self.n_init != "auto" and self.n_init == 1 and starts:
-            # the moment start alone, refined on all the data (version 0.1's default)
-            self.init_method_ = starts[0][0]
-            self._final_step = f"the {self._refine_name} refinement of the moment start"
-            return self._refine(data, starts[0][1], per_expert)
+        if not starts:
+            n_generated = max(n_generated, 1)
         found = search(
             data,
             search_data,
