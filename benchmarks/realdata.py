@@ -72,7 +72,7 @@ def evaluate(name, ks, n_folds=10):
 
     for k in progress(ks, label=f"{name}: moelearn"):
         for method, kw in SOLVERS.items():
-            if kw["solver"] != "moments" and k > X.shape[1]:
+            if kw.get("solver", "moments") != "moments" and k > X.shape[1]:
                 continue  # the paper pipelines need k <= d
             for f in range(n_folds):
                 tr, te = folds != f, folds == f
