@@ -252,6 +252,10 @@ def _gate_objective(G, post, Xt):
     return -np.einsum("ckn,ckn->c", post, logp), np.exp(logp)
 
 
+# Remove-and-split moves tried per round (a random subset when k (k - 1) * 2 is larger).
+_MAX_MOVES_PER_ROUND = 24
+
+
 def _gate_newton_steps(G, post, Xt, XX, n_steps):
     """Damped Newton steps of C soft-label multinomial logits at once.
 
@@ -559,12 +563,19 @@ def _improve_by_moves(
         post = responsibilities(sub, params)
         mu = params.link_function(params.experts @ sub.X.T + params.expert_bias[:, None])
         resid = sub.y - mu
-        posts = [
-            _move_responsibilities(post, resid, sub.X, remove, split, kind, rng)
+        moves = [
+            (remove, split, kind)
             for remove in range(k)
             for split in range(k)
             if split != remove
             for kind in ("residual", "gate")
+        ]
+        if len(moves) > _MAX_MOVES_PER_ROUND:
+            pick = rng.choice(len(moves), _MAX_MOVES_PER_ROUND, replace=False)
+            moves = [moves[i] for i in np.sort(pick)]
+        posts = [
+            _move_responsibilities(post, resid, sub.X, remove, split, kind, rng)
+            for remove, split, kind in moves
         ]
         trials = _run_batched(
             sub, params, posts, per_expert, noise_floor, fit_intercept, screen_iter
