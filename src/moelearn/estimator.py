@@ -409,17 +409,12 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     def _fit_baseline(self, data, link, per_expert, rng):
         self.init_method_ = "random"
         self._final_step = f"the {self.solver} solver (best of its random starts)"
-        return self._best_of_random_starts(data, link, per_expert, rng, refine=False)
-
-    def _best_of_random_starts(self, data, link, per_expert, rng, refine, n_starts=None):
         best = None
-        for _ in range(n_starts or (1 if self.n_init == "auto" else self.n_init)):
+        for _ in range(1 if self.n_init == "auto" else self.n_init):
             init = random_params(data.n_features, self.n_experts, link, 1.0, rng, per_expert)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                if refine:
-                    fit = self._refine(data, init, per_expert)
-                elif self.solver == "gd-l2":
+                if self.solver == "gd-l2":
                     fit = fit_squared_loss(
                         data,
                         init,
