@@ -1,0 +1,522 @@
+"""The likelihood engine for any family of experts and separate gate and expert covariates.
+
+The model (DESIGN §13): the gate ``p_i(z) = softmax_i(<v_i, z>)`` on the gate
+design ``z = (1, x_G)`` and expert ``i`` with density ``f(y | eta_i, phi_i)``
+(a :class:`~moelearn.families.Family`) on the expert design ``u = (1, x_E)``,
+``eta_i = <b_i, u>``.  The last gate row is the reference (fixed at zero).
+
+One pass over the data (:func:`pass_statistics`, a map-reduce over blocks, so
+memory maps, Dask arrays and streams work unchanged) returns the
+log-likelihood, its exact gradient, and the Fisher information of the
+expected complete-data log-likelihood ``Q`` of EM, which separates into one
+block per expert and one for the gate.  Two optimisers use it:
+
+* :func:`em` - EM whose M-step is one scoring step on each block of ``Q``
+  (Lange's EM-gradient algorithm, with the expected information, which is
+  positive definite, so every step ascends; step halving keeps the
+  likelihood monotone).  One pass per iteration.
+* :func:`polish` - L-BFGS-B on the observed log-likelihood with the exact
+  gradient, from the EM solution, to a stationary point (convergence as
+  scipy reports it).
+
+:func:`search` screens many starts on a subsample by short EM runs, takes the
+best few to convergence there, and finishes the winner on all the data.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.cluster.vq import kmeans2
+from scipy.optimize import minimize
+from scipy.special import softmax
+
+from ._threads import blas_threads
+from .data import Data
+from .families import Family
+
+__all__ = ["Design", "State", "EngineFit", "pass_statistics", "em", "polish", "search"]
+
+# Gate blocks up to this many coefficients get the exact Newton step; wider
+# gates the Böhning bound (a fixed matrix, one product per pass).
+_EXACT_GATE = 64
+
+
+@dataclass(frozen=True)
+class Design:
+    """Which columns of ``X`` the gate and the experts read, and the intercepts.
+
+    Parameters
+    ----------
+    gating_columns, expert_columns : int arrays
+        Column indices into ``X``.
+    fit_intercept : bool
+    """
+
+    gating_columns: np.ndarray
+    expert_columns: np.ndarray
+    fit_intercept: bool = True
+
+    @property
+    def n_gate(self) -> int:
+        return len(self.gating_columns) + int(self.fit_intercept)
+
+    @property
+    def n_expert(self) -> int:
+        return len(self.expert_columns) + int(self.fit_intercept)
+
+    def expert_matrix(self, X):
+        Xe = X[:, self.expert_columns]
+        return np.hstack([np.ones((X.shape[0], 1)), Xe]) if self.fit_intercept else Xe
+
+    def gate_matrix(self, X):
+        Xg = X[:, self.gating_columns]
+        return np.hstack([np.ones((X.shape[0], 1)), Xg]) if self.fit_intercept else Xg
+
+
+@dataclass
+class State:
+    """Parameters in the engine's coordinates.
+
+    Attributes
+    ----------
+    coef : (k, q, p_e) expert coefficients (intercept first when fitted)
+    log_disp : (k, m) log-dispersion
+    gate : (k, p_g) gate coefficients, last row zero
+    """
+
+    coef: np.ndarray
+    log_disp: np.ndarray
+    gate: np.ndarray
+
+    @property
+    def n_experts(self) -> int:
+        return self.coef.shape[0]
+
+    def copy(self) -> State:
+        return State(self.coef.copy(), self.log_disp.copy(), self.gate.copy())
+
+    def flat(self) -> np.ndarray:
+        return np.concatenate([self.coef.ravel(), self.log_disp.ravel(), self.gate[:-1].ravel()])
+
+    def with_flat(self, theta) -> State:
+        k, q, pe = self.coef.shape
+        m = self.log_disp.shape[1]
+        a, b = k * q * pe, k * q * pe + k * m
+        gate = np.zeros_like(self.gate)
+        gate[:-1] = theta[b:].reshape(k - 1, -1)
+        return State(theta[:a].reshape(k, q, pe), theta[a:b].reshape(k, m), gate)
+
+
+@dataclass
+class EngineFit:
+    """Result of an engine optimisation.
+
+    ``log_likelihood`` is the (weighted) mean per sample.
+    """
+
+    state: State
+    log_likelihood: float
+    n_iter: int
+    converged: bool
+    history: list = field(default_factory=list)
+    shares: np.ndarray | None = None
+    collapsed: bool = False
+
+
+def _eta(U, coef):
+    # (n, k) for one predictor per expert, (n, k, q) otherwise
+    eta = np.einsum("np,kqp->nkq", U, coef)
+    return eta[..., 0] if coef.shape[1] == 1 else eta
+
+
+def _block_terms(family, design, X, y, state, want, fixed_post=None, weights=None):
+    """Sums over one block of rows: log-likelihood, gradients, information."""
+    U, Z = design.expert_matrix(X), design.gate_matrix(X)
+    k, q, _ = state.coef.shape
+    eta = _eta(U, state.coef)
+    disp = np.exp(state.log_disp)
+    if want == "value":
+        logf = family.log_density(y, eta, disp)
+    else:
+        logf, grad, fisher = family.derivatives(y, eta, disp)
+    if k > 1:
+        logits = Z @ state.gate.T
+        logits -= logits.max(axis=1, keepdims=True)
+        log_gate = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    else:
+        log_gate = np.zeros((X.shape[0], 1))
+    joint = log_gate + logf
+    top = joint.max(axis=1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    ll = np.log(np.exp(joint - top).sum(axis=1)) + top[:, 0]
+    w = np.ones(X.shape[0]) if weights is None else weights
+    out = {"ll": float(w @ ll), "n": float(w.sum())}
+    post = np.exp(joint - ll[:, None]) if fixed_post is None else fixed_post
+    out["share"] = w @ post
+    if want == "value":
+        return out
+    rw = post * w[:, None]  # (n, k)
+    if grad.ndim == 2:
+        grad, fisher = grad[..., None], fisher[..., None, None]
+    g = rw[..., None] * grad  # (n, k, q + m)
+    out["g_coef"] = np.einsum("nka,np->kap", g[..., :q], U)
+    out["g_disp"] = g[..., q:].sum(axis=0)
+    if k > 1:
+        gate_p = np.exp(log_gate)
+        out["g_gate"] = ((post - gate_p) * w[:, None]).T @ Z
+    if want == "grad":
+        return out
+    F = rw[..., None, None] * fisher  # (n, k, Q, Q)
+    out["F_cc"] = np.einsum("nkab,np,nr->kapbr", F[..., :q, :q], U, U)
+    out["F_cd"] = np.einsum("nkab,np->kapb", F[..., :q, q:], U)
+    out["F_dd"] = F[..., q:, q:].sum(axis=0)
+    if k > 1:
+        gp = gate_p[:, : k - 1] * w[:, None]
+        if (k - 1) * Z.shape[1] <= _EXACT_GATE:
+            # sum_n w (diag(p) - p p') (x) z z' over the free rows
+            H = -np.einsum("ni,nj,np,nr->ipjr", gp, gate_p[:, : k - 1], Z, Z)
+            idx = np.arange(k - 1)
+            H[idx, :, idx, :] += np.einsum("ni,np,nr->ipr", gp, Z, Z)
+            out["H_gate"] = H
+        else:
+            out["B_gate"] = (Z * w[:, None]).T @ Z  # Böhning: H <= 1/2 (I - 11'/k) (x) Z'WZ
+    return out
+
+
+def pass_statistics(family, design, data: Data, state, want="hess", fixed_post=None, weights=None):
+    """One pass: totals of :func:`_block_terms` over the data's blocks.
+
+    ``fixed_post`` and ``weights`` (per-row arrays) require in-memory data.
+    """
+    if fixed_post is not None or weights is not None:
+        return _block_terms(family, design, data.X, data.y, state, want, fixed_post, weights)
+    return data.map_reduce(lambda Xb, yb: _block_terms(family, design, Xb, yb, state, want))
+
+
+def _solve(F, g, ridge=1e-10):
+    F = 0.5 * (F + F.T)
+    F = F + ridge * max(np.trace(F) / max(len(F), 1), 1e-12) * np.eye(len(F))
+    try:
+        return np.linalg.solve(F, g)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(F, g, rcond=None)[0]
+
+
+def _scoring_step(stats, state, bounds):
+    """The scoring step on every block of Q, and the squared Newton decrement."""
+    k, q, pe = state.coef.shape
+    m = state.log_disp.shape[1]
+    new = state.copy()
+    decrement = 0.0
+    for i in range(k):
+        F = np.zeros((q * pe + m, q * pe + m))
+        F[: q * pe, : q * pe] = stats["F_cc"][i].reshape(q * pe, q * pe)
+        F[: q * pe, q * pe :] = stats["F_cd"][i].reshape(q * pe, m)
+        F[q * pe :, : q * pe] = F[: q * pe, q * pe :].T
+        F[q * pe :, q * pe :] = stats["F_dd"][i]
+        g = np.concatenate([stats["g_coef"][i].ravel(), stats["g_disp"][i]])
+        step = _solve(F, g)
+        decrement += float(g @ step)
+        new.coef[i] += step[: q * pe].reshape(q, pe)
+        new.log_disp[i] += step[q * pe :]
+    if k > 1:
+        g = stats["g_gate"][: k - 1].ravel()
+        pg = state.gate.shape[1]
+        if "H_gate" in stats:
+            H = stats["H_gate"].reshape((k - 1) * pg, (k - 1) * pg)
+        else:
+            J = 0.5 * (np.eye(k - 1) - 1.0 / k)
+            H = np.kron(J, stats["B_gate"])
+        step = _solve(H, g)
+        decrement += float(g @ step)
+        new.gate[: k - 1] += step.reshape(k - 1, pg)
+    low, high = bounds
+    np.clip(new.log_disp, low, high, out=new.log_disp)
+    return new, decrement
+
+
+def _bounds(family, k, log_floor):
+    low, high = family.dispersion_bounds()
+    low = np.where(
+        np.array([n == "sigma" for n in family.dispersion_names], dtype=bool),
+        np.maximum(low, log_floor),
+        low,
+    )
+    return np.broadcast_to(low, (k, len(low))), np.broadcast_to(high, (k, len(high)))
+
+
+def em(
+    family,
+    design,
+    data,
+    state,
+    *,
+    max_iter=500,
+    tol=1e-8,
+    log_floor=-np.inf,
+    weights=None,
+) -> EngineFit:
+    """EM with a scoring M-step (one pass per iteration), monotone by step halving.
+
+    Converged when the mean log-likelihood changes by less than ``tol``
+    (relative to ``max(1, |ll|)``) in one iteration (EM's usual rule; :func:`polish`
+    then checks the gradient).
+    """
+    bounds = _bounds(family, state.n_experts, log_floor)
+    state = state.copy()
+    np.clip(state.log_disp, *bounds, out=state.log_disp)
+    stats = pass_statistics(family, design, data, state, "hess", weights=weights)
+    n = stats["n"]
+    ll = stats["ll"] / n
+    history = [ll]
+    converged = False
+    it = 0
+    while it < max_iter:
+        it += 1
+        full_step, decrement = _scoring_step(stats, state, bounds)
+        candidate, fraction = full_step, 1.0
+        for _ in range(12):
+            new_stats = pass_statistics(family, design, data, candidate, "hess", weights=weights)
+            new_ll = new_stats["ll"] / n
+            if np.isfinite(new_ll) and new_ll >= ll - 1e-12 * max(1.0, abs(ll)):
+                break
+            fraction *= 0.5
+            candidate = State(
+                state.coef + fraction * (full_step.coef - state.coef),
+                state.log_disp + fraction * (full_step.log_disp - state.log_disp),
+                state.gate + fraction * (full_step.gate - state.gate),
+            )
+        else:
+            break  # no ascent along the scoring direction: a stationary point
+        change = new_ll - ll
+        state, stats, ll = candidate, new_stats, new_ll
+        history.append(ll)
+        if abs(change) <= tol * max(1.0, abs(ll)):
+            converged = True
+            break
+    return EngineFit(state, ll, it, converged, history, stats["share"] / n)
+
+
+def polish(
+    family,
+    design,
+    data,
+    state,
+    *,
+    max_iter=1000,
+    tol=1e-8,
+    log_floor=-np.inf,
+    weights=None,
+) -> EngineFit:
+    """L-BFGS-B on the observed log-likelihood with its exact gradient."""
+    k = state.n_experts
+    low, high = _bounds(family, k, log_floor)
+    theta0 = state.flat()
+    nc = state.coef.size
+    lb = np.full(theta0.size, -np.inf)
+    ub = np.full(theta0.size, np.inf)
+    lb[nc : nc + low.size] = low.ravel()
+    ub[nc : nc + high.size] = high.ravel()
+    theta0 = np.clip(theta0, lb, ub)
+    history = []
+    cache = {}
+
+    def fun(theta):
+        s = state.with_flat(theta)
+        st = pass_statistics(family, design, data, s, "grad", weights=weights)
+        n = st["n"]
+        g = np.concatenate(
+            [st["g_coef"].ravel(), st["g_disp"].ravel()]
+            + ([st["g_gate"][: k - 1].ravel()] if k > 1 else [])
+        )
+        cache["share"] = st["share"] / n
+        value = st["ll"] / n
+        if not np.isfinite(value):
+            return np.inf, np.zeros_like(theta)
+        return -value, -g / n
+
+    res = minimize(
+        fun,
+        theta0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=list(zip(lb, ub, strict=True)),
+        options={"maxiter": max_iter, "ftol": tol, "gtol": 1e-9, "maxcor": 20},
+        callback=lambda th: history.append(-fun(th)[0]),
+    )
+    final = state.with_flat(res.x)
+    ll = -float(res.fun)
+    grad = -res.jac
+    free = ~(((res.x <= lb) & (grad < 0)) | ((res.x >= ub) & (grad > 0)))
+    small = float(np.max(np.abs(grad[free]), initial=0.0)) <= 1e-5
+    converged = bool(res.success) or small
+    return EngineFit(final, ll, int(res.nit), converged, history, cache.get("share"))
+
+
+# -------------------------------------------------------------------- starts
+def _gate_fit(Z, post, steps=8):
+    """Gate coefficients fitted to fixed responsibilities (Newton on soft targets)."""
+    k = post.shape[1]
+    V = np.zeros((k, Z.shape[1]))
+    if k == 1:
+        return V
+    for _ in range(steps):
+        p = softmax(Z @ V.T, axis=1)
+        g = ((post - p).T @ Z)[: k - 1].ravel()
+        H = -np.einsum("ni,nj,np,nr->ipjr", p[:, : k - 1], p[:, : k - 1], Z, Z)
+        idx = np.arange(k - 1)
+        H[idx, :, idx, :] += np.einsum("ni,np,nr->ipr", p[:, : k - 1], Z, Z)
+        pg = Z.shape[1]
+        H = H.reshape((k - 1) * pg, (k - 1) * pg) + 1e-3 * np.eye((k - 1) * pg)
+        V[: k - 1] += _solve(H, g).reshape(k - 1, pg)
+    return V
+
+
+def state_from_responsibilities(family, design, X, y, post, log_floor=-np.inf, steps=6):
+    """Parameters fitted to fixed responsibilities (scoring M-steps), in memory."""
+    k = post.shape[1]
+    U, Z = design.expert_matrix(X), design.gate_matrix(X)
+    q = family.n_predictors
+    h = family.working_response(y)
+    coef = np.zeros((k, q, U.shape[1]))
+    for i in range(k):
+        w = post[:, i] + 1e-8
+        G = (U * w[:, None]).T @ U + 1e-6 * np.eye(U.shape[1])
+        coef[i, :, :] = np.linalg.solve(G, (U * w[:, None]).T @ h)
+    disp = np.tile(np.log(family.initial_dispersion(y)), (k, 1))
+    state = State(coef, disp, _gate_fit(Z, post))
+    bounds = _bounds(family, k, log_floor)
+    data = Data(X, y)
+    for _ in range(steps):
+        stats = pass_statistics(family, design, data, state, "hess", fixed_post=post)
+        new, _ = _scoring_step(stats, state, bounds)
+        new.gate = state.gate
+        state = new
+    return state
+
+
+def _candidates(family, design, X, y, k, n, rng):
+    """Responsibility matrices of ``n`` diverse starts (rows sum to one)."""
+    Z = design.gate_matrix(X)
+    Xe = X[:, design.expert_columns]
+    h = family.working_response(y)
+    hs = (h - h.mean()) / max(h.std(), 1e-12)
+    out = []
+    kinds = []
+    # residual partitions: one expert's fit, rows binned by residual quantile
+    U = design.expert_matrix(X)
+    beta = np.linalg.lstsq(U, h, rcond=None)[0]
+    resid = h - U @ beta
+    edges = np.quantile(resid, np.linspace(0, 1, k + 1)[1:-1])
+    out.append(np.eye(k)[np.searchsorted(edges, resid)])
+    kinds.append("residual")
+    feats = np.hstack([Xe, 2.0 * hs[:, None]]) if Xe.shape[1] else hs[:, None]
+    while len(out) < n:
+        kind = ("gate", "kmeans", "random")[len(out) % 3]
+        if kind == "gate" and Z.shape[1] > int(design.fit_intercept):
+            V = rng.standard_normal((k, Z.shape[1])) * 2.0
+            V[:, 0] = 0.0 if design.fit_intercept else V[:, 0]
+            logits = Z @ V.T
+            post = softmax(logits, axis=1)
+        elif kind in ("gate", "kmeans"):
+            kind = "kmeans"
+            _, labels = kmeans2(feats, k, minit="++", seed=rng)
+            post = 0.9 * np.eye(k)[labels] + 0.1 / k
+        else:
+            post = rng.dirichlet(np.full(k, 0.5), size=X.shape[0])
+        out.append(post)
+        kinds.append(kind)
+    return list(zip(kinds, out, strict=True))
+
+
+def _rank(fit, min_share):
+    collapsed = bool(np.min(fit.shares) < min_share)
+    return (collapsed, -fit.log_likelihood)
+
+
+def search(
+    family: Family,
+    design: Design,
+    data: Data,
+    sub_X,
+    sub_y,
+    n_experts,
+    *,
+    n_candidates=20,
+    n_finalists=3,
+    screen_iter=20,
+    max_iter=1000,
+    tol=1e-8,
+    log_floor=-np.inf,
+    random_state=None,
+):
+    """Screen starts on ``(sub_X, sub_y)``; refine the best on ``data``.
+
+    Returns
+    -------
+    fit : EngineFit
+        The final fit on all the data (EM, then L-BFGS-B polish).
+    kind : str
+        The kind of start that won.
+    """
+    rng = random_state
+    k = n_experts
+    sub = Data(sub_X, sub_y)
+    min_share = (design.n_expert * family.n_predictors + len(family.dispersion_names)) / len(sub_y)
+    screened = []
+    with blas_threads(len(sub_y)), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for kind, post in _candidates(family, design, sub_X, sub_y, k, n_candidates, rng):
+            try:
+                start = state_from_responsibilities(family, design, sub_X, sub_y, post, log_floor)
+                fit = em(
+                    family, design, sub, start, max_iter=screen_iter, tol=tol, log_floor=log_floor
+                )
+            except (np.linalg.LinAlgError, FloatingPointError, ValueError):
+                continue
+            if np.isfinite(fit.log_likelihood):
+                screened.append((_rank(fit, min_share), kind, fit))
+        if not screened:
+            raise ValueError("every start failed: the data may not suit this family")
+        screened.sort(key=lambda t: t[0])
+        finalists = []
+        for _, kind, fit in screened[:n_finalists]:
+            full = em(
+                family,
+                design,
+                sub,
+                fit.state,
+                max_iter=200,
+                tol=max(tol, 1e-7),
+                log_floor=log_floor,
+            )
+            finalists.append((_rank(full, min_share), kind, full))
+        finalists.sort(key=lambda t: t[0])
+    _, kind, best = finalists[0]
+    same = data.in_memory and data.n_samples == len(sub_y)
+    with blas_threads(data.n_samples):
+        fit = (
+            best
+            if same
+            else em(
+                family,
+                design,
+                data,
+                best.state,
+                max_iter=50,
+                tol=max(tol, 1e-7),
+                log_floor=log_floor,
+            )
+        )
+        final = polish(
+            family, design, data, fit.state, max_iter=max_iter, tol=tol, log_floor=log_floor
+        )
+    final.history = fit.history + final.history
+    final.n_iter += fit.n_iter
+    final.collapsed = bool(np.min(final.shares) < min_share)
+    if not final.converged and fit.converged and final.log_likelihood <= fit.log_likelihood:
+        final = fit
+    return final, kind

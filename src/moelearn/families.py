@@ -1,0 +1,458 @@
+"""Families of experts: the distribution of ``y`` given an expert's linear predictor.
+
+A :class:`Family` is a loss object in the spirit of scikit-learn's: it knows
+the log-density of ``y`` given the linear predictor ``eta`` of an expert and
+the expert's dispersion parameters, its derivatives in those coordinates, its
+mean, variance, CDF and sampler, and nothing about optimisers.  The fitting
+engine (:mod:`moelearn.engine`) combines any family with the softmax gate.
+
+Coordinates.  An expert has ``n_predictors`` linear predictors (1 for every
+regression family; ``C - 1`` for a multinomial expert) and
+``len(dispersion_names)`` dispersion parameters, which the engine handles on
+the log scale (``log sigma``, ``log nu``, ``log shape``).  :meth:`Family.derivatives`
+returns, per sample and expert, the gradient of the log-density in
+``(eta_1..eta_q, log phi_1..log phi_m)`` and its expected (Fisher) information
+there, which is positive semi-definite for every family, so that a scoring
+step on the expected complete-data log-likelihood of EM always ascends.
+
+Families: :class:`Gaussian` (any link, DESIGN §1), :class:`StudentT` (robust
+experts, degrees of freedom per expert), :class:`Poisson` (log link, counts),
+:class:`Gamma` (log link, positive responses), and :class:`Bernoulli` (logit
+link, 0/1 responses).  Which of them admit the consistent moment start is
+derived in DESIGN §13.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+from scipy.special import digamma, expit, gammaln, log_expit, polygamma
+
+from .links import Link, get_link
+
+__all__ = [
+    "Family",
+    "Gaussian",
+    "StudentT",
+    "Poisson",
+    "Gamma",
+    "Bernoulli",
+    "get_family",
+    "available_families",
+]
+
+_LOG_2PI = np.log(2.0 * np.pi)
+
+
+class Family:
+    """Distribution of ``y`` given an expert's linear predictor (base class).
+
+    Subclasses set the class attributes and implement the methods below.
+    Arrays: ``y`` has shape (n,); ``eta`` (n, k) for one predictor per expert;
+    ``disp`` (k, m) holds the natural dispersion parameters (``sigma``,
+    ``nu``, ``shape``), never their logarithms.
+
+    Attributes
+    ----------
+    name : str
+    dispersion_names : tuple of str
+        Per-expert dispersion parameters besides the linear predictor.
+    n_predictors : int
+        Linear predictors per expert.
+    location_scale : bool
+        Whether ``a + b y`` stays in the family with the predictor mapped
+        linearly (then the estimator standardises ``y``).
+    scale_family : bool
+        Whether ``b y`` stays in the family with ``log b`` added to the
+        predictor (a log-link family on positive data).
+    moment_start : bool
+        Whether the consistent moment start of DESIGN §3-§6 applies.
+    """
+
+    name = "family"
+    dispersion_names: tuple = ()
+    n_predictors = 1
+    location_scale = False
+    scale_family = False
+    moment_start = False
+    discrete = False
+
+    # -------------------------------------------------------------- validation
+    def check_y(self, y) -> np.ndarray:
+        """Validate a response vector; raise ``ValueError`` naming the problem."""
+        y = np.asarray(y, dtype=float)
+        if not np.all(np.isfinite(y)):
+            raise ValueError("y contains NaN or infinite values")
+        return y
+
+    # --------------------------------------------------------------- density
+    def log_density(self, y, eta, disp) -> np.ndarray:
+        """``log f(y_n | eta_ni, disp_i)``, shape (n, k)."""
+        raise NotImplementedError
+
+    def derivatives(self, y, eta, disp):
+        """Log-density, gradient and Fisher information in working coordinates.
+
+        Returns
+        -------
+        logf : (n, k)
+        grad : (n, k, q + m)
+            Derivatives in ``(eta, log disp)``.
+        fisher : (n, k, q + m, q + m)
+            Expected information (positive semi-definite) in the same coordinates.
+        """
+        raise NotImplementedError
+
+    def mean(self, eta, disp) -> np.ndarray:
+        """``E[y | expert]``, shape of ``eta`` (n, k)."""
+        raise NotImplementedError
+
+    def variance(self, eta, disp) -> np.ndarray:
+        """``Var[y | expert]``, shape (n, k) (``inf`` where it does not exist)."""
+        raise NotImplementedError
+
+    def cdf(self, y, eta, disp) -> np.ndarray:
+        """``P(Y <= y | expert)`` for each row's ``y``, shape (n, k)."""
+        raise NotImplementedError
+
+    def sample(self, eta, disp, rng) -> np.ndarray:
+        """One draw per entry of ``eta`` (n, k): shape (n, k)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- fitting aid
+    def working_response(self, y) -> np.ndarray:
+        """``y`` on the predictor's scale (for clustering starts), shape (n,)."""
+        return np.asarray(y, dtype=float)
+
+    def initial_dispersion(self, y, eta=None) -> np.ndarray:
+        """A starting value for each dispersion parameter, shape (m,)."""
+        return np.ones(len(self.dispersion_names))
+
+    def dispersion_bounds(self, y_scale=1.0):
+        """Bounds ``(low, high)`` on the log-dispersion, arrays of shape (m,)."""
+        m = len(self.dispersion_names)
+        return np.full(m, -np.inf), np.full(m, np.inf)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _as_disp(disp, k, m):
+    disp = np.asarray(disp, dtype=float)
+    return disp.reshape(k, m) if m else np.zeros((k, 0))
+
+
+class Gaussian(Family):
+    """``y = g(eta) + N(0, sigma^2)``: the Gaussian expert with any link (DESIGN §1).
+
+    Parameters
+    ----------
+    link : str, Link or callable, default "linear"
+    """
+
+    name = "gaussian"
+    dispersion_names = ("sigma",)
+    moment_start = True
+
+    def __init__(self, link="linear"):
+        self.link = get_link(link)
+        self.location_scale = self.link.is_linear
+
+    def log_density(self, y, eta, disp):
+        sigma = disp[:, 0]
+        r = (y[:, None] - self.link(eta)) / sigma
+        return -0.5 * r**2 - np.log(sigma) - 0.5 * _LOG_2PI
+
+    def derivatives(self, y, eta, disp):
+        sigma = disp[:, 0]
+        mu = self.link(eta)
+        dmu = self.link.grad(eta)
+        r = (y[:, None] - mu) / sigma
+        logf = -0.5 * r**2 - np.log(sigma) - 0.5 * _LOG_2PI
+        grad = np.stack([r * dmu / sigma, r**2 - 1.0], axis=-1)
+        fisher = np.zeros(eta.shape + (2, 2))
+        fisher[..., 0, 0] = dmu**2 / sigma**2
+        fisher[..., 1, 1] = 2.0
+        return logf, grad, fisher
+
+    def mean(self, eta, disp):
+        return self.link(eta)
+
+    def variance(self, eta, disp):
+        return np.broadcast_to(disp[:, 0] ** 2, np.shape(eta)).copy()
+
+    def cdf(self, y, eta, disp):
+        return stats.norm.cdf((y[:, None] - self.link(eta)) / disp[:, 0])
+
+    def sample(self, eta, disp, rng):
+        return self.link(eta) + disp[:, 0] * rng.standard_normal(np.shape(eta))
+
+    def initial_dispersion(self, y, eta=None):
+        return np.array([max(float(np.std(y)), 1e-12)])
+
+    def __repr__(self):
+        return f"Gaussian(link={self.link.name!r})"
+
+
+class StudentT(Family):
+    """``y = eta + sigma t_nu``: a robust expert with its own degrees of freedom.
+
+    ``nu`` is estimated per expert within ``[nu_min, nu_max]`` (default
+    ``[0.5, 200]``; at 200 the expert is Gaussian to within a few percent of
+    a nat per sample).
+    """
+
+    name = "student-t"
+    dispersion_names = ("sigma", "nu")
+    location_scale = True
+
+    def __init__(self, nu_min=0.5, nu_max=200.0):
+        if not 0 < nu_min < nu_max:
+            raise ValueError(f"need 0 < nu_min < nu_max, got {nu_min}, {nu_max}")
+        self.nu_min, self.nu_max = float(nu_min), float(nu_max)
+
+    def log_density(self, y, eta, disp):
+        sigma, nu = disp[:, 0], disp[:, 1]
+        r = (y[:, None] - eta) / sigma
+        return (
+            gammaln(0.5 * (nu + 1))
+            - gammaln(0.5 * nu)
+            - 0.5 * np.log(nu * np.pi)
+            - np.log(sigma)
+            - 0.5 * (nu + 1) * np.log1p(r**2 / nu)
+        )
+
+    def derivatives(self, y, eta, disp):
+        sigma, nu = disp[:, 0], disp[:, 1]
+        r = (y[:, None] - eta) / sigma
+        r2 = r**2
+        logf = self.log_density(y, eta, disp)
+        u = (nu + 1) / (nu + r2)  # the E-step weight of the scale-mixture representation
+        d_eta = u * r / sigma
+        d_logsigma = u * r2 - 1.0
+        d_nu = 0.5 * (
+            digamma(0.5 * (nu + 1)) - digamma(0.5 * nu) - 1.0 / nu - np.log1p(r2 / nu) + u * r2 / nu
+        )
+        grad = np.stack([d_eta, d_logsigma, nu * d_nu], axis=-1)
+        i_nu = 0.25 * (polygamma(1, 0.5 * nu) - polygamma(1, 0.5 * (nu + 1))) - (nu + 5) / (
+            2 * nu * (nu + 1) * (nu + 3)
+        )
+        fisher = np.zeros(eta.shape + (3, 3))
+        fisher[..., 0, 0] = (nu + 1) / ((nu + 3) * sigma**2)
+        fisher[..., 1, 1] = 2 * nu / (nu + 3)
+        fisher[..., 1, 2] = fisher[..., 2, 1] = -2 * nu / ((nu + 1) * (nu + 3))
+        fisher[..., 2, 2] = nu**2 * np.maximum(i_nu, 0.0)
+        return logf, grad, fisher
+
+    def mean(self, eta, disp):
+        return np.where(disp[:, 1] > 1, eta, np.nan)
+
+    def variance(self, eta, disp):
+        sigma, nu = disp[:, 0], disp[:, 1]
+        v = np.where(nu > 2, sigma**2 * nu / np.maximum(nu - 2, 1e-300), np.inf)
+        return np.broadcast_to(v, np.shape(eta)).copy()
+
+    def cdf(self, y, eta, disp):
+        return stats.t.cdf((y[:, None] - eta) / disp[:, 0], disp[:, 1])
+
+    def sample(self, eta, disp, rng):
+        shape = np.shape(eta)
+        return eta + disp[:, 0] * rng.standard_t(np.broadcast_to(disp[:, 1], shape))
+
+    def initial_dispersion(self, y, eta=None):
+        return np.array([max(float(np.std(y)), 1e-12), 10.0])
+
+    def dispersion_bounds(self, y_scale=1.0):
+        return np.array([-np.inf, np.log(self.nu_min)]), np.array([np.inf, np.log(self.nu_max)])
+
+
+class Poisson(Family):
+    """``y ~ Poisson(exp(eta))``: count experts with the log link.
+
+    Non-integer ``y >= 0`` is accepted (the Poisson quasi-likelihood, as
+    scikit-learn's ``PoissonRegressor`` does).
+    """
+
+    name = "poisson"
+    discrete = True
+
+    def check_y(self, y):
+        y = super().check_y(y)
+        if np.any(y < 0):
+            raise ValueError("family='poisson' needs y >= 0 (counts)")
+        return y
+
+    def log_density(self, y, eta, disp):
+        eta = np.minimum(eta, 700.0)
+        return y[:, None] * eta - np.exp(eta) - gammaln(y + 1.0)[:, None]
+
+    def derivatives(self, y, eta, disp):
+        eta = np.minimum(eta, 700.0)
+        mu = np.exp(eta)
+        logf = y[:, None] * eta - mu - gammaln(y + 1.0)[:, None]
+        return logf, (y[:, None] - mu)[..., None], mu[..., None, None]
+
+    def mean(self, eta, disp):
+        return np.exp(np.minimum(eta, 700.0))
+
+    def variance(self, eta, disp):
+        return self.mean(eta, disp)
+
+    def cdf(self, y, eta, disp):
+        return stats.poisson.cdf(y[:, None], self.mean(eta, disp))
+
+    def sample(self, eta, disp, rng):
+        return rng.poisson(self.mean(eta, disp)).astype(float)
+
+    def working_response(self, y):
+        return np.log(np.asarray(y, dtype=float) + 0.5)
+
+
+class Gamma(Family):
+    """``y ~ Gamma(shape, mean = exp(eta))``: positive responses with the log link.
+
+    The dispersion is the shape ``alpha`` (coefficient of variation
+    ``1 / sqrt(alpha)``), one per expert.
+    """
+
+    name = "gamma"
+    dispersion_names = ("shape",)
+    scale_family = True
+
+    def __init__(self, shape_max=1e8):
+        self.shape_max = float(shape_max)
+
+    def check_y(self, y):
+        y = super().check_y(y)
+        if np.any(y <= 0):
+            raise ValueError("family='gamma' needs y > 0")
+        return y
+
+    def log_density(self, y, eta, disp):
+        a = disp[:, 0]
+        yc = y[:, None]
+        return a * np.log(a) - gammaln(a) + (a - 1) * np.log(yc) - a * eta - a * yc * np.exp(-eta)
+
+    def derivatives(self, y, eta, disp):
+        a = disp[:, 0]
+        yc = y[:, None]
+        ratio = yc * np.exp(-eta)  # y / mu
+        logy = np.log(yc)
+        logf = a * np.log(a) - gammaln(a) + (a - 1) * logy - a * eta - a * ratio
+        d_eta = a * (ratio - 1.0)
+        d_loga = a * (np.log(a) + 1.0 - digamma(a) + logy - eta - ratio)
+        grad = np.stack([d_eta, d_loga], axis=-1)
+        fisher = np.zeros(eta.shape + (2, 2))
+        fisher[..., 0, 0] = a
+        fisher[..., 1, 1] = a**2 * np.maximum(polygamma(1, a) - 1.0 / a, 0.0)
+        return logf, grad, fisher
+
+    def mean(self, eta, disp):
+        return np.exp(eta)
+
+    def variance(self, eta, disp):
+        return np.exp(2 * eta) / disp[:, 0]
+
+    def cdf(self, y, eta, disp):
+        a = disp[:, 0]
+        return stats.gamma.cdf(y[:, None] * a * np.exp(-eta), a)
+
+    def sample(self, eta, disp, rng):
+        a = np.broadcast_to(disp[:, 0], np.shape(eta))
+        return rng.gamma(a, np.exp(eta) / a)
+
+    def working_response(self, y):
+        return np.log(np.asarray(y, dtype=float))
+
+    def initial_dispersion(self, y, eta=None):
+        cv2 = float(np.var(y) / max(np.mean(y) ** 2, 1e-300))
+        return np.array([1.0 / max(cv2, 1e-3)])
+
+    def dispersion_bounds(self, y_scale=1.0):
+        return np.array([np.log(1e-3)]), np.array([np.log(self.shape_max)])
+
+
+class Bernoulli(Family):
+    """``y ~ Bernoulli(expit(eta))``: 0/1 responses with the logit link."""
+
+    name = "bernoulli"
+    discrete = True
+
+    def check_y(self, y):
+        y = super().check_y(y)
+        if not np.all((y == 0) | (y == 1)):
+            raise ValueError("family='bernoulli' needs y in {0, 1}")
+        return y
+
+    def log_density(self, y, eta, disp):
+        yc = y[:, None]
+        return yc * log_expit(eta) + (1 - yc) * log_expit(-eta)
+
+    def derivatives(self, y, eta, disp):
+        p = expit(eta)
+        return (
+            self.log_density(y, eta, disp),
+            (y[:, None] - p)[..., None],
+            (p * (1 - p))[..., None, None],
+        )
+
+    def mean(self, eta, disp):
+        return expit(eta)
+
+    def variance(self, eta, disp):
+        p = expit(eta)
+        return p * (1 - p)
+
+    def cdf(self, y, eta, disp):
+        p = expit(eta)
+        yc = y[:, None]
+        return np.where(yc < 0, 0.0, np.where(yc < 1, 1 - p, 1.0))
+
+    def sample(self, eta, disp, rng):
+        return (rng.random(np.shape(eta)) < expit(eta)).astype(float)
+
+    def working_response(self, y):
+        return np.asarray(y, dtype=float)
+
+
+_FAMILIES = {
+    "gaussian": Gaussian,
+    "normal": Gaussian,
+    "student-t": StudentT,
+    "t": StudentT,
+    "poisson": Poisson,
+    "gamma": Gamma,
+    "bernoulli": Bernoulli,
+}
+
+
+def available_families() -> list[str]:
+    """Names accepted by :func:`get_family` (besides Family instances)."""
+    return ["gaussian", "student-t", "poisson", "gamma", "bernoulli"]
+
+
+def get_family(family, link=None) -> Family:
+    """A :class:`Family` from a name or an instance.
+
+    Parameters
+    ----------
+    family : str or Family
+    link : str, Link, callable or None
+        The expert non-linearity of a Gaussian family (other families have
+        their canonical link and refuse any other).
+    """
+    if isinstance(family, Family):
+        return family
+    if not isinstance(family, str):
+        raise TypeError(f"family must be a string or a Family, got {type(family).__name__}")
+    key = family.lower()
+    if key not in _FAMILIES:
+        raise ValueError(f"unknown family {family!r}; available: {available_families()}")
+    cls = _FAMILIES[key]
+    if cls is Gaussian:
+        return Gaussian("linear" if link is None else link)
+    if link is not None and not (isinstance(link, (str, Link)) and get_link(link).is_linear):
+        raise ValueError(
+            f"family={family!r} has a fixed link; link={link!r} applies to the Gaussian family only"
+        )
+    return cls()
