@@ -87,7 +87,7 @@ def evaluate(name, ks, n_folds=10):
                         continue
                 secs = time.perf_counter() - t
                 pred = est.predict(X[te])
-                ll = float(np.mean(est.score_samples(X[te], y[te])))
+                ll = float(np.mean(est.log_density(X[te], y[te])))
                 lost = est.predict_gating(X[tr]).mean(0).min() < 0.01
                 failed = bool(lost or not np.all(np.isfinite(pred)))
                 record(method, k, f, float(np.mean((pred - y[te]) ** 2)), ll, secs, failed)

@@ -112,7 +112,7 @@ def test_summary_table(fitted):
     assert all(np.isnan(r.z) for r in noise_rows)
     np.testing.assert_allclose([r.std_error for r in noise_rows], se.noise_std)
     # criteria: totals over the data
-    assert s.log_likelihood == pytest.approx(est.score_samples(X, y).sum())
+    assert s.log_likelihood == pytest.approx(est.log_density(X, y).sum())
     assert s.bic == pytest.approx(est.bic(X, y))
     assert s.aic == pytest.approx(est.aic(X, y))
     assert s.entropy > 0 and s.icl == pytest.approx(s.bic + 2 * s.entropy)

@@ -134,7 +134,7 @@ def test_fuzz_estimator_fits_valid_data(data, solver, fit_intercept, noise):
     pred = est.predict(X)
     assert pred.shape == y.shape and np.all(np.isfinite(pred))
     np.testing.assert_allclose(est.predict_gating(X).sum(axis=1), 1.0, rtol=1e-12)
-    assert np.all(np.isfinite(est.score_samples(X, y)))
+    assert np.all(np.isfinite(est.log_density(X, y)))
 
 
 def test_gd_nll_per_expert_noise_stays_finite():

@@ -97,7 +97,7 @@ def run_demo(
                 solver,
                 e.experts,
                 e.gating,
-                float(np.mean(est.score_samples(X_test, y_test))),
+                float(np.mean(est.log_density(X_test, y_test))),
                 elapsed,
             )
         )

@@ -16,6 +16,8 @@ from ._validation import MAX_MAGNITUDE, check_target_and_magnitude
 from .data import ChunkedDataset, Transform, is_dask_array
 from .exceptions import MomentMethodUnavailable
 from .experts import _recover
+from .families import Family, Gaussian, get_family
+from .family_fit import fit_family, n_parameters, resolve_roles
 from .inference import Summary, _standard_errors, summarize
 from .links import Link, get_link
 from .model import MoEParams, _generator, _sample_given_x
@@ -48,13 +50,30 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     """Mixture-of-experts regression with a consistent initialisation.
 
     ``y | x`` is a mixture of ``n_experts`` regressions ``g(<a_i, x> + b_i) +
-    N(0, sigma_i^2)`` weighted by a softmax gate ``p_i(x) ∝ exp(<w_i, x> + c_i)``.
+    N(0, sigma_i^2)`` weighted by a softmax gate ``p_i(x) ∝ exp(<w_i, x> + c_i)``,
+    or of experts of another ``family`` (Student-t, Poisson, Gamma), with the
+    gate and the experts reading their own columns of ``X`` if asked.
 
     Parameters
     ----------
     n_experts : int, default 2
     link : str, Link or callable, default "linear"
-        Expert non-linearity ``g`` (see :func:`moelearn.available_links`).
+        Expert non-linearity ``g`` of Gaussian experts (see
+        :func:`moelearn.available_links`); the other families have their
+        canonical link (log for Poisson and Gamma, identity for Student-t).
+    family : {"gaussian", "student-t", "poisson", "gamma"} or Family, default "gaussian"
+        Distribution of ``y`` given the expert (:mod:`moelearn.families`):
+        Gaussian noise; Student-t noise with its degrees of freedom estimated
+        per expert (robust to outliers); Poisson counts (log link); positive
+        Gamma responses (log link, one shape per expert).  Families other
+        than the Gaussian (and the Gaussian with ``gating_features`` or
+        ``expert_features``) are fitted by the start search and EM / L-BFGS-B
+        engine of DESIGN §13 (``solver="moments"`` only; no moment start).
+    gating_features, expert_features : None, array-like of int or str, or boolean mask
+        Columns of ``X`` that the gate and the experts read (None: all
+        columns).  Names need ``X`` to be a DataFrame.  An empty
+        ``gating_features`` gives constant mixing weights: the classical
+        mixture of regressions.
     solver : {"moments", "landscape", "tensor", "em", "gd-nll", "gd-l2"}, default "moments"
         * ``"moments"``: standardise, recover the expert directions from
           moments (globally consistent in the theory regime) and fit their
@@ -119,7 +138,11 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     expert_bias_ : ndarray (n_experts,)
     gating_ : ndarray (n_experts, n_features_in_), centred rows
     gating_bias_ : ndarray (n_experts,), centred
-    noise_std_ : float or ndarray (n_experts,)
+    noise_std_ : float or ndarray (n_experts,) or None
+        Noise standard deviation (Gaussian), scale (Student-t), coefficient
+        of variation (Gamma); None for Poisson experts.
+    df_ : ndarray (n_experts,) or None
+        Degrees of freedom of Student-t experts.
     params_ : MoEParams
         All of the above in one object.
     n_iter_ : int
@@ -135,11 +158,16 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         Objective at each step of the final fit (mean log-likelihood; the
         squared loss for ``solver="gd-l2"``), for :func:`moelearn.plot.plot_trace`.
     n_features_in_ : int
+    n_parameters_ : int
+        Free parameters of the fitted model (for AIC and BIC).
     """
 
     _parameter_constraints: dict = {
         "n_experts": [Interval(Integral, 1, None, closed="left")],
         "link": [str, callable, Link],
+        "family": [StrOptions({"gaussian", "student-t", "poisson", "gamma"}), Family],
+        "gating_features": ["array-like", None],
+        "expert_features": ["array-like", None],
         "solver": [StrOptions(set(SOLVERS))],
         "fit_intercept": ["boolean"],
         "noise": [StrOptions({"shared", "expert"})],
@@ -158,6 +186,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         self,
         n_experts=2,
         link="linear",
+        family="gaussian",
+        gating_features=None,
+        expert_features=None,
         solver="moments",
         fit_intercept=True,
         noise="expert",
@@ -173,6 +204,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     ):
         self.n_experts = n_experts
         self.link = link
+        self.family = family
+        self.gating_features = gating_features
+        self.expert_features = expert_features
         self.solver = solver
         self.fit_intercept = fit_intercept
         self.noise = noise
@@ -205,10 +239,16 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         """
         self._validate_params()
         link = get_link(self.link)
+        family = get_family(self.family, link)
         rng = _generator(self.random_state)
         k = self.n_experts
         paper = self.solver in ("landscape", "tensor")
         raw = self._source(X, y)
+        names = getattr(self, "feature_names_in_", None)
+        gmask = resolve_roles(self.gating_features, raw.n_features, names, "gating_features")
+        emask = resolve_roles(self.expert_features, raw.n_features, names, "expert_features")
+        if not (isinstance(family, Gaussian) and gmask.all() and emask.all()):
+            return self._fit_family(raw, family, gmask, emask, rng)
         self._set_scaling(raw, link, scale_y=not paper)
         transform = Transform(self._x_mean, self._x_whiten, self._y_mean, self._y_scale)
         if raw.in_memory:
@@ -234,6 +274,91 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         params = self._params_from_standard(fit.params)
         self._store(params, fit, raw)
         return self
+
+    def _fit_family(self, raw, family, gmask, emask, rng):
+        """Any family, or separate gate and expert columns: the engine of DESIGN §13."""
+        if self.solver != "moments":
+            raise ValueError(
+                f"solver={self.solver!r} fits Gaussian experts on all columns only; "
+                f"family={family.name!r} with these covariate roles uses solver='moments' "
+                "(the start search)"
+            )
+        if self.noise == "shared":
+            raise ValueError(
+                "noise='shared' is available for Gaussian experts on all columns only; "
+                "use noise='expert'"
+            )
+        init = None
+        if self.init_params is not None:
+            init = self.init_params
+            if init.n_features != raw.n_features or init.n_experts != self.n_experts:
+                raise ValueError(
+                    f"init_params has {init.n_experts} experts and {init.n_features} features; "
+                    f"expected {self.n_experts} and {raw.n_features}"
+                )
+            if init.has_roles and not (
+                np.array_equal(init.gating_features, gmask)
+                and np.array_equal(init.expert_features, emask)
+            ):
+                raise ValueError("init_params reads other columns than gating/expert_features")
+            init = self._restrict(init, family, gmask, emask)
+        fit = fit_family(
+            raw,
+            family,
+            self.n_experts,
+            gmask,
+            emask,
+            fit_intercept=self.fit_intercept,
+            n_init=self.n_init,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            init_params=init,
+            noise_floor=NOISE_FLOOR,
+            random_state=rng,
+        )
+        moment = (
+            "moment start unavailable: "
+            + (f"family={family.name!r}" if not isinstance(family, Gaussian) else "")
+            + (
+                " and "
+                if not isinstance(family, Gaussian) and not (gmask.all() and emask.all())
+                else ""
+            )
+            + ("separate gate and expert columns" if not (gmask.all() and emask.all()) else "")
+        )
+        method = fit.init_method if init is not None else f"{fit.init_method}; {moment}"
+        d = raw.n_features
+        self._x_mean, self._x_whiten, self._x_unwhiten = np.zeros(d), np.eye(d), np.eye(d)
+        self._y_mean, self._y_scale = 0.0, 1.0
+        self._collapsed = fit.collapsed
+        self._final_step = "the EM / L-BFGS-B refinement of the best start"
+        self._set_fitted(fit.params, fit.n_iter, fit.converged, fit.log_likelihood, method)
+        self.history_ = np.asarray(fit.history, dtype=float)
+        self._warn_fit()
+        if self.compute_standard_errors:
+            self.standard_errors_ = self._standard_errors(raw)
+        return self
+
+    def _restrict(self, p, family, gmask, emask):
+        """A full-column MoEParams restricted to the roles' columns (a warm start)."""
+        if p.has_roles:
+            experts, gating = p.experts, p.gating
+        else:
+            experts, gating = p.experts[:, emask], p.gating[:, gmask]
+        return MoEParams(
+            experts,
+            gating,
+            p.expert_bias,
+            p.gating_bias,
+            p.noise_std,
+            p.link,
+            family,
+            p.df
+            if p.df is not None
+            else (np.full(p.n_experts, 10.0) if "nu" in family.dispersion_names else None),
+            gmask,
+            emask,
+        )
 
     def _source(self, X, y) -> Data:
         """Validate the input and wrap it in a :class:`~moelearn.data.Data` source."""
@@ -530,6 +655,11 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             params, fit.n_iter, fit.converged, _mean_log_likelihood(params, raw), self.init_method_
         )
         self.history_ = np.asarray(fit.history, dtype=float)
+        self._warn_fit()
+        if self.compute_standard_errors:
+            self.standard_errors_ = self._standard_errors(raw)
+
+    def _warn_fit(self):
         if not self.converged_:
             warnings.warn(
                 f"{self._final_step} stopped after {self.n_iter_} iterations without "
@@ -544,10 +674,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                 f"{NOISE_FLOOR:g} * std(y)); the fit is kept, but fewer experts may suit these "
                 "data better",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-        if self.compute_standard_errors:
-            self.standard_errors_ = self._standard_errors(raw)
 
     def standard_errors(self, X, y):
         """Standard errors from the observed information on ``(X, y)``, in original units.
@@ -590,12 +718,18 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         X = self._check_X(X)
         return self.params_.expert_means(X)
 
-    def score_samples(self, X, y):
-        """Log-likelihood of each ``(x, y)`` pair, shape (n_samples,)."""
+    def log_density(self, X, y):
+        """Conditional log-density ``log p(y | x)`` of each ``(x, y)`` pair, shape (n_samples,).
+
+        Summed over the rows it is the log-likelihood in the original units of
+        ``y`` (what AIC, BIC and peers such as flexmix report).
+        """
         X = self._check_X(X)
-        y = np.asarray(y, dtype=float).ravel()
-        if y.shape[0] != X.shape[0]:
-            raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}")
+        y = np.asarray(y, dtype=float)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1 or y.shape[0] != X.shape[0]:
+            raise ValueError(f"y must have shape ({X.shape[0]},), got {y.shape}")
         if not np.all(np.isfinite(y)):
             raise ValueError("y contains NaN or infinite values")
         return self.params_.log_likelihood(X, y)
@@ -667,6 +801,11 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         )
 
     def _n_parameters(self):
+        p = self.params_
+        if p.has_roles or p.family_object.name != "gaussian":
+            g = p.gating_features if p.has_roles else np.ones(p.n_features, dtype=bool)
+            e = p.expert_features if p.has_roles else np.ones(p.n_features, dtype=bool)
+            return n_parameters(p.family_object, p.n_experts, g, e, self.fit_intercept)
         k, d = self.n_experts, self.n_features_in_
         per = d + (1 if self.fit_intercept else 0)
         noise = k if self.noise == "expert" else 1
@@ -674,12 +813,12 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
 
     def bic(self, X, y):
         """Bayesian information criterion on ``(X, y)`` (lower is better)."""
-        ll = self.score_samples(X, y)
+        ll = self.log_density(X, y)
         return -2.0 * ll.sum() + self._n_parameters() * np.log(len(ll))
 
     def aic(self, X, y):
         """Akaike information criterion on ``(X, y)`` (lower is better)."""
-        return -2.0 * self.score_samples(X, y).sum() + 2.0 * self._n_parameters()
+        return -2.0 * self.log_density(X, y).sum() + 2.0 * self._n_parameters()
 
     def save(self, path):
         """Save the fitted model without pickle (see :func:`moelearn.load`)."""
@@ -697,7 +836,13 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         """
         if not isinstance(params, MoEParams):
             raise TypeError(f"params must be a MoEParams, got {type(params).__name__}")
-        kwargs.setdefault("noise", "expert" if np.ndim(params.noise_std) else "shared")
+        kwargs.setdefault("noise", "shared" if np.ndim(params.noise_std) == 0 else "expert")
+        if params.noise_std is None:
+            kwargs["noise"] = "expert"
+        kwargs.setdefault("family", params.family_object.name)
+        if params.has_roles:
+            kwargs.setdefault("gating_features", np.flatnonzero(params.gating_features).tolist())
+            kwargs.setdefault("expert_features", np.flatnonzero(params.expert_features).tolist())
         est = cls(n_experts=params.n_experts, link=params.link, **kwargs)
         est._validate_params()
         d = params.n_features
@@ -714,11 +859,13 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         self.experts_, self.gating_ = params.experts, params.gating
         self.expert_bias_, self.gating_bias_ = params.expert_bias, params.gating_bias
         self.noise_std_ = params.noise_std
+        self.df_ = params.df
         self.n_iter_ = int(n_iter)
         self.converged_ = bool(converged)
         self.log_likelihood_ = float(log_likelihood)
         self.init_method_ = str(init_method)
         self.standard_errors_ = None
+        self.n_parameters_ = self._n_parameters()
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "params_")
@@ -726,6 +873,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.single_output = True
+        family = self.family if isinstance(self.family, str) else self.family.name
+        tags.target_tags.positive_only = family in ("poisson", "gamma")
         return tags
 
 

@@ -245,7 +245,9 @@ class StudentT(Family):
         return logf, grad, fisher
 
     def mean(self, eta, disp):
-        return np.where(disp[:, 1] > 1, eta, np.nan)
+        # the location: the mean when nu > 1, the median always (a point
+        # prediction that exists for every nu)
+        return np.array(eta, dtype=float, copy=True)
 
     def variance(self, eta, disp):
         sigma, nu = disp[:, 0], disp[:, 1]

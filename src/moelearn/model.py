@@ -12,6 +12,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from ._logspace import logsumexp_k, softmax_k
+from .families import Family, Gaussian, get_family
 from .links import Link, get_link
 
 __all__ = ["MoEParams", "make_moe", "sample"]
@@ -55,41 +56,116 @@ class MoEParams:
         Row ``i`` is the gating vector ``w_i``.
     expert_bias : array of shape (k,), default zeros
     gating_bias : array of shape (k,), default zeros
-    noise_std : float or array of shape (k,), default 1.0
-        Shared or per-expert noise standard deviation (> 0).
+    noise_std : float, array of shape (k,) or None, default 1.0
+        The experts' dispersion: the noise standard deviation of a Gaussian
+        expert, the scale of a Student-t expert, the coefficient of variation
+        ``1 / sqrt(shape)`` of a Gamma expert (shared or per expert, > 0);
+        ignored (set to None) for Poisson and Bernoulli experts.
     link : str, Link or callable, default "linear"
+        The expert non-linearity of Gaussian experts.
+    family : str or Family, default "gaussian"
+        Distribution of ``y`` given the expert (:mod:`moelearn.families`).
+    df : array of shape (k,) or None
+        Degrees of freedom of Student-t experts (required for them).
+    gating_features, expert_features : boolean arrays of shape (n_features,) or None
+        The columns of ``X`` that the gate and the experts read (None: all).
+        ``gating`` then has shape (k, gating_features.sum()) and ``experts``
+        (k, expert_features.sum()); an empty gate means constant mixing
+        weights ``softmax(gating_bias)``.
     """
 
     experts: np.ndarray
     gating: np.ndarray
     expert_bias: np.ndarray | None = None
     gating_bias: np.ndarray | None = None
-    noise_std: float | np.ndarray = 1.0
+    noise_std: float | np.ndarray | None = 1.0
     link: str | Link = "linear"
+    family: str | Family = "gaussian"
+    df: np.ndarray | None = None
+    gating_features: np.ndarray | None = None
+    expert_features: np.ndarray | None = None
 
     def __post_init__(self):
         self.experts = _as_matrix("experts", self.experts)
         self.gating = _as_matrix("gating", self.gating)
         k, d = self.experts.shape
-        if k < 1 or d < 1:
-            raise ValueError(f"experts must have at least one row and column, got {(k, d)}")
-        if self.gating.shape != (k, d):
-            raise ValueError(
-                f"gating must have the shape of experts {(k, d)}, got {self.gating.shape}"
-            )
+        roles = self.gating_features is not None or self.expert_features is not None
+        if roles:
+            self._set_roles()
+        else:
+            if k < 1 or d < 1:
+                raise ValueError(f"experts must have at least one row and column, got {(k, d)}")
+            if self.gating.shape != (k, d):
+                raise ValueError(
+                    f"gating must have the shape of experts {(k, d)}, got {self.gating.shape}"
+                )
         self.expert_bias = _as_vector("expert_bias", self.expert_bias, k)
         self.gating_bias = _as_vector("gating_bias", self.gating_bias, k)
-        noise = np.asarray(self.noise_std, dtype=float)
-        if noise.ndim == 0:
-            noise = float(noise)
-        elif noise.shape != (k,):
-            raise ValueError(f"noise_std must be a scalar or have shape ({k},), got {noise.shape}")
-        if not np.all(np.isfinite(noise)) or np.any(np.asarray(noise) <= 0):
-            raise ValueError(f"noise_std must be finite and > 0, got {self.noise_std}")
-        self.noise_std = noise
         self._link = get_link(self.link)
         if isinstance(self.link, str):
             self.link = self._link.name
+        if isinstance(self.family, Gaussian):
+            self._family = self.family
+            self._link = self.family.link
+            self.link = self._link.name if self._link.builtin else self._link
+            self.family = "gaussian"
+        else:
+            self._family = get_family(self.family, self._link)
+            if isinstance(self.family, str):
+                self.family = self._family.name
+        if self._family.dispersion_names:
+            noise = np.asarray(1.0 if self.noise_std is None else self.noise_std, dtype=float)
+            if noise.ndim == 0:
+                noise = float(noise)
+            elif noise.shape != (k,):
+                raise ValueError(
+                    f"noise_std must be a scalar or have shape ({k},), got {noise.shape}"
+                )
+            if not np.all(np.isfinite(noise)) or np.any(np.asarray(noise) <= 0):
+                raise ValueError(f"noise_std must be finite and > 0, got {self.noise_std}")
+            self.noise_std = noise
+        else:
+            self.noise_std = None
+        if "nu" in self._family.dispersion_names:
+            if self.df is None:
+                raise ValueError("Student-t experts need df (degrees of freedom, one per expert)")
+            self.df = _as_vector("df", self.df, k)
+            if np.any(self.df <= 0):
+                raise ValueError(f"df must be > 0, got {self.df}")
+        else:
+            self.df = None
+
+    def _set_roles(self):
+        k = self.experts.shape[0]
+        masks = []
+        for name, mask, coef in (
+            ("gating_features", self.gating_features, self.gating),
+            ("expert_features", self.expert_features, self.experts),
+        ):
+            if mask is not None:
+                mask = np.asarray(mask)
+                if mask.ndim != 1 or mask.dtype != bool:
+                    raise ValueError(f"{name} must be a 1-D boolean mask over the columns of X")
+                if coef.shape != (k, int(mask.sum())):
+                    raise ValueError(
+                        f"{name} selects {int(mask.sum())} columns but its coefficients have "
+                        f"shape {coef.shape}; expected ({k}, {int(mask.sum())})"
+                    )
+            masks.append(mask)
+        g, e = masks
+        if g is None:
+            g = np.ones(len(e), dtype=bool)
+        if e is None:
+            e = np.ones(len(g), dtype=bool)
+        if len(g) != len(e):
+            raise ValueError(
+                f"gating_features and expert_features must have one entry per column of X, "
+                f"got lengths {len(g)} and {len(e)}"
+            )
+        for name, mask, coef in (("gating", g, self.gating), ("experts", e, self.experts)):
+            if coef.shape != (k, int(mask.sum())):
+                raise ValueError(f"{name} must have shape ({k}, {int(mask.sum())})")
+        self.gating_features, self.expert_features = g, e
 
     # ------------------------------------------------------------------ shape
     @property
@@ -98,16 +174,41 @@ class MoEParams:
 
     @property
     def n_features(self) -> int:
+        if self.expert_features is not None:
+            return len(self.expert_features)
         return self.experts.shape[1]
+
+    @property
+    def has_roles(self) -> bool:
+        """Whether the gate and the experts read different columns."""
+        return self.expert_features is not None
 
     @property
     def link_function(self) -> Link:
         return self._link
 
     @property
+    def family_object(self) -> Family:
+        return self._family
+
+    @property
     def noise_vector(self) -> np.ndarray:
-        """Noise standard deviation per expert, shape (k,)."""
+        """Dispersion (``noise_std``) per expert, shape (k,); NaN for families without one."""
+        if self.noise_std is None:
+            return np.full(self.n_experts, np.nan)
         return np.broadcast_to(np.asarray(self.noise_std, dtype=float), (self.n_experts,)).copy()
+
+    def dispersion(self) -> np.ndarray:
+        """The family's natural dispersion parameters, shape (k, m) (see :mod:`.families`)."""
+        cols = []
+        for name in self._family.dispersion_names:
+            if name == "sigma":
+                cols.append(self.noise_vector)
+            elif name == "nu":
+                cols.append(self.df)
+            elif name == "shape":
+                cols.append(1.0 / self.noise_vector**2)
+        return np.stack(cols, axis=1) if cols else np.zeros((self.n_experts, 0))
 
     def copy(self) -> MoEParams:
         return MoEParams(
@@ -115,8 +216,14 @@ class MoEParams:
             self.gating.copy(),
             self.expert_bias.copy(),
             self.gating_bias.copy(),
-            np.copy(self.noise_std) if np.ndim(self.noise_std) else float(self.noise_std),
+            None
+            if self.noise_std is None
+            else (np.copy(self.noise_std) if np.ndim(self.noise_std) else float(self.noise_std)),
             self.link,
+            self._family if not isinstance(self.family, str) else self.family,
+            None if self.df is None else self.df.copy(),
+            None if self.gating_features is None else self.gating_features.copy(),
+            None if self.expert_features is None else self.expert_features.copy(),
         )
 
     # ---------------------------------------------------------- probabilities
@@ -126,13 +233,24 @@ class MoEParams:
             raise ValueError(f"X must have shape (n_samples, {self.n_features}), got {X.shape}")
         return X
 
+    def _gate_X(self, X):
+        return X if self.gating_features is None else X[:, self.gating_features]
+
+    def _expert_X(self, X):
+        return X if self.expert_features is None else X[:, self.expert_features]
+
     def gating_logits(self, X) -> np.ndarray:
         X = self._check_X(X)
-        return X @ self.gating.T + self.gating_bias
+        return self._gate_X(X) @ self.gating.T + self.gating_bias
 
     def _gating_k(self, X):
         # (k, n) layout: reductions over experts stay vectorised (see _logspace)
-        return softmax_k(self.gating @ X.T + self.gating_bias[:, None])
+        return softmax_k(self.gating @ self._gate_X(X).T + self.gating_bias[:, None])
+
+    def expert_predictors(self, X) -> np.ndarray:
+        """Linear predictors ``<a_i, x> + b_i``, shape (n, k)."""
+        X = self._check_X(X)
+        return self._expert_X(X) @ self.experts.T + self.expert_bias
 
     def gating_log_proba(self, X) -> np.ndarray:
         """``log p_i(x)``, shape (n, k), by a stable log-softmax."""
@@ -143,21 +261,29 @@ class MoEParams:
         return self._gating_k(self._check_X(X))[1].T
 
     def expert_means(self, X) -> np.ndarray:
-        """``g(<a_i, x> + b_i)``, shape (n, k)."""
-        X = self._check_X(X)
-        return self._link(X @ self.experts.T + self.expert_bias)
+        """Each expert's mean ``E[y | x, expert i]`` (``g(<a_i, x> + b_i)``), shape (n, k)."""
+        return self._family.mean(self.expert_predictors(X), self.dispersion())
+
+    def expert_variances(self, X) -> np.ndarray:
+        """Each expert's variance ``Var[y | x, expert i]``, shape (n, k)."""
+        return self._family.variance(self.expert_predictors(X), self.dispersion())
 
     def mean(self, X) -> np.ndarray:
-        """Mixture mean ``E[y | x] = sum_i p_i(x) g(<a_i, x> + b_i)``, shape (n,)."""
+        """Mixture mean ``E[y | x] = sum_i p_i(x) E[y | x, i]``, shape (n,)."""
         X = self._check_X(X)
         p = self._gating_k(X)[1]
-        return np.sum(p * self._link(self.experts @ X.T + self.expert_bias[:, None]), axis=0)
+        if not self.has_roles and isinstance(self._family, Gaussian):
+            return np.sum(p * self._link(self.experts @ X.T + self.expert_bias[:, None]), axis=0)
+        return np.sum(p * self.expert_means(X).T, axis=0)
 
     def _joint_k(self, X, y):
         X = self._check_X(X)
         y = np.asarray(y, dtype=float).ravel()
         if y.shape[0] != X.shape[0]:
             raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}")
+        if self.has_roles or not isinstance(self._family, Gaussian):
+            logf = self._family.log_density(y, self.expert_predictors(X), self.dispersion())
+            return self._gating_k(X)[0] + logf.T
         sigma = self.noise_vector[:, None]
         mu = self._link(self.experts @ X.T + self.expert_bias[:, None])
         resid = (y - mu) / sigma
@@ -177,14 +303,21 @@ class MoEParams:
 
     # ------------------------------------------------------------- conversion
     def to_dict(self) -> dict:
-        return {
+        out = {
             "experts": self.experts.tolist(),
             "gating": self.gating.tolist(),
             "expert_bias": self.expert_bias.tolist(),
             "gating_bias": self.gating_bias.tolist(),
-            "noise_std": np.asarray(self.noise_std).tolist(),
+            "noise_std": None if self.noise_std is None else np.asarray(self.noise_std).tolist(),
             "link": self._link.name,
+            "family": self._family.name,
         }
+        if self.df is not None:
+            out["df"] = self.df.tolist()
+        if self.has_roles:
+            out["gating_features"] = self.gating_features.tolist()
+            out["expert_features"] = self.expert_features.tolist()
+        return out
 
 
 def make_moe(
@@ -360,8 +493,11 @@ def sample(
 
 def _sample_given_x(params: MoEParams, X, rng):
     # Gumbel-max draws z ~ Categorical(softmax(logits)) without leaving log space.
-    logits = X @ params.gating.T + params.gating_bias
+    logits = params._gate_X(X) @ params.gating.T + params.gating_bias
     z = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
+    if params.has_roles or not isinstance(params.family_object, Gaussian):
+        draws = params.family_object.sample(params.expert_predictors(X), params.dispersion(), rng)
+        return X, np.take_along_axis(draws, z[:, None], axis=1)[:, 0], z
     pre = np.take_along_axis(X @ params.experts.T, z[:, None], axis=1)[:, 0]
     y = params.link_function(pre + params.expert_bias[z])
     y += params.noise_vector[z] * rng.standard_normal(X.shape[0])

@@ -1,7 +1,8 @@
 """The predictive distribution of a fitted mixture of experts.
 
-Given ``x``, ``y`` is a mixture of Gaussians with weights ``p_i(x)``, means
-``g(<a_i, x> + b_i)`` and standard deviations ``sigma_i``.  This module gives its
+Given ``x``, ``y`` is a mixture of the experts' distributions (Gaussians with
+means ``g(<a_i, x> + b_i)`` and standard deviations ``sigma_i`` by default, or
+any :mod:`~moelearn.families` member) with weights ``p_i(x)``.  This module gives its
 standard deviation, its CDF, quantiles and equal-tailed intervals, draws from
 it, and the posterior probability of each expert once ``y`` is seen.  Every
 function works on all rows at once (quantiles by a vectorised bracketed root
@@ -40,8 +41,22 @@ def _components(params, X):
     X = params._check_X(X)
     weights = params.gating_proba(X)
     means = params.expert_means(X)
-    sd = np.broadcast_to(params.noise_vector, means.shape)
+    if _is_gaussian(params):
+        sd = np.broadcast_to(params.noise_vector, means.shape)
+    else:
+        sd = np.sqrt(params.expert_variances(X))
     return weights, means, sd
+
+
+def _is_gaussian(params):
+    return params.family_object.name == "gaussian"
+
+
+def _family_cdf(params, X, y):
+    """Mixture CDF at one ``y`` per row for any family, shape (n,)."""
+    w = params.gating_proba(X)
+    eta = params.expert_predictors(X)
+    return np.sum(w * params.family_object.cdf(y, eta, params.dispersion()), axis=1)
 
 
 def _check_y(y, n):
@@ -68,8 +83,12 @@ def predict_std(params: MoEParams, X) -> np.ndarray:
 
 def predict_cdf(params: MoEParams, X, y) -> np.ndarray:
     """``P(Y <= y | x)`` for each row, shape (n_samples,)."""
+    params = _check_params(params)
+    X = params._check_X(X)
+    y = _check_y(y, X.shape[0])
+    if not _is_gaussian(params):
+        return _family_cdf(params, X, y)
     w, mu, sd = _components(params, X)
-    y = _check_y(y, w.shape[0])
     return np.sum(w * ndtr((y[:, None] - mu) / sd), axis=1)
 
 
@@ -114,6 +133,10 @@ def predict_quantiles(params: MoEParams, X, q) -> np.ndarray:
     """
     q = _check_levels(q)
     scalar = q.ndim == 0
+    if not _is_gaussian(params):
+        params = _check_params(params)
+        out = _bisect_quantiles(params, params._check_X(X), np.atleast_1d(q))
+        return out[:, 0] if scalar else out
     w, mu, sd = _components(params, X)
     levels = np.atleast_1d(q)[None, :]  # (1, m)
     expert_q = mu[:, :, None] + sd[:, :, None] * ndtri(levels)[:, None, :]  # (n, k, m)
@@ -130,6 +153,51 @@ def predict_quantiles(params: MoEParams, X, q) -> np.ndarray:
     res = find_root(_mixture_cdf_minus, (lo, hi), args=(levels, *args))
     out = np.asarray(res.x, dtype=float)
     return out[:, 0] if scalar else out
+
+
+def _bisect_quantiles(params, X, levels):
+    """Quantiles of any family's mixture by a vectorised bisection on its CDF.
+
+    A bracket ``lo < y <= hi`` around each quantile is widened geometrically
+    from the mixture mean and spread, then halved 60 times (continuous
+    families) or until it holds one integer (count families, whose quantile
+    is the smallest integer ``y`` with ``F(y) >= q``).
+    """
+    fam = params.family_object
+    w, mu, sd = _components(params, X)
+    n, m = X.shape[0], len(levels)
+    centre = np.nan_to_num(np.sum(w * mu, axis=1), nan=0.0)
+    spread = np.nan_to_num(np.sqrt(np.sum(w * (sd**2 + mu**2), axis=1)), nan=1.0, posinf=1e6)
+    spread = np.maximum(spread, 1e-8)
+    Xr = np.repeat(X, m, axis=0)
+    q = np.tile(levels, n)
+    c, s = np.repeat(centre, m), np.repeat(spread, m)
+
+    def cdf(y):
+        return _family_cdf(params, Xr, y)
+
+    low_support = 0.0 if fam.name in ("poisson", "gamma", "bernoulli") else -np.inf
+    lo, hi = np.maximum(c - s, low_support), c + s
+    if fam.discrete:
+        lo = np.floor(lo) - 1.0
+    for _ in range(200):
+        below = cdf(lo) >= q
+        above = cdf(hi) < q
+        if not (below.any() or above.any()):
+            break
+        lo = np.where(below, np.maximum(c - 2 * (c - lo) - s, low_support - 1.0), lo)
+        hi = np.where(above, c + 2 * (hi - c) + s, hi)
+    if fam.discrete:
+        lo, hi = np.floor(lo), np.ceil(hi)
+    for _ in range(200):
+        if fam.discrete and np.all(hi - lo <= 1.0):
+            break
+        mid = np.floor(0.5 * (lo + hi)) if fam.discrete else 0.5 * (lo + hi)
+        if not fam.discrete and np.all(hi - lo <= 1e-12 * np.maximum(1.0, np.abs(hi))):
+            break
+        go_up = cdf(mid) < q
+        lo, hi = np.where(go_up, mid, lo), np.where(go_up, hi, mid)
+    return hi.reshape(n, m)
 
 
 def predict_interval(params: MoEParams, X, alpha=0.1) -> np.ndarray:
@@ -156,6 +224,13 @@ def sample_y(params: MoEParams, X, n_samples=1, random_state=None) -> np.ndarray
     X = params._check_X(X)
     rng = _generator(random_state)
     log_w = params.gating_log_proba(X)  # (n, k)
+    if not _is_gaussian(params):
+        z = np.argmax(
+            log_w[:, None, :] + rng.gumbel(size=(X.shape[0], n_samples, log_w.shape[1])), axis=2
+        )
+        eta = np.repeat(params.expert_predictors(X), n_samples, axis=0)  # (n * s, k)
+        draws = params.family_object.sample(eta, params.dispersion(), rng)
+        return np.take_along_axis(draws, z.reshape(-1, 1), axis=1).reshape(z.shape)
     mu = params.expert_means(X)
     # Gumbel-max: z ~ Categorical(p(x)) without leaving log space
     z = np.argmax(

@@ -73,7 +73,7 @@ def select_n_experts(
             else:
                 folds = KFold(cv, shuffle=True, random_state=random_state)
                 held = [
-                    float(np.mean(est.fit(X[tr], y[tr]).score_samples(X[te], y[te])))
+                    float(np.mean(est.fit(X[tr], y[tr]).log_density(X[te], y[te])))
                     for tr, te in folds.split(X)
                 ]
                 scores.append(float(np.mean(held)))

@@ -1,0 +1,345 @@
+"""Fitting a mixture of experts of any family, with separate gate and expert columns.
+
+The functional core behind :class:`~moelearn.MixtureOfExpertsRegressor` when
+``family`` is not Gaussian or the gate and the experts read different
+columns (DESIGN §13): standardise the columns (centre and scale each one, so
+that the roles stay apart), standardise ``y`` as far as the family allows,
+run the start search of :func:`moelearn.engine.search` (or refine a warm
+start), and map the result back to the original units.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from numbers import Integral
+
+import numpy as np
+
+from ._validation import MAX_MAGNITUDE
+from .data import Data, Transform
+from .engine import Design, EngineFit, State, em, polish, search
+from .families import Family
+from .model import MoEParams
+
+__all__ = ["FamilyFit", "fit_family", "resolve_roles", "n_parameters"]
+
+# Rows on which the start search screens its candidates.
+SEARCH_ROWS = 2_500
+# Screening work (rows x coefficients x experts) of n_init="auto".
+AUTO_BUDGET = 4_000_000
+AUTO_CANDIDATES = (10, 40)
+
+
+@dataclass
+class FamilyFit:
+    """Result of :func:`fit_family`: parameters in original units and how they were found."""
+
+    params: MoEParams
+    log_likelihood: float
+    n_iter: int
+    converged: bool
+    init_method: str
+    history: list = field(default_factory=list)
+    collapsed: bool = False
+    x_mean: np.ndarray | None = None
+    x_scale: np.ndarray | None = None
+    y_mean: float = 0.0
+    y_scale: float = 1.0
+
+
+def resolve_roles(spec, n_features, feature_names, name):
+    """A boolean mask over the columns from ``None``, indices, names or a mask.
+
+    Raises ``ValueError`` naming ``name`` for out-of-range indices, unknown
+    or duplicated names, names without column names, or a mask of the wrong
+    length.
+    """
+    if spec is None:
+        return np.ones(n_features, dtype=bool)
+    if isinstance(spec, (str, bytes)) or np.isscalar(spec):
+        spec = [spec]
+    arr = np.asarray(spec, dtype=object).ravel()
+    mask = np.zeros(n_features, dtype=bool)
+    if arr.size == 0:
+        return mask
+    if all(isinstance(v, (bool, np.bool_)) for v in arr):
+        if arr.size != n_features:
+            raise ValueError(
+                f"{name} as a boolean mask must have one entry per column ({n_features}), "
+                f"got {arr.size}"
+            )
+        return arr.astype(bool)
+    if all(isinstance(v, str) for v in arr):
+        if feature_names is None:
+            raise ValueError(
+                f"{name} names columns {list(arr)}, but X has no column names (fit on a "
+                "pandas DataFrame, or pass column indices)"
+            )
+        lookup = {str(n): i for i, n in enumerate(feature_names)}
+        unknown = [v for v in arr if v not in lookup]
+        if unknown:
+            raise ValueError(f"{name}: unknown columns {unknown}; X has {list(lookup)}")
+        idx = np.array([lookup[v] for v in arr])
+    elif all(isinstance(v, (Integral, np.integer)) and not isinstance(v, bool) for v in arr):
+        idx = np.array(arr, dtype=int)
+        bad = idx[(idx < -n_features) | (idx >= n_features)]
+        if bad.size:
+            raise ValueError(f"{name}: column indices {bad.tolist()} out of range for {n_features}")
+        idx = idx % n_features
+    else:
+        raise TypeError(f"{name} must hold column indices, column names or booleans, got {spec!r}")
+    if len(set(idx.tolist())) != len(idx):
+        raise ValueError(f"{name} lists a column twice: {list(arr)}")
+    mask[idx] = True
+    return mask
+
+
+def n_parameters(family: Family, n_experts, gating_mask, expert_mask, fit_intercept):
+    """Free parameters: expert coefficients, dispersions and the gate (last row fixed)."""
+    k = n_experts
+    pe = int(expert_mask.sum()) + int(fit_intercept)
+    pg = int(gating_mask.sum()) + int(fit_intercept)
+    return k * pe * family.n_predictors + k * len(family.dispersion_names) + (k - 1) * pg
+
+
+def _column_stats(raw: Data):
+    def block(X, y):
+        with np.errstate(all="ignore"):
+            return dict(
+                n=X.shape[0],
+                sx=X.sum(axis=0),
+                sxx=(X * X).sum(axis=0),
+                sy=float(y.sum()),
+                syy=float(y @ y),
+                bad_x=int(np.sum(~np.isfinite(X))),
+                bad_y=int(np.sum(~np.isfinite(y))),
+                big=int(np.sum(np.abs(X) > MAX_MAGNITUDE) + np.sum(np.abs(y) > MAX_MAGNITUDE)),
+            )
+
+    return raw.map_reduce(block)
+
+
+def _family_check(raw: Data, family: Family):
+    """Let the family refuse invalid responses, block by block (one pass out of core)."""
+
+    def block(X, y):
+        family.check_y(y)
+        return 0
+
+    if raw.in_memory:
+        family.check_y(raw.y)
+    else:
+        raw.map_reduce(block)
+
+
+def _scaling(raw: Data, family: Family, fit_intercept):
+    st = _column_stats(raw)
+    if st["bad_x"]:
+        raise ValueError("X contains NaN or infinite values")
+    if st["bad_y"]:
+        raise ValueError("y contains NaN or infinite values")
+    if st["big"]:
+        raise ValueError(f"X or y has values larger than {MAX_MAGNITUDE:g}; rescale the data")
+    n = st["n"]
+    mean = st["sx"] / n
+    var = np.maximum(st["sxx"] / n - mean**2, 0.0)
+    if not fit_intercept:
+        mean = np.zeros_like(mean)
+        var = st["sxx"] / n
+    scale = np.sqrt(var)
+    scale = np.where(scale > 1e-12 * max(float(scale.max(initial=0.0)), 1e-300), scale, 1.0)
+    y_mean = st["sy"] / n
+    y_sd = float(np.sqrt(max(st["syy"] / n - y_mean**2, 0.0)))
+    if family.location_scale:
+        if y_sd <= 1e-12 * max(abs(y_mean), 1e-300):
+            raise ValueError("y is constant: a mixture of experts needs a target that varies")
+        ym, ys = (y_mean, y_sd) if fit_intercept else (0.0, float(np.sqrt(st["syy"] / n)))
+    elif family.scale_family and fit_intercept:
+        ym, ys = 0.0, max(y_mean, 1e-300)
+    else:
+        ym, ys = 0.0, 1.0
+    return mean, scale, ym, ys, y_sd
+
+
+def _design(gmask, emask, fit_intercept):
+    return Design(np.flatnonzero(gmask), np.flatnonzero(emask), fit_intercept)
+
+
+def _to_params(state: State, family, design, gmask, emask, x_mean, x_scale, ym, ys):
+    """Engine state (standardised) -> MoEParams in the original units."""
+    fi = design.fit_intercept
+
+    def unscale(coef, cols):
+        c = coef[:, 1:] if fi else coef
+        b = coef[:, 0] if fi else np.zeros(coef.shape[0])
+        a = c / x_scale[cols]
+        return a, b - a @ x_mean[cols]
+
+    A, b = unscale(state.coef[:, 0, :], design.expert_columns)
+    W, c = unscale(state.gate, design.gating_columns)
+    disp = np.exp(state.log_disp)
+    if family.location_scale:
+        A, b = ys * A, ys * b + ym
+    elif family.scale_family:
+        b = b + np.log(ys)
+    names = family.dispersion_names
+    noise = df = None
+    if "sigma" in names:
+        noise = disp[:, names.index("sigma")] * (ys if family.location_scale else 1.0)
+    if "shape" in names:
+        noise = 1.0 / np.sqrt(disp[:, names.index("shape")])
+    if "nu" in names:
+        df = disp[:, names.index("nu")]
+    return MoEParams(
+        A,
+        W - W.mean(axis=0),
+        b,
+        c - c.mean(),
+        noise,
+        link=getattr(family, "link", "linear"),
+        family=family,
+        df=df,
+        gating_features=gmask,
+        expert_features=emask,
+    )
+
+
+def _to_state(p: MoEParams, family, design, x_mean, x_scale, ym, ys):
+    """MoEParams in original units -> engine state (standardised); inverse of :func:`_to_params`."""
+    fi = design.fit_intercept
+    A, b = p.experts.copy(), p.expert_bias.copy()
+    if family.location_scale:
+        A, b = A / ys, (b - ym) / ys
+    elif family.scale_family:
+        b = b - np.log(ys)
+
+    def rescale(a, bias, cols):
+        a_std = a * x_scale[cols]
+        bias_std = bias + a @ x_mean[cols]
+        return np.hstack([bias_std[:, None], a_std]) if fi else a_std
+
+    coef = rescale(A, b, design.expert_columns)[:, None, :]
+    gate = rescale(p.gating, p.gating_bias, design.gating_columns)
+    gate = gate - gate[-1]
+    disp = p.dispersion().copy()
+    names = family.dispersion_names
+    if "sigma" in names and family.location_scale:
+        disp[:, names.index("sigma")] /= ys
+    return State(coef, np.log(disp), gate)
+
+
+def fit_family(
+    raw: Data,
+    family: Family,
+    n_experts,
+    gating_mask,
+    expert_mask,
+    *,
+    fit_intercept=True,
+    n_init="auto",
+    max_iter=1000,
+    tol=1e-8,
+    init_params=None,
+    noise_floor=1e-3,
+    random_state=None,
+) -> FamilyFit:
+    """Maximum-likelihood fit of a mixture of experts of any family.
+
+    Parameters
+    ----------
+    raw : Data
+        The data in original units (in memory or out of core).
+    family : Family
+    n_experts : int
+    gating_mask, expert_mask : boolean arrays of shape (n_features,)
+    fit_intercept : bool
+    n_init : "auto" or int
+        Starts screened (``"auto"``: 10 to 40, more on small problems).
+    max_iter, tol : int, float
+        Iterations and relative tolerance of EM and of the final L-BFGS-B.
+    init_params : MoEParams or None
+        Warm start in original units (then no start search).
+    noise_floor : float
+        Lower bound on ``sigma`` as a fraction of ``std(y)`` (bounds the likelihood).
+    random_state : numpy Generator
+
+    Returns
+    -------
+    FamilyFit
+    """
+    rng = random_state
+    k = n_experts
+    _family_check(raw, family)
+    x_mean, x_scale, ym, ys, y_sd = _scaling(raw, family, fit_intercept)
+    if not fit_intercept and not expert_mask.any():
+        raise ValueError("experts without columns need fit_intercept=True")
+    transform = Transform(x_mean, np.diag(1.0 / x_scale), ym, ys)
+    if raw.in_memory:
+        data = Data(*transform(raw.X, raw.y), n_experts=k)
+    else:
+        data = raw.with_transform(transform, n_experts=k)
+    design = _design(gating_mask, expert_mask, fit_intercept)
+    log_floor = np.log(noise_floor * max(y_sd, 1e-300) / (ys if family.location_scale else 1.0))
+    if "sigma" not in family.dispersion_names:
+        log_floor = -np.inf
+    if init_params is not None:
+        state = _to_state(init_params, family, design, x_mean, x_scale, ym, ys)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            first = em(family, design, data, state, max_iter=50, tol=tol, log_floor=log_floor)
+            fit = polish(
+                family, design, data, first.state, max_iter=max_iter, tol=tol, log_floor=log_floor
+            )
+        fit.history = first.history + fit.history
+        fit.n_iter += first.n_iter
+        method = "init_params"
+    else:
+        n = data.n_samples
+        if n > SEARCH_ROWS:
+            rows = np.sort(rng.choice(n, SEARCH_ROWS, replace=False))
+            sub_X, sub_y = data.rows(rows)
+        else:
+            sub_X, sub_y = data.rows(np.arange(n)) if not data.in_memory else (data.X, data.y)
+        if n_init == "auto":
+            cost = len(sub_y) * k * (design.n_expert + design.n_gate)
+            n_candidates = int(np.clip(AUTO_BUDGET // max(cost, 1), *AUTO_CANDIDATES))
+        else:
+            n_candidates = int(n_init)
+        fit, kind = search(
+            family,
+            design,
+            data,
+            sub_X,
+            sub_y,
+            k,
+            n_candidates=n_candidates,
+            n_finalists=max(2, min(3, n_candidates)),
+            max_iter=max_iter,
+            tol=tol,
+            log_floor=log_floor,
+            random_state=rng,
+        )
+        plural = "s" if n_candidates > 1 else ""
+        method = f"{kind} (best of {n_candidates} start{plural})"
+    params = _to_params(
+        fit.state, family, design, gating_mask, expert_mask, x_mean, x_scale, ym, ys
+    )
+    ll = fit.log_likelihood
+    if family.location_scale:
+        ll -= np.log(ys)
+    elif family.scale_family:
+        ll -= np.log(ys)
+    return FamilyFit(
+        params,
+        float(ll),
+        fit.n_iter,
+        fit.converged,
+        method,
+        list(fit.history),
+        isinstance(fit, EngineFit) and fit.collapsed,
+        x_mean,
+        x_scale,
+        ym,
+        ys,
+    )
