@@ -8,6 +8,7 @@ from sklearn.utils.estimator_checks import check_estimator
 import moelearn
 from moelearn import MixtureOfExpertsRegressor, make_moe, parameter_errors, sample
 
+
 @pytest.mark.parametrize(
     "kw",
     [

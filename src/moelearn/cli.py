@@ -291,9 +291,22 @@ def cmd_fit(args):
     y = table.numbers([args.target])[:, 0]
     options = {
         name: getattr(args, name)
-        for name in ("link", "solver", "noise", "n_init", "max_iter")
+        for name in ("link", "family", "solver", "noise", "n_init", "max_iter")
         if getattr(args, name) is not None
     }
+    for role in ("gating_features", "expert_features"):
+        spec = getattr(args, role)
+        if spec is None:
+            continue
+        names = [c.strip() for c in spec.split(",") if c.strip()]
+        unknown = [c for c in names if c not in features]
+        if unknown:
+            flag = "--" + role.replace("_", "-")
+            raise CLIError(
+                f"{flag}: {_columns(unknown)} not among the feature columns of {table.path} "
+                f"({_columns(features)})"
+            )
+        options[role] = [features.index(c) for c in names]
     est = MixtureOfExpertsRegressor(args.experts, random_state=args.seed, **options)
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -478,6 +491,25 @@ def build_parser():
         choices=available_links(),
         default=None,
         help="expert link function (default: linear)",
+    )
+    fit.add_argument(
+        "--family",
+        choices=("gaussian", "student-t", "poisson", "gamma"),
+        default=None,
+        help="distribution of the target given an expert (default: gaussian)",
+    )
+    fit.add_argument(
+        "--gating-features",
+        default=None,
+        metavar="COLUMNS",
+        help="comma-separated columns the gate reads (default: all features; '' for "
+        "constant mixing weights)",
+    )
+    fit.add_argument(
+        "--expert-features",
+        default=None,
+        metavar="COLUMNS",
+        help="comma-separated columns the experts read (default: all features)",
     )
     fit.add_argument(
         "--solver", choices=SOLVERS, default=None, help="estimation method (default: moments)"

@@ -19,6 +19,7 @@ from scipy.linalg import null_space
 from scipy.stats import norm
 
 from ._logspace import logsumexp_k
+from .engine import Design, State, pass_statistics
 from .model import MoEParams
 from .refine import Data, observed_information
 
@@ -52,16 +53,21 @@ class StandardErrors:
         gating centred.
     names : tuple of str
         Coordinate names, in the order experts, expert_bias, gating,
-        gating_bias, noise (as :func:`moelearn.refine.observed_information`).
+        gating_bias, noise (as :func:`moelearn.refine.observed_information`);
+        for other families and covariate roles, the order of
+        :func:`moelearn.engine.State.flat` with the gate centred.
+    df : ndarray of shape (k,) or None
+        Standard errors of Student-t degrees of freedom.
     """
 
     experts: np.ndarray
     expert_bias: np.ndarray
     gating: np.ndarray
     gating_bias: np.ndarray
-    noise_std: float | np.ndarray
+    noise_std: float | np.ndarray | None
     covariance: np.ndarray
     names: tuple
+    df: np.ndarray | None = None
 
 
 def _shift_directions(names, k, d, fit_intercept):
@@ -101,7 +107,111 @@ def _unflatten(se, k, d, fit_intercept):
     return A.reshape(k, d), b, W.reshape(k, d), c, log_sigma
 
 
+def _uses_engine(params: MoEParams) -> bool:
+    return params.has_roles or params.family_object.name != "gaussian"
+
+
+def _engine_problem(params: MoEParams, fit_intercept):
+    """Design and engine state of ``params`` in the original units (no standardisation)."""
+    d = params.n_features
+    g = params.gating_features if params.has_roles else np.ones(d, dtype=bool)
+    e = params.expert_features if params.has_roles else np.ones(d, dtype=bool)
+    design = Design(np.flatnonzero(g), np.flatnonzero(e), fit_intercept)
+
+    def stack(bias, coef):
+        return np.hstack([bias[:, None], coef]) if fit_intercept else coef.copy()
+
+    gate = stack(params.gating_bias, params.gating)
+    state = State(
+        stack(params.expert_bias, params.experts)[:, None, :],
+        np.log(params.dispersion()),
+        gate - gate[-1],
+    )
+    return design, state
+
+
+def _engine_gradient(params, design, data, state, theta):
+    k = state.n_experts
+    st = pass_statistics(params.family_object, design, data, state.with_flat(theta), "grad")
+    parts = [st["g_coef"].ravel(), st["g_disp"].ravel()]
+    if k > 1:
+        parts.append(st["g_gate"][: k - 1].ravel())
+    return np.concatenate(parts)
+
+
+def _family_standard_errors(data: Data, params: MoEParams, fit_intercept):
+    """Observed information by central differences of the exact engine gradient (2p passes).
+
+    The coordinates are those of :class:`moelearn.engine.State` in the original
+    units (dispersions on the log scale, the last gate row as reference); the
+    covariance is mapped to the centred gate and the natural dispersions by the
+    delta method.
+    """
+    fam = params.family_object
+    k = params.n_experts
+    design, state = _engine_problem(params, fit_intercept)
+    theta = state.flat()
+    p = theta.size
+    H = np.empty((p, p))
+    for j in range(p):
+        h = 1e-5 * max(1.0, abs(theta[j]))
+        up, down = theta.copy(), theta.copy()
+        up[j] += h
+        down[j] -= h
+        H[:, j] = (
+            _engine_gradient(params, design, data, state, up)
+            - _engine_gradient(params, design, data, state, down)
+        ) / (2 * h)
+    info = -0.5 * (H + H.T)
+    scale = 1.0 / np.sqrt(np.maximum(np.abs(np.diag(info)), 1e-300))
+    cov = np.linalg.pinv(info * np.outer(scale, scale), rcond=1e-12, hermitian=True)
+    cov *= np.outer(scale, scale)
+    # map the reference-row gate to the centred gate: V_c = C V_free, C = I - 11'/k
+    nc, nd = state.coef.size, state.log_disp.size
+    pg = state.gate.shape[1]
+    C = np.eye(k)[:, : k - 1] - 1.0 / k
+    J = np.zeros((nc + nd + k * pg, p))
+    J[: nc + nd, : nc + nd] = np.eye(nc + nd)
+    J[nc + nd :, nc + nd :] = np.kron(C, np.eye(pg))
+    cov = J @ cov @ J.T
+    cov = 0.5 * (cov + cov.T)
+    se = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    pe = state.coef.shape[2]
+    se_coef = se[:nc].reshape(k, pe)
+    se_disp = se[nc : nc + nd].reshape(k, -1)
+    se_gate = se[nc + nd :].reshape(k, pg)
+    fi = int(fit_intercept)
+    zeros = np.zeros(k)
+    names_ = fam.dispersion_names
+    disp = params.dispersion()
+    noise = df = None
+    if "sigma" in names_:
+        noise = se_disp[:, names_.index("sigma")] * disp[:, names_.index("sigma")]
+    if "shape" in names_:
+        # cv = shape^(-1/2): d cv / d log shape = -cv / 2
+        noise = 0.5 * se_disp[:, names_.index("shape")] * params.noise_vector
+    if "nu" in names_:
+        df = se_disp[:, names_.index("nu")] * disp[:, names_.index("nu")]
+    names = (
+        [f"expert[{i}][{j}]" for i in range(k) for j in range(pe)]
+        + [f"log_{n}[{i}]" for i in range(k) for n in names_]
+        + [f"gate[{i}][{j}]" for i in range(k) for j in range(pg)]
+    )
+    return StandardErrors(
+        se_coef[:, fi:],
+        se_coef[:, 0] if fi else zeros,
+        se_gate[:, fi:],
+        se_gate[:, 0] if fi else zeros,
+        noise,
+        cov,
+        tuple(names),
+        df,
+    )
+
+
 def _standard_errors(data: Data, params: MoEParams, per_expert_noise, fit_intercept):
+    if _uses_engine(params):
+        return _family_standard_errors(data, params, fit_intercept)
     info, names = observed_information(
         data, params, per_expert_noise=per_expert_noise, fit_intercept=fit_intercept
     )
@@ -268,6 +378,10 @@ def _rows(params, se: StandardErrors, fit_intercept, feature_names, level):
     names = list(feature_names) if feature_names is not None else [f"x{j}" for j in range(d)]
     if len(names) != d:
         raise ValueError(f"feature_names must have {d} entries, got {len(names)}")
+    expert_names, gate_names = names, names
+    if params.has_roles:
+        expert_names = [n for n, keep in zip(names, params.expert_features, strict=True) if keep]
+        gate_names = [n for n, keep in zip(names, params.gating_features, strict=True) if keep]
     crit = norm.ppf(0.5 + level / 2.0)
     W = params.gating - params.gating.mean(axis=0)
     c = params.gating_bias - params.gating_bias.mean()
@@ -283,16 +397,25 @@ def _rows(params, se: StandardErrors, fit_intercept, feature_names, level):
         rows.append(ParameterRow(group, name, est, s, z, pv, est - crit * s, est + crit * s))
 
     for i in range(k):
-        for j in range(d):
-            add(f"expert {i}", names[j], params.experts[i, j], se.experts[i, j])
+        for j, name in enumerate(expert_names):
+            add(f"expert {i}", name, params.experts[i, j], se.experts[i, j])
         if fit_intercept:
             add(f"expert {i}", "intercept", params.expert_bias[i], se.expert_bias[i])
     if k > 1:
         for i in range(k):
-            for j in range(d):
-                add(f"gate {i}", names[j], W[i, j], se.gating[i, j])
+            for j, name in enumerate(gate_names):
+                add(f"gate {i}", name, W[i, j], se.gating[i, j])
             if fit_intercept:
                 add(f"gate {i}", "intercept", c[i], se.gating_bias[i])
+    family = params.family_object.name
+    if family != "gaussian":
+        label = {"student-t": "scale", "gamma": "cv"}.get(family)
+        for i in range(k):
+            if label is not None:
+                add("dispersion", f"{label}[{i}]", params.noise_vector[i], se.noise_std[i], False)
+            if se.df is not None:
+                add("dispersion", f"df[{i}]", params.df[i], se.df[i], test=False)
+        return tuple(rows)
     if np.ndim(se.noise_std):
         for i in range(k):
             add("noise", f"sigma[{i}]", params.noise_vector[i], se.noise_std[i], test=False)
@@ -349,6 +472,8 @@ def summarize(
     k, d = params.n_experts, params.n_features
     per = d + (1 if fit_intercept else 0)
     n_params = k * per + (k - 1) * per + (k if per_expert else 1)
+    if _uses_engine(params):
+        n_params = len(se.names) - (params.gating.shape[1] + int(fit_intercept))
     n = X.shape[0]
     bic = -2.0 * ll + n_params * np.log(n)
     return Summary(
@@ -362,7 +487,9 @@ def summarize(
         bic=float(bic),
         icl=float(bic + 2.0 * entropy),
         entropy=entropy,
-        link=params.link_function.name,
+        link=params.link_function.name
+        if params.family_object.name == "gaussian"
+        else f"{params.family_object.name}",
         noise="per expert" if per_expert else "shared",
         converged=None if converged is None else bool(converged),
         init_method=init_method,

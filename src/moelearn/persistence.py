@@ -14,13 +14,16 @@ import zipfile
 
 import numpy as np
 
+from .families import Family, available_families
 from .links import get_link
 from .model import MoEParams
 
 __all__ = ["save_model", "load", "FORMAT_VERSION"]
 
 FORMAT = "moelearn-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 files (Gaussian experts on all columns) are still read.
+_READABLE = (1, 2)
 _MAX_SIZE = 10**8  # entries: refuse absurd sizes before allocating them
 _ARRAYS = (
     "experts",
@@ -47,16 +50,31 @@ def save_model(estimator, path):
             f"cannot save a model with the unregistered link {link.name!r}: register it "
             "with moelearn.register_link so that it can be restored by name"
         )
+    p = estimator.params_
+    if isinstance(estimator.family, Family) and p.family_object.name != "gaussian":
+        raise ValueError(
+            f"cannot save a model fitted with a Family instance ({estimator.family!r}); "
+            f"pass the family by name ({available_families()}) to save it"
+        )
     meta = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "link": link.name,
+        "family": p.family_object.name,
         "n_experts": int(estimator.n_experts),
         "n_features": int(estimator.n_features_in_),
         "params": {
             k: v
             for k, v in estimator.get_params().items()
-            if k not in ("init_params", "link", "random_state")
+            if k
+            not in (
+                "init_params",
+                "link",
+                "random_state",
+                "family",
+                "gating_features",
+                "expert_features",
+            )
         },
         "random_state": estimator.random_state if isinstance(estimator.random_state, int) else None,
         "fitted": {
@@ -68,19 +86,25 @@ def save_model(estimator, path):
             "y_scale": estimator._y_scale,
         },
     }
+    if p.df is not None:
+        meta["df"] = [float(v) for v in p.df]
+    if p.has_roles:
+        meta["gating_features"] = [bool(v) for v in p.gating_features]
+        meta["expert_features"] = [bool(v) for v in p.expert_features]
     names = getattr(estimator, "feature_names_in_", None)
     if names is not None:
         meta["feature_names_in_"] = [str(name) for name in names]
     target = getattr(estimator, "target_name_", None)
     if target is not None:
         meta["target_name_"] = str(target)
-    p = estimator.params_
     arrays = {
         "experts": p.experts,
         "gating": p.gating,
         "expert_bias": p.expert_bias,
         "gating_bias": p.gating_bias,
-        "noise_std": np.atleast_1d(np.asarray(p.noise_std, dtype=float)),
+        "noise_std": np.zeros(0)
+        if p.noise_std is None
+        else np.atleast_1d(np.asarray(p.noise_std, dtype=float)),
         "x_mean": estimator._x_mean,
         "x_whiten": estimator._x_whiten,
         "x_unwhiten": estimator._x_unwhiten,
@@ -135,7 +159,7 @@ def load(path):
         _fail(path, f"metadata is not JSON ({exc})")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         _fail(path, "wrong format tag")
-    if meta.get("version") != FORMAT_VERSION:
+    if meta.get("version") not in _READABLE:
         _fail(
             path,
             f"unknown format version {meta.get('version')!r} "
@@ -147,8 +171,25 @@ def load(path):
         link = get_link(str(meta["link"]))
         params = dict(meta["params"])
         fitted = dict(meta["fitted"])
+        family = str(meta.get("family", "gaussian"))
+        df = meta.get("df")
+        df = None if df is None else np.asarray(df, dtype=float)
+        masks = [meta.get("gating_features"), meta.get("expert_features")]
     except (KeyError, TypeError, ValueError) as exc:
         _fail(path, f"bad metadata ({exc})")
+    if family not in available_families():
+        _fail(path, f"unknown family {family!r}")
+    if (masks[0] is None) != (masks[1] is None):
+        _fail(path, "gating_features and expert_features must both be present or both absent")
+    if masks[0] is not None:
+        if not all(
+            isinstance(m, list) and len(m) == d and all(isinstance(v, bool) for v in m)
+            for m in masks
+        ):
+            _fail(path, f"gating_features and expert_features must be {d} booleans each")
+        masks = [np.asarray(m, dtype=bool) for m in masks]
+    d_g = d if masks[0] is None else int(masks[0].sum())
+    d_e = d if masks[1] is None else int(masks[1].sum())
     if not (1 <= k <= 10**4 and 1 <= d <= 10**6):
         _fail(path, f"implausible sizes n_experts={k}, n_features={d}")
     names = meta.get("feature_names_in_")
@@ -164,8 +205,8 @@ def load(path):
         _fail(path, "target_name_ must be a string")
 
     expected = {
-        "experts": (k, d),
-        "gating": (k, d),
+        "experts": (k, d_e),
+        "gating": (k, d_g),
         "expert_bias": (k,),
         "gating_bias": (k,),
         "x_mean": (d,),
@@ -176,7 +217,7 @@ def load(path):
         if raw[name].shape != shape:
             _fail(path, f"{name} has shape {raw[name].shape}, expected {shape}")
     noise = raw["noise_std"]
-    if noise.shape not in ((1,), (k,)):
+    if noise.shape not in ((0,), (1,), (k,)):
         _fail(path, f"noise_std has shape {noise.shape}")
     for name in _ARRAYS:
         if raw[name].dtype.kind != "f" or not np.all(np.isfinite(raw[name])):
@@ -188,14 +229,18 @@ def load(path):
             raw["gating"],
             raw["expert_bias"],
             raw["gating_bias"],
-            float(noise[0]) if noise.shape == (1,) else noise,
+            None if noise.size == 0 else (float(noise[0]) if noise.shape == (1,) else noise),
             link.name,
+            family,
+            df,
+            masks[0],
+            masks[1],
         )
         known = MixtureOfExpertsRegressor().get_params()
         valid = {
             key: value
             for key, value in params.items()
-            if key in known and key not in ("n_experts", "link", "noise")
+            if key in known and key not in ("n_experts", "link", "noise", "family")
         }
         est = MixtureOfExpertsRegressor.from_params(
             p, random_state=meta.get("random_state"), noise=params.get("noise", "shared"), **valid

@@ -1,0 +1,161 @@
+"""The estimator with families of experts and separate gate and expert columns."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+import moelearn
+from moelearn import MixtureOfExpertsRegressor, MoEParams
+
+
+def _draw(family, n, seed, gate_roles=True):
+    """Two experts on column 0, the gate on column 1 (or constant), x uniform."""
+    truth = MoEParams(
+        experts=[[0.8], [-0.6]],
+        gating=[[1.5], [-1.5]] if gate_roles else np.zeros((2, 0)),
+        expert_bias=[1.0, 2.0] if family in ("poisson", "gamma") else [1.0, -1.0],
+        gating_bias=[0.2, -0.2],
+        noise_std={"gaussian": [0.3, 0.5], "student-t": [0.3, 0.5], "gamma": [0.3, 0.2]}.get(
+            family
+        ),
+        family=family,
+        df=[4.0, 20.0] if family == "student-t" else None,
+        gating_features=np.array([False, gate_roles]),
+        expert_features=np.array([True, False]),
+    )
+    X, y = moelearn.sample(truth, n, random_state=seed, inputs="uniform")
+    return X, y, truth
+
+
+@pytest.mark.parametrize("family", ["gaussian", "student-t", "poisson", "gamma"])
+def test_recovery_within_standard_errors(family):
+    # n = 4000: every coefficient within 4 standard errors of the truth (the
+    # standard errors from the fitted observed information); a 4-sigma miss has
+    # probability 6e-5 per coefficient under asymptotic normality.
+    X, y, truth = _draw(family, 4000, seed=3)
+    est = MixtureOfExpertsRegressor(
+        2, family=family, gating_features=[1], expert_features=[0], random_state=0
+    ).fit(X, y)
+    assert est.converged_
+    se = est.standard_errors(X, y)
+    # label switching: match experts by their slopes and intercepts
+    cost = (
+        np.abs(est.experts_ - truth.experts.T).T
+        + np.abs(est.expert_bias_[:, None] - truth.expert_bias[None, :]).T
+    )
+    _, order = linear_sum_assignment(cost.T)
+    z_exp = (est.experts_[order] - truth.experts) / se.experts[order]
+    z_bias = (est.expert_bias_[order] - truth.expert_bias) / se.expert_bias[order]
+    gate_truth = truth.gating - truth.gating.mean(0)
+    z_gate = (est.gating_[order] - gate_truth) / se.gating[order]
+    assert np.all(np.abs(z_exp) < 4), z_exp
+    assert np.all(np.abs(z_bias) < 4), z_bias
+    assert np.all(np.abs(z_gate) < 4), z_gate
+    if family in ("gaussian", "student-t", "gamma"):
+        z_noise = (est.noise_std_[order] - truth.noise_vector) / se.noise_std[order]
+        assert np.all(np.abs(z_noise) < 4), z_noise
+
+
+def test_constant_gate_is_a_mixture_of_regressions():
+    X, y, truth = _draw("gaussian", 2000, seed=5, gate_roles=False)
+    est = MixtureOfExpertsRegressor(2, gating_features=[], expert_features=[0], random_state=0)
+    est.fit(X, y)
+    assert est.gating_.shape == (2, 0)
+    # constant weights: the same gate for every row
+    g = est.predict_gating(X)
+    assert np.ptp(g, axis=0).max() < 1e-12
+    # 2 x (1 slope + intercept + sigma) + 1 weight
+    assert est.n_parameters_ == 7
+    assert est.log_density(X, y).sum() == pytest.approx(est.log_likelihood_ * len(y))
+
+
+def test_roles_by_name_and_mask_agree():
+    X, y, _ = _draw("gaussian", 1500, seed=7)
+    frame = pd.DataFrame(X, columns=["dose", "age"])
+    by_name = MixtureOfExpertsRegressor(
+        2, gating_features=["age"], expert_features=["dose"], random_state=0
+    ).fit(frame, y)
+    by_mask = MixtureOfExpertsRegressor(
+        2, gating_features=[False, True], expert_features=np.array([True, False]), random_state=0
+    ).fit(X, y)
+    assert np.allclose(by_name.predict(frame), by_mask.predict(X), atol=1e-10)
+    assert list(by_name.feature_names_in_) == ["dose", "age"]
+
+
+def test_roles_errors():
+    X, y, _ = _draw("gaussian", 300, seed=1)
+    with pytest.raises(ValueError, match="gating_features.*out of range"):
+        MixtureOfExpertsRegressor(2, gating_features=[5]).fit(X, y)
+    with pytest.raises(ValueError, match="no column names"):
+        MixtureOfExpertsRegressor(2, gating_features=["age"]).fit(X, y)
+    with pytest.raises(ValueError, match="unknown columns"):
+        MixtureOfExpertsRegressor(2, expert_features=["nope"]).fit(
+            pd.DataFrame(X, columns=["a", "b"]), y
+        )
+    with pytest.raises(ValueError, match="twice"):
+        MixtureOfExpertsRegressor(2, expert_features=[0, 0]).fit(X, y)
+    with pytest.raises(ValueError, match="one entry per column"):
+        MixtureOfExpertsRegressor(2, expert_features=[True]).fit(X, y)
+    with pytest.raises(ValueError, match="noise='shared'"):
+        MixtureOfExpertsRegressor(2, gating_features=[], noise="shared").fit(X, y)
+    with pytest.raises(ValueError, match="solver='em'"):
+        MixtureOfExpertsRegressor(2, family="student-t", solver="em").fit(X, y)
+
+
+def test_family_rejects_invalid_targets():
+    X, y, _ = _draw("gaussian", 300, seed=1)
+    with pytest.raises(ValueError, match="poisson.*y >= 0"):
+        MixtureOfExpertsRegressor(2, family="poisson").fit(X, y)
+    with pytest.raises(ValueError, match="gamma.*y > 0"):
+        MixtureOfExpertsRegressor(2, family="gamma").fit(X, y)
+
+
+@pytest.mark.parametrize("family", ["student-t", "poisson", "gamma"])
+def test_save_load_round_trip(family, tmp_path):
+    X, y, _ = _draw(family, 800, seed=11)
+    est = MixtureOfExpertsRegressor(
+        2, family=family, gating_features=[1], expert_features=[0], random_state=0
+    ).fit(X, y)
+    est.save(tmp_path / "m.npz")
+    back = moelearn.load(tmp_path / "m.npz")
+    assert back.get_params()["family"] == family
+    assert np.array_equal(back.log_density(X, y), est.log_density(X, y))
+    assert np.array_equal(back.predict(X), est.predict(X))
+    assert back.n_parameters_ == est.n_parameters_
+
+
+@pytest.mark.parametrize("family", ["student-t", "poisson", "gamma"])
+def test_predictive_distribution_matches_samples(family):
+    # the predictive CDF at the predicted quantiles equals the levels, and the
+    # mean of sample_y matches predict within 5 standard errors of 4000 draws
+    X, y, _ = _draw(family, 1500, seed=13)
+    est = MixtureOfExpertsRegressor(
+        2, family=family, gating_features=[1], expert_features=[0], random_state=0
+    ).fit(X, y)
+    rows = X[:20]
+    draws = est.sample_y(rows, n_samples=4000, random_state=0)
+    q = est.predict_quantiles(rows, [0.1, 0.5, 0.9])
+    emp = (draws[:, :, None] <= q[:, None, :]).mean(axis=1)
+    # the empirical CDF at the q-quantile is >= q (exactly q for continuous y),
+    # within the binomial error of 4000 draws (5 sigma = 5 * sqrt(0.25 / 4000) = 0.04)
+    assert np.all(emp >= np.array([0.1, 0.5, 0.9]) - 0.04)
+    if family != "poisson":
+        assert np.all(np.abs(emp - np.array([0.1, 0.5, 0.9])) < 0.04)
+    if family != "student-t":
+        se = draws.std(axis=1) / np.sqrt(4000)
+        assert np.all(np.abs(draws.mean(axis=1) - est.predict(rows)) < 5 * se)
+
+
+def test_out_of_core_matches_in_memory(tmp_path):
+    X, y, _ = _draw("poisson", 3000, seed=17)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    Xm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    ym = np.load(tmp_path / "y.npy", mmap_mode="r")
+    kw = dict(family="poisson", gating_features=[1], expert_features=[0], random_state=0)
+    a = MixtureOfExpertsRegressor(2, chunk_size=700, **kw).fit(Xm, ym)
+    b = MixtureOfExpertsRegressor(2, **kw).fit(X, y)
+    assert np.allclose(a.experts_, b.experts_, atol=1e-8)
+    assert np.allclose(a.gating_, b.gating_, atol=1e-8)
+    assert a.log_likelihood_ == pytest.approx(b.log_likelihood_, abs=1e-10)
