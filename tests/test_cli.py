@@ -5,6 +5,7 @@ import sys
 import numpy as np
 import pytest
 
+import moelearn
 from moelearn import make_moe, sample
 from moelearn.cli import main
 
@@ -477,3 +478,29 @@ def test_summary_prints_the_coefficient_table(tmp_path, capsys):
     np.savetxt(feats, X, delimiter=",", header="x0,x1,x2", comments="")
     assert main(["summary", str(model), str(feats)]) == 2
     assert "target" in capsys.readouterr().err
+
+
+def test_family_and_roles_flags(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    n = 600
+    dose, age = rng.uniform(0, 3, n), rng.uniform(-1, 1, n)
+    first = rng.random(n) < 1 / (1 + np.exp(-2 * age))
+    counts = rng.poisson(np.exp(np.where(first, 0.5 + 0.6 * dose, 2.0 - 0.4 * dose)))
+    data = tmp_path / "counts.csv"
+    data.write_text(
+        "dose,age,count\n"
+        + "".join(f"{a},{b},{c}\n" for a, b, c in zip(dose, age, counts, strict=True))
+    )
+    model = tmp_path / "m.npz"
+    argv = ["fit", str(data), "--target", "count", "--experts", "2", "--output", str(model)]
+    roles = ["--family", "poisson", "--gating-features", "age", "--expert-features", "dose"]
+    assert main([*argv, *roles]) == 0
+    est = moelearn.load(model)
+    assert est.get_params()["family"] == "poisson"
+    assert est.params_.gating_features.tolist() == [False, True]
+    assert est.params_.expert_features.tolist() == [True, False]
+    assert main(["summary", str(model), str(data)]) == 0
+    assert "gate 0" in capsys.readouterr().out
+    # an unknown column in a role is named
+    assert main([*argv, "--force", "--gating-features", "weight"]) != 0
+    assert "'weight'" in capsys.readouterr().err
