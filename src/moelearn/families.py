@@ -82,7 +82,7 @@ class Family:
         """Validate a response vector; raise ``ValueError`` naming the problem."""
         y = np.asarray(y, dtype=float)
         if not np.all(np.isfinite(y)):
-            raise ValueError("y contains NaN or infinite values")
+            raise ValueError(f"y contains NaN or infinite values (family={self.name!r})")
         return y
 
     # --------------------------------------------------------------- density
