@@ -249,10 +249,6 @@ def test_em_out_of_core_equals_in_memory(name, tmp_path):
         )
 
 
-@pytest.mark.xfail(
-    raises=ValueError,
-    reason="State.with_flat reshapes an empty gate slice to (0, -1) when k = 1",
-)
 def test_polish_with_one_expert():
     family = get_family("gamma")
     design = Design(np.array([0]), np.array([0, 1]), True)

@@ -106,7 +106,8 @@ class State:
         m = self.log_disp.shape[1]
         a, b = k * q * pe, k * q * pe + k * m
         gate = np.zeros_like(self.gate)
-        gate[:-1] = theta[b:].reshape(k - 1, -1)
+        if k > 1:
+            gate[:-1] = theta[b:].reshape(k - 1, -1)
         return State(theta[:a].reshape(k, q, pe), theta[a:b].reshape(k, m), gate)
 
 
@@ -345,7 +346,7 @@ def polish(
         method="L-BFGS-B",
         bounds=list(zip(lb, ub, strict=True)),
         options={"maxiter": max_iter, "ftol": tol, "gtol": 1e-9, "maxcor": 20},
-        callback=lambda th: history.append(-fun(th)[0]),
+        callback=lambda intermediate_result: history.append(-float(intermediate_result.fun)),
     )
     final = state.with_flat(res.x)
     ll = -float(res.fun)
