@@ -197,6 +197,46 @@ def pass_statistics(family, design, data: Data, state, want="hess", fixed_post=N
     return data.map_reduce(lambda Xb, yb: _block_terms(family, design, Xb, yb, state, want))
 
 
+def _penalize(stats, state, alpha, fit_intercept):
+    """Add the ridge ``alpha/2 (||B||^2 + sum_p ||v_p - mean_p||^2)`` (per sample) in place.
+
+    ``B`` are the expert coefficients and ``v_p`` the gate coefficients of
+    column ``p`` over the experts, intercepts excluded: the gate is penalised
+    in its centred form, so the penalty does not depend on which expert is
+    the reference.  ``stats["obj"]`` receives the penalised total.
+    """
+    stats["obj"] = stats["ll"]
+    if alpha <= 0:
+        return stats
+    a = alpha * stats["n"]
+    mc = np.ones_like(state.coef)
+    mg = np.ones(state.gate.shape[1])
+    if fit_intercept:
+        mc[..., 0] = 0.0
+        mg[0] = 0.0
+    k = state.n_experts
+    B = state.coef * mc
+    V = state.gate * mg
+    centred = V - V.mean(axis=0)
+    stats["obj"] = stats["ll"] - 0.5 * a * (np.sum(B**2) + np.sum(centred**2))
+    if "g_coef" in stats:
+        stats["g_coef"] = stats["g_coef"] - a * B
+        if k > 1:
+            stats["g_gate"] = stats["g_gate"] - a * centred
+    if "F_cc" in stats:
+        F = stats["F_cc"].copy()
+        kk, q, pe = state.coef.shape
+        for i in range(kk):
+            flat = F[i].reshape(q * pe, q * pe)
+            flat[np.diag_indices(q * pe)] += a * mc[i].ravel()
+            F[i] = flat.reshape(q, pe, q, pe)
+        stats["F_cc"] = F
+        if k > 1:
+            # Hessian of the centred penalty over the free rows: (I - 11'/k) (x) diag(mask)
+            stats["pen_gate"] = a * np.kron(np.eye(k - 1) - 1.0 / k, np.diag(mg))
+    return stats
+
+
 def _solve(F, g, ridge=1e-10):
     F = 0.5 * (F + F.T)
     F = F + ridge * max(np.trace(F) / max(len(F), 1), 1e-12) * np.eye(len(F))
@@ -231,6 +271,8 @@ def _scoring_step(stats, state, bounds):
         else:
             J = 0.5 * (np.eye(k - 1) - 1.0 / k)
             H = np.kron(J, stats["B_gate"])
+        if "pen_gate" in stats:
+            H = H + stats["pen_gate"]
         step = _solve(H, g)
         decrement += float(g @ step)
         new.gate[: k - 1] += step.reshape(k - 1, pg)
@@ -259,6 +301,7 @@ def em(
     tol=1e-8,
     log_floor=-np.inf,
     weights=None,
+    alpha=0.0,
 ) -> EngineFit:
     """EM with a scoring M-step (one pass per iteration), monotone by step halving.
 
@@ -269,9 +312,11 @@ def em(
     bounds = _bounds(family, state.n_experts, log_floor)
     state = state.copy()
     np.clip(state.log_disp, *bounds, out=state.log_disp)
+    fi = design.fit_intercept
     stats = pass_statistics(family, design, data, state, "hess", weights=weights)
+    stats = _penalize(stats, state, alpha, fi)
     n = stats["n"]
-    ll = stats["ll"] / n
+    ll = stats["obj"] / n
     history = [ll]
     converged = False
     it = 0
@@ -281,7 +326,8 @@ def em(
         candidate, fraction = full_step, 1.0
         for _ in range(12):
             new_stats = pass_statistics(family, design, data, candidate, "hess", weights=weights)
-            new_ll = new_stats["ll"] / n
+            new_stats = _penalize(new_stats, candidate, alpha, fi)
+            new_ll = new_stats["obj"] / n
             if np.isfinite(new_ll) and new_ll >= ll - 1e-12 * max(1.0, abs(ll)):
                 break
             fraction *= 0.5
@@ -311,8 +357,9 @@ def polish(
     tol=1e-8,
     log_floor=-np.inf,
     weights=None,
+    alpha=0.0,
 ) -> EngineFit:
-    """L-BFGS-B on the observed log-likelihood with its exact gradient."""
+    """L-BFGS-B on the observed log-likelihood (minus the ridge) with its exact gradient."""
     k = state.n_experts
     low, high = _bounds(family, k, log_floor)
     theta0 = state.flat()
@@ -328,13 +375,14 @@ def polish(
     def fun(theta):
         s = state.with_flat(theta)
         st = pass_statistics(family, design, data, s, "grad", weights=weights)
+        st = _penalize(st, s, alpha, design.fit_intercept)
         n = st["n"]
         g = np.concatenate(
             [st["g_coef"].ravel(), st["g_disp"].ravel()]
             + ([st["g_gate"][: k - 1].ravel()] if k > 1 else [])
         )
         cache["share"] = st["share"] / n
-        value = st["ll"] / n
+        value = st["obj"] / n
         if not np.isfinite(value):
             return np.inf, np.zeros_like(theta)
         return -value, -g / n
@@ -383,7 +431,7 @@ def state_from_responsibilities(family, design, X, y, post, log_floor=-np.inf, s
     q = family.n_predictors
     h = family.working_response(y)
     coef = np.zeros((k, q, U.shape[1]))
-    for i in range(k):
+    for i in range(k if family.least_squares_start else 0):
         w = post[:, i] + 1e-8
         G = (U * w[:, None]).T @ U + 1e-6 * np.eye(U.shape[1])
         coef[i, :, :] = np.linalg.solve(G, (U * w[:, None]).T @ h)
@@ -453,8 +501,14 @@ def search(
     tol=1e-8,
     log_floor=-np.inf,
     random_state=None,
+    alpha=0.0,
+    weights=None,
+    sub_weights=None,
 ):
     """Screen starts on ``(sub_X, sub_y)``; refine the best on ``data``.
+
+    ``weights`` (in-memory data only) and ``sub_weights`` weight the rows of
+    ``data`` and of the subsample; ``alpha`` is the ridge of :func:`em`.
 
     Returns
     -------
@@ -466,6 +520,9 @@ def search(
     rng = random_state
     k = n_experts
     sub = Data(sub_X, sub_y)
+    opts = dict(log_floor=log_floor, alpha=alpha)
+    sub_opts = dict(opts, weights=sub_weights)
+    full_opts = dict(opts, weights=weights)
     min_share = (design.n_expert * family.n_predictors + len(family.dispersion_names)) / len(sub_y)
     screened = []
     with blas_threads(len(sub_y)), warnings.catch_warnings():
@@ -473,9 +530,7 @@ def search(
         for kind, post in _candidates(family, design, sub_X, sub_y, k, n_candidates, rng):
             try:
                 start = state_from_responsibilities(family, design, sub_X, sub_y, post, log_floor)
-                fit = em(
-                    family, design, sub, start, max_iter=screen_iter, tol=tol, log_floor=log_floor
-                )
+                fit = em(family, design, sub, start, max_iter=screen_iter, tol=tol, **sub_opts)
             except (np.linalg.LinAlgError, FloatingPointError, ValueError):
                 continue
             if np.isfinite(fit.log_likelihood):
@@ -492,12 +547,12 @@ def search(
                 fit.state,
                 max_iter=200,
                 tol=max(tol, 1e-7),
-                log_floor=log_floor,
+                **sub_opts,
             )
             finalists.append((_rank(full, min_share), kind, full))
         finalists.sort(key=lambda t: t[0])
     _, kind, best = finalists[0]
-    same = data.in_memory and data.n_samples == len(sub_y)
+    same = data.in_memory and data.n_samples == len(sub_y) and sub_weights is weights
     with blas_threads(data.n_samples):
         fit = (
             best
@@ -509,12 +564,10 @@ def search(
                 best.state,
                 max_iter=50,
                 tol=max(tol, 1e-7),
-                log_floor=log_floor,
+                **full_opts,
             )
         )
-        final = polish(
-            family, design, data, fit.state, max_iter=max_iter, tol=tol, log_floor=log_floor
-        )
+        final = polish(family, design, data, fit.state, max_iter=max_iter, tol=tol, **full_opts)
     final.history = fit.history + final.history
     final.n_iter += fit.n_iter
     final.collapsed = bool(np.min(final.shares) < min_share)

@@ -37,6 +37,7 @@ __all__ = [
     "Poisson",
     "Gamma",
     "Bernoulli",
+    "Multinomial",
     "get_family",
     "available_families",
 ]
@@ -76,6 +77,9 @@ class Family:
     scale_family = False
     moment_start = False
     discrete = False
+    # whether a weighted least-squares fit of working_response(y) is a sensible
+    # first guess of the coefficients (not for class labels)
+    least_squares_start = True
 
     # -------------------------------------------------------------- validation
     def check_y(self, y) -> np.ndarray:
@@ -379,6 +383,7 @@ class Bernoulli(Family):
 
     name = "bernoulli"
     discrete = True
+    least_squares_start = False
 
     def check_y(self, y):
         y = super().check_y(y)
@@ -415,6 +420,78 @@ class Bernoulli(Family):
 
     def working_response(self, y):
         return np.asarray(y, dtype=float)
+
+
+class Multinomial(Family):
+    """``y ~ Categorical(softmax(eta_1, ..., eta_{C-1}, 0))``: class labels ``0..C-1``.
+
+    Each expert has ``C - 1`` linear predictors, the log-odds of classes
+    ``0..C-2`` against the last class (the reference).
+
+    Parameters
+    ----------
+    n_classes : int, >= 2
+    """
+
+    name = "multinomial"
+    discrete = True
+    least_squares_start = False
+
+    def __init__(self, n_classes):
+        if int(n_classes) < 2:
+            raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+        self.n_classes = int(n_classes)
+        self.n_predictors = self.n_classes - 1
+
+    def check_y(self, y):
+        y = super().check_y(y)
+        if not np.all((y >= 0) & (y < self.n_classes) & (y == np.round(y))):
+            raise ValueError(f"family='multinomial' needs labels 0..{self.n_classes - 1}")
+        return y
+
+    def _eta(self, eta):
+        eta = np.asarray(eta, dtype=float)
+        return eta[..., None] if eta.ndim == 2 else eta
+
+    def log_proba(self, eta):
+        """Class log-probabilities, shape (n, k, C)."""
+        eta = self._eta(eta)
+        full = np.concatenate([eta, np.zeros(eta.shape[:-1] + (1,))], axis=-1)
+        top = full.max(axis=-1, keepdims=True)
+        return full - top - np.log(np.exp(full - top).sum(axis=-1, keepdims=True))
+
+    def log_density(self, y, eta, disp):
+        logp = self.log_proba(eta)
+        idx = np.asarray(y, dtype=int)[:, None, None]
+        return np.take_along_axis(logp, np.broadcast_to(idx, logp.shape[:2] + (1,)), -1)[..., 0]
+
+    def derivatives(self, y, eta, disp):
+        logp = self.log_proba(eta)
+        p = np.exp(logp)
+        q = self.n_predictors
+        onehot = np.eye(self.n_classes)[np.asarray(y, dtype=int)][:, None, :]
+        logf = np.sum(onehot * logp, axis=-1)
+        grad = (onehot - p)[..., :q]
+        pq = p[..., :q]
+        fisher = -pq[..., :, None] * pq[..., None, :]
+        idx = np.arange(q)
+        fisher[..., idx, idx] += pq
+        return logf, grad, fisher
+
+    def mean(self, eta, disp):
+        """Class probabilities, shape (n, k, C)."""
+        return np.exp(self.log_proba(eta))
+
+    def variance(self, eta, disp):
+        p = self.mean(eta, disp)
+        return p * (1 - p)
+
+    def sample(self, eta, disp, rng):
+        logp = self.log_proba(eta)
+        return np.argmax(logp + rng.gumbel(size=logp.shape), axis=-1).astype(float)
+
+    def __repr__(self):
+        return f"Multinomial(n_classes={self.n_classes})"
 
 
 _FAMILIES = {

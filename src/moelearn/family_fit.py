@@ -22,7 +22,16 @@ from .engine import Design, EngineFit, State, em, polish, search
 from .families import Family
 from .model import MoEParams
 
-__all__ = ["FamilyFit", "fit_family", "resolve_roles", "n_parameters"]
+__all__ = [
+    "Chain",
+    "EngineResult",
+    "FamilyFit",
+    "fit_engine",
+    "fit_family",
+    "n_parameters",
+    "resolve_roles",
+    "unscale",
+]
 
 # Rows on which the start search screens its candidates.
 SEARCH_ROWS = 2_500
@@ -120,6 +129,29 @@ def _column_stats(raw: Data):
     return raw.map_reduce(block)
 
 
+@dataclass(frozen=True)
+class Chain:
+    """Two data transforms applied in turn (a picklable callable for Dask workers)."""
+
+    first: object
+    second: object
+
+    def __call__(self, X, y):
+        return self.second(*self.first(X, y))
+
+
+def unscale(coef, cols, x_mean, x_scale, fit_intercept):
+    """Coefficients on standardised columns -> slopes and intercepts in original units.
+
+    ``coef`` has shape (..., p) with the intercept first when fitted; returns
+    ``(slopes (..., len(cols)), intercepts (...))``.
+    """
+    c = coef[..., 1:] if fit_intercept else coef
+    b = coef[..., 0] if fit_intercept else np.zeros(coef.shape[:-1])
+    a = c / x_scale[cols]
+    return a, b - a @ x_mean[cols]
+
+
 def _family_check(raw: Data, family: Family):
     """Let the family refuse invalid responses, block by block (one pass out of core)."""
 
@@ -169,15 +201,8 @@ def _design(gmask, emask, fit_intercept):
 def _to_params(state: State, family, design, gmask, emask, x_mean, x_scale, ym, ys):
     """Engine state (standardised) -> MoEParams in the original units."""
     fi = design.fit_intercept
-
-    def unscale(coef, cols):
-        c = coef[:, 1:] if fi else coef
-        b = coef[:, 0] if fi else np.zeros(coef.shape[0])
-        a = c / x_scale[cols]
-        return a, b - a @ x_mean[cols]
-
-    A, b = unscale(state.coef[:, 0, :], design.expert_columns)
-    W, c = unscale(state.gate, design.gating_columns)
+    A, b = unscale(state.coef[:, 0, :], design.expert_columns, x_mean, x_scale, fi)
+    W, c = unscale(state.gate, design.gating_columns, x_mean, x_scale, fi)
     disp = np.exp(state.log_disp)
     if family.location_scale:
         A, b = ys * A, ys * b + ym
@@ -229,7 +254,25 @@ def _to_state(p: MoEParams, family, design, x_mean, x_scale, ym, ys):
     return State(coef, np.log(disp), gate)
 
 
-def fit_family(
+@dataclass
+class EngineResult:
+    """:func:`fit_engine`'s answer: the engine fit in standardised units and the scaling."""
+
+    fit: EngineFit
+    design: Design
+    method: str
+    x_mean: np.ndarray
+    x_scale: np.ndarray
+    y_mean: float
+    y_scale: float
+
+    @property
+    def log_likelihood_shift(self) -> float:
+        """Add to a standardised mean log-likelihood to get it in original units of y."""
+        return -float(np.log(self.y_scale))
+
+
+def fit_engine(
     raw: Data,
     family: Family,
     n_experts,
@@ -240,16 +283,19 @@ def fit_family(
     n_init="auto",
     max_iter=1000,
     tol=1e-8,
-    init_params=None,
+    init=None,
     noise_floor=1e-3,
+    alpha=0.0,
+    sample_weight=None,
     random_state=None,
-) -> FamilyFit:
-    """Maximum-likelihood fit of a mixture of experts of any family.
+) -> EngineResult:
+    """Standardise, search starts (or refine ``init``), and fit by the engine.
 
     Parameters
     ----------
     raw : Data
-        The data in original units (in memory or out of core).
+        The data in original units (in memory or out of core); a transform it
+        already carries (e.g. label encoding) is applied first.
     family : Family
     n_experts : int
     gating_mask, expert_mask : boolean arrays of shape (n_features,)
@@ -258,39 +304,50 @@ def fit_family(
         Starts screened (``"auto"``: 10 to 40, more on small problems).
     max_iter, tol : int, float
         Iterations and relative tolerance of EM and of the final L-BFGS-B.
-    init_params : MoEParams or None
-        Warm start in original units (then no start search).
+    init : callable or None
+        ``init(design, x_mean, x_scale, y_mean, y_scale) -> State``: a warm
+        start in standardised units (then no start search).
     noise_floor : float
         Lower bound on ``sigma`` as a fraction of ``std(y)`` (bounds the likelihood).
+    alpha : float
+        Ridge on the standardised coefficients (:func:`moelearn.engine.em`).
+    sample_weight : ndarray of shape (n_samples,) or None
+        Row weights (in-memory data only).
     random_state : numpy Generator
 
     Returns
     -------
-    FamilyFit
+    EngineResult
     """
     rng = random_state
     k = n_experts
+    if sample_weight is not None and not raw.in_memory:
+        raise ValueError(
+            "sample_weight with out-of-core data is not supported for this family; "
+            "pass in-memory arrays"
+        )
     _family_check(raw, family)
     x_mean, x_scale, ym, ys, y_sd = _scaling(raw, family, fit_intercept)
     if not fit_intercept and not expert_mask.any():
         raise ValueError("experts without columns need fit_intercept=True")
     transform = Transform(x_mean, np.diag(1.0 / x_scale), ym, ys)
     if raw.in_memory:
-        data = Data(*transform(raw.X, raw.y), n_experts=k)
+        X0, y0 = (raw.X, raw.y) if raw.transform is None else raw.transform(raw.X, raw.y)
+        data = Data(*transform(X0, y0), n_experts=k)
     else:
-        data = raw.with_transform(transform, n_experts=k)
+        chained = transform if raw.transform is None else Chain(raw.transform, transform)
+        data = raw.with_transform(chained, n_experts=k)
     design = _design(gating_mask, expert_mask, fit_intercept)
     log_floor = np.log(noise_floor * max(y_sd, 1e-300) / (ys if family.location_scale else 1.0))
     if "sigma" not in family.dispersion_names:
         log_floor = -np.inf
-    if init_params is not None:
-        state = _to_state(init_params, family, design, x_mean, x_scale, ym, ys)
+    opts = dict(log_floor=log_floor, alpha=alpha, weights=sample_weight)
+    if init is not None:
+        state = init(design, x_mean, x_scale, ym, ys)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            first = em(family, design, data, state, max_iter=50, tol=tol, log_floor=log_floor)
-            fit = polish(
-                family, design, data, first.state, max_iter=max_iter, tol=tol, log_floor=log_floor
-            )
+            first = em(family, design, data, state, max_iter=50, tol=tol, **opts)
+            fit = polish(family, design, data, first.state, max_iter=max_iter, tol=tol, **opts)
         fit.history = first.history + fit.history
         fit.n_iter += first.n_iter
         method = "init_params"
@@ -300,7 +357,9 @@ def fit_family(
             rows = np.sort(rng.choice(n, SEARCH_ROWS, replace=False))
             sub_X, sub_y = data.rows(rows)
         else:
-            sub_X, sub_y = data.rows(np.arange(n)) if not data.in_memory else (data.X, data.y)
+            rows = np.arange(n)
+            sub_X, sub_y = data.rows(rows) if not data.in_memory else (data.X, data.y)
+        sub_w = None if sample_weight is None else sample_weight[rows]
         if n_init == "auto":
             cost = len(sub_y) * k * (design.n_expert + design.n_gate)
             n_candidates = int(np.clip(AUTO_BUDGET // max(cost, 1), *AUTO_CANDIDATES))
@@ -319,27 +378,84 @@ def fit_family(
             tol=tol,
             log_floor=log_floor,
             random_state=rng,
+            alpha=alpha,
+            weights=sample_weight,
+            sub_weights=sub_w if n > SEARCH_ROWS else sample_weight,
         )
         plural = "s" if n_candidates > 1 else ""
         method = f"{kind} (best of {n_candidates} start{plural})"
-    params = _to_params(
-        fit.state, family, design, gating_mask, expert_mask, x_mean, x_scale, ym, ys
+    return EngineResult(fit, design, method, x_mean, x_scale, ym, ys)
+
+
+def fit_family(
+    raw: Data,
+    family: Family,
+    n_experts,
+    gating_mask,
+    expert_mask,
+    *,
+    fit_intercept=True,
+    n_init="auto",
+    max_iter=1000,
+    tol=1e-8,
+    init_params=None,
+    noise_floor=1e-3,
+    sample_weight=None,
+    random_state=None,
+) -> FamilyFit:
+    """Maximum-likelihood fit of a mixture of experts of any regression family.
+
+    :func:`fit_engine` with the result mapped to a :class:`~moelearn.MoEParams`
+    in original units; ``init_params`` (a MoEParams in original units, on
+    the masks' columns) is a warm start.
+
+    Returns
+    -------
+    FamilyFit
+    """
+    init = None
+    if init_params is not None:
+
+        def init(design, x_mean, x_scale, ym, ys):
+            return _to_state(init_params, family, design, x_mean, x_scale, ym, ys)
+
+    res = fit_engine(
+        raw,
+        family,
+        n_experts,
+        gating_mask,
+        expert_mask,
+        fit_intercept=fit_intercept,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        init=init,
+        noise_floor=noise_floor,
+        sample_weight=sample_weight,
+        random_state=random_state,
     )
-    ll = fit.log_likelihood
-    if family.location_scale:
-        ll -= np.log(ys)
-    elif family.scale_family:
-        ll -= np.log(ys)
+    fit = res.fit
+    params = _to_params(
+        fit.state,
+        family,
+        res.design,
+        gating_mask,
+        expert_mask,
+        res.x_mean,
+        res.x_scale,
+        res.y_mean,
+        res.y_scale,
+    )
     return FamilyFit(
         params,
-        float(ll),
+        float(fit.log_likelihood + res.log_likelihood_shift),
         fit.n_iter,
         fit.converged,
-        method,
+        res.method,
         list(fit.history),
-        isinstance(fit, EngineFit) and fit.collapsed,
-        x_mean,
-        x_scale,
-        ym,
-        ys,
+        fit.collapsed,
+        res.x_mean,
+        res.x_scale,
+        res.y_mean,
+        res.y_scale,
     )
