@@ -1,18 +1,21 @@
 """moelearn: consistent learning of mixture-of-experts models.
 
-The package reads like the pipeline: ``links`` -> ``transforms`` (output
-transforms Q_m) -> ``moments`` (mergeable statistics) -> ``experts`` ->
-``gating`` -> ``refine`` (maximum likelihood and baselines) -> ``estimator``.
+The package reads like the pipeline: ``links`` and ``families`` ->
+``transforms`` (output transforms Q_m) -> ``moments`` (mergeable statistics)
+-> ``experts`` -> ``gating`` -> ``refine`` and ``engine`` (maximum
+likelihood) -> ``estimator`` and ``classifier``.
 """
 
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _distribution_version
 
 from . import datasets
+from .classifier import MixtureOfExpertsClassifier
 from .data import ChunkedDataset
 from .diagnostics import Diagnosis, diagnose
 from .estimator import MixtureOfExpertsRegressor
 from .experts import ExpertRecoveryResult, recover_experts
+from .families import Family, available_families, get_family
 from .gating import recover_gating
 from .inference import StandardErrors, Summary, summarize
 from .links import Link, available_links, get_link, register_link
@@ -34,7 +37,9 @@ __all__ = [
     "Diagnosis",
     "ExpertRecoveryResult",
     "ExpertSelection",
+    "Family",
     "Link",
+    "MixtureOfExpertsClassifier",
     "MixtureOfExpertsRegressor",
     "MoEParams",
     "MomentAccumulator",
@@ -44,10 +49,12 @@ __all__ = [
     "StandardErrors",
     "Summary",
     "Whitening",
+    "available_families",
     "available_links",
     "datasets",
     "diagnose",
     "expert_error",
+    "get_family",
     "get_link",
     "load",
     "make_moe",

@@ -129,8 +129,20 @@ class EngineFit:
 
 def _eta(U, coef):
     # (n, k) for one predictor per expert, (n, k, q) otherwise
-    eta = np.einsum("np,kqp->nkq", U, coef)
-    return eta[..., 0] if coef.shape[1] == 1 else eta
+    if coef.shape[1] == 1:
+        return U @ coef[:, 0, :].T
+    return np.einsum("np,kqp->nkq", U, coef)
+
+
+def _weighted_grams(weights, A):
+    """``A' diag(weights[:, j]) A`` for every column j of ``weights``: shape (m, p, p).
+
+    One matrix product: the rows of ``A`` outer-multiplied once, then
+    contracted with the weights (BLAS), instead of a loop of weighted Grams.
+    """
+    n, p = A.shape
+    outer = (A[:, :, None] * A[:, None, :]).reshape(n, p * p)
+    return (weights.T @ outer).reshape(weights.shape[1], p, p)
 
 
 def _block_terms(family, design, X, y, state, want, fixed_post=None, weights=None):
@@ -163,7 +175,7 @@ def _block_terms(family, design, X, y, state, want, fixed_post=None, weights=Non
     if grad.ndim == 2:
         grad, fisher = grad[..., None], fisher[..., None, None]
     g = rw[..., None] * grad  # (n, k, q + m)
-    out["g_coef"] = np.einsum("nka,np->kap", g[..., :q], U)
+    out["g_coef"] = np.einsum("nka,np->kap", g[..., :q], U, optimize=True)
     out["g_disp"] = g[..., q:].sum(axis=0)
     if k > 1:
         gate_p = np.exp(log_gate)
@@ -171,20 +183,31 @@ def _block_terms(family, design, X, y, state, want, fixed_post=None, weights=Non
     if want == "grad":
         return out
     F = rw[..., None, None] * fisher  # (n, k, Q, Q)
-    out["F_cc"] = np.einsum("nkab,np,nr->kapbr", F[..., :q, :q], U, U)
-    out["F_cd"] = np.einsum("nkab,np->kapb", F[..., :q, q:], U)
+    pe = U.shape[1]
+    grams = _weighted_grams(F[..., :q, :q].reshape(F.shape[0], -1), U)  # (k q q, pe, pe)
+    out["F_cc"] = grams.reshape(k, q, q, pe, pe).transpose(0, 1, 3, 2, 4)
+    out["F_cd"] = np.einsum("nkab,np->kapb", F[..., :q, q:], U, optimize=True)
     out["F_dd"] = F[..., q:, q:].sum(axis=0)
     if k > 1:
         gp = gate_p[:, : k - 1] * w[:, None]
         if (k - 1) * Z.shape[1] <= _EXACT_GATE:
             # sum_n w (diag(p) - p p') (x) z z' over the free rows
-            H = -np.einsum("ni,nj,np,nr->ipjr", gp, gate_p[:, : k - 1], Z, Z)
-            idx = np.arange(k - 1)
-            H[idx, :, idx, :] += np.einsum("ni,np,nr->ipr", gp, Z, Z)
-            out["H_gate"] = H
+            out["H_gate"] = _gate_hessian(gp, gate_p[:, : k - 1], Z)
         else:
             out["B_gate"] = (Z * w[:, None]).T @ Z  # Böhning: H <= 1/2 (I - 11'/k) (x) Z'WZ
     return out
+
+
+def _gate_hessian(wp, p, Z):
+    """``sum_n w_n (diag(p_n) - p_n p_n') (x) z_n z_n'`` over the free rows, (k-1, pg, k-1, pg).
+
+    ``wp`` is ``w * p`` (weighted probabilities), ``p`` the probabilities.
+    """
+    m, pg = p.shape[1], Z.shape[1]
+    pairs = -(wp[:, :, None] * p[:, None, :]).reshape(len(p), m * m)
+    idx = np.arange(m)
+    pairs.reshape(len(p), m, m)[:, idx, idx] += wp
+    return _weighted_grams(pairs, Z).reshape(m, m, pg, pg).transpose(0, 2, 1, 3)
 
 
 def pass_statistics(family, design, data: Data, state, want="hess", fixed_post=None, weights=None):
@@ -415,9 +438,7 @@ def _gate_fit(Z, post, steps=8):
     for _ in range(steps):
         p = softmax(Z @ V.T, axis=1)
         g = ((post - p).T @ Z)[: k - 1].ravel()
-        H = -np.einsum("ni,nj,np,nr->ipjr", p[:, : k - 1], p[:, : k - 1], Z, Z)
-        idx = np.arange(k - 1)
-        H[idx, :, idx, :] += np.einsum("ni,np,nr->ipr", p[:, : k - 1], Z, Z)
+        H = _gate_hessian(p[:, : k - 1], p[:, : k - 1], Z)
         pg = Z.shape[1]
         H = H.reshape((k - 1) * pg, (k - 1) * pg) + 1e-3 * np.eye((k - 1) * pg)
         V[: k - 1] += _solve(H, g).reshape(k - 1, pg)

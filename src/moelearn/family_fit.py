@@ -36,8 +36,8 @@ __all__ = [
 # Rows on which the start search screens its candidates.
 SEARCH_ROWS = 2_500
 # Screening work (rows x coefficients x experts) of n_init="auto".
-AUTO_BUDGET = 4_000_000
-AUTO_CANDIDATES = (10, 40)
+AUTO_BUDGET = 1_000_000
+AUTO_CANDIDATES = (10, 30)
 
 
 @dataclass
@@ -301,7 +301,7 @@ def fit_engine(
     gating_mask, expert_mask : boolean arrays of shape (n_features,)
     fit_intercept : bool
     n_init : "auto" or int
-        Starts screened (``"auto"``: 10 to 40, more on small problems).
+        Starts screened (``"auto"``: 10 to 30, more on small problems).
     max_iter, tol : int, float
         Iterations and relative tolerance of EM and of the final L-BFGS-B.
     init : callable or None

@@ -18,7 +18,7 @@ from .families import Family, available_families
 from .links import get_link
 from .model import MoEParams
 
-__all__ = ["save_model", "load", "FORMAT_VERSION"]
+__all__ = ["save_model", "save_classifier", "load", "FORMAT_VERSION"]
 
 FORMAT = "moelearn-model"
 FORMAT_VERSION = 2
@@ -115,12 +115,131 @@ def save_model(estimator, path):
         np.savez(fh, __meta__=meta_bytes, **arrays)
 
 
+_CLASSIFIER_ARRAYS = ("experts", "expert_bias", "gating", "gating_bias", "classes")
+
+
+def save_classifier(estimator, path):
+    """Write a fitted :class:`~moelearn.MixtureOfExpertsClassifier` to ``path``.
+
+    Class labels must be numbers or strings (stored as JSON).
+    """
+    classes = estimator.classes_
+    labels = [c.item() if isinstance(c, np.generic) else c for c in classes.tolist()]
+    if not all(isinstance(c, (str, int, float, bool)) for c in labels):
+        raise ValueError("only numeric or string class labels can be saved")
+    params = {
+        k: v
+        for k, v in estimator.get_params().items()
+        if k not in ("random_state", "gating_features", "expert_features")
+    }
+    meta = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "estimator": "classifier",
+        "n_experts": int(estimator.n_experts),
+        "n_features": int(estimator.n_features_in_),
+        "classes": labels,
+        "label_dtype": str(classes.dtype) if classes.dtype.kind in "biuf" else "object",
+        "gating_features": [bool(v) for v in estimator._gmask],
+        "expert_features": [bool(v) for v in estimator._emask],
+        "params": params,
+        "random_state": estimator.random_state if isinstance(estimator.random_state, int) else None,
+        "fitted": {
+            "n_iter_": estimator.n_iter_,
+            "converged_": estimator.converged_,
+            "log_likelihood_": estimator.log_likelihood_,
+            "init_method_": estimator.init_method_,
+            "n_parameters_": estimator.n_parameters_,
+        },
+    }
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is not None:
+        meta["feature_names_in_"] = [str(name) for name in names]
+    arrays = {
+        "experts": estimator.experts_,
+        "expert_bias": estimator.expert_bias_,
+        "gating": estimator.gating_,
+        "gating_bias": estimator.gating_bias_,
+    }
+    meta_bytes = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    with open(os.fspath(path), "wb") as fh:
+        np.savez(fh, __meta__=meta_bytes, **arrays)
+
+
+def _load_classifier(path, meta, archive_arrays):
+    from .classifier import MixtureOfExpertsClassifier
+
+    try:
+        k, d = int(meta["n_experts"]), int(meta["n_features"])
+        labels = list(meta["classes"])
+        g = np.asarray(meta["gating_features"], dtype=bool)
+        e = np.asarray(meta["expert_features"], dtype=bool)
+        params = dict(meta["params"])
+        fitted = dict(meta["fitted"])
+    except (KeyError, TypeError, ValueError) as exc:
+        _fail(path, f"bad metadata ({exc})")
+    if not (1 <= k <= 10**4 and 1 <= d <= 10**6 and 2 <= len(labels) <= 10**5):
+        _fail(path, "implausible sizes")
+    if g.shape != (d,) or e.shape != (d,):
+        _fail(path, f"gating_features and expert_features must have {d} entries")
+    q = len(labels) - 1
+    expected = {
+        "experts": (k, q, int(e.sum())),
+        "expert_bias": (k, q),
+        "gating": (k, int(g.sum())),
+        "gating_bias": (k,),
+    }
+    for name, shape in expected.items():
+        arr = archive_arrays.get(name)
+        if arr is None:
+            _fail(path, f"missing entry {name!r}")
+        if arr.shape != shape:
+            _fail(path, f"{name} has shape {arr.shape}, expected {shape}")
+        if arr.dtype.kind != "f" or not np.all(np.isfinite(arr)):
+            _fail(path, f"{name} must hold finite floating-point numbers")
+    known = MixtureOfExpertsClassifier().get_params()
+    try:
+        est = MixtureOfExpertsClassifier(
+            **{key: v for key, v in params.items() if key in known},
+            random_state=meta.get("random_state"),
+        )
+        est.gating_features = np.flatnonzero(g).tolist()
+        est.expert_features = np.flatnonzero(e).tolist()
+        est._validate_params()
+        dtype = meta.get("label_dtype", "object")
+        est.classes_ = np.asarray(labels, dtype=None if dtype == "object" else dtype)
+        est.experts_ = archive_arrays["experts"].astype(float)
+        est.expert_bias_ = archive_arrays["expert_bias"].astype(float)
+        est.gating_ = archive_arrays["gating"].astype(float)
+        est.gating_bias_ = archive_arrays["gating_bias"].astype(float)
+        est._gmask, est._emask = g, e
+        est.n_features_in_ = d
+        est.n_iter_ = int(fitted["n_iter_"])
+        est.converged_ = bool(fitted["converged_"])
+        est.log_likelihood_ = float(fitted["log_likelihood_"])
+        est.init_method_ = str(fitted["init_method_"])
+        est.n_parameters_ = int(fitted["n_parameters_"])
+        names = meta.get("feature_names_in_")
+        if names is not None:
+            if not (isinstance(names, list) and len(names) == d):
+                _fail(path, f"feature_names_in_ must be {d} strings")
+            est.feature_names_in_ = np.asarray(names, dtype=object)
+    except (KeyError, TypeError) as exc:
+        _fail(path, f"bad metadata ({exc})")
+    except ValueError as exc:
+        if "not a valid moelearn model file" in str(exc):
+            raise
+        _fail(path, str(exc))
+    return est
+
+
 def _fail(path, why):
     raise ValueError(f"{path!s} is not a valid moelearn model file: {why}")
 
 
 def load(path):
-    """Load a model saved by :meth:`MixtureOfExpertsRegressor.save`.
+    """Load a model saved by :meth:`MixtureOfExpertsRegressor.save` or
+    :meth:`MixtureOfExpertsClassifier.save`.
 
     Raises
     ------
@@ -134,11 +253,10 @@ def load(path):
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = set(archive.files)
-            missing = {"__meta__", *_ARRAYS} - names
-            if missing:
-                _fail(path, f"missing entries {sorted(missing)}")
+            if "__meta__" not in names:
+                _fail(path, "missing entries ['__meta__']")
             raw = {}
-            for name in ("__meta__", *_ARRAYS):
+            for name in sorted(names & {"__meta__", *_ARRAYS, *_CLASSIFIER_ARRAYS}):
                 arr = archive[name]
                 if arr.size > _MAX_SIZE:
                     _fail(path, f"entry {name!r} is absurdly large ({arr.size} values)")
@@ -165,6 +283,11 @@ def load(path):
             f"unknown format version {meta.get('version')!r} "
             f"(this moelearn reads version {FORMAT_VERSION})",
         )
+    if meta.get("estimator") == "classifier":
+        return _load_classifier(path, meta, raw)
+    missing = set(_ARRAYS) - set(raw)
+    if missing:
+        _fail(path, f"missing entries {sorted(missing)}")
     try:
         k = int(meta["n_experts"])
         d = int(meta["n_features"])

@@ -1,0 +1,360 @@
+"""Mixture-of-experts classification: logistic or multinomial experts with a softmax gate.
+
+``P(y = c | x) = sum_i p_i(z) P_i(y = c | u)``: the gate ``p_i`` on the gate
+columns ``z``, and expert ``i`` a logistic regression (two classes) or a
+multinomial logistic regression (more) on the expert columns ``u``
+(Jordan & Jacobs 1994).  Fitted by the engine of DESIGN §13 (start search,
+EM with scoring M-steps, L-BFGS-B), with an optional ridge ``alpha``.
+
+No consistent moment start exists for these experts: the output transforms
+of DESIGN §3 need distinct powers of ``y``, and a class indicator has
+``y^m = y`` (DESIGN §13).
+"""
+
+from __future__ import annotations
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from scipy.special import log_expit
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from .data import ChunkedDataset, Data, is_dask_array
+from .families import Bernoulli, Multinomial
+from .family_fit import fit_engine, resolve_roles, unscale
+from .model import _generator
+
+__all__ = ["MixtureOfExpertsClassifier"]
+
+# Standardised coefficients beyond this size put probabilities within e^-30 of 0 or 1:
+# the classes are separated and, without a ridge, the likelihood has no maximum.
+_SEPARATED = 30.0
+
+
+class LabelCodes:
+    """Map class labels to codes ``0..C-1`` block by block (a picklable transform)."""
+
+    def __init__(self, classes):
+        self.classes = np.asarray(classes)
+
+    def __call__(self, X, y):
+        codes = np.searchsorted(self.classes, y)
+        codes = np.clip(codes, 0, len(self.classes) - 1)
+        if not np.all(self.classes[codes] == y):
+            unseen = sorted(set(np.asarray(y)[self.classes[codes] != y].tolist()))
+            raise ValueError(f"y has labels not seen when fitting: {unseen[:10]}")
+        return X, codes.astype(float)
+
+
+class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
+    """Mixture of logistic (two classes) or multinomial (more) experts with a softmax gate.
+
+    Parameters
+    ----------
+    n_experts : int, default 2
+    alpha : float, default 1e-4
+        Ridge on the experts' and the (centred) gate's coefficients on
+        standardised columns, intercepts excluded: the fit maximises the mean
+        log-likelihood minus ``alpha / 2`` times their squared norm (the
+        convention of scikit-learn's ``alpha``; ``LogisticRegression(C)`` on
+        standardised data corresponds to ``alpha = 1 / (C n)``).  It keeps the
+        answer finite when an expert separates its classes; ``alpha=0`` is
+        plain maximum likelihood, with a warning when the classes are separated.
+    gating_features, expert_features : None, array-like of int or str, or boolean mask
+        Columns of ``X`` that the gate and the experts read (None: all).
+    fit_intercept : bool, default True
+    n_init : "auto" or int, default "auto"
+        Starts screened by short EM runs on a subsample (DESIGN §13).
+    max_iter : int, default 1000
+    tol : float, default 1e-8
+    chunk_size : int or None
+        Rows per chunk when reading memory-mapped data.
+    random_state : int, RandomState, Generator or None
+
+    Attributes
+    ----------
+    classes_ : ndarray (n_classes,)
+    experts_ : ndarray (n_experts, n_classes - 1, n_expert_features)
+        Log-odds slopes of classes ``classes_[:-1]`` against ``classes_[-1]``;
+        with two classes, one row: the log-odds of ``classes_[1]``.
+    expert_bias_ : ndarray (n_experts, n_classes - 1)
+    gating_ : ndarray (n_experts, n_gating_features), centred
+    gating_bias_ : ndarray (n_experts,), centred
+    log_likelihood_ : float
+        Mean log-likelihood per training sample (without the ridge).
+    n_parameters_ : int
+    n_iter_ : int
+    converged_ : bool
+    init_method_ : str
+    n_features_in_ : int
+    """
+
+    _parameter_constraints: dict = {
+        "n_experts": [Interval(Integral, 1, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "gating_features": ["array-like", None],
+        "expert_features": ["array-like", None],
+        "fit_intercept": ["boolean"],
+        "n_init": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        n_experts=2,
+        alpha=1e-4,
+        gating_features=None,
+        expert_features=None,
+        fit_intercept=True,
+        n_init="auto",
+        max_iter=1000,
+        tol=1e-8,
+        chunk_size=None,
+        random_state=None,
+    ):
+        self.n_experts = n_experts
+        self.alpha = alpha
+        self.gating_features = gating_features
+        self.expert_features = expert_features
+        self.fit_intercept = fit_intercept
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.chunk_size = chunk_size
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y=None, sample_weight=None):
+        """Fit the mixture of experts.
+
+        Parameters
+        ----------
+        X : array-like, memory map, dask array or ChunkedDataset
+        y : array-like of shape (n_samples,), any hashable labels (None with a
+            ChunkedDataset, whose chunks hold numeric labels)
+        sample_weight : array-like of shape (n_samples,) or None
+            Non-negative row weights (in-memory data).
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        rng = _generator(self.random_state)
+        raw, weights = self._source(X, y, sample_weight)
+        n_classes = len(self.classes_)
+        family = Bernoulli() if n_classes == 2 else Multinomial(n_classes)
+        names = getattr(self, "feature_names_in_", None)
+        d = raw.n_features
+        gmask = resolve_roles(self.gating_features, d, names, "gating_features")
+        emask = resolve_roles(self.expert_features, d, names, "expert_features")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            res = fit_engine(
+                raw,
+                family,
+                self.n_experts,
+                gmask,
+                emask,
+                fit_intercept=self.fit_intercept,
+                n_init=self.n_init,
+                max_iter=self.max_iter,
+                tol=self.tol,
+                alpha=self.alpha,
+                sample_weight=weights,
+                random_state=rng,
+            )
+        fit = res.fit
+        fi = self.fit_intercept
+        A, b = unscale(fit.state.coef, res.design.expert_columns, res.x_mean, res.x_scale, fi)
+        W, c = unscale(fit.state.gate, res.design.gating_columns, res.x_mean, res.x_scale, fi)
+        self.experts_, self.expert_bias_ = A, b
+        self.gating_, self.gating_bias_ = W - W.mean(axis=0), c - c.mean()
+        self._gmask, self._emask = gmask, emask
+        self.n_iter_ = int(fit.n_iter)
+        self.converged_ = bool(fit.converged)
+        self.init_method_ = f"{res.method}; no moment start for class labels (y^m = y, DESIGN §13)"
+        q, pe = fit.state.coef.shape[1:]
+        pg = fit.state.gate.shape[1]
+        self.n_parameters_ = int(self.n_experts * q * pe + (self.n_experts - 1) * pg)
+        self.log_likelihood_ = float(self._mean_log_likelihood(raw, weights))
+        self.history_ = np.asarray(fit.history, dtype=float)
+        slopes = fit.state.coef[..., 1:] if fi else fit.state.coef
+        if self.alpha == 0 and np.max(np.abs(slopes), initial=0.0) > _SEPARATED:
+            warnings.warn(
+                "the classes are (nearly) perfectly separated by some expert: without a "
+                "ridge the likelihood has no maximum and the coefficients grow without "
+                "bound; the answer is the finite point where the optimiser stopped. "
+                "Set alpha > 0 for a unique answer",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        elif not self.converged_:
+            warnings.warn(
+                f"the EM / L-BFGS-B fit stopped after {self.n_iter_} iterations without "
+                f"converging (max_iter={self.max_iter}); increase max_iter",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        return self
+
+    def _source(self, X, y, sample_weight):
+        out_of_core = isinstance(X, (ChunkedDataset, np.memmap)) or is_dask_array(X)
+        if out_of_core:
+            if isinstance(X, ChunkedDataset):
+                if y is not None:
+                    raise ValueError("pass y=None with a ChunkedDataset: its chunks hold y")
+            elif y is None:
+                raise ValueError(
+                    f"{type(self).__name__} requires y to be passed, but the target y is None"
+                )
+            if sample_weight is not None:
+                raise ValueError("sample_weight needs in-memory X and y")
+            raw = Data(X, y, self.chunk_size, n_experts=self.n_experts)
+            classes = raw.map_reduce(lambda Xb, yb: _LabelSet(np.unique(yb)))
+            self.classes_ = classes.values
+            self._check_classes()
+            self.n_features_in_ = raw.n_features
+            return raw.with_transform(LabelCodes(self.classes_), self.n_experts), None
+        with np.errstate(invalid="ignore", over="ignore"):
+            X, y = validate_data(self, X, y, dtype=np.float64, ensure_min_samples=2)
+        check_classification_targets(y)
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        self._check_classes()
+        weights = None
+        if sample_weight is not None:
+            weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
+            if np.any(weights < 0):
+                raise ValueError("sample_weight must be non-negative")
+            if not np.any(weights > 0):
+                raise ValueError("sample_weight must not be all zero")
+        return Data(X, codes.astype(float), self.chunk_size, n_experts=self.n_experts), weights
+
+    def _check_classes(self):
+        if len(self.classes_) < 2:
+            raise ValueError(
+                "a classifier needs samples of at least 2 classes in the data, but the "
+                f"data contain only one class: {self.classes_[0]!r}"
+            )
+
+    # -------------------------------------------------------------- predict
+    def _check_X(self, X):
+        check_is_fitted(self)
+        with np.errstate(invalid="ignore", over="ignore"):
+            return validate_data(self, X, reset=False, dtype=np.float64)
+
+    def _log_gate(self, X):
+        logits = X[:, self._gmask] @ self.gating_.T + self.gating_bias_
+        logits = logits - logits.max(axis=1, keepdims=True)
+        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+
+    def _expert_log_proba(self, X):
+        """``log P_i(y = c | x)``, shape (n, k, C)."""
+        eta = np.einsum("nd,kqd->nkq", X[:, self._emask], self.experts_) + self.expert_bias_
+        if len(self.classes_) == 2:
+            return np.stack([log_expit(-eta[..., 0]), log_expit(eta[..., 0])], axis=-1)
+        return Multinomial(len(self.classes_)).log_proba(eta)
+
+    def _joint(self, X):
+        return self._log_gate(X)[:, :, None] + self._expert_log_proba(X)
+
+    def predict_log_proba(self, X):
+        """Log of the class probabilities, shape (n_samples, n_classes)."""
+        X = self._check_X(X)
+        joint = self._joint(X)
+        top = joint.max(axis=1, keepdims=True)
+        return np.log(np.exp(joint - top).sum(axis=1)) + top[:, 0, :]
+
+    def predict_proba(self, X):
+        """Class probabilities ``sum_i p_i(x) P_i(y = c | x)``, shape (n_samples, n_classes)."""
+        return np.exp(self.predict_log_proba(X))
+
+    def predict(self, X):
+        """The most probable class of each row."""
+        return self.classes_[np.argmax(self.predict_log_proba(X), axis=1)]
+
+    def predict_gating(self, X):
+        """Gating probabilities, shape (n_samples, n_experts)."""
+        return np.exp(self._log_gate(self._check_X(X)))
+
+    def predict_experts(self, X):
+        """Each expert's class probabilities, shape (n_samples, n_experts, n_classes)."""
+        return np.exp(self._expert_log_proba(self._check_X(X)))
+
+    def _codes(self, y, n):
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1 or y.shape[0] != n:
+            raise ValueError(f"y must have shape ({n},), got {y.shape}")
+        return LabelCodes(self.classes_)(None, y)[1].astype(int)
+
+    def log_density(self, X, y):
+        """``log P(y | x)`` of each labelled row, shape (n_samples,).
+
+        Labels not seen when fitting raise ``ValueError`` (their probability
+        under the model is zero).
+        """
+        X = self._check_X(X)
+        codes = self._codes(y, X.shape[0])
+        log_proba = self.predict_log_proba(X)
+        return log_proba[np.arange(X.shape[0]), codes]
+
+    def _mean_log_likelihood(self, raw, weights):
+        if raw.in_memory:
+            ll = self._log_density_codes(raw.X, raw.y.astype(int))
+            return np.average(ll, weights=weights)
+
+        def block(Xb, yb):
+            return np.array([self._log_density_codes(Xb, yb.astype(int)).sum(), len(yb)])
+
+        total = raw.map_reduce(block)
+        return total[0] / total[1]
+
+    def _log_density_codes(self, X, codes):
+        joint = self._joint(X)
+        picked = np.take_along_axis(joint, codes[:, None, None], axis=2)[..., 0]
+        top = picked.max(axis=1, keepdims=True)
+        return np.log(np.exp(picked - top).sum(axis=1)) + top[:, 0]
+
+    def bic(self, X, y):
+        """Bayesian information criterion on ``(X, y)`` (lower is better)."""
+        ll = self.log_density(X, y)
+        return -2.0 * ll.sum() + self.n_parameters_ * np.log(len(ll))
+
+    def aic(self, X, y):
+        """Akaike information criterion on ``(X, y)`` (lower is better)."""
+        return -2.0 * self.log_density(X, y).sum() + 2.0 * self.n_parameters_
+
+    def save(self, path):
+        """Save the fitted classifier without pickle (see :func:`moelearn.load`)."""
+        from .persistence import save_classifier
+
+        check_is_fitted(self)
+        save_classifier(self, path)
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "experts_")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = True
+        return tags
+
+
+class _LabelSet:
+    """Distinct labels of a block; adding two merges them (for Data.map_reduce)."""
+
+    def __init__(self, values):
+        self.values = np.asarray(values)
+
+    def __add__(self, other):
+        return _LabelSet(np.union1d(self.values, other.values))
