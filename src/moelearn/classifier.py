@@ -216,6 +216,16 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(
                     f"{type(self).__name__} requires y to be passed, but the target y is None"
                 )
+            else:
+                if X.ndim != 2:
+                    raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+                if len(y.shape) != 1 and not (len(y.shape) == 2 and y.shape[1] == 1):
+                    raise ValueError(f"y must be 1-D (n_samples,), got shape {y.shape}")
+                if y.shape[0] != X.shape[0]:
+                    raise ValueError(
+                        "Found input variables with inconsistent numbers of "
+                        f"samples: [{X.shape[0]}, {y.shape[0]}]"
+                    )
             if sample_weight is not None:
                 raise ValueError("sample_weight needs in-memory X and y")
             raw = Data(X, y, self.chunk_size, n_experts=self.n_experts)

@@ -29,7 +29,6 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.cluster.vq import kmeans2
 from scipy.optimize import minimize
 from scipy.special import softmax
 
@@ -39,6 +38,10 @@ from .families import Family
 
 __all__ = ["Design", "State", "EngineFit", "pass_statistics", "em", "polish", "search"]
 
+# The final Newton steps of polish() run when the parameters are at most this many
+# and rows x parameters at most _NEWTON_WORK (each step costs 2p passes).
+_NEWTON_MAX = 300
+_NEWTON_WORK = 5_000_000
 # Gate blocks up to this many coefficients get the exact Newton step; wider
 # gates the Böhning bound (a fixed matrix, one product per pass).
 _EXACT_GATE = 64
@@ -416,87 +419,170 @@ def polish(
         jac=True,
         method="L-BFGS-B",
         bounds=list(zip(lb, ub, strict=True)),
-        options={"maxiter": max_iter, "ftol": tol, "gtol": 1e-9, "maxcor": 20},
+        options={"maxiter": max_iter, "ftol": 1e-4 * tol, "gtol": 1e-8, "maxcor": 20},
         callback=lambda intermediate_result: history.append(-float(intermediate_result.fun)),
     )
-    final = state.with_flat(res.x)
-    ll = -float(res.fun)
-    grad = -res.jac
-    free = ~(((res.x <= lb) & (grad < 0)) | ((res.x >= ub) & (grad > 0)))
+    theta, value, jac = res.x, float(res.fun), res.jac
+    steps = 0
+    if theta.size <= _NEWTON_MAX and data.n_samples * theta.size <= _NEWTON_WORK:
+        theta, value, jac, steps = _newton_finish(fun, theta, value, jac, lb, ub, history)
+    final = state.with_flat(theta)
+    grad = -jac
+    free = ~(((theta <= lb) & (grad < 0)) | ((theta >= ub) & (grad > 0)))
     small = float(np.max(np.abs(grad[free]), initial=0.0)) <= 1e-5
     converged = bool(res.success) or small
-    return EngineFit(final, ll, int(res.nit), converged, history, cache.get("share"))
+    fun(theta)  # the shares at the answer
+    return EngineFit(final, -value, int(res.nit) + steps, converged, history, cache.get("share"))
+
+
+def _newton_finish(fun, theta, value, jac, lb, ub, history, max_steps=6):
+    """Newton steps with a finite-difference Hessian of the exact gradient.
+
+    L-BFGS stops with a gradient of about 1e-8; a few Newton steps take it to
+    rounding level, so that the answer is reproducible to many digits (a fit
+    with integer weights then equals one on repeated rows to ~1e-12).
+    Coordinates at their bounds stay there.  Costs ``2p`` passes per step:
+    used only for small problems.
+    """
+    steps = 0
+    for _ in range(max_steps):
+        free = ~(((theta <= lb) & (jac > 0)) | ((theta >= ub) & (jac < 0)))
+        g = jac[free]
+        if g.size == 0 or np.max(np.abs(g)) <= 1e-14 * max(1.0, abs(value)):
+            break
+        idx = np.flatnonzero(free)
+        H = np.empty((idx.size, idx.size))
+        for col, j in enumerate(idx):
+            h = 1e-6 * max(1.0, abs(theta[j]))
+            up, down = theta.copy(), theta.copy()
+            up[j] += h
+            down[j] -= h
+            H[:, col] = (fun(up)[1][idx] - fun(down)[1][idx]) / (2 * h)
+        H = 0.5 * (H + H.T)
+        try:
+            direction = -np.linalg.solve(H, g)
+        except np.linalg.LinAlgError:
+            break
+        if not np.all(np.isfinite(direction)) or g @ direction >= 0:
+            break  # not a descent direction: not at a strict local optimum
+        t = 1.0
+        for _ in range(20):
+            trial = theta.copy()
+            trial[idx] = np.clip(theta[idx] + t * direction, lb[idx], ub[idx])
+            f_trial, g_trial = fun(trial)
+            if f_trial <= value:
+                break
+            t *= 0.5
+        else:
+            break
+        theta, value, jac = trial, float(f_trial), g_trial
+        history.append(-value)
+        steps += 1
+    return theta, value, jac, steps
 
 
 # -------------------------------------------------------------------- starts
-def _gate_fit(Z, post, steps=8):
+def _gate_fit(Z, post, weights=None, steps=8):
     """Gate coefficients fitted to fixed responsibilities (Newton on soft targets)."""
     k = post.shape[1]
     V = np.zeros((k, Z.shape[1]))
     if k == 1:
         return V
+    w = np.ones(len(Z)) if weights is None else weights
     for _ in range(steps):
         p = softmax(Z @ V.T, axis=1)
-        g = ((post - p).T @ Z)[: k - 1].ravel()
-        H = _gate_hessian(p[:, : k - 1], p[:, : k - 1], Z)
+        g = (((post - p) * w[:, None]).T @ Z)[: k - 1].ravel()
+        H = _gate_hessian(p[:, : k - 1] * w[:, None], p[:, : k - 1], Z)
         pg = Z.shape[1]
-        H = H.reshape((k - 1) * pg, (k - 1) * pg) + 1e-3 * np.eye((k - 1) * pg)
+        H = H.reshape((k - 1) * pg, (k - 1) * pg) + 1e-6 * w.sum() * np.eye((k - 1) * pg)
         V[: k - 1] += _solve(H, g).reshape(k - 1, pg)
     return V
 
 
-def state_from_responsibilities(family, design, X, y, post, log_floor=-np.inf, steps=6):
+def state_from_responsibilities(
+    family, design, X, y, post, log_floor=-np.inf, steps=6, weights=None
+):
     """Parameters fitted to fixed responsibilities (scoring M-steps), in memory."""
     k = post.shape[1]
     U, Z = design.expert_matrix(X), design.gate_matrix(X)
     q = family.n_predictors
     h = family.working_response(y)
+    rw = np.ones(len(y)) if weights is None else weights
     coef = np.zeros((k, q, U.shape[1]))
     for i in range(k if family.least_squares_start else 0):
-        w = post[:, i] + 1e-8
-        G = (U * w[:, None]).T @ U + 1e-6 * np.eye(U.shape[1])
+        w = (post[:, i] + 1e-8) * rw
+        G = (U * w[:, None]).T @ U + 1e-6 * w.sum() * np.eye(U.shape[1])
         coef[i, :, :] = np.linalg.solve(G, (U * w[:, None]).T @ h)
     disp = np.tile(np.log(family.initial_dispersion(y)), (k, 1))
-    state = State(coef, disp, _gate_fit(Z, post))
+    state = State(coef, disp, _gate_fit(Z, post, weights))
     bounds = _bounds(family, k, log_floor)
     data = Data(X, y)
     for _ in range(steps):
-        stats = pass_statistics(family, design, data, state, "hess", fixed_post=post)
+        stats = pass_statistics(
+            family, design, data, state, "hess", fixed_post=post, weights=weights
+        )
         new, _ = _scoring_step(stats, state, bounds)
         new.gate = state.gate
         state = new
     return state
 
 
-def _candidates(family, design, X, y, k, n, rng):
-    """Responsibility matrices of ``n`` diverse starts (rows sum to one)."""
+def _weighted_quantiles(values, levels, weights):
+    if weights is None:
+        return np.quantile(values, levels, method="inverted_cdf")
+    return np.quantile(values, levels, method="inverted_cdf", weights=weights)
+
+
+def _binned(values, k, weights):
+    """Hard partition of the rows into ``k`` weighted-quantile bins of ``values``."""
+    edges = _weighted_quantiles(values, np.linspace(0, 1, k + 1)[1:-1], weights)
+    return np.eye(k)[np.searchsorted(edges, values)]
+
+
+def _candidates(family, design, X, y, k, n, rng, weights=None):
+    """Responsibility matrices of ``n`` diverse starts (rows sum to one).
+
+    Every candidate is a function of the rows' values (random directions and
+    gates applied to each row, weighted quantiles), never of their order or
+    count: a row repeated ``m`` times and a row of weight ``m`` start alike,
+    so integer weights fit as repeated rows do.
+
+    * residual: one expert fitted to all rows, rows binned by residual;
+    * gate: a random gate on the gate's columns;
+    * projection: rows binned along a random direction of (expert columns, y);
+    * joint: a random soft gate on (gate columns, y).
+    """
     Z = design.gate_matrix(X)
-    Xe = X[:, design.expert_columns]
     h = family.working_response(y)
-    hs = (h - h.mean()) / max(h.std(), 1e-12)
-    out = []
-    kinds = []
-    # residual partitions: one expert's fit, rows binned by residual quantile
+    w = np.ones(len(h)) if weights is None else weights
+    mean = np.average(h, weights=w)
+    hs = (h - mean) / max(np.sqrt(np.average((h - mean) ** 2, weights=w)), 1e-12)
+    out, kinds = [], []
     U = design.expert_matrix(X)
-    beta = np.linalg.lstsq(U, h, rcond=None)[0]
-    resid = h - U @ beta
-    edges = np.quantile(resid, np.linspace(0, 1, k + 1)[1:-1])
-    out.append(np.eye(k)[np.searchsorted(edges, resid)])
+    # a slight ridge (relative to the total weight) keeps the residuals defined
+    # when the expert has as many columns as rows
+    G = (U * w[:, None]).T @ U + 1e-3 * w.sum() * np.eye(U.shape[1])
+    beta = np.linalg.solve(G, (U * w[:, None]).T @ h)
+    out.append(_binned(h - U @ beta, k, weights))
     kinds.append("residual")
-    feats = np.hstack([Xe, 2.0 * hs[:, None]]) if Xe.shape[1] else hs[:, None]
+    feats = np.hstack([X[:, design.expert_columns], 2.0 * hs[:, None]])
+    joint = np.hstack([Z, 2.0 * hs[:, None]])
+    has_gate = Z.shape[1] > int(design.fit_intercept)
     while len(out) < n:
-        kind = ("gate", "kmeans", "random")[len(out) % 3]
-        if kind == "gate" and Z.shape[1] > int(design.fit_intercept):
+        kind = ("gate", "projection", "joint")[len(out) % 3]
+        if kind == "gate" and not has_gate:
+            kind = "joint"
+        if kind == "gate":
             V = rng.standard_normal((k, Z.shape[1])) * 2.0
-            V[:, 0] = 0.0 if design.fit_intercept else V[:, 0]
-            logits = Z @ V.T
-            post = softmax(logits, axis=1)
-        elif kind in ("gate", "kmeans"):
-            kind = "kmeans"
-            _, labels = kmeans2(feats, k, minit="++", seed=rng)
-            post = 0.9 * np.eye(k)[labels] + 0.1 / k
+            if design.fit_intercept:
+                V[:, 0] = 0.0
+            post = softmax(Z @ V.T, axis=1)
+        elif kind == "projection":
+            u = rng.standard_normal(feats.shape[1])
+            post = 0.9 * _binned(feats @ u, k, weights) + 0.1 / k
         else:
-            post = rng.dirichlet(np.full(k, 0.5), size=X.shape[0])
+            V = rng.standard_normal((k, joint.shape[1])) * 2.0
+            post = softmax(joint @ V.T, axis=1)
         out.append(post)
         kinds.append(kind)
     return list(zip(kinds, out, strict=True))
@@ -544,13 +630,17 @@ def search(
     opts = dict(log_floor=log_floor, alpha=alpha)
     sub_opts = dict(opts, weights=sub_weights)
     full_opts = dict(opts, weights=weights)
-    min_share = (design.n_expert * family.n_predictors + len(family.dispersion_names)) / len(sub_y)
+    total = len(sub_y) if sub_weights is None else float(np.sum(sub_weights))
+    min_share = (design.n_expert * family.n_predictors + len(family.dispersion_names)) / total
     screened = []
     with blas_threads(len(sub_y)), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        for kind, post in _candidates(family, design, sub_X, sub_y, k, n_candidates, rng):
+        candidates = _candidates(family, design, sub_X, sub_y, k, n_candidates, rng, sub_weights)
+        for kind, post in candidates:
             try:
-                start = state_from_responsibilities(family, design, sub_X, sub_y, post, log_floor)
+                start = state_from_responsibilities(
+                    family, design, sub_X, sub_y, post, log_floor, weights=sub_weights
+                )
                 fit = em(family, design, sub, start, max_iter=screen_iter, tol=tol, **sub_opts)
             except (np.linalg.LinAlgError, FloatingPointError, ValueError):
                 continue

@@ -112,7 +112,23 @@ def n_parameters(family: Family, n_experts, gating_mask, expert_mask, fit_interc
     return k * pe * family.n_predictors + k * len(family.dispersion_names) + (k - 1) * pg
 
 
-def _column_stats(raw: Data):
+def _column_stats(raw: Data, weights=None):
+    if weights is not None:
+        # in memory: the weighted sums, so that integer weights act as repeated rows
+        X, y = (raw.X, raw.y) if raw.transform is None else raw.transform(raw.X, raw.y)
+        w = weights
+        with np.errstate(all="ignore"):
+            return dict(
+                n=float(w.sum()),
+                sx=w @ X,
+                sxx=w @ (X * X),
+                sy=float(w @ y),
+                syy=float(w @ (y * y)),
+                bad_x=int(np.sum(~np.isfinite(X))),
+                bad_y=int(np.sum(~np.isfinite(y))),
+                big=int(np.sum(np.abs(X) > MAX_MAGNITUDE) + np.sum(np.abs(y) > MAX_MAGNITUDE)),
+            )
+
     def block(X, y):
         with np.errstate(all="ignore"):
             return dict(
@@ -165,8 +181,8 @@ def _family_check(raw: Data, family: Family):
         raw.map_reduce(block)
 
 
-def _scaling(raw: Data, family: Family, fit_intercept):
-    st = _column_stats(raw)
+def _scaling(raw: Data, family: Family, fit_intercept, weights=None):
+    st = _column_stats(raw, weights)
     if st["bad_x"]:
         raise ValueError("X contains NaN or infinite values")
     if st["bad_y"]:
@@ -327,7 +343,7 @@ def fit_engine(
             "pass in-memory arrays"
         )
     _family_check(raw, family)
-    x_mean, x_scale, ym, ys, y_sd = _scaling(raw, family, fit_intercept)
+    x_mean, x_scale, ym, ys, y_sd = _scaling(raw, family, fit_intercept, sample_weight)
     if not fit_intercept and not expert_mask.any():
         raise ValueError("experts without columns need fit_intercept=True")
     transform = Transform(x_mean, np.diag(1.0 / x_scale), ym, ys)
@@ -361,7 +377,8 @@ def fit_engine(
             sub_X, sub_y = data.rows(rows) if not data.in_memory else (data.X, data.y)
         sub_w = None if sample_weight is None else sample_weight[rows]
         if n_init == "auto":
-            cost = len(sub_y) * k * (design.n_expert + design.n_gate)
+            rows_seen = len(sub_y) if sub_w is None else float(sub_w.sum())
+            cost = rows_seen * k * (design.n_expert + design.n_gate)
             n_candidates = int(np.clip(AUTO_BUDGET // max(cost, 1), *AUTO_CANDIDATES))
         else:
             n_candidates = int(n_init)

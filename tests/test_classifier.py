@@ -1,0 +1,167 @@
+"""MixtureOfExpertsClassifier: recovery, separation, labels, weights, persistence, out of core."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+import moelearn
+from moelearn import MixtureOfExpertsClassifier
+
+
+def _logistic_moe(n, n_classes, seed):
+    """Two experts on columns 0-1, the gate on column 2; true class probabilities too."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 3))
+    gate = 1 / (1 + np.exp(-3.0 * X[:, 2]))  # P(expert 0 | x)
+    if n_classes == 2:
+        e0 = 1 / (1 + np.exp(-(2.0 * X[:, 0] - 1.0)))
+        e1 = 1 / (1 + np.exp(-(-2.0 * X[:, 1] + 0.5)))
+        p1 = gate * e0 + (1 - gate) * e1
+        proba = np.c_[1 - p1, p1]
+    else:
+
+        def soft(logits):
+            e = np.exp(logits - logits.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
+
+        e0 = soft(np.c_[2 * X[:, 0], -2 * X[:, 0], np.zeros(n)])
+        e1 = soft(np.c_[2 * X[:, 1] + 1, np.zeros(n), -2 * X[:, 1]])
+        proba = gate[:, None] * e0 + (1 - gate[:, None]) * e1
+    u = rng.random(n)
+    y = (u[:, None] > np.cumsum(proba, axis=1)).sum(axis=1)
+    return X, y, proba
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_recovers_class_probabilities(n_classes):
+    # n = 20 000: parameter errors are O(n^-1/2) ~ 0.01 per coefficient, so the
+    # fitted probabilities at fresh points are within 0.03 of the truth (mean
+    # absolute error); one logistic regression, which cannot switch experts, is
+    # off by more than 0.08 on the same data.
+    X, y, _ = _logistic_moe(20_000, n_classes, seed=0)
+    X_new, _, truth = _logistic_moe(2_000, n_classes, seed=1)
+    clf = MixtureOfExpertsClassifier(2, random_state=0).fit(X, y)
+    assert clf.converged_
+    assert list(clf.classes_) == list(range(n_classes))
+    err = np.abs(clf.predict_proba(X_new) - truth).mean()
+    lr = LogisticRegression(max_iter=1000).fit(X, y)
+    err_lr = np.abs(lr.predict_proba(X_new) - truth).mean()
+    assert err < 0.03, err
+    assert err_lr > 0.08, err_lr
+    assert clf.experts_.shape == (2, n_classes - 1, 3)
+    assert np.allclose(clf.predict_proba(X_new).sum(axis=1), 1.0)
+
+
+def test_string_labels_and_unseen_labels():
+    X, y, _ = _logistic_moe(1500, 3, seed=2)
+    labels = np.array(["low", "mid", "high"])[y]
+    clf = MixtureOfExpertsClassifier(2, random_state=0).fit(X, labels)
+    assert list(clf.classes_) == ["high", "low", "mid"]
+    assert set(clf.predict(X[:50])) <= {"high", "low", "mid"}
+    assert np.all(np.isfinite(clf.log_density(X[:10], labels[:10])))
+    # predicting never sees labels; scoring a label the model never saw is refused
+    with pytest.raises(ValueError, match="not seen when fitting.*'extreme'"):
+        clf.log_density(X[:3], ["low", "extreme", "mid"])
+
+
+def test_single_class_is_refused():
+    X = np.random.default_rng(0).standard_normal((50, 2))
+    with pytest.raises(ValueError, match="at least 2 classes.*only one class"):
+        MixtureOfExpertsClassifier(2).fit(X, np.full(50, "a"))
+
+
+def test_separable_data():
+    # perfectly separated classes: with the default ridge the answer is finite and
+    # no warning is given; with alpha=0 the coefficients grow without bound and the
+    # fit warns, still returning finite probabilities.
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((400, 2))
+    y = (X[:, 0] > 0).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        ridge = MixtureOfExpertsClassifier(2, random_state=0).fit(X, y)
+    assert np.all(np.isfinite(ridge.experts_))
+    assert ridge.score(X, y) == 1.0
+    with pytest.warns(ConvergenceWarning, match="separated"):
+        plain = MixtureOfExpertsClassifier(2, alpha=0.0, random_state=0).fit(X, y)
+    assert np.all(np.isfinite(plain.experts_))
+    assert np.all(np.isfinite(plain.predict_proba(X)))
+    assert plain.score(X, y) == 1.0
+
+
+def test_integer_weights_equal_repeated_rows():
+    X, y, _ = _logistic_moe(1200, 2, seed=4)
+    w = np.random.default_rng(5).integers(0, 4, len(y))
+    a = MixtureOfExpertsClassifier(2, random_state=0).fit(X, y, sample_weight=w)
+    b = MixtureOfExpertsClassifier(2, random_state=0).fit(np.repeat(X, w, 0), np.repeat(y, w))
+    # the same optimum reached from different screens: equal to the optimiser's tolerance
+    assert np.allclose(a.predict_proba(X), b.predict_proba(X), atol=1e-4)
+    with pytest.raises(ValueError, match="non-negative"):
+        MixtureOfExpertsClassifier(2).fit(X, y, sample_weight=-np.ones(len(y)))
+
+
+def test_covariate_roles_and_bic():
+    X, y, _ = _logistic_moe(4000, 2, seed=6)
+    clf = MixtureOfExpertsClassifier(
+        2, gating_features=[2], expert_features=[0, 1], random_state=0
+    ).fit(X, y)
+    assert clf.gating_.shape == (2, 1)
+    # experts: 2 x (2 slopes + intercept); gate: 1 x (1 slope + intercept)
+    assert clf.n_parameters_ == 8
+    full = MixtureOfExpertsClassifier(2, random_state=0).fit(X, y)
+    assert clf.bic(X, y) < full.bic(X, y)  # the gate needs only column 2
+    one = MixtureOfExpertsClassifier(1, random_state=0).fit(X, y)
+    assert clf.bic(X, y) < one.bic(X, y)
+
+
+def test_save_load_round_trip(tmp_path):
+    X, y, _ = _logistic_moe(800, 3, seed=7)
+    labels = np.array(["a", "b", "c"])[y]
+    clf = MixtureOfExpertsClassifier(2, gating_features=[2], random_state=0).fit(X, labels)
+    clf.save(tmp_path / "c.npz")
+    back = moelearn.load(tmp_path / "c.npz")
+    assert isinstance(back, MixtureOfExpertsClassifier)
+    assert np.array_equal(back.predict_proba(X), clf.predict_proba(X))
+    assert list(back.classes_) == ["a", "b", "c"]
+    assert back.n_parameters_ == clf.n_parameters_
+
+
+def test_pipeline_and_grid_search():
+    X, y, _ = _logistic_moe(600, 2, seed=8)
+    pipe = make_pipeline(StandardScaler(), MixtureOfExpertsClassifier(random_state=0))
+    grid = GridSearchCV(pipe, {"mixtureofexpertsclassifier__n_experts": [1, 2]}, cv=2)
+    grid.fit(X, y)
+    assert grid.best_params_["mixtureofexpertsclassifier__n_experts"] in (1, 2)
+
+
+def test_memmap_equals_in_memory(tmp_path):
+    X, y, _ = _logistic_moe(5000, 3, seed=9)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y.astype(float))
+    Xm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    ym = np.load(tmp_path / "y.npy", mmap_mode="r")
+    a = MixtureOfExpertsClassifier(2, chunk_size=1000, random_state=0).fit(Xm, ym)
+    b = MixtureOfExpertsClassifier(2, random_state=0).fit(X, y.astype(float))
+    assert np.allclose(a.experts_, b.experts_, atol=1e-8)
+    assert np.allclose(a.predict_proba(X), b.predict_proba(X), atol=1e-8)
+
+
+@pytest.mark.slow  # 10^6 rows streamed from disk: about a minute
+def test_a_million_rows_out_of_core(tmp_path):
+    n = 1_000_000
+    X, y, truth = _logistic_moe(n, 2, seed=10)
+    Xm = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=float, shape=X.shape)
+    Xm[:] = X
+    ym = np.lib.format.open_memmap(tmp_path / "y.npy", mode="w+", dtype=float, shape=(n,))
+    ym[:] = y
+    del X
+    clf = MixtureOfExpertsClassifier(2, random_state=0).fit(Xm, ym)
+    assert clf.converged_
+    # at n = 10^6 the probabilities are within 0.01 of the truth on average
+    assert np.abs(clf.predict_proba(Xm[:5000]) - truth[:5000]).mean() < 0.01
