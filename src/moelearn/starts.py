@@ -532,12 +532,12 @@ def _search(
         return fit, bool(np.any(collapsed_components(on, fit.params, noise_floor, d_params)))
 
     # finalists: the best screened candidates of the model itself, run directly...
-    by_model = sorted(screened, key=lambda c: (c.collapsed, -c.loglik))
+    by_model = _ranked(screened, lambda c: (c.collapsed, -c.loglik))
     paths = [(c.name, c.params) for c in by_model[:n_finalists]]
     if per_expert_noise:
         # ... and the best of the nested shared-noise model (bounded, smoother), run to
         # its optimum first: a continuation from the simpler model
-        by_tied = sorted(screened, key=lambda c: -c.shared_loglik)
+        by_tied = _ranked(screened, lambda c: (False, -c.shared_loglik))
         for c in by_tied[:n_finalists]:
             tied, _ = refined(c.shared, per_expert=False)
             paths.append((f"{c.name} via shared noise", _per_expert(tied.params)))
@@ -545,7 +545,7 @@ def _search(
     for label, start in paths:
         fit, bad = refined(start)
         finals.append((bad, -fit.log_likelihood, label, fit))
-    finals.sort(key=lambda t: (t[0], t[1]))
+    finals = _ranked(finals, lambda t: (t[0], t[1]))
     # every finalist at one optimum, none collapsed: the landscape the candidates saw has
     # one basin, and the moves (built to leave a basin) are skipped
     best_negll = finals[0][1]
@@ -577,7 +577,7 @@ def _search(
             improved.append(
                 (bad, -fit.log_likelihood, name + (" + split moves" if moved else ""), fit)
             )
-        finals = sorted(improved + finals, key=lambda t: (t[0], t[1]))
+        finals = _ranked(improved + finals, lambda t: (t[0], t[1]))
     bad, _, name, fit = finals[0]
     if not same:
         fit, bad = refined(fit.params, on=data, quiet=False)
@@ -729,5 +729,24 @@ def _run_batched(sub, like, posts, per_expert, noise_floor, fit_intercept, n_ite
         B, G, S, _, ll, _ = _batched_em(
             Xt, y, B, G, S, np.stack(posts), n_iter, n_tied, noise_floor, w=sub.w
         )
-    order = np.argsort(-ll)
+    order = _ranked(list(range(len(posts))), lambda c: (False, -float(ll[c])))
     return [_unstack(B, G, S, c, d, like.link, per_expert) for c in order]
+
+
+def _ranked(items, key, rel=1e-9):
+    """``items`` sorted by ``key(item) = (bad, cost)``, round-off ties kept in input order.
+
+    Costs within ``rel`` (relative) of the previous one in sorted order are
+    tied: equivalent optima (the same fit with its experts permuted) reached
+    from different starts then rank by their start, not by round-off, so the
+    choice does not change when the data are summed in another order (e.g.
+    weighted rows against repeated ones).
+    """
+    keys = [key(item) for item in items]
+    order = sorted(range(len(items)), key=lambda i: keys[i])
+    group = [0] * len(items)
+    for prev, i in zip(order, order[1:], strict=False):
+        (bad_p, cost_p), (bad, cost) = keys[prev], keys[i]
+        step = bad != bad_p or cost - cost_p > rel * max(1.0, abs(cost))
+        group[i] = group[prev] + int(step)
+    return [items[i] for i in sorted(range(len(items)), key=lambda i: (group[i], i))]
