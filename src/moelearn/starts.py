@@ -256,7 +256,11 @@ def _batched_em(Xt, y, B, G, S, post, n_iter, n_tied, noise_floor, gate_steps=2,
         total, Xw, XXw = float(w.sum()), Xt * w[:, None], XX * w[:, None]
     gram = Xw.T @ Xt
     Xy = Xw * y[:, None]
-    ridge = 1e-10 * (np.trace(gram) / q + 1e-300) * np.eye(q)
+    # The ridge sets the coefficients along directions the rows do not span (n < q, or
+    # collinear columns) to 0; at 1e-10 the condition number 1e10 left them at
+    # round-off times 1e10 (1e-6), so predictions off the rows changed with the order
+    # of the rows.  The winner is refined without it.
+    ridge = 1e-8 * (np.trace(gram) / q + 1e-300) * np.eye(q)
     ll_tied = ll = np.full(C, -np.inf)
     for it in range(n_iter + 1):
         eta = _lin(G, Xt)
