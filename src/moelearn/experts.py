@@ -60,6 +60,8 @@ class ExpertRecoveryResult:
     restart_losses : ndarray
         Final loss (landscape) or score (tensor) of each start.
     best_restart : int
+        The restart kept: the first whose loss is within round-off (1e-9,
+        relative) of the lowest.
     weights : ndarray (k,)
         Tensor weights of the recovered components (tensor method), or the
         loss-normalised ``T_4`` weights ``T(u_i,u_i,u_i,u_i)`` (landscape).
@@ -174,7 +176,7 @@ def _normalised_fourth(reduced: ReducedMomentAccumulator):
     return _symmetrise(low_rank.reshape(k, k, k, k)) / top
 
 
-def _first_best(losses, tol):
+def _first_best(losses, rel=1e-9):
     """The first restart within round-off of the lowest loss.
 
     Restarts that reach one optimum (up to a permutation of the experts) tie
@@ -183,7 +185,7 @@ def _first_best(losses, tol):
     weighted rows against repeated ones).
     """
     low = float(np.min(losses))
-    return int(np.flatnonzero(losses <= low + max(tol, 1e-9) * max(1.0, abs(low)))[0])
+    return int(np.flatnonzero(losses <= low + rel * max(1.0, abs(low)))[0])
 
 
 def _landscape_whitened(reduced, n_restarts, max_iter, tol, mu, rng, record):
@@ -199,7 +201,7 @@ def _landscape_whitened(reduced, n_restarts, max_iter, tol, mu, rng, record):
         results.append((U, hist))
         paths.append(path)
     losses = np.array([h[-1] for _, h in results])
-    best = _first_best(losses, tol)
+    best = _first_best(losses)
     U = results[best][0]
     weights = np.einsum("abcd,ia,ib,ic,id->i", T, U, U, U, U)
     return U, [h for _, h in results], losses, best, weights, paths
@@ -275,7 +277,7 @@ def _landscape_raw(data, q4, k, d, scale, n_samples, options, rng, span):
             hist = np.append(hist, full_loss(B)[0])
         results.append((B, hist))
     losses = np.array([h[-1] for _, h in results])
-    best = _first_best(losses, tol)
+    best = _first_best(losses)
     return results[best][0], [h for _, h in results], losses, best
 
 
