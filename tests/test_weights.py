@@ -69,6 +69,15 @@ def test_integer_weights_equal_repeated_rows(problem, counts, kw):
     assert weighted.init_method_ == repeated.init_method_
 
 
+def test_integer_weights_equal_repeated_rows_nonlinear_link(counts):
+    # non-linear candidates are screened by the sequential EM of moelearn.refine
+    p = make_moe(3, 2, link="sigmoid", noise_std=0.1, random_state=0)
+    X, y = sample(p, 400, random_state=1)
+    weighted = _fit(X, y, counts, link="sigmoid")
+    repeated = _fit(np.repeat(X, counts, axis=0), np.repeat(y, counts), link="sigmoid")
+    _assert_same_fit(weighted, repeated)
+
+
 def test_zero_weight_equals_row_removed(problem):
     X, y = problem
     w = np.ones(len(y))
