@@ -166,12 +166,15 @@ def _kmeans_labels(Z, w, k, rng, order, n_iter=10):
     picks = np.searchsorted(cum, rng.uniform(0.0, cum[-1], k), side="right")
     centres = Z[order[np.minimum(picks, n - 1)]]
     weights = np.ones(n) if w is None else w
+    rows = np.arange(n)
+    member = np.zeros((k, n))
     labels = np.zeros(n, dtype=np.intp)
     for _ in range(n_iter):
-        labels = np.argmin(((Z[:, None, :] - centres[None]) ** 2).sum(axis=2), axis=1)
-        member = np.zeros((k, n))
-        member[labels, np.arange(n)] = weights
-        mass = member.sum(axis=1)
+        # nearest centre: argmin of |c|^2 - 2 <z, c> (|z|^2 is common to a row)
+        labels = np.argmin(np.sum(centres**2, axis=1) - 2.0 * (Z @ centres.T), axis=1)
+        member[:] = 0.0
+        member[labels, rows] = weights
+        mass = np.bincount(labels, weights=weights, minlength=k)
         full = mass > 0
         centres[full] = (member[full] @ Z) / mass[full, None]
     return labels
