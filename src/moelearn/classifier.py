@@ -22,9 +22,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .data import ChunkedDataset, Data, is_dask_array
+from .data import ChunkedDataset, Data, check_sample_weight, is_dask_array
 from .families import Bernoulli, Multinomial
 from .family_fit import fit_engine, resolve_roles, unscale
 from .model import _generator
@@ -229,7 +229,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
             if sample_weight is not None:
                 raise ValueError("sample_weight needs in-memory X and y")
             raw = Data(X, y, self.chunk_size, n_experts=self.n_experts)
-            classes = raw.map_reduce(lambda Xb, yb: _LabelSet(np.unique(yb)))
+            classes = raw.map_reduce(lambda Xb, yb, wb=None: _LabelSet(np.unique(yb)))
             self.classes_ = classes.values
             self._check_classes()
             self.n_features_in_ = raw.n_features
@@ -241,11 +241,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
         self._check_classes()
         weights = None
         if sample_weight is not None:
-            weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
-            if np.any(weights < 0):
-                raise ValueError("sample_weight must be non-negative")
-            if not np.any(weights > 0):
-                raise ValueError("sample_weight must not be all zero")
+            weights = check_sample_weight(sample_weight, X.shape[0])
         return Data(X, codes.astype(float), self.chunk_size, n_experts=self.n_experts), weights
 
     def _check_classes(self):
@@ -289,7 +285,8 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         """The most probable class of each row."""
-        return self.classes_[np.argmax(self.predict_log_proba(X), axis=1)]
+        log_proba = self.predict_log_proba(X)
+        return self.classes_[np.argmax(log_proba, axis=1)]
 
     def predict_gating(self, X):
         """Gating probabilities, shape (n_samples, n_experts)."""
@@ -323,8 +320,9 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
             ll = self._log_density_codes(raw.X, raw.y.astype(int))
             return np.average(ll, weights=weights)
 
-        def block(Xb, yb):
-            return np.array([self._log_density_codes(Xb, yb.astype(int)).sum(), len(yb)])
+        def block(Xb, yb, wb=None):
+            wb = np.ones(len(yb)) if wb is None else wb
+            return np.array([wb @ self._log_density_codes(Xb, yb.astype(int)), wb.sum()])
 
         total = raw.map_reduce(block)
         return total[0] / total[1]

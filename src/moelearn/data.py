@@ -11,6 +11,12 @@ reduce over them:
 
 An optional affine transform (the estimator's standardisation) is applied to
 each block on the fly, so large data are never copied.
+
+Optional non-negative per-row weights (``sample_weight``) travel with ``y``:
+every statistic becomes a weighted sum and the sample count becomes the
+weight total (:attr:`Data.total_weight`).  A weighted source calls
+``fn(X_block, y_block, w_block)`` in :meth:`Data.map_reduce`; an unweighted
+one calls ``fn(X_block, y_block)``, so unweighted passes do no extra work.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import numpy as np
 
 from .moments import default_chunk_size, iter_chunks
 
-__all__ = ["Data", "ChunkedDataset", "add_partials", "is_dask_array"]
+__all__ = ["Data", "ChunkedDataset", "add_partials", "check_sample_weight", "is_dask_array"]
 
 
 class ChunkedDataset:
@@ -32,8 +38,11 @@ class ChunkedDataset:
     ----------
     make_chunks : callable
         Called with no argument at the start of every pass; returns an
-        iterable of ``(X_chunk, y_chunk)`` pairs (e.g. reading a file).  Every
-        pass must yield the same rows in the same order.
+        iterable of ``(X_chunk, y_chunk)`` pairs (e.g. reading a file), or of
+        ``(X_chunk, y_chunk, w_chunk)`` triples for weighted data (``w_chunk``
+        holds the non-negative sample weights of the chunk's rows; every chunk
+        then carries weights).  Every pass must yield the same rows in the
+        same order.
 
     Examples
     --------
@@ -49,15 +58,68 @@ class ChunkedDataset:
         self.make_chunks = make_chunks
 
     def __iter__(self):
-        for X, y in self.make_chunks():
-            X = np.asarray(X, dtype=float)
-            y = np.asarray(y, dtype=float).ravel()
+        """Yield ``(X, y)`` or, for weighted chunks, ``(X, y, w)`` as float arrays."""
+        weighted = None
+        for chunk in self.make_chunks():
+            chunk = tuple(chunk)
+            if len(chunk) not in (2, 3):
+                raise ValueError(
+                    f"each chunk must be (X, y) or (X, y, sample_weight); got {len(chunk)} items"
+                )
+            if weighted is None:
+                weighted = len(chunk) == 3
+            elif weighted != (len(chunk) == 3):
+                raise ValueError("either every chunk carries sample_weight (X, y, w) or none does")
+            X = np.asarray(chunk[0], dtype=float)
+            y = np.asarray(chunk[1], dtype=float).ravel()
             if X.ndim != 2 or X.shape[0] != y.shape[0]:
                 raise ValueError(
                     f"each chunk must be X of shape (m, d) with y of shape (m,); got "
                     f"{X.shape} and {y.shape}"
                 )
-            yield X, y
+            if weighted:
+                w = np.asarray(chunk[2], dtype=float).ravel()
+                if w.shape[0] != X.shape[0]:
+                    raise ValueError(
+                        f"each chunk's sample_weight must have shape ({X.shape[0]},); got "
+                        f"{np.shape(chunk[2])}"
+                    )
+                yield X, y, w
+            else:
+                yield X, y
+
+
+def check_sample_weight(sample_weight, n_samples):
+    """Validated in-memory sample weights: shape (n,), finite, non-negative, not all zero.
+
+    Follows :func:`sklearn.utils.validation._check_sample_weight`; every error
+    names ``sample_weight``.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,), float64 (a new array: the input is never changed)
+    """
+    from sklearn.utils import check_array
+
+    w = np.asarray(sample_weight)
+    if w.ndim == 0:
+        raise ValueError(f"sample_weight must be an array of shape ({n_samples},), got a scalar")
+    w = check_array(w, ensure_2d=False, dtype=np.float64, input_name="sample_weight", copy=True)
+    if w.shape != (n_samples,):
+        raise ValueError(f"sample_weight must have shape ({n_samples},), got {w.shape}")
+    return _check_weight_values(
+        n_negative=int(np.sum(w < 0)), total=float(w.sum()), n_bad=0, weights=w
+    )
+
+
+def _check_weight_values(n_negative, total, n_bad, weights=None):
+    if n_bad:
+        raise ValueError("sample_weight contains NaN or infinite values")
+    if n_negative:
+        raise ValueError(f"sample_weight must be non-negative; {n_negative} values are negative")
+    if not total > 0:
+        raise ValueError("sample_weight must contain at least one positive value (all are zero)")
+    return weights
 
 
 def is_dask_array(X) -> bool:
@@ -88,20 +150,27 @@ def add_partials(a, b):
     return a + b
 
 
-def _blocks_of(X, y, rows):
+def _blocks_of(X, y, rows, w=None):
     for start in range(0, X.shape[0], rows):
-        yield X[start : start + rows], y[start : start + rows]
+        stop = start + rows
+        yield X[start:stop], y[start:stop], None if w is None else w[start:stop]
 
 
-def _reduce_block(fn, X, y, transform, rows):
+def _call(fn, Xb, yb, wb):
+    return fn(Xb, yb) if wb is None else fn(Xb, yb, wb)
+
+
+def _reduce_block(fn, X, y, w, transform, rows):
     """Run ``fn`` over the sub-blocks of one (possibly remote) block and add the results."""
     X = np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=float).ravel()
+    if w is not None:
+        w = np.asarray(w, dtype=float).ravel()
     if transform is not None:
         X, y = transform(X, y)
     total = None
-    for Xb, yb in _blocks_of(X, y, rows):
-        total = add_partials(total, fn(Xb, yb))
+    for Xb, yb, wb in _blocks_of(X, y, rows, w):
+        total = add_partials(total, _call(fn, Xb, yb, wb))
     return total
 
 
@@ -125,6 +194,19 @@ class Data:
         Applied to every block as it is read.
     n_samples, n_features : int or None
         Required for a ChunkedDataset when known; counted by a pass otherwise.
+    sample_weight : ndarray, memory map, dask array or None
+        Non-negative weight of every row, of the same kind and length as ``y``
+        (validated by the caller; see :func:`check_sample_weight`).  A weighted
+        ChunkedDataset carries its weights in its chunks instead.
+
+    Attributes
+    ----------
+    weighted : bool
+        Whether the rows carry weights; :meth:`map_reduce` then passes the
+        block's weights as a third argument.
+    total_weight : float
+        Sum of the weights (``n_samples`` when unweighted): the denominator of
+        every mean.
     """
 
     def __init__(
@@ -136,8 +218,9 @@ class Data:
         transform=None,
         n_samples=None,
         n_features=None,
+        sample_weight=None,
     ):
-        self.X, self.y = X, y
+        self.X, self.y, self.w = X, y, sample_weight
         self.transform = transform
         self.block_rows = int(np.clip(32768 // max(1, n_experts), 1024, 8192))
         self.kind = (
@@ -149,15 +232,26 @@ class Data:
             if isinstance(X, np.memmap)
             else "memory"
         )
+        self.weighted = sample_weight is not None
+        self._total_weight = None
         if self.kind == "stream":
+            if sample_weight is not None:
+                raise ValueError("a ChunkedDataset carries its sample_weight in its chunks")
             if n_samples is None or n_features is None:
                 n_samples, n_features = 0, None
-                for Xc, _ in X:
-                    n_samples += Xc.shape[0]
-                    n_features = Xc.shape[1]
+                for chunk in X:
+                    n_samples += chunk[0].shape[0]
+                    n_features = chunk[0].shape[1]
+                    self.weighted = len(chunk) == 3
+            else:
+                self.weighted = len(next(iter(X), ())) == 3
             self.n_samples, self.n_features = int(n_samples), int(n_features or 0)
         else:
             self.n_samples, self.n_features = int(X.shape[0]), int(X.shape[1])
+        if not self.weighted:
+            self._total_weight = float(self.n_samples)
+        elif self.kind == "memory":
+            self._total_weight = float(np.sum(sample_weight))
         if chunk_size is None and self.kind == "memmap":
             chunk_size = default_chunk_size(self.n_features)
         if chunk_size is not None and not isinstance(chunk_size, numbers.Integral):
@@ -169,6 +263,13 @@ class Data:
         """Whether per-sample results may be cached between passes."""
         return self.kind == "memory"
 
+    @property
+    def total_weight(self) -> float:
+        """Sum of the sample weights (the row count when unweighted); one pass out of core."""
+        if self._total_weight is None:
+            self._total_weight = float(self.map_reduce(lambda Xb, yb, wb: float(wb.sum())))
+        return self._total_weight
+
     def with_transform(self, transform, n_experts=None) -> Data:
         out = Data.__new__(Data)
         out.__dict__.update(self.__dict__)
@@ -178,49 +279,79 @@ class Data:
         return out
 
     def _chunks(self):
+        """Raw ``(X, y, w)`` chunks (``w`` None when unweighted)."""
         if self.kind == "stream":
-            yield from self.X
+            for chunk in self.X:
+                yield chunk if len(chunk) == 3 else (*chunk, None)
         elif self.kind == "dask":
-            X, y = self._dask_pair()
-            for xb, yb in zip(X.to_delayed().ravel(), y.to_delayed().ravel(), strict=True):
-                yield np.asarray(xb.compute()), np.asarray(yb.compute())
+            X, y, w = self._dask_arrays()
+            parts = [X.to_delayed().ravel(), y.to_delayed().ravel()]
+            if w is not None:
+                parts.append(w.to_delayed().ravel())
+            for blocks in zip(*parts, strict=True):
+                got = [np.asarray(b.compute()) for b in blocks]
+                yield got[0], got[1], got[2] if w is not None else None
+        elif self.w is None:
+            for Xc, yc in iter_chunks(self.X, self.y, self.chunk_size or self.n_samples):
+                yield Xc, yc, None
         else:
-            yield from iter_chunks(self.X, self.y, self.chunk_size or self.n_samples)
+            step = self.chunk_size or self.n_samples
+            for start in range(0, self.n_samples, step):
+                stop = min(start + step, self.n_samples)
+                yield (
+                    np.asarray(self.X[start:stop], dtype=float),
+                    np.asarray(self.y[start:stop], dtype=float).ravel(),
+                    np.asarray(self.w[start:stop], dtype=float).ravel(),
+                )
 
-    def __iter__(self):
+    def blocks(self):
+        """Yield ``(X_block, y_block, w_block)`` in order (``w_block`` None when unweighted)."""
         rows = self.block_rows
-        for Xc, yc in self._chunks():
+        for Xc, yc, wc in self._chunks():
             Xc = np.asarray(Xc, dtype=float)
             yc = np.asarray(yc, dtype=float).ravel()
+            if wc is not None:
+                wc = np.asarray(wc, dtype=float).ravel()
             if self.transform is not None:
                 Xc, yc = self.transform(Xc, yc)
-            yield from _blocks_of(Xc, yc, rows)
+            yield from _blocks_of(Xc, yc, rows, wc)
 
-    def _dask_pair(self):
+    def __iter__(self):
+        """Yield ``(X_block, y_block)`` in order (the weights: :meth:`blocks`)."""
+        for Xb, yb, _ in self.blocks():
+            yield Xb, yb
+
+    def _dask_arrays(self):
         import dask.array as da
 
         X = self.X.rechunk({1: -1})
         y = self.y if is_dask_array(self.y) else da.from_array(np.asarray(self.y))
         y = y.rechunk((X.chunks[0],))
-        return X, y
+        w = self.w
+        if w is not None:
+            w = w if is_dask_array(w) else da.from_array(np.asarray(w))
+            w = w.rechunk((X.chunks[0],))
+        return X, y, w
 
     def map_reduce(self, fn):
-        """Sum of ``fn(X_block, y_block)`` over all blocks.
+        """Sum of ``fn(X_block, y_block)`` over all blocks (``fn(X, y, w)`` when weighted).
 
         On a Dask array each Dask block is reduced where it lives (on the
         active scheduler) and the partial sums are added here, in block order.
         """
         if self.kind != "dask":
             total = None
-            for Xb, yb in self:
-                total = add_partials(total, fn(Xb, yb))
+            for Xb, yb, wb in self.blocks():
+                total = add_partials(total, _call(fn, Xb, yb, wb))
             return total
         import dask
 
-        X, y = self._dask_pair()
+        X, y, w = self._dask_arrays()
+        xs, ys = X.to_delayed().ravel(), y.to_delayed().ravel()
+        ws = [None] * len(xs) if w is None else w.to_delayed().ravel()
         parts = [
-            dask.delayed(_reduce_block)(fn, xb, yb, self.transform, self.block_rows)
-            for xb, yb in zip(X.to_delayed().ravel(), y.to_delayed().ravel(), strict=True)
+            dask.delayed(_reduce_block)(fn, xb, yb, wb, self.transform, self.block_rows)
+            for xb, yb, wb in zip(xs, ys, ws, strict=True)
         ]
         total = None
         for part in dask.compute(*parts):
@@ -229,24 +360,37 @@ class Data:
 
     def rows(self, index) -> tuple[np.ndarray, np.ndarray]:
         """The (transformed) rows at sorted positions ``index``."""
+        return self.weighted_rows(index)[:2]
+
+    def weighted_rows(self, index):
+        """``(X, y, w)`` at sorted positions ``index`` (transformed; ``w`` None if unweighted)."""
         index = np.asarray(index)
+        w = None
         if self.kind == "stream":
-            parts_X, parts_y, start = [], [], 0
-            for Xc, yc in self.X:
-                sel = index[(index >= start) & (index < start + Xc.shape[0])] - start
-                parts_X.append(Xc[sel])
-                parts_y.append(yc[sel])
-                start += Xc.shape[0]
-            X, y = np.concatenate(parts_X), np.concatenate(parts_y)
+            parts, start = [], 0
+            for chunk in self.X:
+                m = chunk[0].shape[0]
+                sel = index[(index >= start) & (index < start + m)] - start
+                parts.append([c[sel] for c in chunk])
+                start += m
+            X = np.concatenate([p[0] for p in parts])
+            y = np.concatenate([p[1] for p in parts])
+            if self.weighted:
+                w = np.concatenate([p[2] for p in parts])
         elif self.kind == "dask":
             X = np.asarray(self.X[index].compute(), dtype=float)
-            y = np.asarray(
-                self.y[index].compute() if is_dask_array(self.y) else np.asarray(self.y)[index],
-                dtype=float,
-            )
+            y = np.asarray(_take(self.y, index), dtype=float).ravel()
+            if self.w is not None:
+                w = np.asarray(_take(self.w, index), dtype=float).ravel()
         else:
             X = np.asarray(self.X[index], dtype=float)
             y = np.asarray(self.y[index], dtype=float).ravel()
+            if self.w is not None:
+                w = np.asarray(self.w[index], dtype=float).ravel()
         if self.transform is not None:
             X, y = self.transform(X, y)
-        return X, y
+        return X, y, w
+
+
+def _take(a, index):
+    return a[index].compute() if is_dask_array(a) else np.asarray(a)[index]

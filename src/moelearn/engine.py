@@ -216,11 +216,14 @@ def _gate_hessian(wp, p, Z):
 def pass_statistics(family, design, data: Data, state, want="hess", fixed_post=None, weights=None):
     """One pass: totals of :func:`_block_terms` over the data's blocks.
 
-    ``fixed_post`` and ``weights`` (per-row arrays) require in-memory data.
+    A weighted :class:`~moelearn.data.Data` source weights its rows; ``fixed_post``
+    and ``weights`` (per-row arrays) require in-memory data.
     """
     if fixed_post is not None or weights is not None:
         return _block_terms(family, design, data.X, data.y, state, want, fixed_post, weights)
-    return data.map_reduce(lambda Xb, yb: _block_terms(family, design, Xb, yb, state, want))
+    return data.map_reduce(
+        lambda Xb, yb, wb=None: _block_terms(family, design, Xb, yb, state, want, weights=wb)
+    )
 
 
 def _penalize(stats, state, alpha, fit_intercept):

@@ -13,7 +13,13 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import predictive
 from ._validation import MAX_MAGNITUDE, check_target_and_magnitude
-from .data import ChunkedDataset, Transform, is_dask_array
+from .data import (
+    ChunkedDataset,
+    Transform,
+    _check_weight_values,
+    check_sample_weight,
+    is_dask_array,
+)
 from .exceptions import MomentMethodUnavailable
 from .experts import _recover
 from .families import Family, Gaussian, get_family
@@ -221,7 +227,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, sample_weight=None):
         """Fit the mixture of experts.
 
         Parameters
@@ -232,6 +238,17 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             reduced on the active scheduler); a :class:`~moelearn.ChunkedDataset`
             is streamed once per pass.
         y : array-like of shape (n_samples,), or None with a ChunkedDataset
+        sample_weight : array-like of shape (n_samples,) or None
+            Non-negative weight of every row (finite, not all zero): every
+            statistic and solver uses weighted sums, and a row of integer
+            weight ``m`` counts as ``m`` copies of it (weight 0 removes it).
+            With a memory map or a Dask array ``X`` it may be a memory map or
+            a Dask array of the same length; a ChunkedDataset carries the
+            weights in its chunks, ``(X, y, w)``, instead.  ``log_likelihood_``
+            is then the weighted mean; :meth:`standard_errors`,
+            :meth:`summary`, :meth:`bic` and :meth:`aic` stay unweighted
+            (``standard_errors_`` from ``compute_standard_errors`` treats the
+            weights as frequencies).
 
         Returns
         -------
@@ -243,7 +260,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         rng = _generator(self.random_state)
         k = self.n_experts
         paper = self.solver in ("landscape", "tensor")
-        raw = self._source(X, y)
+        raw = self._source(X, y, sample_weight)
         names = getattr(self, "feature_names_in_", None)
         gmask = resolve_roles(self.gating_features, raw.n_features, names, "gating_features")
         emask = resolve_roles(self.expert_features, raw.n_features, names, "expert_features")
@@ -253,7 +270,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         transform = Transform(self._x_mean, self._x_whiten, self._y_mean, self._y_scale)
         if raw.in_memory:
             # materialise the standardised data once: every pass then reads it directly
-            data = Data(*transform(raw.X, raw.y), n_experts=k)
+            data = Data(*transform(raw.X, raw.y), n_experts=k, sample_weight=raw.w)
         else:
             data = raw.with_transform(transform, n_experts=k)
         per_expert = self.noise == "expert"
@@ -360,8 +377,13 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             emask,
         )
 
-    def _source(self, X, y) -> Data:
+    def _source(self, X, y, sample_weight=None) -> Data:
         """Validate the input and wrap it in a :class:`~moelearn.data.Data` source."""
+        if isinstance(X, ChunkedDataset) and sample_weight is not None:
+            raise ValueError(
+                "pass sample_weight=None with a ChunkedDataset: its chunks hold the weights "
+                "as (X, y, w)"
+            )
         if isinstance(X, ChunkedDataset) or is_dask_array(X) or isinstance(X, np.memmap):
             if y is None and not isinstance(X, ChunkedDataset):
                 raise ValueError(
@@ -381,7 +403,17 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                     )
                 if not (is_dask_array(y) or isinstance(y, np.memmap)):
                     y = np.asarray(y, dtype=float).ravel()
-            raw = Data(X, y, self.chunk_size, n_experts=self.n_experts)
+            if sample_weight is not None:
+                if is_dask_array(sample_weight) or isinstance(sample_weight, np.memmap):
+                    # values are checked in the validation pass (_streamed_moments)
+                    if sample_weight.shape != (X.shape[0],):
+                        raise ValueError(
+                            f"sample_weight must have shape ({X.shape[0]},), got "
+                            f"{sample_weight.shape}"
+                        )
+                else:
+                    sample_weight = check_sample_weight(sample_weight, X.shape[0])
+            raw = Data(X, y, self.chunk_size, n_experts=self.n_experts, sample_weight=sample_weight)
             if raw.n_samples < 2:
                 raise ValueError(f"need at least 2 samples, got {raw.n_samples}")
             self.n_features_in_ = raw.n_features
@@ -389,10 +421,15 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         with np.errstate(invalid="ignore", over="ignore"):  # inf - inf while checking
             X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64, ensure_min_samples=2)
         check_target_and_magnitude(X, y)
-        return Data(X, y, self.chunk_size, n_experts=self.n_experts)
+        if sample_weight is not None:
+            sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        return Data(X, y, self.chunk_size, n_experts=self.n_experts, sample_weight=sample_weight)
 
     def _subsample(self, data, rng, size=None):
-        """Data on at most ``size`` random rows (the whole data when smaller)."""
+        """Data on at most ``size`` random rows (the whole data when smaller).
+
+        The rows are drawn uniformly and keep their sample weights.
+        """
         size = size or _INIT_SUBSAMPLE
         if data.n_samples <= size:
             if data.in_memory and data.transform is None:
@@ -400,7 +437,10 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             rows = np.arange(data.n_samples)
         else:
             rows = np.sort(rng.choice(data.n_samples, size, replace=False))
-        return Data(*data.rows(rows), n_experts=self.n_experts)
+        Xs, ys, ws = data.weighted_rows(rows)
+        if ws is not None and not np.any(ws > 0):
+            ws = None  # every drawn row has weight 0: the rows alone still locate the starts
+        return Data(Xs, ys, n_experts=self.n_experts, sample_weight=ws)
 
     def _directions(self, data, link, method, rng):
         return _recover(
@@ -436,7 +476,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             start = MoEParams(
                 directions,
                 0.01 * rng.standard_normal((k, d)),
-                noise_std=_noise_start(sub.y, k, per_expert),
+                noise_std=_noise_start(sub.y, k, per_expert, sub.w),
                 link=link,
             )
             # Lengths, intercepts, gating and noise with the directions fixed, on the
@@ -509,7 +549,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         start = MoEParams(
             experts,
             0.01 * rng.standard_normal((k, d)),
-            noise_std=_noise_start(sub.y, k, per_expert),
+            noise_std=_noise_start(sub.y, k, per_expert, sub.w),
             link=link,
         )
         free = {"gating", "noise"} | ({"gating_bias"} if self.fit_intercept else set())
@@ -596,12 +636,19 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         moment methods assume.  Directions of zero variance keep scale 1.
         Out-of-core data are validated and summarised in one pass.
         """
-        if raw.in_memory:
+        if raw.in_memory and raw.w is None:
             X, y = raw.X, raw.y
             x_mean = X.mean(axis=0)
             Xc = X - x_mean if self.fit_intercept else X
             cov = Xc.T @ Xc / X.shape[0]
             y_mean, y_var = float(y.mean()), float(y.var())
+        elif raw.in_memory:
+            X, y, w = raw.X, raw.y, raw.w / raw.total_weight
+            x_mean = w @ X
+            Xc = X - x_mean if self.fit_intercept else X
+            cov = (Xc * w[:, None]).T @ Xc
+            y_mean = float(w @ y)
+            y_var = float(w @ (y - y_mean) ** 2)
         else:
             x_mean, cov, y_mean, y_var = _streamed_moments(raw, self.fit_intercept)
         if not self.fit_intercept:
@@ -878,29 +925,38 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         return tags
 
 
-def _noise_start(ys, k, per_expert):
-    s = max(float(np.std(ys)), 1e-12)
+def _noise_start(ys, k, per_expert, w=None):
+    spread = np.std(ys) if w is None else np.sqrt(np.cov(ys, aweights=w, ddof=0))
+    s = max(float(spread), 1e-12)
     return np.full(k, s) if per_expert else s
 
 
 def _mean_log_likelihood(params, data) -> float:
-    total = data.map_reduce(lambda Xb, yb: float(np.sum(params.log_likelihood(Xb, yb))))
-    return float(total) / data.n_samples
+    def block(Xb, yb, wb=None):
+        ll = params.log_likelihood(Xb, yb)
+        return float(np.sum(ll) if wb is None else wb @ ll)
+
+    return float(data.map_reduce(block)) / data.total_weight
 
 
-def _stats_block(X, y, shift):
+def _stats_block(X, y, shift, w=None):
     with np.errstate(all="ignore"):  # non-finite values are counted, then refused
         Xs = X - shift
-        return dict(
-            n=X.shape[0],
-            sx=Xs.sum(axis=0),
-            sxx=Xs.T @ Xs,
-            sy=float(y.sum()),
-            syy=float(y @ y),
+        out = dict(
             bad_x=int(np.sum(~np.isfinite(X))),
             bad_y=int(np.sum(~np.isfinite(y))),
             big=int(np.sum(np.abs(X) > MAX_MAGNITUDE) + np.sum(np.abs(y) > MAX_MAGNITUDE)),
         )
+        if w is None:
+            out.update(n=X.shape[0], sx=Xs.sum(axis=0), sxx=Xs.T @ Xs, sy=float(y.sum()))
+            out.update(syy=float(y @ y))
+            return out
+        bad_w = ~np.isfinite(w)
+        w = np.where(bad_w, 0.0, w)
+        out.update(bad_w=int(np.sum(bad_w)), neg_w=int(np.sum(w < 0)))
+        out.update(n=float(w.sum()), sx=w @ Xs, sxx=(Xs * w[:, None]).T @ Xs)
+        out.update(sy=float(w @ y), syy=float(w @ (y * y)))
+        return out
 
 
 def _streamed_moments(raw: Data, center):
@@ -913,7 +969,10 @@ def _streamed_moments(raw: Data, center):
     shift = head.mean(axis=0) if center else np.zeros(raw.n_features)
     if not np.all(np.isfinite(shift)):
         raise ValueError("X contains NaN or infinite values")
-    st = raw.map_reduce(lambda Xb, yb: _stats_block(Xb, yb, shift))
+    st = raw.map_reduce(lambda Xb, yb, wb=None: _stats_block(Xb, yb, shift, wb))
+    if raw.weighted:
+        _check_weight_values(st["neg_w"], st["n"], st["bad_w"])
+        raw._total_weight = float(st["n"])
     if st["bad_x"]:
         raise ValueError("X contains NaN or infinite values")
     if st["bad_y"]:

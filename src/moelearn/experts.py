@@ -60,6 +60,8 @@ class ExpertRecoveryResult:
     restart_losses : ndarray
         Final loss (landscape) or score (tensor) of each start.
     best_restart : int
+        The restart kept: the first whose loss is within round-off (1e-9,
+        relative) of the lowest.
     weights : ndarray (k,)
         Tensor weights of the recovered components (tensor method), or the
         loss-normalised ``T_4`` weights ``T(u_i,u_i,u_i,u_i)`` (landscape).
@@ -174,6 +176,18 @@ def _normalised_fourth(reduced: ReducedMomentAccumulator):
     return _symmetrise(low_rank.reshape(k, k, k, k)) / top
 
 
+def _first_best(losses, rel=1e-9):
+    """The first restart within round-off of the lowest loss.
+
+    Restarts that reach one optimum (up to a permutation of the experts) tie
+    up to round-off; taking the first of them, rather than the exact minimum,
+    keeps the choice stable when the data are summed in another order (e.g.
+    weighted rows against repeated ones).
+    """
+    low = float(np.min(losses))
+    return int(np.flatnonzero(losses <= low + rel * max(1.0, abs(low)))[0])
+
+
 def _landscape_whitened(reduced, n_restarts, max_iter, tol, mu, rng, record):
     T = _normalised_fourth(reduced)
     k = T.shape[0]
@@ -187,7 +201,7 @@ def _landscape_whitened(reduced, n_restarts, max_iter, tol, mu, rng, record):
         results.append((U, hist))
         paths.append(path)
     losses = np.array([h[-1] for _, h in results])
-    best = int(np.argmin(losses))
+    best = _first_best(losses)
     U = results[best][0]
     weights = np.einsum("abcd,ia,ib,ic,id->i", T, U, U, U, U)
     return U, [h for _, h in results], losses, best, weights, paths
@@ -233,7 +247,9 @@ def _landscape_raw(data, q4, k, d, scale, n_samples, options, rng, span):
     def full_loss(B):
         rho = B @ B.T
         total_loss, total_grad = data.map_reduce(
-            lambda Xb, yb: _raw_loss_chunk(Xb, q4(yb) / scale, B, K, rho)
+            lambda Xb, yb, wb=None: _raw_loss_chunk(
+                Xb, q4(yb) / scale if wb is None else q4(yb) * wb / scale, B, K, rho
+            )
         )
         return total_loss / n_samples, total_grad / n_samples
 
@@ -261,7 +277,7 @@ def _landscape_raw(data, q4, k, d, scale, n_samples, options, rng, span):
             hist = np.append(hist, full_loss(B)[0])
         results.append((B, hist))
     losses = np.array([h[-1] for _, h in results])
-    best = int(np.argmin(losses))
+    best = _first_best(losses)
     return results[best][0], [h for _, h in results], losses, best
 
 
@@ -271,17 +287,21 @@ def _minibatch_descent(data, q4, scale, K, B0, batch_size, n_steps, lr, rng):
     history = []
     step = 0
     while step < n_steps:
-        for Xc, yc in data:
+        for Xc, yc, wc in data.blocks():
             perm = rng.permutation(Xc.shape[0])
             for start in range(0, Xc.shape[0], batch_size):
                 idx = perm[start : start + batch_size]
                 w = q4(yc[idx]) / scale
+                size = len(idx)
+                if wc is not None:
+                    w = w * wc[idx]
+                    size = max(float(wc[idx].sum()), 1e-300)
                 loss, grad = _raw_loss_chunk(Xc[idx], w, B, K, B @ B.T)
-                grad = grad / len(idx)
+                grad = grad / size
                 grad -= np.sum(grad * B, axis=1, keepdims=True) * B
                 B = B - lr / sqrt(1.0 + step / 100.0) * grad
                 B /= np.linalg.norm(B, axis=1, keepdims=True)
-                history.append(loss / len(idx))
+                history.append(loss / size)
                 step += 1
                 if step >= n_steps:
                     return B, np.asarray(history)
@@ -521,7 +541,7 @@ def _recover(
         )
 
     # Pass 1: M_1, M_2, noise, whitening.
-    first = data.map_reduce(lambda Xb, yb: MomentAccumulator(link, d).update(Xb, yb))
+    first = data.map_reduce(lambda Xb, yb, wb=None: MomentAccumulator(link, d).update(Xb, yb, wb))
     sigma = first.noise_std() if noise_std is None else noise_std
     try:
         c1 = output_transform(link, sigma, 1).constant
@@ -554,7 +574,7 @@ def _recover(
         )
         span = first.whitening(k).eigenvectors
         A, hists, losses, best = _landscape_raw(
-            data, q4, k, d, np.sign(q4.constant) * scale, n, opts, rng, span
+            data, q4, k, d, np.sign(q4.constant) * scale, data.total_weight, opts, rng, span
         )
         A = _resolve_signs(A, first.first_moment, c1)
         result = ExpertRecoveryResult(
@@ -569,9 +589,9 @@ def _recover(
 
     whitening = first.whitening(k)
     reduced = data.map_reduce(
-        lambda Xb, yb: ReducedMomentAccumulator(link, whitening, sigma, orders=(use_order,)).update(
-            Xb, yb
-        )
+        lambda Xb, yb, wb=None: ReducedMomentAccumulator(
+            link, whitening, sigma, orders=(use_order,)
+        ).update(Xb, yb, wb)
     )
 
     trajectories = []

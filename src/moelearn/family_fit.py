@@ -129,14 +129,15 @@ def _column_stats(raw: Data, weights=None):
                 big=int(np.sum(np.abs(X) > MAX_MAGNITUDE) + np.sum(np.abs(y) > MAX_MAGNITUDE)),
             )
 
-    def block(X, y):
+    def block(X, y, w=None):
+        w = np.ones(X.shape[0]) if w is None else w
         with np.errstate(all="ignore"):
             return dict(
-                n=X.shape[0],
-                sx=X.sum(axis=0),
-                sxx=(X * X).sum(axis=0),
-                sy=float(y.sum()),
-                syy=float(y @ y),
+                n=float(w.sum()),
+                sx=w @ X,
+                sxx=w @ (X * X),
+                sy=float(w @ y),
+                syy=float(w @ (y * y)),
                 bad_x=int(np.sum(~np.isfinite(X))),
                 bad_y=int(np.sum(~np.isfinite(y))),
                 big=int(np.sum(np.abs(X) > MAX_MAGNITUDE) + np.sum(np.abs(y) > MAX_MAGNITUDE)),
@@ -171,7 +172,7 @@ def unscale(coef, cols, x_mean, x_scale, fit_intercept):
 def _family_check(raw: Data, family: Family):
     """Let the family refuse invalid responses, block by block (one pass out of core)."""
 
-    def block(X, y):
+    def block(X, y, w=None):
         family.check_y(y)
         return 0
 
@@ -338,10 +339,9 @@ def fit_engine(
     rng = random_state
     k = n_experts
     if sample_weight is not None and not raw.in_memory:
-        raise ValueError(
-            "sample_weight with out-of-core data is not supported for this family; "
-            "pass in-memory arrays"
-        )
+        raise ValueError("pass the weights of out-of-core data inside the Data source")
+    if raw.weighted and raw.in_memory:
+        sample_weight = np.asarray(raw.w, dtype=float)
     _family_check(raw, family)
     x_mean, x_scale, ym, ys, y_sd = _scaling(raw, family, fit_intercept, sample_weight)
     if not fit_intercept and not expert_mask.any():
@@ -349,7 +349,7 @@ def fit_engine(
     transform = Transform(x_mean, np.diag(1.0 / x_scale), ym, ys)
     if raw.in_memory:
         X0, y0 = (raw.X, raw.y) if raw.transform is None else raw.transform(raw.X, raw.y)
-        data = Data(*transform(X0, y0), n_experts=k)
+        data = Data(*transform(X0, y0), n_experts=k)  # weights travel as sample_weight
     else:
         chained = transform if raw.transform is None else Chain(raw.transform, transform)
         data = raw.with_transform(chained, n_experts=k)
@@ -371,11 +371,15 @@ def fit_engine(
         n = data.n_samples
         if n > SEARCH_ROWS:
             rows = np.sort(rng.choice(n, SEARCH_ROWS, replace=False))
-            sub_X, sub_y = data.rows(rows)
         else:
             rows = np.arange(n)
-            sub_X, sub_y = data.rows(rows) if not data.in_memory else (data.X, data.y)
-        sub_w = None if sample_weight is None else sample_weight[rows]
+        if data.in_memory:
+            sub_X, sub_y = (data.X[rows], data.y[rows]) if n > SEARCH_ROWS else (data.X, data.y)
+            sub_w = sample_weight
+            if sample_weight is not None and n > SEARCH_ROWS:
+                sub_w = sample_weight[rows]
+        else:
+            sub_X, sub_y, sub_w = data.weighted_rows(rows)
         if n_init == "auto":
             rows_seen = len(sub_y) if sub_w is None else float(sub_w.sum())
             cost = rows_seen * k * (design.n_expert + design.n_gate)
@@ -397,7 +401,7 @@ def fit_engine(
             random_state=rng,
             alpha=alpha,
             weights=sample_weight,
-            sub_weights=sub_w if n > SEARCH_ROWS else sample_weight,
+            sub_weights=sub_w,
         )
         plural = "s" if n_candidates > 1 else ""
         method = f"{kind} (best of {n_candidates} start{plural})"

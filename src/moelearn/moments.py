@@ -3,7 +3,8 @@
 Everything the moment methods need is a sum over samples, so the statistics
 are held as sums plus a count: they consume ``(X, y)`` in chunks, merge by
 addition (``a + b`` equals one pass over the concatenated data) and use
-memory independent of ``n``.
+memory independent of ``n``.  With sample weights the sums are weighted and
+the count is the weight total (still mergeable by addition).
 
 Two passes are needed because the third/fourth-order transforms depend on
 the noise level and the whitening depends on the second moment:
@@ -130,15 +131,23 @@ class MomentAccumulator(_SumStatistics):
     def _empty_like(self):
         return MomentAccumulator(self.link, self.n_features)
 
-    def update(self, X, y):
-        """Add one chunk."""
+    def update(self, X, y, sample_weight=None):
+        """Add one chunk (rows weighted by ``sample_weight``: the count becomes their sum)."""
         if X.shape[0] == 0:
             return self
         y2 = y * y
-        self.n_samples += X.shape[0]
-        self.y_power_sums += [X.shape[0], y.sum(), y2.sum(), (y2 * y).sum(), (y2 * y2).sum()]
-        self.yx_sum += y @ X
-        w = self.q2(y)
+        if sample_weight is None:
+            self.n_samples += X.shape[0]
+            self.y_power_sums += [X.shape[0], y.sum(), y2.sum(), (y2 * y).sum(), (y2 * y2).sum()]
+            self.yx_sum += y @ X
+            w = self.q2(y)
+        else:
+            sw = sample_weight
+            total = float(sw.sum())
+            self.n_samples += total
+            self.y_power_sums += [total, sw @ y, sw @ y2, sw @ (y2 * y), sw @ (y2 * y2)]
+            self.yx_sum += (sw * y) @ X
+            w = self.q2(y) * sw
         self.q2_sum += w.sum()
         self.q2_xx_sum += (X * w[:, None]).T @ X
         return self
@@ -264,22 +273,26 @@ class ReducedMomentAccumulator(_SumStatistics):
     def _empty_like(self):
         return ReducedMomentAccumulator(self.link, self.whitening, self.noise_std, self.orders)
 
-    def update(self, X, y):
-        """Add one chunk."""
+    def update(self, X, y, sample_weight=None):
+        """Add one chunk (rows weighted by ``sample_weight``: the count becomes their sum)."""
         n = X.shape[0]
         if n == 0:
             return self
         k = self.n_experts
-        self.n_samples += n
+        self.n_samples += n if sample_weight is None else float(sample_weight.sum())
         z = X @ self._P.T
         # z (x) z as an (n, k^2) matrix: the unfoldings below are single GEMMs.
         zz = (z[:, :, None] * z[:, None, :]).reshape(n, k * k)
         if 3 in self.orders:
             w3 = self.transforms[3](y)
+            if sample_weight is not None:
+                w3 = w3 * sample_weight
             self.r3_sum += (zz * w3[:, None]).T @ z
             self.r1_sum += w3 @ z
         if 4 in self.orders:
             w4 = self.transforms[4](y)
+            if sample_weight is not None:
+                w4 = w4 * sample_weight
             wzz = zz * w4[:, None]
             self.r4_sum += wzz.T @ zz
             self.r2_sum += wzz.sum(axis=0).reshape(k, k)

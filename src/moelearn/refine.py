@@ -146,11 +146,12 @@ def _to_params(values: dict, link, per_expert_noise) -> MoEParams:
 # --------------------------------------------------------------------------
 # Log-likelihood and gradients, one chunk at a time
 # --------------------------------------------------------------------------
-def _chunk_terms(X, y, v, link, want_grad, want_post=False):
+def _chunk_terms(X, y, v, link, want_grad, want_post=False, w=None):
     """Sum of log-likelihood over a chunk and (optionally) gradients/posteriors.
 
     Per-sample quantities are (k, n) arrays (see :mod:`moelearn._logspace`);
-    ``post`` is returned as (k, n) too.
+    ``post`` is returned as (k, n) too (not weighted).  ``w``: sample weights
+    of the rows (None: all one), which weight the sums.
     """
     k = v["experts"].shape[0]
     # one GEMM for both the expert and the gating pre-activations
@@ -162,14 +163,15 @@ def _chunk_terms(X, y, v, link, want_grad, want_post=False):
     logp, p = softmax_k(logits)
     joint = logp - 0.5 * resid**2 - (np.log(sigma) + 0.5 * _LOG_2PI)
     ll, post = logsumexp_k(joint)
-    out = {"loglik": float(ll.sum())}
+    out = {"loglik": float(ll.sum() if w is None else ll @ w)}
     if want_post:
         out["post"] = post
     if want_grad:
-        g_U = post * resid / sigma
+        wpost = post if w is None else post * w
+        g_U = wpost * resid / sigma
         if not link.is_linear:
             g_U *= link.grad(U)
-        g_both = np.vstack([g_U, post - p])
+        g_both = np.vstack([g_U, post - p if w is None else wpost - p * w])
         both = g_both @ X
         sums = g_both.sum(axis=1)
         out.update(
@@ -177,13 +179,15 @@ def _chunk_terms(X, y, v, link, want_grad, want_post=False):
             gating=both[k:],
             expert_bias=sums[:k],
             gating_bias=sums[k:],
-            noise=(post * (resid**2 - 1.0)).sum(axis=1),  # d/d log sigma
+            noise=(wpost * (resid**2 - 1.0)).sum(axis=1),  # d/d log sigma
         )
     return out
 
 
 def _sum_terms(data, values, link, want_grad):
-    return data.map_reduce(lambda Xb, yb: _chunk_terms(Xb, yb, values, link, want_grad))
+    return data.map_reduce(
+        lambda Xb, yb, wb=None: _chunk_terms(Xb, yb, values, link, want_grad, w=wb)
+    )
 
 
 def _total_loglik(data, values, link) -> float:
@@ -201,7 +205,8 @@ class FitResult:
     ----------
     params : MoEParams
     log_likelihood : float
-        Mean log-likelihood per sample at ``params``.
+        Mean log-likelihood per sample at ``params`` (weighted by the sample
+        weights of a weighted :class:`Data`).
     n_iter : int
     converged : bool
     history : ndarray
@@ -302,7 +307,7 @@ def _maximize_gradient(
 ):
     link = get_link(init.link)
     layout = _Layout(init.n_experts, init.n_features, free, per_expert_noise)
-    n = data.n_samples
+    n = data.total_weight
     theta0 = layout.pack(init)
 
     def fun(theta):
@@ -356,7 +361,9 @@ def _maximize_gradient(
             def hess(th):
                 values = layout.unpack(th, init)
                 H = data.map_reduce(
-                    lambda Xb, yb: _chunk_hessian(Xb, yb, values, link, perm, fit_intercept)
+                    lambda Xb, yb, wb=None: _chunk_hessian(
+                        Xb, yb, values, link, perm, fit_intercept, wb
+                    )
                 )
                 return -0.5 * (H + H.T) / n
 
@@ -518,7 +525,7 @@ def _em(data, init, free, per_expert_noise, max_iter, tol, noise_floor, record, 
         "noise": init.noise_vector,
     }
     gating_free = free & {"gating", "gating_bias"}
-    n = data.n_samples
+    n = data.total_weight
     history, trajectory = [], []
     converged = False
     it = 0
@@ -530,13 +537,15 @@ def _em(data, init, free, per_expert_noise, max_iter, tol, noise_floor, record, 
         if cache_posts:
             posts = []
             stats = None
-            for Xb, yb in data:
-                part = _em_block_stats(Xb, yb, values, link, keep_post=True)
+            for Xb, yb, wb in data.blocks():
+                part = _em_block_stats(Xb, yb, values, link, keep_post=True, w=wb)
                 posts.append(part.pop("post"))
                 stats = add_partials(stats, part)
         else:
             posts = None
-            stats = data.map_reduce(lambda Xb, yb, v=estep_values: _em_block_stats(Xb, yb, v, link))
+            stats = data.map_reduce(
+                lambda Xb, yb, wb=None, v=estep_values: _em_block_stats(Xb, yb, v, link, w=wb)
+            )
         loglik, gram, rhs, sq, wsum = (
             stats[key] for key in ("loglik", "gram", "rhs", "sq", "wsum")
         )
@@ -646,34 +655,34 @@ def params_from_responsibilities(
     }
     free = _ALL if fit_intercept else _ALL - {"expert_bias", "gating_bias"}
     posts, stats, start = [], None, 0
-    for Xb, yb in data:
+    for Xb, yb, wb in data.blocks():
         pb = post[:, start : start + Xb.shape[0]]
         start += Xb.shape[0]
         posts.append(pb)
-        stats = add_partials(stats, _em_block_stats(Xb, yb, values, link, post=pb))
+        stats = add_partials(stats, _em_block_stats(Xb, yb, values, link, post=pb, w=wb))
     _mstep_experts_noise(
         values,
         stats["gram"],
         stats["rhs"],
         stats["sq"],
         stats["wsum"],
-        data.n_samples,
+        data.total_weight,
         free - {"noise"},
         per_expert_noise,
         noise_floor,
     )
     # noise from the residuals of the new experts (not of the point of linearisation)
     sq, start = np.zeros(k), 0
-    for (Xb, yb), pb in zip(data, posts, strict=True):
+    for (Xb, yb, wb), pb in zip(data.blocks(), posts, strict=True):
         mu = link(values["experts"] @ Xb.T + values["expert_bias"][:, None])
-        sq += np.sum(pb * (yb - mu) ** 2, axis=1)
+        sq += np.sum((pb if wb is None else pb * wb) * (yb - mu) ** 2, axis=1)
     _mstep_experts_noise(
         values,
         stats["gram"],
         stats["rhs"],
         sq,
         stats["wsum"],
-        data.n_samples,
+        data.total_weight,
         frozenset({"noise"}),
         per_expert_noise,
         noise_floor,
@@ -684,17 +693,22 @@ def params_from_responsibilities(
     return _to_params(values, init.link, per_expert_noise)
 
 
-def _em_block_stats(X, y, values, link, keep_post=False, post=None):
+def _em_block_stats(X, y, values, link, keep_post=False, post=None, w=None):
     """E-step on one block: log-likelihood and the weighted normal equations per expert.
 
-    With ``post`` given, those responsibilities replace the E-step (no log-likelihood).
+    With ``post`` given, those responsibilities replace the E-step (no
+    log-likelihood).  ``w``: sample weights of the rows (None: all one); a
+    kept ``post`` is not weighted.
     """
     k, d = values["experts"].shape
     if post is None:
-        t = _chunk_terms(X, y, values, link, want_grad=False, want_post=True)
+        t = _chunk_terms(X, y, values, link, want_grad=False, want_post=True, w=w)
         post, loglik = t["post"], t["loglik"]
     else:
         loglik = float("nan")
+    kept = post
+    if w is not None:
+        post = post * w
     U = values["experts"] @ X.T + values["expert_bias"][:, None]
     mu = link(U)
     design = np.hstack([X, np.ones((X.shape[0], 1))])
@@ -718,7 +732,7 @@ def _em_block_stats(X, y, values, link, keep_post=False, post=None):
         wsum=post.sum(axis=1),
     )
     if keep_post:
-        out["post"] = post
+        out["post"] = kept
     return out
 
 
@@ -738,23 +752,27 @@ def _gating_newton(data, values, posts, max_iter):
     """
     k, d = values["gating"].shape
     m = k - 1
-    n = data.n_samples
-    blocks = [
-        (np.hstack([Xb, np.ones((Xb.shape[0], 1))]), post)
-        for (Xb, _), post in zip(data, posts, strict=True)
-    ]
+    n = data.total_weight
+    # (design, weighted design, weighted soft labels) per block
+    blocks = []
+    for (Xb, _, wb), post in zip(data.blocks(), posts, strict=True):
+        Xt = np.hstack([Xb, np.ones((Xb.shape[0], 1))])
+        if wb is None:
+            blocks.append((Xt, Xt, post))
+        else:
+            blocks.append((Xt, Xt * wb[:, None], post * wb))
 
     def value(theta):
-        return -sum(float(np.sum(post * softmax_k(theta @ Xt.T)[0])) for Xt, post in blocks)
+        return -sum(float(np.sum(post * softmax_k(theta @ Xt.T)[0])) for Xt, _, post in blocks)
 
     def derivatives(theta):
         grad, hess = np.zeros((m, d + 1)), np.zeros((m, d + 1, m, d + 1))
-        for Xt, post in blocks:
+        for Xt, Xw, post in blocks:
             p = softmax_k(theta @ Xt.T)[1]
-            grad += (post[:m] - p[:m]) @ Xt
+            grad += post[:m] @ Xt - p[:m] @ Xw
             for a in range(m):
                 for b in range(a, m):
-                    block = (Xt * (p[a] * ((a == b) - p[b]))[:, None]).T @ Xt
+                    block = (Xw * (p[a] * ((a == b) - p[b]))[:, None]).T @ Xt
                     hess[a, :, b, :] = block
                     hess[b, :, a, :] = block.T
         return grad.ravel(), hess.reshape(m * (d + 1), m * (d + 1))
@@ -790,14 +808,17 @@ def _gating_mstep(data, values, gating_free, cached_posts, estep_values, link, m
     k, d = values["gating"].shape
     fit_w = "gating" in gating_free
     fit_c = "gating_bias" in gating_free
-    n = data.n_samples
+    n = data.total_weight
     if cached_posts is not None and fit_w and fit_c and k * (d + 1) <= _NEWTON_GATE_SIZE and k > 1:
         _gating_newton(data, values, cached_posts, max_iter)
         return
 
-    def block(X, post, W, c):
+    def block(X, post, W, c, w=None):
         logp, p = softmax_k(W @ X.T + c[:, None])
         diff = p - post
+        if w is not None:
+            diff *= w
+            post = post * w
         return dict(f=-float(np.sum(post * logp)), gW=diff @ X, gc=diff.sum(axis=1))
 
     def fun(theta):
@@ -805,12 +826,12 @@ def _gating_mstep(data, values, gating_free, cached_posts, estep_values, link, m
         c = theta[-k:] if fit_c else values["gating_bias"]
         if cached_posts is not None:
             tot = None
-            for (Xb, _), post in zip(data, cached_posts, strict=True):
-                tot = add_partials(tot, block(Xb, post, W, c))
+            for (Xb, _, wb), post in zip(data.blocks(), cached_posts, strict=True):
+                tot = add_partials(tot, block(Xb, post, W, c, wb))
         else:
             tot = data.map_reduce(
-                lambda Xb, yb: block(
-                    Xb, _chunk_terms(Xb, yb, estep_values, link, False, True)["post"], W, c
+                lambda Xb, yb, wb=None: block(
+                    Xb, _chunk_terms(Xb, yb, estep_values, link, False, True)["post"], W, c, wb
                 )
             )
         parts = ([tot["gW"].ravel()] if fit_w else []) + ([tot["gc"]] if fit_c else [])
@@ -845,19 +866,22 @@ def fit_squared_loss(
     link = get_link(init.link)
     free = _ALL - {"noise"} if fit_intercept else frozenset({"experts", "gating"})
     layout = _Layout(init.n_experts, init.n_features, free, False)
-    n = data.n_samples
+    n = data.total_weight
     k = init.n_experts
 
     def fun(theta):
         v = layout.unpack(theta, init)
 
-        def block(X, y):
+        def block(X, y, w=None):
             pre = np.vstack([v["experts"], v["gating"]]) @ X.T
             U = pre[:k] + v["expert_bias"][:, None]
             p = softmax_k(pre[k:] + v["gating_bias"][:, None])[1]
             mu = link(U)
             m = np.sum(p * mu, axis=0)
             e2 = -2.0 * (y - m)
+            loss = float(e2 @ e2) / 4.0 if w is None else float((e2 * w) @ e2) / 4.0
+            if w is not None:
+                e2 *= w
             g_U = e2 * p
             g_logits = g_U * (mu - m)
             if not link.is_linear:
@@ -866,7 +890,7 @@ def fit_squared_loss(
             both = g_both @ X
             sums = g_both.sum(axis=1)
             return dict(
-                loss=float(e2 @ e2) / 4.0,
+                loss=loss,
                 experts=both[:k],
                 gating=both[k:],
                 expert_bias=sums[:k],
@@ -942,7 +966,7 @@ def observed_information(
     perm = _information_index(layout, fit_intercept)
     with blas_threads(params.n_features * params.n_experts):
         H = data.map_reduce(
-            lambda Xb, yb: _chunk_hessian(Xb, yb, values, link, perm, fit_intercept)
+            lambda Xb, yb, wb=None: _chunk_hessian(Xb, yb, values, link, perm, fit_intercept, wb)
         )
     info = -0.5 * (H + H.T)
     return info, _coordinate_names(layout, free)
@@ -982,8 +1006,8 @@ def _outer_rows(c, Z):
     return out.reshape(Z.shape[0], -1)
 
 
-def _chunk_hessian(X, y, v, link, perm, fit_intercept):
-    """Hessian of the log-likelihood summed over one chunk.
+def _chunk_hessian(X, y, v, link, perm, fit_intercept, w=None):
+    """Hessian of the log-likelihood summed over one chunk (rows weighted by ``w``).
 
     With ``J_i = log p_i + log N(y | g(U_i), sigma_i^2)``, ``U_i = <a_i,x> + b_i``,
     ``eta_i = <w_i,x> + c_i``, ``s_i = log sigma_i`` and posteriors ``pi_i``, the
@@ -1014,6 +1038,7 @@ def _chunk_hessian(X, y, v, link, perm, fit_intercept):
     u = r * g1 / sigma
     vv = r**2 - 1.0
     Z = np.hstack([X, np.ones((X.shape[0], 1))]) if fit_intercept else X
+    Zw = Z if w is None else Z * w[:, None]  # right factor of every per-sample sum
     D = Z.shape[1]
     per_expert = perm.size - 2 * k * D == k
     c_ue = post * u
@@ -1021,15 +1046,16 @@ def _chunk_hessian(X, y, v, link, perm, fit_intercept):
     # the rank parts: - m m^T with m = (pi u, pi, pi v), + p p^T on eta
     s_cols = c_es.T if per_expert else c_es.sum(axis=0)[:, None]
     M = np.hstack([_outer_rows(np.vstack([c_ue, post]), Z), s_cols])
-    H = -(M.T @ M)
+    H = -(M.T @ (M if w is None else M * w[:, None]))
     P = _outer_rows(p, Z)
-    H[k * D : 2 * k * D, k * D : 2 * k * D] += P.T @ P
+    H[k * D : 2 * k * D, k * D : 2 * k * D] += P.T @ (P if w is None else P * w[:, None])
     # the block-diagonal part: pi_i (E_i + f_i f_i^T) - diag(p) on eta
-    G_ue = M[:, : k * D].T @ Z
-    G_uu, G_ee = np.split(_outer_rows(np.vstack([post * (e_uu + u**2), post - p]), Z).T @ Z, 2)
-    h_us = (post * (u * vv - 2.0 * u)) @ Z
-    h_es = c_es @ Z
-    h_ss = (post * (vv**2 - 2.0 * r**2)).sum(axis=1)
+    G_ue = M[:, : k * D].T @ Zw
+    G_uu, G_ee = np.split(_outer_rows(np.vstack([post * (e_uu + u**2), post - p]), Z).T @ Zw, 2)
+    h_us = (post * (u * vv - 2.0 * u)) @ Zw
+    h_es = c_es @ Zw
+    h_ss = post * (vv**2 - 2.0 * r**2)
+    h_ss = h_ss.sum(axis=1) if w is None else h_ss @ w
     for i in range(k):
         iu = slice(i * D, (i + 1) * D)
         ie = slice((k + i) * D, (k + i + 1) * D)

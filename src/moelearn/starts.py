@@ -10,7 +10,10 @@ default strategy of the estimator:
    through random gate partitions (random hyperplanes of ``x``), residual
    partitions (quantiles of the residual of one global regression, tilted by a
    random direction of ``x``: the classical mixture-of-regressions start),
-   k-means clusters of ``(x, y)`` and random parameter draws.
+   k-means clusters of ``(x, y)`` and random parameter draws.  Every
+   candidate is a function of the rows' values and weights and of random
+   draws whose number does not depend on the rows, so a fit with integer
+   sample weights equals one on rows repeated that many times.
 2. **Screening**: a short EM run from each candidate, all candidates at once
    in one batched EM (:func:`_batched_em`), the noise levels tied for the
    first half (an expert cannot shrink onto a few points before the others
@@ -24,8 +27,9 @@ default strategy of the estimator:
    about one refinement.
 
 A component is **collapsed** when it explains fewer samples (sum of its
-responsibilities) than its expert has coefficients plus one, so that it can
-interpolate them, or when its noise level sits at the floor.  Collapsed fits
+responsibilities, weighted by the sample weights) than its expert has
+coefficients plus one, so that it can interpolate them, or when its noise
+level sits at the floor.  Collapsed fits
 rank below every fit without a collapsed component.
 
 For a non-linear link the generated candidates are random parameter draws
@@ -40,7 +44,6 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-from scipy.cluster.vq import kmeans2
 from sklearn.exceptions import ConvergenceWarning
 
 from ._threads import blas_threads
@@ -99,7 +102,11 @@ def collapsed_components(
     data: Data, params: MoEParams, noise_floor: float, n_expert_params: int
 ) -> np.ndarray:
     """Which components are collapsed (boolean, one per expert); see the module notes."""
-    share = data.map_reduce(lambda Xb, yb: params.posterior(Xb, yb).sum(axis=0))
+    share = data.map_reduce(
+        lambda Xb, yb, wb=None: (
+            params.posterior(Xb, yb).sum(axis=0) if wb is None else wb @ params.posterior(Xb, yb)
+        )
+    )
     at_floor = params.noise_vector <= 1.001 * noise_floor
     return (share < n_expert_params + 1) | at_floor
 
@@ -110,8 +117,13 @@ def _one_hot(labels, k, smooth=0.1):
     return post
 
 
-def _partition(kind, X, y, k, rng):
-    """Hard labels of the rows of (X, y) (standardised) for one candidate."""
+def _partition(kind, X, y, w, k, rng, order=None):
+    """Hard labels of the rows of (X, y) (standardised, weights ``w`` or None) for one candidate.
+
+    Each is a function of the rows' values and weights and of random draws whose
+    number does not depend on the rows (DESIGN §12): ``order`` is a canonical
+    order of the rows (:func:`_canonical_order`) for the k-means seeding.
+    """
     n, d = X.shape
     if kind == "gate":
         W = rng.standard_normal((k, d))
@@ -119,17 +131,53 @@ def _partition(kind, X, y, k, rng):
         return np.argmax(X @ W.T + c, axis=1)
     if kind == "residual":
         design = np.hstack([X, np.ones((n, 1))])
-        beta = np.linalg.lstsq(design, y, rcond=None)[0]
+        if w is None:
+            beta = np.linalg.lstsq(design, y, rcond=None)[0]
+        else:
+            root = np.sqrt(w)
+            beta = np.linalg.lstsq(design * root[:, None], y * root, rcond=None)[0]
         resid = y - design @ beta
+        spread = np.sqrt(np.average((resid - np.average(resid, weights=w)) ** 2, weights=w))
         v = rng.standard_normal(d) / np.sqrt(d)
-        score = resid / max(float(np.std(resid)), 1e-12) + rng.uniform(0, 1) * (X @ v)
-        edges = np.quantile(score, np.sort(rng.dirichlet(np.full(k, 4.0)).cumsum()[:-1]))
+        score = resid / max(float(spread), 1e-12) + rng.uniform(0, 1) * (X @ v)
+        levels = np.sort(rng.dirichlet(np.full(k, 4.0)).cumsum()[:-1])
+        edges = np.quantile(score, levels, weights=w, method="inverted_cdf")
         return np.searchsorted(edges, score)
-    # kmeans on (x, y), ten Lloyd iterations from k random rows
+    # kmeans on (x, y), ten Lloyd iterations from k rows drawn by weight
     Z = np.hstack([X, y[:, None] * np.sqrt(d)])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "one of the clusters is empty"
-        return kmeans2(Z, k, iter=10, minit="points", seed=rng)[1]
+    return _kmeans_labels(Z, w, k, rng, _canonical_order(Z) if order is None else order)
+
+
+def _canonical_order(Z):
+    """Row order by value (lexicographic): equal rows are adjacent, whatever their positions."""
+    return np.lexsort(Z.T[::-1])
+
+
+def _kmeans_labels(Z, w, k, rng, order, n_iter=10):
+    """Weighted Lloyd iterations from ``k`` rows drawn with probability proportional to weight.
+
+    The rows are drawn by inverting the cumulative weight in the canonical
+    ``order`` (a zero-weight row is never drawn), and every step is a function
+    of the rows' values and weights; an empty cluster keeps its centre.
+    (:func:`scipy.cluster.vq.kmeans2` takes no weights.)
+    """
+    n = Z.shape[0]
+    cum = np.cumsum(np.ones(n) if w is None else w[order])
+    picks = np.searchsorted(cum, rng.uniform(0.0, cum[-1], k), side="right")
+    centres = Z[order[np.minimum(picks, n - 1)]]
+    weights = np.ones(n) if w is None else w
+    rows = np.arange(n)
+    member = np.zeros((k, n))
+    labels = np.zeros(n, dtype=np.intp)
+    for _ in range(n_iter):
+        # nearest centre: argmin of |c|^2 - 2 <z, c> (|z|^2 is common to a row)
+        labels = np.argmin(np.sum(centres**2, axis=1) - 2.0 * (Z @ centres.T), axis=1)
+        member[:] = 0.0
+        member[labels, rows] = weights
+        mass = np.bincount(labels, weights=weights, minlength=k)
+        full = mass > 0
+        centres[full] = (member[full] @ Z) / mass[full, None]
+    return labels
 
 
 def _quiet(fn, *args, **kwargs):
@@ -187,24 +235,35 @@ def _unstack(B, G, S, c, d, link, per_expert):
     )
 
 
-def _batched_em(Xt, y, B, G, S, post, n_iter, n_tied, noise_floor, gate_steps=2):
+def _batched_em(Xt, y, B, G, S, post, n_iter, n_tied, noise_floor, gate_steps=2, w=None):
     """EM for C linear mixtures of experts at once (the screening engine).
 
     ``Xt`` is (n, q) (the design, with a column of ones for intercepts), ``B``,
     ``G`` (C, k, q) and ``S`` (C, k) the candidates; ``post`` (C, k, n), when
     given, replaces the first E-step.  The first ``n_tied`` iterations tie the
     noise levels.  The gate takes ``gate_steps`` damped Newton steps per
-    iteration (:func:`_gate_newton_steps`).
+    iteration (:func:`_gate_newton_steps`).  ``w``: sample weights of the
+    rows (None: all one).
 
     Returns ``(B, G, S, loglik_tied, loglik, post)``; the log-likelihoods are
-    totals, evaluated at the start of the last tied and the last iteration.
+    (weighted) totals, evaluated at the start of the last tied and the last
+    iteration; ``post`` is not weighted.
     """
     C, k, q = B.shape
     n = y.size
     B, G, S = B.copy(), G.copy(), S.copy()
-    gram = Xt.T @ Xt
     XX = (Xt[:, :, None] * Xt[:, None, :]).reshape(n, q * q)
-    ridge = 1e-10 * (np.trace(gram) / q + 1e-300) * np.eye(q)
+    if w is None:
+        total, Xw, XXw = n, Xt, XX
+    else:
+        total, Xw, XXw = float(w.sum()), Xt * w[:, None], XX * w[:, None]
+    gram = Xw.T @ Xt
+    Xy = Xw * y[:, None]
+    # The ridge sets the coefficients along directions the rows do not span (n < q, or
+    # collinear columns) to 0; at 1e-10 the condition number 1e10 left them at
+    # round-off times 1e10 (1e-6), so predictions off the rows changed with the order
+    # of the rows.  The winner is refined without it.
+    ridge = 1e-8 * (np.trace(gram) / q + 1e-300) * np.eye(q)
     ll_tied = ll = np.full(C, -np.inf)
     for it in range(n_iter + 1):
         eta = _lin(G, Xt)
@@ -216,26 +275,29 @@ def _batched_em(Xt, y, B, G, S, post, n_iter, n_tied, noise_floor, gate_steps=2)
             top = J.max(axis=1, keepdims=True)
             lse = top + np.log(np.exp(J - top).sum(axis=1, keepdims=True))
             post = np.exp(J - lse)
-            ll = lse[:, 0, :].sum(axis=1)
+            ll = lse[:, 0, :].sum(axis=1) if w is None else lse[:, 0, :] @ w
             if it == n_tied:
                 ll_tied = ll.copy()
         if it == n_iter:
             break
         # experts: weighted least squares (a lost component keeps its coefficients)
-        wsum = post.sum(axis=2)
-        A = (post.reshape(C * k, n) @ XX).reshape(C, k, q, q) + ridge
-        rhs = post @ (Xt * y[:, None])
-        alive = wsum > 1e-8 * n
+        wsum = post.sum(axis=2) if w is None else post @ w
+        A = (post.reshape(C * k, n) @ XXw).reshape(C, k, q, q) + ridge
+        rhs = post @ Xy
+        alive = wsum > 1e-8 * total
         B[alive] = np.linalg.solve(A[alive], rhs[alive][:, :, None])[:, :, 0]
-        sq = np.einsum("ckn,ckn->ck", post, (y - _lin(B, Xt)) ** 2)
+        r2 = (y - _lin(B, Xt)) ** 2
+        if w is not None:
+            r2 *= w
+        sq = np.einsum("ckn,ckn->ck", post, r2)
         if it < n_tied:
-            S = np.repeat(np.sqrt(sq.sum(axis=1, keepdims=True) / n), k, axis=1)
+            S = np.repeat(np.sqrt(sq.sum(axis=1, keepdims=True) / total), k, axis=1)
         else:
             S = np.where(alive, np.sqrt(sq / np.maximum(wsum, 1e-300)), S)
         S = np.maximum(S, noise_floor)
         # gate: damped Newton steps on the soft-label logit, the last expert the reference
         if k > 1:
-            G = _gate_newton_steps(G, post, Xt, XX, gate_steps)
+            G = _gate_newton_steps(G, post, Xt, XXw, gate_steps, w)
     return B, G, S, ll_tied, ll, post
 
 
@@ -256,18 +318,22 @@ def _gate_objective(G, post, Xt):
 _MAX_MOVES_PER_ROUND = 24
 
 
-def _gate_newton_steps(G, post, Xt, XX, n_steps):
+def _gate_newton_steps(G, post, Xt, XX, n_steps, w=None):
     """Damped Newton steps of C soft-label multinomial logits at once.
 
     The last expert is the reference.  Each step is halved, candidate by
     candidate, until the objective does not increase (a candidate with no such
-    step keeps its gate).
+    step keeps its gate).  With sample weights ``w``, ``XX`` holds the
+    weighted products of the design's columns.
     """
     C, k, q = G.shape
     m = k - 1
+    if w is not None:
+        post = post * w
     f, p = _gate_objective(G, post, Xt)
     for _ in range(n_steps):
-        grad = ((post[:, :m] - p[:, :m]) @ Xt).reshape(C, m * q)
+        diff = post[:, :m] - (p[:, :m] if w is None else p[:, :m] * w)
+        grad = (diff @ Xt).reshape(C, m * q)
         W = -p[:, :m, None, :] * p[:, None, :m, :]
         W[:, np.arange(m), np.arange(m)] += p[:, :m]
         H = (W.reshape(C * m * m, -1) @ XX).reshape(C, m, m, q, q)
@@ -281,7 +347,7 @@ def _gate_newton_steps(G, post, Xt, XX, n_steps):
         for _ in range(12):
             G_try = G.copy()
             G_try[:, :m] += t[:, None, None] * step
-            f_try, p_try = _gate_objective(G_try, post, Xt)
+            f_try, p_try = _gate_objective(G_try, post, Xt)  # post weighted
             ok = todo & (f_try <= f)
             G[ok], f[ok], p[ok] = G_try[ok], f_try[ok], p_try[ok]
             todo &= ~ok
@@ -473,12 +539,12 @@ def _search(
         return fit, bool(np.any(collapsed_components(on, fit.params, noise_floor, d_params)))
 
     # finalists: the best screened candidates of the model itself, run directly...
-    by_model = sorted(screened, key=lambda c: (c.collapsed, -c.loglik))
+    by_model = _ranked(screened, lambda c: (c.collapsed, -c.loglik))
     paths = [(c.name, c.params) for c in by_model[:n_finalists]]
     if per_expert_noise:
         # ... and the best of the nested shared-noise model (bounded, smoother), run to
         # its optimum first: a continuation from the simpler model
-        by_tied = sorted(screened, key=lambda c: -c.shared_loglik)
+        by_tied = _ranked(screened, lambda c: (False, -c.shared_loglik))
         for c in by_tied[:n_finalists]:
             tied, _ = refined(c.shared, per_expert=False)
             paths.append((f"{c.name} via shared noise", _per_expert(tied.params)))
@@ -486,7 +552,7 @@ def _search(
     for label, start in paths:
         fit, bad = refined(start)
         finals.append((bad, -fit.log_likelihood, label, fit))
-    finals.sort(key=lambda t: (t[0], t[1]))
+    finals = _ranked(finals, lambda t: (t[0], t[1]))
     # every finalist at one optimum, none collapsed: the landscape the candidates saw has
     # one basin, and the moves (built to leave a basin) are skipped
     best_negll = finals[0][1]
@@ -518,7 +584,7 @@ def _search(
             improved.append(
                 (bad, -fit.log_likelihood, name + (" + split moves" if moved else ""), fit)
             )
-        finals = sorted(improved + finals, key=lambda t: (t[0], t[1]))
+        finals = _ranked(improved + finals, lambda t: (t[0], t[1]))
     bad, _, name, fit = finals[0]
     if not same:
         fit, bad = refined(fit.params, on=data, quiet=False)
@@ -526,24 +592,25 @@ def _search(
     return StartSearch(fit, name, len(screened), summary, bad)
 
 
-def _move_responsibilities(post, resid, X, remove, split, kind, rng):
+def _move_responsibilities(post, resid, X, remove, split, kind, rng, sample_weight=None):
     """Responsibilities after removing expert ``remove`` and splitting expert ``split``.
 
     The removed expert's samples go to the others in proportion to their
     responsibilities; the split expert's samples are divided between it and
     the freed slot by the sign of its residual or by a random hyperplane of
-    ``x`` through their weighted mean.
+    ``x`` through their weighted mean (responsibilities times sample weights).
     """
     new = np.delete(post, remove, axis=0)
     new /= np.maximum(new.sum(axis=0), 1e-300)
     new = np.insert(new, remove, 0.0, axis=0)
     w = new[split]
+    mass = w if sample_weight is None else w * sample_weight
     if kind == "residual":
-        side = resid[split] > np.average(resid[split], weights=w + 1e-300)
+        side = resid[split] > np.average(resid[split], weights=mass + 1e-300)
     else:
         v = rng.standard_normal(X.shape[1])
         proj = X @ v
-        side = proj > np.average(proj, weights=w + 1e-300)
+        side = proj > np.average(proj, weights=mass + 1e-300)
     new[remove] = w * side
     new[split] = w * ~side
     return new
@@ -574,7 +641,7 @@ def _improve_by_moves(
             pick = rng.choice(len(moves), _MAX_MOVES_PER_ROUND, replace=False)
             moves = [moves[i] for i in np.sort(pick)]
         posts = [
-            _move_responsibilities(post, resid, sub.X, remove, split, kind, rng)
+            _move_responsibilities(post, resid, sub.X, remove, split, kind, rng, sub.w)
             for remove, split, kind in moves
         ]
         trials = _run_batched(
@@ -611,9 +678,11 @@ def _screen_batched(
 
     Returns a :class:`_Screened` per candidate (mean log-likelihoods).
     """
-    X, y = sub.X, sub.y
+    X, y, w = sub.X, sub.y, sub.w
     n, d = X.shape
+    total = sub.total_weight
     Xt = np.hstack([X, np.ones((n, 1))]) if fit_intercept else X
+    order = _canonical_order(np.hstack([X, y[:, None]]))  # for the k-means seeding
     names, posts, inits = [], [], []
     for name, params in starts:
         names.append(name)
@@ -629,15 +698,15 @@ def _screen_batched(
             posts.append(responsibilities(sub, params))
         else:
             inits.append(zero)
-            posts.append(_one_hot(_partition(kind, X, y, k, rng), k))
+            posts.append(_one_hot(_partition(kind, X, y, w, k, rng, order), k))
     B, G, S = _stack(inits, fit_intercept)
     half = max(screen_iter // 2, 1) if per_expert else screen_iter
     with np.errstate(over="ignore", under="ignore", divide="ignore"):
         B, G, S, ll_tied, ll, post = _batched_em(
-            Xt, y, B, G, S, np.stack(posts), screen_iter, half, noise_floor
+            Xt, y, B, G, S, np.stack(posts), screen_iter, half, noise_floor, w=w
         )
     # the shared-noise candidates: the state when the noise levels were untied
-    share = post.sum(axis=2)
+    share = post.sum(axis=2) if w is None else post @ w
     collapsed = (share < d_params + 1) | (S <= 1.001 * noise_floor)
     out = []
     for c, name in enumerate(names):
@@ -647,9 +716,9 @@ def _screen_batched(
             _Screened(
                 name,
                 shared,
-                float(ll_tied[c]) / n,
+                float(ll_tied[c]) / total,
                 params,
-                float(ll[c]) / n,
+                float(ll[c]) / total,
                 bool(np.any(collapsed[c])),
             )
         )
@@ -665,7 +734,26 @@ def _run_batched(sub, like, posts, per_expert, noise_floor, fit_intercept, n_ite
     n_tied = 0 if per_expert else n_iter
     with np.errstate(over="ignore", under="ignore", divide="ignore"):
         B, G, S, _, ll, _ = _batched_em(
-            Xt, y, B, G, S, np.stack(posts), n_iter, n_tied, noise_floor
+            Xt, y, B, G, S, np.stack(posts), n_iter, n_tied, noise_floor, w=sub.w
         )
-    order = np.argsort(-ll)
+    order = _ranked(list(range(len(posts))), lambda c: (False, -float(ll[c])))
     return [_unstack(B, G, S, c, d, like.link, per_expert) for c in order]
+
+
+def _ranked(items, key, rel=1e-9):
+    """``items`` sorted by ``key(item) = (bad, cost)``, round-off ties kept in input order.
+
+    Costs within ``rel`` (relative) of the previous one in sorted order are
+    tied: equivalent optima (the same fit with its experts permuted) reached
+    from different starts then rank by their start, not by round-off, so the
+    choice does not change when the data are summed in another order (e.g.
+    weighted rows against repeated ones).
+    """
+    keys = [key(item) for item in items]
+    order = sorted(range(len(items)), key=lambda i: keys[i])
+    group = [0] * len(items)
+    for prev, i in zip(order, order[1:], strict=False):
+        (bad_p, cost_p), (bad, cost) = keys[prev], keys[i]
+        step = bad != bad_p or cost - cost_p > rel * max(1.0, abs(cost))
+        group[i] = group[prev] + int(step)
+    return [items[i] for i in sorted(range(len(items)), key=lambda i: (group[i], i))]
