@@ -504,3 +504,37 @@ def test_family_and_roles_flags(tmp_path, capsys):
     # an unknown column in a role is named
     assert main([*argv, "--force", "--gating-features", "weight"]) != 0
     assert "'weight'" in capsys.readouterr().err
+
+
+def test_classify_fit_predict_summary(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    n = 800
+    X = rng.standard_normal((n, 3))
+    first = rng.random(n) < 1 / (1 + np.exp(-3 * X[:, 2]))
+    eta = np.where(first, 2 * X[:, 0] - 1, -2 * X[:, 1] + 0.5)
+    label = np.where(rng.random(n) < 1 / (1 + np.exp(-eta)), "spam", "ham")
+    data = tmp_path / "mail.csv"
+    rows = "".join(f"{a},{b},{c},{lab}\n" for (a, b, c), lab in zip(X, label, strict=True))
+    data.write_text("a,b,c,kind\n" + rows)
+    model = tmp_path / "clf.npz"
+    argv = ["fit", str(data), "--target", "kind", "--experts", "2", "--classify"]
+    assert main([*argv, "--output", str(model)]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    est = moelearn.load(model)
+    assert list(est.classes_) == ["ham", "spam"]
+    out = tmp_path / "pred.csv"
+    # columns in another order, the label column present: matched by name, label ignored
+    shuffled = tmp_path / "shuffled.csv"
+    shuffled.write_text(
+        "kind,c,a,b\n"
+        + "".join(f"{lab},{c},{a},{b}\n" for (a, b, c), lab in zip(X, label, strict=True))
+    )
+    assert main(["predict", str(model), str(shuffled), "--output", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "prediction,proba_ham,proba_spam,gate_0,gate_1"
+    assert {line.split(",")[0] for line in lines[1:]} <= {"ham", "spam"}
+    assert main(["summary", str(model), str(data)]) == 0
+    assert "classes: ham, spam" in capsys.readouterr().out
+    # regression-only flags are refused with --classify
+    assert main([*argv, "--force", "--output", str(model), "--family", "poisson"]) != 0
+    assert "--family applies to regression" in capsys.readouterr().err

@@ -102,7 +102,7 @@ def test_unit_weights_equal_no_weights_with_subsampling(problem, monkeypatch):
 def test_log_likelihood_is_the_weighted_mean(problem, counts):
     X, y = problem
     est = _fit(X, y, counts, n_init=1)
-    expected = np.average(est.score_samples(X, y), weights=counts)
+    expected = np.average(est.log_density(X, y), weights=counts)
     assert est.log_likelihood_ == pytest.approx(expected, rel=1e-12)
 
 

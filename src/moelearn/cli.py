@@ -110,8 +110,44 @@ def run_demo(
         tstr = "" if np.isnan(tt) else f"{tt:10.2f}"
         print(f"{name:<28}{ee:11.4f}{ge:11.4f}{ll:13.4f}{tstr}", file=out)
     fig_path = _demo_figure(rows, Path(output), n_samples, n_experts, link)
+    _demo_classification(seed, out)
     print(f"\nfigure: {fig_path}", file=out)
     return rows, fig_path
+
+
+def _demo_classification(seed, out, n_samples=20_000):
+    """A gated classifier: two logistic experts, the gate on a third feature."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    from .classifier import MixtureOfExpertsClassifier
+
+    rng = np.random.default_rng(seed + 3)
+    n = n_samples + n_samples // 4
+    X = rng.standard_normal((n, 3))
+    first = rng.random(n) < 1.0 / (1.0 + np.exp(-3.0 * X[:, 2]))
+    eta = np.where(first, 2.0 * X[:, 0] - 1.0, -2.0 * X[:, 1] + 0.5)
+    y = np.where(rng.random(n) < 1.0 / (1.0 + np.exp(-eta)), "yes", "no")
+    tr, te = slice(0, n_samples), slice(n_samples, n)
+    print(
+        f"\nclassification: 2 logistic experts, gate on x2, n={n_samples:,} "
+        f"(held-out n={n - n_samples:,})",
+        file=out,
+    )
+    header = f"{'model':<28}{'accuracy':>11}{'log-loss':>11}{'time (s)':>10}"
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    for name, model in (
+        ("logistic regression", LogisticRegression(max_iter=1000)),
+        ("mixture of 2 experts", MixtureOfExpertsClassifier(2, random_state=seed)),
+    ):
+        t = time.perf_counter()
+        model.fit(X[tr], y[tr])
+        elapsed = time.perf_counter() - t
+        proba = model.predict_proba(X[te])
+        acc = float(np.mean(model.predict(X[te]) == y[te]))
+        loss = log_loss(y[te], proba, labels=model.classes_)
+        print(f"{name:<28}{acc:11.4f}{loss:11.4f}{elapsed:10.2f}", file=out)
 
 
 def _demo_figure(rows, output: Path, n, k, link):
@@ -240,6 +276,17 @@ class Table:
         raise CLIError(f"{self.path}: cannot read the values as numbers")  # pragma: no cover
 
 
+def _labels(table, column):
+    """A column of class labels (any text), refusing empty cells."""
+    cells = np.char.strip(table._cells[:, table.header.index(column)])
+    empty = np.flatnonzero(cells == "")
+    if empty.size:
+        raise CLIError(
+            f"{table.path}, row {table._row_number[empty[0]]}, column {column!r}: missing label"
+        )
+    return cells.astype(object)
+
+
 def _is_finite_number(cell):
     try:
         return bool(np.isfinite(float(cell)))
@@ -288,12 +335,25 @@ def cmd_fit(args):
     if not features:
         raise CLIError(f"{table.path} has no feature columns besides the target {args.target!r}")
     X = table.numbers(features)
-    y = table.numbers([args.target])[:, 0]
-    options = {
-        name: getattr(args, name)
-        for name in ("link", "family", "solver", "noise", "n_init", "max_iter")
-        if getattr(args, name) is not None
-    }
+    if args.classify:
+        for flag in ("link", "family", "solver", "noise"):
+            if getattr(args, flag) is not None:
+                raise CLIError(f"--{flag} applies to regression; drop it or --classify")
+        y = _labels(table, args.target)
+        options = {
+            name: getattr(args, name)
+            for name in ("n_init", "max_iter", "alpha")
+            if getattr(args, name) is not None
+        }
+    else:
+        if args.alpha is not None:
+            raise CLIError("--alpha applies to --classify")
+        y = table.numbers([args.target])[:, 0]
+        options = {
+            name: getattr(args, name)
+            for name in ("link", "family", "solver", "noise", "n_init", "max_iter")
+            if getattr(args, name) is not None
+        }
     for role in ("gating_features", "expert_features"):
         spec = getattr(args, role)
         if spec is None:
@@ -307,7 +367,12 @@ def cmd_fit(args):
                 f"({_columns(features)})"
             )
         options[role] = [features.index(c) for c in names]
-    est = MixtureOfExpertsRegressor(args.experts, random_state=args.seed, **options)
+    if args.classify:
+        from .classifier import MixtureOfExpertsClassifier
+
+        est = MixtureOfExpertsClassifier(args.experts, random_state=args.seed, **options)
+    else:
+        est = MixtureOfExpertsRegressor(args.experts, random_state=args.seed, **options)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
@@ -319,7 +384,8 @@ def cmd_fit(args):
             print(f"moelearn: warning: {w.message} (use --max-iter)", file=sys.stderr)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    r2 = est.score(X, y)
+    score = est.score(X, y)
+    metric = "accuracy" if args.classify else "R^2"
     # the model remembers its columns, so that predict can match them by name
     est.feature_names_in_ = np.asarray(features, dtype=object)
     est.target_name_ = args.target
@@ -330,7 +396,7 @@ def cmd_fit(args):
     print(
         f"fitted {args.experts} experts on {X.shape[0]} rows x {X.shape[1]} features "
         f"({est.init_method_}); mean log-likelihood {est.log_likelihood_:.4f}, "
-        f"R^2 {r2:.4f}"
+        f"{metric} {score:.4f}"
     )
     print(f"model saved to {out}")
 
@@ -382,17 +448,28 @@ def cmd_predict(args):
         try:
             pred = est.predict(X)
             gate = est.predict_gating(X)
+            proba = est.predict_proba(X) if hasattr(est, "classes_") else None
         except ValueError as exc:
             raise CLIError(f"cannot predict on {table.path}: {exc}") from None
     buffer = io.StringIO()
-    np.savetxt(
-        buffer,
-        np.column_stack([pred, gate]),
-        delimiter=",",
-        comments="",
-        fmt=["%.10g"] + ["%.6g"] * gate.shape[1],
-        header="prediction," + ",".join(f"gate_{i}" for i in range(gate.shape[1])),
-    )
+    if proba is None:
+        np.savetxt(
+            buffer,
+            np.column_stack([pred, gate]),
+            delimiter=",",
+            comments="",
+            fmt=["%.10g"] + ["%.6g"] * gate.shape[1],
+            header="prediction," + ",".join(f"gate_{i}" for i in range(gate.shape[1])),
+        )
+    else:
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(
+            ["prediction"]
+            + [f"proba_{c}" for c in est.classes_]
+            + [f"gate_{i}" for i in range(gate.shape[1])]
+        )
+        for label, p_row, g_row in zip(pred, proba, gate, strict=True):
+            writer.writerow([label] + [f"{v:.6g}" for v in p_row] + [f"{v:.6g}" for v in g_row])
     text = buffer.getvalue()
     if args.output:
         try:
@@ -418,13 +495,27 @@ def cmd_summary(args):
     if target not in table.header:
         raise CLIError(f"{table.path} has no target column {target!r}")
     X = _feature_matrix(est, table)
-    y = table.numbers([target])[:, 0]
+    classify = hasattr(est, "classes_")
+    y = _labels(table, target) if classify else table.numbers([target])[:, 0]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
         try:
-            print(est.summary(X, y))
+            print(_classifier_summary(est, X, y) if classify else est.summary(X, y))
         except ValueError as exc:
             raise CLIError(f"cannot summarise on {table.path}: {exc}") from None
+
+
+def _classifier_summary(est, X, y):
+    ll = est.log_density(X, y).sum()
+    lines = [
+        "Mixture-of-experts classifier",
+        f"classes: {', '.join(str(c) for c in est.classes_)}",
+        f"experts: {est.n_experts}   parameters: {est.n_parameters_}   samples: {len(y)}",
+        f"log-likelihood: {ll:.6g}   AIC: {est.aic(X, y):.6g}   BIC: {est.bic(X, y):.6g}",
+        f"accuracy: {est.score(X, y):.4f}   converged: {est.converged_}",
+        f"start: {est.init_method_}",
+    ]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------
@@ -491,6 +582,18 @@ def build_parser():
         choices=available_links(),
         default=None,
         help="expert link function (default: linear)",
+    )
+    fit.add_argument(
+        "--classify",
+        action="store_true",
+        help="the target holds class labels: fit a mixture-of-experts classifier "
+        "(logistic or multinomial experts)",
+    )
+    fit.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help="ridge of the classifier (default: 1e-4; with --classify)",
     )
     fit.add_argument(
         "--family",

@@ -155,6 +155,9 @@ def save_classifier(estimator, path):
     names = getattr(estimator, "feature_names_in_", None)
     if names is not None:
         meta["feature_names_in_"] = [str(name) for name in names]
+    target = getattr(estimator, "target_name_", None)
+    if target is not None:
+        meta["target_name_"] = str(target)
     arrays = {
         "experts": estimator.experts_,
         "expert_bias": estimator.expert_bias_,
@@ -224,6 +227,11 @@ def _load_classifier(path, meta, archive_arrays):
             if not (isinstance(names, list) and len(names) == d):
                 _fail(path, f"feature_names_in_ must be {d} strings")
             est.feature_names_in_ = np.asarray(names, dtype=object)
+        target = meta.get("target_name_")
+        if target is not None:
+            if not isinstance(target, str):
+                _fail(path, "target_name_ must be a string")
+            est.target_name_ = target
     except (KeyError, TypeError) as exc:
         _fail(path, f"bad metadata ({exc})")
     except ValueError as exc:
