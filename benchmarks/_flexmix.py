@@ -272,3 +272,155 @@ def run_hmeem(X, y, seeds):
             dict(status="ok", seconds=float(mine[0]["seconds"]), params=params, loglik=loglik)
         )
     return results
+
+
+BINOMIAL_SCRIPT = r"""
+suppressMessages(library(flexmix))
+args <- commandArgs(trailingOnly = TRUE)
+df <- read.csv(args[1])
+tasks <- read.csv(args[2])
+out <- file(args[3], "w")
+xcols <- setdiff(names(df), c("y", "fold"))
+f_exp <- as.formula(paste("cbind(y, 1 - y) ~", paste(xcols, collapse = " + ")))
+f_gate <- as.formula(paste("~", paste(xcols, collapse = " + ")))
+writeLines("task,status,seconds,k_found,kind,component,index,value", out)
+for (i in seq_len(nrow(tasks))) {
+  K <- tasks$k[i]; fold <- tasks$fold[i]
+  rows <- if (fold == -1) rep(TRUE, nrow(df)) else df$fold != fold
+  train <- df[rows, c(xcols, "y")]
+  set.seed(tasks$seed[i])
+  t0 <- proc.time()[["elapsed"]]
+  fit <- tryCatch(
+    suppressWarnings(
+      stepFlexmix(f_exp, data = train, k = K, nrep = tasks$nrep[i],
+                  model = FLXMRglm(family = "binomial"),
+                  concomitant = FLXPmultinom(f_gate), verbose = FALSE)),
+    error = function(e) NULL)
+  secs <- proc.time()[["elapsed"]] - t0
+  if (is.null(fit)) {
+    writeLines(sprintf("%d,error,%f,0,,,,", i - 1, secs), out)
+    next
+  }
+  ll <- logLik(fit)
+  pe <- parameters(fit)
+  pc <- parameters(fit, which = "concomitant")
+  n_na <- sum(is.na(pe)) + sum(is.na(pc))
+  pe[is.na(pe)] <- 0
+  pc[is.na(pc)] <- 0
+  head <- sprintf("%d,ok,%f,%d", i - 1, secs, fit@k)
+  writeLines(sprintf("%s,loglik,0,0,%.17g", head, as.numeric(ll)), out)
+  writeLines(sprintf("%s,df,0,0,%d", head, attr(ll, "df")), out)
+  writeLines(sprintf("%s,iter,0,0,%d", head, fit@iter), out)
+  writeLines(sprintf("%s,converged,0,0,%d", head, as.integer(fit@converged)), out)
+  writeLines(sprintf("%s,aliased,0,0,%d", head, n_na), out)
+  pe <- as.matrix(pe); pc <- as.matrix(pc)
+  for (j in seq_len(ncol(pe))) for (r in seq_len(nrow(pe)))
+    writeLines(sprintf("%s,expert,%d,%d,%.17g", head, j - 1, r - 1, pe[r, j]), out)
+  for (j in seq_len(ncol(pc))) for (r in seq_len(nrow(pc)))
+    writeLines(sprintf("%s,gate,%d,%d,%.17g", head, j - 1, r - 1, pc[r, j]), out)
+}
+close(out)
+"""
+
+
+def run_flexmix_binomial(X, y, folds, tasks):
+    """Fit flexmix's mixture of logistic regressions for each task ``(k, fold, seed, nrep)``.
+
+    The model is ``stepFlexmix(cbind(y, 1 - y) ~ x, k=k, nrep=nrep,
+    model=FLXMRglm(family="binomial"), concomitant=FLXPmultinom(~ x))``: K
+    logistic experts and a multinomial-logit gate, both on every column of X;
+    y holds 0/1.  It is fitted on the rows whose fold differs from the task's
+    (fold -1: every row).  Returns one dict per task: status, seconds (the fit
+    alone, timed inside R), k_found (flexmix drops components whose prior falls
+    below 5%), loglik and df (flexmix's own training log-likelihood and
+    parameter count), iter, converged, aliased (coefficients R reported as NA,
+    set to 0), and ``expert_coef`` / ``gate_coef``, arrays of shape
+    ``(k_found, d + 1)`` with the intercept first (or None on error); score
+    them with :func:`binomial_mixture_log_density`.
+    """
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if not np.all((y == 0) | (y == 1)):
+        raise ValueError("run_flexmix_binomial needs y in {0, 1}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        _write_csv(tmp / "data.csv", X, y, folds)
+        with open(tmp / "tasks.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["k", "fold", "seed", "nrep"])
+            w.writerows(tasks)
+        (tmp / "fit.R").write_text(BINOMIAL_SCRIPT)
+        subprocess.run(
+            [
+                "Rscript",
+                str(tmp / "fit.R"),
+                str(tmp / "data.csv"),
+                str(tmp / "tasks.csv"),
+                str(tmp / "out.csv"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        rows = list(csv.DictReader(open(tmp / "out.csv")))
+    d = X.shape[1]
+    results = []
+    for i in range(len(tasks)):
+        mine = [r for r in rows if int(r["task"]) == i]
+        if not mine or mine[0]["status"] != "ok":
+            results.append(
+                dict(
+                    status="error",
+                    seconds=float(mine[0]["seconds"]) if mine else float("nan"),
+                    k_found=0,
+                    loglik=np.nan,
+                    df=-1,
+                    iter=-1,
+                    converged=False,
+                    aliased=0,
+                    expert_coef=None,
+                    gate_coef=None,
+                )
+            )
+            continue
+        k = int(mine[0]["k_found"])
+        E = np.zeros((k, d + 1))
+        G = np.zeros((k, d + 1))
+        extra = {}
+        for r in mine:
+            if r["kind"] in ("expert", "gate"):
+                target = E if r["kind"] == "expert" else G
+                target[int(r["component"]), int(r["index"])] = float(r["value"])
+            else:
+                extra[r["kind"]] = float(r["value"])
+        results.append(
+            dict(
+                status="ok",
+                seconds=float(mine[0]["seconds"]),
+                k_found=k,
+                loglik=extra.get("loglik", np.nan),
+                df=int(extra.get("df", -1)),
+                iter=int(extra.get("iter", -1)),
+                converged=bool(extra.get("converged", 0)),
+                aliased=int(extra.get("aliased", 0)),
+                expert_coef=E,
+                gate_coef=G,
+            )
+        )
+    return results
+
+
+def binomial_mixture_log_density(expert_coef, gate_coef, X, y):
+    """Per-row ``log p(y | x)`` of a mixture of logistic experts with a softmax gate.
+
+    ``expert_coef`` and ``gate_coef`` have shape ``(K, d + 1)`` with the
+    intercept first (as returned by :func:`run_flexmix_binomial`); y holds
+    0/1.  Computed in log space: ``logsumexp_k(log g_k(x) + log p_k(y | x))``.
+    """
+    from scipy.special import log_expit, log_softmax, logsumexp
+
+    X1 = np.column_stack([np.ones(len(X)), np.asarray(X, dtype=float)])
+    y = np.asarray(y, dtype=float)[:, None]
+    log_gate = log_softmax(X1 @ np.asarray(gate_coef).T, axis=1)
+    eta = X1 @ np.asarray(expert_coef).T
+    log_expert = y * log_expit(eta) + (1 - y) * log_expit(-eta)
+    return logsumexp(log_gate + log_expert, axis=1)
