@@ -361,3 +361,25 @@ def test_likelihood_training_keeps_dispersions_in_range(one_thread):
     hist = train_likelihood(layer, _t(X), _t(y), steps=3, batch_size=250)
     assert np.all(np.isfinite(hist))
     assert float(layer.log_df.detach().max()) <= np.log(200.0) + 1e-12
+
+
+def test_two_stage_with_roles_reads_the_expert_columns(one_thread):
+    # gate on columns 0-1, Gaussian experts on 2-5 (independent of the gate: the theory regime)
+    rng = np.random.default_rng(0)
+    g = np.array([True, True, False, False, False, False])
+    A = rng.standard_normal((3, 4))
+    A /= np.linalg.norm(A, axis=1, keepdims=True)
+    truth = MoEParams(
+        A, 1.5 * rng.standard_normal((3, 2)), noise_std=0.2, gating_features=g, expert_features=~g
+    )
+    X, y = sample(truth, 5000, random_state=1)
+    torch.manual_seed(0)
+    layer = MoE(6, 3, gating_features=[0, 1], expert_features=[2, 3, 4, 5], dtype=torch.float64)
+    hist = train_two_stage(
+        layer, _t(X), _t(y), expert_steps=5, gating_steps=5, restarts=1, batch_size=1000
+    )
+    assert len(hist["experts"]) == 5 and len(hist["gating"]) == 5
+    assert layer.experts.shape == (3, 4) and layer.gating.shape == (3, 2)
+    # the experts come back unit-norm from the (4-column) whitened moment stage
+    np.testing.assert_allclose(layer.experts.detach().norm(dim=1).numpy(), 1.0, rtol=1e-10)
+    assert np.all(np.isfinite(hist["gating"]))
