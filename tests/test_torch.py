@@ -383,3 +383,13 @@ def test_two_stage_with_roles_reads_the_expert_columns(one_thread):
     # the experts come back unit-norm from the (4-column) whitened moment stage
     np.testing.assert_allclose(layer.experts.detach().norm(dim=1).numpy(), 1.0, rtol=1e-10)
     assert np.all(np.isfinite(hist["gating"]))
+
+
+def test_gating_loss_reads_the_role_columns():
+    p = _family_params("gaussian", roles=True, per_expert=False)
+    X, y = sample(p, 1000, random_state=5)
+    layer = MoE.from_params(p)
+    expected = -p.log_likelihood(X, y).mean()
+    # the Gaussian L_log at the layer's own noise level, and the family form: both the NLL
+    assert float(GatingLoss("tanh", 0.5)(layer, _t(X), _t(y))) == pytest.approx(expected, rel=1e-12)
+    assert float(GatingLoss()(layer, _t(X), _t(y))) == pytest.approx(expected, rel=1e-12)
