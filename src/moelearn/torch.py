@@ -1,13 +1,19 @@
 """PyTorch layer and losses for gated networks (optional extra ``moelearn[torch]``).
 
 * :class:`MoE` - a mixture-of-experts layer with parameters ``experts``,
-  ``gating`` (k, d), their biases and a log noise level.
+  ``gating``, their biases and the experts' log-dispersions, for every family
+  of :mod:`moelearn.families` (Gaussian with a link, Student-t, Poisson,
+  Gamma, Bernoulli) and optional covariate roles (the columns that the gate
+  and the experts read, DESIGN §13).
 * :class:`ExpertLoss` - the landscape-designed loss ``L_4`` (DESIGN §4a) on a
   batch, raw or whitened; an unbiased mini-batch estimate of the population
-  loss, so it works with SGD/Adam.
-* :class:`GatingLoss` - ``L_log`` with the experts frozen (DESIGN §5).
+  loss, so it works with SGD/Adam.  Gaussian experts only.
+* :class:`GatingLoss` - ``L_log`` with the experts frozen (DESIGN §5): the
+  negative log-likelihood as a function of the gate.
 * :func:`train_two_stage` - experts by ExpertLoss, gating by GatingLoss,
-  then optional joint fine-tuning on the likelihood.
+  then optional joint fine-tuning on the likelihood (Gaussian experts).
+* :func:`train_likelihood` - every parameter by Adam on the negative
+  log-likelihood (any family).
 
 The core package never imports this module.
 """
@@ -20,11 +26,23 @@ import numpy as np
 import torch
 from torch import nn
 
+from .families import Bernoulli, Family, Gamma, Gaussian, Poisson, StudentT, get_family
+from .family_fit import resolve_roles
 from .links import get_link
 from .model import MoEParams
 from .transforms import output_transform
 
-__all__ = ["MoE", "ExpertLoss", "GatingLoss", "train_two_stage", "torch_link"]
+__all__ = [
+    "MoE",
+    "ExpertLoss",
+    "GatingLoss",
+    "train_two_stage",
+    "train_likelihood",
+    "torch_link",
+]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+_LOG_PI = math.log(math.pi)
 
 _TORCH_LINKS = {
     "linear": lambda t: t,
@@ -34,6 +52,9 @@ _TORCH_LINKS = {
     "tanh": torch.tanh,
     "softplus": torch.nn.functional.softplus,
 }
+
+# the families with a torch log-density below (subclasses of these work too)
+_TORCH_FAMILIES = (Gaussian, StudentT, Poisson, Gamma, Bernoulli)
 
 
 def torch_link(link):
@@ -55,18 +76,145 @@ def _link_name(link):
     return link if isinstance(link, str) else getattr(link, "__name__", "custom")
 
 
+def _log_density(family: Family, link, y, eta, log_disp):
+    """``log f(y_n | eta_ni, phi_i)`` with torch ops, shape (n, k).
+
+    ``log_disp`` (k, m) holds the logarithms of the family's natural
+    dispersion parameters (``family.dispersion_names``); ``link`` is the torch
+    link of a Gaussian family.  The formulas are those of
+    :meth:`moelearn.families.Family.log_density`.
+    """
+    yc = y[:, None]
+    if isinstance(family, Gaussian):
+        log_sigma = log_disp[:, 0]
+        r = (yc - link(eta)) / log_sigma.exp()
+        return -0.5 * r**2 - log_sigma - 0.5 * _LOG_2PI
+    if isinstance(family, StudentT):
+        log_sigma, log_nu = log_disp[:, 0], log_disp[:, 1]
+        nu = log_nu.exp()
+        r = (yc - eta) / log_sigma.exp()
+        return (
+            torch.lgamma(0.5 * (nu + 1))
+            - torch.lgamma(0.5 * nu)
+            - 0.5 * (log_nu + _LOG_PI)
+            - log_sigma
+            - 0.5 * (nu + 1) * torch.log1p(r**2 / nu)
+        )
+    if isinstance(family, Poisson):
+        eta = torch.clamp(eta, max=700.0)
+        return yc * eta - eta.exp() - torch.lgamma(yc + 1.0)
+    if isinstance(family, Gamma):
+        log_a = log_disp[:, 0]
+        a = log_a.exp()
+        return (
+            a * log_a - torch.lgamma(a) + (a - 1) * torch.log(yc) - a * eta - a * yc * (-eta).exp()
+        )
+    if isinstance(family, Bernoulli):
+        logsig = torch.nn.functional.logsigmoid
+        return yc * logsig(eta) + (1 - yc) * logsig(-eta)
+    raise ValueError(f"family {family!r} has no torch implementation")  # pragma: no cover
+
+
+def _family_mean(family: Family, link, eta):
+    """``E[y | expert]`` from the linear predictors ``eta`` (n, k)."""
+    if isinstance(family, Gaussian):
+        return link(eta)
+    if isinstance(family, StudentT):
+        return eta  # the location (the mean when nu > 1, the median always)
+    if isinstance(family, Poisson):
+        return torch.clamp(eta, max=700.0).exp()
+    if isinstance(family, Gamma):
+        return eta.exp()
+    return torch.sigmoid(eta)
+
+
+def _resolve_family(family, link):
+    """The moelearn Family of a layer and the link name/callable its experts use."""
+    if isinstance(family, Family):
+        fam = family
+    elif isinstance(family, str):
+        fam = get_family(family)
+    else:
+        raise TypeError(f"family must be a string or a Family, got {type(family).__name__}")
+    if not isinstance(fam, _TORCH_FAMILIES):
+        raise ValueError(
+            f"family {fam!r} has no torch implementation; use one of "
+            "'gaussian', 'student-t', 'poisson', 'gamma', 'bernoulli'"
+        )
+    if isinstance(fam, Gaussian):
+        if isinstance(family, Gaussian):
+            own = fam.link.name
+            if link in (None, "linear"):
+                link = own
+            elif _link_name(link) != own:
+                raise ValueError(
+                    f"link={_link_name(link)!r} contradicts the Gaussian family's link {own!r}"
+                )
+        link = "linear" if link is None else link
+        if isinstance(link, str):
+            fam = Gaussian(link) if not isinstance(family, Gaussian) else fam
+        return fam, link
+    if link is not None and not (isinstance(link, str) and get_link(link).is_linear):
+        raise ValueError(
+            f"family={fam.name!r} has a fixed link; link={_link_name(link)!r} applies to the "
+            "Gaussian family only"
+        )
+    return fam, "linear"
+
+
+def _role_index(spec, n_features, name):
+    """Sorted column indices from an index list or a boolean mask (None: all columns)."""
+    if isinstance(spec, torch.Tensor):
+        spec = spec.detach().cpu().tolist()
+    elif isinstance(spec, np.ndarray):
+        spec = spec.tolist()
+    mask = resolve_roles(spec, n_features, None, name)
+    return np.flatnonzero(mask)
+
+
 class MoE(nn.Module):
-    """Mixture-of-experts layer: ``forward(x) = sum_i p_i(x) g(<a_i, x> + b_i)``.
+    """Mixture-of-experts layer: ``forward(x) = sum_i p_i(x) E[y | x, expert i]``.
+
+    Expert ``i`` has the linear predictor ``eta_i = <a_i, x_E> + b_i`` and the
+    distribution ``f(y | eta_i, phi_i)`` of ``family``; the gate is
+    ``p_i(x) = softmax_i(<w_i, x_G> + c_i)`` (DESIGN §13).
 
     Parameters
     ----------
     in_features : int
+        Columns of ``x``.
     n_experts : int
     link : str or callable, default "linear"
+        The expert non-linearity of Gaussian experts (other families have
+        their canonical link: identity for Student-t, log for Poisson and
+        Gamma, logit for Bernoulli).
     bias : bool, default True
         Learn expert and gating intercepts.
     per_expert_noise : bool, default False
+        One dispersion (``sigma`` or the Gamma shape) per expert instead of a
+        shared one.  Student-t degrees of freedom are always per expert.
+    family : str or Family, default "gaussian"
+        ``"gaussian"``, ``"student-t"``, ``"poisson"``, ``"gamma"``,
+        ``"bernoulli"`` or a :mod:`moelearn.families` instance of those types.
+    gating_features, expert_features : index list or boolean mask, optional
+        The columns that the gate and the experts read (None: all).  ``gating``
+        then has shape (k, number of gate columns) and ``experts`` (k, number
+        of expert columns), in increasing column order; an empty gate gives
+        constant weights ``softmax(gating_bias)``.
     dtype, device : optional
+
+    Attributes
+    ----------
+    experts, gating, expert_bias, gating_bias : Parameter
+    log_noise : Parameter of shape (1,) or (k,), or None
+        ``log sigma`` (Gaussian noise level, Student-t scale).
+    log_df : Parameter of shape (k,), or None
+        ``log nu`` of Student-t experts.
+    log_shape : Parameter of shape (1,) or (k,), or None
+        ``log alpha`` of Gamma experts (coefficient of variation ``alpha**-0.5``).
+    gating_index, expert_index : buffer (long) or None
+        The columns read by the gate and the experts when roles are set.
+    family_object : moelearn.families.Family
     """
 
     def __init__(
@@ -76,6 +224,9 @@ class MoE(nn.Module):
         link="linear",
         bias=True,
         per_expert_noise=False,
+        family="gaussian",
+        gating_features=None,
+        expert_features=None,
         dtype=None,
         device=None,
     ):
@@ -83,30 +234,110 @@ class MoE(nn.Module):
         if in_features < 1 or n_experts < 1:
             raise ValueError("in_features and n_experts must be >= 1")
         self.in_features, self.n_experts = int(in_features), int(n_experts)
+        self.family_object, link = _resolve_family(family, link)
+        self.family = self.family_object.name
         self.link_name = _link_name(link)
         self.link = torch_link(link)
+        k, d = self.n_experts, self.in_features
         kw = dict(dtype=dtype, device=device)
-        experts = torch.randn(n_experts, in_features, **kw)
-        self.experts = nn.Parameter(experts / experts.norm(dim=1, keepdim=True))
-        self.gating = nn.Parameter(torch.zeros(n_experts, in_features, **kw))
-        if bias:
-            self.expert_bias = nn.Parameter(torch.zeros(n_experts, **kw))
-            self.gating_bias = nn.Parameter(torch.zeros(n_experts, **kw))
+        if gating_features is None and expert_features is None:
+            g_idx = e_idx = None
+            n_g = n_e = d
         else:
-            self.register_buffer("expert_bias", torch.zeros(n_experts, **kw))
-            self.register_buffer("gating_bias", torch.zeros(n_experts, **kw))
-        self.log_noise = nn.Parameter(torch.zeros(n_experts if per_expert_noise else 1, **kw))
+            g_idx = _role_index(gating_features, d, "gating_features")
+            e_idx = _role_index(expert_features, d, "expert_features")
+            n_g, n_e = len(g_idx), len(e_idx)
+        for name, idx in (("gating_index", g_idx), ("expert_index", e_idx)):
+            idx = None if idx is None else torch.as_tensor(idx, dtype=torch.long, device=device)
+            self.register_buffer(name, idx)
+        experts = torch.randn(k, n_e, **kw)
+        if n_e:
+            experts = experts / experts.norm(dim=1, keepdim=True)
+        self.experts = nn.Parameter(experts)
+        self.gating = nn.Parameter(torch.zeros(k, n_g, **kw))
+        if bias:
+            self.expert_bias = nn.Parameter(torch.zeros(k, **kw))
+            self.gating_bias = nn.Parameter(torch.zeros(k, **kw))
+        else:
+            self.register_buffer("expert_bias", torch.zeros(k, **kw))
+            self.register_buffer("gating_bias", torch.zeros(k, **kw))
+        names = self.family_object.dispersion_names
+        m = k if per_expert_noise else 1
+        self.log_noise = nn.Parameter(torch.zeros(m, **kw)) if "sigma" in names else None
+        self.log_df = (
+            nn.Parameter(torch.full((k,), math.log(10.0), **kw)) if "nu" in names else None
+        )
+        self.log_shape = nn.Parameter(torch.zeros(m, **kw)) if "shape" in names else None
 
+    # ----------------------------------------------------------- structure
+    @property
+    def has_roles(self) -> bool:
+        """Whether the gate and the experts read chosen columns."""
+        return self.expert_index is not None
+
+    def _mask(self, idx):
+        mask = np.zeros(self.in_features, dtype=bool)
+        mask[idx.cpu().numpy()] = True
+        return mask
+
+    @property
+    def gating_features(self):
+        """Boolean mask of the gate's columns (numpy), or None without roles."""
+        return None if self.gating_index is None else self._mask(self.gating_index)
+
+    @property
+    def expert_features(self):
+        """Boolean mask of the experts' columns (numpy), or None without roles."""
+        return None if self.expert_index is None else self._mask(self.expert_index)
+
+    def _check_x(self, x):
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"x must have shape (n, {self.in_features}), got {tuple(x.shape)}")
+        return x
+
+    def _gate_x(self, x):
+        return x if self.gating_index is None else x.index_select(1, self.gating_index)
+
+    def _expert_x(self, x):
+        return x if self.expert_index is None else x.index_select(1, self.expert_index)
+
+    def log_dispersion(self):
+        """Logarithms of the natural dispersion parameters, shape (k, m).
+
+        Columns follow ``family_object.dispersion_names`` (``sigma``, ``nu``,
+        ``shape``); m = 0 for Poisson and Bernoulli experts.
+        """
+        k = self.n_experts
+        cols = []
+        for name in self.family_object.dispersion_names:
+            p = {"sigma": self.log_noise, "nu": self.log_df, "shape": self.log_shape}[name]
+            cols.append(p.expand(k))
+        if not cols:
+            return self.experts.new_zeros((k, 0))
+        return torch.stack(cols, dim=1)
+
+    def dispersion(self):
+        """The natural dispersion parameters, shape (k, m) (as ``MoEParams.dispersion()``)."""
+        return self.log_dispersion().exp()
+
+    # ------------------------------------------------------------- model
     def gating_log_proba(self, x):
-        return torch.log_softmax(x @ self.gating.T + self.gating_bias, dim=1)
+        """``log p_i(x)``, shape (n, k)."""
+        x = self._check_x(x)
+        return torch.log_softmax(self._gate_x(x) @ self.gating.T + self.gating_bias, dim=1)
 
     def gating_proba(self, x):
         """Gating probabilities, shape (n, k)."""
         return self.gating_log_proba(x).exp()
 
+    def expert_predictors(self, x):
+        """Linear predictors ``<a_i, x_E> + b_i``, shape (n, k)."""
+        x = self._check_x(x)
+        return self._expert_x(x) @ self.experts.T + self.expert_bias
+
     def expert_outputs(self, x):
-        """``g(<a_i, x> + b_i)``, shape (n, k)."""
-        return self.link(x @ self.experts.T + self.expert_bias)
+        """Each expert's mean ``E[y | x, expert i]`` (``g(<a_i, x> + b_i)``), shape (n, k)."""
+        return _family_mean(self.family_object, self.link, self.expert_predictors(x))
 
     def forward(self, x):
         """Mixture mean, shape (n,)."""
@@ -114,10 +345,21 @@ class MoE(nn.Module):
 
     def log_likelihood(self, x, y):
         """Per-sample ``log p(y | x)``, shape (n,)."""
-        sigma = self.log_noise.exp()
-        resid = (y[:, None] - self.expert_outputs(x)) / sigma
-        log_normal = -0.5 * resid**2 - self.log_noise - 0.5 * math.log(2 * math.pi)
-        return torch.logsumexp(self.gating_log_proba(x) + log_normal, dim=1)
+        if y.ndim != 1 or y.shape[0] != x.shape[0]:
+            raise ValueError(f"y must have shape ({x.shape[0]},) to match x, got {tuple(y.shape)}")
+        logf = _log_density(
+            self.family_object, self.link, y, self.expert_predictors(x), self.log_dispersion()
+        )
+        return torch.logsumexp(self.gating_log_proba(x) + logf, dim=1)
+
+    def _project_dispersion(self):
+        """Clip log-dispersions into the family's bounds (Student-t nu, Gamma shape)."""
+        low, high = self.family_object.dispersion_bounds()
+        with torch.no_grad():
+            for name, lo, hi in zip(self.family_object.dispersion_names, low, high, strict=True):
+                if np.isfinite(lo) or np.isfinite(hi):
+                    p = {"sigma": self.log_noise, "nu": self.log_df, "shape": self.log_shape}[name]
+                    p.clamp_(min=float(lo), max=float(hi))
 
     # ---------------------------------------------------------- conversion
     def to_params(self) -> MoEParams:
@@ -126,14 +368,33 @@ class MoE(nn.Module):
         def arr(t):
             return t.detach().cpu().double().numpy().copy()
 
-        noise = np.exp(arr(self.log_noise))
+        def scalar_or_vector(v):
+            return float(v[0]) if v.size == 1 else v
+
+        fam = self.family_object
+        noise, df = None, None
+        if self.log_noise is not None:
+            noise = scalar_or_vector(np.exp(arr(self.log_noise)))
+        if self.log_shape is not None:
+            noise = scalar_or_vector(np.exp(-0.5 * arr(self.log_shape)))
+        if self.log_df is not None:
+            df = np.exp(arr(self.log_df))
+        if isinstance(fam, Gaussian):
+            family = "gaussian"
+            link = self.link_name if self.link_name in _TORCH_LINKS else "linear"
+        else:
+            family, link = fam, "linear"
         return MoEParams(
             arr(self.experts),
             arr(self.gating),
             arr(self.expert_bias),
             arr(self.gating_bias),
-            float(noise[0]) if noise.size == 1 else noise,
-            self.link_name if self.link_name in _TORCH_LINKS else "linear",
+            noise,
+            link,
+            family,
+            df,
+            self.gating_features,
+            self.expert_features,
         )
 
     @classmethod
@@ -141,28 +402,41 @@ class MoE(nn.Module):
         """A layer holding ``params`` (a MoEParams or a fitted estimator)."""
         if hasattr(params, "params_"):
             params = params.params_
-        link = params.link_function.name
-        noise = np.atleast_1d(np.asarray(params.noise_std, dtype=float))
+        if not isinstance(params, MoEParams):
+            raise TypeError(f"params must be a MoEParams or a fitted estimator, got {params!r}")
+        fam = params.family_object
+        noise = None if params.noise_std is None else np.atleast_1d(params.noise_std)
         layer = cls(
             params.n_features,
             params.n_experts,
-            link=link,
+            link=params.link_function.name if isinstance(fam, Gaussian) else "linear",
             bias=True,
-            per_expert_noise=noise.size > 1,
+            per_expert_noise=noise is not None and noise.size > 1,
+            family=fam,
+            gating_features=params.gating_features if params.has_roles else None,
+            expert_features=params.expert_features if params.has_roles else None,
             dtype=dtype,
             device=device,
         )
         with torch.no_grad():
             for name in ("experts", "gating", "expert_bias", "gating_bias"):
                 getattr(layer, name).copy_(torch.as_tensor(getattr(params, name)))
-            layer.log_noise.copy_(torch.as_tensor(np.log(noise)))
+            if layer.log_noise is not None:
+                layer.log_noise.copy_(torch.as_tensor(np.log(noise)))
+            if layer.log_shape is not None:
+                layer.log_shape.copy_(torch.as_tensor(-2.0 * np.log(noise)))
+            if layer.log_df is not None:
+                layer.log_df.copy_(torch.as_tensor(np.log(params.df)))
         return layer
 
     def to_estimator(self):
         """A fitted :class:`~moelearn.MixtureOfExpertsRegressor` with these parameters."""
         from .estimator import MixtureOfExpertsRegressor
 
-        return MixtureOfExpertsRegressor.from_params(self.to_params())
+        params = self.to_params()
+        # "bernoulli" is not among the estimator's family names; the Family instance is
+        kw = {"family": params.family_object} if isinstance(params.family_object, Bernoulli) else {}
+        return MixtureOfExpertsRegressor.from_params(params, **kw)
 
 
 # --------------------------------------------------------------------------
@@ -207,14 +481,24 @@ class ExpertLoss(nn.Module):
         computed by quadrature).
     noise_std : float
     mu : float, default 0.5
+    family : str, Family or MoE, default "gaussian"
+        The experts' family (or a layer, whose family is taken).  The loss is
+        consistent for Gaussian experts only (DESIGN §13); any other family
+        raises ``ValueError``.
 
     Call as ``loss(directions, x, y)`` (raw form: rows of ``directions`` are
     the experts in R^d) or ``loss(u, z, y, gram=G)`` (whitened form: ``z = x
     P^T`` and ``G = P P^T``; rows of ``u`` are normalised in R^k).
     """
 
-    def __init__(self, link, noise_std, mu=0.5):
+    def __init__(self, link, noise_std, mu=0.5, *, family="gaussian"):
         super().__init__()
+        fam = family.family_object if isinstance(family, MoE) else get_family(family)
+        if not isinstance(fam, Gaussian):
+            raise ValueError(
+                f"ExpertLoss is the moment loss of Gaussian experts; family={fam.name!r} has "
+                "none here (DESIGN §13): train such a layer with train_likelihood"
+            )
         if noise_std is None or noise_std < 0:
             raise ValueError(
                 "ExpertLoss needs noise_std >= 0 (estimate it with "
@@ -237,22 +521,48 @@ class ExpertLoss(nn.Module):
 class GatingLoss(nn.Module):
     """``L_log``: the negative log-likelihood as a function of the gating alone.
 
-    Call as ``loss(layer, x, y)``; the experts are detached (frozen) and the
-    noise is fixed at ``noise_std``.
+    Call as ``loss(layer, x, y)``: the mean over the batch of
+    ``-log sum_i p_i(x) f(y | eta_i, phi_i)`` with the experts (and their
+    dispersions) detached, so that only the gate receives gradients.
+
+    Parameters
+    ----------
+    link : str or callable, optional
+    noise_std : float, optional
+        Given: the Gaussian ``L_log`` of DESIGN §5, with the experts' noise
+        fixed at ``noise_std`` and ``link`` (default "linear") as the
+        non-linearity; a layer of another family raises ``ValueError``.
+        Both omitted: the layer's own family and current dispersions (any
+        family).
     """
 
-    def __init__(self, link, noise_std):
+    def __init__(self, link=None, noise_std=None):
         super().__init__()
-        if noise_std is None or noise_std <= 0:
-            raise ValueError("GatingLoss needs noise_std > 0")
-        self.link = torch_link(link)
-        self.noise_std = float(noise_std)
+        self.gaussian = link is not None or noise_std is not None
+        if self.gaussian:
+            if noise_std is None or noise_std <= 0:
+                raise ValueError("GatingLoss needs noise_std > 0")
+            self.link = torch_link("linear" if link is None else link)
+            self.noise_std = float(noise_std)
+        else:
+            self.link = self.noise_std = None
 
     def forward(self, layer: MoE, x, y):
-        mu = self.link(x @ layer.experts.detach().T + layer.expert_bias.detach())
-        resid = (y[:, None] - mu) / self.noise_std
-        log_normal = -0.5 * resid**2 - math.log(self.noise_std) - 0.5 * math.log(2 * math.pi)
-        return -torch.logsumexp(layer.gating_log_proba(x) + log_normal, dim=1).mean()
+        eta = layer._expert_x(layer._check_x(x)) @ layer.experts.detach().T
+        eta = eta + layer.expert_bias.detach()
+        if self.gaussian:
+            if not isinstance(layer.family_object, Gaussian):
+                raise ValueError(
+                    f"GatingLoss(link, noise_std) is the loss of Gaussian experts; the layer has "
+                    f"family={layer.family!r}: use GatingLoss() (its own family and dispersion)"
+                )
+            resid = (y[:, None] - self.link(eta)) / self.noise_std
+            logf = -0.5 * resid**2 - math.log(self.noise_std) - 0.5 * _LOG_2PI
+        else:
+            logf = _log_density(
+                layer.family_object, layer.link, y, eta, layer.log_dispersion().detach()
+            )
+        return -torch.logsumexp(layer.gating_log_proba(x) + logf, dim=1).mean()
 
 
 # --------------------------------------------------------------------------
@@ -267,6 +577,13 @@ def _batches(n, batch_size, steps, generator):
             done += 1
             if done >= steps:
                 return
+
+
+def _check_xy(layer, x, y):
+    if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
+        raise ValueError("x must be (n, d) and y (n,) with the same n")
+    layer._check_x(x)
+    layer.family_object.check_y(y.detach().cpu().double().numpy())
 
 
 def train_two_stage(
@@ -290,8 +607,12 @@ def train_two_stage(
 
     1. Experts: whitened ``ExpertLoss`` minimised by Adam over mini-batches
        (``restarts`` random starts, the lowest full-data loss kept); the
-       whitening and the sign come from the data's second and first moments.
-    2. Gating: ``GatingLoss`` with the experts frozen, by Adam.
+       whitening and the sign come from the data's second and first moments
+       (of the expert columns when the layer has covariate roles).  Gaussian
+       experts only: a layer of another family raises ``ValueError`` unless
+       ``expert_steps=0`` (use :func:`train_likelihood` for those).
+    2. Gating: ``GatingLoss`` with the experts frozen, by Adam (for another
+       family, with the layer's own dispersions).
     3. Fine-tuning (``finetune_steps > 0``): every parameter on the negative
        log-likelihood, by Adam.
 
@@ -305,20 +626,23 @@ def train_two_stage(
     """
     from .moments import MomentAccumulator
 
-    if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
-        raise ValueError("x must be (n, d) and y (n,) with the same n")
+    _check_xy(layer, x, y)
+    gaussian = isinstance(layer.family_object, Gaussian)
+    if expert_steps > 0:
+        ExpertLoss(layer.link_name, 0.0, family=layer)  # refuses other families
     gen = torch.Generator().manual_seed(int(random_state))
     link = layer.link_name
     history = {"experts": [], "gating": [], "finetune": []}
-    if expert_steps > 0 or gating_steps > 0:
-        x_np = x.detach().cpu().double().numpy()
+    x_e = layer._expert_x(x)
+    if expert_steps > 0 or (gating_steps > 0 and gaussian):
+        x_np = x_e.detach().cpu().double().numpy()
         y_np = y.detach().cpu().double().numpy()
-        acc = MomentAccumulator(link, x.shape[1]).fit(x_np, y_np)
+        acc = MomentAccumulator(link, x_e.shape[1]).fit(x_np, y_np)
         sigma = acc.noise_std() if noise_std is None else float(noise_std)
     if expert_steps > 0:
         _train_experts(
             layer,
-            x,
+            x_e,
             y,
             acc,
             ExpertLoss(link, sigma, mu),
@@ -332,12 +656,49 @@ def train_two_stage(
             history,
         )
     if gating_steps > 0:
-        _train_gating(
-            layer, x, y, GatingLoss(link, sigma), gating_steps, batch_size, lr, gen, history
-        )
+        gating_fn = GatingLoss(link, sigma) if gaussian else GatingLoss()
+        _train_gating(layer, x, y, gating_fn, gating_steps, batch_size, lr, gen, history)
     if finetune_steps > 0:
-        _finetune(layer, x, y, finetune_steps, batch_size, lr, gen, history)
+        history["finetune"] = _adam_likelihood(layer, x, y, finetune_steps, batch_size, lr / 4, gen)
     return history
+
+
+def train_likelihood(
+    layer: MoE, x, y, *, steps=1000, lr=0.02, batch_size=4096, random_state=0
+) -> list:
+    """Train every parameter of a :class:`MoE` layer on the negative log-likelihood.
+
+    Adam over mini-batches (reshuffled every epoch) with the step annealed to
+    zero by a cosine schedule; after each step the Student-t degrees of
+    freedom and the Gamma shape are clipped into their family's range
+    (``[nu_min, nu_max]``, ``[1e-3, shape_max]``).  Works for every family and
+    covariate role; the starting point is the layer's current parameters.
+
+    Parameters
+    ----------
+    layer : MoE
+    x : Tensor of shape (n, in_features)
+    y : Tensor of shape (n,)
+    steps : int, default 1000
+        Optimiser steps (mini-batches).
+    lr : float, default 0.02
+        Adam's initial step.
+    batch_size : int, default 4096
+    random_state : int, default 0
+        Seeds the mini-batch order.
+
+    Returns
+    -------
+    list of float
+        The mini-batch mean negative log-likelihood at each step.
+    """
+    _check_xy(layer, x, y)
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    gen = torch.Generator().manual_seed(int(random_state))
+    return _adam_likelihood(layer, x, y, steps, batch_size, lr, gen)
 
 
 def _train_experts(
@@ -394,14 +755,17 @@ def _train_gating(layer, x, y, gating_fn, gating_steps, batch_size, lr, gen, his
         history["gating"].append(loss.item())
 
 
-def _finetune(layer, x, y, finetune_steps, batch_size, lr, gen, history):
-    opt = torch.optim.Adam(layer.parameters(), lr=lr / 4)
+def _adam_likelihood(layer, x, y, steps, batch_size, lr, gen):
+    opt = torch.optim.Adam(layer.parameters(), lr=lr)
     # annealing the step to zero removes most of the mini-batch noise at the end
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, finetune_steps)
-    for idx in _batches(x.shape[0], min(batch_size, x.shape[0]), finetune_steps, gen):
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    history = []
+    for idx in _batches(x.shape[0], min(batch_size, x.shape[0]), steps, gen):
         opt.zero_grad()
         loss = -layer.log_likelihood(x[idx], y[idx]).mean()
         loss.backward()
         opt.step()
         sched.step()
-        history["finetune"].append(loss.item())
+        layer._project_dispersion()
+        history.append(loss.item())
+    return history
