@@ -14,6 +14,14 @@ import moelearn
 from moelearn import MixtureOfExpertsClassifier
 
 
+@pytest.mark.slow  # about a minute: scikit-learn's checks fit the classifier many times
+def test_check_estimator():
+    # no expected failures, sample-weight equivalence included
+    from sklearn.utils.estimator_checks import check_estimator
+
+    check_estimator(MixtureOfExpertsClassifier())
+
+
 def _logistic_moe(n, n_classes, seed):
     """Two experts on columns 0-1, the gate on column 2; true class probabilities too."""
     rng = np.random.default_rng(seed)

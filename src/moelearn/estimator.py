@@ -886,7 +886,11 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         kwargs.setdefault("noise", "shared" if np.ndim(params.noise_std) == 0 else "expert")
         if params.noise_std is None:
             kwargs["noise"] = "expert"
-        kwargs.setdefault("family", params.family_object.name)
+        name = params.family_object.name
+        kwargs.setdefault(
+            "family",
+            name if name in ("gaussian", "student-t", "poisson", "gamma") else params.family_object,
+        )
         if params.has_roles:
             kwargs.setdefault("gating_features", np.flatnonzero(params.gating_features).tolist())
             kwargs.setdefault("expert_features", np.flatnonzero(params.expert_features).tolist())
