@@ -462,10 +462,9 @@ def _newton_finish(fun, theta, value, jac, lb, ub, history, max_steps=6):
             down[j] -= h
             H[:, col] = (fun(up)[1][idx] - fun(down)[1][idx]) / (2 * h)
         H = 0.5 * (H + H.T)
-        try:
-            direction = -np.linalg.solve(H, g)
-        except np.linalg.LinAlgError:
-            break
+        # least squares: directions the data do not determine (a singular
+        # Hessian) get no step
+        direction = -np.linalg.lstsq(H, g, rcond=1e-10)[0]
         if not np.all(np.isfinite(direction)) or g @ direction >= 0:
             break  # not a descent direction: not at a strict local optimum
         t = 1.0
@@ -596,6 +595,25 @@ def _rank(fit, min_share):
     return (collapsed, -fit.log_likelihood)
 
 
+def _ordered(entries):
+    """Entries ``(rank, kind, fit)`` best first; values within 1e-9 tie and keep their order.
+
+    A tie broken by round-off would make the winner depend on the order of
+    the sums (rows repeated or weighted, shuffled): ties go to the earlier
+    candidate instead.
+    """
+    entries = sorted(entries, key=lambda t: t[0])  # stable
+    out = []
+    while entries:
+        (collapsed, value), *_ = entries[0]
+        scale = 1e-9 * max(1.0, abs(value))
+        tied = [e for e in entries if e[0][0] == collapsed and e[0][1] <= value + scale]
+        first = min(tied, key=lambda e: e[3])
+        out.append(first)
+        entries = [e for e in entries if e is not first]
+    return out
+
+
 def search(
     family: Family,
     design: Design,
@@ -648,12 +666,12 @@ def search(
             except (np.linalg.LinAlgError, FloatingPointError, ValueError):
                 continue
             if np.isfinite(fit.log_likelihood):
-                screened.append((_rank(fit, min_share), kind, fit))
+                screened.append((_rank(fit, min_share), kind, fit, len(screened)))
         if not screened:
             raise ValueError("every start failed: the data may not suit this family")
-        screened.sort(key=lambda t: t[0])
+        screened = _ordered(screened)
         finalists = []
-        for _, kind, fit in screened[:n_finalists]:
+        for _, kind, fit, order in screened[:n_finalists]:
             full = em(
                 family,
                 design,
@@ -663,9 +681,9 @@ def search(
                 tol=max(tol, 1e-7),
                 **sub_opts,
             )
-            finalists.append((_rank(full, min_share), kind, full))
-        finalists.sort(key=lambda t: t[0])
-    _, kind, best = finalists[0]
+            finalists.append((_rank(full, min_share), kind, full, order))
+        finalists = _ordered(finalists)
+    _, kind, best, _ = finalists[0]
     same = data.in_memory and data.n_samples == len(sub_y) and sub_weights is weights
     with blas_threads(data.n_samples):
         fit = (

@@ -38,6 +38,11 @@ SEARCH_ROWS = 2_500
 # Screening work (rows x coefficients x experts) of n_init="auto".
 AUTO_BUDGET = 1_000_000
 AUTO_CANDIDATES = (10, 30)
+# A ridge this small (on the mean log-likelihood, standardised coefficients) moves a
+# well-posed maximum by far less than the optimiser's tolerance, but gives a unique,
+# finite answer where the likelihood has none: an expert that interpolates its rows
+# (Poisson rates -> 0 on zero counts, Gamma shapes -> infinity).
+RIDGE = 1e-6
 
 
 @dataclass
@@ -423,6 +428,7 @@ def fit_family(
     noise_floor=1e-3,
     sample_weight=None,
     random_state=None,
+    alpha=RIDGE,
 ) -> FamilyFit:
     """Maximum-likelihood fit of a mixture of experts of any regression family.
 
@@ -452,6 +458,7 @@ def fit_family(
         tol=tol,
         init=init,
         noise_floor=noise_floor,
+        alpha=alpha,
         sample_weight=sample_weight,
         random_state=random_state,
     )
