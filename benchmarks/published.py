@@ -55,7 +55,16 @@ Methods, per case:
   columns read "not available" and the R columns are still written.
 
 PASS: every seed's fit reaches the published log-likelihood (minus 0.01) with
-the published number of parameters.  Writes
+the published number of parameters.
+
+The published numbers are not the maxima of their likelihoods, so a fit at a
+maximum passes with room to spare: flexmix's Gaussian M-step estimates each
+variance with a degrees-of-freedom correction (its parameters, and the logLik
+it prints, sit slightly below the maximum with the same 9 parameters), and
+meteorits' ECM stops when the relative change of the log-likelihood falls
+below 1e-6 (the README run was still gaining about 5e-4 nats an iteration);
+an earlier version of the meteorits README printed -550.2681 (26 df) for the
+same call, so -551.4143 is a local optimum.  Writes
 benchmarks/reports/published.{json,md}.
 """
 
@@ -313,7 +322,7 @@ def summarise(case, r_rows, fits, api_why, with_meteorits):
     r_rec = dict(
         package=spec["r_package"],
         ran=r_ran,
-        why_not=None if r_ran else f"{spec['r_package']} is not installed (not in Debian)",
+        why_not=None if r_ran else f"{spec['r_package']} not installed: not in Debian",
         published_call=call,
         per_seed=per_seed,
         per_seed_method=R_METHOD_LABEL[spec["r_package"]],
@@ -426,6 +435,16 @@ def markdown(cases, seeds, api_why):
             f"* {c['title']}: {c['source']}, `{c['call']}`; df = {c['df_formula']} = {c['df']}. "
             f"R per seed: `set.seed(s); {per_seed}`."
         )
+    md += [
+        "",
+        "Notes: the published numbers are not the maxima of their likelihoods. flexmix's "
+        "Gaussian M-step estimates each variance with a degrees-of-freedom correction, so its "
+        "parameters (and the logLik it prints) sit slightly below the maximum with the same 9 "
+        "parameters. meteorits' ECM stops when the relative change of the log-likelihood falls "
+        "below 1e-6 (its README run was still gaining about 5e-4 nats an iteration), and an "
+        "earlier version of its README printed −550.2681 (26 df) for the same call: −551.4143 "
+        "is a local optimum. A fit at a maximum therefore passes with room to spare.",
+    ]
     errors = [
         f"{c['case']} seed {f['seed']}: {f['error']}"
         for c in cases
