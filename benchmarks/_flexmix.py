@@ -424,3 +424,61 @@ def binomial_mixture_log_density(expert_coef, gate_coef, X, y):
     eta = X1 @ np.asarray(expert_coef).T
     log_expert = y * log_expit(eta) + (1 - y) * log_expit(-eta)
     return logsumexp(log_gate + log_expert, axis=1)
+
+
+def ensure_r_package(lib):
+    """Load the R package ``lib``, installing Debian's ``r-cran-<lib>`` when missing.
+
+    Returns True when ``library(lib)`` loads afterwards, and False when Debian
+    has no such package or it cannot be installed (no root, no network): the
+    caller decides whether that is fatal.  R itself must be there already
+    (see :func:`ensure_flexmix`).
+    """
+
+    def loads():
+        check = f"suppressMessages(library({lib}))"
+        return subprocess.run(["Rscript", "-e", check], capture_output=True).returncode == 0
+
+    if loads():
+        return True
+    package = f"r-cran-{lib.lower()}"
+    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/bin:/bin"}
+    try:
+        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
+        policy = subprocess.run(
+            ["apt-cache", "policy", package], check=True, capture_output=True, text=True
+        ).stdout
+        if "Candidate:" not in policy or "Candidate: (none)" in policy:
+            return False
+        print(f"installing {package} from Debian's packages ...", flush=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", package], check=True, capture_output=True, env=env
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return loads()
+
+
+def r_data(package, item, columns):
+    """Columns of the R data set ``package::item`` as float arrays, read through a CSV.
+
+    Uses the copy that ships with the installed R package, so nothing is
+    downloaded.  Returns ``{column: np.ndarray}`` in the order of ``columns``.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "data.csv"
+        cols = ", ".join(f'"{c}"' for c in columns)
+        expr = (
+            f'data("{item}", package = "{package}"); '
+            f"write.csv({item}[, c({cols})], {_r_string(str(path))}, row.names = FALSE)"
+        )
+        subprocess.run(["Rscript", "-e", expr], check=True, capture_output=True)
+        table = np.genfromtxt(path, delimiter=",", names=True, dtype=float)
+    return {c: np.asarray(table[c.replace(".", "_")], dtype=float) for c in columns}
+
+
+def _r_string(text):
+    """``text`` as a double-quoted string literal that R (and JSON) read back unchanged."""
+    import json
+
+    return json.dumps(text)
