@@ -46,6 +46,16 @@ SECTIONS = [
         "python benchmarks/realdata.py",
         "realdata",
     ),
+    (
+        "Published fits: flexmix's NPreg models and meteorits' Student-t mcycle model",
+        "python benchmarks/published.py",
+        "published",
+    ),
+    (
+        "Classification on real data: 10-fold CV vs logistic regression, boosting, flexmix",
+        "python benchmarks/classification.py",
+        "classification",
+    ),
 ]
 
 
