@@ -178,7 +178,7 @@ def _block_terms(family, design, X, y, state, want, fixed_post=None, weights=Non
     if grad.ndim == 2:
         grad, fisher = grad[..., None], fisher[..., None, None]
     g = rw[..., None] * grad  # (n, k, q + m)
-    out["g_coef"] = np.einsum("nka,np->kap", g[..., :q], U, optimize=True)
+    out["g_coef"] = np.tensordot(g[..., :q], U, axes=([0], [0]))  # (k, q, p)
     out["g_disp"] = g[..., q:].sum(axis=0)
     if k > 1:
         gate_p = np.exp(log_gate)
@@ -189,7 +189,7 @@ def _block_terms(family, design, X, y, state, want, fixed_post=None, weights=Non
     pe = U.shape[1]
     grams = _weighted_grams(F[..., :q, :q].reshape(F.shape[0], -1), U)  # (k q q, pe, pe)
     out["F_cc"] = grams.reshape(k, q, q, pe, pe).transpose(0, 1, 3, 2, 4)
-    out["F_cd"] = np.einsum("nkab,np->kapb", F[..., :q, q:], U, optimize=True)
+    out["F_cd"] = np.tensordot(F[..., :q, q:], U, axes=([0], [0])).transpose(0, 1, 3, 2)
     out["F_dd"] = F[..., q:, q:].sum(axis=0)
     if k > 1:
         gp = gate_p[:, : k - 1] * w[:, None]
