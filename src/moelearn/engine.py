@@ -632,11 +632,14 @@ def search(
     alpha=0.0,
     weights=None,
     sub_weights=None,
+    starts=(),
 ):
     """Screen starts on ``(sub_X, sub_y)``; refine the best on ``data``.
 
     ``weights`` (in-memory data only) and ``sub_weights`` weight the rows of
     ``data`` and of the subsample; ``alpha`` is the ridge of :func:`em`.
+    ``starts`` are extra ``(name, State)`` pairs screened before the generated
+    candidates (e.g. a consistent moment start).
 
     Returns
     -------
@@ -656,6 +659,13 @@ def search(
     screened = []
     with blas_threads(len(sub_y)), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
+        for kind, start in starts:
+            try:
+                fit = em(family, design, sub, start, max_iter=screen_iter, tol=tol, **sub_opts)
+            except (np.linalg.LinAlgError, FloatingPointError, ValueError):
+                continue
+            if np.isfinite(fit.log_likelihood):
+                screened.append((_rank(fit, min_share), kind, fit, len(screened)))
         candidates = _candidates(family, design, sub_X, sub_y, k, n_candidates, rng, sub_weights)
         for kind, post in candidates:
             try:

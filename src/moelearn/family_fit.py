@@ -310,6 +310,7 @@ def fit_engine(
     alpha=0.0,
     sample_weight=None,
     random_state=None,
+    extra_starts=(),
 ) -> EngineResult:
     """Standardise, search starts (or refine ``init``), and fit by the engine.
 
@@ -336,6 +337,8 @@ def fit_engine(
     sample_weight : ndarray of shape (n_samples,) or None
         Row weights (in-memory data only).
     random_state : numpy Generator
+    extra_starts : sequence of (name, MoEParams)
+        Starts in original units screened with the generated ones.
 
     Returns
     -------
@@ -407,7 +410,12 @@ def fit_engine(
             alpha=alpha,
             weights=sample_weight,
             sub_weights=sub_w,
+            starts=[
+                (name, _to_state(p, family, design, x_mean, x_scale, ym, ys))
+                for name, p in extra_starts
+            ],
         )
+        n_candidates += len(extra_starts)
         plural = "s" if n_candidates > 1 else ""
         method = f"{kind} (best of {n_candidates} start{plural})"
     return EngineResult(fit, design, method, x_mean, x_scale, ym, ys)
@@ -429,6 +437,7 @@ def fit_family(
     sample_weight=None,
     random_state=None,
     alpha=RIDGE,
+    extra_starts=(),
 ) -> FamilyFit:
     """Maximum-likelihood fit of a mixture of experts of any regression family.
 
@@ -461,6 +470,7 @@ def fit_family(
         alpha=alpha,
         sample_weight=sample_weight,
         random_state=random_state,
+        extra_starts=extra_starts,
     )
     fit = res.fit
     params = _to_params(
