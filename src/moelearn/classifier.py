@@ -27,7 +27,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .data import ChunkedDataset, Data, check_sample_weight, is_dask_array
 from .families import Bernoulli, Multinomial
 from .family_fit import fit_engine, resolve_roles, unscale
-from .model import _generator
+from .model import random_generator
 
 __all__ = ["MixtureOfExpertsClassifier"]
 
@@ -148,7 +148,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
         self
         """
         self._validate_params()
-        rng = _generator(self.random_state)
+        rng = random_generator(self.random_state)
         raw, weights = self._source(X, y, sample_weight)
         n_classes = len(self.classes_)
         family = Bernoulli() if n_classes == 2 else Multinomial(n_classes)

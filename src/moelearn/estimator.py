@@ -16,17 +16,17 @@ from ._validation import MAX_MAGNITUDE, check_target_and_magnitude
 from .data import (
     ChunkedDataset,
     Transform,
-    _check_weight_values,
     check_sample_weight,
+    check_weight_values,
     is_dask_array,
 )
 from .exceptions import MomentMethodUnavailable
-from .experts import _recover
+from .experts import recover_directions
 from .families import Family, Gaussian, get_family
 from .family_fit import fit_family, n_parameters, resolve_roles
-from .inference import Summary, _standard_errors, summarize
+from .inference import Summary, data_standard_errors, summarize
 from .links import Link, get_link
-from .model import MoEParams, _generator, _sample_given_x
+from .model import MoEParams, random_generator, sample_given_x
 from .refine import (
     Data,
     fit_squared_loss,
@@ -257,7 +257,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         self._validate_params()
         link = get_link(self.link)
         family = get_family(self.family, link)
-        rng = _generator(self.random_state)
+        rng = random_generator(self.random_state)
         k = self.n_experts
         paper = self.solver in ("landscape", "tensor")
         raw = self._source(X, y, sample_weight)
@@ -443,24 +443,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         return Data(Xs, ys, n_experts=self.n_experts, sample_weight=ws)
 
     def _directions(self, data, link, method, rng):
-        return _recover(
-            data,
-            self.n_experts,
-            link,
-            method,
-            None,
-            rng,
-            return_info=False,
-            form="whitened",
-            order=None,
-            n_restarts=5,
-            max_iter=500,
-            tol=1e-9,
-            mu=0.5,
-            batch_size=None,
-            learning_rate=0.05,
-            record_trajectory=False,
-        )
+        return recover_directions(data, self.n_experts, link, method, rng)
 
     def _fit_moments(self, data, link, per_expert, rng):
         d = data.n_features
@@ -742,7 +725,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         return self._standard_errors(Data(X, y, self.chunk_size, self.n_experts))
 
     def _standard_errors(self, data):
-        return _standard_errors(data, self.params_, self.noise == "expert", self.fit_intercept)
+        return data_standard_errors(data, self.params_, self.noise == "expert", self.fit_intercept)
 
     # -------------------------------------------------------------- predict
     def _check_X(self, X):
@@ -784,7 +767,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     def sample(self, X, random_state=None, return_labels=False):
         """Draw ``y ~ p(y | x)`` for each row of ``X`` (and the answering expert)."""
         X = self._check_X(X)
-        _, y, z = _sample_given_x(self.params_, X, _generator(random_state))
+        _, y, z = sample_given_x(self.params_, X, random_generator(random_state))
         return (y, z) if return_labels else y
 
     # ------------------------------------------------ predictive distribution
@@ -975,7 +958,7 @@ def _streamed_moments(raw: Data, center):
         raise ValueError("X contains NaN or infinite values")
     st = raw.map_reduce(lambda Xb, yb, wb=None: _stats_block(Xb, yb, shift, wb))
     if raw.weighted:
-        _check_weight_values(st["neg_w"], st["n"], st["bad_w"])
+        check_weight_values(st["neg_w"], st["n"], st["bad_w"])
         raw._total_weight = float(st["n"])
     if st["bad_x"]:
         raise ValueError("X contains NaN or infinite values")
