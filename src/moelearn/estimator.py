@@ -15,41 +15,24 @@ from . import predictive
 from ._validation import MAX_MAGNITUDE, check_target_and_magnitude
 from .data import (
     ChunkedDataset,
+    Data,
     Transform,
     check_sample_weight,
     check_weight_values,
     is_dask_array,
 )
-from .exceptions import MomentMethodUnavailable
-from .experts import recover_directions
 from .families import Family, Gaussian, get_family
 from .family_fit import fit_family, n_parameters, resolve_roles
 from .inference import Summary, data_standard_errors, summarize
 from .links import Link, get_link
 from .model import MoEParams, random_generator, sample_given_x
-from .refine import (
-    Data,
-    fit_squared_loss,
-    maximize_likelihood,
-    random_params,
-)
-from .starts import search
+from .solvers import SOLVERS, Problem, get_solver, refine_start
 
 __all__ = ["MixtureOfExpertsRegressor"]
 
-SOLVERS = ("moments", "landscape", "tensor", "em", "gd-nll", "gd-l2")
-_INIT_SUBSAMPLE = 20_000
-# Rows on which the start search screens and compares its candidates (DESIGN §12).
-_SEARCH_ROWS = 2_500
 # Noise levels are bounded below by this fraction of std(y): with one noise level per
 # expert the likelihood is unbounded as an expert collapses on a few points.
 NOISE_FLOOR = 1e-3
-# Generated candidate starts screened by n_init="auto" besides the moment start.
-_AUTO_CANDIDATES = 10
-_MAX_CANDIDATES = 150
-# Screening work (rows x coefficients x experts) that n_init="auto" spends before it
-# stops adding candidates beyond _AUTO_CANDIDATES (up to six times as many).
-_AUTO_BUDGET = 2_000_000
 
 
 class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
@@ -174,7 +157,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         "family": [StrOptions({"gaussian", "student-t", "poisson", "gamma"}), Family],
         "gating_features": ["array-like", None],
         "expert_features": ["array-like", None],
-        "solver": [StrOptions(set(SOLVERS))],
+        "solver": [StrOptions(SOLVERS.keys())],
         "fit_intercept": ["boolean"],
         "noise": [StrOptions({"shared", "expert"})],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -259,35 +242,43 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         family = get_family(self.family, link)
         rng = random_generator(self.random_state)
         k = self.n_experts
-        paper = self.solver in ("landscape", "tensor")
         raw = self._source(X, y, sample_weight)
         names = getattr(self, "feature_names_in_", None)
         gmask = resolve_roles(self.gating_features, raw.n_features, names, "gating_features")
         emask = resolve_roles(self.expert_features, raw.n_features, names, "expert_features")
         if not (isinstance(family, Gaussian) and gmask.all() and emask.all()):
             return self._fit_family(raw, family, gmask, emask, rng)
-        self._set_scaling(raw, link, scale_y=not paper)
+        solver = get_solver(self.solver)
+        self._set_scaling(raw, link, scale_y=solver.scale_y)
         transform = Transform(self._x_mean, self._x_whiten, self._y_mean, self._y_scale)
         if raw.in_memory:
             # materialise the standardised data once: every pass then reads it directly
             data = Data(*transform(raw.X, raw.y), n_experts=k, sample_weight=raw.w)
         else:
             data = raw.with_transform(transform, n_experts=k)
-        per_expert = self.noise == "expert"
-        self._collapsed = False
-        self._final_step = f"the {self._refine_name} refinement"
-
+        problem = Problem(
+            data,
+            link,
+            k,
+            rng,
+            per_expert_noise=self.noise == "expert",
+            fit_intercept=self.fit_intercept,
+            n_init=self.n_init,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            refine=self.refine,
+            moment_method=self.moment_method,
+            noise_floor=self._floor,
+        )
         if self.init_params is not None:
             init = self._params_to_standard(self._check_init_params(raw.n_features, link))
-            fit = self._refine(data, init, per_expert)
-            self.init_method_ = "init_params"
-        elif self.solver == "moments":
-            fit = self._fit_moments(data, link, per_expert, rng)
-        elif paper:
-            fit = self._fit_paper(data, link, per_expert, rng)
+            solution = refine_start(problem, init)
         else:
-            fit = self._fit_baseline(data, link, per_expert, rng)
-
+            solution = solver(problem)
+        fit = solution.fit
+        self.init_method_ = solution.init_method
+        self._final_step = solution.final_step
+        self._collapsed = solution.collapsed
         params = self._params_from_standard(fit.params)
         self._store(params, fit, raw)
         return self
@@ -424,191 +415,6 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         if sample_weight is not None:
             sample_weight = check_sample_weight(sample_weight, X.shape[0])
         return Data(X, y, self.chunk_size, n_experts=self.n_experts, sample_weight=sample_weight)
-
-    def _subsample(self, data, rng, size=None):
-        """Data on at most ``size`` random rows (the whole data when smaller).
-
-        The rows are drawn uniformly and keep their sample weights.
-        """
-        size = size or _INIT_SUBSAMPLE
-        if data.n_samples <= size:
-            if data.in_memory and data.transform is None:
-                return data
-            rows = np.arange(data.n_samples)
-        else:
-            rows = np.sort(rng.choice(data.n_samples, size, replace=False))
-        Xs, ys, ws = data.weighted_rows(rows)
-        if ws is not None and not np.any(ws > 0):
-            ws = None  # every drawn row has weight 0: the rows alone still locate the starts
-        return Data(Xs, ys, n_experts=self.n_experts, sample_weight=ws)
-
-    def _directions(self, data, link, method, rng):
-        return recover_directions(data, self.n_experts, link, method, rng)
-
-    def _fit_moments(self, data, link, per_expert, rng):
-        d = data.n_features
-        k = self.n_experts
-        sub = self._subsample(data, rng)
-        starts = []
-        try:
-            directions = self._directions(data, link, self.moment_method, rng)
-        except MomentMethodUnavailable as exc:
-            unavailable = str(exc)
-        else:
-            unavailable = None
-            start = MoEParams(
-                directions,
-                0.01 * rng.standard_normal((k, d)),
-                noise_std=_noise_start(sub.y, k, per_expert, sub.w),
-                link=link,
-            )
-            # Lengths, intercepts, gating and noise with the directions fixed, on the
-            # subsample with a loose tolerance: this only has to land in the basin.
-            free = {"expert_scale", "gating", "noise"}
-            if self.fit_intercept:
-                free |= {"expert_bias", "gating_bias"}
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                step = maximize_likelihood(
-                    sub,
-                    start,
-                    free=free,
-                    method="lbfgs",
-                    per_expert_noise=per_expert,
-                    max_iter=self.max_iter,
-                    tol=max(self.tol, 1e-6),
-                    noise_floor=self._floor,
-                )
-            starts.append((f"moments ({self.moment_method})", step.params))
-        if self.n_init == 1 and starts:
-            # the moment start alone, refined on all the data (version 0.1's default)
-            self.init_method_ = starts[0][0]
-            self._final_step = f"the {self._refine_name} refinement of the moment start"
-            return self._refine(data, starts[0][1], per_expert)
-        search_data = self._subsample(data, rng, _SEARCH_ROWS)
-        if self.n_init == "auto":
-            # a fixed budget of screening work: small problems get more candidates
-            cost = search_data.n_samples * (d + 1) * k
-            n_generated = int(np.clip(_AUTO_BUDGET // cost, _AUTO_CANDIDATES, _MAX_CANDIDATES))
-            if not link.is_linear:
-                # non-linear candidates are screened one by one, not batched
-                n_generated = _AUTO_CANDIDATES
-        else:
-            n_generated = self.n_init - len(starts)
-        if not starts:
-            n_generated = max(n_generated, 1)
-        found = search(
-            data,
-            search_data,
-            k,
-            link,
-            starts=starts,
-            n_candidates=n_generated,
-            n_finalists=max(3, n_generated // 20),
-            per_expert_noise=per_expert,
-            free=self._free(),
-            fit_intercept=self.fit_intercept,
-            refine=self.refine,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            noise_floor=self._floor,
-            random_state=rng,
-        )
-        plural = "s" if found.n_candidates > 1 else ""
-        self.init_method_ = f"{found.method} (best of {found.n_candidates} start{plural})"
-        self._final_step = f"the {self._refine_name} refinement of the best start ({found.method})"
-        if unavailable is not None:
-            self.init_method_ += f"; moment start unavailable: {unavailable}"
-        self._collapsed = found.collapsed
-        return found.fit
-
-    def _fit_paper(self, data, link, per_expert, rng):
-        """The papers' two-stage pipelines: experts from moments, then gating."""
-        d = data.n_features
-        k = self.n_experts
-        experts = self._directions(data, link, self.solver, rng)
-        self.init_method_ = self.solver
-        sub = self._subsample(data, rng)
-        start = MoEParams(
-            experts,
-            0.01 * rng.standard_normal((k, d)),
-            noise_std=_noise_start(sub.y, k, per_expert, sub.w),
-            link=link,
-        )
-        free = {"gating", "noise"} | ({"gating_bias"} if self.fit_intercept else set())
-        method = "lbfgs" if self.solver == "landscape" else "em"
-        self._final_step = (
-            f"the gating fit ({'L-BFGS' if method == 'lbfgs' else 'EM'}) of the "
-            f"{self.solver} pipeline"
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            return maximize_likelihood(
-                data,
-                start,
-                free=free,
-                method=method,
-                per_expert_noise=per_expert,
-                max_iter=self.max_iter,
-                tol=self.tol,
-                noise_floor=self._floor,
-            )
-
-    def _fit_baseline(self, data, link, per_expert, rng):
-        self.init_method_ = "random"
-        self._final_step = f"the {self.solver} solver (best of its random starts)"
-        best = None
-        for _ in range(1 if self.n_init == "auto" else self.n_init):
-            init = random_params(data.n_features, self.n_experts, link, 1.0, rng, per_expert)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                if self.solver == "gd-l2":
-                    fit = fit_squared_loss(
-                        data,
-                        init,
-                        max_iter=self.max_iter,
-                        tol=self.tol,
-                        fit_intercept=self.fit_intercept,
-                    )
-                else:
-                    method = "em" if self.solver == "em" else "gd"
-                    fit = maximize_likelihood(
-                        data,
-                        init,
-                        free=self._free(),
-                        method=method,
-                        per_expert_noise=per_expert,
-                        max_iter=self.max_iter,
-                        tol=self.tol,
-                        noise_floor=self._floor,
-                    )
-            if best is None or _objective(fit, self.solver) > _objective(best, self.solver):
-                best = fit
-        return best
-
-    @property
-    def _refine_name(self):
-        return "L-BFGS" if self.refine == "lbfgs" else "EM"
-
-    def _free(self):
-        free = {"experts", "gating", "noise"}
-        if self.fit_intercept:
-            free |= {"expert_bias", "gating_bias"}
-        return free
-
-    def _refine(self, data, init, per_expert):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            return maximize_likelihood(
-                data,
-                init,
-                free=self._free(),
-                method=self.refine,
-                per_expert_noise=per_expert,
-                max_iter=self.max_iter,
-                tol=self.tol,
-                noise_floor=self._floor,
-            )
 
     # ------------------------------------------------------------ scaling
     def _set_scaling(self, raw: Data, link, scale_y):
@@ -912,12 +718,6 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         return tags
 
 
-def _noise_start(ys, k, per_expert, w=None):
-    spread = np.std(ys) if w is None else np.sqrt(np.cov(ys, aweights=w, ddof=0))
-    s = max(float(spread), 1e-12)
-    return np.full(k, s) if per_expert else s
-
-
 def _mean_log_likelihood(params, data) -> float:
     def block(Xb, yb, wb=None):
         ll = params.log_likelihood(Xb, yb)
@@ -979,8 +779,3 @@ def _streamed_moments(raw: Data, center):
         raise ValueError("y is constant: a mixture of experts needs a target that varies")
     return x_mean, cov, y_mean, y_var
 
-
-def _objective(fit, solver):
-    if solver == "gd-l2":
-        return -fit.history[-1]  # lower squared loss is better
-    return fit.log_likelihood
