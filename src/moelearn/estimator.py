@@ -12,13 +12,11 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import predictive
-from ._validation import MAX_MAGNITUDE, check_target_and_magnitude
+from ._validation import check_target_and_magnitude
 from .data import (
     ChunkedDataset,
     Data,
-    Transform,
     check_sample_weight,
-    check_weight_values,
     is_dask_array,
 )
 from .families import Family, Gaussian, get_family
@@ -27,12 +25,10 @@ from .inference import Summary, data_standard_errors, summarize
 from .links import Link, get_link
 from .model import MoEParams, random_generator, sample_given_x
 from .solvers import SOLVERS, Problem, get_solver, refine_start
+from .standardize import NOISE_FLOOR, Scaling
 
 __all__ = ["MixtureOfExpertsRegressor"]
 
-# Noise levels are bounded below by this fraction of std(y): with one noise level per
-# expert the likelihood is unbounded as an expert collapses on a few points.
-NOISE_FLOOR = 1e-3
 
 
 class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
@@ -249,13 +245,10 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         if not (isinstance(family, Gaussian) and gmask.all() and emask.all()):
             return self._fit_family(raw, family, gmask, emask, rng)
         solver = get_solver(self.solver)
-        self._set_scaling(raw, link, scale_y=solver.scale_y)
-        transform = Transform(self._x_mean, self._x_whiten, self._y_mean, self._y_scale)
-        if raw.in_memory:
-            # materialise the standardised data once: every pass then reads it directly
-            data = Data(*transform(raw.X, raw.y), n_experts=k, sample_weight=raw.w)
-        else:
-            data = raw.with_transform(transform, n_experts=k)
+        scaling = Scaling.fit(raw, link, fit_intercept=self.fit_intercept, scale_y=solver.scale_y)
+        self._scaling = scaling
+        # in memory the standardised data are materialised once: every pass reads them
+        data = scaling.standardize(raw, n_experts=k)
         problem = Problem(
             data,
             link,
@@ -268,10 +261,13 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             tol=self.tol,
             refine=self.refine,
             moment_method=self.moment_method,
-            noise_floor=self._floor,
+            noise_floor=scaling.noise_floor,
         )
         if self.init_params is not None:
-            init = self._params_to_standard(self._check_init_params(raw.n_features, link))
+            init = scaling.to_standard(
+                self._check_init_params(raw.n_features, link),
+                per_expert_noise=self.noise == "expert",
+            )
             solution = refine_start(problem, init)
         else:
             solution = solver(problem)
@@ -279,7 +275,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         self.init_method_ = solution.init_method
         self._final_step = solution.final_step
         self._collapsed = solution.collapsed
-        params = self._params_from_standard(fit.params)
+        params = scaling.from_standard(fit.params)
         self._store(params, fit, raw)
         return self
 
@@ -335,9 +331,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             + ("separate gate and expert columns" if not (gmask.all() and emask.all()) else "")
         )
         method = fit.init_method if init is not None else f"{fit.init_method}; {moment}"
-        d = raw.n_features
-        self._x_mean, self._x_whiten, self._x_unwhiten = np.zeros(d), np.eye(d), np.eye(d)
-        self._y_mean, self._y_scale = 0.0, 1.0
+        self._scaling = Scaling.identity(raw.n_features)
         self._collapsed = fit.collapsed
         self._final_step = "the EM / L-BFGS-B refinement of the best start"
         self._set_fitted(fit.params, fit.n_iter, fit.converged, fit.log_likelihood, method)
@@ -415,67 +409,6 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         if sample_weight is not None:
             sample_weight = check_sample_weight(sample_weight, X.shape[0])
         return Data(X, y, self.chunk_size, n_experts=self.n_experts, sample_weight=sample_weight)
-
-    # ------------------------------------------------------------ scaling
-    def _set_scaling(self, raw: Data, link, scale_y):
-        """Whiten X (always) and standardise y (linear link only: other links fix its scale).
-
-        Full whitening ``S = Cov(X)^{-1/2}``, rather than per-feature scaling,
-        turns correlated Gaussian inputs into the standard Gaussian that the
-        moment methods assume.  Directions of zero variance keep scale 1.
-        Out-of-core data are validated and summarised in one pass.
-        """
-        if raw.in_memory and raw.w is None:
-            X, y = raw.X, raw.y
-            x_mean = X.mean(axis=0)
-            Xc = X - x_mean if self.fit_intercept else X
-            cov = Xc.T @ Xc / X.shape[0]
-            y_mean, y_var = float(y.mean()), float(y.var())
-        elif raw.in_memory:
-            X, y, w = raw.X, raw.y, raw.w / raw.total_weight
-            x_mean = w @ X
-            Xc = X - x_mean if self.fit_intercept else X
-            cov = (Xc * w[:, None]).T @ Xc
-            y_mean = float(w @ y)
-            y_var = float(w @ (y - y_mean) ** 2)
-        else:
-            x_mean, cov, y_mean, y_var = _streamed_moments(raw, self.fit_intercept)
-        if not self.fit_intercept:
-            x_mean = np.zeros_like(x_mean)
-        evals, evecs = np.linalg.eigh(0.5 * (cov + cov.T))
-        ok = evals > 1e-10 * max(evals.max(), 1e-300)
-        root = np.where(ok, np.sqrt(np.where(ok, evals, 1.0)), 1.0)
-        self._x_mean = x_mean
-        self._x_whiten = (evecs / root) @ evecs.T
-        self._x_unwhiten = (evecs * root) @ evecs.T
-        if link.is_linear and scale_y:
-            self._y_mean = y_mean if self.fit_intercept else 0.0
-            self._y_scale = (
-                float(np.sqrt(y_var)) if self.fit_intercept else float(np.sqrt(y_var + y_mean**2))
-            )
-        else:
-            self._y_mean, self._y_scale = 0.0, 1.0
-        self._floor = NOISE_FLOOR * max(np.sqrt(y_var) / self._y_scale, 1e-300)
-
-    def _params_from_standard(self, p: MoEParams) -> MoEParams:
-        # <a, S (x - m)> = <S a, x> - <S a, m>, S symmetric
-        sy, my = self._y_scale, self._y_mean
-        A = p.experts @ self._x_whiten
-        W = p.gating @ self._x_whiten
-        b = sy * (p.expert_bias - A @ self._x_mean) + my
-        c = p.gating_bias - W @ self._x_mean
-        noise = sy * (p.noise_vector if np.ndim(p.noise_std) else float(p.noise_std))
-        return MoEParams(sy * A, W - W.mean(0), b, c - c.mean(), noise, p.link)
-
-    def _params_to_standard(self, p: MoEParams) -> MoEParams:
-        sy, my = self._y_scale, self._y_mean
-        A = p.experts / sy
-        b = (p.expert_bias - my) / sy + A @ self._x_mean
-        c = p.gating_bias + p.gating @ self._x_mean
-        noise = p.noise_vector / sy
-        if self.noise == "shared":
-            noise = float(np.mean(noise))
-        return MoEParams(A @ self._x_unwhiten, p.gating @ self._x_unwhiten, b, c, noise, p.link)
 
     def _check_init_params(self, d, link):
         p = self.init_params
@@ -685,10 +618,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             kwargs.setdefault("expert_features", np.flatnonzero(params.expert_features).tolist())
         est = cls(n_experts=params.n_experts, link=params.link, **kwargs)
         est._validate_params()
-        d = params.n_features
-        est._x_mean, est._x_whiten, est._x_unwhiten = np.zeros(d), np.eye(d), np.eye(d)
-        est._y_mean, est._y_scale = 0.0, 1.0
-        est.n_features_in_ = d
+        est._scaling = Scaling.identity(params.n_features)
+        est.n_features_in_ = params.n_features
         est._set_fitted(
             params, n_iter=0, converged=True, log_likelihood=float("nan"), init_method="from_params"
         )
@@ -724,58 +655,4 @@ def _mean_log_likelihood(params, data) -> float:
         return float(np.sum(ll) if wb is None else wb @ ll)
 
     return float(data.map_reduce(block)) / data.total_weight
-
-
-def _stats_block(X, y, shift, w=None):
-    with np.errstate(all="ignore"):  # non-finite values are counted, then refused
-        Xs = X - shift
-        out = dict(
-            bad_x=int(np.sum(~np.isfinite(X))),
-            bad_y=int(np.sum(~np.isfinite(y))),
-            big=int(np.sum(np.abs(X) > MAX_MAGNITUDE) + np.sum(np.abs(y) > MAX_MAGNITUDE)),
-        )
-        if w is None:
-            out.update(n=X.shape[0], sx=Xs.sum(axis=0), sxx=Xs.T @ Xs, sy=float(y.sum()))
-            out.update(syy=float(y @ y))
-            return out
-        bad_w = ~np.isfinite(w)
-        w = np.where(bad_w, 0.0, w)
-        out.update(bad_w=int(np.sum(bad_w)), neg_w=int(np.sum(w < 0)))
-        out.update(n=float(w.sum()), sx=w @ Xs, sxx=(Xs * w[:, None]).T @ Xs)
-        out.update(sy=float(w @ y), syy=float(w @ (y * y)))
-        return out
-
-
-def _streamed_moments(raw: Data, center):
-    """Validate out-of-core data and return mean, covariance, mean and variance of y.
-
-    One pass of shifted sums (the shift, from the first rows, keeps the
-    covariance accurate when the mean is large next to the spread).
-    """
-    head, _ = raw.rows(np.arange(min(raw.n_samples, 1000)))
-    shift = head.mean(axis=0) if center else np.zeros(raw.n_features)
-    if not np.all(np.isfinite(shift)):
-        raise ValueError("X contains NaN or infinite values")
-    st = raw.map_reduce(lambda Xb, yb, wb=None: _stats_block(Xb, yb, shift, wb))
-    if raw.weighted:
-        check_weight_values(st["neg_w"], st["n"], st["bad_w"])
-        raw._total_weight = float(st["n"])
-    if st["bad_x"]:
-        raise ValueError("X contains NaN or infinite values")
-    if st["bad_y"]:
-        raise ValueError("y contains NaN or infinite values")
-    if st["big"]:
-        raise ValueError(
-            f"X or y has values larger than {MAX_MAGNITUDE:g}: moments up to the "
-            "4th power would overflow; rescale the data"
-        )
-    n = st["n"]
-    dx = st["sx"] / n
-    x_mean = shift + dx
-    cov = st["sxx"] / n - np.outer(dx, dx) if center else st["sxx"] / n
-    y_mean = st["sy"] / n
-    y_var = max(st["syy"] / n - y_mean**2, 0.0)
-    if y_var <= 1e-24 * max(y_mean**2, 1e-300):
-        raise ValueError("y is constant: a mixture of experts needs a target that varies")
-    return x_mean, cov, y_mean, y_var
 

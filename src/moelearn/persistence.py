@@ -17,6 +17,7 @@ import numpy as np
 from .families import Family, available_families
 from .links import get_link
 from .model import MoEParams
+from .standardize import Scaling
 
 __all__ = ["save_model", "save_classifier", "load", "FORMAT_VERSION"]
 
@@ -82,8 +83,8 @@ def save_model(estimator, path):
             "converged_": estimator.converged_,
             "log_likelihood_": estimator.log_likelihood_,
             "init_method_": estimator.init_method_,
-            "y_mean": estimator._y_mean,
-            "y_scale": estimator._y_scale,
+            "y_mean": estimator._scaling.y_mean,
+            "y_scale": estimator._scaling.y_scale,
         },
     }
     if p.df is not None:
@@ -105,9 +106,9 @@ def save_model(estimator, path):
         "noise_std": np.zeros(0)
         if p.noise_std is None
         else np.atleast_1d(np.asarray(p.noise_std, dtype=float)),
-        "x_mean": estimator._x_mean,
-        "x_whiten": estimator._x_whiten,
-        "x_unwhiten": estimator._x_unwhiten,
+        "x_mean": estimator._scaling.x_mean,
+        "x_whiten": estimator._scaling.x_whiten,
+        "x_unwhiten": estimator._scaling.x_unwhiten,
     }
     meta_bytes = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     path = os.fspath(path)
@@ -383,10 +384,13 @@ def load(path):
             float(fitted["log_likelihood_"]),
             fitted["init_method_"],
         )
-        est._y_mean, est._y_scale = float(fitted["y_mean"]), float(fitted["y_scale"])
-        est._x_mean = raw["x_mean"].astype(float)
-        est._x_whiten = raw["x_whiten"].astype(float)
-        est._x_unwhiten = raw["x_unwhiten"].astype(float)
+        est._scaling = Scaling(
+            raw["x_mean"].astype(float),
+            raw["x_whiten"].astype(float),
+            raw["x_unwhiten"].astype(float),
+            float(fitted["y_mean"]),
+            float(fitted["y_scale"]),
+        )
         if names is not None:
             est.feature_names_in_ = np.asarray(names, dtype=object)
         if target is not None:
