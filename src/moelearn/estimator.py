@@ -19,18 +19,41 @@ from .data import (
     check_sample_weight,
     is_dask_array,
 )
-from .families import Family, Gaussian, get_family
+from .families import Family, Gaussian, available_families, get_family
 from .family_fit import fit_family, n_parameters, resolve_roles
 from .inference import Summary, data_standard_errors, summarize
 from .links import Link, get_link
 from .model import MoEParams, random_generator, sample_given_x
+from .persistence import register_record, save
 from .solvers import SOLVERS, Problem, get_solver, refine_start
 from .standardize import NOISE_FLOOR, Scaling
 
 __all__ = ["MixtureOfExpertsRegressor"]
 
+# Arrays of a saved regressor; constructor parameters that its record leaves out
+# (stored apart, or not restorable from JSON).
+_RECORD_ARRAYS = (
+    "experts",
+    "gating",
+    "expert_bias",
+    "gating_bias",
+    "noise_std",
+    "x_mean",
+    "x_whiten",
+    "x_unwhiten",
+)
+_UNSAVED_PARAMS = (
+    "init_params",
+    "link",
+    "random_state",
+    "family",
+    "gating_features",
+    "expert_features",
+)
 
 
+
+@register_record("regressor")
 class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     """Mixture-of-experts regression with a consistent initialisation.
 
@@ -590,11 +613,171 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         return -2.0 * self.log_density(X, y).sum() + 2.0 * self._n_parameters()
 
     def save(self, path):
-        """Save the fitted model without pickle (see :func:`moelearn.load`)."""
-        from .persistence import save_model
+        """Save the fitted model without pickle (see :func:`moelearn.load`).
 
+        The column names ``feature_names_in_`` (set when fitting on a pandas
+        DataFrame) and ``target_name_`` (set by the command line) are kept when
+        present.
+        """
         check_is_fitted(self)
-        save_model(self, path)
+        save(self, path)
+
+    # ------------------------------------------------------------ records
+    def _to_record(self):
+        """The fitted model as ``(meta, arrays)`` for :mod:`moelearn.persistence`."""
+        check_is_fitted(self)
+        p = self.params_
+        link = get_link(p.link)
+        if not link.builtin:
+            raise ValueError(
+                f"cannot save a model with the unregistered link {link.name!r}: register it "
+                "with moelearn.register_link so that it can be restored by name"
+            )
+        if isinstance(self.family, Family) and p.family_object.name != "gaussian":
+            raise ValueError(
+                f"cannot save a model fitted with a Family instance ({self.family!r}); "
+                f"pass the family by name ({available_families()}) to save it"
+            )
+        scaling = self._scaling
+        meta = {
+            "link": link.name,
+            "family": p.family_object.name,
+            "n_experts": int(self.n_experts),
+            "n_features": int(self.n_features_in_),
+            "params": {
+                key: value
+                for key, value in self.get_params().items()
+                if key not in _UNSAVED_PARAMS
+            },
+            "random_state": self.random_state if isinstance(self.random_state, int) else None,
+            "fitted": {
+                "n_iter_": self.n_iter_,
+                "converged_": self.converged_,
+                "log_likelihood_": self.log_likelihood_,
+                "init_method_": self.init_method_,
+                "y_mean": scaling.y_mean,
+                "y_scale": scaling.y_scale,
+            },
+        }
+        if p.df is not None:
+            meta["df"] = [float(v) for v in p.df]
+        if p.has_roles:
+            meta["gating_features"] = [bool(v) for v in p.gating_features]
+            meta["expert_features"] = [bool(v) for v in p.expert_features]
+        _names_to_record(self, meta)
+        arrays = {
+            "experts": p.experts,
+            "gating": p.gating,
+            "expert_bias": p.expert_bias,
+            "gating_bias": p.gating_bias,
+            "noise_std": np.zeros(0)
+            if p.noise_std is None
+            else np.atleast_1d(np.asarray(p.noise_std, dtype=float)),
+            "x_mean": scaling.x_mean,
+            "x_whiten": scaling.x_whiten,
+            "x_unwhiten": scaling.x_unwhiten,
+        }
+        return meta, arrays
+
+    @classmethod
+    def _from_record(cls, meta, arrays):
+        """The fitted model of a record written by :meth:`_to_record` (format 1 or 2).
+
+        Raises ``ValueError`` naming the first bad field (``KeyError`` or
+        ``TypeError`` for missing or mistyped metadata).
+        """
+        missing = set(_RECORD_ARRAYS) - set(arrays)
+        if missing:
+            raise ValueError(f"missing entries {sorted(missing)}")
+        try:
+            k = int(meta["n_experts"])
+            d = int(meta["n_features"])
+            link = get_link(str(meta["link"]))
+            params = dict(meta["params"])
+            fitted = dict(meta["fitted"])
+            family = str(meta.get("family", "gaussian"))
+            df = meta.get("df")
+            df = None if df is None else np.asarray(df, dtype=float)
+            masks = [meta.get("gating_features"), meta.get("expert_features")]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"bad metadata ({exc})") from None
+        if family not in available_families():
+            raise ValueError(f"unknown family {family!r}")
+        if (masks[0] is None) != (masks[1] is None):
+            raise ValueError(
+                "gating_features and expert_features must both be present or both absent"
+            )
+        if masks[0] is not None:
+            if not all(
+                isinstance(m, list) and len(m) == d and all(isinstance(v, bool) for v in m)
+                for m in masks
+            ):
+                raise ValueError(f"gating_features and expert_features must be {d} booleans each")
+            masks = [np.asarray(m, dtype=bool) for m in masks]
+        d_g = d if masks[0] is None else int(masks[0].sum())
+        d_e = d if masks[1] is None else int(masks[1].sum())
+        if not (1 <= k <= 10**4 and 1 <= d <= 10**6):
+            raise ValueError(f"implausible sizes n_experts={k}, n_features={d}")
+        names, target = _names_from_record(meta, d)
+        expected = {
+            "experts": (k, d_e),
+            "gating": (k, d_g),
+            "expert_bias": (k,),
+            "gating_bias": (k,),
+            "x_mean": (d,),
+            "x_whiten": (d, d),
+            "x_unwhiten": (d, d),
+        }
+        for name, shape in expected.items():
+            if arrays[name].shape != shape:
+                raise ValueError(f"{name} has shape {arrays[name].shape}, expected {shape}")
+        noise = arrays["noise_std"]
+        if noise.shape not in ((0,), (1,), (k,)):
+            raise ValueError(f"noise_std has shape {noise.shape}")
+        for name in _RECORD_ARRAYS:
+            if arrays[name].dtype.kind != "f" or not np.all(np.isfinite(arrays[name])):
+                raise ValueError(f"{name} must hold finite floating-point numbers")
+
+        p = MoEParams(
+            arrays["experts"],
+            arrays["gating"],
+            arrays["expert_bias"],
+            arrays["gating_bias"],
+            None if noise.size == 0 else (float(noise[0]) if noise.shape == (1,) else noise),
+            link.name,
+            family,
+            df,
+            masks[0],
+            masks[1],
+        )
+        known = cls().get_params()
+        valid = {
+            key: value
+            for key, value in params.items()
+            if key in known and key not in ("n_experts", "link", "noise", "family")
+        }
+        est = cls.from_params(
+            p, random_state=meta.get("random_state"), noise=params.get("noise", "shared"), **valid
+        )
+        est._set_fitted(
+            p,
+            fitted["n_iter_"],
+            fitted["converged_"],
+            float(fitted["log_likelihood_"]),
+            fitted["init_method_"],
+        )
+        est._scaling = Scaling(
+            arrays["x_mean"].astype(float),
+            arrays["x_whiten"].astype(float),
+            arrays["x_unwhiten"].astype(float),
+            float(fitted["y_mean"]),
+            float(fitted["y_scale"]),
+        )
+        if names is not None:
+            est.feature_names_in_ = names
+        if target is not None:
+            est.target_name_ = target
+        return est
 
     @classmethod
     def from_params(cls, params: MoEParams, **kwargs):
@@ -656,3 +839,28 @@ def _mean_log_likelihood(params, data) -> float:
 
     return float(data.map_reduce(block)) / data.total_weight
 
+
+def _names_to_record(est, meta):
+    """Column and target names of a fitted estimator into record metadata (when set)."""
+    names = getattr(est, "feature_names_in_", None)
+    if names is not None:
+        meta["feature_names_in_"] = [str(name) for name in names]
+    target = getattr(est, "target_name_", None)
+    if target is not None:
+        meta["target_name_"] = str(target)
+
+
+def _names_from_record(meta, d):
+    """Validated ``feature_names_in_`` (object array or None) and ``target_name_``."""
+    names = meta.get("feature_names_in_")
+    if names is not None and (
+        not isinstance(names, list)
+        or len(names) != d
+        or not all(isinstance(name, str) for name in names)
+        or len(set(names)) != d
+    ):
+        raise ValueError(f"feature_names_in_ must be {d} distinct strings")
+    target = meta.get("target_name_")
+    if target is not None and not isinstance(target, str):
+        raise ValueError("target_name_ must be a string")
+    return (None if names is None else np.asarray(names, dtype=object)), target
