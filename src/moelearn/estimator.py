@@ -100,6 +100,10 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         * ``"em"``, ``"gd-nll"``, ``"gd-l2"``: joint EM, joint gradient descent
           on the negative log-likelihood, joint gradient descent on the
           squared loss, each from ``n_init`` random starts (the baselines).
+
+        The names are those of the registry :data:`moelearn.solvers.SOLVERS`;
+        a solver added with :func:`moelearn.solvers.register_solver` is
+        accepted too.
     fit_intercept : bool, default True
         Fit expert and gating intercepts.
     noise : {"expert", "shared"}, default "expert"
