@@ -14,7 +14,7 @@ from sklearn.exceptions import ConvergenceWarning
 from helpers import fraction_at_least, record
 from moelearn import MixtureOfExpertsRegressor, make_moe, parameter_errors, sample
 from moelearn.exceptions import MomentMethodUnavailable
-from moelearn.model import _sample_given_x as sample_given_x
+from moelearn.model import sample_given_x as sample_given_x
 
 SOLVERS = ["moments", "landscape", "tensor", "em", "gd-nll", "gd-l2"]
 

@@ -3,7 +3,11 @@
 The package reads like the pipeline: ``links`` and ``families`` ->
 ``transforms`` (output transforms Q_m) -> ``moments`` (mergeable statistics)
 -> ``experts`` -> ``gating`` -> ``refine`` and ``engine`` (maximum
-likelihood) -> ``estimator`` and ``classifier``.
+likelihood) -> ``standardize`` and ``solvers`` (the functional core of the
+Gaussian path) -> ``estimator`` and ``classifier`` (thin scikit-learn
+wrappers).  Imports go one way, down this list; ``persistence`` is a codec
+of records that imports no estimator (the estimators register with it), and
+no module imports another's private names.
 """
 
 from importlib.metadata import PackageNotFoundError

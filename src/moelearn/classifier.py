@@ -27,7 +27,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .data import ChunkedDataset, Data, check_sample_weight, is_dask_array
 from .families import Bernoulli, Multinomial
 from .family_fit import fit_engine, resolve_roles, unscale
-from .model import _generator
+from .model import random_generator
+from .persistence import register_record, save
 
 __all__ = ["MixtureOfExpertsClassifier"]
 
@@ -51,6 +52,7 @@ class LabelCodes:
         return X, codes.astype(float)
 
 
+@register_record("classifier")
 class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
     """Mixture of logistic (two classes) or multinomial (more) experts with a softmax gate.
 
@@ -148,7 +150,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
         self
         """
         self._validate_params()
-        rng = _generator(self.random_state)
+        rng = random_generator(self.random_state)
         raw, weights = self._source(X, y, sample_weight)
         n_classes = len(self.classes_)
         family = Bernoulli() if n_classes == 2 else Multinomial(n_classes)
@@ -343,11 +345,124 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
         return -2.0 * self.log_density(X, y).sum() + 2.0 * self.n_parameters_
 
     def save(self, path):
-        """Save the fitted classifier without pickle (see :func:`moelearn.load`)."""
-        from .persistence import save_classifier
+        """Save the fitted classifier without pickle (see :func:`moelearn.load`).
 
+        Class labels must be numbers or strings (stored as JSON).
+        """
         check_is_fitted(self)
-        save_classifier(self, path)
+        save(self, path)
+
+    def _to_record(self):
+        """The fitted classifier as ``(meta, arrays)`` for :mod:`moelearn.persistence`."""
+        check_is_fitted(self)
+        classes = self.classes_
+        labels = [c.item() if isinstance(c, np.generic) else c for c in classes.tolist()]
+        if not all(isinstance(c, (str, int, float, bool)) for c in labels):
+            raise ValueError("only numeric or string class labels can be saved")
+        params = {
+            k: v
+            for k, v in self.get_params().items()
+            if k not in ("random_state", "gating_features", "expert_features")
+        }
+        meta = {
+            "estimator": "classifier",
+            "n_experts": int(self.n_experts),
+            "n_features": int(self.n_features_in_),
+            "classes": labels,
+            "label_dtype": str(classes.dtype) if classes.dtype.kind in "biuf" else "object",
+            "gating_features": [bool(v) for v in self._gmask],
+            "expert_features": [bool(v) for v in self._emask],
+            "params": params,
+            "random_state": self.random_state if isinstance(self.random_state, int) else None,
+            "fitted": {
+                "n_iter_": self.n_iter_,
+                "converged_": self.converged_,
+                "log_likelihood_": self.log_likelihood_,
+                "init_method_": self.init_method_,
+                "n_parameters_": self.n_parameters_,
+            },
+        }
+        names = getattr(self, "feature_names_in_", None)
+        if names is not None:
+            meta["feature_names_in_"] = [str(name) for name in names]
+        target = getattr(self, "target_name_", None)
+        if target is not None:
+            meta["target_name_"] = str(target)
+        arrays = {
+            "experts": self.experts_,
+            "expert_bias": self.expert_bias_,
+            "gating": self.gating_,
+            "gating_bias": self.gating_bias_,
+        }
+        return meta, arrays
+
+    @classmethod
+    def _from_record(cls, meta, arrays):
+        """The fitted classifier of a record written by :meth:`_to_record`.
+
+        Raises ``ValueError`` naming the first bad field (``KeyError`` or
+        ``TypeError`` for missing or mistyped metadata).
+        """
+        try:
+            k, d = int(meta["n_experts"]), int(meta["n_features"])
+            labels = list(meta["classes"])
+            g = np.asarray(meta["gating_features"], dtype=bool)
+            e = np.asarray(meta["expert_features"], dtype=bool)
+            params = dict(meta["params"])
+            fitted = dict(meta["fitted"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"bad metadata ({exc})") from None
+        if not (1 <= k <= 10**4 and 1 <= d <= 10**6 and 2 <= len(labels) <= 10**5):
+            raise ValueError("implausible sizes")
+        if g.shape != (d,) or e.shape != (d,):
+            raise ValueError(f"gating_features and expert_features must have {d} entries")
+        q = len(labels) - 1
+        expected = {
+            "experts": (k, q, int(e.sum())),
+            "expert_bias": (k, q),
+            "gating": (k, int(g.sum())),
+            "gating_bias": (k,),
+        }
+        for name, shape in expected.items():
+            arr = arrays.get(name)
+            if arr is None:
+                raise ValueError(f"missing entry {name!r}")
+            if arr.shape != shape:
+                raise ValueError(f"{name} has shape {arr.shape}, expected {shape}")
+            if arr.dtype.kind != "f" or not np.all(np.isfinite(arr)):
+                raise ValueError(f"{name} must hold finite floating-point numbers")
+        known = cls().get_params()
+        est = cls(
+            **{key: v for key, v in params.items() if key in known},
+            random_state=meta.get("random_state"),
+        )
+        est.gating_features = np.flatnonzero(g).tolist()
+        est.expert_features = np.flatnonzero(e).tolist()
+        est._validate_params()
+        dtype = meta.get("label_dtype", "object")
+        est.classes_ = np.asarray(labels, dtype=None if dtype == "object" else dtype)
+        est.experts_ = arrays["experts"].astype(float)
+        est.expert_bias_ = arrays["expert_bias"].astype(float)
+        est.gating_ = arrays["gating"].astype(float)
+        est.gating_bias_ = arrays["gating_bias"].astype(float)
+        est._gmask, est._emask = g, e
+        est.n_features_in_ = d
+        est.n_iter_ = int(fitted["n_iter_"])
+        est.converged_ = bool(fitted["converged_"])
+        est.log_likelihood_ = float(fitted["log_likelihood_"])
+        est.init_method_ = str(fitted["init_method_"])
+        est.n_parameters_ = int(fitted["n_parameters_"])
+        names = meta.get("feature_names_in_")
+        if names is not None:
+            if not (isinstance(names, list) and len(names) == d):
+                raise ValueError(f"feature_names_in_ must be {d} strings")
+            est.feature_names_in_ = np.asarray(names, dtype=object)
+        target = meta.get("target_name_")
+        if target is not None:
+            if not isinstance(target, str):
+                raise ValueError("target_name_ must be a string")
+            est.target_name_ = target
+        return est
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "experts_")

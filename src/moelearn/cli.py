@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-
-SOLVERS = ("moments", "landscape", "tensor", "em", "gd-nll", "gd-l2")
+from .solvers import available_solvers
 
 
 class CLIError(Exception):
@@ -75,7 +74,7 @@ def run_demo(
             float("nan"),
         )
     )
-    for solver in SOLVERS:
+    for solver in available_solvers():
         kw = dict(n_init=n_init) if solver in ("em", "gd-nll", "gd-l2") else {}
         est = MixtureOfExpertsRegressor(
             n_experts,
@@ -615,7 +614,10 @@ def build_parser():
         help="comma-separated columns the experts read (default: all features)",
     )
     fit.add_argument(
-        "--solver", choices=SOLVERS, default=None, help="estimation method (default: moments)"
+        "--solver",
+        choices=available_solvers(),
+        default=None,
+        help="estimation method (default: moments)",
     )
     fit.add_argument(
         "--noise",

@@ -28,7 +28,14 @@ import numpy as np
 
 from .moments import default_chunk_size, iter_chunks
 
-__all__ = ["Data", "ChunkedDataset", "add_partials", "check_sample_weight", "is_dask_array"]
+__all__ = [
+    "Data",
+    "ChunkedDataset",
+    "add_partials",
+    "check_sample_weight",
+    "check_weight_values",
+    "is_dask_array",
+]
 
 
 class ChunkedDataset:
@@ -107,12 +114,30 @@ def check_sample_weight(sample_weight, n_samples):
     w = check_array(w, ensure_2d=False, dtype=np.float64, input_name="sample_weight", copy=True)
     if w.shape != (n_samples,):
         raise ValueError(f"sample_weight must have shape ({n_samples},), got {w.shape}")
-    return _check_weight_values(
+    return check_weight_values(
         n_negative=int(np.sum(w < 0)), total=float(w.sum()), n_bad=0, weights=w
     )
 
 
-def _check_weight_values(n_negative, total, n_bad, weights=None):
+def check_weight_values(n_negative, total, n_bad, weights=None):
+    """Refuse sample weights from their counts (in memory or summed over a stream).
+
+    Parameters
+    ----------
+    n_negative : int
+        Number of negative weights.
+    total : float
+        Sum of the weights.
+    n_bad : int
+        Number of NaN or infinite weights.
+    weights : ndarray or None
+        Returned unchanged when the counts are valid.
+
+    Raises
+    ------
+    ValueError
+        Naming ``sample_weight`` and what is wrong with it.
+    """
     if n_bad:
         raise ValueError("sample_weight contains NaN or infinite values")
     if n_negative:

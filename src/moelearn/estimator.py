@@ -12,46 +12,48 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import predictive
-from ._validation import MAX_MAGNITUDE, check_target_and_magnitude
+from ._validation import check_target_and_magnitude
 from .data import (
     ChunkedDataset,
-    Transform,
-    _check_weight_values,
+    Data,
     check_sample_weight,
     is_dask_array,
 )
-from .exceptions import MomentMethodUnavailable
-from .experts import _recover
-from .families import Family, Gaussian, get_family
+from .families import Family, Gaussian, available_families, get_family
 from .family_fit import fit_family, n_parameters, resolve_roles
-from .inference import Summary, _standard_errors, summarize
+from .inference import Summary, data_standard_errors, summarize
 from .links import Link, get_link
-from .model import MoEParams, _generator, _sample_given_x
-from .refine import (
-    Data,
-    fit_squared_loss,
-    maximize_likelihood,
-    random_params,
-)
-from .starts import search
+from .model import MoEParams, random_generator, sample_given_x
+from .persistence import register_record, save
+from .solvers import SOLVERS, Problem, get_solver, refine_start
+from .standardize import NOISE_FLOOR, Scaling
 
 __all__ = ["MixtureOfExpertsRegressor"]
 
-SOLVERS = ("moments", "landscape", "tensor", "em", "gd-nll", "gd-l2")
-_INIT_SUBSAMPLE = 20_000
-# Rows on which the start search screens and compares its candidates (DESIGN §12).
-_SEARCH_ROWS = 2_500
-# Noise levels are bounded below by this fraction of std(y): with one noise level per
-# expert the likelihood is unbounded as an expert collapses on a few points.
-NOISE_FLOOR = 1e-3
-# Generated candidate starts screened by n_init="auto" besides the moment start.
-_AUTO_CANDIDATES = 10
-_MAX_CANDIDATES = 150
-# Screening work (rows x coefficients x experts) that n_init="auto" spends before it
-# stops adding candidates beyond _AUTO_CANDIDATES (up to six times as many).
-_AUTO_BUDGET = 2_000_000
+# Arrays of a saved regressor; constructor parameters that its record leaves out
+# (stored apart, or not restorable from JSON).
+_RECORD_ARRAYS = (
+    "experts",
+    "gating",
+    "expert_bias",
+    "gating_bias",
+    "noise_std",
+    "x_mean",
+    "x_whiten",
+    "x_unwhiten",
+)
+_UNSAVED_PARAMS = (
+    "init_params",
+    "link",
+    "random_state",
+    "family",
+    "gating_features",
+    "expert_features",
+)
 
 
+
+@register_record("regressor")
 class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     """Mixture-of-experts regression with a consistent initialisation.
 
@@ -98,6 +100,10 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         * ``"em"``, ``"gd-nll"``, ``"gd-l2"``: joint EM, joint gradient descent
           on the negative log-likelihood, joint gradient descent on the
           squared loss, each from ``n_init`` random starts (the baselines).
+
+        The names are those of the registry :data:`moelearn.solvers.SOLVERS`;
+        a solver added with :func:`moelearn.solvers.register_solver` is
+        accepted too.
     fit_intercept : bool, default True
         Fit expert and gating intercepts.
     noise : {"expert", "shared"}, default "expert"
@@ -174,7 +180,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         "family": [StrOptions({"gaussian", "student-t", "poisson", "gamma"}), Family],
         "gating_features": ["array-like", None],
         "expert_features": ["array-like", None],
-        "solver": [StrOptions(set(SOLVERS))],
+        "solver": [StrOptions(SOLVERS.keys())],
         "fit_intercept": ["boolean"],
         "noise": [StrOptions({"shared", "expert"})],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -257,38 +263,46 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         self._validate_params()
         link = get_link(self.link)
         family = get_family(self.family, link)
-        rng = _generator(self.random_state)
+        rng = random_generator(self.random_state)
         k = self.n_experts
-        paper = self.solver in ("landscape", "tensor")
         raw = self._source(X, y, sample_weight)
         names = getattr(self, "feature_names_in_", None)
         gmask = resolve_roles(self.gating_features, raw.n_features, names, "gating_features")
         emask = resolve_roles(self.expert_features, raw.n_features, names, "expert_features")
         if not (isinstance(family, Gaussian) and gmask.all() and emask.all()):
             return self._fit_family(raw, family, gmask, emask, rng)
-        self._set_scaling(raw, link, scale_y=not paper)
-        transform = Transform(self._x_mean, self._x_whiten, self._y_mean, self._y_scale)
-        if raw.in_memory:
-            # materialise the standardised data once: every pass then reads it directly
-            data = Data(*transform(raw.X, raw.y), n_experts=k, sample_weight=raw.w)
-        else:
-            data = raw.with_transform(transform, n_experts=k)
-        per_expert = self.noise == "expert"
-        self._collapsed = False
-        self._final_step = f"the {self._refine_name} refinement"
-
+        solver = get_solver(self.solver)
+        scaling = Scaling.fit(raw, link, fit_intercept=self.fit_intercept, scale_y=solver.scale_y)
+        self._scaling = scaling
+        # in memory the standardised data are materialised once: every pass reads them
+        data = scaling.standardize(raw, n_experts=k)
+        problem = Problem(
+            data,
+            link,
+            k,
+            rng,
+            per_expert_noise=self.noise == "expert",
+            fit_intercept=self.fit_intercept,
+            n_init=self.n_init,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            refine=self.refine,
+            moment_method=self.moment_method,
+            noise_floor=scaling.noise_floor,
+        )
         if self.init_params is not None:
-            init = self._params_to_standard(self._check_init_params(raw.n_features, link))
-            fit = self._refine(data, init, per_expert)
-            self.init_method_ = "init_params"
-        elif self.solver == "moments":
-            fit = self._fit_moments(data, link, per_expert, rng)
-        elif paper:
-            fit = self._fit_paper(data, link, per_expert, rng)
+            init = scaling.to_standard(
+                self._check_init_params(raw.n_features, link),
+                per_expert_noise=self.noise == "expert",
+            )
+            solution = refine_start(problem, init)
         else:
-            fit = self._fit_baseline(data, link, per_expert, rng)
-
-        params = self._params_from_standard(fit.params)
+            solution = solver(problem)
+        fit = solution.fit
+        self.init_method_ = solution.init_method
+        self._final_step = solution.final_step
+        self._collapsed = solution.collapsed
+        params = scaling.from_standard(fit.params)
         self._store(params, fit, raw)
         return self
 
@@ -344,9 +358,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             + ("separate gate and expert columns" if not (gmask.all() and emask.all()) else "")
         )
         method = fit.init_method if init is not None else f"{fit.init_method}; {moment}"
-        d = raw.n_features
-        self._x_mean, self._x_whiten, self._x_unwhiten = np.zeros(d), np.eye(d), np.eye(d)
-        self._y_mean, self._y_scale = 0.0, 1.0
+        self._scaling = Scaling.identity(raw.n_features)
         self._collapsed = fit.collapsed
         self._final_step = "the EM / L-BFGS-B refinement of the best start"
         self._set_fitted(fit.params, fit.n_iter, fit.converged, fit.log_likelihood, method)
@@ -425,269 +437,6 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             sample_weight = check_sample_weight(sample_weight, X.shape[0])
         return Data(X, y, self.chunk_size, n_experts=self.n_experts, sample_weight=sample_weight)
 
-    def _subsample(self, data, rng, size=None):
-        """Data on at most ``size`` random rows (the whole data when smaller).
-
-        The rows are drawn uniformly and keep their sample weights.
-        """
-        size = size or _INIT_SUBSAMPLE
-        if data.n_samples <= size:
-            if data.in_memory and data.transform is None:
-                return data
-            rows = np.arange(data.n_samples)
-        else:
-            rows = np.sort(rng.choice(data.n_samples, size, replace=False))
-        Xs, ys, ws = data.weighted_rows(rows)
-        if ws is not None and not np.any(ws > 0):
-            ws = None  # every drawn row has weight 0: the rows alone still locate the starts
-        return Data(Xs, ys, n_experts=self.n_experts, sample_weight=ws)
-
-    def _directions(self, data, link, method, rng):
-        return _recover(
-            data,
-            self.n_experts,
-            link,
-            method,
-            None,
-            rng,
-            return_info=False,
-            form="whitened",
-            order=None,
-            n_restarts=5,
-            max_iter=500,
-            tol=1e-9,
-            mu=0.5,
-            batch_size=None,
-            learning_rate=0.05,
-            record_trajectory=False,
-        )
-
-    def _fit_moments(self, data, link, per_expert, rng):
-        d = data.n_features
-        k = self.n_experts
-        sub = self._subsample(data, rng)
-        starts = []
-        try:
-            directions = self._directions(data, link, self.moment_method, rng)
-        except MomentMethodUnavailable as exc:
-            unavailable = str(exc)
-        else:
-            unavailable = None
-            start = MoEParams(
-                directions,
-                0.01 * rng.standard_normal((k, d)),
-                noise_std=_noise_start(sub.y, k, per_expert, sub.w),
-                link=link,
-            )
-            # Lengths, intercepts, gating and noise with the directions fixed, on the
-            # subsample with a loose tolerance: this only has to land in the basin.
-            free = {"expert_scale", "gating", "noise"}
-            if self.fit_intercept:
-                free |= {"expert_bias", "gating_bias"}
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                step = maximize_likelihood(
-                    sub,
-                    start,
-                    free=free,
-                    method="lbfgs",
-                    per_expert_noise=per_expert,
-                    max_iter=self.max_iter,
-                    tol=max(self.tol, 1e-6),
-                    noise_floor=self._floor,
-                )
-            starts.append((f"moments ({self.moment_method})", step.params))
-        if self.n_init == 1 and starts:
-            # the moment start alone, refined on all the data (version 0.1's default)
-            self.init_method_ = starts[0][0]
-            self._final_step = f"the {self._refine_name} refinement of the moment start"
-            return self._refine(data, starts[0][1], per_expert)
-        search_data = self._subsample(data, rng, _SEARCH_ROWS)
-        if self.n_init == "auto":
-            # a fixed budget of screening work: small problems get more candidates
-            cost = search_data.n_samples * (d + 1) * k
-            n_generated = int(np.clip(_AUTO_BUDGET // cost, _AUTO_CANDIDATES, _MAX_CANDIDATES))
-            if not link.is_linear:
-                # non-linear candidates are screened one by one, not batched
-                n_generated = _AUTO_CANDIDATES
-        else:
-            n_generated = self.n_init - len(starts)
-        if not starts:
-            n_generated = max(n_generated, 1)
-        found = search(
-            data,
-            search_data,
-            k,
-            link,
-            starts=starts,
-            n_candidates=n_generated,
-            n_finalists=max(3, n_generated // 20),
-            per_expert_noise=per_expert,
-            free=self._free(),
-            fit_intercept=self.fit_intercept,
-            refine=self.refine,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            noise_floor=self._floor,
-            random_state=rng,
-        )
-        plural = "s" if found.n_candidates > 1 else ""
-        self.init_method_ = f"{found.method} (best of {found.n_candidates} start{plural})"
-        self._final_step = f"the {self._refine_name} refinement of the best start ({found.method})"
-        if unavailable is not None:
-            self.init_method_ += f"; moment start unavailable: {unavailable}"
-        self._collapsed = found.collapsed
-        return found.fit
-
-    def _fit_paper(self, data, link, per_expert, rng):
-        """The papers' two-stage pipelines: experts from moments, then gating."""
-        d = data.n_features
-        k = self.n_experts
-        experts = self._directions(data, link, self.solver, rng)
-        self.init_method_ = self.solver
-        sub = self._subsample(data, rng)
-        start = MoEParams(
-            experts,
-            0.01 * rng.standard_normal((k, d)),
-            noise_std=_noise_start(sub.y, k, per_expert, sub.w),
-            link=link,
-        )
-        free = {"gating", "noise"} | ({"gating_bias"} if self.fit_intercept else set())
-        method = "lbfgs" if self.solver == "landscape" else "em"
-        self._final_step = (
-            f"the gating fit ({'L-BFGS' if method == 'lbfgs' else 'EM'}) of the "
-            f"{self.solver} pipeline"
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            return maximize_likelihood(
-                data,
-                start,
-                free=free,
-                method=method,
-                per_expert_noise=per_expert,
-                max_iter=self.max_iter,
-                tol=self.tol,
-                noise_floor=self._floor,
-            )
-
-    def _fit_baseline(self, data, link, per_expert, rng):
-        self.init_method_ = "random"
-        self._final_step = f"the {self.solver} solver (best of its random starts)"
-        best = None
-        for _ in range(1 if self.n_init == "auto" else self.n_init):
-            init = random_params(data.n_features, self.n_experts, link, 1.0, rng, per_expert)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                if self.solver == "gd-l2":
-                    fit = fit_squared_loss(
-                        data,
-                        init,
-                        max_iter=self.max_iter,
-                        tol=self.tol,
-                        fit_intercept=self.fit_intercept,
-                    )
-                else:
-                    method = "em" if self.solver == "em" else "gd"
-                    fit = maximize_likelihood(
-                        data,
-                        init,
-                        free=self._free(),
-                        method=method,
-                        per_expert_noise=per_expert,
-                        max_iter=self.max_iter,
-                        tol=self.tol,
-                        noise_floor=self._floor,
-                    )
-            if best is None or _objective(fit, self.solver) > _objective(best, self.solver):
-                best = fit
-        return best
-
-    @property
-    def _refine_name(self):
-        return "L-BFGS" if self.refine == "lbfgs" else "EM"
-
-    def _free(self):
-        free = {"experts", "gating", "noise"}
-        if self.fit_intercept:
-            free |= {"expert_bias", "gating_bias"}
-        return free
-
-    def _refine(self, data, init, per_expert):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            return maximize_likelihood(
-                data,
-                init,
-                free=self._free(),
-                method=self.refine,
-                per_expert_noise=per_expert,
-                max_iter=self.max_iter,
-                tol=self.tol,
-                noise_floor=self._floor,
-            )
-
-    # ------------------------------------------------------------ scaling
-    def _set_scaling(self, raw: Data, link, scale_y):
-        """Whiten X (always) and standardise y (linear link only: other links fix its scale).
-
-        Full whitening ``S = Cov(X)^{-1/2}``, rather than per-feature scaling,
-        turns correlated Gaussian inputs into the standard Gaussian that the
-        moment methods assume.  Directions of zero variance keep scale 1.
-        Out-of-core data are validated and summarised in one pass.
-        """
-        if raw.in_memory and raw.w is None:
-            X, y = raw.X, raw.y
-            x_mean = X.mean(axis=0)
-            Xc = X - x_mean if self.fit_intercept else X
-            cov = Xc.T @ Xc / X.shape[0]
-            y_mean, y_var = float(y.mean()), float(y.var())
-        elif raw.in_memory:
-            X, y, w = raw.X, raw.y, raw.w / raw.total_weight
-            x_mean = w @ X
-            Xc = X - x_mean if self.fit_intercept else X
-            cov = (Xc * w[:, None]).T @ Xc
-            y_mean = float(w @ y)
-            y_var = float(w @ (y - y_mean) ** 2)
-        else:
-            x_mean, cov, y_mean, y_var = _streamed_moments(raw, self.fit_intercept)
-        if not self.fit_intercept:
-            x_mean = np.zeros_like(x_mean)
-        evals, evecs = np.linalg.eigh(0.5 * (cov + cov.T))
-        ok = evals > 1e-10 * max(evals.max(), 1e-300)
-        root = np.where(ok, np.sqrt(np.where(ok, evals, 1.0)), 1.0)
-        self._x_mean = x_mean
-        self._x_whiten = (evecs / root) @ evecs.T
-        self._x_unwhiten = (evecs * root) @ evecs.T
-        if link.is_linear and scale_y:
-            self._y_mean = y_mean if self.fit_intercept else 0.0
-            self._y_scale = (
-                float(np.sqrt(y_var)) if self.fit_intercept else float(np.sqrt(y_var + y_mean**2))
-            )
-        else:
-            self._y_mean, self._y_scale = 0.0, 1.0
-        self._floor = NOISE_FLOOR * max(np.sqrt(y_var) / self._y_scale, 1e-300)
-
-    def _params_from_standard(self, p: MoEParams) -> MoEParams:
-        # <a, S (x - m)> = <S a, x> - <S a, m>, S symmetric
-        sy, my = self._y_scale, self._y_mean
-        A = p.experts @ self._x_whiten
-        W = p.gating @ self._x_whiten
-        b = sy * (p.expert_bias - A @ self._x_mean) + my
-        c = p.gating_bias - W @ self._x_mean
-        noise = sy * (p.noise_vector if np.ndim(p.noise_std) else float(p.noise_std))
-        return MoEParams(sy * A, W - W.mean(0), b, c - c.mean(), noise, p.link)
-
-    def _params_to_standard(self, p: MoEParams) -> MoEParams:
-        sy, my = self._y_scale, self._y_mean
-        A = p.experts / sy
-        b = (p.expert_bias - my) / sy + A @ self._x_mean
-        c = p.gating_bias + p.gating @ self._x_mean
-        noise = p.noise_vector / sy
-        if self.noise == "shared":
-            noise = float(np.mean(noise))
-        return MoEParams(A @ self._x_unwhiten, p.gating @ self._x_unwhiten, b, c, noise, p.link)
-
     def _check_init_params(self, d, link):
         p = self.init_params
         if p.n_features != d or p.n_experts != self.n_experts:
@@ -742,7 +491,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         return self._standard_errors(Data(X, y, self.chunk_size, self.n_experts))
 
     def _standard_errors(self, data):
-        return _standard_errors(data, self.params_, self.noise == "expert", self.fit_intercept)
+        return data_standard_errors(data, self.params_, self.noise == "expert", self.fit_intercept)
 
     # -------------------------------------------------------------- predict
     def _check_X(self, X):
@@ -784,7 +533,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     def sample(self, X, random_state=None, return_labels=False):
         """Draw ``y ~ p(y | x)`` for each row of ``X`` (and the answering expert)."""
         X = self._check_X(X)
-        _, y, z = _sample_given_x(self.params_, X, _generator(random_state))
+        _, y, z = sample_given_x(self.params_, X, random_generator(random_state))
         return (y, z) if return_labels else y
 
     # ------------------------------------------------ predictive distribution
@@ -868,11 +617,171 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         return -2.0 * self.log_density(X, y).sum() + 2.0 * self._n_parameters()
 
     def save(self, path):
-        """Save the fitted model without pickle (see :func:`moelearn.load`)."""
-        from .persistence import save_model
+        """Save the fitted model without pickle (see :func:`moelearn.load`).
 
+        The column names ``feature_names_in_`` (set when fitting on a pandas
+        DataFrame) and ``target_name_`` (set by the command line) are kept when
+        present.
+        """
         check_is_fitted(self)
-        save_model(self, path)
+        save(self, path)
+
+    # ------------------------------------------------------------ records
+    def _to_record(self):
+        """The fitted model as ``(meta, arrays)`` for :mod:`moelearn.persistence`."""
+        check_is_fitted(self)
+        p = self.params_
+        link = get_link(p.link)
+        if not link.builtin:
+            raise ValueError(
+                f"cannot save a model with the unregistered link {link.name!r}: register it "
+                "with moelearn.register_link so that it can be restored by name"
+            )
+        if isinstance(self.family, Family) and p.family_object.name != "gaussian":
+            raise ValueError(
+                f"cannot save a model fitted with a Family instance ({self.family!r}); "
+                f"pass the family by name ({available_families()}) to save it"
+            )
+        scaling = self._scaling
+        meta = {
+            "link": link.name,
+            "family": p.family_object.name,
+            "n_experts": int(self.n_experts),
+            "n_features": int(self.n_features_in_),
+            "params": {
+                key: value
+                for key, value in self.get_params().items()
+                if key not in _UNSAVED_PARAMS
+            },
+            "random_state": self.random_state if isinstance(self.random_state, int) else None,
+            "fitted": {
+                "n_iter_": self.n_iter_,
+                "converged_": self.converged_,
+                "log_likelihood_": self.log_likelihood_,
+                "init_method_": self.init_method_,
+                "y_mean": scaling.y_mean,
+                "y_scale": scaling.y_scale,
+            },
+        }
+        if p.df is not None:
+            meta["df"] = [float(v) for v in p.df]
+        if p.has_roles:
+            meta["gating_features"] = [bool(v) for v in p.gating_features]
+            meta["expert_features"] = [bool(v) for v in p.expert_features]
+        _names_to_record(self, meta)
+        arrays = {
+            "experts": p.experts,
+            "gating": p.gating,
+            "expert_bias": p.expert_bias,
+            "gating_bias": p.gating_bias,
+            "noise_std": np.zeros(0)
+            if p.noise_std is None
+            else np.atleast_1d(np.asarray(p.noise_std, dtype=float)),
+            "x_mean": scaling.x_mean,
+            "x_whiten": scaling.x_whiten,
+            "x_unwhiten": scaling.x_unwhiten,
+        }
+        return meta, arrays
+
+    @classmethod
+    def _from_record(cls, meta, arrays):
+        """The fitted model of a record written by :meth:`_to_record` (format 1 or 2).
+
+        Raises ``ValueError`` naming the first bad field (``KeyError`` or
+        ``TypeError`` for missing or mistyped metadata).
+        """
+        missing = set(_RECORD_ARRAYS) - set(arrays)
+        if missing:
+            raise ValueError(f"missing entries {sorted(missing)}")
+        try:
+            k = int(meta["n_experts"])
+            d = int(meta["n_features"])
+            link = get_link(str(meta["link"]))
+            params = dict(meta["params"])
+            fitted = dict(meta["fitted"])
+            family = str(meta.get("family", "gaussian"))
+            df = meta.get("df")
+            df = None if df is None else np.asarray(df, dtype=float)
+            masks = [meta.get("gating_features"), meta.get("expert_features")]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"bad metadata ({exc})") from None
+        if family not in available_families():
+            raise ValueError(f"unknown family {family!r}")
+        if (masks[0] is None) != (masks[1] is None):
+            raise ValueError(
+                "gating_features and expert_features must both be present or both absent"
+            )
+        if masks[0] is not None:
+            if not all(
+                isinstance(m, list) and len(m) == d and all(isinstance(v, bool) for v in m)
+                for m in masks
+            ):
+                raise ValueError(f"gating_features and expert_features must be {d} booleans each")
+            masks = [np.asarray(m, dtype=bool) for m in masks]
+        d_g = d if masks[0] is None else int(masks[0].sum())
+        d_e = d if masks[1] is None else int(masks[1].sum())
+        if not (1 <= k <= 10**4 and 1 <= d <= 10**6):
+            raise ValueError(f"implausible sizes n_experts={k}, n_features={d}")
+        names, target = _names_from_record(meta, d)
+        expected = {
+            "experts": (k, d_e),
+            "gating": (k, d_g),
+            "expert_bias": (k,),
+            "gating_bias": (k,),
+            "x_mean": (d,),
+            "x_whiten": (d, d),
+            "x_unwhiten": (d, d),
+        }
+        for name, shape in expected.items():
+            if arrays[name].shape != shape:
+                raise ValueError(f"{name} has shape {arrays[name].shape}, expected {shape}")
+        noise = arrays["noise_std"]
+        if noise.shape not in ((0,), (1,), (k,)):
+            raise ValueError(f"noise_std has shape {noise.shape}")
+        for name in _RECORD_ARRAYS:
+            if arrays[name].dtype.kind != "f" or not np.all(np.isfinite(arrays[name])):
+                raise ValueError(f"{name} must hold finite floating-point numbers")
+
+        p = MoEParams(
+            arrays["experts"],
+            arrays["gating"],
+            arrays["expert_bias"],
+            arrays["gating_bias"],
+            None if noise.size == 0 else (float(noise[0]) if noise.shape == (1,) else noise),
+            link.name,
+            family,
+            df,
+            masks[0],
+            masks[1],
+        )
+        known = cls().get_params()
+        valid = {
+            key: value
+            for key, value in params.items()
+            if key in known and key not in ("n_experts", "link", "noise", "family")
+        }
+        est = cls.from_params(
+            p, random_state=meta.get("random_state"), noise=params.get("noise", "shared"), **valid
+        )
+        est._set_fitted(
+            p,
+            fitted["n_iter_"],
+            fitted["converged_"],
+            float(fitted["log_likelihood_"]),
+            fitted["init_method_"],
+        )
+        est._scaling = Scaling(
+            arrays["x_mean"].astype(float),
+            arrays["x_whiten"].astype(float),
+            arrays["x_unwhiten"].astype(float),
+            float(fitted["y_mean"]),
+            float(fitted["y_scale"]),
+        )
+        if names is not None:
+            est.feature_names_in_ = names
+        if target is not None:
+            est.target_name_ = target
+        return est
 
     @classmethod
     def from_params(cls, params: MoEParams, **kwargs):
@@ -896,10 +805,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             kwargs.setdefault("expert_features", np.flatnonzero(params.expert_features).tolist())
         est = cls(n_experts=params.n_experts, link=params.link, **kwargs)
         est._validate_params()
-        d = params.n_features
-        est._x_mean, est._x_whiten, est._x_unwhiten = np.zeros(d), np.eye(d), np.eye(d)
-        est._y_mean, est._y_scale = 0.0, 1.0
-        est.n_features_in_ = d
+        est._scaling = Scaling.identity(params.n_features)
+        est.n_features_in_ = params.n_features
         est._set_fitted(
             params, n_iter=0, converged=True, log_likelihood=float("nan"), init_method="from_params"
         )
@@ -929,12 +836,6 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         return tags
 
 
-def _noise_start(ys, k, per_expert, w=None):
-    spread = np.std(ys) if w is None else np.sqrt(np.cov(ys, aweights=w, ddof=0))
-    s = max(float(spread), 1e-12)
-    return np.full(k, s) if per_expert else s
-
-
 def _mean_log_likelihood(params, data) -> float:
     def block(Xb, yb, wb=None):
         ll = params.log_likelihood(Xb, yb)
@@ -943,61 +844,27 @@ def _mean_log_likelihood(params, data) -> float:
     return float(data.map_reduce(block)) / data.total_weight
 
 
-def _stats_block(X, y, shift, w=None):
-    with np.errstate(all="ignore"):  # non-finite values are counted, then refused
-        Xs = X - shift
-        out = dict(
-            bad_x=int(np.sum(~np.isfinite(X))),
-            bad_y=int(np.sum(~np.isfinite(y))),
-            big=int(np.sum(np.abs(X) > MAX_MAGNITUDE) + np.sum(np.abs(y) > MAX_MAGNITUDE)),
-        )
-        if w is None:
-            out.update(n=X.shape[0], sx=Xs.sum(axis=0), sxx=Xs.T @ Xs, sy=float(y.sum()))
-            out.update(syy=float(y @ y))
-            return out
-        bad_w = ~np.isfinite(w)
-        w = np.where(bad_w, 0.0, w)
-        out.update(bad_w=int(np.sum(bad_w)), neg_w=int(np.sum(w < 0)))
-        out.update(n=float(w.sum()), sx=w @ Xs, sxx=(Xs * w[:, None]).T @ Xs)
-        out.update(sy=float(w @ y), syy=float(w @ (y * y)))
-        return out
+def _names_to_record(est, meta):
+    """Column and target names of a fitted estimator into record metadata (when set)."""
+    names = getattr(est, "feature_names_in_", None)
+    if names is not None:
+        meta["feature_names_in_"] = [str(name) for name in names]
+    target = getattr(est, "target_name_", None)
+    if target is not None:
+        meta["target_name_"] = str(target)
 
 
-def _streamed_moments(raw: Data, center):
-    """Validate out-of-core data and return mean, covariance, mean and variance of y.
-
-    One pass of shifted sums (the shift, from the first rows, keeps the
-    covariance accurate when the mean is large next to the spread).
-    """
-    head, _ = raw.rows(np.arange(min(raw.n_samples, 1000)))
-    shift = head.mean(axis=0) if center else np.zeros(raw.n_features)
-    if not np.all(np.isfinite(shift)):
-        raise ValueError("X contains NaN or infinite values")
-    st = raw.map_reduce(lambda Xb, yb, wb=None: _stats_block(Xb, yb, shift, wb))
-    if raw.weighted:
-        _check_weight_values(st["neg_w"], st["n"], st["bad_w"])
-        raw._total_weight = float(st["n"])
-    if st["bad_x"]:
-        raise ValueError("X contains NaN or infinite values")
-    if st["bad_y"]:
-        raise ValueError("y contains NaN or infinite values")
-    if st["big"]:
-        raise ValueError(
-            f"X or y has values larger than {MAX_MAGNITUDE:g}: moments up to the "
-            "4th power would overflow; rescale the data"
-        )
-    n = st["n"]
-    dx = st["sx"] / n
-    x_mean = shift + dx
-    cov = st["sxx"] / n - np.outer(dx, dx) if center else st["sxx"] / n
-    y_mean = st["sy"] / n
-    y_var = max(st["syy"] / n - y_mean**2, 0.0)
-    if y_var <= 1e-24 * max(y_mean**2, 1e-300):
-        raise ValueError("y is constant: a mixture of experts needs a target that varies")
-    return x_mean, cov, y_mean, y_var
-
-
-def _objective(fit, solver):
-    if solver == "gd-l2":
-        return -fit.history[-1]  # lower squared loss is better
-    return fit.log_likelihood
+def _names_from_record(meta, d):
+    """Validated ``feature_names_in_`` (object array or None) and ``target_name_``."""
+    names = meta.get("feature_names_in_")
+    if names is not None and (
+        not isinstance(names, list)
+        or len(names) != d
+        or not all(isinstance(name, str) for name in names)
+        or len(set(names)) != d
+    ):
+        raise ValueError(f"feature_names_in_ must be {d} distinct strings")
+    target = meta.get("target_name_")
+    if target is not None and not isinstance(target, str):
+        raise ValueError("target_name_ must be a string")
+    return (None if names is None else np.asarray(names, dtype=object)), target

@@ -18,9 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from ._progress import progress
+from .solvers import available_solvers
 
 EXPERIMENTS = ("convergence", "success", "samples", "timing")
-SOLVERS = ("moments", "landscape", "tensor", "em", "gd-nll", "gd-l2")
+# the solvers compared by every experiment, in the registry's order
+SOLVERS = available_solvers()
 
 
 # --------------------------------------------------------------------------

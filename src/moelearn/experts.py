@@ -27,16 +27,22 @@ from ._validation import (
 )
 from .data import Data
 from .exceptions import MomentMethodUnavailable
-from .model import _generator
+from .model import random_generator
 from .moments import (
     MomentAccumulator,
     ReducedMomentAccumulator,
     Whitening,
-    _symmetrise,
+    symmetrise,
 )
 from .transforms import gaussian_link_moments, output_transform
 
-__all__ = ["recover_experts", "ExpertRecoveryResult", "landscape_loss"]
+__all__ = [
+    "ExpertRecoveryResult",
+    "landscape_loss",
+    "recover_directions",
+    "recover_experts",
+    "resolve_signs",
+]
 
 _METHODS = ("landscape", "tensor")
 
@@ -173,7 +179,7 @@ def _normalised_fourth(reduced: ReducedMomentAccumulator):
         )
     keep = evals[-k:].clip(min=0.0)
     low_rank = (evecs[:, -k:] * keep) @ evecs[:, -k:].T
-    return _symmetrise(low_rank.reshape(k, k, k, k)) / top
+    return symmetrise(low_rank.reshape(k, k, k, k)) / top
 
 
 def _first_best(losses, rel=1e-9):
@@ -327,7 +333,7 @@ def tensor_power_method(T, n_components, n_restarts=10, n_iter=100, rng=None):
     Returns ``(V, weights, scores)``: unit components as rows, their weights
     ``T(v, ..., v)`` and the best score of each component's restarts.
     """
-    rng = _generator(rng)
+    rng = random_generator(rng)
     order = T.ndim
     T = T.copy()
     k = T.shape[0]
@@ -382,11 +388,25 @@ def _choose_order(link, noise_std) -> int:
 # --------------------------------------------------------------------------
 # Public entry point
 # --------------------------------------------------------------------------
-def _resolve_signs(A, first_moment, c1):
+def resolve_signs(A, first_moment, c1):
     """Fix row signs from ``M_1 = c_1 sum_i q_i a_i`` with ``q_i > 0``.
 
     Solves ``M_1 = A^T alpha`` by least squares; then ``sign(alpha_i / c_1)`` is
     the sign of row i.  Exact for any linearly independent experts.
+
+    Parameters
+    ----------
+    A : ndarray of shape (k, d)
+        Expert directions, signs unknown.
+    first_moment : ndarray of shape (d,)
+        ``M_1 = E[y x]`` (in the coordinates of ``A``).
+    c1 : float
+        First-order constant of the link's output transform; below ``1e-8``
+        in absolute value (an even link) ``A`` is returned unchanged.
+
+    Returns
+    -------
+    ndarray of shape (k, d)
     """
     if abs(c1) < 1e-8:
         return A  # even link: the sign is not identified
@@ -491,13 +511,13 @@ def recover_experts(
         raise ValueError(f"order must be 3, 4 or None, got {order!r}")
     X, y = check_Xy(X, y)
     data = Data(X, y, chunk_size)
-    return _recover(
+    return recover_directions(
         data,
         n_experts,
         link,
         method,
-        noise_std,
-        _generator(random_state),
+        random_generator(random_state),
+        noise_std=noise_std,
         return_info=return_info,
         form=form,
         order=order,
@@ -511,26 +531,54 @@ def recover_experts(
     )
 
 
-def _recover(
+def recover_directions(
     data,
     n_experts,
     link,
     method,
-    noise_std,
     rng,
     *,
-    return_info,
-    form,
-    order,
-    n_restarts,
-    max_iter,
-    tol,
-    mu,
-    batch_size,
-    learning_rate,
-    record_trajectory,
+    noise_std=None,
+    return_info=False,
+    form="whitened",
+    order=None,
+    n_restarts=5,
+    max_iter=500,
+    tol=1e-9,
+    mu=0.5,
+    batch_size=None,
+    learning_rate=0.05,
+    record_trajectory=False,
 ):
-    """:func:`recover_experts` on a validated :class:`~moelearn.data.Data` source."""
+    """:func:`recover_experts` on a :class:`~moelearn.data.Data` source, options checked.
+
+    The options and defaults are those of :func:`recover_experts`; nothing is
+    validated again here, so this is the entry point of callers that already
+    hold checked data (the estimator's solvers).
+
+    Parameters
+    ----------
+    data : Data
+        The samples (in memory or out of core; read in two passes).
+    n_experts : int
+    link : Link
+    method : {"landscape", "tensor"}
+    rng : numpy.random.Generator
+    noise_std, return_info, form, order, n_restarts, max_iter, tol, mu
+        As in :func:`recover_experts`.
+    batch_size, learning_rate, record_trajectory
+        As in :func:`recover_experts`.
+
+    Returns
+    -------
+    experts : ndarray of shape (n_experts, n_features), or ExpertRecoveryResult
+
+    Raises
+    ------
+    MomentMethodUnavailable
+        When the moment method cannot run on these data (``k > d``, too few
+        samples, a link invalid for the needed moment orders, no signal).
+    """
     n, d = data.n_samples, data.n_features
     k = check_n_experts(n_experts, d, moment_method=True)
     min_samples = max(10 * d, 50)
@@ -576,7 +624,7 @@ def _recover(
         A, hists, losses, best = _landscape_raw(
             data, q4, k, d, np.sign(q4.constant) * scale, data.total_weight, opts, rng, span
         )
-        A = _resolve_signs(A, first.first_moment, c1)
+        A = resolve_signs(A, first.first_moment, c1)
         result = ExpertRecoveryResult(
             A,
             loss_history=hists,
@@ -604,7 +652,7 @@ def _recover(
                 trajectories.append(
                     np.array(
                         [
-                            _resolve_signs(whitening.unwhiten(V), first.first_moment, c1)
+                            resolve_signs(whitening.unwhiten(V), first.first_moment, c1)
                             for V in path
                         ]
                     )
@@ -625,7 +673,7 @@ def _recover(
             )
     A = whitening.unwhiten(U)
     if use_order == 4:
-        A = _resolve_signs(A, first.first_moment, c1)
+        A = resolve_signs(A, first.first_moment, c1)
     result = ExpertRecoveryResult(
         A,
         loss_history=hists,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validation import check_int, check_link, check_noise_std, check_real, check_Xy
-from .model import MoEParams, _generator
+from .model import MoEParams, random_generator
 from .refine import Data, FitResult, maximize_likelihood
 
 __all__ = ["recover_gating"]
@@ -84,7 +84,7 @@ def recover_gating(
     if not np.all(np.isfinite(experts)):
         raise ValueError("experts contains NaN or infinite values")
     k = experts.shape[0]
-    rng = _generator(random_state)
+    rng = random_generator(random_state)
     if noise_std is not None and noise_std <= 0:
         raise ValueError("noise_std must be > 0 for gating recovery")
     start_noise = noise_std if noise_std is not None else float(np.std(y))

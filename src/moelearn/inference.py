@@ -28,6 +28,7 @@ __all__ = [
     "StandardErrors",
     "Summary",
     "bootstrap_standard_errors",
+    "data_standard_errors",
     "standard_errors",
     "summarize",
 ]
@@ -209,7 +210,26 @@ def _family_standard_errors(data: Data, params: MoEParams, fit_intercept):
     )
 
 
-def _standard_errors(data: Data, params: MoEParams, per_expert_noise, fit_intercept):
+def data_standard_errors(
+    data: Data, params: MoEParams, per_expert_noise, fit_intercept
+) -> StandardErrors:
+    """:func:`standard_errors` on a :class:`~moelearn.data.Data` source (any size).
+
+    Parameters
+    ----------
+    data : Data
+        The training data, in memory or out of core (one pass).
+    params : MoEParams
+        The maximum-likelihood estimate on ``data``.
+    per_expert_noise : bool
+        One noise level per expert (False: one shared by all).
+    fit_intercept : bool
+        Whether the intercepts were fitted.
+
+    Returns
+    -------
+    StandardErrors
+    """
     if _uses_engine(params):
         return _family_standard_errors(data, params, fit_intercept)
     info, names = observed_information(
@@ -264,7 +284,7 @@ def standard_errors(
     StandardErrors
     """
     X, y = _check_data(params, X, y)
-    return _standard_errors(
+    return data_standard_errors(
         Data(X, y), params, _per_expert_noise(params, per_expert_noise), fit_intercept
     )
 
@@ -463,7 +483,7 @@ def summarize(
         raise ValueError(f"level must be in (0, 1), got {level}")
     X, y = _check_data(params, X, y)
     per_expert = _per_expert_noise(params, per_expert_noise)
-    se = _standard_errors(Data(X, y), params, per_expert, fit_intercept)
+    se = data_standard_errors(Data(X, y), params, per_expert, fit_intercept)
     joint = params._joint_k(X, y)  # (k, n)
     lse, post = logsumexp_k(joint)
     log_post = joint - lse
@@ -551,7 +571,7 @@ def bootstrap_standard_errors(est, X, n_boot=100, random_state=None, n_jobs=None
     from joblib import Parallel, delayed
     from sklearn.utils.validation import check_is_fitted
 
-    from .model import _generator
+    from .model import random_generator
     from .predictive import sample_y
 
     check_is_fitted(est)
@@ -560,7 +580,7 @@ def bootstrap_standard_errors(est, X, n_boot=100, random_state=None, n_jobs=None
     X = est._check_X(X)
     params = est.params_
     per_expert = est.noise == "expert"
-    draws = sample_y(params, X, int(n_boot), _generator(random_state))  # (n, n_boot)
+    draws = sample_y(params, X, int(n_boot), random_generator(random_state))  # (n, n_boot)
     fits = Parallel(n_jobs=n_jobs)(
         delayed(_bootstrap_fit)(est, X, draws[:, b]) for b in range(int(n_boot))
     )

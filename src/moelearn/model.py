@@ -15,7 +15,7 @@ from ._logspace import logsumexp_k, softmax_k
 from .families import Family, Gaussian, get_family
 from .links import Link, get_link
 
-__all__ = ["MoEParams", "make_moe", "sample"]
+__all__ = ["MoEParams", "make_moe", "random_generator", "sample", "sample_given_x"]
 
 _LOG_2PI = np.log(2.0 * np.pi)
 
@@ -391,7 +391,7 @@ def make_moe(
             f"orthogonal complement of the experts), got n_experts={n_experts}, "
             f"n_features={n_features}; pass orthogonal_gating=False"
         )
-    rng = _generator(random_state)
+    rng = random_generator(random_state)
     experts = rng.standard_normal((n_experts, n_features))
     experts /= np.linalg.norm(experts, axis=1, keepdims=True)
     gating = rng.standard_normal((n_experts, n_features))
@@ -422,8 +422,13 @@ def _all_rows_equal(gating) -> bool:
     return bool(spread <= 1e-8 * max(np.max(np.abs(gating)), 1e-300))
 
 
-def _generator(random_state) -> np.random.Generator:
-    """A NumPy Generator from any scikit-learn style ``random_state``."""
+def random_generator(random_state) -> np.random.Generator:
+    """A NumPy Generator from any scikit-learn style ``random_state``.
+
+    A Generator is returned as is (draws continue its stream); an int,
+    RandomState or None seeds a new one through
+    :func:`sklearn.utils.check_random_state`.
+    """
     if isinstance(random_state, np.random.Generator):
         return random_state
     rs = check_random_state(random_state)
@@ -475,7 +480,7 @@ def sample(
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     if inputs not in _INPUTS:
         raise ValueError(f"inputs must be one of {_INPUTS}, got {inputs!r}")
-    rng = _generator(random_state)
+    rng = random_generator(random_state)
     d = params.n_features
     if inputs == "uniform":
         X = rng.uniform(-np.sqrt(3.0), np.sqrt(3.0), (n_samples, d))
@@ -487,11 +492,23 @@ def sample(
             # equicorrelation: x = sqrt(1-r) e + sqrt(r) s, s shared across features
             X *= np.sqrt(1.0 - correlation)
             X += np.sqrt(correlation) * rng.standard_normal((n_samples, 1))
-    X, y, z = _sample_given_x(params, X, rng)
+    X, y, z = sample_given_x(params, X, rng)
     return (X, y, z) if return_labels else (X, y)
 
 
-def _sample_given_x(params: MoEParams, X, rng):
+def sample_given_x(params: MoEParams, X, rng):
+    """Draw ``y ~ p(y | x)`` and the answering expert for every row of ``X``.
+
+    Parameters
+    ----------
+    params : MoEParams
+    X : ndarray of shape (n_samples, n_features), validated
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    X, y, z : the rows, the responses and the index of the expert that answered.
+    """
     # Gumbel-max draws z ~ Categorical(softmax(logits)) without leaving log space.
     logits = params._gate_X(X) @ params.gating.T + params.gating_bias
     z = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)

@@ -32,6 +32,7 @@ __all__ = [
     "MomentAccumulator",
     "ReducedMomentAccumulator",
     "Whitening",
+    "symmetrise",
     "iter_chunks",
     "default_chunk_size",
 ]
@@ -312,7 +313,7 @@ class ReducedMomentAccumulator(_SumStatistics):
             + np.einsum("ac,b->abc", G, r1)
             + np.einsum("bc,a->abc", G, r1)
         )
-        return _symmetrise(t)
+        return symmetrise(t)
 
     def fourth_order(self) -> np.ndarray:
         """Whitened ``T_4^w`` as a (k, k, k, k) array (not sign-corrected)."""
@@ -336,10 +337,10 @@ class ReducedMomentAccumulator(_SumStatistics):
             + np.einsum("ac,be->abce", G, G)
             + np.einsum("ae,bc->abce", G, G)
         )
-        return _symmetrise(t - six + r0 * three)
+        return symmetrise(t - six + r0 * three)
 
 
-def _symmetrise(t: np.ndarray) -> np.ndarray:
-    """Average over all index permutations (removes round-off asymmetry)."""
+def symmetrise(t: np.ndarray) -> np.ndarray:
+    """Average a tensor over all permutations of its indices (removes round-off asymmetry)."""
     perms = list(permutations(range(t.ndim)))
     return sum(np.transpose(t, p) for p in perms) / len(perms)

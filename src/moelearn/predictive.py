@@ -16,7 +16,7 @@ from scipy.optimize.elementwise import find_root
 from scipy.special import ndtr, ndtri
 
 from ._logspace import logsumexp_k
-from .model import MoEParams, _generator
+from .model import MoEParams, random_generator
 
 __all__ = [
     "predict_cdf",
@@ -222,7 +222,7 @@ def sample_y(params: MoEParams, X, n_samples=1, random_state=None) -> np.ndarray
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     params = _check_params(params)
     X = params._check_X(X)
-    rng = _generator(random_state)
+    rng = random_generator(random_state)
     log_w = params.gating_log_proba(X)  # (n, k)
     if not _is_gaussian(params):
         z = np.argmax(

@@ -25,7 +25,7 @@ from ._logspace import logsumexp_k, softmax_k
 from ._threads import blas_threads
 from .data import Data, add_partials
 from .links import get_link
-from .model import MoEParams, _generator
+from .model import MoEParams, random_generator
 
 __all__ = [
     "Data",
@@ -925,7 +925,7 @@ def random_params(
     n_features, n_experts, link, y_scale=1.0, random_state=None, per_expert_noise=False
 ) -> MoEParams:
     """Random start used by the baselines: experts and gating ~ N(0, I/d), noise = y scale."""
-    rng = _generator(random_state)
+    rng = random_generator(random_state)
     d, k = n_features, n_experts
     experts = rng.standard_normal((k, d)) / np.sqrt(d)
     gating = rng.standard_normal((k, d)) / np.sqrt(d)

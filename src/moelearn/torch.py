@@ -704,7 +704,7 @@ def train_likelihood(
 def _train_experts(
     layer, x, y, acc, loss_fn, sigma, link, expert_steps, batch_size, lr, restarts, gen, history
 ):
-    from .experts import _resolve_signs
+    from .experts import resolve_signs
 
     k = layer.n_experts
     wh = acc.whitening(k)
@@ -733,7 +733,7 @@ def _train_experts(
         c1 = output_transform(link, sigma, 1).constant
     except ValueError:
         c1 = 0.0
-    A = _resolve_signs(A, acc.first_moment, c1)
+    A = resolve_signs(A, acc.first_moment, c1)
     with torch.no_grad():
         layer.experts.copy_(torch.as_tensor(A, dtype=layer.experts.dtype))
         layer.expert_bias.zero_()
