@@ -333,6 +333,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             ):
                 raise ValueError("init_params reads other columns than gating/expert_features")
             init = self._restrict(init, family, gmask, emask)
+        extra, unavailable = [], self._moment_unavailable(family, gmask, emask, raw)
+        if init is None and unavailable is None:
+            extra = [("moments (Gaussian, tensor)", self._student_t_moment_start(raw, rng))]
         fit = fit_family(
             raw,
             family,
@@ -346,18 +349,11 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             init_params=init,
             noise_floor=NOISE_FLOOR,
             random_state=rng,
+            extra_starts=extra,
         )
-        moment = (
-            "moment start unavailable: "
-            + (f"family={family.name!r}" if not isinstance(family, Gaussian) else "")
-            + (
-                " and "
-                if not isinstance(family, Gaussian) and not (gmask.all() and emask.all())
-                else ""
-            )
-            + ("separate gate and expert columns" if not (gmask.all() and emask.all()) else "")
-        )
-        method = fit.init_method if init is not None else f"{fit.init_method}; {moment}"
+        method = fit.init_method
+        if init is None and unavailable is not None:
+            method += f"; moment start unavailable: {unavailable}"
         self._scaling = Scaling.identity(raw.n_features)
         self._collapsed = fit.collapsed
         self._final_step = "the EM / L-BFGS-B refinement of the best start"
@@ -367,6 +363,53 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         if self.compute_standard_errors:
             self.standard_errors_ = self._standard_errors(raw)
         return self
+
+    def _moment_unavailable(self, family, gmask, emask, raw):
+        """Why the consistent moment start cannot seed this fit (None when it can).
+
+        It applies to Gaussian and Student-t experts (DESIGN §13: the
+        Gaussian transforms with the noise variance estimated from the data)
+        on all columns, with the linear link and ``n_experts <= n_features``.
+        """
+        why = []
+        if family.name not in ("gaussian", "student-t"):
+            why.append(f"family={family.name!r} (DESIGN §13)")
+        if not (gmask.all() and emask.all()):
+            why.append("separate gate and expert columns")
+        if family.name == "student-t" and self.n_experts > raw.n_features:
+            why.append(f"n_experts={self.n_experts} > n_features={raw.n_features}")
+        return " and ".join(why) if why else None
+
+    def _student_t_moment_start(self, raw, rng):
+        """The Gaussian moment start, refined as a Gaussian mixture, as Student-t parameters.
+
+        The tensor estimate of the directions is consistent for Student-t
+        noise with ``nu > 6`` (DESIGN §13); the Gaussian refinement fits the
+        rest, and ``nu = 10`` starts the degrees of freedom.
+        """
+        gauss = type(self)(
+            self.n_experts,
+            fit_intercept=self.fit_intercept,
+            n_init=1,
+            max_iter=200,
+            chunk_size=self.chunk_size,
+            random_state=int(rng.integers(2**31 - 1)),
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            gauss.fit(raw.X, raw.y, sample_weight=raw.w)
+        p = gauss.params_
+        return MoEParams(
+            p.experts,
+            p.gating,
+            p.expert_bias,
+            p.gating_bias,
+            p.noise_vector * np.sqrt(0.8),  # the same variance with nu = 10
+            family="student-t",
+            df=np.full(self.n_experts, 10.0),
+            gating_features=np.ones(raw.n_features, dtype=bool),
+            expert_features=np.ones(raw.n_features, dtype=bool),
+        )
 
     def _restrict(self, p, family, gmask, emask):
         """A full-column MoEParams restricted to the roles' columns (a warm start)."""
