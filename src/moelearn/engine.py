@@ -56,11 +56,21 @@ class Design:
     gating_columns, expert_columns : int arrays
         Column indices into ``X``.
     fit_intercept : bool
+    offset_column : int or None
+        A column of ``X`` added to every expert's linear predictor with
+        coefficient one (the log-exposure of a Poisson rate).
     """
 
     gating_columns: np.ndarray
     expert_columns: np.ndarray
     fit_intercept: bool = True
+    offset_column: int | None = None
+
+    def offset(self, X):
+        """The offset added to every expert's predictor (zeros without one), shape (n,)."""
+        if self.offset_column is None:
+            return np.zeros(X.shape[0])
+        return X[:, self.offset_column]
 
     @property
     def n_gate(self) -> int:
@@ -153,6 +163,9 @@ def _block_terms(family, design, X, y, state, want, fixed_post=None, weights=Non
     U, Z = design.expert_matrix(X), design.gate_matrix(X)
     k, q, _ = state.coef.shape
     eta = _eta(U, state.coef)
+    if design.offset_column is not None:
+        off = X[:, design.offset_column]
+        eta = eta + (off[:, None] if eta.ndim == 2 else off[:, None, None])
     disp = np.exp(state.log_disp)
     if want == "value":
         logf = family.log_density(y, eta, disp)
@@ -508,7 +521,7 @@ def state_from_responsibilities(
     k = post.shape[1]
     U, Z = design.expert_matrix(X), design.gate_matrix(X)
     q = family.n_predictors
-    h = family.working_response(y)
+    h = family.working_response(y) - design.offset(X)
     rw = np.ones(len(y)) if weights is None else weights
     coef = np.zeros((k, q, U.shape[1]))
     for i in range(k if family.least_squares_start else 0):
@@ -555,7 +568,7 @@ def _candidates(family, design, X, y, k, n, rng, weights=None):
     * joint: a random soft gate on (gate columns, y).
     """
     Z = design.gate_matrix(X)
-    h = family.working_response(y)
+    h = family.working_response(y) - design.offset(X)
     w = np.ones(len(h)) if weights is None else weights
     mean = np.average(h, weights=w)
     hs = (h - mean) / max(np.sqrt(np.average((h - mean) ** 2, weights=w)), 1e-12)

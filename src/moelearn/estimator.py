@@ -49,6 +49,7 @@ _UNSAVED_PARAMS = (
     "family",
     "gating_features",
     "expert_features",
+    "offset",
 )
 
 
@@ -82,6 +83,11 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         columns).  Names need ``X`` to be a DataFrame.  An empty
         ``gating_features`` gives constant mixing weights: the classical
         mixture of regressions.
+    offset : None, int or str, default None
+        A column of ``X`` added to every expert's linear predictor with
+        coefficient one — for Poisson rates, the log of the exposure (time at
+        risk, population); also for Gamma experts.  It is neither a gate nor
+        an expert feature.
     solver : {"moments", "landscape", "tensor", "em", "gd-nll", "gd-l2"}, default "moments"
         * ``"moments"``: standardise, recover the expert directions from
           moments (globally consistent in the theory regime) and fit their
@@ -180,6 +186,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         "family": [StrOptions({"gaussian", "student-t", "poisson", "gamma"}), Family],
         "gating_features": ["array-like", None],
         "expert_features": ["array-like", None],
+        "offset": [Integral, str, None],
         "solver": [StrOptions(SOLVERS.keys())],
         "fit_intercept": ["boolean"],
         "noise": [StrOptions({"shared", "expert"})],
@@ -201,6 +208,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         family="gaussian",
         gating_features=None,
         expert_features=None,
+        offset=None,
         solver="moments",
         fit_intercept=True,
         noise="expert",
@@ -219,6 +227,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         self.family = family
         self.gating_features = gating_features
         self.expert_features = expert_features
+        self.offset = offset
         self.solver = solver
         self.fit_intercept = fit_intercept
         self.noise = noise
@@ -269,8 +278,20 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         names = getattr(self, "feature_names_in_", None)
         gmask = resolve_roles(self.gating_features, raw.n_features, names, "gating_features")
         emask = resolve_roles(self.expert_features, raw.n_features, names, "expert_features")
-        if not (isinstance(family, Gaussian) and gmask.all() and emask.all()):
-            return self._fit_family(raw, family, gmask, emask, rng)
+        offset = None
+        if self.offset is not None:
+            offset_mask = resolve_roles(self.offset, raw.n_features, names, "offset")
+            offset = int(np.flatnonzero(offset_mask)[0])
+            for name, spec, mask in (
+                ("gating_features", self.gating_features, gmask),
+                ("expert_features", self.expert_features, emask),
+            ):
+                if spec is None:
+                    mask[offset] = False
+                elif mask[offset]:
+                    raise ValueError(f"the offset column is also listed in {name}")
+        if offset is not None or not (isinstance(family, Gaussian) and gmask.all() and emask.all()):
+            return self._fit_family(raw, family, gmask, emask, rng, offset)
         solver = get_solver(self.solver)
         scaling = Scaling.fit(raw, link, fit_intercept=self.fit_intercept, scale_y=solver.scale_y)
         self._scaling = scaling
@@ -306,7 +327,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         self._store(params, fit, raw)
         return self
 
-    def _fit_family(self, raw, family, gmask, emask, rng):
+    def _fit_family(self, raw, family, gmask, emask, rng, offset=None):
         """Any family, or separate gate and expert columns: the engine of DESIGN §13."""
         if self.solver != "moments":
             raise ValueError(
@@ -333,7 +354,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             ):
                 raise ValueError("init_params reads other columns than gating/expert_features")
             init = self._restrict(init, family, gmask, emask)
-        extra, unavailable = [], self._moment_unavailable(family, gmask, emask, raw)
+        extra, unavailable = [], self._moment_unavailable(family, gmask, emask, raw, offset)
         if init is None and unavailable is None:
             extra = [("moments (Gaussian, tensor)", self._student_t_moment_start(raw, rng))]
         fit = fit_family(
@@ -350,6 +371,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             noise_floor=NOISE_FLOOR,
             random_state=rng,
             extra_starts=extra,
+            offset_column=offset,
         )
         method = fit.init_method
         if init is None and unavailable is not None:
@@ -364,7 +386,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             self.standard_errors_ = self._standard_errors(raw)
         return self
 
-    def _moment_unavailable(self, family, gmask, emask, raw):
+    def _moment_unavailable(self, family, gmask, emask, raw, offset=None):
         """Why the consistent moment start cannot seed this fit (None when it can).
 
         It applies to Gaussian and Student-t experts (DESIGN §13: the
@@ -375,7 +397,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         if family.name not in ("gaussian", "student-t"):
             why.append(f"family={family.name!r} (DESIGN §13)")
         if not (gmask.all() and emask.all()):
-            why.append("separate gate and expert columns")
+            why.append("separate gate and expert columns" if offset is None else "an offset")
         if family.name == "student-t" and self.n_experts > raw.n_features:
             why.append(f"n_experts={self.n_experts} > n_features={raw.n_features}")
         return " and ".join(why) if why else None
@@ -711,6 +733,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         if p.has_roles:
             meta["gating_features"] = [bool(v) for v in p.gating_features]
             meta["expert_features"] = [bool(v) for v in p.expert_features]
+        if p.offset_feature is not None:
+            meta["offset_feature"] = int(p.offset_feature)
         _names_to_record(self, meta)
         arrays = {
             "experts": p.experts,
@@ -796,6 +820,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             df,
             masks[0],
             masks[1],
+            meta.get("offset_feature"),
         )
         known = cls().get_params()
         valid = {
@@ -846,6 +871,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         if params.has_roles:
             kwargs.setdefault("gating_features", np.flatnonzero(params.gating_features).tolist())
             kwargs.setdefault("expert_features", np.flatnonzero(params.expert_features).tolist())
+        if params.offset_feature is not None:
+            kwargs.setdefault("offset", params.offset_feature)
         est = cls(n_experts=params.n_experts, link=params.link, **kwargs)
         est._validate_params()
         est._scaling = Scaling.identity(params.n_features)

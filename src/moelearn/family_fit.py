@@ -216,10 +216,6 @@ def _scaling(raw: Data, family: Family, fit_intercept, weights=None):
     return mean, scale, ym, ys, y_sd
 
 
-def _design(gmask, emask, fit_intercept):
-    return Design(np.flatnonzero(gmask), np.flatnonzero(emask), fit_intercept)
-
-
 def _to_params(state: State, family, design, gmask, emask, x_mean, x_scale, ym, ys):
     """Engine state (standardised) -> MoEParams in the original units."""
     fi = design.fit_intercept
@@ -311,6 +307,7 @@ def fit_engine(
     sample_weight=None,
     random_state=None,
     extra_starts=(),
+    offset_column=None,
 ) -> EngineResult:
     """Standardise, search starts (or refine ``init``), and fit by the engine.
 
@@ -339,6 +336,9 @@ def fit_engine(
     random_state : numpy Generator
     extra_starts : sequence of (name, MoEParams)
         Starts in original units screened with the generated ones.
+    offset_column : int or None
+        A column added to every expert's predictor with coefficient one (left
+        unscaled); log-link families only.
 
     Returns
     -------
@@ -351,7 +351,14 @@ def fit_engine(
     if raw.weighted and raw.in_memory:
         sample_weight = np.asarray(raw.w, dtype=float)
     _family_check(raw, family)
+    if offset_column is not None and not family.scale_family and family.name != "poisson":
+        raise ValueError(
+            f"an offset applies to the log-link families (poisson, gamma), not {family.name!r}"
+        )
     x_mean, x_scale, ym, ys, y_sd = _scaling(raw, family, fit_intercept, sample_weight)
+    if offset_column is not None:
+        x_mean, x_scale = x_mean.copy(), x_scale.copy()
+        x_mean[offset_column], x_scale[offset_column] = 0.0, 1.0
     if not fit_intercept and not expert_mask.any():
         raise ValueError("experts without columns need fit_intercept=True")
     transform = Transform(x_mean, np.diag(1.0 / x_scale), ym, ys)
@@ -361,7 +368,9 @@ def fit_engine(
     else:
         chained = transform if raw.transform is None else Chain(raw.transform, transform)
         data = raw.with_transform(chained, n_experts=k)
-    design = _design(gating_mask, expert_mask, fit_intercept)
+    design = Design(
+        np.flatnonzero(gating_mask), np.flatnonzero(expert_mask), fit_intercept, offset_column
+    )
     log_floor = np.log(noise_floor * max(y_sd, 1e-300) / (ys if family.location_scale else 1.0))
     if "sigma" not in family.dispersion_names:
         log_floor = -np.inf
@@ -438,6 +447,7 @@ def fit_family(
     random_state=None,
     alpha=RIDGE,
     extra_starts=(),
+    offset_column=None,
 ) -> FamilyFit:
     """Maximum-likelihood fit of a mixture of experts of any regression family.
 
@@ -471,6 +481,7 @@ def fit_family(
         sample_weight=sample_weight,
         random_state=random_state,
         extra_starts=extra_starts,
+        offset_column=offset_column,
     )
     fit = res.fit
     params = _to_params(
@@ -484,6 +495,8 @@ def fit_family(
         res.y_mean,
         res.y_scale,
     )
+    if offset_column is not None:
+        params.offset_feature = int(offset_column)
     return FamilyFit(
         params,
         float(fit.log_likelihood + res.log_likelihood_shift),

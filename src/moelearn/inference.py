@@ -117,7 +117,7 @@ def _engine_problem(params: MoEParams, fit_intercept):
     d = params.n_features
     g = params.gating_features if params.has_roles else np.ones(d, dtype=bool)
     e = params.expert_features if params.has_roles else np.ones(d, dtype=bool)
-    design = Design(np.flatnonzero(g), np.flatnonzero(e), fit_intercept)
+    design = Design(np.flatnonzero(g), np.flatnonzero(e), fit_intercept, params.offset_feature)
 
     def stack(bias, coef):
         return np.hstack([bias[:, None], coef]) if fit_intercept else coef.copy()

@@ -72,6 +72,10 @@ class MoEParams:
         ``gating`` then has shape (k, gating_features.sum()) and ``experts``
         (k, expert_features.sum()); an empty gate means constant mixing
         weights ``softmax(gating_bias)``.
+    offset_feature : int or None
+        A column of ``X`` added to every expert's linear predictor with
+        coefficient one (the log-exposure of Poisson rates); it needs the
+        covariate roles, which must not include it.
     """
 
     experts: np.ndarray
@@ -84,12 +88,15 @@ class MoEParams:
     df: np.ndarray | None = None
     gating_features: np.ndarray | None = None
     expert_features: np.ndarray | None = None
+    offset_feature: int | None = None
 
     def __post_init__(self):
         self.experts = _as_matrix("experts", self.experts)
         self.gating = _as_matrix("gating", self.gating)
         k, d = self.experts.shape
         roles = self.gating_features is not None or self.expert_features is not None
+        if self.offset_feature is not None and not roles:
+            raise ValueError("offset_feature needs gating_features and expert_features")
         if roles:
             self._set_roles()
         else:
@@ -166,6 +173,13 @@ class MoEParams:
             if coef.shape != (k, int(mask.sum())):
                 raise ValueError(f"{name} must have shape ({k}, {int(mask.sum())})")
         self.gating_features, self.expert_features = g, e
+        if self.offset_feature is not None:
+            j = self.offset_feature
+            if isinstance(j, bool) or not isinstance(j, (int, np.integer)) or not 0 <= j < len(g):
+                raise ValueError(f"offset_feature must be a column index below {len(g)}, got {j}")
+            if g[j] or e[j]:
+                raise ValueError("the offset column cannot also be a gate or expert feature")
+            self.offset_feature = int(j)
 
     # ------------------------------------------------------------------ shape
     @property
@@ -224,6 +238,7 @@ class MoEParams:
             None if self.df is None else self.df.copy(),
             None if self.gating_features is None else self.gating_features.copy(),
             None if self.expert_features is None else self.expert_features.copy(),
+            self.offset_feature,
         )
 
     # ---------------------------------------------------------- probabilities
@@ -250,7 +265,10 @@ class MoEParams:
     def expert_predictors(self, X) -> np.ndarray:
         """Linear predictors ``<a_i, x> + b_i``, shape (n, k)."""
         X = self._check_X(X)
-        return self._expert_X(X) @ self.experts.T + self.expert_bias
+        eta = self._expert_X(X) @ self.experts.T + self.expert_bias
+        if self.offset_feature is not None:
+            eta = eta + X[:, self.offset_feature][:, None]
+        return eta
 
     def gating_log_proba(self, X) -> np.ndarray:
         """``log p_i(x)``, shape (n, k), by a stable log-softmax."""
@@ -317,6 +335,8 @@ class MoEParams:
         if self.has_roles:
             out["gating_features"] = self.gating_features.tolist()
             out["expert_features"] = self.expert_features.tolist()
+        if self.offset_feature is not None:
+            out["offset_feature"] = self.offset_feature
         return out
 
 
