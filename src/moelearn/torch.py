@@ -3,8 +3,9 @@
 * :class:`MoE` - a mixture-of-experts layer with parameters ``experts``,
   ``gating``, their biases and the experts' log-dispersions, for every family
   of :mod:`moelearn.families` (Gaussian with a link, Student-t, Poisson,
-  Gamma, Bernoulli) and optional covariate roles (the columns that the gate
-  and the experts read, DESIGN §13).
+  Gamma, Bernoulli, Multinomial) and optional covariate roles (the columns
+  that the gate and the experts read, DESIGN §13).  Classification layers
+  convert to and from :class:`~moelearn.MixtureOfExpertsClassifier`.
 * :class:`ExpertLoss` - the landscape-designed loss ``L_4`` (DESIGN §4a) on a
   batch, raw or whitened; an unbiased mini-batch estimate of the population
   loss, so it works with SGD/Adam.  Gaussian experts only.
@@ -26,7 +27,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .families import Bernoulli, Family, Gamma, Gaussian, Poisson, StudentT, get_family
+from .families import (
+    Bernoulli,
+    Family,
+    Gamma,
+    Gaussian,
+    Multinomial,
+    Poisson,
+    StudentT,
+    get_family,
+)
 from .family_fit import resolve_roles
 from .links import get_link
 from .model import MoEParams
@@ -54,7 +64,7 @@ _TORCH_LINKS = {
 }
 
 # the families with a torch log-density below (subclasses of these work too)
-_TORCH_FAMILIES = (Gaussian, StudentT, Poisson, Gamma, Bernoulli)
+_TORCH_FAMILIES = (Gaussian, StudentT, Poisson, Gamma, Bernoulli, Multinomial)
 
 
 def torch_link(link):
@@ -76,14 +86,38 @@ def _link_name(link):
     return link if isinstance(link, str) else getattr(link, "__name__", "custom")
 
 
+def _class_codes(y, n_classes):
+    """Class codes ``0..n_classes-1`` (integer or integral float tensor) as a long tensor."""
+    if y.dtype == torch.bool or y.is_complex():
+        raise TypeError(f"class codes must be an integer or float tensor, got {y.dtype}")
+    if y.is_floating_point():
+        if not bool(torch.all(y == torch.round(y))):
+            raise ValueError(f"class codes must be whole numbers 0..{n_classes - 1}")
+    if y.numel() and not bool(torch.all((y >= 0) & (y < n_classes))):
+        raise ValueError(f"class codes must lie in 0..{n_classes - 1}")
+    return y.long()
+
+
+def _multinomial_log_proba(eta):
+    """Class log-probabilities ``log softmax(eta, 0)``: (n, k, C-1) -> (n, k, C)."""
+    full = torch.cat([eta, eta.new_zeros(eta.shape[:-1] + (1,))], dim=-1)
+    return torch.log_softmax(full, dim=-1)
+
+
 def _log_density(family: Family, link, y, eta, log_disp):
     """``log f(y_n | eta_ni, phi_i)`` with torch ops, shape (n, k).
 
     ``log_disp`` (k, m) holds the logarithms of the family's natural
     dispersion parameters (``family.dispersion_names``); ``link`` is the torch
-    link of a Gaussian family.  The formulas are those of
+    link of a Gaussian family.  Multinomial experts take ``eta`` of shape
+    (n, k, C-1) and class codes ``y``.  The formulas are those of
     :meth:`moelearn.families.Family.log_density`.
     """
+    if isinstance(family, Multinomial):
+        codes = _class_codes(y, family.n_classes)
+        logp = _multinomial_log_proba(eta)
+        idx = codes[:, None, None].expand(logp.shape[0], logp.shape[1], 1)
+        return logp.gather(-1, idx)[..., 0]
     yc = y[:, None]
     if isinstance(family, Gaussian):
         log_sigma = log_disp[:, 0]
@@ -116,7 +150,12 @@ def _log_density(family: Family, link, y, eta, log_disp):
 
 
 def _family_mean(family: Family, link, eta):
-    """``E[y | expert]`` from the linear predictors ``eta`` (n, k)."""
+    """``E[y | expert]`` from the linear predictors ``eta`` (n, k).
+
+    Multinomial experts: the class probabilities (n, k, C) from ``eta`` (n, k, C-1).
+    """
+    if isinstance(family, Multinomial):
+        return _multinomial_log_proba(eta).exp()
     if isinstance(family, Gaussian):
         return link(eta)
     if isinstance(family, StudentT):
@@ -128,9 +167,13 @@ def _family_mean(family: Family, link, eta):
     return torch.sigmoid(eta)
 
 
-def _resolve_family(family, link):
+def _resolve_family(family, link, n_classes=None):
     """The moelearn Family of a layer and the link name/callable its experts use."""
-    if isinstance(family, Family):
+    if isinstance(family, str) and family.lower() == "multinomial":
+        if n_classes is None:
+            raise ValueError("family='multinomial' needs n_classes (the number of classes, >= 2)")
+        fam = Multinomial(n_classes)
+    elif isinstance(family, Family):
         fam = family
     elif isinstance(family, str):
         fam = get_family(family)
@@ -139,8 +182,17 @@ def _resolve_family(family, link):
     if not isinstance(fam, _TORCH_FAMILIES):
         raise ValueError(
             f"family {fam!r} has no torch implementation; use one of "
-            "'gaussian', 'student-t', 'poisson', 'gamma', 'bernoulli'"
+            "'gaussian', 'student-t', 'poisson', 'gamma', 'bernoulli', 'multinomial'"
         )
+    if n_classes is not None:
+        expected = fam.n_classes if isinstance(fam, Multinomial) else None
+        expected = 2 if isinstance(fam, Bernoulli) else expected
+        if expected is None:
+            raise ValueError(
+                f"n_classes applies to classification layers only, not family={fam.name!r}"
+            )
+        if int(n_classes) != expected:
+            raise ValueError(f"n_classes={n_classes} contradicts the family's {expected} classes")
     if isinstance(fam, Gaussian):
         if isinstance(family, Gaussian):
             own = fam.link.name
@@ -177,7 +229,13 @@ class MoE(nn.Module):
 
     Expert ``i`` has the linear predictor ``eta_i = <a_i, x_E> + b_i`` and the
     distribution ``f(y | eta_i, phi_i)`` of ``family``; the gate is
-    ``p_i(x) = softmax_i(<w_i, x_G> + c_i)`` (DESIGN §13).
+    ``p_i(x) = softmax_i(<w_i, x_G> + c_i)`` (DESIGN §13).  Multinomial
+    experts have ``C - 1`` predictors each, the log-odds of classes
+    ``0..C-2`` against the last class, and ``forward`` returns the mixture's
+    class probabilities (n, C); a Bernoulli layer's ``forward`` returns
+    ``P(y = 1 | x)`` (n,).  Both have :meth:`predict_proba` (n, C) and convert
+    to and from :class:`~moelearn.MixtureOfExpertsClassifier`
+    (:meth:`to_classifier`, :meth:`from_classifier`).
 
     Parameters
     ----------
@@ -195,17 +253,23 @@ class MoE(nn.Module):
         shared one.  Student-t degrees of freedom are always per expert.
     family : str or Family, default "gaussian"
         ``"gaussian"``, ``"student-t"``, ``"poisson"``, ``"gamma"``,
-        ``"bernoulli"`` or a :mod:`moelearn.families` instance of those types.
+        ``"bernoulli"``, ``"multinomial"`` or a :mod:`moelearn.families`
+        instance of those types.
     gating_features, expert_features : index list or boolean mask, optional
         The columns that the gate and the experts read (None: all).  ``gating``
         then has shape (k, number of gate columns) and ``experts`` (k, number
         of expert columns), in increasing column order; an empty gate gives
         constant weights ``softmax(gating_bias)``.
+    n_classes : int, optional
+        The number of classes of ``family="multinomial"`` (required there;
+        elsewhere only 2 with a Bernoulli family is accepted).
     dtype, device : optional
 
     Attributes
     ----------
     experts, gating, expert_bias, gating_bias : Parameter
+        ``experts`` (k, d_E) and ``expert_bias`` (k,); for multinomial experts
+        (k, C-1, d_E) and (k, C-1).
     log_noise : Parameter of shape (1,) or (k,), or None
         ``log sigma`` (Gaussian noise level, Student-t scale).
     log_df : Parameter of shape (k,), or None
@@ -227,6 +291,7 @@ class MoE(nn.Module):
         family="gaussian",
         gating_features=None,
         expert_features=None,
+        n_classes=None,
         dtype=None,
         device=None,
     ):
@@ -234,7 +299,7 @@ class MoE(nn.Module):
         if in_features < 1 or n_experts < 1:
             raise ValueError("in_features and n_experts must be >= 1")
         self.in_features, self.n_experts = int(in_features), int(n_experts)
-        self.family_object, link = _resolve_family(family, link)
+        self.family_object, link = _resolve_family(family, link, n_classes)
         self.family = self.family_object.name
         self.link_name = _link_name(link)
         self.link = torch_link(link)
@@ -250,16 +315,18 @@ class MoE(nn.Module):
         for name, idx in (("gating_index", g_idx), ("expert_index", e_idx)):
             idx = None if idx is None else torch.as_tensor(idx, dtype=torch.long, device=device)
             self.register_buffer(name, idx)
-        experts = torch.randn(k, n_e, **kw)
+        # (k,) per-expert shape of the predictors: () or (C-1,) for multinomial experts
+        q_shape = (self.n_predictors,) if self.is_multinomial else ()
+        experts = torch.randn(k, *q_shape, n_e, **kw)
         if n_e:
-            experts = experts / experts.norm(dim=1, keepdim=True)
+            experts = experts / experts.norm(dim=-1, keepdim=True)
         self.experts = nn.Parameter(experts)
         self.gating = nn.Parameter(torch.zeros(k, n_g, **kw))
         if bias:
-            self.expert_bias = nn.Parameter(torch.zeros(k, **kw))
+            self.expert_bias = nn.Parameter(torch.zeros(k, *q_shape, **kw))
             self.gating_bias = nn.Parameter(torch.zeros(k, **kw))
         else:
-            self.register_buffer("expert_bias", torch.zeros(k, **kw))
+            self.register_buffer("expert_bias", torch.zeros(k, *q_shape, **kw))
             self.register_buffer("gating_bias", torch.zeros(k, **kw))
         names = self.family_object.dispersion_names
         m = k if per_expert_noise else 1
@@ -270,6 +337,28 @@ class MoE(nn.Module):
         self.log_shape = nn.Parameter(torch.zeros(m, **kw)) if "shape" in names else None
 
     # ----------------------------------------------------------- structure
+    @property
+    def is_multinomial(self) -> bool:
+        """Whether the experts are multinomial (``C - 1`` predictors each)."""
+        return isinstance(self.family_object, Multinomial)
+
+    @property
+    def is_classifier(self) -> bool:
+        """Whether the layer models class labels (Bernoulli or multinomial experts)."""
+        return isinstance(self.family_object, (Bernoulli, Multinomial))
+
+    @property
+    def n_predictors(self) -> int:
+        """Linear predictors per expert (``C - 1`` for multinomial experts, else 1)."""
+        return int(self.family_object.n_predictors)
+
+    @property
+    def n_classes(self):
+        """The number of classes of a classification layer (None otherwise)."""
+        if self.is_multinomial:
+            return self.family_object.n_classes
+        return 2 if isinstance(self.family_object, Bernoulli) else None
+
     @property
     def has_roles(self) -> bool:
         """Whether the gate and the experts read chosen columns."""
@@ -330,21 +419,61 @@ class MoE(nn.Module):
         """Gating probabilities, shape (n, k)."""
         return self.gating_log_proba(x).exp()
 
+    def _predictors(self, x, experts, bias):
+        x_e = self._expert_x(self._check_x(x))
+        if experts.ndim == 3:
+            return torch.einsum("nd,kqd->nkq", x_e, experts) + bias
+        return x_e @ experts.T + bias
+
     def expert_predictors(self, x):
-        """Linear predictors ``<a_i, x_E> + b_i``, shape (n, k)."""
-        x = self._check_x(x)
-        return self._expert_x(x) @ self.experts.T + self.expert_bias
+        """Linear predictors ``<a_i, x_E> + b_i``, shape (n, k) ((n, k, C-1) multinomial)."""
+        return self._predictors(x, self.experts, self.expert_bias)
 
     def expert_outputs(self, x):
-        """Each expert's mean ``E[y | x, expert i]`` (``g(<a_i, x> + b_i)``), shape (n, k)."""
+        """Each expert's mean ``E[y | x, expert i]`` (``g(<a_i, x> + b_i)``), shape (n, k).
+
+        Multinomial experts: each expert's class probabilities, shape (n, k, C).
+        """
         return _family_mean(self.family_object, self.link, self.expert_predictors(x))
 
     def forward(self, x):
-        """Mixture mean, shape (n,)."""
+        """Mixture mean, shape (n,); the class probabilities (n, C) of multinomial experts."""
+        if self.is_multinomial:
+            return self.predict_log_proba(x).exp()
         return (self.gating_proba(x) * self.expert_outputs(x)).sum(dim=1)
 
+    def predict_log_proba(self, x):
+        """Log of the mixture's class probabilities, shape (n, C) (classification layers).
+
+        Column ``c`` is ``log sum_i p_i(x) P_i(y = c | x)``; a Bernoulli layer
+        has the columns ``y = 0`` and ``y = 1``.
+        """
+        if not self.is_classifier:
+            raise ValueError(
+                f"predict_log_proba needs Bernoulli or multinomial experts, not "
+                f"family={self.family!r}: use forward for the mixture mean"
+            )
+        eta = self.expert_predictors(x)
+        if self.is_multinomial:
+            logp = _multinomial_log_proba(eta)
+        else:
+            logsig = torch.nn.functional.logsigmoid
+            logp = torch.stack([logsig(-eta), logsig(eta)], dim=-1)
+        return torch.logsumexp(self.gating_log_proba(x)[:, :, None] + logp, dim=1)
+
+    def predict_proba(self, x):
+        """The mixture's class probabilities, shape (n, C) (classification layers).
+
+        For a Bernoulli layer the columns are ``P(y = 0)`` and ``P(y = 1)``.
+        """
+        return self.predict_log_proba(x).exp()
+
     def log_likelihood(self, x, y):
-        """Per-sample ``log p(y | x)``, shape (n,)."""
+        """Per-sample ``log p(y | x)``, shape (n,).
+
+        Multinomial experts take class codes ``0..C-1`` (an integer tensor or
+        whole floats).
+        """
         if y.ndim != 1 or y.shape[0] != x.shape[0]:
             raise ValueError(f"y must have shape ({x.shape[0]},) to match x, got {tuple(y.shape)}")
         logf = _log_density(
@@ -363,7 +492,14 @@ class MoE(nn.Module):
 
     # ---------------------------------------------------------- conversion
     def to_params(self) -> MoEParams:
-        """The layer's parameters as a :class:`~moelearn.MoEParams` (float64, CPU)."""
+        """The layer's parameters as a :class:`~moelearn.MoEParams` (float64, CPU).
+
+        Multinomial layers have no MoEParams form: use :meth:`to_classifier`.
+        """
+        if self.is_multinomial:
+            raise ValueError(
+                "a multinomial layer has no MoEParams form; use to_classifier(classes)"
+            )
 
         def arr(t):
             return t.detach().cpu().double().numpy().copy()
@@ -433,10 +569,121 @@ class MoE(nn.Module):
         """A fitted :class:`~moelearn.MixtureOfExpertsRegressor` with these parameters."""
         from .estimator import MixtureOfExpertsRegressor
 
+        if self.is_multinomial:
+            raise ValueError("a multinomial layer is a classifier; use to_classifier(classes)")
         params = self.to_params()
         # "bernoulli" is not among the estimator's family names; the Family instance is
         kw = {"family": params.family_object} if isinstance(params.family_object, Bernoulli) else {}
         return MixtureOfExpertsRegressor.from_params(params, **kw)
+
+    @classmethod
+    def from_classifier(cls, classifier, dtype=torch.float64, device=None) -> MoE:
+        """A layer holding a fitted :class:`~moelearn.MixtureOfExpertsClassifier`'s model.
+
+        Two classes give a Bernoulli layer (``P(y = 1)`` is the probability
+        of ``classes_[1]``), more give a multinomial layer over the codes
+        ``0..C-1`` of ``classes_``; the classifier's gate and expert columns
+        become the layer's roles.
+        """
+        from sklearn.utils.validation import check_is_fitted
+
+        from .classifier import MixtureOfExpertsClassifier
+
+        if not isinstance(classifier, MixtureOfExpertsClassifier):
+            raise TypeError(
+                f"classifier must be a MixtureOfExpertsClassifier, got {type(classifier).__name__}"
+            )
+        check_is_fitted(classifier)
+        n_classes = len(classifier.classes_)
+        gmask = np.asarray(classifier._gmask, dtype=bool)
+        emask = np.asarray(classifier._emask, dtype=bool)
+        roles = not (gmask.all() and emask.all())
+        experts = np.asarray(classifier.experts_, dtype=float)
+        bias = np.asarray(classifier.expert_bias_, dtype=float)
+        if n_classes == 2:  # one row: the log-odds of classes_[1], the Bernoulli convention
+            family, experts, bias = Bernoulli(), experts[:, 0], bias[:, 0]
+        else:
+            family = Multinomial(n_classes)
+        layer = cls(
+            int(classifier.n_features_in_),
+            experts.shape[0],
+            family=family,
+            gating_features=gmask if roles else None,
+            expert_features=emask if roles else None,
+            dtype=dtype,
+            device=device,
+        )
+        with torch.no_grad():
+            layer.experts.copy_(torch.as_tensor(experts))
+            layer.expert_bias.copy_(torch.as_tensor(bias))
+            layer.gating.copy_(torch.as_tensor(np.asarray(classifier.gating_, dtype=float)))
+            layer.gating_bias.copy_(
+                torch.as_tensor(np.asarray(classifier.gating_bias_, dtype=float))
+            )
+        return layer
+
+    def to_classifier(self, classes=None):
+        """A fitted :class:`~moelearn.MixtureOfExpertsClassifier` with the layer's model.
+
+        Parameters
+        ----------
+        classes : array-like of shape (n_classes,), optional
+            The labels of the class codes ``0..C-1``, sorted and distinct (as
+            ``np.unique`` returns them); default ``0..C-1``.
+
+        Returns
+        -------
+        MixtureOfExpertsClassifier
+            Its ``predict_proba`` equals the layer's; the gate is stored
+            centred over the experts, as the classifier's fit stores it.  The
+            training summaries it cannot know (``log_likelihood_``, ``n_iter_``)
+            are NaN and 0.
+        """
+        from .classifier import MixtureOfExpertsClassifier
+
+        if not self.is_classifier:
+            raise ValueError(
+                f"to_classifier needs Bernoulli or multinomial experts, not family={self.family!r}"
+            )
+        n_classes = self.n_classes
+        classes = np.arange(n_classes) if classes is None else np.asarray(classes)
+        if classes.ndim != 1 or len(classes) != n_classes:
+            raise ValueError(
+                f"classes must list the layer's {n_classes} class labels, got shape {classes.shape}"
+            )
+        if not np.array_equal(np.unique(classes), classes):
+            raise ValueError("classes must be sorted and distinct (as np.unique returns them)")
+
+        def arr(t):
+            return t.detach().cpu().double().numpy().copy()
+
+        experts, bias = arr(self.experts), arr(self.expert_bias)
+        if not self.is_multinomial:
+            experts, bias = experts[:, None, :], bias[:, None]
+        elif n_classes == 2:
+            # Multinomial(2) holds the log-odds of class 0; the classifier's row is class 1's
+            experts, bias = -experts, -bias
+        gating, gating_bias = arr(self.gating), arr(self.gating_bias)
+        d, k = self.in_features, self.n_experts
+        gmask = np.ones(d, bool) if self.gating_features is None else self.gating_features
+        emask = np.ones(d, bool) if self.expert_features is None else self.expert_features
+        clf = MixtureOfExpertsClassifier(
+            n_experts=k,
+            gating_features=np.flatnonzero(gmask).tolist() if self.has_roles else None,
+            expert_features=np.flatnonzero(emask).tolist() if self.has_roles else None,
+        )
+        clf.classes_ = classes
+        clf.experts_, clf.expert_bias_ = experts, bias
+        clf.gating_ = gating - gating.mean(axis=0)
+        clf.gating_bias_ = gating_bias - gating_bias.mean()
+        clf._gmask, clf._emask = gmask, emask
+        clf.n_features_in_ = d
+        clf.n_iter_, clf.converged_, clf.log_likelihood_ = 0, False, float("nan")
+        clf.init_method_ = "from a torch MoE layer"
+        # as the classifier counts them: intercepts included, the gate less one expert
+        pe, pg = int(emask.sum()) + 1, int(gmask.sum()) + 1
+        clf.n_parameters_ = int(k * experts.shape[1] * pe + (k - 1) * pg)
+        return clf
 
 
 # --------------------------------------------------------------------------
@@ -548,8 +795,7 @@ class GatingLoss(nn.Module):
             self.link = self.noise_std = None
 
     def forward(self, layer: MoE, x, y):
-        eta = layer._expert_x(layer._check_x(x)) @ layer.experts.detach().T
-        eta = eta + layer.expert_bias.detach()
+        eta = layer._predictors(x, layer.experts.detach(), layer.expert_bias.detach())
         if self.gaussian:
             if not isinstance(layer.family_object, Gaussian):
                 raise ValueError(
