@@ -1,11 +1,15 @@
 """The PyTorch layer and losses (skipped when torch is not installed)."""
 
+import warnings
+
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 
 torch = pytest.importorskip("torch")
 
 from moelearn import (  # noqa: E402
+    MixtureOfExpertsClassifier,
     MixtureOfExpertsRegressor,
     MoEParams,
     MomentAccumulator,
@@ -16,7 +20,7 @@ from moelearn import (  # noqa: E402
     sample,
 )
 from moelearn.experts import _raw_loss_chunk, landscape_loss  # noqa: E402
-from moelearn.families import StudentT  # noqa: E402
+from moelearn.families import Multinomial, StudentT  # noqa: E402
 from moelearn.refine import _chunk_terms  # noqa: E402
 from moelearn.torch import (  # noqa: E402
     ExpertLoss,
@@ -393,3 +397,233 @@ def test_gating_loss_reads_the_role_columns():
     # the Gaussian L_log at the layer's own noise level, and the family form: both the NLL
     assert float(GatingLoss("tanh", 0.5)(layer, _t(X), _t(y))) == pytest.approx(expected, rel=1e-12)
     assert float(GatingLoss()(layer, _t(X), _t(y))) == pytest.approx(expected, rel=1e-12)
+
+
+# ------------------------------------------------------------ classification layers
+def _classification_layer(family, roles, seed=0, d=5, k=3, n_classes=None):
+    torch.manual_seed(seed)
+    kw = dict(gating_features=[0, 1, 2], expert_features=[1, 3, 4]) if roles else {}
+    layer = MoE(d, k, family=family, n_classes=n_classes, dtype=torch.float64, **kw)
+    with torch.no_grad():
+        for p in (layer.experts, layer.gating, layer.expert_bias, layer.gating_bias):
+            p.normal_()
+    return layer
+
+
+def _codes_from(proba, rng):
+    """One class code per row of ``proba`` (n, C), by inverting the cumulative sums."""
+    return np.argmax(np.cumsum(proba, axis=1) > rng.random((len(proba), 1)), axis=1)
+
+
+@pytest.mark.parametrize("roles", [False, True])
+def test_multinomial_layer_matches_the_family_and_the_classifier(roles):
+    layer = _classification_layer("multinomial", roles, n_classes=4)
+    assert layer.experts.shape == (3, 3, 3 if roles else 5) and layer.expert_bias.shape == (3, 3)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((500, 5))
+    codes = rng.integers(0, 4, 500)
+    x = _t(X)
+    with torch.no_grad():
+        ll = layer.log_likelihood(x, torch.as_tensor(codes)).numpy()
+        # float codes are the same classes
+        np.testing.assert_array_equal(ll, layer.log_likelihood(x, _t(codes)).numpy())
+        proba = layer.predict_proba(x).numpy()
+        np.testing.assert_array_equal(layer(x).numpy(), proba)
+        assert layer.expert_outputs(x).shape == (500, 3, 4)
+        eta = layer.expert_predictors(x).numpy()
+        log_gate = layer.gating_log_proba(x).numpy()
+    # the numpy family mixed with the gate
+    logf = Multinomial(4).log_density(codes, eta, np.zeros((3, 0)))
+    np.testing.assert_allclose(ll, np.logaddexp.reduce(log_gate + logf, axis=1), atol=1e-10)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-12)
+    # and the classifier holding the same parameters, with string labels
+    labels = np.array(["ant", "bee", "cat", "dog"])
+    clf = layer.to_classifier(labels)
+    assert isinstance(clf, MixtureOfExpertsClassifier) and clf.experts_.shape == (
+        3,
+        3,
+        3 + 2 * (not roles),
+    )
+    np.testing.assert_allclose(clf.log_density(X, labels[codes]), ll, atol=1e-10)
+    np.testing.assert_allclose(clf.predict_proba(X), proba, atol=1e-10)
+    assert np.array_equal(clf.predict(X), labels[proba.argmax(axis=1)])
+    # back to a layer: the same model (the gate comes back centred over the experts)
+    back = MoE.from_classifier(clf)
+    assert back.family == "multinomial" and back.n_classes == 4 and back.has_roles == roles
+    with torch.no_grad():
+        np.testing.assert_allclose(back.predict_proba(x).numpy(), proba, atol=1e-10)
+        np.testing.assert_allclose(back.log_likelihood(x, _t(codes)).numpy(), ll, atol=1e-10)
+    np.testing.assert_allclose(back.experts.detach().numpy(), layer.experts.detach().numpy())
+    g = layer.gating.detach().numpy()
+    np.testing.assert_allclose(back.gating.detach().numpy(), g - g.mean(axis=0), atol=1e-15)
+
+
+@pytest.mark.parametrize("roles", [False, True])
+def test_bernoulli_layer_predict_proba_and_classifier_bridge(roles):
+    layer = _classification_layer("bernoulli", roles, seed=1)
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((400, 5))
+    y = rng.integers(0, 2, 400)
+    x = _t(X)
+    with torch.no_grad():
+        p1 = layer(x).numpy()  # forward keeps returning P(y = 1), shape (n,)
+        proba = layer.predict_proba(x).numpy()
+        ll = layer.log_likelihood(x, _t(y)).numpy()
+    assert p1.shape == (400,) and proba.shape == (400, 2)
+    np.testing.assert_allclose(proba[:, 1], p1, atol=1e-12)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-12)
+    # the classifier's two-class convention: one row, the log-odds of classes_[1]
+    clf = layer.to_classifier(["no", "yes"])
+    assert clf.experts_.shape == (3, 1, 3 if roles else 5)
+    np.testing.assert_allclose(clf.predict_proba(X), proba, atol=1e-10)
+    np.testing.assert_allclose(clf.log_density(X, np.array(["no", "yes"])[y]), ll, atol=1e-10)
+    back = MoE.from_classifier(clf)
+    assert back.family == "bernoulli" and back.experts.shape == layer.experts.shape
+    with torch.no_grad():
+        np.testing.assert_allclose(back(x).numpy(), p1, atol=1e-10)
+
+
+def test_two_class_multinomial_layer_keeps_its_classes_in_the_classifier():
+    # Multinomial(2) holds the log-odds of class 0; the classifier's row is that of class 1
+    layer = _classification_layer("multinomial", False, seed=2, n_classes=2)
+    X = np.random.default_rng(2).standard_normal((300, 5))
+    with torch.no_grad():
+        proba = layer.predict_proba(_t(X)).numpy()
+    clf = layer.to_classifier()
+    np.testing.assert_array_equal(clf.classes_, [0, 1])
+    np.testing.assert_allclose(clf.predict_proba(X), proba, atol=1e-10)
+    with torch.no_grad():
+        back = MoE.from_classifier(clf).predict_proba(_t(X)).numpy()
+    np.testing.assert_allclose(back, proba, atol=1e-10)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_fitted_classifier_round_trips_through_the_layer(n_classes, tmp_path):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((300, 4))
+    labels = np.array([10, 20, 30][:n_classes])
+    y = labels[_codes_from(np.full((300, n_classes), 1.0 / n_classes), rng)]
+    clf = MixtureOfExpertsClassifier(
+        2, gating_features=[0, 1], expert_features=[2, 3], n_init=1, max_iter=30, random_state=0
+    )
+    with warnings.catch_warnings():  # 30 iterations may stop short of convergence
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    layer = MoE.from_classifier(clf)
+    assert layer.family == ("bernoulli" if n_classes == 2 else "multinomial")
+    assert layer.gating.shape == (2, 2) and layer.has_roles
+    codes = np.searchsorted(labels, y)
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            layer.predict_proba(_t(X)).numpy(), clf.predict_proba(X), atol=1e-10
+        )
+        ll = layer.log_likelihood(_t(X), torch.as_tensor(codes)).numpy()
+    np.testing.assert_allclose(ll, clf.log_density(X, y), atol=1e-10)
+    again = layer.to_classifier(clf.classes_)
+    for name in ("experts_", "expert_bias_", "gating_", "gating_bias_", "classes_", "_gmask"):
+        np.testing.assert_allclose(getattr(again, name), getattr(clf, name), atol=1e-15)
+    assert again.n_parameters_ == clf.n_parameters_
+    assert again.get_params()["expert_features"] == [2, 3]
+    # the converted classifier saves and loads without pickle
+    from moelearn import load
+
+    again.save(tmp_path / "clf")
+    np.testing.assert_allclose(
+        load(tmp_path / "clf").predict_proba(X), clf.predict_proba(X), atol=1e-12
+    )
+
+
+def test_classification_layers_validate():
+    with pytest.raises(ValueError, match="n_classes"):
+        MoE(3, 2, family="multinomial")
+    with pytest.raises(ValueError, match="n_classes"):
+        MoE(3, 2, family="poisson", n_classes=3)
+    with pytest.raises(ValueError, match="contradicts"):
+        MoE(3, 2, family=Multinomial(3), n_classes=4)
+    with pytest.raises(ValueError, match="contradicts"):
+        MoE(3, 2, family="bernoulli", n_classes=3)
+    assert MoE(3, 2, family=Multinomial(3)).experts.shape == (2, 2, 3)
+    layer = MoE(3, 2, family="multinomial", n_classes=3, dtype=torch.float64)
+    x = torch.zeros(4, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"0\.\.2"):
+        layer.log_likelihood(x, torch.tensor([0, 1, 3, 2]))
+    with pytest.raises(ValueError, match="whole numbers"):
+        layer.log_likelihood(x, torch.tensor([0.0, 1.5, 1.0, 2.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="labels 0..2"):
+        train_likelihood(layer, x, torch.tensor([0, 1, 3, 2]), steps=1)
+    with pytest.raises(ValueError, match="to_classifier"):
+        layer.to_params()
+    with pytest.raises(ValueError, match="3 class labels"):
+        layer.to_classifier(["a", "b"])
+    with pytest.raises(ValueError, match="sorted and distinct"):
+        layer.to_classifier(["c", "b", "a"])
+    gaussian = MoE(3, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="predict_log_proba needs"):
+        gaussian.predict_proba(x)
+    with pytest.raises(ValueError, match="to_classifier needs"):
+        gaussian.to_classifier()
+    with pytest.raises(TypeError, match="MixtureOfExpertsClassifier"):
+        MoE.from_classifier(MixtureOfExpertsRegressor())
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        MoE.from_classifier(MixtureOfExpertsClassifier())
+
+
+def test_gating_loss_of_a_multinomial_layer_trains_the_gate_only(one_thread):
+    layer = _classification_layer("multinomial", True, seed=4, n_classes=3)
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((300, 5))
+    y = torch.as_tensor(rng.integers(0, 3, 300))
+    loss = GatingLoss()(layer, _t(X), y)
+    with torch.no_grad():
+        expected = -float(layer.log_likelihood(_t(X), y).mean())
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-12)
+    loss.backward()
+    assert layer.gating.grad is not None and layer.experts.grad is None
+    hist = train_two_stage(layer, _t(X), y, expert_steps=0, gating_steps=3, batch_size=100)
+    assert len(hist["gating"]) == 3 and np.all(np.isfinite(hist["gating"]))
+
+
+def test_likelihood_training_on_three_class_data_reaches_the_classifier_fit(one_thread):
+    truth = _classification_layer("multinomial", False, d=3, k=2, n_classes=3)
+    with torch.no_grad():
+        truth.experts.copy_(_t([[[2.0, 0, 0], [0, 2.0, 0]], [[-2.0, 0, 1.0], [0, -2.0, 0]]]))
+        truth.expert_bias.copy_(_t([[0.5, 0.0], [0.0, 0.5]]))
+        truth.gating.copy_(_t([[0, 0, 2.0], [0, 0, -2.0]]))
+        truth.gating_bias.zero_()
+    rng = np.random.default_rng(0)
+    n = 3000
+    X = rng.standard_normal((n, 3))
+    with torch.no_grad():
+        y = _codes_from(truth.predict_proba(_t(X)).numpy(), rng)
+    fitted = MixtureOfExpertsClassifier(2, alpha=0.0, n_init=2, random_state=0).fit(X, y)
+    x_t, y_t = _t(X), torch.as_tensor(y)
+
+    def start_layer():
+        torch.manual_seed(0)
+        layer = MoE(3, 2, family="multinomial", n_classes=3, dtype=torch.float64)
+        with torch.no_grad():
+            # a random gate: from the all-zero gate Adam stalls 0.014 nats below the optimum
+            layer.gating.normal_()
+        return layer
+
+    # LongTensor and float codes give the same training
+    short = [train_likelihood(start_layer(), x_t, t, steps=20, batch_size=n) for t in (y_t, _t(y))]
+    assert short[0] == pytest.approx(short[1], rel=1e-12)
+    layer = start_layer()
+    with torch.no_grad():
+        start = float(layer.log_likelihood(x_t, y_t).mean())
+    train_likelihood(layer, x_t, y_t, steps=400, lr=0.1, batch_size=n)
+    with torch.no_grad():
+        end = float(layer.log_likelihood(x_t, y_t).mean())
+        proba = layer.predict_proba(x_t).numpy()
+    assert end > start + 0.3  # from -1.32 to -0.798 nats per sample
+    # Both maximise the same likelihood (alpha=0).  From this start the gap was 1e-8 nats and
+    # the class probabilities within 4e-4 of the classifier's; the MLE's own sampling error is
+    # about p / 2n = 16 / 6000 = 3e-3 nats per sample (and 1 / sqrt(n) = 0.02 in the
+    # probabilities), so the tolerances below still mean "the same optimum".  The likelihood
+    # has a second local maximum 0.017 nats lower, which 4 of 8 random starts (torch seeds 0-7)
+    # reached: a single Adam run, like a single EM run, finds a local optimum.
+    assert abs(end - fitted.log_likelihood_) <= 1e-4
+    assert np.max(np.abs(proba - fitted.predict_proba(X))) <= 5e-3
