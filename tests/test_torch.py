@@ -542,7 +542,10 @@ def test_classification_layers_validate():
         MoE(3, 2, family=Multinomial(3), n_classes=4)
     with pytest.raises(ValueError, match="contradicts"):
         MoE(3, 2, family="bernoulli", n_classes=3)
-    assert MoE(3, 2, family=Multinomial(3)).experts.shape == (2, 2, 3)
+    no_bias = MoE(3, 2, family=Multinomial(3), bias=False)
+    assert no_bias.experts.shape == (2, 2, 3) and no_bias.expert_bias.shape == (2, 2)
+    clf = no_bias.to_classifier()
+    assert not clf.fit_intercept and clf.n_parameters_ == 2 * 2 * 3 + 1 * 3
     layer = MoE(3, 2, family="multinomial", n_classes=3, dtype=torch.float64)
     x = torch.zeros(4, 3, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"0\.\.2"):

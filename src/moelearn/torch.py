@@ -667,8 +667,10 @@ class MoE(nn.Module):
         d, k = self.in_features, self.n_experts
         gmask = np.ones(d, bool) if self.gating_features is None else self.gating_features
         emask = np.ones(d, bool) if self.expert_features is None else self.expert_features
+        intercept = isinstance(self.expert_bias, nn.Parameter)
         clf = MixtureOfExpertsClassifier(
             n_experts=k,
+            fit_intercept=intercept,
             gating_features=np.flatnonzero(gmask).tolist() if self.has_roles else None,
             expert_features=np.flatnonzero(emask).tolist() if self.has_roles else None,
         )
@@ -681,7 +683,7 @@ class MoE(nn.Module):
         clf.n_iter_, clf.converged_, clf.log_likelihood_ = 0, False, float("nan")
         clf.init_method_ = "from a torch MoE layer"
         # as the classifier counts them: intercepts included, the gate less one expert
-        pe, pg = int(emask.sum()) + 1, int(gmask.sum()) + 1
+        pe, pg = int(emask.sum()) + intercept, int(gmask.sum()) + intercept
         clf.n_parameters_ = int(k * experts.shape[1] * pe + (k - 1) * pg)
         return clf
 
