@@ -195,3 +195,40 @@ def test_offset_errors():
         MixtureOfExpertsRegressor(2, offset=1).fit(X, y.astype(float) + 0.5)
     with pytest.raises(ValueError, match="also listed in expert_features"):
         MixtureOfExpertsRegressor(2, family="poisson", expert_features=[0, 1], offset=1).fit(X, y)
+
+
+def test_review_regressions():
+    rng = np.random.default_rng(0)
+    # a Student-t fit started at a Gaussian optimum with a near-step gate keeps its gate
+    # (no ridge on the gate) and ends at least as high as the Gaussian model
+    X = rng.normal(size=(300, 2))
+    eta = np.where(X[:, 0] > 0, 1 + 0.5 * X[:, 1], -0.5 - 0.3 * X[:, 1])
+    y = eta + 0.3 * rng.standard_t(3, size=300)
+    gauss = MixtureOfExpertsRegressor(2, n_init=5, random_state=0).fit(X, y)
+    warm = MixtureOfExpertsRegressor(2, family="student-t", init_params=gauss.params_).fit(X, y)
+    assert warm.log_likelihood_ >= gauss.log_likelihood_
+    # one gross outlier does not lift the Student-t scale floor above the noise (0.01)
+    X1 = rng.normal(size=(300, 1))
+    y1 = 2 * X1[:, 0] + 0.01 * rng.normal(size=300)
+    y1[0] = 1e5
+    robust = MixtureOfExpertsRegressor(1, family="student-t", random_state=0).fit(X1, y1)
+    assert robust.noise_std_[0] < 0.02
+    # standard errors do not depend on the units of X (exact GLM information for k = 1)
+    Xp = rng.normal(size=(2000, 2))
+    yp = rng.poisson(np.exp(0.5 + 0.3 * Xp[:, 0] - 0.2 * Xp[:, 1]))
+    for scale in (1.0, 1e5):
+        est = MixtureOfExpertsRegressor(1, family="poisson").fit(Xp * scale, yp)
+        se = est.standard_errors(Xp * scale, yp)
+        A = np.c_[np.ones(2000), Xp * scale]
+        mu = np.exp(A @ np.r_[est.expert_bias_, est.experts_[0]])
+        exact = np.sqrt(np.diag(np.linalg.inv(A.T @ (A * mu[:, None]))))
+        np.testing.assert_allclose(np.r_[se.expert_bias[0], se.experts[0]], exact, rtol=1e-4)
+    # quantiles of a Gamma fit scale with y, down to y of order 1e-15
+    Xg = rng.normal(size=(500, 1))
+    yg = rng.gamma(2.0, np.exp(0.3 * Xg[:, 0]) / 2.0)
+    base = MixtureOfExpertsRegressor(1, family="gamma", random_state=0).fit(Xg, yg)
+    tiny = MixtureOfExpertsRegressor(1, family="gamma", random_state=0).fit(Xg, yg * 1e-15)
+    q = [0.05, 0.5, 0.95]
+    np.testing.assert_allclose(
+        tiny.predict_quantiles(Xg[:3], q) / 1e-15, base.predict_quantiles(Xg[:3], q), rtol=1e-6
+    )

@@ -36,7 +36,16 @@ from ._threads import blas_threads
 from .data import Data
 from .families import Family
 
-__all__ = ["Design", "State", "EngineFit", "pass_statistics", "em", "polish", "search"]
+__all__ = [
+    "Design",
+    "State",
+    "EngineFit",
+    "at_floor",
+    "pass_statistics",
+    "em",
+    "polish",
+    "search",
+]
 
 # The final Newton steps of polish() run when the parameters are at most this many
 # and rows x parameters at most _NEWTON_WORK (each step costs 2p passes).
@@ -243,17 +252,19 @@ def pass_statistics(family, design, data: Data, state, want="hess", fixed_post=N
 
 
 def _penalize(stats, state, alpha, fit_intercept):
-    """Add the ridge ``alpha/2 (||B||^2 + sum_p ||v_p - mean_p||^2)`` (per sample) in place.
+    """Add the ridge ``a_e/2 ||B||^2 + a_g/2 sum_p ||v_p - mean_p||^2`` (per sample) in place.
 
     ``B`` are the expert coefficients and ``v_p`` the gate coefficients of
     column ``p`` over the experts, intercepts excluded: the gate is penalised
     in its centred form, so the penalty does not depend on which expert is
-    the reference.  ``stats["obj"]`` receives the penalised total.
+    the reference.  ``alpha`` is one number for both, or ``(a_e, a_g)``.
+    ``stats["obj"]`` receives the penalised total.
     """
     stats["obj"] = stats["ll"]
-    if alpha <= 0:
+    a_e, a_g = (alpha, alpha) if np.ndim(alpha) == 0 else alpha
+    if a_e <= 0 and a_g <= 0:
         return stats
-    a = alpha * stats["n"]
+    a_e, a_g = a_e * stats["n"], a_g * stats["n"]
     mc = np.ones_like(state.coef)
     mg = np.ones(state.gate.shape[1])
     if fit_intercept:
@@ -263,22 +274,22 @@ def _penalize(stats, state, alpha, fit_intercept):
     B = state.coef * mc
     V = state.gate * mg
     centred = V - V.mean(axis=0)
-    stats["obj"] = stats["ll"] - 0.5 * a * (np.sum(B**2) + np.sum(centred**2))
+    stats["obj"] = stats["ll"] - 0.5 * (a_e * np.sum(B**2) + a_g * np.sum(centred**2))
     if "g_coef" in stats:
-        stats["g_coef"] = stats["g_coef"] - a * B
+        stats["g_coef"] = stats["g_coef"] - a_e * B
         if k > 1:
-            stats["g_gate"] = stats["g_gate"] - a * centred
+            stats["g_gate"] = stats["g_gate"] - a_g * centred
     if "F_cc" in stats:
         F = stats["F_cc"].copy()
         kk, q, pe = state.coef.shape
         for i in range(kk):
             flat = F[i].reshape(q * pe, q * pe)
-            flat[np.diag_indices(q * pe)] += a * mc[i].ravel()
+            flat[np.diag_indices(q * pe)] += a_e * mc[i].ravel()
             F[i] = flat.reshape(q, pe, q, pe)
         stats["F_cc"] = F
-        if k > 1:
+        if k > 1 and a_g > 0:
             # Hessian of the centred penalty over the free rows: (I - 11'/k) (x) diag(mask)
-            stats["pen_gate"] = a * np.kron(np.eye(k - 1) - 1.0 / k, np.diag(mg))
+            stats["pen_gate"] = a_g * np.kron(np.eye(k - 1) - 1.0 / k, np.diag(mg))
     return stats
 
 
@@ -606,8 +617,18 @@ def _candidates(family, design, X, y, k, n, rng, weights=None):
     return list(zip(kinds, out, strict=True))
 
 
-def _rank(fit, min_share):
+def at_floor(state, family, log_floor):
+    """Whether some expert's ``sigma`` sits at its floor (a collapsed component)."""
+    if "sigma" not in family.dispersion_names or not np.isfinite(log_floor):
+        return False
+    j = family.dispersion_names.index("sigma")
+    return bool(np.any(state.log_disp[:, j] <= log_floor + 1e-6))
+
+
+def _rank(fit, min_share, family=None, log_floor=-np.inf):
     collapsed = bool(np.min(fit.shares) < min_share)
+    if family is not None:
+        collapsed = collapsed or at_floor(fit.state, family, log_floor)
     return (collapsed, -fit.log_likelihood)
 
 
@@ -683,7 +704,9 @@ def search(
             except (np.linalg.LinAlgError, FloatingPointError, ValueError):
                 continue
             if np.isfinite(fit.log_likelihood):
-                screened.append((_rank(fit, min_share), kind, fit, len(screened)))
+                screened.append(
+                    (_rank(fit, min_share, family, log_floor), kind, fit, len(screened))
+                )
         candidates = _candidates(family, design, sub_X, sub_y, k, n_candidates, rng, sub_weights)
         for kind, post in candidates:
             try:
@@ -694,7 +717,9 @@ def search(
             except (np.linalg.LinAlgError, FloatingPointError, ValueError):
                 continue
             if np.isfinite(fit.log_likelihood):
-                screened.append((_rank(fit, min_share), kind, fit, len(screened)))
+                screened.append(
+                    (_rank(fit, min_share, family, log_floor), kind, fit, len(screened))
+                )
         if not screened:
             raise ValueError("every start failed: the data may not suit this family")
         screened = _ordered(screened)
@@ -709,7 +734,7 @@ def search(
                 tol=max(tol, 1e-7),
                 **sub_opts,
             )
-            finalists.append((_rank(full, min_share), kind, full, order))
+            finalists.append((_rank(full, min_share, family, log_floor), kind, full, order))
         finalists = _ordered(finalists)
     _, kind, best, _ = finalists[0]
     same = data.in_memory and data.n_samples == len(sub_y) and sub_weights is weights
@@ -730,7 +755,9 @@ def search(
         final = polish(family, design, data, fit.state, max_iter=max_iter, tol=tol, **full_opts)
     final.history = fit.history + final.history
     final.n_iter += fit.n_iter
-    final.collapsed = bool(np.min(final.shares) < min_share)
+    final.collapsed = bool(np.min(final.shares) < min_share) or at_floor(
+        final.state, family, log_floor
+    )
     if not final.converged and fit.converged and final.log_likelihood <= fit.log_likelihood:
         final = fit
     return final, kind

@@ -18,7 +18,7 @@ import numpy as np
 
 from ._validation import MAX_MAGNITUDE
 from .data import Data, Transform
-from .engine import Design, EngineFit, State, em, polish, search
+from .engine import Design, EngineFit, State, at_floor, em, polish, search
 from .families import Family
 from .model import MoEParams
 
@@ -38,11 +38,12 @@ SEARCH_ROWS = 2_500
 # Screening work (rows x coefficients x experts) of n_init="auto".
 AUTO_BUDGET = 1_000_000
 AUTO_CANDIDATES = (10, 30)
-# A ridge this small (on the mean log-likelihood, standardised coefficients) moves a
-# well-posed maximum by far less than the optimiser's tolerance, but gives a unique,
-# finite answer where the likelihood has none: an expert that interpolates its rows
-# (Poisson rates -> 0 on zero counts, Gamma shapes -> infinity).
-RIDGE = 1e-6
+# A ridge this small on the experts' standardised slopes (per sample; the gate is not
+# penalised: a near-step gate has large coefficients by right) moves a well-posed
+# maximum by about 1e-6 x slope^2 nats per sample, but gives a unique, finite answer
+# where the likelihood has none: an expert that interpolates its rows (Poisson rates
+# -> 0 on zero counts).
+RIDGE = (1e-6, 0.0)
 
 
 @dataclass
@@ -172,6 +173,16 @@ def unscale(coef, cols, x_mean, x_scale, fit_intercept):
     b = coef[..., 0] if fit_intercept else np.zeros(coef.shape[:-1])
     a = c / x_scale[cols]
     return a, b - a @ x_mean[cols]
+
+
+def _robust_sd(y, weights=None):
+    """Interquartile range / 1.349 of the rows with positive weight (std(y) if it is 0)."""
+    y = np.asarray(y, dtype=float)
+    if weights is not None:
+        y = y[np.asarray(weights) > 0]
+    q25, q75 = np.quantile(y, [0.25, 0.75])
+    iqr = (q75 - q25) / 1.349
+    return float(iqr) if iqr > 0 else float(np.std(y))
 
 
 def _family_check(raw: Data, family: Family):
@@ -371,9 +382,24 @@ def fit_engine(
     design = Design(
         np.flatnonzero(gating_mask), np.flatnonzero(expert_mask), fit_intercept, offset_column
     )
-    log_floor = np.log(noise_floor * max(y_sd, 1e-300) / (ys if family.location_scale else 1.0))
-    if "sigma" not in family.dispersion_names:
-        log_floor = -np.inf
+    n = data.n_samples
+    if n > SEARCH_ROWS:
+        rows = np.sort(rng.choice(n, SEARCH_ROWS, replace=False))
+    else:
+        rows = np.arange(n)
+    if data.in_memory:
+        sub_X, sub_y = (data.X[rows], data.y[rows]) if n > SEARCH_ROWS else (data.X, data.y)
+        sub_w = sample_weight
+        if sample_weight is not None and n > SEARCH_ROWS:
+            sub_w = sample_weight[rows]
+    else:
+        sub_X, sub_y, sub_w = data.weighted_rows(rows)
+    log_floor = -np.inf
+    if "sigma" in family.dispersion_names:
+        # the floor scales with a robust spread of y (interquartile range of the
+        # subsample), so that a few gross outliers cannot lift it above the noise
+        spread = min(y_sd / (ys if family.location_scale else 1.0), _robust_sd(sub_y, sub_w))
+        log_floor = np.log(noise_floor * max(spread, 1e-300))
     opts = dict(log_floor=log_floor, alpha=alpha, weights=sample_weight)
     if init is not None:
         state = init(design, x_mean, x_scale, ym, ys)
@@ -383,20 +409,9 @@ def fit_engine(
             fit = polish(family, design, data, first.state, max_iter=max_iter, tol=tol, **opts)
         fit.history = first.history + fit.history
         fit.n_iter += first.n_iter
+        fit.collapsed = at_floor(fit.state, family, log_floor)
         method = "init_params"
     else:
-        n = data.n_samples
-        if n > SEARCH_ROWS:
-            rows = np.sort(rng.choice(n, SEARCH_ROWS, replace=False))
-        else:
-            rows = np.arange(n)
-        if data.in_memory:
-            sub_X, sub_y = (data.X[rows], data.y[rows]) if n > SEARCH_ROWS else (data.X, data.y)
-            sub_w = sample_weight
-            if sample_weight is not None and n > SEARCH_ROWS:
-                sub_w = sample_weight[rows]
-        else:
-            sub_X, sub_y, sub_w = data.weighted_rows(rows)
         if n_init == "auto":
             rows_seen = len(sub_y) if sub_w is None else float(sub_w.sum())
             cost = rows_seen * k * (design.n_expert + design.n_gate)

@@ -140,6 +140,33 @@ def _engine_gradient(params, design, data, state, theta):
     return np.concatenate(parts)
 
 
+def _natural_scales(data: Data, design, state):
+    """Per coordinate of ``state.flat()``: 1 / spread of the column it multiplies (1 else)."""
+
+    def block(X, y, w=None):
+        return np.array([X.shape[0], *X.sum(axis=0), *(X * X).sum(axis=0)])
+
+    sums = data.map_reduce(block)
+    n, d = sums[0], (len(sums) - 1) // 2
+    mean = sums[1 : d + 1] / n
+    sd = np.sqrt(np.maximum(sums[d + 1 :] / n - mean**2, 0.0))
+    sd = np.where(sd > 0, sd, 1.0)
+    fi = int(design.fit_intercept)
+
+    def coef_scales(columns, count):
+        row = np.concatenate([np.ones(fi), 1.0 / sd[columns]])
+        return np.tile(row, count)
+
+    k, q, _ = state.coef.shape
+    return np.concatenate(
+        [
+            coef_scales(design.expert_columns, k * q),
+            np.ones(state.log_disp.size),
+            coef_scales(design.gating_columns, k - 1),
+        ]
+    )
+
+
 def _family_standard_errors(data: Data, params: MoEParams, fit_intercept):
     """Observed information by central differences of the exact engine gradient (2p passes).
 
@@ -153,9 +180,12 @@ def _family_standard_errors(data: Data, params: MoEParams, fit_intercept):
     design, state = _engine_problem(params, fit_intercept)
     theta = state.flat()
     p = theta.size
+    natural = _natural_scales(data, design, state)
     H = np.empty((p, p))
     for j in range(p):
-        h = 1e-5 * max(1.0, abs(theta[j]))
+        # a step relative to the coordinate's natural size (1 / spread of its column):
+        # the information does not depend on the units of X
+        h = 1e-5 * max(natural[j], abs(theta[j]))
         up, down = theta.copy(), theta.copy()
         up[j] += h
         down[j] -= h
@@ -509,8 +539,10 @@ def summarize(
         entropy=entropy,
         link=params.link_function.name
         if params.family_object.name == "gaussian"
-        else f"{params.family_object.name}",
-        noise="per expert" if per_expert else "shared",
+        else {"student-t": "t (identity)", "bernoulli": "logit"}.get(
+            params.family_object.name, f"{params.family_object.name} (log)"
+        ),
+        noise="none" if params.noise_std is None else ("per expert" if per_expert else "shared"),
         converged=None if converged is None else bool(converged),
         init_method=init_method,
         level=float(level),

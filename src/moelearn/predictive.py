@@ -168,7 +168,7 @@ def _bisect_quantiles(params, X, levels):
     n, m = X.shape[0], len(levels)
     centre = np.nan_to_num(np.sum(w * mu, axis=1), nan=0.0)
     spread = np.nan_to_num(np.sqrt(np.sum(w * (sd**2 + mu**2), axis=1)), nan=1.0, posinf=1e6)
-    spread = np.maximum(spread, 1e-8)
+    spread = np.maximum(spread, 1e-300)
     Xr = np.repeat(X, m, axis=0)
     q = np.tile(levels, n)
     c, s = np.repeat(centre, m), np.repeat(spread, m)
@@ -193,7 +193,7 @@ def _bisect_quantiles(params, X, levels):
         if fam.discrete and np.all(hi - lo <= 1.0):
             break
         mid = np.floor(0.5 * (lo + hi)) if fam.discrete else 0.5 * (lo + hi)
-        if not fam.discrete and np.all(hi - lo <= 1e-12 * np.maximum(1.0, np.abs(hi))):
+        if not fam.discrete and np.all(hi - lo <= 1e-12 * np.maximum(s, np.abs(hi))):
             break
         go_up = cdf(mid) < q
         lo, hi = np.where(go_up, mid, lo), np.where(go_up, hi, mid)
