@@ -1,7 +1,6 @@
 """The estimator with families of experts and separate gate and expert columns."""
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy.optimize import linear_sum_assignment
 
@@ -71,6 +70,7 @@ def test_constant_gate_is_a_mixture_of_regressions():
 
 
 def test_roles_by_name_and_mask_agree():
+    pd = pytest.importorskip("pandas")
     X, y, _ = _draw("gaussian", 1500, seed=7)
     frame = pd.DataFrame(X, columns=["dose", "age"])
     by_name = MixtureOfExpertsRegressor(
@@ -84,6 +84,7 @@ def test_roles_by_name_and_mask_agree():
 
 
 def test_roles_errors():
+    pd = pytest.importorskip("pandas")
     X, y, _ = _draw("gaussian", 300, seed=1)
     with pytest.raises(ValueError, match="gating_features.*out of range"):
         MixtureOfExpertsRegressor(2, gating_features=[5]).fit(X, y)
@@ -162,6 +163,7 @@ def test_out_of_core_matches_in_memory(tmp_path):
 
 
 def test_poisson_offset_is_the_log_exposure(tmp_path):
+    pd = pytest.importorskip("pandas")
     # counts over exposures of 0.5 to 20 units: with the log-exposure as offset the
     # experts' rates are recovered within 4 standard errors (n = 3000); without it
     # the exposure is missing from the model and the fit is far worse
