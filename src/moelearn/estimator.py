@@ -53,7 +53,6 @@ _UNSAVED_PARAMS = (
 )
 
 
-
 @register_record("regressor")
 class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     """Mixture-of-experts regression with a consistent initialisation.
@@ -714,9 +713,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             "n_experts": int(self.n_experts),
             "n_features": int(self.n_features_in_),
             "params": {
-                key: value
-                for key, value in self.get_params().items()
-                if key not in _UNSAVED_PARAMS
+                key: value for key, value in self.get_params().items() if key not in _UNSAVED_PARAMS
             },
             "random_state": self.random_state if isinstance(self.random_state, int) else None,
             "fitted": {

@@ -651,10 +651,7 @@ def recover_directions(
             for path in paths:
                 trajectories.append(
                     np.array(
-                        [
-                            resolve_signs(whitening.unwhiten(V), first.first_moment, c1)
-                            for V in path
-                        ]
+                        [resolve_signs(whitening.unwhiten(V), first.first_moment, c1) for V in path]
                     )
                 )
     else:
