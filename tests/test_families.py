@@ -253,3 +253,18 @@ def test_get_family_refuses_bad_input():
         get_family(None)
     with pytest.raises(ValueError, match="nu_min"):
         StudentT(nu_min=2.0, nu_max=1.0)
+
+
+def test_family_is_abstract_and_multinomial_cdf_accumulates():
+    from moelearn.families import Family, Multinomial
+
+    with pytest.raises(TypeError):
+        Family()
+    fam = Multinomial(3)
+    eta = np.random.default_rng(0).normal(size=(4, 2, 2))
+    p = np.exp(fam.log_proba(eta))
+    cdf = fam.cdf(np.array([0.0, 1.0, 2.0, -1.0]), eta, None)
+    np.testing.assert_allclose(cdf[0], p[0, :, 0])
+    np.testing.assert_allclose(cdf[1], p[1, :, 0] + p[1, :, 1])
+    np.testing.assert_allclose(cdf[2], 1.0)
+    np.testing.assert_allclose(cdf[3], 0.0)

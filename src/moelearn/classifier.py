@@ -24,7 +24,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .data import ChunkedDataset, Data, check_sample_weight, is_dask_array
+from .data import Data, check_out_of_core, check_sample_weight, is_out_of_core
 from .families import Bernoulli, Multinomial
 from .family_fit import fit_engine, resolve_roles, unscale
 from .model import random_generator
@@ -209,25 +209,8 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _source(self, X, y, sample_weight):
-        out_of_core = isinstance(X, (ChunkedDataset, np.memmap)) or is_dask_array(X)
-        if out_of_core:
-            if isinstance(X, ChunkedDataset):
-                if y is not None:
-                    raise ValueError("pass y=None with a ChunkedDataset: its chunks hold y")
-            elif y is None:
-                raise ValueError(
-                    f"{type(self).__name__} requires y to be passed, but the target y is None"
-                )
-            else:
-                if X.ndim != 2:
-                    raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
-                if len(y.shape) != 1 and not (len(y.shape) == 2 and y.shape[1] == 1):
-                    raise ValueError(f"y must be 1-D (n_samples,), got shape {y.shape}")
-                if y.shape[0] != X.shape[0]:
-                    raise ValueError(
-                        "Found input variables with inconsistent numbers of "
-                        f"samples: [{X.shape[0]}, {y.shape[0]}]"
-                    )
+        if is_out_of_core(X):
+            check_out_of_core(X, y, type(self).__name__)
             if sample_weight is not None:
                 raise ValueError("sample_weight needs in-memory X and y")
             raw = Data(X, y, self.chunk_size, n_experts=self.n_experts)

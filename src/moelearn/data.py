@@ -147,6 +147,34 @@ def check_weight_values(n_negative, total, n_bad, weights=None):
     return weights
 
 
+def is_out_of_core(X) -> bool:
+    """Whether ``X`` is read block by block: a memory map, a Dask array or a stream."""
+    return isinstance(X, (ChunkedDataset, np.memmap)) or is_dask_array(X)
+
+
+def check_out_of_core(X, y, estimator_name):
+    """Validate the shapes of out-of-core ``X`` and ``y`` (values are checked in a pass).
+
+    A :class:`ChunkedDataset` carries ``y`` in its chunks, so ``y`` must be None;
+    otherwise ``y`` is required, 1-D (or one column) and as long as ``X``.
+    """
+    if isinstance(X, ChunkedDataset):
+        if y is not None:
+            raise ValueError("pass y=None with a ChunkedDataset: its chunks hold y")
+        return
+    if y is None:
+        raise ValueError(f"{estimator_name} requires y to be passed, but the target y is None")
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if len(y.shape) != 1 and not (len(y.shape) == 2 and y.shape[1] == 1):
+        raise ValueError(f"y must be 1-D (n_samples,), got shape {y.shape}")
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(
+            "Found input variables with inconsistent numbers of "
+            f"samples: [{X.shape[0]}, {y.shape[0]}]"
+        )
+
+
 def is_dask_array(X) -> bool:
     return type(X).__module__.split(".")[0] == "dask" and hasattr(X, "to_delayed")
 

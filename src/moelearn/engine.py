@@ -528,6 +528,12 @@ def _gate_fit(Z, post, weights=None, steps=8):
     return V
 
 
+def _ridge_lstsq(U, h, w, ridge):
+    """Weighted least squares with a ridge relative to the total weight (``ridge * sum(w)``)."""
+    Uw = U * w[:, None]
+    return np.linalg.solve(Uw.T @ U + ridge * w.sum() * np.eye(U.shape[1]), Uw.T @ h)
+
+
 def state_from_responsibilities(
     family, design, X, y, post, log_floor=-np.inf, steps=6, weights=None
 ):
@@ -539,9 +545,7 @@ def state_from_responsibilities(
     rw = np.ones(len(y)) if weights is None else weights
     coef = np.zeros((k, q, U.shape[1]))
     for i in range(k if family.least_squares_start else 0):
-        w = (post[:, i] + 1e-8) * rw
-        G = (U * w[:, None]).T @ U + 1e-6 * w.sum() * np.eye(U.shape[1])
-        coef[i, :, :] = np.linalg.solve(G, (U * w[:, None]).T @ h)
+        coef[i, :, :] = _ridge_lstsq(U, h, (post[:, i] + 1e-8) * rw, 1e-6)
     disp = np.tile(np.log(family.initial_dispersion(y)), (k, 1))
     state = State(coef, disp, _gate_fit(Z, post, weights))
     bounds = _bounds(family, k, log_floor)
@@ -590,8 +594,7 @@ def _candidates(family, design, X, y, k, n, rng, weights=None):
     U = design.expert_matrix(X)
     # a slight ridge (relative to the total weight) keeps the residuals defined
     # when the expert has as many columns as rows
-    G = (U * w[:, None]).T @ U + 1e-3 * w.sum() * np.eye(U.shape[1])
-    beta = np.linalg.solve(G, (U * w[:, None]).T @ h)
+    beta = _ridge_lstsq(U, h, w, 1e-3)
     out.append(_binned(h - U @ beta, k, weights))
     kinds.append("residual")
     feats = np.hstack([X[:, design.expert_columns], 2.0 * hs[:, None]])
@@ -698,22 +701,22 @@ def search(
     screened = []
     with blas_threads(width), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        for kind, start in starts:
-            try:
-                fit = em(family, design, sub, start, max_iter=screen_iter, tol=tol, **sub_opts)
-            except (np.linalg.LinAlgError, FloatingPointError, ValueError):
-                continue
-            if np.isfinite(fit.log_likelihood):
-                screened.append(
-                    (_rank(fit, min_share, family, log_floor), kind, fit, len(screened))
-                )
         candidates = _candidates(family, design, sub_X, sub_y, k, n_candidates, rng, sub_weights)
-        for kind, post in candidates:
-            try:
-                start = state_from_responsibilities(
+        # extra starts are parameters already; generated candidates are responsibilities
+        states = [(kind, lambda start=start: start) for kind, start in starts] + [
+            (
+                kind,
+                lambda post=post: state_from_responsibilities(
                     family, design, sub_X, sub_y, post, log_floor, weights=sub_weights
+                ),
+            )
+            for kind, post in candidates
+        ]
+        for kind, make_start in states:
+            try:
+                fit = em(
+                    family, design, sub, make_start(), max_iter=screen_iter, tol=tol, **sub_opts
                 )
-                fit = em(family, design, sub, start, max_iter=screen_iter, tol=tol, **sub_opts)
             except (np.linalg.LinAlgError, FloatingPointError, ValueError):
                 continue
             if np.isfinite(fit.log_likelihood):

@@ -16,8 +16,10 @@ from ._validation import check_target_and_magnitude
 from .data import (
     ChunkedDataset,
     Data,
+    check_out_of_core,
     check_sample_weight,
     is_dask_array,
+    is_out_of_core,
 )
 from .families import Family, Gaussian, available_families, get_family
 from .family_fit import fit_family, n_parameters, resolve_roles
@@ -460,23 +462,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                 "pass sample_weight=None with a ChunkedDataset: its chunks hold the weights "
                 "as (X, y, w)"
             )
-        if isinstance(X, ChunkedDataset) or is_dask_array(X) or isinstance(X, np.memmap):
-            if y is None and not isinstance(X, ChunkedDataset):
-                raise ValueError(
-                    f"{type(self).__name__} requires y to be passed, but the target y is None"
-                )
-            if isinstance(X, ChunkedDataset) and y is not None:
-                raise ValueError("pass y=None with a ChunkedDataset: its chunks hold y")
-            if not isinstance(X, ChunkedDataset) and X.ndim != 2:
-                raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+        if is_out_of_core(X):
+            check_out_of_core(X, y, type(self).__name__)
             if y is not None:
-                if len(y.shape) != 1 and not (len(y.shape) == 2 and y.shape[1] == 1):
-                    raise ValueError(f"y must be 1-D (n_samples,), got shape {y.shape}")
-                if y.shape[0] != X.shape[0]:
-                    raise ValueError(
-                        "Found input variables with inconsistent numbers of "
-                        f"samples: [{X.shape[0]}, {y.shape[0]}]"
-                    )
                 if not (is_dask_array(y) or isinstance(y, np.memmap)):
                     y = np.asarray(y, dtype=float).ravel()
             if sample_weight is not None:

@@ -24,6 +24,8 @@ derived in DESIGN §13.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 from scipy import stats
 from scipy.special import digamma, expit, gammaln, log_expit, polygamma
@@ -45,10 +47,10 @@ __all__ = [
 _LOG_2PI = np.log(2.0 * np.pi)
 
 
-class Family:
+class Family(ABC):
     """Distribution of ``y`` given an expert's linear predictor (base class).
 
-    Subclasses set the class attributes and implement the methods below.
+    Subclasses set the class attributes and implement the abstract methods below.
     Arrays: ``y`` has shape (n,); ``eta`` (n, k) for one predictor per expert;
     ``disp`` (k, m) holds the natural dispersion parameters (``sigma``,
     ``nu``, ``shape``), never their logarithms.
@@ -90,10 +92,11 @@ class Family:
         return y
 
     # --------------------------------------------------------------- density
+    @abstractmethod
     def log_density(self, y, eta, disp) -> np.ndarray:
         """``log f(y_n | eta_ni, disp_i)``, shape (n, k)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def derivatives(self, y, eta, disp):
         """Log-density, gradient and Fisher information in working coordinates.
 
@@ -105,23 +108,22 @@ class Family:
         fisher : (n, k, q + m, q + m)
             Expected information (positive semi-definite) in the same coordinates.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def mean(self, eta, disp) -> np.ndarray:
         """``E[y | expert]``, shape of ``eta`` (n, k)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def variance(self, eta, disp) -> np.ndarray:
         """``Var[y | expert]``, shape (n, k) (``inf`` where it does not exist)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def cdf(self, y, eta, disp) -> np.ndarray:
         """``P(Y <= y | expert)`` for each row's ``y``, shape (n, k)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def sample(self, eta, disp, rng) -> np.ndarray:
         """One draw per entry of ``eta`` (n, k): shape (n, k)."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------- fitting aid
     def working_response(self, y) -> np.ndarray:
@@ -485,6 +487,17 @@ class Multinomial(Family):
     def variance(self, eta, disp):
         p = self.mean(eta, disp)
         return p * (1 - p)
+
+    def cdf(self, y, eta, disp):
+        """``P(Y <= y | expert)`` over the class codes, shape (n, k)."""
+        cumulative = np.cumsum(self.mean(eta, disp), axis=-1)
+        idx = np.clip(np.floor(np.asarray(y, dtype=float)), -1, self.n_classes - 1).astype(int)
+        picked = np.take_along_axis(
+            cumulative,
+            np.broadcast_to(np.maximum(idx, 0)[:, None, None], cumulative.shape[:2] + (1,)),
+            -1,
+        )[..., 0]
+        return np.where(idx[:, None] < 0, 0.0, picked)
 
     def sample(self, eta, disp, rng):
         logp = self.log_proba(eta)
