@@ -621,11 +621,21 @@ def _candidates(family, design, X, y, k, n, rng, weights=None):
 
 
 def at_floor(state, family, log_floor):
-    """Whether some expert's ``sigma`` sits at its floor (a collapsed component)."""
-    if "sigma" not in family.dispersion_names or not np.isfinite(log_floor):
-        return False
-    j = family.dispersion_names.index("sigma")
-    return bool(np.any(state.log_disp[:, j] <= log_floor + 1e-6))
+    """Whether some expert's spread sits at its bound (a collapsed component).
+
+    ``sigma`` at its floor, or a Gamma ``shape`` at its upper bound: either way
+    the component has collapsed onto (nearly) tied responses, where the
+    likelihood grows without bound.
+    """
+    names = family.dispersion_names
+    if "sigma" in names and np.isfinite(log_floor):
+        if np.any(state.log_disp[:, names.index("sigma")] <= log_floor + 1e-6):
+            return True
+    if "shape" in names:
+        high = family.dispersion_bounds()[1][names.index("shape")]
+        if np.any(state.log_disp[:, names.index("shape")] >= high - 1e-6):
+            return True
+    return False
 
 
 def _rank(fit, min_share, family=None, log_floor=-np.inf):
