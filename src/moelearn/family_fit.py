@@ -118,24 +118,16 @@ def n_parameters(family: Family, n_experts, gating_mask, expert_mask, fit_interc
     return k * pe * family.n_predictors + k * len(family.dispersion_names) + (k - 1) * pg
 
 
-def _column_stats(raw: Data, weights=None):
-    if weights is not None:
-        # in memory: the weighted sums, so that integer weights act as repeated rows
-        X, y = (raw.X, raw.y) if raw.transform is None else raw.transform(raw.X, raw.y)
-        w = weights
-        with np.errstate(all="ignore"):
-            return dict(
-                n=float(w.sum()),
-                sx=w @ X,
-                sxx=w @ (X * X),
-                sy=float(w @ y),
-                syy=float(w @ (y * y)),
-                bad_x=int(np.sum(~np.isfinite(X))),
-                bad_y=int(np.sum(~np.isfinite(y))),
-                big=int(np.sum(np.abs(X) > MAX_MAGNITUDE) + np.sum(np.abs(y) > MAX_MAGNITUDE)),
-            )
+def _column_stats(raw: Data, family: Family, weights=None):
+    """One pass: weighted column sums, the y sums, and the checks of X and of y.
+
+    The family refuses invalid responses block by block (negative counts...).
+    ``weights`` (in memory) weight the rows so that integer weights act as
+    repeated rows; a weighted source carries its own.
+    """
 
     def block(X, y, w=None):
+        family.check_y(y)
         w = np.ones(X.shape[0]) if w is None else w
         with np.errstate(all="ignore"):
             return dict(
@@ -149,6 +141,9 @@ def _column_stats(raw: Data, weights=None):
                 big=int(np.sum(np.abs(X) > MAX_MAGNITUDE) + np.sum(np.abs(y) > MAX_MAGNITUDE)),
             )
 
+    if weights is not None:
+        X, y = (raw.X, raw.y) if raw.transform is None else raw.transform(raw.X, raw.y)
+        return block(X, y, weights)
     return raw.map_reduce(block)
 
 
@@ -185,21 +180,8 @@ def _robust_sd(y, weights=None):
     return float(iqr) if iqr > 0 else float(np.std(y))
 
 
-def _family_check(raw: Data, family: Family):
-    """Let the family refuse invalid responses, block by block (one pass out of core)."""
-
-    def block(X, y, w=None):
-        family.check_y(y)
-        return 0
-
-    if raw.in_memory:
-        family.check_y(raw.y)
-    else:
-        raw.map_reduce(block)
-
-
 def _scaling(raw: Data, family: Family, fit_intercept, weights=None):
-    st = _column_stats(raw, weights)
+    st = _column_stats(raw, family, weights)
     if st["bad_x"]:
         raise ValueError("X contains NaN or infinite values")
     if st["bad_y"]:
@@ -361,7 +343,6 @@ def fit_engine(
         raise ValueError("pass the weights of out-of-core data inside the Data source")
     if raw.weighted and raw.in_memory:
         sample_weight = np.asarray(raw.w, dtype=float)
-    _family_check(raw, family)
     if offset_column is not None and not family.scale_family and family.name != "poisson":
         raise ValueError(
             f"an offset applies to the log-link families (poisson, gamma), not {family.name!r}"
