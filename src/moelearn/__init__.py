@@ -18,7 +18,7 @@ from .classifier import MixtureOfExpertsClassifier
 from .data import ChunkedDataset
 from .diagnostics import Diagnosis, diagnose
 from .estimator import MixtureOfExpertsRegressor
-from .experts import ExpertRecoveryResult, recover_experts
+from .experts import ExpertRecoveryResult, recover_count_experts, recover_experts
 from .families import Family, available_families, get_family
 from .gating import recover_gating
 from .inference import StandardErrors, Summary, summarize
@@ -28,7 +28,7 @@ from .model import MoEParams, make_moe, sample
 from .moments import MomentAccumulator, ReducedMomentAccumulator, Whitening
 from .persistence import load
 from .selection import ExpertSelection, select_n_experts
-from .transforms import OutputTransform, output_transform
+from .transforms import FactorialTransform, OutputTransform, factorial_transform, output_transform
 
 try:
     # pyproject.toml is the one place the version is written
@@ -41,6 +41,7 @@ __all__ = [
     "Diagnosis",
     "ExpertRecoveryResult",
     "ExpertSelection",
+    "FactorialTransform",
     "Family",
     "Link",
     "MixtureOfExpertsClassifier",
@@ -58,12 +59,14 @@ __all__ = [
     "datasets",
     "diagnose",
     "expert_error",
+    "factorial_transform",
     "get_family",
     "get_link",
     "load",
     "make_moe",
     "output_transform",
     "parameter_errors",
+    "recover_count_experts",
     "recover_experts",
     "recover_gating",
     "register_link",

@@ -21,11 +21,18 @@ from .data import (
     is_dask_array,
     is_out_of_core,
 )
+from .exceptions import MomentMethodUnavailable
 from .families import Family, Gaussian, available_families, get_family
 from .family_fit import fit_family, n_parameters, resolve_roles
 from .inference import Summary, data_standard_errors, summarize
 from .links import Link, get_link
 from .model import MoEParams, random_generator, sample_given_x
+from .moment_starts import (
+    count_moment_start,
+    gamma_from_lognormal,
+    log_response,
+    student_t_from_gaussian,
+)
 from .persistence import register_record, save
 from .solvers import SOLVERS, Problem, get_solver, refine_start
 from .standardize import NOISE_FLOOR, Scaling
@@ -357,7 +364,10 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             init = self._restrict(init, family, gmask, emask)
         extra, unavailable = [], self._moment_unavailable(family, gmask, emask, raw, offset)
         if init is None and unavailable is None:
-            extra = [("moments (Gaussian, tensor)", self._student_t_moment_start(raw, rng))]
+            try:
+                extra = [self._family_moment_start(family, raw, rng)]
+            except MomentMethodUnavailable as exc:
+                unavailable = str(exc)
         fit = fit_family(
             raw,
             family,
@@ -390,26 +400,48 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     def _moment_unavailable(self, family, gmask, emask, raw, offset=None):
         """Why the consistent moment start cannot seed this fit (None when it can).
 
-        It applies to Gaussian and Student-t experts (DESIGN §13: the
-        Gaussian transforms with the noise variance estimated from the data)
-        on all columns, with the linear link and ``n_experts <= n_features``.
+        It applies (DESIGN §13) to Student-t experts (the Gaussian transforms
+        with the noise variance estimated from the data), Poisson experts (the
+        factorial transforms) and Gamma experts (the Gaussian transforms of
+        ``log y``), on all columns, without an offset, with
+        ``n_experts <= n_features``.
         """
         why = []
-        if family.name not in ("gaussian", "student-t"):
+        if family.name not in ("student-t", "poisson", "gamma"):
             why.append(f"family={family.name!r} (DESIGN §13)")
-        if not (gmask.all() and emask.all()):
-            why.append("separate gate and expert columns" if offset is None else "an offset")
-        if family.name == "student-t" and self.n_experts > raw.n_features:
+        if offset is not None:
+            why.append("an offset")
+        elif not (gmask.all() and emask.all()):
+            why.append("separate gate and expert columns")
+        if self.n_experts > raw.n_features:
             why.append(f"n_experts={self.n_experts} > n_features={raw.n_features}")
         return " and ".join(why) if why else None
 
-    def _student_t_moment_start(self, raw, rng):
-        """The Gaussian moment start, refined as a Gaussian mixture, as Student-t parameters.
+    def _family_moment_start(self, family, raw, rng):
+        """The moment start of DESIGN §13 for this family: ``(name, MoEParams)``."""
+        if raw.kind == "memory":
+            family.check_y(raw.y)  # a clear error before any transform of y
+            return self._family_moment_start_checked(family, raw, rng)
+        try:
+            return self._family_moment_start_checked(family, raw, rng)
+        except ValueError as exc:
+            # out of core, y is checked in the engine's first pass, which raises the
+            # family's own message; the start just stands aside
+            raise MomentMethodUnavailable(f"the start's pass failed ({exc})") from None
 
-        The tensor estimate of the directions is consistent for Student-t
-        noise with ``nu > 6`` (DESIGN §13); the Gaussian refinement fits the
-        rest, and ``nu = 10`` starts the degrees of freedom.
-        """
+    def _family_moment_start_checked(self, family, raw, rng):
+        if family.name == "poisson":
+            return "moments (count, tensor)", count_moment_start(raw, self.n_experts, rng)
+        if family.name == "gamma":
+            X, y = log_response(raw)
+            p = self._gaussian_start(X, y, raw.w if raw.kind != "stream" else None, rng)
+            return "moments (log y, tensor)", gamma_from_lognormal(p, family.shape_max)
+        p = self._gaussian_start(raw.X, raw.y, raw.w, rng)
+        return "moments (Gaussian, tensor)", student_t_from_gaussian(p, df=10.0)
+
+    def _gaussian_start(self, X, y, sample_weight, rng):
+        """The Gaussian moment start refined as a Gaussian mixture (the tensor directions
+        are consistent for Student-t noise with ``nu > 6`` and for log-gamma noise)."""
         gauss = type(self)(
             self.n_experts,
             fit_intercept=self.fit_intercept,
@@ -420,19 +452,10 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            gauss.fit(raw.X, raw.y, sample_weight=raw.w)
-        p = gauss.params_
-        return MoEParams(
-            p.experts,
-            p.gating,
-            p.expert_bias,
-            p.gating_bias,
-            p.noise_vector * np.sqrt(0.8),  # the same variance with nu = 10
-            family="student-t",
-            df=np.full(self.n_experts, 10.0),
-            gating_features=np.ones(raw.n_features, dtype=bool),
-            expert_features=np.ones(raw.n_features, dtype=bool),
-        )
+            gauss.fit(X, y, sample_weight=sample_weight)
+        if "unavailable" in gauss.init_method_:
+            raise MomentMethodUnavailable(gauss.init_method_.split("unavailable: ", 1)[-1])
+        return gauss.params_
 
     def _restrict(self, p, family, gmask, emask):
         """A full-column MoEParams restricted to the roles' columns (a warm start)."""

@@ -29,6 +29,7 @@ from .data import Data
 from .exceptions import MomentMethodUnavailable
 from .model import random_generator
 from .moments import (
+    FactorialMomentAccumulator,
     MomentAccumulator,
     ReducedMomentAccumulator,
     Whitening,
@@ -39,6 +40,8 @@ from .transforms import gaussian_link_moments, output_transform
 __all__ = [
     "ExpertRecoveryResult",
     "landscape_loss",
+    "recover_count_directions",
+    "recover_count_experts",
     "recover_directions",
     "recover_experts",
     "resolve_signs",
@@ -78,6 +81,8 @@ class ExpertRecoveryResult:
     trajectories : list of ndarray (n_iter, k, d)
         Expert estimates after every iteration of each start (whitened
         landscape with ``record_trajectory=True``).
+    factorial_means : ndarray (3,) or None
+        ``mean((y)_j)``, j = 1..3 (count moment start only).
     """
 
     experts: np.ndarray
@@ -93,6 +98,7 @@ class ExpertRecoveryResult:
     n_samples: int = 0
     first_moment: np.ndarray | None = None
     trajectories: list = field(default_factory=list)
+    factorial_means: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------
@@ -681,5 +687,135 @@ def recover_directions(
         first_moment=first.first_moment,
         trajectories=trajectories,
         **info,
+    )
+    return result if return_info else result.experts
+
+
+def recover_count_experts(
+    X,
+    y,
+    n_experts,
+    random_state=None,
+    *,
+    return_info=False,
+    n_restarts=10,
+    max_iter=200,
+    chunk_size=None,
+):
+    """Poisson experts (log link) from factorial cross-moments (DESIGN §13).
+
+    The count transforms ``Q_2, Q_3`` of :func:`~moelearn.transforms.factorial_transform`
+    give ``M_2 = sum_i q_i a_i a_i^T`` and ``T_3 = sum_i q_i a_i^(x)3`` with
+    ``c_m = 1``; whitening by ``M_2`` and the tensor power method on ``T_3``
+    recover the experts *with their norms* and the mixing weights ``q_i``.
+    Consistent when ``x ~ N(0, I)``, the gate is orthogonal to the experts, and
+    the experts share one intercept and one norm (so that the normalising
+    constants ``E[(y)_j]`` are common), with ``y | x, i ~ Poisson(exp(<a_i, x> + b))``.
+
+    Parameters
+    ----------
+    X : array-like or memory map of shape (n_samples, n_features)
+    y : array-like of shape (n_samples,)
+        Non-negative counts.
+    n_experts : int
+        ``k``, at most ``n_features``.
+    random_state : int, RandomState, Generator or None
+    return_info : bool, default False
+        Return an :class:`ExpertRecoveryResult` (with ``weights = q`` and
+        ``factorial_means``) instead of the array.
+    n_restarts : int, default 10
+        Power-method starts per component.
+    max_iter : int, default 200
+        Power iterations.
+    chunk_size : int or None
+        Rows read at a time from ``X``.
+
+    Returns
+    -------
+    experts : ndarray of shape (n_experts, n_features), or ExpertRecoveryResult
+
+    Examples
+    --------
+    >>> from moelearn import MoEParams, expert_error, make_moe, sample
+    >>> base = make_moe(4, 2, random_state=0)
+    >>> p = MoEParams(0.6 * base.experts, base.gating, expert_bias=[0.3, 0.3], family="poisson")
+    >>> X, y = sample(p, 200_000, random_state=1)
+    >>> A = recover_count_experts(X, y, 2, random_state=0)
+    >>> bool(expert_error(A, p.experts) < 0.2)
+    True
+    """
+    n_restarts = check_int("n_restarts", n_restarts, minimum=1)
+    max_iter = check_int("max_iter", max_iter, minimum=1)
+    X, y = check_Xy(X, y)
+    if np.any(y < 0) or np.any(y != np.round(y)):
+        raise ValueError("y must hold non-negative integer counts for the count moment start")
+    return recover_count_directions(
+        Data(X, y, chunk_size),
+        n_experts,
+        random_generator(random_state),
+        return_info=return_info,
+        n_restarts=n_restarts,
+        max_iter=max_iter,
+    )
+
+
+def recover_count_directions(
+    data, n_experts, rng, *, return_info=False, n_restarts=10, max_iter=200
+):
+    """:func:`recover_count_experts` on a :class:`~moelearn.data.Data` source, options checked.
+
+    Two passes: the factorial moments and ``M_2``, then the whitened ``T_3``.
+
+    Raises
+    ------
+    MomentMethodUnavailable
+        When ``k > d``, too few samples, no positive factorial moments, or no signal.
+    """
+    n, d = data.n_samples, data.n_features
+    k = check_n_experts(n_experts, d, moment_method=True)
+    min_samples = max(10 * d, 50)
+    if n < min_samples:
+        raise MomentMethodUnavailable(
+            f"n_samples={n} is too small to estimate the moments for n_features={d}: "
+            f"need at least {min_samples}"
+        )
+    first = data.map_reduce(
+        lambda Xb, yb, wb=None: FactorialMomentAccumulator(d).update(Xb, yb, wb)
+    )
+    whitening = first.whitening(k)
+    q3 = first.transform(3)
+    reduced = data.map_reduce(
+        lambda Xb, yb, wb=None: ReducedMomentAccumulator(
+            "linear", whitening, 0.0, orders=(3,), transforms={3: q3}
+        ).update(Xb, yb, wb)
+    )
+    U, weights = tensor_power_method(
+        reduced.third_order(), k, n_restarts=max(n_restarts, 10), n_iter=min(max_iter, 200), rng=rng
+    )
+    if (
+        not np.all(np.isfinite(U))
+        or np.any(np.linalg.norm(U, axis=1) < 0.5)
+        or np.any(weights <= 0)
+    ):
+        raise MomentMethodUnavailable(
+            f"the order-3 count moment tensor carries no signal for {k} experts: too few "
+            "samples, features without variance, or data that do not follow the model"
+        )
+    # whitened v_i = sqrt(q_i) P a_i are orthonormal and T_3^w = sum_i q_i^(-1/2) v_i^(x)3,
+    # so q_i = weight_i^(-2) and a_i = weight_i U D^(1/2) v_i (norms included: c_3 = 1)
+    A = weights[:, None] * ((U * np.sqrt(whitening.eigenvalues)) @ whitening.eigenvectors.T)
+    q = 1.0 / weights**2
+    result = ExpertRecoveryResult(
+        A,
+        method="tensor",
+        form="count",
+        noise_std=float("nan"),
+        order=3,
+        restart_losses=weights.copy(),
+        weights=q,
+        whitening=whitening,
+        n_samples=n,
+        first_moment=first.first_moment,
+        factorial_means=first.factorial_means,
     )
     return result if return_info else result.experts

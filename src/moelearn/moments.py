@@ -26,10 +26,11 @@ import numpy as np
 
 from .exceptions import MomentMethodUnavailable
 from .links import get_link
-from .transforms import gaussian_link_moments, output_transform
+from .transforms import factorial_transform, gaussian_link_moments, output_transform
 
 __all__ = [
     "MomentAccumulator",
+    "FactorialMomentAccumulator",
     "ReducedMomentAccumulator",
     "Whitening",
     "symmetrise",
@@ -184,19 +185,103 @@ class MomentAccumulator(_SumStatistics):
 
     def whitening(self, n_experts) -> Whitening:
         """Whitening from the top-``k`` eigenpairs of ``sign(c_2) M_2``."""
-        k = int(n_experts)
-        c2 = self.q2.constant
-        m2 = np.sign(c2) * self.second_moment
-        evals, evecs = np.linalg.eigh(m2)
-        order = np.argsort(evals)[::-1][:k]
-        evals, evecs = evals[order], evecs[:, order]
-        if evals[-1] <= 1e-12 * max(evals[0], 1e-300):
-            supported = int(np.sum(evals > 1e-12 * max(evals[0], 1e-300)))
+        return top_whitening(np.sign(self.q2.constant) * self.second_moment, n_experts)
+
+
+class FactorialMomentAccumulator(_SumStatistics):
+    """First-pass statistics of the count moment start (DESIGN §13, Poisson experts).
+
+    Holds the sums of the falling factorials ``(y)_j`` (j = 0..3), of ``y x``
+    and of ``(y)_j x x^T`` (j = 0..2).  ``Q_2`` is linear in ``(y)_0, (y)_1, (y)_2``
+    with coefficients that need the means ``E[(y)_j]``, so one pass yields both
+    the means and ``M_2 = mean(Q_2(y) (x x^T - I)) = sum_i q_i a_i a_i^T``.
+
+    Parameters
+    ----------
+    n_features : int
+    """
+
+    _fields = ("factorial_sums", "yx_sum", "fxx_sums")
+
+    def __init__(self, n_features):
+        super().__init__()
+        self.n_features = int(n_features)
+        d = self.n_features
+        self.factorial_sums = np.zeros(4)
+        self.yx_sum = np.zeros(d)
+        self.fxx_sums = np.zeros((3, d, d))
+
+    def _key(self):
+        return ("factorial", self.n_features)
+
+    def _empty_like(self):
+        return FactorialMomentAccumulator(self.n_features)
+
+    def update(self, X, y, sample_weight=None):
+        """Add one chunk (rows weighted by ``sample_weight``: the count becomes their sum)."""
+        if X.shape[0] == 0:
+            return self
+        w = np.ones_like(y) if sample_weight is None else sample_weight
+        f1 = y
+        f2 = y * (y - 1.0)
+        f3 = f2 * (y - 2.0)
+        total = float(w.sum())
+        self.n_samples += X.shape[0] if sample_weight is None else total
+        self.factorial_sums += [total, w @ f1, w @ f2, w @ f3]
+        self.yx_sum += (w * y) @ X
+        for j, f in enumerate((w, w * f1, w * f2)):
+            self.fxx_sums[j] += (X * f[:, None]).T @ X
+        return self
+
+    @property
+    def factorial_means(self) -> np.ndarray:
+        """``mean((y)_j)`` for j = 1..3."""
+        return self._mean("factorial_sums")[1:]
+
+    def transform(self, order):
+        """The count transform ``Q_order`` normalised by these factorial means."""
+        try:
+            return factorial_transform(order, self.factorial_means)
+        except ValueError as exc:
             raise MomentMethodUnavailable(
-                f"the second moment supports only {supported} of the {k} requested experts "
-                "(its top eigenvalues are not positive): use fewer experts or more samples"
-            )
-        return Whitening(evecs, evals)
+                f"the count moment start needs positive factorial moments of y: {exc}"
+            ) from None
+
+    @property
+    def first_moment(self) -> np.ndarray:
+        """``mean(y x)``."""
+        return self._mean("yx_sum")
+
+    @property
+    def second_moment(self) -> np.ndarray:
+        """``M_2 = mean(Q_2(y) (x x^T - I))``, symmetric (d, d)."""
+        c = self.transform(2).coefficients
+        means = self._mean("factorial_sums")[:3]
+        xx = self._mean("fxx_sums")
+        m2 = np.tensordot(c, xx, axes=1) - float(c @ means) * np.eye(self.n_features)
+        return 0.5 * (m2 + m2.T)
+
+    def whitening(self, n_experts) -> Whitening:
+        """Whitening from the top-``k`` eigenpairs of ``M_2`` (``c_2 = 1``)."""
+        return top_whitening(self.second_moment, n_experts)
+
+
+def top_whitening(m2, n_experts) -> Whitening:
+    """Whitening from the top-``k`` eigenpairs of ``m2`` (``M_2`` signed so that ``c_2 > 0``).
+
+    Raises :class:`MomentMethodUnavailable` when fewer than ``k`` eigenvalues are positive.
+    """
+    k = int(n_experts)
+    evals, evecs = np.linalg.eigh(m2)
+    order = np.argsort(evals)[::-1][:k]
+    evals, evecs = evals[order], evecs[:, order]
+    if evals[-1] <= 1e-12 * max(evals[0], 1e-300):
+        supported = int(np.sum(evals > 1e-12 * max(evals[0], 1e-300)))
+        raise MomentMethodUnavailable(
+            f"the second moment supports only {supported} of the {k} requested experts "
+            "(its top eigenvalues are not positive): use fewer experts or more samples"
+        )
+    return Whitening(evecs, evals)
 
 
 @dataclass(frozen=True, eq=False)
@@ -244,7 +329,7 @@ class ReducedMomentAccumulator(_SumStatistics):
 
     _fields = ("r3_sum", "r1_sum", "r4_sum", "r2_sum", "r0_sum")
 
-    def __init__(self, link, whitening: Whitening, noise_std, orders=(3, 4)):
+    def __init__(self, link, whitening: Whitening, noise_std, orders=(3, 4), transforms=None):
         super().__init__()
         self.link = get_link(link)
         self.whitening = whitening
@@ -252,7 +337,11 @@ class ReducedMomentAccumulator(_SumStatistics):
         self.orders = tuple(sorted(set(orders)))
         if not set(self.orders) <= {3, 4}:
             raise ValueError(f"orders must be a subset of (3, 4), got {orders}")
-        self.transforms = {m: output_transform(self.link, self.noise_std, m) for m in self.orders}
+        if transforms is None:
+            transforms = {m: output_transform(self.link, self.noise_std, m) for m in self.orders}
+        elif set(transforms) != set(self.orders):
+            raise ValueError(f"transforms must be given for the orders {self.orders}")
+        self.transforms = dict(transforms)
         self._P = whitening.matrix
         # identify the whitening by value (a digest, stable across processes): copies
         # made on Dask workers must still merge
@@ -269,10 +358,16 @@ class ReducedMomentAccumulator(_SumStatistics):
         return self._P.shape[0]
 
     def _key(self):
-        return (self.link.name, self._whitening_key, self.noise_std, self.orders)
+        return (self.link.name, self._whitening_key, self.noise_std, self.orders, self._q_key)
+
+    @property
+    def _q_key(self):
+        return tuple(tuple(self.transforms[m].coefficients.tolist()) for m in self.orders)
 
     def _empty_like(self):
-        return ReducedMomentAccumulator(self.link, self.whitening, self.noise_std, self.orders)
+        return ReducedMomentAccumulator(
+            self.link, self.whitening, self.noise_std, self.orders, self.transforms
+        )
 
     def update(self, X, y, sample_weight=None):
         """Add one chunk (rows weighted by ``sample_weight``: the count becomes their sum)."""

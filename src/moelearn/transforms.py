@@ -23,7 +23,13 @@ from scipy import integrate
 
 from .links import Link, get_link
 
-__all__ = ["OutputTransform", "output_transform", "gaussian_link_moments"]
+__all__ = [
+    "OutputTransform",
+    "FactorialTransform",
+    "output_transform",
+    "factorial_transform",
+    "gaussian_link_moments",
+]
 
 _MAX_ORDER = 4
 _SQRT_2PI = sqrt(2.0 * np.pi)
@@ -205,3 +211,92 @@ def output_transform(link, noise_std: float, order: int) -> OutputTransform:
     if not np.isfinite(noise_std) or noise_std < 0:
         raise ValueError(f"noise_std must be finite and >= 0, got {noise_std}")
     return _cached_transform(get_link(link), round(noise_std, 12), int(order))
+
+
+class FactorialTransform:
+    """The count transform ``Q_m`` of Poisson experts with the log link (DESIGN §13).
+
+    ``Q_m(y) = (1/m!) sum_{j=0}^{m} (-1)^(m-j) C(m, j) (y)_j / E[(y)_j]`` with the
+    falling factorials ``(y)_j = y (y-1) ... (y-j+1)``: the ``m``-th finite
+    difference of the normalised factorial moments.  Under one expert with
+    ``y ~ Poisson(exp(t + b))``, ``t ~ N(0, tau^2)``, its conditional mean has
+    vanishing Hermite coefficients (in ``t``) of orders ``0 .. m-1`` and
+    ``c_m = 1``, so ``E[Q_m(y) S_m(x)] = sum_i q_i a_i^(x)m`` for experts with a
+    common intercept and norm and a gate orthogonal to them.
+
+    Attributes
+    ----------
+    order : int
+        ``m``, 1 to 3.
+    factorial_means : ndarray of shape (order,)
+        ``E[(y)_j]`` for ``j = 1 .. m`` (sample means; positive).
+    coefficients : ndarray of shape (order + 1,)
+        ``Q_m(y) = sum_j coefficients[j] (y)_j`` (``(y)_0 = 1``).
+    constant : float
+        ``c_m = 1``.
+    """
+
+    constant = 1.0
+
+    def __init__(self, order, factorial_means):
+        self.order = int(order)
+        self.factorial_means = np.asarray(factorial_means, dtype=float)[: self.order].copy()
+        self.factorial_means.setflags(write=False)
+        m = self.order
+        norms = np.concatenate([[1.0], self.factorial_means])
+        self.coefficients = np.array(
+            [(-1) ** (m - j) * comb(m, j) / norms[j] / factorial(m) for j in range(m + 1)]
+        )
+        self.coefficients.setflags(write=False)
+
+    def __call__(self, y):
+        y = np.asarray(y, dtype=float)
+        out = np.full_like(y, self.coefficients[0])
+        falling = np.ones_like(y)
+        for j in range(1, self.order + 1):
+            falling *= y - (j - 1)
+            out += self.coefficients[j] * falling
+        return out
+
+    def __repr__(self) -> str:
+        return f"FactorialTransform(order={self.order}, constant=1)"
+
+
+def factorial_transform(order: int, factorial_means) -> FactorialTransform:
+    """The count transform ``Q_m`` of DESIGN §13 for Poisson experts (log link).
+
+    Parameters
+    ----------
+    order : int
+        ``m``, from 1 to 3 (the variance of ``(y)_m`` grows like ``exp(m^2 tau^2)``,
+        so order 4 is not offered).
+    factorial_means : array-like of shape (>= order,)
+        ``E[(y)_j]`` for ``j = 1 .. m``, e.g. the sample means of the falling
+        factorials.
+
+    Returns
+    -------
+    FactorialTransform
+
+    Raises
+    ------
+    ValueError
+        For an order outside 1..3 or factorial means that are not finite and positive.
+
+    Examples
+    --------
+    >>> q2 = factorial_transform(2, [2.0, 5.0])
+    >>> round(float(q2(3.0)), 12)  # (1/2) (6/5 - 2 * 3/2 + 1)
+    -0.4
+    """
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)):
+        raise TypeError(f"order must be an integer, got {type(order).__name__}")
+    if not 1 <= order <= 3:
+        raise ValueError(f"order must be between 1 and 3, got {order}")
+    means = np.asarray(factorial_means, dtype=float).ravel()
+    if means.size < order or not np.all(np.isfinite(means[:order])) or np.any(means[:order] <= 0):
+        raise ValueError(
+            f"factorial_means must hold {order} finite positive values E[(y)_j], j = 1..{order}; "
+            f"got {means.tolist()}"
+        )
+    return FactorialTransform(int(order), means)

@@ -1,0 +1,171 @@
+"""The consistent moment start for experts other than Gaussian (DESIGN §13).
+
+Each function turns moment estimates into a start of the likelihood engine
+(a :class:`~moelearn.model.MoEParams` of the family, in original units):
+
+* :func:`count_moment_start` - Poisson experts (log link): the factorial
+  transforms, whitening and the tensor power method of
+  :func:`~moelearn.experts.recover_count_directions` on whitened inputs;
+* :func:`gamma_from_lognormal` - Gamma experts (log link): ``log y`` is a
+  linear expert with additive log-gamma noise, so the Gaussian moment start
+  (and its Gaussian refinement) on ``(x, log y)`` converts to Gamma parameters;
+* :func:`student_t_from_gaussian` - Student-t experts: the Gaussian start with
+  the same noise variance.
+
+They hold under the theory regime of DESIGN §1 (Gaussian inputs, a gate
+orthogonal to the experts, a common intercept and norm); elsewhere they are
+one candidate among the start search's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import optimize, special
+
+from .data import ChunkedDataset, Data
+from .experts import recover_count_directions
+from .links import get_link
+from .model import MoEParams
+from .standardize import Scaling
+
+__all__ = ["count_moment_start", "gamma_from_lognormal", "log_response", "student_t_from_gaussian"]
+
+
+def _all_columns(d):
+    return np.ones(d, dtype=bool)
+
+
+def count_moment_start(raw: Data, n_experts: int, rng) -> MoEParams:
+    """Poisson experts from the factorial moments of whitened inputs.
+
+    The directions come from the order-3 count tensor (signs included: the
+    order is odd); every expert gets the common norm ``tau`` and intercept
+    ``b`` that the first two factorial moments give,
+    ``E[(y)_2] / E[y]^2 = exp(tau^2)`` and ``E[y] = exp(b + tau^2 / 2)``
+    (second-order statistics, far less noisy than the tensor's weights).  The
+    gate starts flat.
+
+    Parameters
+    ----------
+    raw : Data
+        Counts in original units (all columns for gate and experts, no offset).
+    n_experts : int
+        At most ``raw.n_features``.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    MoEParams
+        ``family="poisson"``, in original units.
+
+    Raises
+    ------
+    MomentMethodUnavailable
+        When the moments cannot be formed (see :func:`recover_count_directions`).
+    """
+    scaling = Scaling.fit(raw, get_link("linear"), scale_y=False)
+    info = recover_count_directions(
+        scaling.standardize(raw, n_experts=n_experts), n_experts, rng, return_info=True
+    )
+    U = info.experts / np.linalg.norm(info.experts, axis=1, keepdims=True)
+    m1, m2 = info.factorial_means[:2]
+    # the overdispersion of the mixture bounds tau^2 from below by 0 (equality: one constant
+    # rate); keep a small positive norm so that the directions matter
+    tau2 = float(np.clip(np.log(m2 / m1**2), 0.01, 4.0))
+    A = np.sqrt(tau2) * U @ scaling.x_whiten
+    b = np.log(m1) - 0.5 * tau2 - A @ scaling.x_mean
+    d = raw.n_features
+    return MoEParams(
+        A,
+        np.zeros((n_experts, d)),
+        b,
+        np.zeros(n_experts),
+        None,
+        family="poisson",
+        gating_features=_all_columns(d),
+        expert_features=_all_columns(d),
+    )
+
+
+def log_response(raw: Data):
+    """``(X, log y)`` of a data source, for a Gaussian fit (streams stay streams).
+
+    Returns ``(X, y)`` to pass to an estimator's ``fit``: memory maps give an
+    in-memory ``log y`` (one column), Dask arrays a lazy one, and a
+    :class:`~moelearn.data.ChunkedDataset` a stream whose chunks carry ``log y``.
+    """
+    if raw.kind == "stream":
+        source = raw.X
+
+        def chunks():
+            for chunk in source:
+                yield (chunk[0], _log(np.asarray(chunk[1], dtype=float)), *chunk[2:])
+
+        return ChunkedDataset(chunks), None
+    return raw.X, _log(raw.y)
+
+
+def _log(y):
+    # a non-positive y gives NaN or -inf here, which the fit's validation reports
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(y)
+
+
+def _inverse_trigamma(v):
+    """``alpha`` with ``psi'(alpha) = v`` (``psi'`` decreases from inf to 0)."""
+    return optimize.brentq(
+        lambda s: special.polygamma(1, np.exp(s)) - v, -30.0, 30.0, xtol=1e-12, rtol=1e-12
+    )
+
+
+def gamma_from_lognormal(p: MoEParams, shape_max=1e8) -> MoEParams:
+    """Gaussian experts fitted to ``log y`` as Gamma experts with the log link.
+
+    Under a Gamma expert ``log y = eta + log G`` with ``G ~ Gamma(alpha, 1/alpha)``:
+    ``Var(log G) = psi'(alpha)`` and ``E[log G] = psi(alpha) - log(alpha)``.  Each
+    expert's shape solves ``psi'(alpha_i) = sigma_i^2`` and its intercept drops
+    ``E[log G]``; the slopes and the gate carry over.
+
+    Parameters
+    ----------
+    p : MoEParams
+        A Gaussian fit (linear link) of ``log y`` on all columns.
+    shape_max : float, default 1e8
+        Upper bound of the shape (the Gamma family's bound).
+
+    Returns
+    -------
+    MoEParams
+        ``family="gamma"``, ``noise_std = 1 / sqrt(shape)``.
+    """
+    sigma2 = np.maximum(p.noise_vector**2, special.polygamma(1, shape_max))
+    log_shape = np.array([_inverse_trigamma(v) for v in sigma2])  # one root per expert
+    shape = np.minimum(np.exp(log_shape), shape_max)
+    offset = special.digamma(shape) - np.log(shape)
+    d = p.n_features
+    return MoEParams(
+        p.experts,
+        p.gating,
+        p.expert_bias - offset,
+        p.gating_bias,
+        1.0 / np.sqrt(shape),
+        family="gamma",
+        gating_features=_all_columns(d),
+        expert_features=_all_columns(d),
+    )
+
+
+def student_t_from_gaussian(p: MoEParams, df=10.0) -> MoEParams:
+    """Gaussian experts as Student-t experts with the same noise variance at ``df``."""
+    k, d = p.n_experts, p.n_features
+    return MoEParams(
+        p.experts,
+        p.gating,
+        p.expert_bias,
+        p.gating_bias,
+        p.noise_vector * np.sqrt((df - 2.0) / df),
+        family="student-t",
+        df=np.full(k, float(df)),
+        gating_features=_all_columns(d),
+        expert_features=_all_columns(d),
+    )
