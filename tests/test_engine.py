@@ -8,7 +8,9 @@ from scipy.special import expit, softmax
 from moelearn.data import Data
 from moelearn.engine import (
     Design,
+    EngineFit,
     State,
+    canonical,
     em,
     pass_statistics,
     polish,
@@ -16,6 +18,7 @@ from moelearn.engine import (
     state_from_responsibilities,
 )
 from moelearn.families import get_family
+from moelearn.family_fit import fit_engine
 
 # the gate reads column 0, the experts columns 0 and 1 (separate designs)
 DESIGN = Design(np.array([0]), np.array([0, 1]), True)
@@ -257,3 +260,65 @@ def test_polish_with_one_expert():
     fit = polish(family, design, Data(X, y), truth)
     assert fit.converged
     assert fit.log_likelihood >= em(family, design, Data(X, y), truth).log_likelihood - 1e-8
+
+
+@pytest.mark.parametrize("name", ["student-t", "gamma"])
+def test_degenerate_fit_is_canonical_and_weights_act_as_repeated_rows(name):
+    """12 rows, 20 columns: every expert reproduces every row with its spread at its bound.
+
+    The likelihood is flat along the gate there; the canonical point (one
+    minimum-norm expert repeated, the gate zero) makes integer weights and
+    repeated rows agree to rounding, where the optimisers alone stop at
+    points whose predictions differ by 1e-4 (Gamma) to 1.7 (Student-t),
+    relative, on these rows.
+    """
+    rng = np.random.default_rng(0)
+    X = rng.random((12, 20))
+    y = rng.integers(1, 4, 12).astype(float)
+    w = rng.integers(0, 4, 12).astype(float)
+    order = rng.permutation(12)
+    family = get_family(name)
+    every = np.ones(20, dtype=bool)
+
+    def fit(X_fit, y_fit, w=None):
+        """The fit, and its experts' means on all 12 rows."""
+        res = fit_engine(
+            Data(X_fit, y_fit),
+            family,
+            2,
+            every,
+            every,
+            sample_weight=w,
+            alpha=(1e-6, 0.0),
+            random_state=np.random.default_rng(1),
+        )
+        Xs = (X - res.x_mean) / res.x_scale
+        eta = res.design.expert_matrix(Xs) @ res.fit.state.coef[:, 0].T
+        mean = res.y_scale * family.mean(eta, np.exp(res.fit.state.log_disp))
+        return res.fit, mean + res.y_mean  # original units (y_mean is 0 for Gamma)
+
+    repeated, mean_r = fit(X.repeat(w.astype(int), axis=0), y.repeat(w.astype(int)))
+    weighted, mean_w = fit(X[order], y[order], w[order])
+    for f in (repeated, weighted):
+        assert f.collapsed
+        np.testing.assert_array_equal(f.state.gate, 0.0)
+        np.testing.assert_array_equal(f.state.coef[0], f.state.coef[1])
+    # the expert passes through every row of positive weight
+    np.testing.assert_allclose(mean_r[w > 0, 0], y[w > 0], rtol=1e-9)
+    # rounding only: the sums run over other rows in another order
+    np.testing.assert_allclose(mean_w, mean_r, rtol=1e-9, atol=1e-12)
+
+
+def test_canonical_leaves_other_fits_alone():
+    """A well-posed fit, and floored experts that one predictor cannot reproduce, stay as found."""
+    family = get_family("gaussian")
+    truth = _truth("gaussian")
+    X, y = _sample(family, DESIGN, truth, 300, seed=11)
+    data = Data(X, y)
+    ll = pass_statistics(family, DESIGN, data, truth, "value")["ll"] / 300
+    fit = EngineFit(truth, ll, 1, True)
+    assert canonical(family, DESIGN, data, fit, log_floor=np.log(1e-3)) is fit
+    floored = State(truth.coef, np.full((2, 1), np.log(1e-3)), truth.gate)
+    ll = pass_statistics(family, DESIGN, data, floored, "value")["ll"] / 300
+    fit = EngineFit(floored, ll, 1, True)
+    assert canonical(family, DESIGN, data, fit, log_floor=np.log(1e-3)) is fit

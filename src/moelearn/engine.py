@@ -41,6 +41,8 @@ __all__ = [
     "State",
     "EngineFit",
     "at_floor",
+    "canonical",
+    "experts_at_bound",
     "pass_statistics",
     "em",
     "polish",
@@ -620,22 +622,26 @@ def _candidates(family, design, X, y, k, n, rng, weights=None):
     return list(zip(kinds, out, strict=True))
 
 
-def at_floor(state, family, log_floor):
-    """Whether some expert's spread sits at its bound (a collapsed component).
+def experts_at_bound(state, family, log_floor):
+    """Which experts' spread sits at its bound, a boolean array of shape (k,).
 
     ``sigma`` at its floor, or a Gamma ``shape`` at its upper bound: either way
     the component has collapsed onto (nearly) tied responses, where the
     likelihood grows without bound.
     """
     names = family.dispersion_names
+    out = np.zeros(state.n_experts, dtype=bool)
     if "sigma" in names and np.isfinite(log_floor):
-        if np.any(state.log_disp[:, names.index("sigma")] <= log_floor + 1e-6):
-            return True
+        out |= state.log_disp[:, names.index("sigma")] <= log_floor + 1e-6
     if "shape" in names:
         high = family.dispersion_bounds()[1][names.index("shape")]
-        if np.any(state.log_disp[:, names.index("shape")] >= high - 1e-6):
-            return True
-    return False
+        out |= state.log_disp[:, names.index("shape")] >= high - 1e-6
+    return out
+
+
+def at_floor(state, family, log_floor):
+    """Whether some expert's spread sits at its bound (a collapsed component)."""
+    return bool(np.any(experts_at_bound(state, family, log_floor)))
 
 
 def _rank(fit, min_share, family=None, log_floor=-np.inf):
@@ -774,3 +780,68 @@ def search(
     if not final.converged and fit.converged and final.log_likelihood <= fit.log_likelihood:
         final = fit
     return final, kind
+
+
+# ------------------------------------------------------------ degenerate fits
+def _min_norm_fit(U, h, w, fit_intercept):
+    """Weighted least squares of ``h`` on ``U`` with the smallest norm of the slopes.
+
+    The intercept (the first column when fitted) is free, as under the
+    engine's ridge; on a consistent system this is the minimum-norm
+    interpolant.  Singular values below ``1e-10`` of the largest count as zero.
+    """
+    sw = np.sqrt(w)
+    if not fit_intercept:
+        return np.linalg.lstsq(sw[:, None] * U, sw * h, rcond=1e-10)[0]
+    x_mean, h_mean = w @ U[:, 1:] / w.sum(), w @ h / w.sum()
+    slopes = np.linalg.lstsq(sw[:, None] * (U[:, 1:] - x_mean), sw * (h - h_mean), rcond=1e-10)[0]
+    return np.concatenate([[h_mean - x_mean @ slopes], slopes])
+
+
+def canonical(family, design, data, fit, *, log_floor=-np.inf, weights=None, alpha=0.0):
+    """The canonical point of a fit that one expert would reproduce (DESIGN §13).
+
+    When every expert's spread sits at its bound (:func:`experts_at_bound`)
+    and a single linear predictor passes through every row of positive
+    weight, the likelihood stands at its ceiling and identifies neither the
+    gate nor the experts' coefficients beyond the rows: the optimisers stop
+    anywhere on that plateau.  The canonical point is the one-expert fit
+    repeated: every expert the minimum-norm fit of the working response
+    (:func:`_min_norm_fit`, the limit of the engine's ridge maximum), with
+    the spreads of the expert that reproduces the rows best, and the gate
+    zero (the minimum-norm gate; with equal experts it does not matter).  It
+    is a function of the weighted rows alone.
+
+    Every other fit is returned unchanged, as is this one when the data are
+    out of core, the family is not a regression family, or the canonical
+    point's (penalised) log-likelihood would be lower than the fit's.
+    """
+    if not (data.in_memory and family.n_predictors == 1 and family.least_squares_start):
+        return fit
+    state = fit.state
+    if not np.all(experts_at_bound(state, family, log_floor)):
+        return fit
+    k = state.n_experts
+    w = np.ones(data.n_samples) if weights is None else np.asarray(weights, dtype=float)
+    rows = w > 0
+    X, y, w = data.X[rows], data.y[rows], w[rows]
+    U, off = design.expert_matrix(X), design.offset(X)
+    with np.errstate(all="ignore"):
+        h = family.working_response(y) - off
+        b = _min_norm_fit(U, h, w, design.fit_intercept)
+        logf = family.log_density(y, np.outer(U @ b + off, np.ones(k)), np.exp(state.log_disp))
+    if not np.all(np.isfinite(b)):
+        return fit
+    best = int(np.argmax(w @ logf))
+    out = State(
+        np.tile(b, (k, 1, 1)), np.tile(state.log_disp[best], (k, 1)), np.zeros_like(state.gate)
+    )
+    stats = pass_statistics(family, design, data, out, "value", weights=weights)
+    stats = _penalize(stats, out, alpha, design.fit_intercept)
+    n = stats["n"]
+    ll = stats["obj"] / n
+    if not ll >= fit.log_likelihood - 1e-6 * max(1.0, abs(fit.log_likelihood)):
+        return fit
+    return EngineFit(
+        out, ll, fit.n_iter, fit.converged, list(fit.history), stats["share"] / n, True
+    )
