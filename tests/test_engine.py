@@ -307,6 +307,8 @@ def test_degenerate_fit_is_canonical_and_weights_act_as_repeated_rows(name):
     np.testing.assert_allclose(mean_r[w > 0, 0], y[w > 0], rtol=1e-9)
     # rounding only: the sums run over other rows in another order
     np.testing.assert_allclose(mean_w, mean_r, rtol=1e-9, atol=1e-12)
+    # and the spread's floor (a weighted interquartile range) is the same too
+    assert weighted.log_likelihood == pytest.approx(repeated.log_likelihood, rel=1e-9)
 
 
 def test_canonical_leaves_other_fits_alone():

@@ -171,13 +171,22 @@ def unscale(coef, cols, x_mean, x_scale, fit_intercept):
 
 
 def _robust_sd(y, weights=None):
-    """Interquartile range / 1.349 of the rows with positive weight (std(y) if it is 0)."""
+    """Interquartile range / 1.349 (the weighted std if it is 0); weights act as repeated rows.
+
+    Quantiles by the inverted empirical CDF, so that integer weights and repeated
+    rows give the same spread.
+    """
     y = np.asarray(y, dtype=float)
+    w = None
     if weights is not None:
-        y = y[np.asarray(weights) > 0]
-    q25, q75 = np.quantile(y, [0.25, 0.75])
+        w = np.asarray(weights, dtype=float)
+        keep = w > 0
+        y, w = y[keep], w[keep]
+    q25, q75 = np.quantile(y, [0.25, 0.75], method="inverted_cdf", weights=w)
     iqr = (q75 - q25) / 1.349
-    return float(iqr) if iqr > 0 else float(np.std(y))
+    if iqr > 0:
+        return float(iqr)
+    return float(np.sqrt(np.cov(y, aweights=w, ddof=0))) if w is not None else float(np.std(y))
 
 
 def _scaling(raw: Data, family: Family, fit_intercept, weights=None):
