@@ -737,8 +737,8 @@ def recover_count_experts(
     Examples
     --------
     >>> from moelearn import MoEParams, expert_error, make_moe, sample
-    >>> base = make_moe(4, 2, random_state=0)
-    >>> p = MoEParams(0.6 * base.experts, base.gating, expert_bias=[0.3, 0.3], family="poisson")
+    >>> base = make_moe(4, 2, random_state=1)
+    >>> p = MoEParams(0.4 * base.experts, base.gating, expert_bias=[2.0, 2.0], family="poisson")
     >>> X, y = sample(p, 200_000, random_state=1)
     >>> A = recover_count_experts(X, y, 2, random_state=0)
     >>> bool(expert_error(A, p.experts) < 0.2)
