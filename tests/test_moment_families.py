@@ -23,6 +23,22 @@ from moelearn.data import Data
 from moelearn.moment_starts import count_moment_start, gamma_from_lognormal
 
 
+def _unit(A):
+    return A / np.linalg.norm(A, axis=1, keepdims=True)
+
+
+def _error_slope(truth, ns, first_seed, estimate, n_seeds=8):
+    """Mean direction error of ``estimate(X, y, seed)`` over seeds, per n; its log-log slope."""
+    errors = []
+    for n in ns:
+        per_seed = []
+        for seed in range(n_seeds):
+            X, y = sample(truth, n, random_state=first_seed + seed)
+            per_seed.append(expert_error(_unit(estimate(X, y, seed)), _unit(truth.experts)))
+        errors.append(np.mean(per_seed))
+    return np.polyfit(np.log(ns), np.log(errors), 1)[0], errors
+
+
 def test_tensor_start_is_consistent_for_student_t_experts():
     # Student-t noise with nu = 10 > 6: the third-order transforms have finite
     # variance, so the expert error of the moment estimate falls like n^(-1/2).
@@ -38,15 +54,12 @@ def test_tensor_start_is_consistent_for_student_t_experts():
         df=[nu, nu],
     )
     ns = [10_000, 40_000, 160_000]
-    errors = []
-    for n in ns:
-        per_seed = []
-        for seed in range(8):
-            X, y = sample(truth, n, random_state=100 + seed)
-            A = recover_experts(X, y, 2, method="tensor", random_state=seed)
-            per_seed.append(expert_error(A, truth.experts))
-        errors.append(np.mean(per_seed))
-    slope = np.polyfit(np.log(ns), np.log(errors), 1)[0]
+    slope, errors = _error_slope(
+        truth,
+        ns,
+        100,
+        lambda X, y, seed: recover_experts(X, y, 2, method="tensor", random_state=seed),
+    )
     assert -0.65 <= slope <= -0.35, (slope, errors)
     assert errors[-1] < 0.05
 
@@ -107,10 +120,6 @@ def _poisson_truth(d, tau, b):
     return MoEParams(tau * base.experts, base.gating, expert_bias=[b, b], family="poisson")
 
 
-def _unit(A):
-    return A / np.linalg.norm(A, axis=1, keepdims=True)
-
-
 # slow: 8 seeds x (2e4 + 1.6e5 + 1.28e6) rows, two passes each (~25 s on 2 busy cores)
 @pytest.mark.slow
 def test_count_start_is_consistent_for_poisson_experts():
@@ -122,15 +131,9 @@ def test_count_start_is_consistent_for_poisson_experts():
     # 0.017-0.019, single seeds <= 0.023).
     truth = _poisson_truth(d=4, tau=0.35, b=3.0)
     ns = [20_000, 160_000, 1_280_000]
-    errors = []
-    for n in ns:
-        per_seed = []
-        for seed in range(8):
-            X, y = sample(truth, n, random_state=1000 + seed)
-            A = recover_count_experts(X, y, 2, random_state=seed)
-            per_seed.append(expert_error(_unit(A), _unit(truth.experts)))
-        errors.append(np.mean(per_seed))
-    slope = np.polyfit(np.log(ns), np.log(errors), 1)[0]
+    slope, errors = _error_slope(
+        truth, ns, 1000, lambda X, y, seed: recover_count_experts(X, y, 2, random_state=seed)
+    )
     assert -0.65 <= slope <= -0.35, (slope, errors)
     assert errors[-1] < 0.04
 
@@ -172,16 +175,12 @@ def test_log_y_tensor_start_is_consistent_for_gamma_experts():
         0.6 * base.experts, base.gating, expert_bias=[1.0, 1.0], noise_std=0.5, family="gamma"
     )
     ns = [10_000, 40_000, 160_000]
-    errors = []
-    for n in ns:
-        per_seed = []
-        for seed in range(8):
-            X, y = sample(truth, n, random_state=100 + seed)
-            w = np.log(y) - np.log(y).mean()
-            A = recover_experts(X, w, 2, method="tensor", random_state=seed)
-            per_seed.append(expert_error(A, _unit(truth.experts)))
-        errors.append(np.mean(per_seed))
-    slope = np.polyfit(np.log(ns), np.log(errors), 1)[0]
+
+    def log_y_tensor(X, y, seed):
+        w = np.log(y) - np.log(y).mean()
+        return recover_experts(X, w, 2, method="tensor", random_state=seed)
+
+    slope, errors = _error_slope(truth, ns, 100, log_y_tensor)
     assert -0.65 <= slope <= -0.35, (slope, errors)
     assert errors[-1] < 0.06
 

@@ -537,6 +537,18 @@ def recover_experts(
     )
 
 
+def _check_moment_sizes(n_experts, n, d) -> int:
+    """``k``, checked against ``d``; raises when ``n`` is too small for the moments."""
+    k = check_n_experts(n_experts, d, moment_method=True)
+    min_samples = max(10 * d, 50)
+    if n < min_samples:
+        raise MomentMethodUnavailable(
+            f"n_samples={n} is too small to estimate the moments for n_features={d}: "
+            f"need at least {min_samples}"
+        )
+    return k
+
+
 def recover_directions(
     data,
     n_experts,
@@ -586,13 +598,7 @@ def recover_directions(
         samples, a link invalid for the needed moment orders, no signal).
     """
     n, d = data.n_samples, data.n_features
-    k = check_n_experts(n_experts, d, moment_method=True)
-    min_samples = max(10 * d, 50)
-    if n < min_samples:
-        raise MomentMethodUnavailable(
-            f"n_samples={n} is too small to estimate the moments for n_features={d}: "
-            f"need at least {min_samples}"
-        )
+    k = _check_moment_sizes(n_experts, n, d)
 
     # Pass 1: M_1, M_2, noise, whitening.
     first = data.map_reduce(lambda Xb, yb, wb=None: MomentAccumulator(link, d).update(Xb, yb, wb))
@@ -772,13 +778,7 @@ def recover_count_directions(
         When ``k > d``, too few samples, no positive factorial moments, or no signal.
     """
     n, d = data.n_samples, data.n_features
-    k = check_n_experts(n_experts, d, moment_method=True)
-    min_samples = max(10 * d, 50)
-    if n < min_samples:
-        raise MomentMethodUnavailable(
-            f"n_samples={n} is too small to estimate the moments for n_features={d}: "
-            f"need at least {min_samples}"
-        )
+    k = _check_moment_sizes(n_experts, n, d)
     first = data.map_reduce(
         lambda Xb, yb, wb=None: FactorialMomentAccumulator(d).update(Xb, yb, wb)
     )
