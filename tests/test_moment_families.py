@@ -258,3 +258,27 @@ def test_family_moment_starts_out_of_core(family, tmp_path):
         np.save(tmp_path / "bad.npy", bad)
         with pytest.raises(ValueError, match="gamma"):
             MixtureOfExpertsRegressor(2, **kw).fit(Xm, np.load(tmp_path / "bad.npy", mmap_mode="r"))
+
+
+@pytest.mark.parametrize("family", ["poisson", "gamma", "student-t"])
+def test_moment_starts_treat_integer_weights_as_repeated_rows(family):
+    # the moment starts are weighted sums and a weighted Gaussian fit: with the start in
+    # the screen, integer weights give the fit on repeated rows (rounding only, 1e-9)
+    base = make_moe(4, 2, random_state=1)
+    truth = MoEParams(
+        0.5 * base.experts,
+        base.gating,
+        expert_bias=[1.0, 1.0],
+        noise_std=None if family == "poisson" else 0.5,
+        family=family,
+        df=[6.0, 6.0] if family == "student-t" else None,
+    )
+    X, y = sample(truth, 1500, random_state=2)
+    w = np.random.default_rng(3).integers(0, 4, 1500)
+    kw = dict(family=family, random_state=0, compute_standard_errors=False)
+    a = MixtureOfExpertsRegressor(2, **kw).fit(X, y, sample_weight=w.astype(float))
+    b = MixtureOfExpertsRegressor(2, **kw).fit(X.repeat(w, axis=0), y.repeat(w))
+    assert "unavailable" not in a.init_method_
+    assert a.init_method_ == b.init_method_
+    np.testing.assert_allclose(a.experts_, b.experts_, atol=1e-9)
+    assert a.log_likelihood_ == pytest.approx(b.log_likelihood_, abs=1e-9)
