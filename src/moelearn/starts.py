@@ -376,6 +376,7 @@ def search(
     noise_floor=1e-6,
     max_moves=5,
     n_move_starts=2,
+    n_grow=2,
     random_state,
 ):
     """Screen candidate starts on ``sub`` and refine the best on ``data``.
@@ -407,6 +408,8 @@ def search(
         Rounds of remove-and-split moves (0: none).
     n_move_starts : int
         Distinct finalists the moves start from.
+    n_grow : int
+        Split starts refined per level of the growth path (0: no growth path).
     random_state : numpy.random.Generator
 
     Returns
@@ -432,6 +435,7 @@ def search(
             noise_floor=noise_floor,
             max_moves=max_moves,
             n_move_starts=n_move_starts,
+            n_grow=n_grow,
             random_state=random_state,
         )
 
@@ -455,6 +459,7 @@ def _search(
     noise_floor,
     max_moves,
     n_move_starts,
+    n_grow,
     random_state,
 ):
     rng = random_state
@@ -552,15 +557,24 @@ def _search(
     for label, start in paths:
         fit, bad = refined(start)
         finals.append((bad, -fit.log_likelihood, label, fit))
+    if n_grow and k > 1 and link.is_linear:
+        # ... and the path that grows the model one expert at a time by splits
+        grown = _grow_by_splits(
+            sub,
+            k,
+            link,
+            refined,
+            per_expert_noise,
+            fit_intercept,
+            noise_floor,
+            screen_iter,
+            n_grow,
+            rng,
+        )
+        for bad, fit in grown:
+            finals.append((bad, -fit.log_likelihood, "split growth", fit))
     finals = _ranked(finals, lambda t: (t[0], t[1]))
-    # every finalist at one optimum, none collapsed: the landscape the candidates saw has
-    # one basin, and the moves (built to leave a basin) are skipped
-    best_negll = finals[0][1]
-    agree = all(
-        not bad and abs(negll - best_negll) <= 1e-6 * max(1.0, abs(best_negll))
-        for bad, negll, _, _ in finals
-    )
-    if max_moves and k > 1 and link.is_linear and not agree:
+    if max_moves and k > 1 and link.is_linear:
         # remove-and-split moves from the best distinct finalists
         improved, seen = [], []
         for bad, negll, name, fit in finals:
@@ -659,6 +673,56 @@ def _improve_by_moves(
         if not improved:
             break
     return fit, bad, moved
+
+
+# Ways each expert is split when the model grows by one expert (the moves' two kinds).
+_GROW_KINDS = ("residual", "gate", "gate")
+
+
+def _grow_by_splits(
+    sub, k, link, refined, per_expert, fit_intercept, noise_floor, screen_iter, n_refine, rng
+):
+    """Grow the model from one expert to ``k`` by splitting one expert at a time.
+
+    Level ``j`` splits every expert of the best ``(j - 1)``-expert fit in turn
+    (by the sign of its residual, or by two random hyperplanes of ``x``
+    through its samples: :func:`_move_responsibilities` with the new expert
+    as the freed slot), runs one batched short EM on all these partitions,
+    and refines the ``n_refine`` best; the best of them is the next level's
+    base.  One expert is weighted least squares on all rows.  A continuation
+    from the nested ``(j - 1)``-expert model, in the spirit of greedy EM for
+    mixtures (Vlassis & Likas 2002), it reaches optima where a small, sharp
+    component sits inside a larger one, which whole-model starts seldom find.
+
+    Returns the refined ``k``-expert fits as ``(collapsed, FitResult)``.
+    """
+    X, y, w = sub.X, sub.y, sub.w
+    n, d = X.shape
+    design = np.hstack([X, np.ones((n, 1))]) if fit_intercept else X
+    root = np.ones(n) if w is None else np.sqrt(w)
+    beta = np.linalg.lstsq(design * root[:, None], y * root, rcond=None)[0]
+    post = np.ones((1, n))
+    resid = (y - design @ beta)[None, :]
+    fits = []
+    for j in range(2, k + 1):
+        grown = np.vstack([post, np.zeros((1, n))])
+        resid = np.vstack([resid, np.zeros((1, n))])
+        posts = [
+            _move_responsibilities(grown, resid, X, j - 1, split, kind, rng, w)
+            for split in range(j - 1)
+            for kind in _GROW_KINDS
+        ]
+        like = MoEParams(np.zeros((j, d)), np.zeros((j, d)), noise_std=np.ones(j), link=link)
+        trials = _run_batched(sub, like, posts, per_expert, noise_floor, fit_intercept, screen_iter)
+        fits = []
+        for start in trials[:n_refine]:
+            fit, bad = refined(start)
+            fits.append((bad, -fit.log_likelihood, fit))
+        fits = _ranked(fits, lambda t: (t[0], t[1]))
+        params = fits[0][2].params
+        post = responsibilities(sub, params)
+        resid = y - (params.experts @ X.T + params.expert_bias[:, None])
+    return [(bad, fit) for bad, _, fit in fits]
 
 
 def _screen_batched(
