@@ -375,7 +375,7 @@ def search(
     tol=1e-8,
     noise_floor=1e-6,
     max_moves=5,
-    n_move_starts=2,
+    n_move_starts=4,
     n_grow=2,
     random_state,
 ):
@@ -574,15 +574,23 @@ def _search(
         for bad, fit in grown:
             finals.append((bad, -fit.log_likelihood, "split growth", fit))
     finals = _ranked(finals, lambda t: (t[0], t[1]))
-    if max_moves and k > 1 and link.is_linear:
+    # every finalist (the growth path's included) at one optimum, none collapsed: the
+    # landscape the starts saw has one basin, and the moves (built to leave one) are skipped
+    best_negll = finals[0][1]
+    agree = all(
+        not bad and abs(negll - best_negll) <= 1e-6 * max(1.0, abs(best_negll))
+        for bad, negll, _, _ in finals
+    )
+    if max_moves and k > 1 and link.is_linear and not agree:
         # remove-and-split moves from the best distinct finalists
-        improved, seen = [], []
-        for bad, negll, name, fit in finals:
-            if len(seen) == n_move_starts:
-                break
-            if any(abs(negll - other) <= 1e-6 * max(1.0, abs(negll)) for other in seen):
-                continue
-            seen.append(negll)
+        distinct = []
+        for item in finals:
+            if not any(
+                abs(item[1] - other[1]) <= 1e-6 * max(1.0, abs(item[1])) for other in distinct
+            ):
+                distinct.append(item)
+        improved = []
+        for bad, _, name, fit in distinct[:n_move_starts]:
             fit, bad, moved = _improve_by_moves(
                 sub,
                 fit,
