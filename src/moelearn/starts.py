@@ -342,18 +342,20 @@ def _gate_newton_steps(G, post, Xt, XX, n_steps, w=None):
             m * q
         )
         step = np.linalg.solve(H, grad[:, :, None])[:, :, 0].reshape(C, m, q)
-        t = np.ones(C)
-        todo = np.ones(C, dtype=bool)
+        # halve the step of the candidates whose objective rose; only they are re-evaluated
+        todo = np.arange(C)
+        t = 1.0
         for _ in range(12):
-            G_try = G.copy()
-            G_try[:, :m] += t[:, None, None] * step
-            f_try, p_try = _gate_objective(G_try, post, Xt)  # post weighted
-            ok = todo & (f_try <= f)
-            G[ok], f[ok], p[ok] = G_try[ok], f_try[ok], p_try[ok]
-            todo &= ~ok
-            if not todo.any():
+            G_try = G[todo].copy()
+            G_try[:, :m] += t * step[todo]
+            f_try, p_try = _gate_objective(G_try, post[todo], Xt)  # post weighted
+            ok = f_try <= f[todo]
+            done = todo[ok]
+            G[done], f[done], p[done] = G_try[ok], f_try[ok], p_try[ok]
+            todo = todo[~ok]
+            if not todo.size:
                 break
-            t[todo] *= 0.5
+            t *= 0.5
     return G
 
 
