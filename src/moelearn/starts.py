@@ -20,9 +20,11 @@ default strategy of the estimator:
    have found their data), per expert for the second.
 3. **Finalists**: the best screened candidates run to convergence on the
    subsample, directly and by continuation through the optimum of the nested
-   shared-noise model.
+   shared-noise model; and the growth path (:func:`_grow_by_splits`), which
+   grows one expert to ``k`` by splitting one expert at a time.
 4. **Moves**: remove-and-split moves (split-and-merge EM in spirit) from the
-   best distinct finalists, as long as one raises the likelihood.
+   best distinct finalists, as long as one raises the likelihood (skipped
+   when every finalist reached one optimum).
 5. The winner is refined on all the data: at large ``n`` the full data see
    about one refinement.
 
