@@ -318,6 +318,8 @@ def _gate_objective(G, post, Xt):
 
 # Remove-and-split moves tried per round (a random subset when k (k - 1) * 2 is larger).
 _MAX_MOVES_PER_ROUND = 24
+# Best screened moves of a round that are refined.
+_MOVE_REFINES = 1
 
 
 def _gate_newton_steps(G, post, Xt, XX, n_steps, w=None):
@@ -674,7 +676,7 @@ def _improve_by_moves(
             sub, params, posts, per_expert, noise_floor, fit_intercept, screen_iter
         )
         improved = False
-        for start in trials[:2]:
+        for start in trials[:_MOVE_REFINES]:
             cand, cand_bad = refined(start)
             gain = cand.log_likelihood - fit.log_likelihood
             if (not cand_bad or bad) and (
