@@ -178,3 +178,46 @@ def test_default_fit_reaches_the_optimum_of_a_start_at_the_truth(two_experts):
     ref = MixtureOfExpertsRegressor(2, init_params=p).fit(X, y)
     assert est.log_likelihood_ >= ref.log_likelihood_ - 1e-6
     assert "best of" in est.init_method_
+
+
+def _grown(X, y, w, seed):
+    from moelearn.starts import _grow_by_splits
+
+    data = Data(X, y, sample_weight=w)
+
+    def refined(start):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fit = maximize_likelihood(
+                data, start, free=_FREE, per_expert_noise=True, noise_floor=1e-3
+            )
+        return fit, bool(np.any(collapsed_components(data, fit.params, 1e-3, X.shape[1] + 1)))
+
+    return _grow_by_splits(
+        data, 3, get_link("linear"), refined, True, True, 1e-3, 20, 2, np.random.default_rng(seed)
+    )
+
+
+def test_growth_path_is_a_function_of_the_weighted_rows(two_experts):
+    """The split-growth path: k-expert fits, best first, the same for permuted or repeated rows.
+
+    Integer weights against repeated rows and a permutation of the rows change
+    only the order of sums, so every step picks the same partitions and the
+    refinements reach the same optima: their log-likelihoods agree to 1e-6
+    relative (the refinements stop at tol 1e-8, measured differences 1e-8;
+    distinct optima here differ by more than 1e-2).
+    """
+    _, X, y, _ = two_experts
+    X, y = X[:400], y[:400]
+    w = np.tile([1.0, 2.0, 3.0, 1.0], 100)
+    weighted = _grown(X, y, w, seed=0)
+    assert len(weighted) == 2
+    assert all(fit.params.n_experts == 3 for _, fit in weighted)
+    lls = [fit.log_likelihood for _, fit in weighted]
+    assert lls[0] >= lls[1] - 1e-12 or weighted[0][0] < weighted[1][0]
+    rows = np.repeat(np.arange(400), w.astype(int))
+    repeated = _grown(X[rows], y[rows], None, seed=0)
+    perm = np.random.default_rng(1).permutation(400)
+    permuted = _grown(X[perm], y[perm], w[perm], seed=0)
+    for other in (repeated, permuted):
+        np.testing.assert_allclose([fit.log_likelihood for _, fit in other], lls, rtol=1e-6, atol=0)

@@ -20,9 +20,11 @@ default strategy of the estimator:
    have found their data), per expert for the second.
 3. **Finalists**: the best screened candidates run to convergence on the
    subsample, directly and by continuation through the optimum of the nested
-   shared-noise model.
+   shared-noise model; and the growth path (:func:`_grow_by_splits`), which
+   grows one expert to ``k`` by splitting one expert at a time.
 4. **Moves**: remove-and-split moves (split-and-merge EM in spirit) from the
-   best distinct finalists, as long as one raises the likelihood.
+   best distinct finalists, as long as one raises the likelihood (skipped
+   when every finalist reached one optimum).
 5. The winner is refined on all the data: at large ``n`` the full data see
    about one refinement.
 
@@ -316,6 +318,8 @@ def _gate_objective(G, post, Xt):
 
 # Remove-and-split moves tried per round (a random subset when k (k - 1) * 2 is larger).
 _MAX_MOVES_PER_ROUND = 24
+# Best screened moves of a round that are refined.
+_MOVE_REFINES = 1
 
 
 def _gate_newton_steps(G, post, Xt, XX, n_steps, w=None):
@@ -342,18 +346,20 @@ def _gate_newton_steps(G, post, Xt, XX, n_steps, w=None):
             m * q
         )
         step = np.linalg.solve(H, grad[:, :, None])[:, :, 0].reshape(C, m, q)
-        t = np.ones(C)
-        todo = np.ones(C, dtype=bool)
+        # halve the step of the candidates whose objective rose; only they are re-evaluated
+        todo = np.arange(C)
+        t = 1.0
         for _ in range(12):
-            G_try = G.copy()
-            G_try[:, :m] += t[:, None, None] * step
-            f_try, p_try = _gate_objective(G_try, post, Xt)  # post weighted
-            ok = todo & (f_try <= f)
-            G[ok], f[ok], p[ok] = G_try[ok], f_try[ok], p_try[ok]
-            todo &= ~ok
-            if not todo.any():
+            G_try = G[todo].copy()
+            G_try[:, :m] += t * step[todo]
+            f_try, p_try = _gate_objective(G_try, post[todo], Xt)  # post weighted
+            ok = f_try <= f[todo]
+            done = todo[ok]
+            G[done], f[done], p[done] = G_try[ok], f_try[ok], p_try[ok]
+            todo = todo[~ok]
+            if not todo.size:
                 break
-            t[todo] *= 0.5
+            t *= 0.5
     return G
 
 
@@ -375,7 +381,8 @@ def search(
     tol=1e-8,
     noise_floor=1e-6,
     max_moves=5,
-    n_move_starts=2,
+    n_move_starts=4,
+    n_grow=2,
     random_state,
 ):
     """Screen candidate starts on ``sub`` and refine the best on ``data``.
@@ -407,6 +414,8 @@ def search(
         Rounds of remove-and-split moves (0: none).
     n_move_starts : int
         Distinct finalists the moves start from.
+    n_grow : int
+        Split starts refined per level of the growth path (0: no growth path).
     random_state : numpy.random.Generator
 
     Returns
@@ -432,6 +441,7 @@ def search(
             noise_floor=noise_floor,
             max_moves=max_moves,
             n_move_starts=n_move_starts,
+            n_grow=n_grow,
             random_state=random_state,
         )
 
@@ -455,6 +465,7 @@ def _search(
     noise_floor,
     max_moves,
     n_move_starts,
+    n_grow,
     random_state,
 ):
     rng = random_state
@@ -552,9 +563,25 @@ def _search(
     for label, start in paths:
         fit, bad = refined(start)
         finals.append((bad, -fit.log_likelihood, label, fit))
+    if n_grow and k > 1 and link.is_linear:
+        # ... and the path that grows the model one expert at a time by splits
+        grown = _grow_by_splits(
+            sub,
+            k,
+            link,
+            refined,
+            per_expert_noise,
+            fit_intercept,
+            noise_floor,
+            screen_iter,
+            n_grow,
+            rng,
+        )
+        for bad, fit in grown:
+            finals.append((bad, -fit.log_likelihood, "split growth", fit))
     finals = _ranked(finals, lambda t: (t[0], t[1]))
-    # every finalist at one optimum, none collapsed: the landscape the candidates saw has
-    # one basin, and the moves (built to leave a basin) are skipped
+    # every finalist (the growth path's included) at one optimum, none collapsed: the
+    # landscape the starts saw has one basin, and the moves (built to leave one) are skipped
     best_negll = finals[0][1]
     agree = all(
         not bad and abs(negll - best_negll) <= 1e-6 * max(1.0, abs(best_negll))
@@ -562,13 +589,14 @@ def _search(
     )
     if max_moves and k > 1 and link.is_linear and not agree:
         # remove-and-split moves from the best distinct finalists
-        improved, seen = [], []
-        for bad, negll, name, fit in finals:
-            if len(seen) == n_move_starts:
-                break
-            if any(abs(negll - other) <= 1e-6 * max(1.0, abs(negll)) for other in seen):
-                continue
-            seen.append(negll)
+        distinct = []
+        for item in finals:
+            if not any(
+                abs(item[1] - other[1]) <= 1e-6 * max(1.0, abs(item[1])) for other in distinct
+            ):
+                distinct.append(item)
+        improved = []
+        for bad, _, name, fit in distinct[:n_move_starts]:
             fit, bad, moved = _improve_by_moves(
                 sub,
                 fit,
@@ -648,7 +676,7 @@ def _improve_by_moves(
             sub, params, posts, per_expert, noise_floor, fit_intercept, screen_iter
         )
         improved = False
-        for start in trials[:2]:
+        for start in trials[:_MOVE_REFINES]:
             cand, cand_bad = refined(start)
             gain = cand.log_likelihood - fit.log_likelihood
             if (not cand_bad or bad) and (
@@ -659,6 +687,56 @@ def _improve_by_moves(
         if not improved:
             break
     return fit, bad, moved
+
+
+# Ways each expert is split when the model grows by one expert (the moves' two kinds).
+_GROW_KINDS = ("residual", "gate", "gate")
+
+
+def _grow_by_splits(
+    sub, k, link, refined, per_expert, fit_intercept, noise_floor, screen_iter, n_refine, rng
+):
+    """Grow the model from one expert to ``k`` by splitting one expert at a time.
+
+    Level ``j`` splits every expert of the best ``(j - 1)``-expert fit in turn
+    (by the sign of its residual, or by two random hyperplanes of ``x``
+    through its samples: :func:`_move_responsibilities` with the new expert
+    as the freed slot), runs one batched short EM on all these partitions,
+    and refines the ``n_refine`` best; the best of them is the next level's
+    base.  One expert is weighted least squares on all rows.  A continuation
+    from the nested ``(j - 1)``-expert model, in the spirit of greedy EM for
+    mixtures (Vlassis & Likas 2002), it reaches optima where a small, sharp
+    component sits inside a larger one, which whole-model starts seldom find.
+
+    Returns the refined ``k``-expert fits as ``(collapsed, FitResult)``.
+    """
+    X, y, w = sub.X, sub.y, sub.w
+    n, d = X.shape
+    design = np.hstack([X, np.ones((n, 1))]) if fit_intercept else X
+    root = np.ones(n) if w is None else np.sqrt(w)
+    beta = np.linalg.lstsq(design * root[:, None], y * root, rcond=None)[0]
+    post = np.ones((1, n))
+    resid = (y - design @ beta)[None, :]
+    fits = []
+    for j in range(2, k + 1):
+        grown = np.vstack([post, np.zeros((1, n))])
+        resid = np.vstack([resid, np.zeros((1, n))])
+        posts = [
+            _move_responsibilities(grown, resid, X, j - 1, split, kind, rng, w)
+            for split in range(j - 1)
+            for kind in _GROW_KINDS
+        ]
+        like = MoEParams(np.zeros((j, d)), np.zeros((j, d)), noise_std=np.ones(j), link=link)
+        trials = _run_batched(sub, like, posts, per_expert, noise_floor, fit_intercept, screen_iter)
+        fits = []
+        for start in trials[:n_refine]:
+            fit, bad = refined(start)
+            fits.append((bad, -fit.log_likelihood, fit))
+        fits = _ranked(fits, lambda t: (t[0], t[1]))
+        params = fits[0][2].params
+        post = responsibilities(sub, params)
+        resid = y - (params.experts @ X.T + params.expert_bias[:, None])
+    return [(bad, fit) for bad, _, fit in fits]
 
 
 def _screen_batched(
