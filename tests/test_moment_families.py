@@ -115,9 +115,20 @@ def test_factorial_transform_rejects_bad_input():
         recover_count_experts(np.ones((100, 4)), np.tile([0.5, 1.5], 50), 2)
 
 
-def _poisson_truth(d, tau, b):
-    base = make_moe(d, 2, noise_std=0.2, random_state=5)
-    return MoEParams(tau * base.experts, base.gating, expert_bias=[b, b], family="poisson")
+def _theory_truth(family, d, k, tau, b, base_seed=5):
+    """Theory-regime experts of norm ``tau`` and intercept ``b`` (orthogonal gate) of a family.
+
+    Gamma and Student-t experts get the dispersion 0.5 (Student-t: nu = 6).
+    """
+    base = make_moe(d, k, random_state=base_seed)
+    return MoEParams(
+        tau * base.experts,
+        base.gating,
+        expert_bias=[b] * k,
+        noise_std=None if family == "poisson" else 0.5,
+        family=family,
+        df=[6.0] * k if family == "student-t" else None,
+    )
 
 
 # slow: 8 seeds x (2e4 + 1.6e5 + 1.28e6) rows, two passes each (~25 s on 2 busy cores)
@@ -129,7 +140,7 @@ def test_count_start_is_consistent_for_poisson_experts():
     # wide: slope of the mean direction error over n = 2e4, 1.6e5, 1.28e6 (8 seeds) in
     # [-0.65, -0.35] (measured -0.52 and -0.47 on two sets of seeds; errors at 1.28e6
     # 0.017-0.019, single seeds <= 0.023).
-    truth = _poisson_truth(d=4, tau=0.35, b=3.0)
+    truth = _theory_truth("poisson", d=4, k=2, tau=0.35, b=3.0)
     ns = [20_000, 160_000, 1_280_000]
     slope, errors = _error_slope(
         truth, ns, 1000, lambda X, y, seed: recover_count_experts(X, y, 2, random_state=seed)
@@ -142,7 +153,7 @@ def test_count_start_seeds_the_poisson_fit():
     # the estimator screens the count moment start (k <= d, all columns, no offset) and
     # says so when it cannot (k > d); on theory-regime data the start alone, refined,
     # reaches the optimum of a fit started at the truth (to 1e-6 in mean log-likelihood)
-    truth = _poisson_truth(d=6, tau=0.5, b=1.0)
+    truth = _theory_truth("poisson", d=6, k=2, tau=0.5, b=1.0)
     X, y = sample(truth, 20_000, random_state=3)
     est = MixtureOfExpertsRegressor(2, family="poisson", random_state=0).fit(X, y)
     assert "unavailable" not in est.init_method_
@@ -170,10 +181,7 @@ def test_log_y_tensor_start_is_consistent_for_gamma_experts():
     # additive (skewed) noise, for which the centred Gaussian Q_2, Q_3 stay valid
     # (DESIGN §13).  Mean direction error over 8 seeds at n = 1e4, 4e4, 1.6e5: log-log
     # slope in [-0.65, -0.35] (measured -0.42 to -0.54 over four sets of seeds).
-    base = make_moe(6, 2, noise_std=0.2, random_state=5)
-    truth = MoEParams(
-        0.6 * base.experts, base.gating, expert_bias=[1.0, 1.0], noise_std=0.5, family="gamma"
-    )
+    truth = _theory_truth("gamma", d=6, k=2, tau=0.6, b=1.0)
     ns = [10_000, 40_000, 160_000]
 
     def log_y_tensor(X, y, seed):
@@ -203,13 +211,7 @@ def test_gamma_from_lognormal_inverts_the_log_gamma_moments(shape):
 
 
 def test_gamma_fit_screens_the_log_y_start():
-    truth = MoEParams(
-        0.6 * make_moe(6, 3, random_state=5).experts,
-        make_moe(6, 3, random_state=5).gating,
-        expert_bias=[1.0] * 3,
-        noise_std=0.5,
-        family="gamma",
-    )
+    truth = _theory_truth("gamma", d=6, k=3, tau=0.6, b=1.0)
     X, y = sample(truth, 20_000, random_state=1)
     est = MixtureOfExpertsRegressor(3, family="gamma", random_state=1).fit(X, y)
     assert "unavailable" not in est.init_method_
@@ -222,14 +224,7 @@ def test_family_moment_starts_out_of_core(family, tmp_path):
     # the moment starts read the data in passes: a memory map, a Dask array and a stream
     # of chunks give the in-memory fit (the same start, the same optimum, to 1e-8)
     da = pytest.importorskip("dask.array")
-    base = make_moe(4, 2, random_state=5)
-    truth = MoEParams(
-        0.5 * base.experts,
-        base.gating,
-        expert_bias=[1.0, 1.0],
-        noise_std=None if family == "poisson" else 0.5,
-        family=family,
-    )
+    truth = _theory_truth(family, d=4, k=2, tau=0.5, b=1.0)
     X, y = sample(truth, 4000, random_state=2)
     kw = dict(family=family, random_state=0, compute_standard_errors=False)
     ref = MixtureOfExpertsRegressor(2, **kw).fit(X, y)
@@ -264,15 +259,7 @@ def test_family_moment_starts_out_of_core(family, tmp_path):
 def test_moment_starts_treat_integer_weights_as_repeated_rows(family):
     # the moment starts are weighted sums and a weighted Gaussian fit: with the start in
     # the screen, integer weights give the fit on repeated rows (rounding only, 1e-9)
-    base = make_moe(4, 2, random_state=1)
-    truth = MoEParams(
-        0.5 * base.experts,
-        base.gating,
-        expert_bias=[1.0, 1.0],
-        noise_std=None if family == "poisson" else 0.5,
-        family=family,
-        df=[6.0, 6.0] if family == "student-t" else None,
-    )
+    truth = _theory_truth(family, d=4, k=2, tau=0.5, b=1.0, base_seed=1)
     X, y = sample(truth, 1500, random_state=2)
     w = np.random.default_rng(3).integers(0, 4, 1500)
     kw = dict(family=family, random_state=0, compute_standard_errors=False)
