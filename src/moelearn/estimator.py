@@ -421,23 +421,24 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         """The moment start of DESIGN §13 for this family: ``(name, MoEParams)``."""
         if raw.kind == "memory":
             family.check_y(raw.y)  # a clear error before any transform of y
-            return self._family_moment_start_checked(family, raw, rng)
         try:
-            return self._family_moment_start_checked(family, raw, rng)
+            if family.name == "poisson":
+                return "moments (count, tensor)", count_moment_start(raw, self.n_experts, rng)
+            if family.name == "gamma":
+                X, y = log_response(raw)
+                w = raw.w if raw.kind != "stream" else None
+                p = self._gaussian_start(X, y, w, rng)
+                return "moments (log y, tensor)", gamma_from_lognormal(p, family.shape_max)
+            p = self._gaussian_start(raw.X, raw.y, raw.w, rng)
+            return "moments (Gaussian, tensor)", student_t_from_gaussian(p, df=10.0)
+        except MomentMethodUnavailable:
+            raise
         except ValueError as exc:
+            if raw.kind == "memory":
+                raise
             # out of core, y is checked in the engine's first pass, which raises the
             # family's own message; the start just stands aside
             raise MomentMethodUnavailable(f"the start's pass failed ({exc})") from None
-
-    def _family_moment_start_checked(self, family, raw, rng):
-        if family.name == "poisson":
-            return "moments (count, tensor)", count_moment_start(raw, self.n_experts, rng)
-        if family.name == "gamma":
-            X, y = log_response(raw)
-            p = self._gaussian_start(X, y, raw.w if raw.kind != "stream" else None, rng)
-            return "moments (log y, tensor)", gamma_from_lognormal(p, family.shape_max)
-        p = self._gaussian_start(raw.X, raw.y, raw.w, rng)
-        return "moments (Gaussian, tensor)", student_t_from_gaussian(p, df=10.0)
 
     def _gaussian_start(self, X, y, sample_weight, rng):
         """The Gaussian moment start refined as a Gaussian mixture (the tensor directions
