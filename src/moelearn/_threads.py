@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from functools import cache
+
+
+@cache
+def _controller():
+    """The process's thread pools, found once (a search of the loaded libraries costs ms)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def blas_threads(width):
@@ -13,6 +22,6 @@ def blas_threads(width):
     d=10, k=3, and 25x slower products of shape (75, 11) x (11, 5000) on a busy
     2-core machine).  Wide problems keep the library's default.
     """
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(1, user_api="blas") if width <= 2048 else nullcontext()
+    if width > 2048:
+        return nullcontext()
+    return _controller().limit(limits=1, user_api="blas")

@@ -198,6 +198,17 @@ def _subsample(problem: Problem, size=None) -> Data:
     return Data(Xs, ys, n_experts=problem.n_experts, sample_weight=ws)
 
 
+def _spaced_rows(problem: Problem, data: Data, size) -> Data:
+    """``size`` evenly spaced rows of ``data`` (``data`` itself when not larger)."""
+    if data.n_samples <= size:
+        return data
+    rows = np.linspace(0, data.n_samples - 1, size).round().astype(np.intp)
+    Xs, ys, ws = data.weighted_rows(rows)
+    if ws is not None and not np.any(ws > 0):
+        ws = None
+    return Data(Xs, ys, n_experts=problem.n_experts, sample_weight=ws)
+
+
 def _noise_start(ys, k, per_expert, w=None):
     spread = np.std(ys) if w is None else np.sqrt(np.cov(ys, aweights=w, ddof=0))
     s = max(float(spread), 1e-12)
@@ -260,8 +271,11 @@ def solve_moments(problem: Problem) -> Solution:
         free = {"expert_scale", "gating", "noise"}
         if problem.fit_intercept:
             free |= {"expert_bias", "gating_bias"}
+        # With a search, the start is screened on _SEARCH_ROWS rows anyway: fit it on as
+        # many (evenly spaced rows of the random subsample), not on all of ``sub``.
+        on = sub if problem.n_init == 1 else _spaced_rows(problem, sub, _SEARCH_ROWS)
         step = _maximize(
-            problem, start, data=sub, free=free, method="lbfgs", tol=max(problem.tol, 1e-6)
+            problem, start, data=on, free=free, method="lbfgs", tol=max(problem.tol, 1e-6)
         )
         starts.append((f"moments ({problem.moment_method})", step.params))
     if problem.n_init == 1 and starts:

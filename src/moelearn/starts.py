@@ -237,6 +237,68 @@ def _unstack(B, G, S, c, d, link, per_expert):
     )
 
 
+def _pair_products(Xt, w=None):
+    """(n, q (q + 1) / 2) products of the design's column pairs ``i <= j``, weighted by ``w``.
+
+    A weighted Gram matrix is symmetric: one GEMM with these columns forms its
+    upper triangle at about half the cost of all ``q**2`` products.
+    """
+    i, j = np.triu_indices(Xt.shape[1])
+    P = Xt[:, i] * Xt[:, j]
+    if w is not None:
+        P *= w[:, None]
+    return P
+
+
+def _symmetric(V, q):
+    """(..., q (q + 1) / 2) upper-triangle entries as (..., q, q) symmetric matrices."""
+    i, j = np.triu_indices(q)
+    out = np.empty(V.shape[:-1] + (q, q))
+    out[..., i, j] = V
+    out[..., j, i] = V
+    return out
+
+
+def _log_gate(G, Xt, out=None, scratch=None):
+    """(C, k, n) log gate probabilities of C gates.
+
+    ``out`` (C, k, n) receives them and ``scratch``, a pair of (C, k, n) and
+    (C, 1, n) arrays, holds the intermediates: the screening loop reuses its
+    buffers instead of allocating arrays of megabytes at every step (whose
+    page faults cost more than the arithmetic).
+    """
+    C, k, q = G.shape
+    n = Xt.shape[0]
+    if out is None:
+        out = np.empty((C, k, n))
+    if scratch is None:
+        scratch = (np.empty((C, k, n)), np.empty((C, 1, n)))
+    np.matmul(G.reshape(C * k, q), Xt.T, out=out.reshape(C * k, n))
+    top = np.max(out, axis=1, keepdims=True, out=scratch[1])
+    out -= top
+    total = np.sum(np.exp(out, out=scratch[0]), axis=1, keepdims=True, out=scratch[1])
+    out -= np.log(total, out=total)
+    return out
+
+
+class _Buffers:
+    """Work arrays of the batched EM for C candidates, k experts and n rows."""
+
+    def __init__(self, C, k, n):
+        self.logp = np.empty((C, k, n))
+        self.J = np.empty((C, k, n))
+        self.post = np.empty((C, k, n))
+        self.trial = np.empty((C, k, n))
+        self.scratch = (np.empty((C, k, n)), np.empty((C, 1, n)))
+        self.small = np.empty((C, 1, n))
+        self.weighted = np.empty((C, k, n))
+        self.p = np.empty((C, k, n))
+        self.diff = np.empty((C, max(k - 1, 1), n))
+
+    def gate_scratch(self, c):
+        return self.scratch[0][:c], self.scratch[1][:c]
+
+
 def _batched_em(Xt, y, B, G, S, post, n_iter, n_tied, noise_floor, gate_steps=2, w=None):
     """EM for C linear mixtures of experts at once (the screening engine).
 
@@ -254,11 +316,16 @@ def _batched_em(Xt, y, B, G, S, post, n_iter, n_tied, noise_floor, gate_steps=2,
     C, k, q = B.shape
     n = y.size
     B, G, S = B.copy(), G.copy(), S.copy()
-    XX = (Xt[:, :, None] * Xt[:, None, :]).reshape(n, q * q)
+    buf = _Buffers(C, k, n)
+    given = post is not None
+    if given:
+        buf.post[...] = post
+    post = buf.post
+    pairs = _pair_products(Xt, w)  # (n, q (q + 1) / 2), weighted
     if w is None:
-        total, Xw, XXw = n, Xt, XX
+        total, Xw = n, Xt
     else:
-        total, Xw, XXw = float(w.sum()), Xt * w[:, None], XX * w[:, None]
+        total, Xw = float(w.sum()), Xt * w[:, None]
     gram = Xw.T @ Xt
     Xy = Xw * y[:, None]
     # The ridge sets the coefficients along directions the rows do not span (n < q, or
@@ -267,16 +334,25 @@ def _batched_em(Xt, y, B, G, S, post, n_iter, n_tied, noise_floor, gate_steps=2,
     # of the rows.  The winner is refined without it.
     ridge = 1e-8 * (np.trace(gram) / q + 1e-300) * np.eye(q)
     ll_tied = ll = np.full(C, -np.inf)
+    J = buf.J
+    # the log gate probabilities at G, kept current by the gate steps
+    logp = _log_gate(G, Xt, buf.logp, buf.scratch)
     for it in range(n_iter + 1):
-        eta = _lin(G, Xt)
-        eta -= eta.max(axis=1, keepdims=True)
-        logp = eta - np.log(np.exp(eta).sum(axis=1, keepdims=True))
-        if post is None or it > 0:
-            resid = (y - _lin(B, Xt)) / S[:, :, None]
-            J = logp - 0.5 * resid**2 - np.log(S)[:, :, None] - _HALF_LOG_2PI
-            top = J.max(axis=1, keepdims=True)
-            lse = top + np.log(np.exp(J - top).sum(axis=1, keepdims=True))
-            post = np.exp(J - lse)
+        if it > 0 or not given:
+            # J = log gate + log N(y | expert, S^2), as few passes over (C, k, n) as can be
+            np.matmul(B.reshape(C * k, q), Xt.T, out=J.reshape(C * k, n))
+            np.subtract(y, J, out=J)
+            np.square(J, out=J)
+            J *= (-0.5 / S**2)[:, :, None]
+            J += logp
+            J -= (np.log(S) + _HALF_LOG_2PI)[:, :, None]
+            top = np.max(J, axis=1, keepdims=True, out=buf.small)
+            J -= top
+            np.exp(J, out=post)
+            sums = np.sum(post, axis=1, keepdims=True, out=buf.scratch[1])
+            post /= sums
+            lse = np.log(sums, out=sums)
+            lse += top
             ll = lse[:, 0, :].sum(axis=1) if w is None else lse[:, 0, :] @ w
             if it == n_tied:
                 ll_tied = ll.copy()
@@ -284,14 +360,16 @@ def _batched_em(Xt, y, B, G, S, post, n_iter, n_tied, noise_floor, gate_steps=2,
             break
         # experts: weighted least squares (a lost component keeps its coefficients)
         wsum = post.sum(axis=2) if w is None else post @ w
-        A = (post.reshape(C * k, n) @ XXw).reshape(C, k, q, q) + ridge
-        rhs = post @ Xy
+        A = _symmetric(post.reshape(C * k, n) @ pairs, q).reshape(C, k, q, q) + ridge
+        rhs = (post.reshape(C * k, n) @ Xy).reshape(C, k, q)
         alive = wsum > 1e-8 * total
         B[alive] = np.linalg.solve(A[alive], rhs[alive][:, :, None])[:, :, 0]
-        r2 = (y - _lin(B, Xt)) ** 2
+        np.matmul(B.reshape(C * k, q), Xt.T, out=J.reshape(C * k, n))
+        np.subtract(y, J, out=J)
+        np.square(J, out=J)
         if w is not None:
-            r2 *= w
-        sq = np.einsum("ckn,ckn->ck", post, r2)
+            J *= w
+        sq = np.einsum("ckn,ckn->ck", post, J)
         if it < n_tied:
             S = np.repeat(np.sqrt(sq.sum(axis=1, keepdims=True) / total), k, axis=1)
         else:
@@ -299,7 +377,7 @@ def _batched_em(Xt, y, B, G, S, post, n_iter, n_tied, noise_floor, gate_steps=2,
         S = np.maximum(S, noise_floor)
         # gate: damped Newton steps on the soft-label logit, the last expert the reference
         if k > 1:
-            G = _gate_newton_steps(G, post, Xt, XXw, gate_steps, w)
+            G = _gate_newton_steps(G, post, Xt, pairs, gate_steps, w, logp, buf)
     return B, G, S, ll_tied, ll, post
 
 
@@ -309,53 +387,67 @@ def _lin(coef, Xt):
     return (coef.reshape(C * k, q) @ Xt.T).reshape(C, k, -1)
 
 
-def _gate_objective(G, post, Xt):
-    eta = _lin(G, Xt)
-    eta -= eta.max(axis=1, keepdims=True)
-    logp = eta - np.log(np.exp(eta).sum(axis=1, keepdims=True))
-    return -np.einsum("ckn,ckn->c", post, logp), np.exp(logp)
-
-
 # Remove-and-split moves tried per round (a random subset when k (k - 1) * 2 is larger).
 _MAX_MOVES_PER_ROUND = 24
 # Best screened moves of a round that are refined.
 _MOVE_REFINES = 1
 
 
-def _gate_newton_steps(G, post, Xt, XX, n_steps, w=None):
+def _gate_newton_steps(G, post, Xt, pairs, n_steps, w, logp, buf):
     """Damped Newton steps of C soft-label multinomial logits at once.
 
     The last expert is the reference.  Each step is halved, candidate by
     candidate, until the objective does not increase (a candidate with no such
-    step keeps its gate).  With sample weights ``w``, ``XX`` holds the
-    weighted products of the design's columns.
+    step keeps its gate).  ``pairs`` holds the (weighted) products of the
+    design's column pairs (:func:`_pair_products`), ``logp`` the log gate
+    probabilities at ``G`` (updated in place with ``G``) and ``buf`` the work
+    arrays (:class:`_Buffers`).
     """
     C, k, q = G.shape
     m = k - 1
     if w is not None:
-        post = post * w
-    f, p = _gate_objective(G, post, Xt)
+        post = np.multiply(post, w, out=buf.weighted)
+    f = -np.einsum("ckn,ckn->c", post, logp)
+    p = np.exp(logp, out=buf.p)
+    a, b = np.triu_indices(m)
+    eye = np.eye(m * q)
+    diff = buf.diff
+    W = buf.J[:, : a.size] if a.size <= k else np.empty((C, a.size, p.shape[2]))
     for _ in range(n_steps):
-        diff = post[:, :m] - (p[:, :m] if w is None else p[:, :m] * w)
-        grad = (diff @ Xt).reshape(C, m * q)
-        W = -p[:, :m, None, :] * p[:, None, :m, :]
-        W[:, np.arange(m), np.arange(m)] += p[:, :m]
-        H = (W.reshape(C * m * m, -1) @ XX).reshape(C, m, m, q, q)
+        np.subtract(post[:, :m], p[:, :m] if w is None else p[:, :m] * w, out=diff)
+        grad = (diff.reshape(C * m, -1) @ Xt).reshape(C, m * q)
+        # the Hessian's (a, b) block: sum_n (delta_ab p_a - p_a p_b) x x^T, for a <= b
+        for i, (ai, bi) in enumerate(zip(a, b, strict=True)):
+            np.multiply(p[:, ai], p[:, bi], out=W[:, i])
+            if ai == bi:
+                np.subtract(p[:, ai], W[:, i], out=W[:, i])
+            else:
+                np.negative(W[:, i], out=W[:, i])
+        blocks = _symmetric((W.reshape(C * a.size, -1) @ pairs).reshape(C, a.size, -1), q)
+        H = np.empty((C, m, m, q, q))
+        H[:, a, b] = blocks
+        H[:, b, a] = blocks
         H = H.transpose(0, 1, 3, 2, 4).reshape(C, m * q, m * q)
-        H += (1e-8 * (np.trace(H, axis1=1, axis2=2) / (m * q) + 1e-12))[:, None, None] * np.eye(
-            m * q
-        )
+        H += (1e-8 * (np.trace(H, axis1=1, axis2=2) / (m * q) + 1e-12))[:, None, None] * eye
         step = np.linalg.solve(H, grad[:, :, None])[:, :, 0].reshape(C, m, q)
         # halve the step of the candidates whose objective rose; only they are re-evaluated
         todo = np.arange(C)
         t = 1.0
         for _ in range(12):
+            c = todo.size
             G_try = G[todo].copy()
             G_try[:, :m] += t * step[todo]
-            f_try, p_try = _gate_objective(G_try, post[todo], Xt)  # post weighted
+            lp = _log_gate(G_try, Xt, buf.trial[:c], buf.gate_scratch(c))
+            f_try = -np.einsum("ckn,ckn->c", post if c == C else post[todo], lp)
             ok = f_try <= f[todo]
             done = todo[ok]
-            G[done], f[done], p[done] = G_try[ok], f_try[ok], p_try[ok]
+            G[done], f[done] = G_try[ok], f_try[ok]
+            if c == C and ok.all():
+                np.copyto(logp, lp)
+                np.exp(lp, out=p)
+            elif done.size:
+                logp[done] = lp[ok]
+                p[done] = np.exp(logp[done])
             todo = todo[~ok]
             if not todo.size:
                 break
