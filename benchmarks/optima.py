@@ -465,6 +465,24 @@ def build_reference(name, X, y, ks, args, cache):
     return [keys[k] for k in todo]
 
 
+def save_cache(cache):
+    """Write the cache to :data:`REFERENCE`, atomically (readers never see half of it)."""
+    REFERENCE.parent.mkdir(parents=True, exist_ok=True)
+    tmp = REFERENCE.with_suffix(".tmp")
+    tmp.write_text(
+        json.dumps(
+            dict(
+                description="Cached best-known optima, flexmix nrep=50 and hmeEM fits for "
+                "benchmarks/optima.py (see its docstring); total log-likelihoods in nats.",
+                cases=cache,
+            ),
+            indent=1,
+            default=float,
+        )
+    )
+    tmp.replace(REFERENCE)
+
+
 def run_case_timed(name, X, y, ks, skip_fm5):
     """This run's measurements: the default fit and flexmix nrep=5, one after the other."""
     out = {}
@@ -561,7 +579,10 @@ def main():
     computed = []
     for name in args.datasets:
         X, y = data[name]
-        computed += build_reference(name, X, y, DATASETS[name][4], args, cache)
+        done = build_reference(name, X, y, DATASETS[name][4], args, cache)
+        if done:  # saved after each data set: an interrupted search keeps what it found
+            save_cache(cache)
+        computed += done
 
     # the timed part: nothing else runs meanwhile
     timed = {}
@@ -595,21 +616,7 @@ def main():
                     field: timed[name][k]["flexmix5"][field]
                     for field in ("seconds", "loglik", "valid")
                 }
-        REFERENCE.parent.mkdir(parents=True, exist_ok=True)
-        tmp = REFERENCE.with_suffix(".tmp")  # replaced atomically: readers never see half
-        tmp.write_text(
-            json.dumps(
-                dict(
-                    description="Cached best-known optima, flexmix nrep=50 and hmeEM fits for "
-                    "benchmarks/optima.py (see its docstring); total log-likelihoods in "
-                    "nats.",
-                    cases=cache,
-                ),
-                indent=1,
-                default=float,
-            )
-        )
-        tmp.replace(REFERENCE)
+        save_cache(cache)
 
     cases = []
     for name in args.datasets:
