@@ -31,11 +31,24 @@ Methods, per case:
   for K = 2 (its only accepted k) and one feature (its Newton step for the gate
   uses the intercept and the first column of x only), so it runs on the
   one-feature data sets with K = 2 and is marked "n/a" elsewhere;
-* the best-known search (cached): ``MixtureOfExpertsRegressor(K, noise="expert",
-  n_init=N, max_iter=5000, tol=1e-12, random_state=s)`` for several seeds s;
-  the same with ``noise="shared"`` followed by a per-expert-noise refit started
-  at that optimum (its scalar noise broadcast to K values); and a per-expert
-  refit (``init_params=``) started at every flexmix nrep=50 and hmeEM fit.
+* the best-known search (cached), per case:
+
+  - the default estimator ``MixtureOfExpertsRegressor(n_experts=K,
+    random_state=s)`` for s = 0 .. S-1 (``--default-seeds``: S = 10 for K = 2
+    and 30 for K >= 3; the likelihood of these data sets has many local
+    maxima and different seeds of the default's start search end in
+    different ones), each followed by a long refit started at its optimum;
+  - ``MixtureOfExpertsRegressor(K, noise="expert", n_init=N, max_iter=5000,
+    tol=1e-12, random_state=s)`` for the seeds s of ``--search-seeds``; the
+    same with ``noise="shared"`` followed by a per-expert-noise refit started
+    at that optimum (its scalar noise broadcast to K values);
+  - a long per-expert refit (``init_params=``) started at every flexmix
+    nrep=50 and hmeEM fit, and at the best known optimum of the cache
+    (continuation: the optimiser of the current code may climb further).
+
+  "Long refit" means ``noise="expert", init_params=P, max_iter=5000,
+  tol=1e-12``.  Every candidate is labelled with its method and seed, and the
+  best keeps its parameters, so each best known optimum can be reproduced.
 
 Every fit is scored by the same Python code: the total log-likelihood
 ``MoEParams.log_likelihood(X, y).sum()`` in the original units of y (flexmix
@@ -52,6 +65,15 @@ responsibility over the rows) is below ``max(0.05, (d+2)/n)`` (flexmix's
 log-likelihood is not finite.  A flexmix fit that dropped a component (fewer
 than K left) "lost a component" and is excluded as well.
 
+The best known optimum only ever improves: a recomputed case keeps the cached
+best when the new search does not beat it, and every method of a run (the
+default fit, flexmix nrep=5, and the long refits started at their answers)
+that beats the cached best replaces it in the cache, with its parameters,
+label, seed and date, also under ``--reuse-reference``.  The timed default fit
+is called with a fresh random seed each run (drawn from the operating system,
+as ``random_state=None`` would, but recorded), so an optimum it finds can be
+reproduced.
+
 The gap of a method is ``best known - its log-likelihood`` in nats (total over
 the rows).  Target: the default within 0.1 nats of the best known on every
 case, and total default time / total flexmix nrep=5 time <= 1/3 (both measured
@@ -61,8 +83,13 @@ Writes benchmarks/reports/optima.{json,md}; the best-known search, flexmix
 nrep=50 and hmeEM results (and the last full run's flexmix nrep=5 times) are
 cached in benchmarks/reports/optima_reference.json, keyed by data set, K and a
 hash of the data; ``--reuse-reference`` reads them from there (a case missing
-from the cache, or whose data changed, is recomputed) and leaves the cache
-file untouched unless it had to compute a case.
+from the cache, or whose data changed, is recomputed) and writes the cache
+file only when it had to compute a case or this run improved a best known
+optimum.
+
+Rebuild the reference (tens of minutes; flexmix nrep=50 is the slow part)::
+
+    PYTHONPATH=$PWD/src nice -n 10 python benchmarks/optima.py
 """
 
 from __future__ import annotations
@@ -83,6 +110,7 @@ from moelearn import MixtureOfExpertsRegressor, MoEParams
 
 REFERENCE = REPORT_DIR / "optima_reference.json"
 TOLERANCE = 0.1  # nats: "reaches the best known optimum"
+IMPROVEMENT = 1e-6  # nats: a new best must beat the cached one by more than this
 
 # name: (R package, item, features, target, K values)
 DATASETS = {
@@ -230,36 +258,56 @@ def _long(**kw):
     return dict(max_iter=5000, tol=1e-12, **kw)
 
 
-def search(X, y, k, seeds, n_init, starts):
-    """The best-known search: long per-expert-noise runs and refits from ``starts``.
+LONG_REFIT = "long refit (noise='expert', max_iter=5000, tol=1e-12)"
 
-    ``starts``: ``{label: MoEParams}`` (flexmix nrep=50, hmeEM).  Returns the
-    list of candidates (label, assessment, seconds, params as a dict).
+
+def _candidate(label, est, secs, error, X, y, k):
+    """One candidate of the best-known search as a record (parameters kept)."""
+    if est is None:
+        return dict(
+            method=label,
+            seconds=secs,
+            loglik=float("nan"),
+            valid=False,
+            why=f"fit raised {error}",
+            params=None,
+        )
+    return dict(
+        method=label,
+        seconds=secs,
+        **assess(est.params_, X, y, k),
+        params=est.params_.to_dict(),
+    )
+
+
+def refit(X, y, k, params, label, seconds=0.0):
+    """The long per-expert refit started at ``params``, as a candidate record."""
+    est, secs, error = fit_moelearn(
+        X, y, k, noise="expert", init_params=_per_expert(params), **_long()
+    )
+    return _candidate(f"{label}, then {LONG_REFIT}", est, seconds + secs, error, X, y, k)
+
+
+def search(X, y, k, seeds, n_init, starts, default_seeds=()):
+    """The best-known search (see the module docstring).
+
+    ``default_seeds``: random states of default fits, each refitted long;
+    ``seeds``: random states of the long ``n_init`` runs; ``starts``:
+    ``{label: MoEParams}`` to refit from (flexmix nrep=50, hmeEM, the cached
+    best).  Returns the list of candidates (label, assessment, seconds,
+    params as a dict).
     """
     cands = []
 
     def add(label, est, secs, error):
-        if est is None:
-            cands.append(
-                dict(
-                    method=label,
-                    seconds=secs,
-                    loglik=float("nan"),
-                    valid=False,
-                    why=f"fit raised {error}",
-                    params=None,
-                )
-            )
-            return
-        cands.append(
-            dict(
-                method=label,
-                seconds=secs,
-                **assess(est.params_, X, y, k),
-                params=est.params_.to_dict(),
-            )
-        )
+        cands.append(_candidate(label, est, secs, error, X, y, k))
 
+    for s in default_seeds:
+        label = f"default fit, random_state={s}"
+        est, secs, error = fit_moelearn(X, y, k, random_state=s)
+        add(label, est, secs, error)
+        if est is not None:
+            cands.append(refit(X, y, k, est.params_, label, secs))
     for s in seeds:
         add(
             f"noise='expert', n_init={n_init}, seed {s}",
@@ -279,11 +327,45 @@ def search(X, y, k, seeds, n_init, starts):
     for label, params in starts.items():
         if params is None or params.n_experts != k:
             continue
-        add(
-            f"noise='expert' refit from {label}",
-            *fit_moelearn(X, y, k, noise="expert", init_params=_per_expert(params), **_long()),
-        )
+        cands.append(refit(X, y, k, params, label))
     return cands
+
+
+def offer(entry, cand, when):
+    """Make ``cand`` the best of the cache ``entry`` if it is valid and beats it.
+
+    The best known only ever improves.  Returns True when it replaced the best.
+    """
+    if not (cand and cand["valid"] and cand.get("params") is not None):
+        return False
+    best = entry.get("best")
+    if best is not None and not cand["loglik"] > best["loglik"] + IMPROVEMENT:
+        return False
+    entry["best"] = dict(cand, found=when, code=_code_version())
+    return True
+
+
+def _code_version():
+    """moelearn's version and, when run from a git checkout, its commit."""
+    import subprocess
+
+    import moelearn
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPORT_DIR,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return f"moelearn {moelearn.__version__} (commit {commit})"
+
+
+def _now():
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
 
 def _r_fits(X, y, ks, seed, with_hme):
@@ -313,7 +395,7 @@ def _params(rec):
     if not rec or rec.get("params") is None:
         return None
     return MoEParams(
-        **{key: np.asarray(v) if key != "link" else v for key, v in rec["params"].items()}
+        **{key: np.asarray(v) if isinstance(v, list) else v for key, v in rec["params"].items()}
     )
 
 
@@ -336,7 +418,10 @@ def build_reference(name, X, y, ks, args, cache):
     job = pool.submit(_r_fits, X, y, todo, 50, with_hme)
     searched = {}
     for k in progress(todo, label=f"{name}: best-known search"):
-        searched[k] = search(X, y, k, args.search_seeds, args.search_starts, {})
+        n_default = args.default_seeds[0] if k == 2 else args.default_seeds[-1]
+        searched[k] = search(
+            X, y, k, args.search_seeds, args.search_starts, {}, default_seeds=range(n_default)
+        )
     fm, hme = job.result()
     pool.shutdown()
     for k, res in zip(todo, fm, strict=True):
@@ -345,49 +430,70 @@ def build_reference(name, X, y, ks, args, cache):
         starts = {"flexmix nrep=50": _params(fm50)}
         if hme_rec is not None:
             starts["hmeEM"] = _params(hme_rec)
+        earlier = cache.get(keys[k])
+        if earlier and earlier["hash"] == h and earlier.get("best"):
+            starts[f"the cached best ({earlier['best']['method']})"] = _params(earlier["best"])
         cands = searched[k] + search(X, y, k, [], 0, starts)
         cands += [
             dict(rec, method=label)
             for label, rec in (("flexmix nrep=50", fm50), ("hmeEM", hme_rec))
             if rec
         ]
-        valid = [c for c in cands if c["valid"]]
-        best = max(valid, key=lambda c: c["loglik"]) if valid else None
-        earlier = cache.get(keys[k])
-        if (
-            earlier
-            and earlier["hash"] == h
-            and earlier.get("best")
-            and (best is None or earlier["best"]["loglik"] > best["loglik"])
-        ):
-            # the best known only improves: keep an earlier search's better optimum
-            best = dict(earlier["best"])
-            if not best["method"].endswith("(earlier run)"):
-                best["method"] += f" (earlier run, {earlier['computed']})"
-        cache[keys[k]] = dict(
+        when = _now()
+        entry = dict(
             dataset=name,
             k=k,
             hash=h,
             n=len(y),
             d=X.shape[1],
-            search=dict(seeds=list(args.search_seeds), n_init=args.search_starts),
+            search=dict(
+                seeds=list(args.search_seeds),
+                n_init=args.search_starts,
+                default_seeds=args.default_seeds[0] if k == 2 else args.default_seeds[-1],
+            ),
             flexmix50=fm50,
             hmeem=hme_rec,
             candidates=[{key: v for key, v in c.items() if key != "params"} for c in cands],
-            best=best,
-            computed=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            # the best known only improves: start from an earlier search's best
+            best=earlier["best"] if earlier and earlier["hash"] == h else None,
+            computed=when,
         )
+        valid = [c for c in cands if c["valid"]]
+        if valid:
+            offer(entry, max(valid, key=lambda c: c["loglik"]), when)
+        cache[keys[k]] = entry
     return [keys[k] for k in todo]
+
+
+def save_cache(cache):
+    """Write the cache to :data:`REFERENCE`, atomically (readers never see half of it)."""
+    REFERENCE.parent.mkdir(parents=True, exist_ok=True)
+    tmp = REFERENCE.with_suffix(".tmp")
+    tmp.write_text(
+        json.dumps(
+            dict(
+                description="Cached best-known optima, flexmix nrep=50 and hmeEM fits for "
+                "benchmarks/optima.py (see its docstring); total log-likelihoods in nats.",
+                cases=cache,
+            ),
+            indent=1,
+            default=float,
+        )
+    )
+    tmp.replace(REFERENCE)
 
 
 def run_case_timed(name, X, y, ks, skip_fm5):
     """This run's measurements: the default fit and flexmix nrep=5, one after the other."""
     out = {}
     for k in ks:
-        est, secs, error = fit_moelearn(X, y, k)
+        # a fresh seed from the operating system, as random_state=None would draw, but kept
+        seed = int(np.random.SeedSequence().generate_state(1)[0])
+        est, secs, error = fit_moelearn(X, y, k, random_state=seed)
         if est is None:  # counts as a failure, not as a crash of the benchmark
             out[k] = dict(
                 default=dict(
+                    random_state=seed,
                     seconds=secs,
                     n_params=None,
                     init_method=None,
@@ -402,6 +508,7 @@ def run_case_timed(name, X, y, ks, skip_fm5):
         noise_values = 1 if np.ndim(est.params_.noise_std) == 0 else k
         out[k] = dict(
             default=dict(
+                random_state=seed,
                 seconds=secs,
                 n_params=n_parameters(k, X.shape[1], noise_values),
                 init_method=est.init_method_,
@@ -438,7 +545,21 @@ def main():
     ap.add_argument(
         "--report", default="optima", help="name of the report (benchmarks/reports/NAME.{json,md})"
     )
-    ap.add_argument("--search-seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument(
+        "--search-seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="random states of the long n_init runs in the best-known search",
+    )
+    ap.add_argument(
+        "--default-seeds",
+        type=int,
+        nargs=2,
+        default=[10, 30],
+        metavar=("K2", "K3"),
+        help="number of seeded default fits in the best-known search for K = 2 and for K >= 3",
+    )
     ap.add_argument(
         "--search-starts",
         type=int,
@@ -448,19 +569,46 @@ def main():
     args = ap.parse_args()
     ensure_flexmix(mixtools=True)
     cache = json.loads(REFERENCE.read_text())["cases"] if REFERENCE.exists() else {}
+    for entry in cache.values():
+        best = entry.get("best")
+        if best is not None and "found" not in best:  # older cache format
+            label, _, date = best["method"].partition(" (earlier run, ")
+            entry["best"] = dict(best, method=label, found=date.rstrip(")") or entry["computed"])
     data = {name: load(name) for name in args.datasets}
 
     computed = []
     for name in args.datasets:
         X, y = data[name]
-        computed += build_reference(name, X, y, DATASETS[name][4], args, cache)
+        done = build_reference(name, X, y, DATASETS[name][4], args, cache)
+        if done:  # saved after each data set: an interrupted search keeps what it found
+            save_cache(cache)
+        computed += done
 
     # the timed part: nothing else runs meanwhile
     timed = {}
     for name in progress(args.datasets, label="default fit and flexmix nrep=5"):
         X, y = data[name]
         timed[name] = run_case_timed(name, X, y, DATASETS[name][4], args.skip_flexmix5)
-    if computed:  # the cache changes only where it was (re)computed
+    # every method of this run, and the long refit started at its answer, may improve
+    # the best known (after the timed part, so the timing is undisturbed)
+    improved = {}
+    when = _now()
+    for name in args.datasets:
+        X, y = data[name]
+        for k, now in timed[name].items():
+            entry = cache[f"{name}/K={k}"]
+            runs = [(f"default fit, random_state={now['default']['random_state']}", now["default"])]
+            if now.get("flexmix5"):
+                runs.append(("flexmix nrep=5 (R set.seed(5))", now["flexmix5"]))
+            for label, rec in runs:
+                params = _params(rec)
+                cands = [dict(rec, method=label)]
+                if params is not None and params.n_experts == k:
+                    cands.append(refit(X, y, k, params, label, rec["seconds"]))
+                for c in cands:
+                    if offer(entry, c, f"{when}, timed run"):
+                        improved[f"{name}/K={k}"] = entry["best"]["method"]
+    if computed or improved:  # the cache changes only where it was (re)computed or improved
         for key in computed:
             name, k = cache[key]["dataset"], cache[key]["k"]
             if not args.skip_flexmix5:
@@ -468,21 +616,7 @@ def main():
                     field: timed[name][k]["flexmix5"][field]
                     for field in ("seconds", "loglik", "valid")
                 }
-        REFERENCE.parent.mkdir(parents=True, exist_ok=True)
-        tmp = REFERENCE.with_suffix(".tmp")  # replaced atomically: readers never see half
-        tmp.write_text(
-            json.dumps(
-                dict(
-                    description="Cached best-known optima, flexmix nrep=50 and hmeEM fits for "
-                    "benchmarks/optima.py (see its docstring); total log-likelihoods in "
-                    "nats.",
-                    cases=cache,
-                ),
-                indent=1,
-                default=float,
-            )
-        )
-        tmp.replace(REFERENCE)
+        save_cache(cache)
 
     cases = []
     for name in args.datasets:
@@ -490,27 +624,13 @@ def main():
         for k, now in timed[name].items():
             ref = cache[f"{name}/K={k}"]
             fm5 = now.get("flexmix5")
-            best, best_method = -np.inf, None
-            if ref["best"] is not None:
-                best, best_method = ref["best"]["loglik"], ref["best"]["method"]
-            for label, rec in (
-                ("default (this run)", now["default"]),
-                ("flexmix nrep=5 (this run)", fm5),
-            ):
-                if rec and rec["valid"] and rec["loglik"] > best:
-                    best, best_method = rec["loglik"], label
+            best_rec = ref["best"]
+            best = best_rec["loglik"] if best_rec is not None else -np.inf
 
             def gap(rec, best=best):
                 return best - rec["loglik"] if rec and rec["valid"] else None
 
             d = X.shape[1]
-            best_rec = (
-                ref["best"]
-                if best_method == (ref["best"] or {}).get("method")
-                else now["default"]
-                if best_method.startswith("default")
-                else fm5
-            )
             case = dict(
                 dataset=name,
                 n=len(y),
@@ -519,9 +639,13 @@ def main():
                 hash=ref["hash"],
                 n_params=n_parameters(k, d, k),
                 best=best,
-                best_method=best_method,
-                best_min_share=best_rec["min_share"],
-                best_min_sigma_over_std_y=best_rec["min_sigma_over_std_y"],
+                best_method=None if best_rec is None else best_rec["method"],
+                best_found=None if best_rec is None else best_rec.get("found"),
+                best_improved_by_this_run=f"{name}/K={k}" in improved,
+                best_min_share=None if best_rec is None else best_rec["min_share"],
+                best_min_sigma_over_std_y=None
+                if best_rec is None
+                else best_rec["min_sigma_over_std_y"],
                 default={key: v for key, v in now["default"].items() if key != "params"},
                 default_gap=gap(now["default"]),
                 flexmix5=None
@@ -586,8 +710,10 @@ def main():
         "feature: n/a elsewhere. The best known comes from the cached search "
         "(`optima_reference.json`: long `noise='expert'` runs with many starts, "
         "per-expert refits from the shared-noise optimum, from flexmix nrep=50 and from "
-        "hmeEM) and from this run's valid fits. The default fit is called without a "
-        "random_state, as a user would, so its figures can change from run to run; times "
+        "hmeEM; seeded default fits) and from every run's valid fits, each stored with its "
+        "parameters; it only ever improves. The default fit gets a fresh random seed each "
+        "run, as a user's random_state=None would (the seed is recorded in the JSON), so "
+        "its figures can change from run to run; times "
         "are wall-clock on a shared machine. flexmix's variances carry a degrees-of-freedom "
         "correction, so its parameters are scored slightly below the nearby maximum (the "
         "refits started from them are in the best-known search).",
@@ -615,9 +741,12 @@ def main():
         )
     md += ["", "Where the best known comes from:", ""]
     md += [
-        f"* {c['dataset']} K={c['k']}: {c['best_method']} (smallest component share "
-        f"{c['best_min_share']:.3f}, smallest sigma {c['best_min_sigma_over_std_y']:.3f} "
-        f"std(y))"
+        f"* {c['dataset']} K={c['k']}: none valid"
+        if c["best_method"] is None
+        else f"* {c['dataset']} K={c['k']}: {c['best_method']}, found {c['best_found']}"
+        + (" (improved by this run)" if c["best_improved_by_this_run"] else "")
+        + f" (smallest component share {c['best_min_share']:.3f}, smallest sigma "
+        f"{c['best_min_sigma_over_std_y']:.3f} std(y))"
         for c in cases
     ]
     df_check = [
