@@ -32,6 +32,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import softmax
 
+from . import screening
 from ._threads import blas_threads
 from .data import Data
 from .families import Family
@@ -681,6 +682,67 @@ def _ordered(entries):
     return out
 
 
+# Class-label experts (Bernoulli, multinomial): their unpenalised likelihood often has
+# suprema at infinity (an expert that separates its rows), one per way of separating,
+# and which one EM reaches depends on the start.  Their screen runs every candidate
+# at once (moelearn.screening) from the generated starts plus DISCRETE_PARTITIONS
+# random hard partitions of the rows per generated start, DISCRETE_SCREEN_ITER EM
+# iterations whose M-step takes DISCRETE_INNER steps (experts, gate): random
+# partitions start near the symmetric point where all experts agree, and only
+# leave it, towards the separated configurations, after some dozens of such
+# iterations.
+DISCRETE_PARTITIONS = 1.0
+DISCRETE_SCREEN_ITER = 60
+DISCRETE_INNER = (2, 1)
+
+
+def _screen_discrete(
+    family, design, sub_X, sub_y, k, n_candidates, rng, sub_weights, starts, alpha, tol, min_share
+):
+    """Screen the starts of class-label experts in one batch (:mod:`moelearn.screening`).
+
+    Returns the entries ``(rank, kind, fit, order)`` of :func:`search`'s screen.
+    """
+    candidates = _candidates(family, design, sub_X, sub_y, k, n_candidates, rng, sub_weights)
+    n_parts = int(round(DISCRETE_PARTITIONS * n_candidates))
+    feats = np.hstack([sub_X, np.asarray(sub_y, dtype=float)[:, None]])
+    parts = screening.hashed_partitions(feats, k, n_parts, rng) if n_parts else []
+    kinds = [kind for kind, _ in candidates] + ["partition"] * n_parts
+    posts = np.concatenate(
+        [np.stack([post for _, post in candidates]), *([parts] if n_parts else [])]
+    )
+    opts = dict(
+        n_iter=DISCRETE_SCREEN_ITER, tol=tol, alpha=alpha, weights=sub_weights, inner=DISCRETE_INNER
+    )
+    results = []
+    if starts:
+        coef = np.stack([st.coef for _, st in starts])
+        gate = np.stack([st.gate for _, st in starts])
+        results.append(
+            (
+                [name for name, _ in starts],
+                screening.batched_em(family, design, sub_X, sub_y, coef=coef, gate=gate, **opts),
+            )
+        )
+    results.append((kinds, screening.batched_em(family, design, sub_X, sub_y, posts=posts, **opts)))
+    screened = []
+    m = len(family.dispersion_names)
+    for names, (coef, gate, obj, shares) in results:
+        for i, kind in enumerate(names):
+            if not np.isfinite(obj[i]):
+                continue
+            fit = EngineFit(
+                State(coef[i], np.zeros((k, m)), gate[i]),
+                float(obj[i]),
+                DISCRETE_SCREEN_ITER,
+                False,
+                [float(obj[i])],
+                shares[i],
+            )
+            screened.append((_rank(fit, min_share, family), kind, fit, len(screened)))
+    return screened
+
+
 def search(
     family: Family,
     design: Design,
@@ -728,28 +790,46 @@ def search(
     screened = []
     with blas_threads(width), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        candidates = _candidates(family, design, sub_X, sub_y, k, n_candidates, rng, sub_weights)
-        # extra starts are parameters already; generated candidates are responsibilities
-        states = [(kind, lambda start=start: start) for kind, start in starts] + [
-            (
-                kind,
-                lambda post=post: state_from_responsibilities(
-                    family, design, sub_X, sub_y, post, log_floor, weights=sub_weights
-                ),
+        if screening.supports(family):
+            screened = _screen_discrete(
+                family,
+                design,
+                sub_X,
+                sub_y,
+                k,
+                n_candidates,
+                rng,
+                sub_weights,
+                starts,
+                alpha,
+                tol,
+                min_share,
             )
-            for kind, post in candidates
-        ]
-        for kind, make_start in states:
-            try:
-                fit = em(
-                    family, design, sub, make_start(), max_iter=screen_iter, tol=tol, **sub_opts
+        else:
+            candidates = _candidates(
+                family, design, sub_X, sub_y, k, n_candidates, rng, sub_weights
+            )
+            # extra starts are parameters already; generated candidates are responsibilities
+            states = [(kind, lambda start=start: start) for kind, start in starts] + [
+                (
+                    kind,
+                    lambda post=post: state_from_responsibilities(
+                        family, design, sub_X, sub_y, post, log_floor, weights=sub_weights
+                    ),
                 )
-            except (np.linalg.LinAlgError, FloatingPointError, ValueError):
-                continue
-            if np.isfinite(fit.log_likelihood):
-                screened.append(
-                    (_rank(fit, min_share, family, log_floor), kind, fit, len(screened))
-                )
+                for kind, post in candidates
+            ]
+            for kind, make_start in states:
+                try:
+                    fit = em(
+                        family, design, sub, make_start(), max_iter=screen_iter, tol=tol, **sub_opts
+                    )
+                except (np.linalg.LinAlgError, FloatingPointError, ValueError):
+                    continue
+                if np.isfinite(fit.log_likelihood):
+                    screened.append(
+                        (_rank(fit, min_share, family, log_floor), kind, fit, len(screened))
+                    )
         if not screened:
             raise ValueError("every start failed: the data may not suit this family")
         screened = _ordered(screened)
