@@ -21,7 +21,6 @@ of weight ``m`` start alike.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit, log_expit
 
 __all__ = ["supports", "hashed_partitions", "batched_em"]
 
@@ -69,6 +68,11 @@ class _Problem:
             self.mask_e[0] = 0.0
             self.mask_g[0] = 0.0
         self.sign = 2.0 * y - 1.0
+        # indicators of classes 0..q-1 (Bernoulli: of class 1, whose log-odds eta is)
+        if self.q == 1:
+            self.onehot = y[:, None].astype(float)
+        else:
+            self.onehot = (y[:, None] == np.arange(self.q)).astype(float)
         self.outer_u = (U[:, :, None] * U[:, None, :]).reshape(self.n, -1)
         self.outer_z = (Z[:, :, None] * Z[:, None, :]).reshape(self.n, -1)
         m = k - 1
@@ -84,12 +88,27 @@ class _Problem:
         return (self.U @ flat.T).reshape(self.n, k, c, q)
 
     def log_density(self, eta):
-        """Each expert's log-probability of the observed labels, shape (n, k, C)."""
+        """Each expert's log-probability of the labels (n, k, C), and the class probabilities.
+
+        The probabilities of classes ``0..q-1`` (n, k, C, q) come from the same
+        exponentials and serve the next expert step.  Bernoulli experts:
+        ``log P(y) = min(s eta, 0) - log1p(exp(-|eta|))`` with ``s = 2y - 1``;
+        multinomial ones: ``log P(y) = eta_y - m - log(exp(-m) + sum_j exp(eta_j - m))``
+        with ``m = max(0, max_j eta_j)`` and ``eta`` of the last class zero.
+        """
+        if self.q == 1:
+            z = eta[..., 0]
+            e = np.exp(-np.abs(z))
+            inv = 1.0 / (1.0 + e)
+            logf = np.minimum(self.sign[:, None, None] * z, 0.0) - np.log1p(e)
+            p = np.where(z >= 0, inv, e * inv)
+            return logf, p[..., None]
         n, k, c, q = eta.shape
-        if self.family.name == "bernoulli":  # one log_expit: log P(y) = log expit((2y - 1) eta)
-            return log_expit(self.sign[:, None, None] * eta[..., 0])
-        flat = eta.reshape(n, k * c, q)
-        return self.family.log_density(self.y, flat, None).reshape(n, k, c)
+        m = np.maximum(eta.max(axis=-1), 0.0)
+        e = np.exp(eta - m[..., None])
+        total = np.exp(-m) + e.sum(axis=-1)
+        picked = (eta.reshape(n, k * c, q) @ self.onehot[:, :, None]).reshape(n, k, c)
+        return picked - m - np.log(total), e / total[..., None]
 
     def logits(self, gate):
         c, k, pg = gate.shape
@@ -101,13 +120,16 @@ class _Problem:
         return e / e.sum(axis=1, keepdims=True)
 
     def evaluate(self, coef, gate):
-        """Penalised mean log-likelihood (C,), responsibilities, gate probabilities, eta."""
-        eta = self.eta(coef)
+        """Penalised mean log-likelihood (C,), responsibilities, gate probabilities, a cache.
+
+        The cache (see :meth:`log_density`) lets the next expert step skip the predictors.
+        """
+        logf, cache = self.log_density(self.eta(coef))
         logits = self.logits(gate)
         logits -= logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
         norm = e.sum(axis=1)  # (n, C)
-        joint = logits + self.log_density(eta)
+        joint = logits + logf
         top = joint.max(axis=1, keepdims=True)
         top = np.where(np.isfinite(top), top, 0.0)
         ej = np.exp(joint - top)
@@ -115,7 +137,7 @@ class _Problem:
         rows = np.log(mass) + top[:, 0] - np.log(norm)  # (n, C)
         ll = self.w @ rows
         post = ej / mass[:, None]
-        return (ll - self.penalty(coef, gate)) / self.total, post, e / norm[:, None], eta
+        return (ll - self.penalty(coef, gate)) / self.total, post, e / norm[:, None], cache
 
     def penalty(self, coef, gate):
         out = np.zeros(coef.shape[0])
@@ -128,31 +150,37 @@ class _Problem:
         return out
 
     # --------------------------------------------------------------- M-step
-    def expert_step(self, coef, post, eta=None):
-        """One scoring step of every expert on Q at fixed responsibilities, shape of coef."""
+    def expert_step(self, coef, post, cache=None, penalised=True):
+        """One scoring step of every expert on Q at fixed responsibilities, shape of coef.
+
+        ``cache`` is :meth:`evaluate`'s cache at ``coef`` (None: computed here);
+        ``penalised=False`` leaves the ridge out (the starts, as the engine's).
+        """
         c, k, q, pe = coef.shape
         n = self.n
-        eta = self.eta(coef) if eta is None else eta
-        if self.family.name == "bernoulli":
-            p = expit(eta[..., 0]).reshape(n, k * c)
-            grad, fisher = (self.y[:, None] - p)[..., None], (p * (1 - p))[..., None, None]
+        if cache is None:
+            cache = self.log_density(self.eta(coef))[1]
+        p = cache.reshape(n, k * c, q)
+        grad = self.onehot[:, None, :] - p
+        if q == 1:
+            fisher = (p * (1 - p))[..., None]
         else:
-            _, grad, fisher = self.family.derivatives(self.y, eta.reshape(n, k * c, q), None)
-            grad = grad.reshape(n, k * c, q)
-            fisher = fisher.reshape(n, k * c, q, q)
+            fisher = -p[..., :, None] * p[..., None, :]
+            idx = np.arange(q)
+            fisher[..., idx, idx] += p
         rw = post.reshape(n, k * c) * self.w[:, None]
         g = (rw[..., None] * grad).reshape(n, k * c * q).T @ self.U  # (k C q, pe)
         F = (rw[..., None, None] * fisher).reshape(n, -1)
         H = (F.T @ self.outer_u).reshape(k * c, q, q, pe, pe).transpose(0, 1, 3, 2, 4)
         H = H.reshape(k * c, q * pe, q * pe)
         g = g.reshape(k * c, q * pe)
-        if self.a_e > 0:
+        if self.a_e > 0 and penalised:
             g = g - self.a_e * (np.swapaxes(coef, 0, 1) * self.mask_e).reshape(k * c, q * pe)
             H = H + self.a_e * np.diag(np.tile(self.mask_e, q))
         step = _batched_solve(H, g).reshape(k, c, q, pe)
         return coef + np.swapaxes(step, 0, 1)
 
-    def gate_step(self, gate, post, gate_p, ridge=0.0):
+    def gate_step(self, gate, post, gate_p, ridge=0.0, penalised=True):
         """One Newton step of the gate on Q at fixed responsibilities, shape of gate."""
         c, k, pg = gate.shape
         if k == 1:
@@ -169,7 +197,7 @@ class _Problem:
         pairs[:, idx, idx, :] += wp
         H = (pairs.reshape(n, -1).T @ self.outer_z).reshape(m, m, c, pg, pg)
         H = H.transpose(2, 0, 3, 1, 4).reshape(c, m * pg, m * pg)
-        if self.a_g > 0:
+        if self.a_g > 0 and penalised:
             V = gate * self.mask_g
             g = g - self.a_g * (V - V.mean(axis=1, keepdims=True))[:, :m]
             H = H + self.pen_gate
@@ -292,10 +320,10 @@ def _from_responsibilities(prob, post, expert_steps, gate_steps):
     coef = np.zeros((c, k, prob.q, prob.pe))
     gate = np.zeros((c, k, prob.pg))
     for _ in range(expert_steps):
-        coef = _finite(prob.expert_step(coef, post), coef)
+        coef = _finite(prob.expert_step(coef, post, penalised=False), coef)
     for _ in range(gate_steps):
         gate_p = prob.gate_proba(gate)
-        gate = _finite(prob.gate_step(gate, post, gate_p, ridge=1e-6), gate)
+        gate = _finite(prob.gate_step(gate, post, gate_p, ridge=1e-6, penalised=False), gate)
     return coef, gate
 
 
