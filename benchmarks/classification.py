@@ -295,8 +295,13 @@ def _nan_scores():
     return dict(log_loss=np.nan, accuracy=np.nan)
 
 
-def evaluate(name, n_folds, ks, bic_ks, pool, with_flexmix=True):
-    """Per-fold records and full-data comparisons of one data set."""
+def evaluate(name, n_folds, ks, bic_ks, pool, with_flexmix=True, flexmix_cv=None):
+    """Per-fold records and full-data comparisons of one data set.
+
+    ``flexmix_cv``: flexmix's per-fold records of an earlier run of this data set
+    (same folds and K), kept instead of refitting them; the full-data flexmix fits
+    run all the same.
+    """
     X, y = load(name)
     classes = np.unique(y)
     binary = len(classes) == 2
@@ -324,11 +329,16 @@ def evaluate(name, n_folds, ks, bic_ks, pool, with_flexmix=True):
     fm_future = None
     if binary and with_flexmix:
         y01 = (y == classes[1]).astype(float)
-        tasks = [(k, f, 1000 + f, N_REP) for f in range(n_folds) for k in fm_ks]
+        tasks = (
+            []
+            if flexmix_cv is not None
+            else [(k, f, 1000 + f, N_REP) for f in range(n_folds) for k in fm_ks]
+        )
         tasks += [(k, -1, 1000, N_REP) for k in full_ks]
         fm_future = pool.submit(run_flexmix_binomial, X, y01, folds, tasks)
 
-    records = []
+    records = [] if flexmix_cv is None or not binary else list(flexmix_cv)
+    info["flexmix_cv_reused"] = bool(flexmix_cv is not None and binary)
 
     def record(method, k, f, scores, secs, **extra):
         records.append(
@@ -409,7 +419,7 @@ def evaluate(name, n_folds, ks, bic_ks, pool, with_flexmix=True):
         t = time.perf_counter()
         fm = fm_future.result()
         fm_wall = time.perf_counter() - t
-        n_cv = n_folds * len(fm_ks)
+        n_cv = 0 if flexmix_cv is not None else n_folds * len(fm_ks)
         by_fold = {}
         for (k, f, _, _), res in zip(tasks[:n_cv], fm[:n_cv], strict=True):
             tr, te = folds != f, folds == f
@@ -442,7 +452,7 @@ def evaluate(name, n_folds, ks, bic_ks, pool, with_flexmix=True):
             by_fold.setdefault(f, []).append((k, scores, res["seconds"], bic, fm_extra))
             if k in ks:
                 record(f"flexmix K={k}", k, f, scores, res["seconds"], **fm_extra)
-        if bic_ks:
+        if bic_ks and flexmix_cv is None:
             for f, fits in sorted(by_fold.items()):
                 ok = [x for x in fits if np.isfinite(x[3])]
                 secs = sum(x[2] for x in fits)
@@ -591,6 +601,16 @@ def markdown(infos, table, fulls, verdict, args, moe_available, errors):
         ]
     if args.skip_flexmix:
         md += ["flexmix was skipped (`--skip-flexmix`).", ""]
+    reused = [i["dataset"] for i in infos if i.get("flexmix_cv_reused")]
+    if reused:
+        md += [
+            f"flexmix's cross-validation rows of {', '.join(reused)} (`flexmix K=k`, "
+            "`flexmix BIC`) are kept from the previous run of this report "
+            "(`--reuse-flexmix-cv`: same folds, K and flexmix settings; refitting them takes "
+            "about an hour); every other row, including the full-data flexmix fits of "
+            "targets (2) and (3), comes from this run.",
+            "",
+        ]
     if not moe_available:
         md += [
             "**`MixtureOfExpertsClassifier` is not available in this version of moelearn**: its "
@@ -741,6 +761,31 @@ def _merged(args, infos, records, fulls, errors, wall):
     return infos, records, fulls, errors, wall
 
 
+def _old_flexmix_cv(args):
+    """flexmix's per-fold records of the existing report, by data set (same folds and K)."""
+    import json
+
+    from _common import REPORT_DIR
+
+    path = REPORT_DIR / "classification.json"
+    if not path.exists():
+        raise SystemExit("--reuse-flexmix-cv: no existing report to take flexmix's rows from")
+    old = json.loads(path.read_text())
+    same = (old["quick"], old["n_folds"], old["ks"], old["bic_ks"]) == (
+        args.quick,
+        args.n_folds,
+        args.ks,
+        args.bic_ks,
+    )
+    if not same:
+        raise SystemExit("--reuse-flexmix-cv: the existing report used other folds or K")
+    out = {}
+    for r in old["records"]:
+        if r["method"].startswith("flexmix"):
+            out.setdefault(r["dataset"], []).append(r)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -756,6 +801,12 @@ def main():
         action="store_true",
         help="keep the data sets of the existing report that this run does not redo",
     )
+    ap.add_argument(
+        "--reuse-flexmix-cv",
+        action="store_true",
+        help="keep flexmix's cross-validation rows from the existing report (same folds and K) "
+        "instead of refitting them (about an hour); its full-data fits are rerun",
+    )
     args = ap.parse_args()
     names = args.datasets or (QUICK_DATASETS if args.quick else list(DATASETS))
     unknown = [n for n in names if n not in DATASETS]
@@ -768,13 +819,20 @@ def main():
     if not args.skip_flexmix and any(len(np.unique(load(n)[1])) == 2 for n in names):
         ensure_flexmix()
 
+    old_flexmix = _old_flexmix_cv(args) if args.reuse_flexmix_cv else {}
     infos, records, fulls, errors = [], [], {}, []
     t0 = time.perf_counter()
     with ThreadPoolExecutor(1) as pool, threadpool_limits(1):
         for name in names:
             try:
                 info, recs, full, errs = evaluate(
-                    name, args.n_folds, ks, args.bic_ks, pool, not args.skip_flexmix
+                    name,
+                    args.n_folds,
+                    ks,
+                    args.bic_ks,
+                    pool,
+                    not args.skip_flexmix,
+                    old_flexmix.get(name),
                 )
             except Exception:  # report the others; the traceback goes to stderr
                 traceback.print_exc()

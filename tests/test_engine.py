@@ -324,3 +324,90 @@ def test_canonical_leaves_other_fits_alone():
     ll = pass_statistics(family, DESIGN, data, floored, "value")["ll"] / 300
     fit = EngineFit(floored, ll, 1, True)
     assert canonical(family, DESIGN, data, fit, log_floor=np.log(1e-3)) is fit
+
+
+# ------------------------------------------------------- batched screening (class labels)
+def _class_problem(n_classes, seed, n=300):
+    """Standardised rows with labels 0..C-1 from a two-expert mixture (the gate on column 0)."""
+    from moelearn.families import Bernoulli, Multinomial
+
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 3))
+    family = Bernoulli() if n_classes == 2 else Multinomial(n_classes)
+    gate = softmax(np.c_[2.0 * X[:, 0], np.zeros(n)], axis=1)
+    z = rng.random(n) > gate[:, 0]
+    logits = np.where(z[:, None], 2.0 * X[:, 1:2], -2.0 * X[:, 2:3]) * np.arange(n_classes)
+    u = rng.random(n)
+    y = (u[:, None] > np.cumsum(softmax(logits, axis=1), axis=1)).sum(axis=1).astype(float)
+    return family, Design(np.array([0, 1, 2]), np.array([0, 1, 2]), True), X, y
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+@pytest.mark.parametrize("alpha", [0.0, 1e-3])
+def test_batched_em_equals_the_engine_em_candidate_by_candidate(n_classes, alpha):
+    # The batched screen is the engine's EM (one scoring step per block of Q, step
+    # halving), run for many candidates at once: from the same starts both reach the
+    # same parameters and log-likelihood, to round-off (1e-8 after 15 iterations).
+    from moelearn.screening import batched_em
+
+    family, design, X, y = _class_problem(n_classes, seed=11)
+    rng = np.random.default_rng(12)
+    posts = softmax(3.0 * rng.standard_normal((4, len(y), 2)), axis=2)
+    coef, gate, obj, shares = batched_em(
+        family, design, X, y, posts=posts, n_iter=15, tol=0.0, alpha=alpha
+    )
+    for c in range(len(posts)):
+        start = state_from_responsibilities(family, design, X, y, posts[c])
+        ref = em(family, design, Data(X, y), start, max_iter=15, tol=0.0, alpha=alpha)
+        assert abs(ref.log_likelihood - obj[c]) < 1e-8
+        assert np.allclose(ref.state.coef, coef[c], atol=1e-6)
+        assert np.allclose(ref.state.gate, gate[c], atol=1e-6)
+        assert np.allclose(ref.shares, shares[c], atol=1e-8)
+
+
+def test_batched_em_weights_act_as_repeated_rows():
+    # integer weights and repeated rows give the same screen: the hashed partitions
+    # depend on the rows' values only, and the sums weight each row by its count
+    from moelearn.screening import batched_em, hashed_partitions
+
+    family, design, X, y = _class_problem(2, seed=13, n=120)
+    w = np.random.default_rng(14).integers(0, 4, len(y))
+    Xr, yr = np.repeat(X, w, axis=0), np.repeat(y, w)
+    parts = hashed_partitions(np.c_[X, y], 2, 6, np.random.default_rng(15))
+    parts_r = hashed_partitions(np.c_[Xr, yr], 2, 6, np.random.default_rng(15))
+    assert parts.shape == (6, len(y), 2)
+    assert np.array_equal(parts.sum(axis=2), np.ones((6, len(y))))
+    assert np.array_equal(np.repeat(parts, w, axis=1), parts_r)
+    # both groups are used in every partition, in roughly equal numbers (binomial(120, 1/2))
+    assert np.all(np.abs(parts[..., 0].mean(axis=1) - 0.5) < 0.2)
+    a = batched_em(family, design, X, y, posts=parts, n_iter=10, weights=w.astype(float))
+    b = batched_em(family, design, Xr, yr, posts=parts_r, n_iter=10)
+    for u, v in zip(a, b, strict=True):
+        assert np.allclose(u, v, atol=1e-8)
+
+
+def test_discrete_search_is_used_for_class_labels_only(monkeypatch):
+    # the batched screen serves class-label experts; other families keep the
+    # engine's screen candidate by candidate
+    import moelearn.engine as engine
+    import moelearn.screening as screening
+
+    calls = []
+    original = screening.batched_em
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(screening, "batched_em", counting)
+    family, design, X, y = _class_problem(2, seed=16, n=200)
+    rng = np.random.default_rng(0)
+    fit, kind = search(family, design, Data(X, y), X, y, 2, n_candidates=5, random_state=rng)
+    assert calls and set(calls) == {"bernoulli"}
+    assert np.isfinite(fit.log_likelihood)
+    calls.clear()
+    pois = get_family("poisson")
+    state = _truth("poisson")
+    Xp, yp = _sample(pois, DESIGN, state, 300, seed=17)
+    engine.search(pois, DESIGN, Data(Xp, yp), Xp, yp, 2, n_candidates=5, random_state=rng)
+    assert calls == []

@@ -18,7 +18,17 @@ import numpy as np
 
 from ._validation import MAX_MAGNITUDE
 from .data import Data, Transform
-from .engine import Design, EngineFit, State, at_floor, canonical, em, polish, search
+from .engine import (
+    Design,
+    EngineFit,
+    State,
+    at_floor,
+    canonical,
+    discrete_partitions,
+    em,
+    polish,
+    search,
+)
 from .families import Family
 from .model import MoEParams
 
@@ -432,6 +442,9 @@ def fit_engine(
         n_candidates += len(extra_starts)
         plural = "s" if n_candidates > 1 else ""
         method = f"{kind} (best of {n_candidates} start{plural})"
+        parts = discrete_partitions(family, n_candidates - len(extra_starts))
+        if parts:
+            method = f"{kind} (best of {n_candidates} starts and {parts} random partitions)"
     # every expert at its spread's bound: the plateau's canonical point (DESIGN §13)
     fit = canonical(family, design, data, fit, **opts)
     return EngineResult(fit, design, method, x_mean, x_scale, ym, ys)

@@ -1,0 +1,387 @@
+"""Batched EM over many starts at once, for experts of class labels (Bernoulli, multinomial).
+
+:func:`moelearn.engine.search` screens its starts by short EM runs.  For
+experts without a dispersion parameter (logistic and multinomial-logit
+experts) the unpenalised likelihood often has its suprema at infinity (an
+expert that separates its rows), with many such configurations; which one a
+start reaches depends on the start, so many starts screened for long enough
+pay off.  This module runs the EM of :func:`moelearn.engine.em` (one scoring
+step on every block of the expected complete-data log-likelihood ``Q`` per
+iteration, step halving on the observed (penalised) log-likelihood) for
+``C`` candidates at once: one E-step is one product of the design with all
+``C x K`` experts, and the information matrices of all candidates come from
+one product of the weights with the rows' outer products (DESIGN §13).
+
+Also here: :func:`hashed_partitions`, random hard partitions of the rows into
+``K`` groups (the classical start of EM for mixtures of GLMs) drawn as a
+function of each row's values, so that a row repeated ``m`` times and a row
+of weight ``m`` start alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["supports", "hashed_partitions", "batched_em"]
+
+# Floats held at once by one chunk of candidates (the per-row information terms).
+_CHUNK_FLOATS = 4_000_000
+
+
+def supports(family) -> bool:
+    """Whether :func:`batched_em` handles the family: class-label experts, no dispersion."""
+    return family.name in ("bernoulli", "multinomial") and not family.dispersion_names
+
+
+def hashed_partitions(feats, k, count, rng):
+    """``count`` random hard partitions of the rows into ``k`` groups, shape (count, n, k).
+
+    Row ``j``'s group in partition ``c`` is ``floor(k * frac(a_c . feats_j + b_c))``
+    for a random direction ``a_c`` of large norm and a random shift ``b_c``: a
+    deterministic function of the row's values that scatters distinct rows over
+    the groups with nearly equal chances (rows with equal values share a group).
+    """
+    n, d = feats.shape
+    scale = 1.0e3 / np.sqrt(max(d, 1))
+    A = rng.standard_normal((d, count)) * scale
+    b = rng.random(count)
+    t = feats @ A + b  # (n, count)
+    groups = np.minimum((k * (t - np.floor(t))).astype(int), k - 1)
+    return np.moveaxis(np.eye(k)[groups], 1, 0)  # (count, n, k)
+
+
+class _Problem:
+    """The fixed parts of one batched fit: designs, outer products, penalty masks."""
+
+    def __init__(self, family, U, Z, y, w, alpha, fit_intercept, k):
+        self.family, self.U, self.Z, self.y, self.w = family, U, Z, y, w
+        self.n, self.pe = U.shape
+        self.pg = Z.shape[1]
+        self.q = family.n_predictors
+        self.k = k
+        self.total = float(w.sum())
+        a_e, a_g = (alpha, alpha) if np.ndim(alpha) == 0 else alpha
+        self.a_e, self.a_g = float(a_e) * self.total, float(a_g) * self.total
+        self.mask_e = np.ones(self.pe)
+        self.mask_g = np.ones(self.pg)
+        if fit_intercept:
+            self.mask_e[0] = 0.0
+            self.mask_g[0] = 0.0
+        self.sign = 2.0 * y - 1.0
+        # indicators of classes 0..q-1 (Bernoulli: of class 1, whose log-odds eta is)
+        if self.q == 1:
+            self.onehot = y[:, None].astype(float)
+        else:
+            self.onehot = (y[:, None] == np.arange(self.q)).astype(float)
+        self.outer_u = (U[:, :, None] * U[:, None, :]).reshape(self.n, -1)
+        self.outer_z = (Z[:, :, None] * Z[:, None, :]).reshape(self.n, -1)
+        m = k - 1
+        self.pen_gate = self.a_g * np.kron(np.eye(m) - 1.0 / k, np.diag(self.mask_g))
+
+    # Arrays over rows, experts and candidates are laid out (n, k, C): sums over the
+    # experts then run over contiguous blocks of candidates.
+    # --------------------------------------------------------------- E-step
+    def eta(self, coef):
+        """Linear predictors of all experts, shape (n, k, C, q)."""
+        c, k, q, pe = coef.shape
+        flat = np.swapaxes(coef, 0, 1).reshape(k * c * q, pe)
+        return (self.U @ flat.T).reshape(self.n, k, c, q)
+
+    def log_density(self, eta):
+        """Each expert's log-probability of the labels (n, k, C), and the class probabilities.
+
+        The probabilities of classes ``0..q-1`` (n, k, C, q) come from the same
+        exponentials and serve the next expert step.  Bernoulli experts:
+        ``log P(y) = min(s eta, 0) - log1p(exp(-|eta|))`` with ``s = 2y - 1``;
+        multinomial ones: ``log P(y) = eta_y - m - log(exp(-m) + sum_j exp(eta_j - m))``
+        with ``m = max(0, max_j eta_j)`` and ``eta`` of the last class zero.
+        """
+        if self.q == 1:
+            z = eta[..., 0]
+            e = np.exp(-np.abs(z))
+            inv = 1.0 / (1.0 + e)
+            logf = np.minimum(self.sign[:, None, None] * z, 0.0) - np.log1p(e)
+            p = np.where(z >= 0, inv, e * inv)
+            return logf, p[..., None]
+        n, k, c, q = eta.shape
+        m = np.maximum(eta.max(axis=-1), 0.0)
+        e = np.exp(eta - m[..., None])
+        total = np.exp(-m) + e.sum(axis=-1)
+        picked = (eta.reshape(n, k * c, q) @ self.onehot[:, :, None]).reshape(n, k, c)
+        return picked - m - np.log(total), e / total[..., None]
+
+    def logits(self, gate):
+        c, k, pg = gate.shape
+        return (self.Z @ np.swapaxes(gate, 0, 1).reshape(k * c, pg).T).reshape(self.n, k, c)
+
+    def gate_proba(self, gate):
+        logits = self.logits(gate)
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def evaluate(self, coef, gate):
+        """Penalised mean log-likelihood (C,), responsibilities, gate probabilities, a cache.
+
+        The cache (see :meth:`log_density`) lets the next expert step skip the predictors.
+        """
+        logf, cache = self.log_density(self.eta(coef))
+        logits = self.logits(gate)
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        norm = e.sum(axis=1)  # (n, C)
+        joint = logits + logf
+        top = joint.max(axis=1, keepdims=True)
+        top = np.where(np.isfinite(top), top, 0.0)
+        ej = np.exp(joint - top)
+        mass = ej.sum(axis=1)
+        rows = np.log(mass) + top[:, 0] - np.log(norm)  # (n, C)
+        ll = self.w @ rows
+        post = ej / mass[:, None]
+        return (ll - self.penalty(coef, gate)) / self.total, post, e / norm[:, None], cache
+
+    def penalty(self, coef, gate):
+        out = np.zeros(coef.shape[0])
+        if self.a_e > 0:
+            out += 0.5 * self.a_e * np.sum((coef * self.mask_e) ** 2, axis=(1, 2, 3))
+        if self.a_g > 0:
+            V = gate * self.mask_g
+            centred = V - V.mean(axis=1, keepdims=True)
+            out += 0.5 * self.a_g * np.sum(centred**2, axis=(1, 2))
+        return out
+
+    # --------------------------------------------------------------- M-step
+    def expert_step(self, coef, post, cache=None, penalised=True):
+        """One scoring step of every expert on Q at fixed responsibilities, shape of coef.
+
+        ``cache`` is :meth:`evaluate`'s cache at ``coef`` (None: computed here);
+        ``penalised=False`` leaves the ridge out (the starts, as the engine's).
+        """
+        c, k, q, pe = coef.shape
+        n = self.n
+        if cache is None:
+            cache = self.log_density(self.eta(coef))[1]
+        p = cache.reshape(n, k * c, q)
+        grad = self.onehot[:, None, :] - p
+        if q == 1:
+            fisher = (p * (1 - p))[..., None]
+        else:
+            fisher = -p[..., :, None] * p[..., None, :]
+            idx = np.arange(q)
+            fisher[..., idx, idx] += p
+        rw = post.reshape(n, k * c) * self.w[:, None]
+        g = (rw[..., None] * grad).reshape(n, k * c * q).T @ self.U  # (k C q, pe)
+        F = (rw[..., None, None] * fisher).reshape(n, -1)
+        H = (F.T @ self.outer_u).reshape(k * c, q, q, pe, pe).transpose(0, 1, 3, 2, 4)
+        H = H.reshape(k * c, q * pe, q * pe)
+        g = g.reshape(k * c, q * pe)
+        if self.a_e > 0 and penalised:
+            g = g - self.a_e * (np.swapaxes(coef, 0, 1) * self.mask_e).reshape(k * c, q * pe)
+            H = H + self.a_e * np.diag(np.tile(self.mask_e, q))
+        step = _batched_solve(H, g).reshape(k, c, q, pe)
+        return coef + np.swapaxes(step, 0, 1)
+
+    def gate_step(self, gate, post, gate_p, ridge=0.0, penalised=True):
+        """One Newton step of the gate on Q at fixed responsibilities, shape of gate."""
+        c, k, pg = gate.shape
+        if k == 1:
+            return gate
+        m = k - 1
+        n = self.n
+        wr = self.w[:, None, None]
+        resid = ((post - gate_p) * wr)[:, :m].reshape(n, m * c)
+        g = np.swapaxes((resid.T @ self.Z).reshape(m, c, pg), 0, 1)  # (C, m, pg)
+        p = gate_p[:, :m]  # (n, m, C)
+        wp = p * wr
+        pairs = -wp[:, :, None, :] * p[:, None, :, :]  # (n, m, m, C)
+        idx = np.arange(m)
+        pairs[:, idx, idx, :] += wp
+        H = (pairs.reshape(n, -1).T @ self.outer_z).reshape(m, m, c, pg, pg)
+        H = H.transpose(2, 0, 3, 1, 4).reshape(c, m * pg, m * pg)
+        if self.a_g > 0 and penalised:
+            V = gate * self.mask_g
+            g = g - self.a_g * (V - V.mean(axis=1, keepdims=True))[:, :m]
+            H = H + self.pen_gate
+        if ridge > 0:
+            H = H + ridge * self.total * np.eye(m * pg)
+        step = _batched_solve(H, g.reshape(c, m * pg))
+        out = gate.copy()
+        out[:, :m] += step.reshape(c, m, pg)
+        return out
+
+
+def _batched_solve(H, g, ridge=1e-10):
+    """Solve ``H x = g`` for a stack of symmetric matrices, as :func:`engine._solve` does each."""
+    H = 0.5 * (H + np.swapaxes(H, 1, 2))
+    dim = H.shape[1]
+    scale = np.maximum(np.trace(H, axis1=1, axis2=2) / max(dim, 1), 1e-12)
+    H = H + ridge * scale[:, None, None] * np.eye(dim)
+    try:
+        return np.linalg.solve(H, g[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        out = np.empty_like(g)
+        for i in range(len(H)):
+            try:
+                out[i] = np.linalg.solve(H[i], g[i])
+            except np.linalg.LinAlgError:
+                out[i] = np.linalg.lstsq(H[i], g[i], rcond=None)[0]
+        return out
+
+
+def _chunks(count, n, k, q):
+    per = max(1, _CHUNK_FLOATS // max(1, n * k * (q * q + q + 4)))
+    return [slice(i, min(i + per, count)) for i in range(0, count, per)]
+
+
+def batched_em(
+    family,
+    design,
+    X,
+    y,
+    *,
+    posts=None,
+    coef=None,
+    gate=None,
+    n_iter=20,
+    tol=1e-8,
+    alpha=0.0,
+    weights=None,
+    start_steps=(6, 8),
+    inner=(1, 1),
+):
+    """EM for many candidates at once; the candidates never interact.
+
+    Parameters
+    ----------
+    family : Family
+        Bernoulli or multinomial experts (:func:`supports`).
+    design : moelearn.engine.Design
+    X, y : ndarrays
+        The rows (standardised, in memory).
+    posts : ndarray (C, n, k) or None
+        Starting responsibilities: each candidate starts from the parameters
+        fitted to them (``start_steps``: scoring steps of the experts and
+        Newton steps of the gate from zero, as
+        :func:`moelearn.engine.state_from_responsibilities` does).
+    coef, gate : ndarrays (C, k, q, p_e) and (C, k, p_g), or None
+        Starting parameters instead of ``posts``.
+    n_iter : int
+        EM iterations (each one E-step and one scoring step on every block of Q,
+        halved until the penalised log-likelihood does not fall).
+    tol : float
+        A candidate stops when its mean log-likelihood changes by less than
+        ``tol * max(1, |ll|)`` in one iteration, or when no halving ascends.
+    alpha : float or (float, float)
+        The ridge of :func:`moelearn.engine.em`.
+    weights : ndarray (n,) or None
+    start_steps : (int, int)
+    inner : (int, int)
+        Scoring steps of the experts and Newton steps of the gate per M-step
+        (``(1, 1)``: the EM-gradient algorithm of :func:`moelearn.engine.em`;
+        more approach a full M-step, as EM for mixtures of GLMs usually takes).
+
+    Returns
+    -------
+    coef : ndarray (C, k, q, p_e)
+    gate : ndarray (C, k, p_g), last row zero
+    objective : ndarray (C,)
+        Penalised mean log-likelihood (``-inf`` for a candidate that failed).
+    shares : ndarray (C, k)
+        Mean responsibilities.
+    """
+    U, Z = design.expert_matrix(X), design.gate_matrix(X)
+    y = np.asarray(y, dtype=float)
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)
+    q = family.n_predictors
+    if posts is not None:
+        count, _, k = posts.shape
+    else:
+        count, k = coef.shape[:2]
+    prob = _Problem(family, U, Z, y, w, alpha, design.fit_intercept, k)
+    out_coef = np.zeros((count, k, q, prob.pe))
+    out_gate = np.zeros((count, k, prob.pg))
+    out_obj = np.full(count, -np.inf)
+    out_shares = np.zeros((count, k))
+    with np.errstate(all="ignore"):
+        for part in _chunks(count, prob.n, k, q):
+            if posts is not None:
+                c0, g0 = _from_responsibilities(prob, posts[part], *start_steps)
+            else:
+                c0, g0 = coef[part].astype(float), gate[part].astype(float)
+                g0 = g0 - g0[:, -1:]
+            res = _em(prob, c0, g0, n_iter, tol, inner)
+            out_coef[part], out_gate[part], out_obj[part], out_shares[part] = res
+    return out_coef, out_gate, out_obj, out_shares
+
+
+def _from_responsibilities(prob, post, expert_steps, gate_steps):
+    """Parameters fitted to fixed responsibilities ``post`` (C, n, k), from zero."""
+    c, n, k = post.shape
+    post = np.ascontiguousarray(np.transpose(post, (1, 2, 0)))  # (n, k, C)
+    coef = np.zeros((c, k, prob.q, prob.pe))
+    gate = np.zeros((c, k, prob.pg))
+    for _ in range(expert_steps):
+        coef = _finite(prob.expert_step(coef, post, penalised=False), coef)
+    for _ in range(gate_steps):
+        gate_p = prob.gate_proba(gate)
+        gate = _finite(prob.gate_step(gate, post, gate_p, ridge=1e-6, penalised=False), gate)
+    return coef, gate
+
+
+def _finite(new, old):
+    bad = ~np.all(np.isfinite(new.reshape(len(new), -1)), axis=1)
+    if np.any(bad):
+        new = new.copy()
+        new[bad] = old[bad]
+    return new
+
+
+def _em(prob, coef, gate, n_iter, tol, inner=(1, 1)):
+    """Monotone EM-gradient iterations of candidates ``coef`` (C, k, q, pe), ``gate`` (C, k, pg)."""
+    obj, post, gate_p, eta = prob.evaluate(coef, gate)
+    obj = np.where(np.isfinite(obj), obj, -np.inf)
+    active = np.flatnonzero(np.isfinite(obj))
+    for _ in range(n_iter):
+        if active.size == 0:
+            break
+        if active.size == coef.shape[0]:
+            cf, gt, pa, gp, ea = coef, gate, post, gate_p, eta
+        else:
+            cf, gt = coef[active], gate[active]
+            pa, gp, ea = post[:, :, active], gate_p[:, :, active], eta[:, :, active]
+        full_c = _finite(prob.expert_step(cf, pa, ea), cf)
+        for _ in range(inner[0] - 1):
+            full_c = _finite(prob.expert_step(full_c, pa), full_c)
+        full_g = _finite(prob.gate_step(gt, pa, gp), gt)
+        for _ in range(inner[1] - 1):
+            full_g = _finite(prob.gate_step(full_g, pa, prob.gate_proba(full_g)), full_g)
+        old = obj[active]
+        new_c, new_g = full_c.copy(), full_g.copy()
+        new_obj, new_post, new_gp, new_eta = prob.evaluate(new_c, new_g)
+        floor = old - 1e-12 * np.maximum(1.0, np.abs(old))
+        bad = ~(np.isfinite(new_obj) & (new_obj >= floor))
+        fraction = 1.0
+        for _ in range(12):
+            if not np.any(bad):
+                break
+            fraction *= 0.5
+            b = np.flatnonzero(bad)
+            tc = cf[b] + fraction * (full_c[b] - cf[b])
+            tg = gt[b] + fraction * (full_g[b] - gt[b])
+            o, p, g, e = prob.evaluate(tc, tg)
+            new_c[b], new_g[b], new_obj[b] = tc, tg, o
+            new_post[:, :, b], new_gp[:, :, b], new_eta[:, :, b] = p, g, e
+            bad[b] = ~(np.isfinite(o) & (o >= floor[b]))
+        # a candidate that no halving lifts stands at a stationary point: it stops there
+        moved = ~bad
+        idx = active[moved]
+        coef[idx], gate[idx], obj[idx] = new_c[moved], new_g[moved], new_obj[moved]
+        post[:, :, idx], gate_p[:, :, idx], eta[:, :, idx] = (
+            new_post[:, :, moved],
+            new_gp[:, :, moved],
+            new_eta[:, :, moved],
+        )
+        change = np.abs(new_obj - old)
+        done = bad | (change <= tol * np.maximum(1.0, np.abs(new_obj)))
+        active = active[~done]
+    shares = np.einsum("n,nkc->ck", prob.w, post) / prob.total
+    return coef, gate, obj, shares
