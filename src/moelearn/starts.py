@@ -26,7 +26,11 @@ default strategy of the estimator:
    best distinct finalists, as long as one raises the likelihood (skipped
    when every finalist reached one optimum).
 5. The winner is refined on all the data: at large ``n`` the full data see
-   about one refinement.
+   about one refinement.  When the finalists disagree, the three distinct
+   ones with the highest likelihood on all the data (rows the subsample did
+   not see) are refined on all the data and the best there wins: with
+   ``k (d + 1)`` coefficients on a few thousand rows, the subsample can
+   prefer an optimum with a sharp expert on a few of its rows.
 
 A component is **collapsed** when it explains fewer samples (sum of its
 responsibilities, weighted by the sample weights) than its expert has
@@ -320,6 +324,8 @@ def _gate_objective(G, post, Xt):
 _MAX_MOVES_PER_ROUND = 24
 # Best screened moves of a round that are refined.
 _MOVE_REFINES = 1
+# Distinct finalists refined on all the data when the finalists disagree.
+_FULL_DATA_FINALISTS = 3
 
 
 def _gate_newton_steps(G, post, Xt, XX, n_steps, w=None):
@@ -582,18 +588,12 @@ def _search(
     finals = _ranked(finals, lambda t: (t[0], t[1]))
     # every finalist (the growth path's included) at one optimum, none collapsed: the
     # landscape the starts saw has one basin, and the moves (built to leave one) are skipped
-    best_negll = finals[0][1]
-    agree = all(
-        not bad and abs(negll - best_negll) <= 1e-6 * max(1.0, abs(best_negll))
-        for bad, negll, _, _ in finals
-    )
+    agree = all(not bad and _same_optimum(finals[0][1], negll) for bad, negll, _, _ in finals)
     if max_moves and k > 1 and link.is_linear and not agree:
         # remove-and-split moves from the best distinct finalists
         distinct = []
         for item in finals:
-            if not any(
-                abs(item[1] - other[1]) <= 1e-6 * max(1.0, abs(item[1])) for other in distinct
-            ):
+            if not any(_same_optimum(item[1], other[1]) for other in distinct):
                 distinct.append(item)
         improved = []
         for bad, _, name, fit in distinct[:n_move_starts]:
@@ -615,9 +615,56 @@ def _search(
         finals = _ranked(improved + finals, lambda t: (t[0], t[1]))
     bad, _, name, fit = finals[0]
     if not same:
-        fit, bad = refined(fit.params, on=data, quiet=False)
+        fit, bad, name = _refine_on_all(data, finals, agree, refined)
     summary = [(c.name, float(c.loglik)) for c in screened]
     return StartSearch(fit, name, len(screened), summary, bad)
+
+
+def _refine_on_all(data, finals, agree, refined):
+    """The best finalist on all the data: ``(fit, collapsed, name)``.
+
+    With ``k (d + 1)`` coefficients on a few thousand rows the subsample can
+    rank first an optimum with a sharp expert on a few of its rows over the
+    one all the data prefer.  When the finalists disagree, every distinct one
+    is scored by its log-likelihood on all the data (one pass; rows the
+    subsample did not see judge it), the best ``_FULL_DATA_FINALISTS`` by that
+    score are refined on all the data, and the best refined fit wins; a
+    finalist collapsed on the subsample ranks below every other.  The
+    warnings of the winner's refinement are the ones raised.
+    """
+    pool = [finals[0]]
+    if not agree:
+        distinct = []
+        for item in finals:
+            if not any(_same_optimum(item[1], other[1]) for other in distinct):
+                distinct.append(item)
+        models = [fit.params for _, _, _, fit in distinct]
+        scores = data.map_reduce(
+            lambda Xb, yb, wb=None: np.array(
+                [
+                    p.log_likelihood(Xb, yb).sum() if wb is None else wb @ p.log_likelihood(Xb, yb)
+                    for p in models
+                ]
+            )
+        )
+        scores = np.where(np.isfinite(scores), scores, -np.inf)
+        ranked = _ranked(list(range(len(distinct))), lambda i: (distinct[i][0], -scores[i]))
+        pool = [distinct[i] for i in ranked[:_FULL_DATA_FINALISTS]]
+    outcomes = []
+    for _, _, name, fit in pool:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            full, bad = refined(fit.params, on=data, quiet=False)
+        outcomes.append((bad, -full.log_likelihood, name, full, caught))
+    bad, _, name, fit, caught = _ranked(outcomes, lambda t: (t[0], t[1]))[0]
+    for w in caught:
+        warnings.warn(w.message, w.category, stacklevel=3)
+    return fit, bad, name
+
+
+def _same_optimum(negll, other):
+    """Whether two refined fits' costs (negative mean log-likelihoods) are one optimum."""
+    return abs(negll - other) <= 1e-6 * max(1.0, abs(negll))
 
 
 def _move_responsibilities(post, resid, X, remove, split, kind, rng, sample_weight=None):
