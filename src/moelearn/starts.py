@@ -615,25 +615,28 @@ def _search(
         finals = _ranked(improved + finals, lambda t: (t[0], t[1]))
     bad, _, name, fit = finals[0]
     if not same:
-        fit, bad, name = _refine_on_all(data, finals, agree, refined)
+        # rows the subsample did not see judge the finalists when they disagree
+        compare = not agree and data.n_samples > sub.n_samples
+        fit, bad, name = _refine_on_all(data, finals, compare, refined)
     summary = [(c.name, float(c.loglik)) for c in screened]
     return StartSearch(fit, name, len(screened), summary, bad)
 
 
-def _refine_on_all(data, finals, agree, refined):
+def _refine_on_all(data, finals, compare, refined):
     """The best finalist on all the data: ``(fit, collapsed, name)``.
 
     With ``k (d + 1)`` coefficients on a few thousand rows the subsample can
     rank first an optimum with a sharp expert on a few of its rows over the
-    one all the data prefer.  When the finalists disagree, every distinct one
-    is scored by its log-likelihood on all the data (one pass; rows the
+    one all the data prefer.  With ``compare`` (the finalists disagree and
+    the data have rows the subsample lacks), every distinct finalist is
+    scored by its log-likelihood on all the data (one pass; rows the
     subsample did not see judge it), the best ``_FULL_DATA_FINALISTS`` by that
     score are refined on all the data, and the best refined fit wins; a
     finalist collapsed on the subsample ranks below every other.  The
     warnings of the winner's refinement are the ones raised.
     """
     pool = [finals[0]]
-    if not agree:
+    if compare:
         distinct = []
         for item in finals:
             if not any(_same_optimum(item[1], other[1]) for other in distinct):
