@@ -230,15 +230,16 @@ def test_finalists_disagreeing_on_the_subsample_are_compared_on_all_the_data(two
     refinement keeps) is ranked first, second and third by the caller's
     subsample figures, the truth fourth; on all 3000 rows the decoy is worse
     than the truth's optimum by far more than the refinement's tolerance
-    (measured: 0.56 nats per sample), so the score on all the data puts the
-    truth among the three refined and its optimum wins.  Without the
+    (measured: 0.56 nats per sample), and on the 1200 rows of the check as
+    well, so the check puts the truth among the three refined on all the
+    data and its optimum wins.  Without the
     comparison (finalists that agreed), only the first is refined.
     """
     from moelearn.refine import FitResult
     from moelearn.starts import _refine_on_all
 
     p, X, y, _ = two_experts
-    data = Data(X, y)
+    data, sub, rng = Data(X, y), Data(X[:300], y[:300]), np.random.default_rng(0)
     design = np.hstack([X, np.ones((len(y), 1))])
     beta = np.linalg.lstsq(design, y, rcond=None)[0]
     decoy = MoEParams(
@@ -264,9 +265,9 @@ def test_finalists_disagreeing_on_the_subsample_are_compared_on_all_the_data(two
         (False, -0.5, "truth", result(p, 0.5)),
     ]
     truth_fit, _ = refined(p)
-    fit, bad, name = _refine_on_all(data, finals, True, refined)
+    fit, bad, name = _refine_on_all(data, sub, finals, True, refined, rng)
     assert name == "truth" and not bad
     assert fit.log_likelihood == pytest.approx(truth_fit.log_likelihood, abs=1e-9)
-    fit, _, name = _refine_on_all(data, finals, False, refined)
+    fit, _, name = _refine_on_all(data, sub, finals, False, refined, rng)
     assert name == "decoy"
     assert fit.log_likelihood < truth_fit.log_likelihood - 0.1
