@@ -2,7 +2,7 @@
 
     python benchmarks/estimator.py                 # speed ratios (a minute)
     python benchmarks/estimator.py --grid --seeds 20 --jobs 2   # solver grid (long)
-    python benchmarks/estimator.py --basins --seeds 10          # off-regime basins (long)
+    python benchmarks/estimator.py --basins --seeds 10 --jobs 2  # off-regime basins (long)
 
 Writes benchmarks/reports/estimator.{json,md} (and estimator_grid.{json,md},
 estimator_basins.{json,md}).
@@ -157,7 +157,7 @@ def basin_case(d, k, law, seed, n):
     )
     X = _draw_inputs(law, n, d, rng)
     y = _draw_y(truth, X, rng)
-    est = MixtureOfExpertsRegressor(k)
+    est = MixtureOfExpertsRegressor(k, random_state=seed)  # reproducible reruns
     rows = {}
     for label, model in (
         ("default", est),
@@ -188,17 +188,28 @@ def basin_case(d, k, law, seed, n):
     )
 
 
-def basins(seeds, n=50_000):
+def _basin_job(job):
+    return basin_case(*job)
+
+
+def basins(seeds, n=50_000, workers=1):
     cells = [(d, k, law) for d, k in BASIN_SHAPES for law in BASIN_INPUTS]
-    jobs = [(d, k, law, s) for d, k, law in cells for s in range(seeds)]
-    records = [basin_case(*job, n) for job in progress(jobs, label="basins")]
+    jobs = [(d, k, law, s, n) for d, k, law in cells for s in range(seeds)]
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            records = list(progress(pool.map(_basin_job, jobs), total=len(jobs), label="basins"))
+    else:
+        records = [_basin_job(job) for job in progress(jobs, label="basins")]
     md = [
         f"# Default fit vs a fit started at the truth, off the theory regime ({seeds} seeds "
-        f"per cell, n={n:,})",
+        f"per cell, n={n:,}; {workers} parallel job(s), times are per fit)",
         "",
         "Gating scale 2 and not orthogonal to the experts, intercepts of scale 0.5, one noise "
-        "level per expert in [0.125, 0.5]; the default is `MixtureOfExpertsRegressor(k)`, the "
-        "truth start the same estimator with `init_params=truth`. Success: default expert "
+        "level per expert in [0.125, 0.5]; the default is `MixtureOfExpertsRegressor(k, "
+        "random_state=seed)`, the truth start the same estimator with `init_params=truth`. "
+        "Success: default expert "
         "error <= 1.1 x truth-start error + 0.01 (experts matched). Log-lik gap: truth "
         "start - default, total nats (positive: the default stopped at a worse optimum).",
         "",
@@ -230,7 +241,7 @@ def basins(seeds, n=50_000):
         )
     total = np.mean([r["success"] for r in records])
     md += ["", f"Overall: {total:.0%} of {len(records)} fits succeed."]
-    return dict(seeds=seeds, n=n, table=table, records=records), md
+    return dict(seeds=seeds, n=n, jobs=workers, table=table, records=records), md
 
 
 def main():
@@ -245,7 +256,7 @@ def main():
     ap.add_argument("--jobs", type=int, default=1)
     args = ap.parse_args()
     if args.basins:
-        payload, md = basins(args.seeds)
+        payload, md = basins(args.seeds, workers=args.jobs)
         js, mdp = write_report("estimator_basins", payload, md)
     elif args.grid:
         table, md = grid(args.seeds, args.jobs)

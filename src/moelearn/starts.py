@@ -26,7 +26,11 @@ default strategy of the estimator:
    best distinct finalists, as long as one raises the likelihood (skipped
    when every finalist reached one optimum).
 5. The winner is refined on all the data: at large ``n`` the full data see
-   about one refinement.
+   about one refinement.  When the finalists disagree, the distinct ones
+   are refined on four times the subsample's rows, the best three of them on
+   all the data, and the best there wins: with ``k (d + 1)`` coefficients
+   on a few thousand rows, the subsample can prefer an optimum with a sharp
+   expert on a few of its rows.
 
 A component is **collapsed** when it explains fewer samples (sum of its
 responsibilities, weighted by the sample weights) than its expert has
@@ -391,6 +395,10 @@ def _lin(coef, Xt):
 _MAX_MOVES_PER_ROUND = 24
 # Best screened moves of a round that are refined.
 _MOVE_REFINES = 1
+# Distinct finalists refined on all the data when the finalists disagree, chosen by
+# refinements on _CHECK_ROWS times the subsample's rows (DESIGN §12).
+_FULL_DATA_FINALISTS = 3
+_CHECK_ROWS = 4
 
 
 def _gate_newton_steps(G, post, Xt, pairs, n_steps, w, logp, buf):
@@ -636,7 +644,7 @@ def _search(
             method=refine,
             per_expert_noise=per_expert,
             max_iter=max_iter,
-            tol=sub_tol if on is sub else tol,
+            tol=tol if on is data else sub_tol,
             noise_floor=noise_floor,
         )
         return fit, bool(np.any(collapsed_components(on, fit.params, noise_floor, d_params)))
@@ -674,18 +682,12 @@ def _search(
     finals = _ranked(finals, lambda t: (t[0], t[1]))
     # every finalist (the growth path's included) at one optimum, none collapsed: the
     # landscape the starts saw has one basin, and the moves (built to leave one) are skipped
-    best_negll = finals[0][1]
-    agree = all(
-        not bad and abs(negll - best_negll) <= 1e-6 * max(1.0, abs(best_negll))
-        for bad, negll, _, _ in finals
-    )
+    agree = all(not bad and _same_optimum(finals[0][1], negll) for bad, negll, _, _ in finals)
     if max_moves and k > 1 and link.is_linear and not agree:
         # remove-and-split moves from the best distinct finalists
         distinct = []
         for item in finals:
-            if not any(
-                abs(item[1] - other[1]) <= 1e-6 * max(1.0, abs(item[1])) for other in distinct
-            ):
+            if not any(_same_optimum(item[1], other[1]) for other in distinct):
                 distinct.append(item)
         improved = []
         for bad, _, name, fit in distinct[:n_move_starts]:
@@ -707,9 +709,62 @@ def _search(
         finals = _ranked(improved + finals, lambda t: (t[0], t[1]))
     bad, _, name, fit = finals[0]
     if not same:
-        fit, bad = refined(fit.params, on=data, quiet=False)
+        # rows the subsample did not see judge the finalists when they disagree
+        compare = not agree and data.n_samples > sub.n_samples
+        fit, bad, name = _refine_on_all(data, sub, finals, compare, refined, rng)
     summary = [(c.name, float(c.loglik)) for c in screened]
     return StartSearch(fit, name, len(screened), summary, bad)
+
+
+def _refine_on_all(data, sub, finals, compare, refined, rng):
+    """The best finalist on all the data: ``(fit, collapsed, name)``.
+
+    With ``k (d + 1)`` coefficients on a few thousand rows the subsample can
+    rank first an optimum with a sharp expert on a few of its rows over the
+    one all the data prefer, and the likelihood of the subsample's optima on
+    other rows does not tell them apart (each is fitted to the subsample's
+    noise): only refined on more rows do they separate.  With ``compare``
+    (the finalists disagree and the data have rows the subsample lacks), the
+    distinct finalists (none collapsed on the subsample, unless the best is)
+    are refined on ``_CHECK_ROWS`` times the subsample's rows drawn from the
+    data (when there are more of them than ``_FULL_DATA_FINALISTS``), the best
+    ``_FULL_DATA_FINALISTS`` of those are refined on all the data, and the
+    best wins.  The warnings of the winner's refinement are the ones raised.
+    """
+    pool = [finals[0]]
+    if compare:
+        distinct = []
+        for item in finals:
+            if item[0] and not finals[0][0]:
+                break  # collapsed on the subsample (they rank last)
+            if not any(_same_optimum(item[1], other[1]) for other in distinct):
+                distinct.append(item)
+        size = _CHECK_ROWS * sub.n_samples
+        if len(distinct) > _FULL_DATA_FINALISTS and data.n_samples > size:
+            rows = np.sort(rng.choice(data.n_samples, size, replace=False))
+            Xc, yc, wc = data.weighted_rows(rows)
+            check = Data(Xc, yc, n_experts=finals[0][3].params.n_experts, sample_weight=wc)
+            scored = []
+            for item in distinct:
+                fit, bad = refined(item[3].params, on=check)
+                scored.append((bad, -fit.log_likelihood, item))
+            distinct = [t[2] for t in _ranked(scored, lambda t: (t[0], t[1]))]
+        pool = distinct[:_FULL_DATA_FINALISTS]
+    outcomes = []
+    for _, _, name, fit in pool:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            full, bad = refined(fit.params, on=data, quiet=False)
+        outcomes.append((bad, -full.log_likelihood, name, full, caught))
+    bad, _, name, fit, caught = _ranked(outcomes, lambda t: (t[0], t[1]))[0]
+    for w in caught:
+        warnings.warn(w.message, w.category, stacklevel=3)
+    return fit, bad, name
+
+
+def _same_optimum(negll, other):
+    """Whether two refined fits' costs (negative mean log-likelihoods) are one optimum."""
+    return abs(negll - other) <= 1e-6 * max(1.0, abs(negll))
 
 
 def _move_responsibilities(post, resid, X, remove, split, kind, rng, sample_weight=None):
