@@ -732,15 +732,15 @@ def markdown(infos, table, fulls, verdict, args, moe_available, errors):
     return md
 
 
-def _merged(args, infos, records, fulls, errors, wall):
-    """This run's data sets plus the others of the existing report (same folds and K)."""
+def _previous_report(args, option):
+    """The existing report (None if there is none); ``option`` stops if its folds or K differ."""
     import json
 
     from _common import REPORT_DIR
 
     path = REPORT_DIR / "classification.json"
     if not path.exists():
-        return infos, records, fulls, errors, wall
+        return None
     old = json.loads(path.read_text())
     same = (old["quick"], old["n_folds"], old["ks"], old["bic_ks"]) == (
         args.quick,
@@ -749,7 +749,15 @@ def _merged(args, infos, records, fulls, errors, wall):
         args.bic_ks,
     )
     if not same:
-        raise SystemExit("--merge: the existing report used other folds or K; rerun it all")
+        raise SystemExit(f"{option}: the existing report used other folds or K; rerun it all")
+    return old
+
+
+def _merged(args, infos, records, fulls, errors, wall):
+    """This run's data sets plus the others of the existing report (same folds and K)."""
+    old = _previous_report(args, "--merge")
+    if old is None:
+        return infos, records, fulls, errors, wall
     redone = {i["dataset"] for i in infos}
     kept = [i for i in old["datasets"] if i["dataset"] not in redone]
     order = list(DATASETS)
@@ -763,22 +771,9 @@ def _merged(args, infos, records, fulls, errors, wall):
 
 def _old_flexmix_cv(args):
     """flexmix's per-fold records of the existing report, by data set (same folds and K)."""
-    import json
-
-    from _common import REPORT_DIR
-
-    path = REPORT_DIR / "classification.json"
-    if not path.exists():
+    old = _previous_report(args, "--reuse-flexmix-cv")
+    if old is None:
         raise SystemExit("--reuse-flexmix-cv: no existing report to take flexmix's rows from")
-    old = json.loads(path.read_text())
-    same = (old["quick"], old["n_folds"], old["ks"], old["bic_ks"]) == (
-        args.quick,
-        args.n_folds,
-        args.ks,
-        args.bic_ks,
-    )
-    if not same:
-        raise SystemExit("--reuse-flexmix-cv: the existing report used other folds or K")
     out = {}
     for r in old["records"]:
         if r["method"].startswith("flexmix"):
