@@ -722,11 +722,10 @@ def _screen_discrete(
     candidates = _candidates(family, design, sub_X, sub_y, k, n_candidates, rng, sub_weights)
     n_parts = discrete_partitions(family, n_candidates)
     feats = np.hstack([sub_X, np.asarray(sub_y, dtype=float)[:, None]])
-    parts = screening.hashed_partitions(feats, k, n_parts, rng) if n_parts else []
     kinds = [kind for kind, _ in candidates] + ["partition"] * n_parts
-    posts = np.concatenate(
-        [np.stack([post for _, post in candidates]), *([parts] if n_parts else [])]
-    )
+    posts = np.stack([post for _, post in candidates])
+    if n_parts:
+        posts = np.concatenate([posts, screening.hashed_partitions(feats, k, n_parts, rng)])
     opts = dict(
         n_iter=DISCRETE_SCREEN_ITER,
         tol=tol,

@@ -440,11 +440,10 @@ def fit_engine(
             ],
         )
         n_candidates += len(extra_starts)
-        plural = "s" if n_candidates > 1 else ""
-        method = f"{kind} (best of {n_candidates} start{plural})"
         parts = discrete_partitions(family, n_candidates - len(extra_starts))
-        if parts:
-            method = f"{kind} (best of {n_candidates} starts and {parts} random partitions)"
+        plural = "s" if n_candidates > 1 or parts else ""
+        extra = f" and {parts} random partitions" if parts else ""
+        method = f"{kind} (best of {n_candidates} start{plural}{extra})"
     # every expert at its spread's bound: the plateau's canonical point (DESIGN §13)
     fit = canonical(family, design, data, fit, **opts)
     return EngineResult(fit, design, method, x_mean, x_scale, ym, ys)

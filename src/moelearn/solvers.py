@@ -192,20 +192,21 @@ def _subsample(problem: Problem, size=None) -> Data:
         rows = np.arange(data.n_samples)
     else:
         rows = np.sort(problem.rng.choice(data.n_samples, size, replace=False))
-    Xs, ys, ws = data.weighted_rows(rows)
-    if ws is not None and not np.any(ws > 0):
-        ws = None  # every drawn row has weight 0: the rows alone still locate the starts
-    return Data(Xs, ys, n_experts=problem.n_experts, sample_weight=ws)
+    return _rows(problem, data, rows)
 
 
 def _spaced_rows(problem: Problem, data: Data, size) -> Data:
     """``size`` evenly spaced rows of ``data`` (``data`` itself when not larger)."""
     if data.n_samples <= size:
         return data
-    rows = np.linspace(0, data.n_samples - 1, size).round().astype(np.intp)
+    return _rows(problem, data, np.linspace(0, data.n_samples - 1, size).round().astype(np.intp))
+
+
+def _rows(problem: Problem, data: Data, rows) -> Data:
+    """In-memory data on the sorted positions ``rows`` of ``data``, with their weights."""
     Xs, ys, ws = data.weighted_rows(rows)
     if ws is not None and not np.any(ws > 0):
-        ws = None
+        ws = None  # every drawn row has weight 0: the rows alone still locate the starts
     return Data(Xs, ys, n_experts=problem.n_experts, sample_weight=ws)
 
 

@@ -298,6 +298,8 @@ class _Buffers:
         self.weighted = np.empty((C, k, n))
         self.p = np.empty((C, k, n))
         self.diff = np.empty((C, max(k - 1, 1), n))
+        # the gate Hessian's weights, one row per block (a, b), a <= b < k - 1
+        self.W = np.empty((C, max(k * (k - 1) // 2, 1), n))
 
     def gate_scratch(self, c):
         return self.scratch[0][:c], self.scratch[1][:c]
@@ -385,12 +387,6 @@ def _batched_em(Xt, y, B, G, S, post, n_iter, n_tied, noise_floor, gate_steps=2,
     return B, G, S, ll_tied, ll, post
 
 
-def _lin(coef, Xt):
-    """(C, k, q) coefficients times the (n, q) design: (C, k, n), as one GEMM."""
-    C, k, q = coef.shape
-    return (coef.reshape(C * k, q) @ Xt.T).reshape(C, k, -1)
-
-
 # Remove-and-split moves tried per round (a random subset when k (k - 1) * 2 is larger).
 _MAX_MOVES_PER_ROUND = 24
 # Best screened moves of a round that are refined.
@@ -420,7 +416,7 @@ def _gate_newton_steps(G, post, Xt, pairs, n_steps, w, logp, buf):
     a, b = np.triu_indices(m)
     eye = np.eye(m * q)
     diff = buf.diff
-    W = buf.J[:, : a.size] if a.size <= k else np.empty((C, a.size, p.shape[2]))
+    W = buf.W
     for _ in range(n_steps):
         np.subtract(post[:, :m], p[:, :m] if w is None else p[:, :m] * w, out=diff)
         grad = (diff.reshape(C * m, -1) @ Xt).reshape(C, m * q)
@@ -685,12 +681,8 @@ def _search(
     agree = all(not bad and _same_optimum(finals[0][1], negll) for bad, negll, _, _ in finals)
     if max_moves and k > 1 and link.is_linear and not agree:
         # remove-and-split moves from the best distinct finalists
-        distinct = []
-        for item in finals:
-            if not any(_same_optimum(item[1], other[1]) for other in distinct):
-                distinct.append(item)
         improved = []
-        for bad, _, name, fit in distinct[:n_move_starts]:
+        for bad, _, name, fit in _distinct(finals)[:n_move_starts]:
             fit, bad, moved = _improve_by_moves(
                 sub,
                 fit,
@@ -733,12 +725,8 @@ def _refine_on_all(data, sub, finals, compare, refined, rng):
     """
     pool = [finals[0]]
     if compare:
-        distinct = []
-        for item in finals:
-            if item[0] and not finals[0][0]:
-                break  # collapsed on the subsample (they rank last)
-            if not any(_same_optimum(item[1], other[1]) for other in distinct):
-                distinct.append(item)
+        # the collapsed ones (ranked last) only when the best is collapsed too
+        distinct = _distinct([item for item in finals if finals[0][0] or not item[0]])
         size = _CHECK_ROWS * sub.n_samples
         if len(distinct) > _FULL_DATA_FINALISTS and data.n_samples > size:
             rows = np.sort(rng.choice(data.n_samples, size, replace=False))
@@ -760,6 +748,15 @@ def _refine_on_all(data, sub, finals, compare, refined, rng):
     for w in caught:
         warnings.warn(w.message, w.category, stacklevel=3)
     return fit, bad, name
+
+
+def _distinct(finals):
+    """The ranked ``(collapsed, cost, name, fit)`` finals, one per optimum (the first)."""
+    out = []
+    for item in finals:
+        if not any(_same_optimum(item[1], other[1]) for other in out):
+            out.append(item)
+    return out
 
 
 def _same_optimum(negll, other):
