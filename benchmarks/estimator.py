@@ -105,7 +105,8 @@ def grid(seeds, jobs):
     table = success_table(cells, seeds, 100_000, jobs, label="grid")
     md = [
         f"# Solver success rates (expert error ≤ 0.1) over {seeds} seeds, n=100,000, d=10, "
-        f"sigma=0.2; one start each; {jobs} parallel job(s), times are per fit",
+        f"sigma=0.2; one fit each (the moments solver with its default start search, the "
+        f"others from one start); {jobs} parallel job(s), times are per fit",
         "",
         "| k | gating scale | link | " + " | ".join(SOLVERS) + " |",
         "|---|---|---|" + "---|" * len(SOLVERS),
