@@ -1,4 +1,14 @@
-from moelearn import diagnose, make_moe, sample
+import numpy as np
+import pytest
+
+from moelearn import (
+    MixtureOfExpertsRegressor,
+    MoEParams,
+    diagnose,
+    gate_separation,
+    make_moe,
+    sample,
+)
 
 
 def test_diagnose_gaussian_theory_regime():
@@ -21,3 +31,57 @@ def test_diagnose_flags_problems():
     dg = diagnose(X, y, link=lambda t: t**2)  # even: orders 1 and 3 carry nothing
     assert "invalid" in dg.link_orders[1] and "invalid" in dg.link_orders[3]
     assert dg.link_orders[4].startswith("c_4")
+
+
+def _two_regimes(n, rng):
+    """y = +x or -x, by the sign of x: a gate with a hard boundary at 0 fits it exactly."""
+    X = rng.standard_normal((n, 1))
+    y = np.where(X[:, 0] > 0, X[:, 0], -X[:, 0]) + 0.1 * rng.standard_normal(n)
+    return X, y
+
+
+def test_gate_separation_flags_a_gate_that_separates_the_rows():
+    rng = np.random.default_rng(0)
+    X, y = _two_regimes(400, rng)
+    # the two regimes touch at x = 0, where both experts predict 0: a gate at the
+    # boundary that grows sharper fits ever better (the rows near 0 are explained by
+    # either expert), so the fitted gate separates
+    est = MixtureOfExpertsRegressor(2, random_state=0).fit(X, y)
+    sep = gate_separation(est.params_, X, y)
+    assert sep.separated, sep
+    assert sep.sharpened_gain > -0.01
+    summary = est.summary(X, y)
+    assert summary.gate_separated and "SEPARATES" in str(summary)
+    # a soft gate of the truth, on data drawn from it: doubling the gate costs nats
+    # (about n * E[KL] of the sharper gate; well above 0.01 at n = 400)
+    soft = MoEParams(
+        np.array([[1.0], [-1.0]]),
+        np.array([[1.0], [-1.0]]),
+        np.zeros(2),
+        np.zeros(2),
+        noise_std=np.array([0.3, 0.3]),
+    )
+    Xs = rng.standard_normal((400, 1))
+    z = rng.random(400) < soft.gating_proba(Xs)[:, 0]
+    ys = np.where(z, Xs[:, 0], -Xs[:, 0]) + 0.3 * rng.standard_normal(400)
+    res = gate_separation(soft, Xs, ys)
+    assert not res.separated and res.sharpened_gain < -1.0, res
+    # weights: integer weights equal repeated rows
+    w = rng.integers(0, 3, 400).astype(float)
+    rep = np.repeat(np.arange(400), w.astype(int))
+    a = gate_separation(soft, Xs, ys, sample_weight=w)
+    b = gate_separation(soft, Xs[rep], ys[rep])
+    assert np.isclose(a.sharpened_gain, b.sharpened_gain) and np.isclose(a.hard_share, b.hard_share)
+
+
+def test_gate_separation_rejects_bad_input():
+    p = MoEParams(np.ones((2, 1)), np.zeros((2, 1)), np.zeros(2), np.zeros(2), noise_std=1.0)
+    X, y = np.zeros((5, 1)), np.arange(5.0)
+    with pytest.raises(TypeError, match="MoEParams"):
+        gate_separation("fit", X, y)
+    with pytest.raises(ValueError, match="factor"):
+        gate_separation(p, X, y, factor=1.0)
+    with pytest.raises(ValueError, match="features"):
+        gate_separation(p, np.zeros((5, 2)), y)
+    with pytest.raises(ValueError, match="tol"):
+        gate_separation(p, X, y, tol=-1)

@@ -88,6 +88,7 @@ def test_summary_table(fitted):
     k, d = 3, 4
     assert len(s.rows) == 2 * k * (d + 1) + k
     assert s.n_parameters == k * (d + 1) + (k - 1) * (d + 1) + k
+    assert s.gate_separated is False and "SEPARATES" not in str(s)  # a soft gate (n = 4000)
     # the table's standard errors are the estimator's, row by row
     se = est.standard_errors_
     assert isinstance(se, StandardErrors)

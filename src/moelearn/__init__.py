@@ -16,7 +16,7 @@ from importlib.metadata import version as _distribution_version
 from . import datasets
 from .classifier import MixtureOfExpertsClassifier
 from .data import ChunkedDataset
-from .diagnostics import Diagnosis, diagnose
+from .diagnostics import Diagnosis, GateSeparation, diagnose, gate_separation
 from .estimator import MixtureOfExpertsRegressor
 from .experts import ExpertRecoveryResult, recover_count_experts, recover_experts
 from .families import Family, available_families, get_family
@@ -39,6 +39,7 @@ except PackageNotFoundError:  # a source tree that was never installed
 __all__ = [
     "ChunkedDataset",
     "Diagnosis",
+    "GateSeparation",
     "ExpertRecoveryResult",
     "ExpertSelection",
     "FactorialTransform",
@@ -60,6 +61,7 @@ __all__ = [
     "diagnose",
     "expert_error",
     "factorial_transform",
+    "gate_separation",
     "get_family",
     "get_link",
     "load",

@@ -1,10 +1,15 @@
-"""Diagnostics for the assumptions of the moment methods.
+"""Diagnostics: the assumptions of the moment methods, and a separated gate.
 
 The consistency guarantees need Gaussian inputs, a link that is valid at the
 moment orders used, and a second moment that supports ``k`` experts.
 :func:`diagnose` measures each, so a user knows when to trust the
 consistent estimate alone and when it is only a starting point for the
 maximum-likelihood refinement (which the default estimator always runs).
+
+:func:`gate_separation` tells whether a fitted gate separates the rows: then
+the likelihood approaches its supremum as the gate's coefficients grow, no
+maximum is attained, and the gate's coefficients and standard errors are not
+identified (the analogue of perfect separation in logistic regression).
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ._validation import check_link, check_Xy
+from .data import check_sample_weight
+from .model import MoEParams
 from .moments import MomentAccumulator
 from .transforms import output_transform
 
-__all__ = ["diagnose", "Diagnosis"]
+__all__ = ["diagnose", "Diagnosis", "gate_separation", "GateSeparation"]
 
 
 @dataclass
@@ -179,3 +186,78 @@ def diagnose(X, y, n_experts=None, link="linear") -> Diagnosis:
         trust,
         notes,
     )
+
+
+@dataclass
+class GateSeparation:
+    """What :func:`gate_separation` found.
+
+    Attributes
+    ----------
+    log_likelihood : float
+        Total log-likelihood of the fit on the rows given.
+    sharpened_gain : float
+        Total log-likelihood with the gate's coefficients and intercepts
+        multiplied by ``factor``, minus ``log_likelihood`` (nats).
+    hard_share : float
+        Share of the rows (weighted) whose largest gate probability exceeds
+        ``1 - 1e-6``.
+    separated : bool
+        ``sharpened_gain > -tol``: a sharper gate fits as well, so the gate
+        separates the rows and the likelihood's supremum lies at infinity.
+    """
+
+    log_likelihood: float
+    sharpened_gain: float
+    hard_share: float
+    separated: bool
+
+
+def gate_separation(params, X, y, *, sample_weight=None, factor=2.0, tol=0.01) -> GateSeparation:
+    """Whether the gate of a fit separates the rows ``(X, y)``.
+
+    A gate separates the rows when each row's responsibility sits on the
+    expert that the gate's hyperplanes assign it to; then multiplying the
+    gate's coefficients by any ``t > 1`` does not lower the likelihood, the
+    likelihood approaches its supremum as ``t`` grows, and no maximum is
+    attained (the analogue of perfect separation in logistic regression).
+    Optimisers then stop where the gradient has become tiny along a growing
+    gate.  On data with few rows per gate coefficient such suprema are common:
+    every partition of the rows by hyperplanes, with its own regression in
+    each part, is one (DESIGN §12).
+
+    Parameters
+    ----------
+    params : MoEParams
+        A fitted model (``estimator.params_``).
+    X : array-like of shape (n_samples, n_features)
+    y : array-like of shape (n_samples,)
+    sample_weight : array-like of shape (n_samples,) or None
+    factor : float, default 2.0
+        How much sharper the compared gate is (> 1).
+    tol : float, default 0.01
+        Nats: the fit counts as separated when the sharper gate loses less.
+
+    Returns
+    -------
+    GateSeparation
+    """
+    if not isinstance(params, MoEParams):
+        raise TypeError(f"params must be a MoEParams, got {type(params).__name__}")
+    if not (np.isfinite(factor) and factor > 1.0):
+        raise ValueError(f"factor must be a finite number > 1, got {factor!r}")
+    if not (np.isfinite(tol) and tol >= 0.0):
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    X, y = check_Xy(X, y, min_samples=1)
+    X, y = np.asarray(X), np.asarray(y)
+    if X.shape[1] != params.n_features:
+        raise ValueError(f"X has {X.shape[1]} features; the fit has {params.n_features}")
+    w = np.ones(len(y)) if sample_weight is None else check_sample_weight(sample_weight, len(y))
+    sharp = params.copy()
+    sharp.gating = factor * sharp.gating
+    sharp.gating_bias = factor * sharp.gating_bias
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        ll = float(params.log_likelihood(X, y) @ w)
+        gain = float(sharp.log_likelihood(X, y) @ w) - ll
+        hard = float((params.gating_proba(X).max(axis=1) > 1.0 - 1e-6) @ w / max(w.sum(), 1e-300))
+    return GateSeparation(ll, gain, hard, bool(np.isfinite(gain) and gain > -tol))

@@ -19,6 +19,7 @@ from scipy.linalg import null_space
 from scipy.stats import norm
 
 from ._logspace import logsumexp_k
+from .diagnostics import gate_separation
 from .engine import Design, State, pass_statistics
 from .model import MoEParams
 from .refine import Data, observed_information
@@ -362,6 +363,11 @@ class Summary:
     init_method : str or None
     level : float
         Confidence level of the Wald intervals.
+    gate_separated : bool or None
+        Whether the gate separates the rows (:func:`moelearn.gate_separation`):
+        then the likelihood's supremum lies at infinity, and the gate's
+        coefficients and standard errors are not identified.  None for one
+        expert.
     """
 
     rows: tuple
@@ -379,6 +385,7 @@ class Summary:
     converged: bool | None = None
     init_method: str | None = None
     level: float = 0.95
+    gate_separated: bool | None = None
 
     def to_frame(self):
         """The table as a pandas DataFrame (needs pandas)."""
@@ -400,6 +407,15 @@ class Summary:
             f"AIC: {self.aic:<14.6g} BIC: {self.bic:<14.6g} ICL: {self.icl:<14.6g}",
             f"Start: {self.init_method}",
             "Gate: centred (rows and intercepts sum to zero over experts); Wald z, normal p-values",
+        ]
+        if self.gate_separated:
+            head += [
+                "Gate: SEPARATES the rows (a sharper gate fits as well): the likelihood's "
+                "supremum",
+                "  lies at infinity; the gate's coefficients and standard errors are not "
+                "identified",
+            ]
+        head += [
             "=" * width,
             f"{'':<22s}{'coef':>10s}{'std err':>11s}{'z':>10s}{'P>|z|':>9s}{lo:>11s}{hi:>11s}",
         ]
@@ -546,6 +562,7 @@ def summarize(
         converged=None if converged is None else bool(converged),
         init_method=init_method,
         level=float(level),
+        gate_separated=gate_separation(params, X, y).separated if k > 1 else None,
     )
 
 
