@@ -410,8 +410,7 @@ class Summary:
         ]
         if self.gate_separated:
             head += [
-                "Gate: SEPARATES the rows (a sharper gate fits as well): the likelihood's "
-                "supremum",
+                "Gate: SEPARATES the rows (a sharper gate fits as well): the likelihood's supremum",
                 "  lies at infinity; the gate's coefficients and standard errors are not "
                 "identified",
             ]
