@@ -271,3 +271,38 @@ def test_finalists_disagreeing_on_the_subsample_are_compared_on_all_the_data(two
     fit, _, name = _refine_on_all(data, sub, finals, False, refined, rng)
     assert name == "decoy"
     assert fit.log_likelihood < truth_fit.log_likelihood - 0.1
+
+
+def test_trusted_moment_start_skips_the_growth_path_only_where_theory_vouches(monkeypatch):
+    """Gaussian inputs, finalists agreeing with the moment start: no growth path, same fit.
+
+    In the theory regime the moment start is consistent and every finalist
+    reaches its optimum; the growth path (insurance against a landscape the
+    starts miss) would add nothing.  Forcing the check off runs it and reaches
+    the same log-likelihood (1e-9: the same optimum refined on all rows).  On
+    uniform inputs the check fails and the growth path runs.
+    """
+    import moelearn.solvers as solvers
+    import moelearn.starts as starts
+
+    calls = []
+    real = starts._grow_by_splits
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(starts, "_grow_by_splits", counted)
+    p = make_moe(6, 3, noise_std=0.2, random_state=0)
+    X, y = sample(p, 4000, random_state=1)
+    fast = MixtureOfExpertsRegressor(3, random_state=0).fit(X, y)
+    assert calls == [] and fast.init_method_.startswith("moments")
+    monkeypatch.setattr(solvers, "inputs_look_gaussian", lambda *a, **kw: False)
+    full = MixtureOfExpertsRegressor(3, random_state=0).fit(X, y)
+    assert calls == [1]
+    assert fast.log_likelihood_ == pytest.approx(full.log_likelihood_, rel=1e-9)
+    monkeypatch.undo()
+    monkeypatch.setattr(starts, "_grow_by_splits", counted)
+    Xu, yu = sample(p, 4000, random_state=1, inputs="uniform")
+    MixtureOfExpertsRegressor(3, random_state=0).fit(Xu, yu)
+    assert calls == [1, 1]

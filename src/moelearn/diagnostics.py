@@ -24,7 +24,7 @@ from .model import MoEParams
 from .moments import MomentAccumulator
 from .transforms import output_transform
 
-__all__ = ["diagnose", "Diagnosis", "gate_separation", "GateSeparation"]
+__all__ = ["diagnose", "Diagnosis", "gate_separation", "GateSeparation", "inputs_look_gaussian"]
 
 
 @dataclass
@@ -96,6 +96,65 @@ class Diagnosis:
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
 
+def _whitened_moments(Z, w, n):
+    """Largest |skewness| and |excess kurtosis| of whitened columns, and their tolerances.
+
+    The tolerances are four standard errors under Gaussianity (``sqrt(6/n)``,
+    ``sqrt(24/n)``) plus a practical margin (0.1, 0.2).
+    """
+    if Z.size:
+        mean = (lambda A: A.mean(axis=0)) if w is None else (lambda A: (w @ A) / w.sum())
+        skew = float(np.abs(mean(Z**3)).max())
+        kurt = float(np.abs(mean(Z**4) - 3.0).max())
+    else:
+        skew = kurt = 0.0
+    return skew, kurt, 4.0 * np.sqrt(6.0 / n) + 0.1, 4.0 * np.sqrt(24.0 / n) + 0.2
+
+
+def inputs_look_gaussian(X, sample_weight=None) -> bool:
+    """Whether the rows of ``X`` look like draws of a Gaussian (the papers' theory regime).
+
+    Three checks, each within four standard errors under Gaussianity plus a
+    practical margin: the skewness and excess kurtosis of every whitened
+    coordinate (the check of :func:`diagnose`), the same of every
+    standardised input column (rotations by the whitening mix independent
+    coordinates into nearly Gaussian ones: isotropic uniform inputs pass the
+    first check), and Mardia's multivariate kurtosis ``mean(|z|^4)``, which is
+    ``d (d + 2)`` with variance ``8 d (d + 2) / n`` for Gaussian inputs
+    (margin ``0.2 d``).  Sample weights count as frequencies.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    sample_weight : ndarray of shape (n_samples,) or None
+
+    Returns
+    -------
+    bool
+    """
+    X = np.asarray(X, dtype=float)
+    w = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
+    total = X.shape[0] if w is None else float(w.sum())
+    if X.ndim != 2 or X.shape[0] < 2 or total <= 1:
+        return False
+    mean = X.mean(axis=0) if w is None else (w @ X) / total
+    C = X - mean
+    cov = (C.T @ C if w is None else (C * w[:, None]).T @ C) / total
+    evals, evecs = np.linalg.eigh(cov)
+    ok = evals > 1e-12 * max(evals.max(), 1e-300)
+    if not ok.all():
+        return False
+    d = X.shape[1]
+    Z = C @ (evecs / np.sqrt(evals))
+    for cols in (Z, C / np.sqrt(np.diag(cov))):
+        skew, kurt, skew_tol, kurt_tol = _whitened_moments(cols, w, total)
+        if skew > skew_tol or kurt > kurt_tol:
+            return False
+    r4 = np.einsum("ij,ij->i", Z, Z) ** 2
+    b2 = r4.mean() if w is None else (w @ r4) / total
+    return bool(abs(b2 - d * (d + 2)) <= 4.0 * np.sqrt(8.0 * d * (d + 2) / total) + 0.2 * d)
+
+
 def diagnose(X, y, n_experts=None, link="linear") -> Diagnosis:
     """Check the assumptions of the moment methods on ``(X, y)``.
 
@@ -123,10 +182,7 @@ def diagnose(X, y, n_experts=None, link="linear") -> Diagnosis:
     if not ok.all():
         notes.append(f"{int((~ok).sum())} input direction(s) have zero variance")
     Z = (X - mean) @ (evecs[:, ok] / np.sqrt(evals[ok]))
-    skew = np.abs((Z**3).mean(axis=0)).max() if Z.size else 0.0
-    kurt = np.abs((Z**4).mean(axis=0) - 3.0).max() if Z.size else 0.0
-    skew_tol = 4.0 * np.sqrt(6.0 / n) + 0.1
-    kurt_tol = 4.0 * np.sqrt(24.0 / n) + 0.2
+    skew, kurt, skew_tol, kurt_tol = _whitened_moments(Z, None, n)
     gaussian = bool(skew <= skew_tol and kurt <= kurt_tol)
     if not gaussian:
         notes.append(

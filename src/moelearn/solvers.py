@@ -24,6 +24,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from .data import Data
+from .diagnostics import inputs_look_gaussian
 from .exceptions import MomentMethodUnavailable
 from .experts import recover_directions
 from .links import Link
@@ -298,6 +299,8 @@ def solve_moments(problem: Problem) -> Solution:
         n_generated = problem.n_init - len(starts)
     if not starts:
         n_generated = max(n_generated, 1)
+    # the moment start is consistent on Gaussian inputs (the papers' theory regime)
+    gaussian = starts and inputs_look_gaussian(search_data.X, search_data.w)
     found = search(
         data,
         search_data,
@@ -313,6 +316,7 @@ def solve_moments(problem: Problem) -> Solution:
         max_iter=problem.max_iter,
         tol=problem.tol,
         noise_floor=problem.noise_floor,
+        trusted=starts[0][0] if gaussian else None,
         random_state=rng,
     )
     plural = "s" if found.n_candidates > 1 else ""

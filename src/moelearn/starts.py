@@ -479,6 +479,7 @@ def search(
     max_moves=5,
     n_move_starts=4,
     n_grow=2,
+    trusted=None,
     random_state,
 ):
     """Screen candidate starts on ``sub`` and refine the best on ``data``.
@@ -512,6 +513,11 @@ def search(
         Distinct finalists the moves start from.
     n_grow : int
         Split starts refined per level of the growth path (0: no growth path).
+    trusted : str or None
+        The name of a start in ``starts`` whose basin theory identifies as the
+        global maximum's (the moment start on Gaussian inputs).  It is always a
+        finalist, and when every finalist ends at its optimum the growth path
+        is skipped (DESIGN §12).
     random_state : numpy.random.Generator
 
     Returns
@@ -538,6 +544,7 @@ def search(
             max_moves=max_moves,
             n_move_starts=n_move_starts,
             n_grow=n_grow,
+            trusted=trusted,
             random_state=random_state,
         )
 
@@ -562,6 +569,7 @@ def _search(
     max_moves,
     n_move_starts,
     n_grow,
+    trusted,
     random_state,
 ):
     rng = random_state
@@ -648,6 +656,8 @@ def _search(
     # finalists: the best screened candidates of the model itself, run directly...
     by_model = _ranked(screened, lambda c: (c.collapsed, -c.loglik))
     paths = [(c.name, c.params) for c in by_model[:n_finalists]]
+    if trusted is not None and all(name != trusted for name, _ in paths):
+        paths += [(c.name, c.params) for c in screened if c.name == trusted][:1]
     if per_expert_noise:
         # ... and the best of the nested shared-noise model (bounded, smoother), run to
         # its optimum first: a continuation from the simpler model
@@ -659,7 +669,12 @@ def _search(
     for label, start in paths:
         fit, bad = refined(start)
         finals.append((bad, -fit.log_likelihood, label, fit))
-    if n_grow and k > 1 and link.is_linear:
+    # the trusted start (consistent in the theory regime) and every other finalist at one
+    # optimum: the landscape the starts saw has one basin, the one theory points to
+    settled = any(label == trusted for *_, label, _ in finals) and all(
+        not bad and _same_optimum(finals[0][1], negll) for bad, negll, _, _ in finals
+    )
+    if n_grow and k > 1 and link.is_linear and not settled:
         # ... and the path that grows the model one expert at a time by splits
         grown = _grow_by_splits(
             sub,
