@@ -115,3 +115,4 @@ def test_inputs_look_gaussian_separates_gaussian_from_isotropic_non_gaussian_inp
     for Z in (gaussian, uniform):
         assert inputs_look_gaussian(Z, w) == inputs_look_gaussian(Z[rows])
     assert not inputs_look_gaussian(np.ones((5, 2)))  # degenerate: no spread
+    assert not inputs_look_gaussian(np.zeros((5, 0)))  # no columns

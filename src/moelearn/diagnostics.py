@@ -135,7 +135,7 @@ def inputs_look_gaussian(X, sample_weight=None) -> bool:
     X = np.asarray(X, dtype=float)
     w = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
     total = X.shape[0] if w is None else float(w.sum())
-    if X.ndim != 2 or X.shape[0] < 2 or total <= 1:
+    if X.ndim != 2 or X.shape[0] < 2 or X.shape[1] == 0 or total <= 1:
         return False
     mean = X.mean(axis=0) if w is None else (w @ X) / total
     C = X - mean
