@@ -79,8 +79,9 @@ the rows).  Target: the default within 0.1 nats of the best known on every
 case, and total default time / total flexmix nrep=5 time <= 1/3 (both measured
 in this run; R's time is the fit alone, timed inside R).
 
-A separated gate.  Where the gate of a fit separates the rows (doubling its
-coefficients loses less than 0.01 nats: ``moelearn.gate_separation``), the
+A separated gate.  Where the gate of a fit separates the rows (its limit as its
+coefficients grow, each row given to its most probable expert, loses less than
+0.01 nats: ``moelearn.gate_separation``), the
 likelihood approaches its supremum as the gate's coefficients grow and no
 maximum is attained; every partition of the rows by hyperplanes, with its own
 regressions, is such a supremum, and the best known is the best partition any
@@ -735,8 +736,9 @@ def main():
         "are wall-clock on a shared machine. flexmix's variances carry a degrees-of-freedom "
         "correction, so its parameters are scored slightly below the nearby maximum (the "
         "refits started from them are in the best-known search). "
-        "∞ marks a fit whose gate separates the rows (`moelearn.gate_separation`: doubling "
-        "the gate's coefficients loses less than 0.01 nats): its log-likelihood is approached "
+        "∞ marks a fit whose gate separates the rows (`moelearn.gate_separation`: the gate's "
+        "limit as its coefficients grow, each row given to its most probable expert, loses "
+        "less than 0.01 nats): its log-likelihood is approached "
         "as the gate's coefficients grow, no maximum is attained, and a higher one is the "
         "better of many partitions of the rows by hyperplanes, each with its own "
         "regressions (DESIGN §12).",

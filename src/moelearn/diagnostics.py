@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from scipy.special import logsumexp
+from sklearn.utils import check_X_y
 
 from ._validation import check_link, check_Xy
 from .data import check_sample_weight
@@ -252,35 +254,39 @@ class GateSeparation:
     ----------
     log_likelihood : float
         Total log-likelihood of the fit on the rows given.
-    sharpened_gain : float
-        Total log-likelihood with the gate's coefficients and intercepts
-        multiplied by ``factor``, minus ``log_likelihood`` (nats).
+    hard_gate_gain : float
+        Total log-likelihood of the gate's limit as its coefficients grow
+        (each row given to its most probable expert, exact ties shared),
+        minus ``log_likelihood`` (nats).
     hard_share : float
         Share of the rows (weighted) whose largest gate probability exceeds
         ``1 - 1e-6``.
     separated : bool
-        ``sharpened_gain > -tol``: a sharper gate fits as well, so the gate
-        separates the rows and the likelihood's supremum lies at infinity.
+        The limit fits as well (``hard_gate_gain > -tol``) and the gate is not
+        constant over the experts on every row: the gate separates the rows,
+        and the likelihood's supremum lies at infinity.
     """
 
     log_likelihood: float
-    sharpened_gain: float
+    hard_gate_gain: float
     hard_share: float
     separated: bool
 
 
-def gate_separation(params, X, y, *, sample_weight=None, factor=2.0, tol=0.01) -> GateSeparation:
+def gate_separation(params, X, y, *, sample_weight=None, tol=0.01) -> GateSeparation:
     """Whether the gate of a fit separates the rows ``(X, y)``.
 
-    A gate separates the rows when each row's responsibility sits on the
-    expert that the gate's hyperplanes assign it to; then multiplying the
-    gate's coefficients by any ``t > 1`` does not lower the likelihood, the
-    likelihood approaches its supremum as ``t`` grows, and no maximum is
+    As the gate's coefficients are multiplied by ``t -> infinity``, each row
+    goes to the expert with its largest gate logit.  When that limit fits at
+    least as well as the fit itself, the gate separates the rows: the
+    likelihood approaches its supremum as ``t`` grows and no maximum is
     attained (the analogue of perfect separation in logistic regression).
     Optimisers then stop where the gradient has become tiny along a growing
-    gate.  On data with few rows per gate coefficient such suprema are common:
-    every partition of the rows by hyperplanes, with its own regression in
-    each part, is one (DESIGN §12).
+    gate, and the gate's coefficients and standard errors are not identified.
+    On data with few rows per gate coefficient such suprema are common: every
+    partition of the rows by hyperplanes, with its own regression in each
+    part, is one (DESIGN §12).  A gate whose logits are equal on every row
+    (no gate) does not count.
 
     Parameters
     ----------
@@ -289,10 +295,9 @@ def gate_separation(params, X, y, *, sample_weight=None, factor=2.0, tol=0.01) -
     X : array-like of shape (n_samples, n_features)
     y : array-like of shape (n_samples,)
     sample_weight : array-like of shape (n_samples,) or None
-    factor : float, default 2.0
-        How much sharper the compared gate is (> 1).
+        Frequencies.
     tol : float, default 0.01
-        Nats: the fit counts as separated when the sharper gate loses less.
+        Nats: the fit counts as separated when the limit loses less.
 
     Returns
     -------
@@ -300,20 +305,21 @@ def gate_separation(params, X, y, *, sample_weight=None, factor=2.0, tol=0.01) -
     """
     if not isinstance(params, MoEParams):
         raise TypeError(f"params must be a MoEParams, got {type(params).__name__}")
-    if not (np.isfinite(factor) and factor > 1.0):
-        raise ValueError(f"factor must be a finite number > 1, got {factor!r}")
     if not (np.isfinite(tol) and tol >= 0.0):
         raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
-    X, y = check_Xy(X, y, min_samples=1)
-    X, y = np.asarray(X), np.asarray(y)
+    # sklearn's checks, not check_Xy's: a constant response (all-zero counts) is fine here
+    X, y = check_X_y(X, y, dtype=np.float64, y_numeric=True)
     if X.shape[1] != params.n_features:
         raise ValueError(f"X has {X.shape[1]} features; the fit has {params.n_features}")
     w = np.ones(len(y)) if sample_weight is None else check_sample_weight(sample_weight, len(y))
-    sharp = params.copy()
-    sharp.gating = factor * sharp.gating
-    sharp.gating_bias = factor * sharp.gating_bias
     with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
-        ll = float(params.log_likelihood(X, y) @ w)
-        gain = float(sharp.log_likelihood(X, y) @ w) - ll
-        hard = float((params.gating_proba(X).max(axis=1) > 1.0 - 1e-6) @ w / max(w.sum(), 1e-300))
-    return GateSeparation(ll, gain, hard, bool(np.isfinite(gain) and gain > -tol))
+        log_gate = params.gating_log_proba(X)
+        log_f = params.joint_log_likelihood(X, y) - log_gate  # each expert's log-density
+        ll = float(logsumexp(log_gate + log_f, axis=1) @ w)
+        logits = params.gating_logits(X)
+        top = logits == logits.max(axis=1, keepdims=True)  # the limit's experts, ties shared
+        limit = logsumexp(np.where(top, log_f, -np.inf), axis=1) - np.log(top.sum(axis=1))
+        gain = float(limit @ w) - ll
+        hard = float((log_gate.max(axis=1) > np.log1p(-1e-6)) @ w / max(w.sum(), 1e-300))
+    gated = bool(np.any(~top[w > 0])) if params.n_experts > 1 else False
+    return GateSeparation(ll, gain, hard, bool(gated and np.isfinite(gain) and gain > -tol))
