@@ -477,8 +477,8 @@ def search(
     tol=1e-8,
     noise_floor=1e-6,
     max_moves=5,
-    n_move_starts=4,
-    n_grow=2,
+    n_move_starts=8,
+    n_grow=4,
     trusted=None,
     random_state,
 ):
