@@ -245,3 +245,19 @@ def test_fuzz_recover_experts_rejects_invalid_input(defect, d, method, seed):
     event(defect)
     with pytest.raises(ValueError, match=match):
         recover_experts(X, y, k, method=method)
+
+
+def test_tensor_power_method_does_not_depend_on_the_tensor_scale():
+    """A tensor of tiny entries gives the unit-scale components, weights scaled with it."""
+    from moelearn.experts import tensor_power_method
+
+    rng = np.random.default_rng(0)
+    V = np.linalg.qr(rng.standard_normal((4, 4)))[0][:, :2].T  # two orthonormal rows
+    w = np.array([2.0, 1.0])
+    T = np.einsum("r,ra,rb,rc->abc", w, V, V, V)
+    U1, w1 = tensor_power_method(T, 2, rng=np.random.default_rng(1))
+    with np.errstate(all="raise"):
+        U2, w2 = tensor_power_method(1e-250 * T, 2, rng=np.random.default_rng(1))
+    np.testing.assert_allclose(U2, U1, atol=1e-12)
+    np.testing.assert_allclose(w2, 1e-250 * w1, rtol=1e-12)
+    np.testing.assert_allclose(np.abs(U1 @ V.T).max(axis=1), 1.0, atol=1e-8)

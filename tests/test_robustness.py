@@ -151,6 +151,29 @@ def test_gd_nll_per_expert_noise_stays_finite():
     assert _finite(est)
 
 
+def test_moment_start_on_inputs_of_tiny_magnitude_stays_finite():
+    # found by test_fuzz_estimator_fits_valid_data: one column of 1e-256 gave a moment
+    # tensor of 4e-255, whose power-step norms underflowed to 0 and whose iterates then
+    # overflowed (the power method now works on the tensor divided by its largest entry)
+    rng = np.random.default_rng(0)
+    X = np.full((50, 1), 9.90462859e-257)
+    y = 1.0 + 0.5 * rng.standard_normal(50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        est = _fit(
+            X,
+            y,
+            n_experts=1,
+            link="relu",
+            solver="moments",
+            fit_intercept=False,
+            noise="shared",
+            n_init=1,
+            max_iter=10,
+        )
+    assert _finite(est)
+
+
 # each defect and the message that must name it
 _DEFECTS = {
     "NaN in X": ("X", np.nan, "Input X contains NaN"),

@@ -341,7 +341,12 @@ def tensor_power_method(T, n_components, n_restarts=10, n_iter=100, rng=None):
     """
     rng = random_generator(rng)
     order = T.ndim
-    T = T.copy()
+    # work on T / max|T|: the components do not depend on the scale, and a tensor of tiny
+    # entries (1e-255) would underflow the norms of the power steps to 0
+    scale = float(np.max(np.abs(T))) if T.size else 0.0
+    if not (np.isfinite(scale) and scale > 0):
+        scale = 1.0
+    T = T / scale
     k = T.shape[0]
     comps, weights = [], []
     for _ in range(n_components):
@@ -373,7 +378,7 @@ def tensor_power_method(T, n_components, n_restarts=10, n_iter=100, rng=None):
             v = nv
         lam = _value(T, v, order)
         comps.append(v)
-        weights.append(lam)
+        weights.append(lam * scale)
         outer = v
         for _ in range(order - 1):
             outer = np.multiply.outer(outer, v)
