@@ -98,19 +98,30 @@ class Diagnosis:
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
 
-def _whitened_moments(Z, w, n):
-    """Largest |skewness| and |excess kurtosis| of whitened columns, and their tolerances.
+def _whitened(X, w=None):
+    """Centred rows, covariance, its eigenpairs, the directions with variance, whitened rows.
+
+    ``w``: frequency weights (None: all one).  The whitened rows ``Z`` keep
+    only the directions with variance above 1e-12 of the largest.
+    """
+    C = X - np.average(X, axis=0, weights=w)
+    cov = np.cov(X, rowvar=False, bias=True, aweights=w).reshape(X.shape[1], X.shape[1])
+    evals, evecs = np.linalg.eigh(cov)
+    ok = evals > 1e-12 * max(evals.max(), 1e-300)
+    return C, cov, evals, ok, C @ (evecs[:, ok] / np.sqrt(evals[ok]))
+
+
+def _moments_within_tolerance(Z, w, n):
+    """Whether every column of ``Z`` has Gaussian skewness and excess kurtosis.
 
     The tolerances are four standard errors under Gaussianity (``sqrt(6/n)``,
-    ``sqrt(24/n)``) plus a practical margin (0.1, 0.2).
+    ``sqrt(24/n)``) plus a practical margin (0.1, 0.2).  Returns
+    ``(ok, largest |skewness|, largest |excess kurtosis|, skew_tol, kurt_tol)``.
     """
-    if Z.size:
-        mean = (lambda A: A.mean(axis=0)) if w is None else (lambda A: (w @ A) / w.sum())
-        skew = float(np.abs(mean(Z**3)).max())
-        kurt = float(np.abs(mean(Z**4) - 3.0).max())
-    else:
-        skew = kurt = 0.0
-    return skew, kurt, 4.0 * np.sqrt(6.0 / n) + 0.1, 4.0 * np.sqrt(24.0 / n) + 0.2
+    skew = float(np.abs(np.average(Z**3, axis=0, weights=w)).max()) if Z.size else 0.0
+    kurt = float(np.abs(np.average(Z**4, axis=0, weights=w) - 3.0).max()) if Z.size else 0.0
+    skew_tol, kurt_tol = 4.0 * np.sqrt(6.0 / n) + 0.1, 4.0 * np.sqrt(24.0 / n) + 0.2
+    return bool(skew <= skew_tol and kurt <= kurt_tol), skew, kurt, skew_tol, kurt_tol
 
 
 def inputs_look_gaussian(X, sample_weight=None) -> bool:
@@ -139,21 +150,14 @@ def inputs_look_gaussian(X, sample_weight=None) -> bool:
     total = X.shape[0] if w is None else float(w.sum())
     if X.ndim != 2 or X.shape[0] < 2 or X.shape[1] == 0 or total <= 1:
         return False
-    mean = X.mean(axis=0) if w is None else (w @ X) / total
-    C = X - mean
-    cov = (C.T @ C if w is None else (C * w[:, None]).T @ C) / total
-    evals, evecs = np.linalg.eigh(cov)
-    ok = evals > 1e-12 * max(evals.max(), 1e-300)
+    C, cov, _, ok, Z = _whitened(X, w)
     if not ok.all():
         return False
     d = X.shape[1]
-    Z = C @ (evecs / np.sqrt(evals))
     for cols in (Z, C / np.sqrt(np.diag(cov))):
-        skew, kurt, skew_tol, kurt_tol = _whitened_moments(cols, w, total)
-        if skew > skew_tol or kurt > kurt_tol:
+        if not _moments_within_tolerance(cols, w, total)[0]:
             return False
-    r4 = np.einsum("ij,ij->i", Z, Z) ** 2
-    b2 = r4.mean() if w is None else (w @ r4) / total
+    b2 = np.average(np.einsum("ij,ij->i", Z, Z) ** 2, weights=w)
     return bool(abs(b2 - d * (d + 2)) <= 4.0 * np.sqrt(8.0 * d * (d + 2) / total) + 0.2 * d)
 
 
@@ -176,16 +180,11 @@ def diagnose(X, y, n_experts=None, link="linear") -> Diagnosis:
     X, y = check_Xy(X, y, min_samples=10)
     n, d = X.shape
     notes = []
-    mean = X.mean(axis=0)
-    cov = np.cov(X, rowvar=False, bias=True).reshape(d, d)
-    evals, evecs = np.linalg.eigh(cov)
-    ok = evals > 1e-12 * max(evals.max(), 1e-300)
+    _, _, evals, ok, Z = _whitened(X)
     cond = float(evals.max() / evals[ok].min()) if ok.any() else float("inf")
     if not ok.all():
         notes.append(f"{int((~ok).sum())} input direction(s) have zero variance")
-    Z = (X - mean) @ (evecs[:, ok] / np.sqrt(evals[ok]))
-    skew, kurt, skew_tol, kurt_tol = _whitened_moments(Z, None, n)
-    gaussian = bool(skew <= skew_tol and kurt <= kurt_tol)
+    gaussian, skew, kurt, skew_tol, kurt_tol = _moments_within_tolerance(Z, None, n)
     if not gaussian:
         notes.append(
             "inputs are not Gaussian: the moment estimates are biased; use them only "

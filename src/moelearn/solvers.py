@@ -300,7 +300,7 @@ def solve_moments(problem: Problem) -> Solution:
     if not starts:
         n_generated = max(n_generated, 1)
     # the moment start is consistent on Gaussian inputs (the papers' theory regime)
-    gaussian = starts and inputs_look_gaussian(search_data.X, search_data.w)
+    gaussian = bool(starts) and inputs_look_gaussian(search_data.X, search_data.w)
     found = search(
         data,
         search_data,

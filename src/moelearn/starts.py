@@ -671,9 +671,7 @@ def _search(
         finals.append((bad, -fit.log_likelihood, label, fit))
     # the trusted start (consistent in the theory regime) and every other finalist at one
     # optimum: the landscape the starts saw has one basin, the one theory points to
-    settled = any(label == trusted for *_, label, _ in finals) and all(
-        not bad and _same_optimum(finals[0][1], negll) for bad, negll, _, _ in finals
-    )
+    settled = any(label == trusted for *_, label, _ in finals) and _one_optimum(finals)
     if n_grow and k > 1 and link.is_linear and not settled:
         # ... and the path that grows the model one expert at a time by splits
         grown = _grow_by_splits(
@@ -693,7 +691,7 @@ def _search(
     finals = _ranked(finals, lambda t: (t[0], t[1]))
     # every finalist (the growth path's included) at one optimum, none collapsed: the
     # landscape the starts saw has one basin, and the moves (built to leave one) are skipped
-    agree = all(not bad and _same_optimum(finals[0][1], negll) for bad, negll, _, _ in finals)
+    agree = _one_optimum(finals)
     if max_moves and k > 1 and link.is_linear and not agree:
         # remove-and-split moves from the best distinct finalists
         improved = []
@@ -772,6 +770,11 @@ def _distinct(finals):
         if not any(_same_optimum(item[1], other[1]) for other in out):
             out.append(item)
     return out
+
+
+def _one_optimum(finals):
+    """Whether finalists ``(collapsed, -loglik, name, fit)`` share one optimum, none collapsed."""
+    return all(not bad and _same_optimum(finals[0][1], negll) for bad, negll, _, _ in finals)
 
 
 def _same_optimum(negll, other):
