@@ -45,6 +45,7 @@ solves linear least squares).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -241,13 +242,21 @@ def _unstack(B, G, S, c, d, link, per_expert):
     )
 
 
+@functools.cache
+def _upper(q):
+    """Row and column indices of the upper triangle of a q x q matrix (read-only)."""
+    i, j = np.triu_indices(q)
+    i.flags.writeable = j.flags.writeable = False
+    return i, j
+
+
 def _pair_products(Xt, w=None):
     """(n, q (q + 1) / 2) products of the design's column pairs ``i <= j``, weighted by ``w``.
 
     A weighted Gram matrix is symmetric: one GEMM with these columns forms its
     upper triangle at about half the cost of all ``q**2`` products.
     """
-    i, j = np.triu_indices(Xt.shape[1])
+    i, j = _upper(Xt.shape[1])
     P = Xt[:, i] * Xt[:, j]
     if w is not None:
         P *= w[:, None]
@@ -256,7 +265,7 @@ def _pair_products(Xt, w=None):
 
 def _symmetric(V, q):
     """(..., q (q + 1) / 2) upper-triangle entries as (..., q, q) symmetric matrices."""
-    i, j = np.triu_indices(q)
+    i, j = _upper(q)
     out = np.empty(V.shape[:-1] + (q, q))
     out[..., i, j] = V
     out[..., j, i] = V
@@ -413,7 +422,7 @@ def _gate_newton_steps(G, post, Xt, pairs, n_steps, w, logp, buf):
         post = np.multiply(post, w, out=buf.weighted)
     f = -np.einsum("ckn,ckn->c", post, logp)
     p = np.exp(logp, out=buf.p)
-    a, b = np.triu_indices(m)
+    a, b = _upper(m)
     eye = np.eye(m * q)
     diff = buf.diff
     W = buf.W
@@ -428,10 +437,13 @@ def _gate_newton_steps(G, post, Xt, pairs, n_steps, w, logp, buf):
             else:
                 np.negative(W[:, i], out=W[:, i])
         blocks = _symmetric((W.reshape(C * a.size, -1) @ pairs).reshape(C, a.size, -1), q)
-        H = np.empty((C, m, m, q, q))
-        H[:, a, b] = blocks
-        H[:, b, a] = blocks
-        H = H.transpose(0, 1, 3, 2, 4).reshape(C, m * q, m * q)
+        # the blocks straight into the (C, m q, m q) layout (each block is symmetric)
+        H = np.empty((C, m, q, m, q))
+        for i, (ai, bi) in enumerate(zip(a, b, strict=True)):
+            H[:, ai, :, bi, :] = blocks[:, i]
+            if ai != bi:
+                H[:, bi, :, ai, :] = blocks[:, i]
+        H = H.reshape(C, m * q, m * q)
         H += (1e-8 * (np.trace(H, axis1=1, axis2=2) / (m * q) + 1e-12))[:, None, None] * eye
         step = np.linalg.solve(H, grad[:, :, None])[:, :, 0].reshape(C, m, q)
         # halve the step of the candidates whose objective rose; only they are re-evaluated
