@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy.special import logsumexp
+from scipy.special import log_softmax, logsumexp
 from sklearn.utils import check_X_y
 
 from ._validation import check_link, check_Xy
@@ -312,10 +312,13 @@ def gate_separation(params, X, y, *, sample_weight=None, tol=0.01) -> GateSepara
         raise ValueError(f"X has {X.shape[1]} features; the fit has {params.n_features}")
     w = np.ones(len(y)) if sample_weight is None else check_sample_weight(sample_weight, len(y))
     with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
-        log_gate = params.gating_log_proba(X)
-        log_f = params.joint_log_likelihood(X, y) - log_gate  # each expert's log-density
-        ll = float(logsumexp(log_gate + log_f, axis=1) @ w)
         logits = params.gating_logits(X)
+        log_gate = log_softmax(logits, axis=1)
+        # each expert's log-density, from the family (not the joint minus the gate)
+        log_f = params.family_object.log_density(
+            y, params.expert_predictors(X), params.dispersion()
+        )
+        ll = float(logsumexp(log_gate + log_f, axis=1) @ w)
         top = logits == logits.max(axis=1, keepdims=True)  # the limit's experts, ties shared
         limit = logsumexp(np.where(top, log_f, -np.inf), axis=1) - np.log(top.sum(axis=1))
         gain = float(limit @ w) - ll
