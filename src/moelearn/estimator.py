@@ -23,7 +23,7 @@ from .data import (
 )
 from .exceptions import MomentMethodUnavailable
 from .families import Family, Gaussian, available_families, get_family
-from .family_fit import fit_family, n_parameters, resolve_roles
+from .family_fit import fit_family, resolve_roles
 from .inference import Summary, data_standard_errors, summarize
 from .links import Link, get_link
 from .model import MoEParams, random_generator, sample_given_x
@@ -673,15 +673,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         )
 
     def _n_parameters(self):
-        p = self.params_
-        if p.has_roles or p.family_object.name != "gaussian":
-            g = p.gating_features if p.has_roles else np.ones(p.n_features, dtype=bool)
-            e = p.expert_features if p.has_roles else np.ones(p.n_features, dtype=bool)
-            return n_parameters(p.family_object, p.n_experts, g, e, self.fit_intercept)
-        k, d = self.n_experts, self.n_features_in_
-        per = d + (1 if self.fit_intercept else 0)
-        noise = k if self.noise == "expert" else 1
-        return k * per + (k - 1) * per + noise
+        return self.params_.n_parameters(self.fit_intercept)
 
     def bic(self, X, y):
         """Bayesian information criterion on ``(X, y)`` (lower is better)."""

@@ -70,6 +70,10 @@ class Family(ABC):
         predictor (a log-link family on positive data).
     moment_start : bool
         Whether the consistent moment start of DESIGN §3-§6 applies.
+    noise_parameter : str or None
+        The dispersion that ``MoEParams.noise_std`` holds and that
+        ``noise="shared"`` ties across the experts (``"sigma"``, ``"shape"``),
+        None for families without one.
     """
 
     name = "family"
@@ -78,6 +82,7 @@ class Family(ABC):
     location_scale = False
     scale_family = False
     moment_start = False
+    noise_parameter: str | None = None
     discrete = False
     # whether a weighted least-squares fit of working_response(y) is a sensible
     # first guess of the coefficients (not for class labels)
@@ -125,6 +130,16 @@ class Family(ABC):
     def sample(self, eta, disp, rng) -> np.ndarray:
         """One draw per entry of ``eta`` (n, k): shape (n, k)."""
 
+    def sample_chosen(self, eta, disp, chosen, rng) -> np.ndarray:
+        """One draw per row from the expert ``chosen[n]`` of each row: shape (n,).
+
+        ``eta`` has shape (n, k) (or (n, k, q)); the default draws every expert
+        and keeps the chosen one, so that the random stream is the one of
+        :meth:`sample`.
+        """
+        draws = self.sample(eta, disp, rng)
+        return np.take_along_axis(draws, chosen[:, None], axis=1)[:, 0]
+
     # ------------------------------------------------------------- fitting aid
     def working_response(self, y) -> np.ndarray:
         """``y`` on the predictor's scale (for clustering starts), shape (n,)."""
@@ -158,6 +173,7 @@ class Gaussian(Family):
 
     name = "gaussian"
     dispersion_names = ("sigma",)
+    noise_parameter = "sigma"
     moment_start = True
 
     def __init__(self, link="linear"):
@@ -193,6 +209,11 @@ class Gaussian(Family):
     def sample(self, eta, disp, rng):
         return self.link(eta) + disp[:, 0] * rng.standard_normal(np.shape(eta))
 
+    def sample_chosen(self, eta, disp, chosen, rng):
+        # one standard normal per row: the chosen expert's mean plus its noise
+        rows = np.take_along_axis(eta, chosen[:, None], axis=1)[:, 0]
+        return self.link(rows) + disp[chosen, 0] * rng.standard_normal(len(chosen))
+
     def initial_dispersion(self, y, eta=None):
         return np.array([max(float(np.std(y)), 1e-12)])
 
@@ -210,6 +231,7 @@ class StudentT(Family):
 
     name = "student-t"
     dispersion_names = ("sigma", "nu")
+    noise_parameter = "sigma"
     location_scale = True
 
     def __init__(self, nu_min=0.5, nu_max=200.0):
@@ -325,6 +347,7 @@ class Gamma(Family):
 
     name = "gamma"
     dispersion_names = ("shape",)
+    noise_parameter = "shape"
     scale_family = True
 
     def __init__(self, shape_max=1e8):

@@ -38,7 +38,6 @@ __all__ = [
     "FamilyFit",
     "fit_engine",
     "fit_family",
-    "n_parameters",
     "resolve_roles",
     "unscale",
 ]
@@ -118,14 +117,6 @@ def resolve_roles(spec, n_features, feature_names, name):
         raise ValueError(f"{name} lists a column twice: {list(arr)}")
     mask[idx] = True
     return mask
-
-
-def n_parameters(family: Family, n_experts, gating_mask, expert_mask, fit_intercept):
-    """Free parameters: expert coefficients, dispersions and the gate (last row fixed)."""
-    k = n_experts
-    pe = int(expert_mask.sum()) + int(fit_intercept)
-    pg = int(gating_mask.sum()) + int(fit_intercept)
-    return k * pe * family.n_predictors + k * len(family.dispersion_names) + (k - 1) * pg
 
 
 def _column_stats(raw: Data, family: Family, weights=None):

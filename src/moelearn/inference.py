@@ -21,7 +21,7 @@ from scipy.stats import norm
 from ._logspace import logsumexp_k
 from .diagnostics import gate_separation
 from .engine import Design, State, pass_statistics
-from .model import MoEParams
+from .model import MoEParams, count_parameters
 from .refine import Data, observed_information
 
 __all__ = [
@@ -115,10 +115,12 @@ def _uses_engine(params: MoEParams) -> bool:
 
 def _engine_problem(params: MoEParams, fit_intercept):
     """Design and engine state of ``params`` in the original units (no standardisation)."""
-    d = params.n_features
-    g = params.gating_features if params.has_roles else np.ones(d, dtype=bool)
-    e = params.expert_features if params.has_roles else np.ones(d, dtype=bool)
-    design = Design(np.flatnonzero(g), np.flatnonzero(e), fit_intercept, params.offset_feature)
+    design = Design(
+        np.flatnonzero(params.gating_features),
+        np.flatnonzero(params.expert_features),
+        fit_intercept,
+        params.offset_feature,
+    )
 
     def stack(bias, coef):
         return np.hstack([bias[:, None], coef]) if fit_intercept else coef.copy()
@@ -534,11 +536,15 @@ def summarize(
     log_post = joint - lse
     entropy = float(-np.sum(post * log_post))
     ll = float(lse.sum())
-    k, d = params.n_experts, params.n_features
-    per = d + (1 if fit_intercept else 0)
-    n_params = k * per + (k - 1) * per + (k if per_expert else 1)
-    if _uses_engine(params):
-        n_params = len(se.names) - (params.gating.shape[1] + int(fit_intercept))
+    k = params.n_experts
+    n_params = count_parameters(
+        params.family_object,
+        k,
+        params.gating_features,
+        params.expert_features,
+        fit_intercept,
+        shared_noise=not per_expert,
+    )
     n = X.shape[0]
     bic = -2.0 * ll + n_params * np.log(n)
     return Summary(
