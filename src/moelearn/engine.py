@@ -306,12 +306,20 @@ def _solve(F, g, ridge=1e-10):
         return np.linalg.lstsq(F, g, rcond=None)[0]
 
 
-def _scoring_step(stats, state, bounds):
-    """The scoring step on every block of Q, and the squared Newton decrement."""
+def _scoring_step(stats, state, bounds, tied=None):
+    """The scoring step on every block of Q, and the squared Newton decrement.
+
+    With ``tied`` (a dispersion column shared by the experts) each expert's
+    block is solved with that column fixed, and the shared value then takes
+    one scoring step on the sum of the experts' terms (block coordinates: the
+    expected information of a scale is orthogonal to the coefficients for the
+    Gaussian, and the step halving of :func:`em` keeps the ascent otherwise).
+    """
     k, q, pe = state.coef.shape
     m = state.log_disp.shape[1]
     new = state.copy()
     decrement = 0.0
+    g_tied = f_tied = 0.0
     for i in range(k):
         F = np.zeros((q * pe + m, q * pe + m))
         F[: q * pe, : q * pe] = stats["F_cc"][i].reshape(q * pe, q * pe)
@@ -319,10 +327,22 @@ def _scoring_step(stats, state, bounds):
         F[q * pe :, : q * pe] = F[: q * pe, q * pe :].T
         F[q * pe :, q * pe :] = stats["F_dd"][i]
         g = np.concatenate([stats["g_coef"][i].ravel(), stats["g_disp"][i]])
-        step = _solve(F, g)
+        if tied is None:
+            step = _solve(F, g)
+        else:
+            j = q * pe + tied
+            g_tied += float(g[j])
+            f_tied += float(F[j, j])
+            keep = np.arange(len(g)) != j
+            step = np.zeros_like(g)
+            step[keep] = _solve(F[np.ix_(keep, keep)], g[keep])
         decrement += float(g @ step)
         new.coef[i] += step[: q * pe].reshape(q, pe)
         new.log_disp[i] += step[q * pe :]
+    if tied is not None and f_tied > 0:
+        shared = g_tied / f_tied
+        decrement += g_tied * shared
+        new.log_disp[:, tied] += shared
     if k > 1:
         g = stats["g_gate"][: k - 1].ravel()
         pg = state.gate.shape[1]
@@ -351,6 +371,45 @@ def _bounds(family, k, log_floor):
     return np.broadcast_to(low, (k, len(low))), np.broadcast_to(high, (k, len(high)))
 
 
+def tied_column(family, n_experts, shared_noise):
+    """The dispersion column that ``noise="shared"`` ties across the experts, or None.
+
+    The family's :attr:`~moelearn.families.Family.noise_parameter` (``sigma``,
+    the Gamma ``shape``); None without sharing, with one expert, or for a
+    family without one.
+    """
+    name = family.noise_parameter
+    if not shared_noise or n_experts < 2 or name is None:
+        return None
+    return family.dispersion_names.index(name)
+
+
+def tie(state, tied):
+    """``state`` with its tied dispersion column at the experts' mean (in place)."""
+    if tied is not None:
+        state.log_disp[:, tied] = state.log_disp[:, tied].mean()
+    return state
+
+
+def tied_coordinates(state, tied):
+    """Index maps between :meth:`State.flat` and the coordinates with one shared dispersion.
+
+    Returns ``(expand, keep)``: ``full = reduced[expand]`` and ``reduced =
+    full[keep]``; a gradient in full coordinates maps to the reduced ones by
+    ``np.bincount(expand, weights=grad)`` (the sum over the tied entries).
+    """
+    size = state.coef.size + state.log_disp.size + state.gate[:-1].size
+    if tied is None:
+        every = np.arange(size)
+        return every, every
+    k, m = state.log_disp.shape
+    tied_pos = state.coef.size + np.arange(k) * m + tied
+    keep = np.setdiff1d(np.arange(size), tied_pos[1:])
+    expand = np.searchsorted(keep, np.arange(size))
+    expand[tied_pos] = np.searchsorted(keep, tied_pos[0])
+    return expand, keep
+
+
 def em(
     family,
     design,
@@ -362,15 +421,17 @@ def em(
     log_floor=-np.inf,
     weights=None,
     alpha=0.0,
+    tied=None,
 ) -> EngineFit:
     """EM with a scoring M-step (one pass per iteration), monotone by step halving.
 
     Converged when the mean log-likelihood changes by less than ``tol``
     (relative to ``max(1, |ll|)``) in one iteration (EM's usual rule; :func:`polish`
-    then checks the gradient).
+    then checks the gradient).  ``tied`` is the dispersion column shared by the
+    experts (:func:`tied_column`), or None.
     """
     bounds = _bounds(family, state.n_experts, log_floor)
-    state = state.copy()
+    state = tie(state.copy(), tied)
     np.clip(state.log_disp, *bounds, out=state.log_disp)
     fi = design.fit_intercept
     stats = pass_statistics(family, design, data, state, "hess", weights=weights)
@@ -382,7 +443,7 @@ def em(
     it = 0
     while it < max_iter:
         it += 1
-        full_step, decrement = _scoring_step(stats, state, bounds)
+        full_step, decrement = _scoring_step(stats, state, bounds, tied)
         candidate, fraction = full_step, 1.0
         for _ in range(12):
             new_stats = pass_statistics(family, design, data, candidate, "hess", weights=weights)
@@ -418,21 +479,28 @@ def polish(
     log_floor=-np.inf,
     weights=None,
     alpha=0.0,
+    tied=None,
 ) -> EngineFit:
-    """L-BFGS-B on the observed log-likelihood (minus the ridge) with its exact gradient."""
+    """L-BFGS-B on the observed log-likelihood (minus the ridge) with its exact gradient.
+
+    With ``tied`` the shared dispersion is one coordinate of the optimiser.
+    """
     k = state.n_experts
+    state = tie(state.copy(), tied)
     low, high = _bounds(family, k, log_floor)
-    theta0 = state.flat()
+    expand, keep = tied_coordinates(state, tied)
     nc = state.coef.size
-    lb = np.full(theta0.size, -np.inf)
-    ub = np.full(theta0.size, np.inf)
+    lb = np.full(expand.size, -np.inf)
+    ub = np.full(expand.size, np.inf)
     lb[nc : nc + low.size] = low.ravel()
     ub[nc : nc + high.size] = high.ravel()
-    theta0 = np.clip(theta0, lb, ub)
+    lb, ub = lb[keep], ub[keep]
+    theta0 = np.clip(state.flat()[keep], lb, ub)
     history = []
     cache = {}
 
-    def fun(theta):
+    def fun(reduced):
+        theta = reduced[expand]
         s = state.with_flat(theta)
         st = pass_statistics(family, design, data, s, "grad", weights=weights)
         st = _penalize(st, s, alpha, design.fit_intercept)
@@ -444,8 +512,8 @@ def polish(
         cache["share"] = st["share"] / n
         value = st["obj"] / n
         if not np.isfinite(value):
-            return np.inf, np.zeros_like(theta)
-        return -value, -g / n
+            return np.inf, np.zeros_like(reduced)
+        return -value, -np.bincount(expand, weights=g, minlength=reduced.size) / n
 
     res = minimize(
         fun,
@@ -460,7 +528,7 @@ def polish(
     steps = 0
     if theta.size <= _NEWTON_MAX and data.n_samples * theta.size <= _NEWTON_WORK:
         theta, value, jac, steps = _newton_finish(fun, theta, value, jac, lb, ub, history)
-    final = state.with_flat(theta)
+    final = state.with_flat(theta[expand])
     grad = -jac
     free = ~(((theta <= lb) & (grad < 0)) | ((theta >= ub) & (grad > 0)))
     small = float(np.max(np.abs(grad[free]), initial=0.0)) <= 1e-5
@@ -550,7 +618,7 @@ def _ridge_lstsq(U, h, w, ridge):
 
 
 def state_from_responsibilities(
-    family, design, X, y, post, log_floor=-np.inf, steps=6, weights=None
+    family, design, X, y, post, log_floor=-np.inf, steps=6, weights=None, tied=None
 ):
     """Parameters fitted to fixed responsibilities (scoring M-steps), in memory."""
     k = post.shape[1]
@@ -569,7 +637,7 @@ def state_from_responsibilities(
         stats = pass_statistics(
             family, design, data, state, "hess", fixed_post=post, weights=weights
         )
-        new, _ = _scoring_step(stats, state, bounds)
+        new, _ = _scoring_step(stats, state, bounds, tied)
         new.gate = state.gate
         state = new
     return state
@@ -800,6 +868,7 @@ def search(
     weights=None,
     sub_weights=None,
     starts=(),
+    tied=None,
 ):
     """Screen starts on ``(sub_X, sub_y)``; refine the best on ``data``.
 
@@ -824,7 +893,7 @@ def search(
     # the per-block products are thin (rows x a few dozen columns): one BLAS thread
     width = k * (design.n_expert * family.n_predictors + design.n_gate)
     sub = Data(sub_X, sub_y)
-    opts = dict(log_floor=log_floor, alpha=alpha)
+    opts = dict(log_floor=log_floor, alpha=alpha, tied=tied)
     sub_opts = dict(opts, weights=sub_weights)
     full_opts = dict(opts, weights=weights)
     total = len(sub_y) if sub_weights is None else float(np.sum(sub_weights))
@@ -856,7 +925,14 @@ def search(
                 (
                     kind,
                     lambda post=post: state_from_responsibilities(
-                        family, design, sub_X, sub_y, post, log_floor, weights=sub_weights
+                        family,
+                        design,
+                        sub_X,
+                        sub_y,
+                        post,
+                        log_floor,
+                        weights=sub_weights,
+                        tied=tied,
                     ),
                 )
                 for kind, post in candidates

@@ -85,7 +85,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         Gamma responses (log link, one shape per expert).  Families other
         than the Gaussian (and the Gaussian with ``gating_features`` or
         ``expert_features``) are fitted by the start search and EM / L-BFGS-B
-        engine of DESIGN §13 (``solver="moments"`` only; no moment start).
+        engine of DESIGN §13 (solvers ``"moments"``, ``"em"`` and ``"gd-nll"``).
     gating_features, expert_features : None, array-like of int or str, or boolean mask
         Columns of ``X`` that the gate and the experts read (None: all
         columns).  Names need ``X`` to be a DataFrame.  An empty
@@ -114,6 +114,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         * ``"em"``, ``"gd-nll"``, ``"gd-l2"``: joint EM, joint gradient descent
           on the negative log-likelihood, joint gradient descent on the
           squared loss, each from ``n_init`` random starts (the baselines).
+          ``"em"`` and ``"gd-nll"`` (by L-BFGS-B) fit every family and
+          covariate layout; the paper pipelines and ``"gd-l2"`` need Gaussian
+          experts on all columns.
 
         The names are those of the registry :data:`moelearn.solvers.SOLVERS`;
         a solver added with :func:`moelearn.solvers.register_solver` is
@@ -122,7 +125,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         Fit expert and gating intercepts.
     noise : {"expert", "shared"}, default "expert"
         One noise level per expert (the model flexmix and mixtools fit), or
-        one shared by all.  Every noise level is kept above
+        one shared by all: for every family with a noise parameter (the
+        Gaussian and Student-t scale, the Gamma coefficient of variation) and
+        any covariate roles; Poisson experts have none.  Every noise level is kept above
         ``NOISE_FLOOR * std(y)`` (``1e-3``), which bounds the likelihood; a
         component left explaining fewer samples than its expert has
         coefficients plus one, or with its noise at that floor, counts as
@@ -337,16 +342,18 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
 
     def _fit_family(self, raw, family, gmask, emask, rng, offset=None):
         """Any family, or separate gate and expert columns: the engine of DESIGN §13."""
-        if self.solver != "moments":
+        baseline = {"moments": None, "em": "em", "gd-nll": "gd"}.get(self.solver, False)
+        if baseline is False:
             raise ValueError(
-                f"solver={self.solver!r} fits Gaussian experts on all columns only; "
-                f"family={family.name!r} with these covariate roles uses solver='moments' "
-                "(the start search)"
+                f"solver={self.solver!r} fits Gaussian experts on all columns only (the "
+                "papers' pipelines assume them); "
+                f"family={family.name!r} with these covariate roles takes solver='moments' "
+                "(the start search), 'em' or 'gd-nll'"
             )
-        if self.noise == "shared":
+        if self.noise == "shared" and family.noise_parameter is None:
             raise ValueError(
-                "noise='shared' is available for Gaussian experts on all columns only; "
-                "use noise='expert'"
+                f"noise='shared' ties the experts' noise parameter, and family={family.name!r} "
+                "has none; use noise='expert'"
             )
         init = None
         if self.init_params is not None:
@@ -363,7 +370,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                 raise ValueError("init_params reads other columns than gating/expert_features")
             init = self._restrict(init, family, gmask, emask)
         extra, unavailable = [], self._moment_unavailable(family, gmask, emask, raw, offset)
-        if init is None and unavailable is None:
+        if init is None and unavailable is None and baseline is None:
             try:
                 extra = [self._family_moment_start(family, raw, rng)]
             except MomentMethodUnavailable as exc:
@@ -383,13 +390,19 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             random_state=rng,
             extra_starts=extra,
             offset_column=offset,
+            shared_noise=self.noise == "shared",
+            baseline=baseline,
         )
         method = fit.init_method
-        if init is None and unavailable is not None:
+        if init is None and unavailable is not None and baseline is None:
             method += f"; moment start unavailable: {unavailable}"
         self._scaling = Scaling.identity(raw.n_features)
         self._collapsed = fit.collapsed
-        self._final_step = "the EM / L-BFGS-B refinement of the best start"
+        self._final_step = (
+            "the EM / L-BFGS-B refinement of the best start"
+            if baseline is None
+            else f"the {self.solver} solver (best of its random starts)"
+        )
         self._set_fitted(fit.params, fit.n_iter, fit.converged, fit.log_likelihood, method)
         self.history_ = np.asarray(fit.history, dtype=float)
         self._warn_fit()

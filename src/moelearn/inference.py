@@ -20,7 +20,7 @@ from scipy.stats import norm
 
 from ._logspace import logsumexp_k
 from .diagnostics import gate_separation
-from .engine import Design, State, pass_statistics
+from .engine import Design, State, pass_statistics, tied_column, tied_coordinates
 from .model import MoEParams, count_parameters
 from .refine import Data, observed_information
 
@@ -197,9 +197,17 @@ def _family_standard_errors(data: Data, params: MoEParams, fit_intercept):
             - _engine_gradient(params, design, data, state, down)
         ) / (2 * h)
     info = -0.5 * (H + H.T)
+    # a shared noise parameter is one coordinate: the information of L(T theta_r) is
+    # T' I T, and the covariance maps back by T (T copies the shared entry)
+    shared = params.noise_std is not None and np.ndim(params.noise_std) == 0
+    expand, keep = tied_coordinates(state, tied_column(fam, k, shared))
+    T = np.zeros((p, keep.size))
+    T[np.arange(p), expand] = 1.0
+    info = T.T @ info @ T
     scale = 1.0 / np.sqrt(np.maximum(np.abs(np.diag(info)), 1e-300))
     cov = np.linalg.pinv(info * np.outer(scale, scale), rcond=1e-12, hermitian=True)
     cov *= np.outer(scale, scale)
+    cov = T @ cov @ T.T
     # map the reference-row gate to the centred gate: V_c = C V_free, C = I - 11'/k
     nc, nd = state.coef.size, state.log_disp.size
     pg = state.gate.shape[1]
@@ -226,6 +234,8 @@ def _family_standard_errors(data: Data, params: MoEParams, fit_intercept):
         noise = 0.5 * se_disp[:, names_.index("shape")] * params.noise_vector
     if "nu" in names_:
         df = se_disp[:, names_.index("nu")] * disp[:, names_.index("nu")]
+    if shared and noise is not None:
+        noise = float(noise[0])
     names = (
         [f"expert[{i}][{j}]" for i in range(k) for j in range(pe)]
         + [f"log_{n}[{i}]" for i in range(k) for n in names_]
@@ -477,8 +487,11 @@ def _rows(params, se: StandardErrors, fit_intercept, feature_names, level):
     family = params.family_object.name
     if family != "gaussian":
         label = {"student-t": "scale", "gamma": "cv"}.get(family)
+        shared = label is not None and np.ndim(se.noise_std) == 0
+        if shared:
+            add("dispersion", label, params.noise_vector[0], se.noise_std, False)
         for i in range(k):
-            if label is not None:
+            if label is not None and not shared:
                 add("dispersion", f"{label}[{i}]", params.noise_vector[i], se.noise_std[i], False)
             if se.df is not None:
                 add("dispersion", f"df[{i}]", params.df[i], se.df[i], test=False)
