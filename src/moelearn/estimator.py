@@ -27,12 +27,7 @@ from .family_fit import fit_family, resolve_roles
 from .inference import Summary, data_standard_errors, summarize
 from .links import Link, get_link
 from .model import MoEParams, random_generator, sample_given_x
-from .moment_starts import (
-    count_moment_start,
-    gamma_from_lognormal,
-    log_response,
-    student_t_from_gaussian,
-)
+from .moment_starts import family_moment_start
 from .persistence import register_record, save
 from .solvers import SOLVERS, Problem, get_solver, refine_start
 from .standardize import NOISE_FLOOR, Scaling
@@ -413,14 +408,12 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     def _moment_unavailable(self, family, gmask, emask, raw, offset=None):
         """Why the consistent moment start cannot seed this fit (None when it can).
 
-        It applies (DESIGN §13) to Student-t experts (the Gaussian transforms
-        with the noise variance estimated from the data), Poisson experts (the
-        factorial transforms) and Gamma experts (the Gaussian transforms of
-        ``log y``), on all columns, without an offset, with
-        ``n_experts <= n_features``.
+        It applies (DESIGN §13) to the families whose ``moment_start`` hook
+        names one (Student-t, Poisson, Gamma), on all columns, without an
+        offset, with ``n_experts <= n_features``.
         """
         why = []
-        if family.name not in ("student-t", "poisson", "gamma"):
+        if family.moment_start in (None, "gaussian"):
             why.append(f"family={family.name!r} (DESIGN §13)")
         if offset is not None:
             why.append("an offset")
@@ -435,15 +428,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         if raw.kind == "memory":
             family.check_y(raw.y)  # a clear error before any transform of y
         try:
-            if family.name == "poisson":
-                return "moments (count, tensor)", count_moment_start(raw, self.n_experts, rng)
-            if family.name == "gamma":
-                X, y = log_response(raw)
-                w = raw.w if raw.kind != "stream" else None
-                p = self._gaussian_start(X, y, w, rng)
-                return "moments (log y, tensor)", gamma_from_lognormal(p, family.shape_max)
-            p = self._gaussian_start(raw.X, raw.y, raw.w, rng)
-            return "moments (Gaussian, tensor)", student_t_from_gaussian(p, df=10.0)
+            return family_moment_start(
+                family, raw, self.n_experts, rng, fit_intercept=self.fit_intercept
+            )
         except MomentMethodUnavailable:
             raise
         except ValueError as exc:
@@ -452,24 +439,6 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             # out of core, y is checked in the engine's first pass, which raises the
             # family's own message; the start just stands aside
             raise MomentMethodUnavailable(f"the start's pass failed ({exc})") from None
-
-    def _gaussian_start(self, X, y, sample_weight, rng):
-        """The Gaussian moment start refined as a Gaussian mixture (the tensor directions
-        are consistent for Student-t noise with ``nu > 6`` and for log-gamma noise)."""
-        gauss = type(self)(
-            self.n_experts,
-            fit_intercept=self.fit_intercept,
-            n_init=1,
-            max_iter=200,
-            chunk_size=self.chunk_size,
-            random_state=int(rng.integers(2**31 - 1)),
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            gauss.fit(X, y, sample_weight=sample_weight)
-        if "unavailable" in gauss.init_method_:
-            raise MomentMethodUnavailable(gauss.init_method_.split("unavailable: ", 1)[-1])
-        return gauss.params_
 
     def _restrict(self, p, family, gmask, emask):
         """A full-column MoEParams restricted to the roles' columns (a warm start)."""

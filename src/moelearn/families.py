@@ -68,8 +68,11 @@ class Family(ABC):
     scale_family : bool
         Whether ``b y`` stays in the family with ``log b`` added to the
         predictor (a log-link family on positive data).
-    moment_start : bool
-        Whether the consistent moment start of DESIGN §3-§6 applies.
+    moment_start : str or None
+        Which consistent moment start seeds these experts on all columns
+        (:func:`moelearn.moment_starts.family_moment_start`): ``"gaussian"``
+        (DESIGN §3-§6, run by the Gaussian solver itself), ``"gaussian-scale"``,
+        ``"count"``, ``"log-gaussian"`` (DESIGN §13); None where none exists.
     noise_parameter : str or None
         The dispersion that ``MoEParams.noise_std`` holds and that
         ``noise="shared"`` ties across the experts (``"sigma"``, ``"shape"``),
@@ -81,7 +84,7 @@ class Family(ABC):
     n_predictors = 1
     location_scale = False
     scale_family = False
-    moment_start = False
+    moment_start: str | None = None
     noise_parameter: str | None = None
     discrete = False
     # whether a weighted least-squares fit of working_response(y) is a sensible
@@ -174,7 +177,7 @@ class Gaussian(Family):
     name = "gaussian"
     dispersion_names = ("sigma",)
     noise_parameter = "sigma"
-    moment_start = True
+    moment_start = "gaussian"
 
     def __init__(self, link="linear"):
         self.link = get_link(link)
@@ -232,6 +235,7 @@ class StudentT(Family):
     name = "student-t"
     dispersion_names = ("sigma", "nu")
     noise_parameter = "sigma"
+    moment_start = "gaussian-scale"
     location_scale = True
 
     def __init__(self, nu_min=0.5, nu_max=200.0):
@@ -305,6 +309,7 @@ class Poisson(Family):
 
     name = "poisson"
     discrete = True
+    moment_start = "count"
 
     def check_y(self, y):
         y = super().check_y(y)
@@ -348,6 +353,7 @@ class Gamma(Family):
     name = "gamma"
     dispersion_names = ("shape",)
     noise_parameter = "shape"
+    moment_start = "log-gaussian"
     scale_family = True
 
     def __init__(self, shape_max=1e8):
