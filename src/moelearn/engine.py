@@ -56,6 +56,9 @@ __all__ = [
 # and rows x parameters at most _NEWTON_WORK (each step costs 2p passes).
 _NEWTON_MAX = 300
 _NEWTON_WORK = 5_000_000
+# Newton steps of polish() before it hands over to L-BFGS-B (near the optimum a handful
+# suffice; many more mean a region where the quadratic model is poor).
+_NEWTON_STEPS = 12
 # polish() takes exact Newton steps first (one pass each, costing about rows x experts x
 # parameters^2 multiply-adds) while that work is at most this.
 _NEWTON_WORK_EXACT = 20_000_000_000
@@ -627,12 +630,13 @@ def polish(
     history = []
     cache = {}
     if exact_newton_applies(state, data.n_samples, theta0.size):
-        newton = _newton_polish(
+        newton, theta_newton = _newton_polish(
             family, design, data, state, expand, keep, lb, ub, weights, alpha, max_iter
         )
         if newton is not None:
             return newton
-        history = []
+        if np.all(np.isfinite(theta_newton)):
+            theta0 = theta_newton
 
     def fun(reduced):
         theta = reduced[expand]
@@ -693,8 +697,9 @@ def _newton_polish(family, design, data, state, expand, keep, lb, ub, weights, a
     bound with the gradient pointing out stay there; a Hessian that is not
     negative definite on the free coordinates is damped (Levenberg) until it
     is; each step is halved until the objective rises (Armijo).  Returns None
-    when the steps stall before the gradient vanishes (the caller then runs
-    L-BFGS-B from the start).
+    ``(None, theta)`` when the steps stall, or have not converged after
+    ``_NEWTON_STEPS`` (far from the optimum, where the quadratic model is poor):
+    the caller then runs L-BFGS-B from ``theta``, the last (best) point.
     """
     full = expand.size
     T = np.zeros((full, keep.size))
@@ -736,11 +741,11 @@ def _newton_polish(family, design, data, state, expand, keep, lb, ub, weights, a
     with np.errstate(all="ignore"):
         value, grad, hess, share = with_hessian(theta)
     if not finite(value, grad, hess):
-        return None
+        return None, theta
     history = [value]
     converged = False
     steps = 0
-    for _ in range(min(max_iter, 100)):
+    for _ in range(min(max_iter, _NEWTON_STEPS)):
         free = ~(((theta <= lb) & (grad < 0)) | ((theta >= ub) & (grad > 0)))
         g = grad[free]
         if g.size == 0 or np.max(np.abs(g)) <= 1e-10:
@@ -757,7 +762,7 @@ def _newton_polish(family, design, data, state, expand, keep, lb, ub, weights, a
             except np.linalg.LinAlgError:
                 lam = 1e-10 if lam == 0.0 else 10.0 * lam
         else:
-            return None
+            return None, theta
         direction = np.linalg.solve(chol.T, np.linalg.solve(chol, g))
         decrement = float(g @ direction)
         if decrement <= 1e-15 * max(1.0, abs(value)):
@@ -777,7 +782,7 @@ def _newton_polish(family, design, data, state, expand, keep, lb, ub, weights, a
         else:
             break
         if not finite(got[1]):
-            return None
+            return None, theta
         slow = np.max(np.abs(got[1][free]), initial=0.0) > 0.1 * np.max(np.abs(g))
         theta = trial
         value, grad, share = got
@@ -786,12 +791,12 @@ def _newton_polish(family, design, data, state, expand, keep, lb, ub, weights, a
             with np.errstate(all="ignore"):
                 value, grad, hess, share = with_hessian(theta)
             if not finite(value, grad, hess):
-                return None
+                return None, theta
         history.append(value)
         steps += 1
     if not converged:
-        return None
-    return EngineFit(state.with_flat(theta[expand]), value, steps, True, history, share)
+        return None, theta
+    return EngineFit(state.with_flat(theta[expand]), value, steps, True, history, share), theta
 
 
 def _newton_finish(fun, theta, value, jac, lb, ub, history, max_steps=6):
