@@ -531,6 +531,13 @@ class Bernoulli(Family):
         p = expit(eta)
         return -(p * (1 - p))[..., None, None]
 
+    def log_proba(self, eta):
+        """Class log-probabilities ``(log P(0), log P(1))``, shape (n, k, 2)."""
+        eta = np.asarray(eta, dtype=float)
+        if eta.ndim == 3:
+            eta = eta[..., 0]
+        return np.stack([log_expit(-eta), log_expit(eta)], axis=-1)
+
     def mean(self, eta, disp):
         return expit(eta)
 

@@ -96,9 +96,16 @@ class MoEParams:
     offset_feature: int | None = None
 
     def __post_init__(self):
-        self.experts = _as_matrix("experts", self.experts)
+        experts = np.asarray(self.experts, dtype=float)
+        if experts.ndim == 3:
+            # experts with several linear predictors each (multinomial: C - 1 log-odds)
+            if not np.all(np.isfinite(experts)):
+                raise ValueError("experts contains NaN or infinite values")
+            self.experts = experts
+        else:
+            self.experts = _as_matrix("experts", self.experts)
         self.gating = _as_matrix("gating", self.gating)
-        k, d = self.experts.shape
+        k, d = self.experts.shape[0], self.experts.shape[-1]
         roles = self.gating_features is not None or self.expert_features is not None
         if self.offset_feature is not None and not roles:
             raise ValueError("offset_feature needs gating_features and expert_features")
@@ -113,7 +120,15 @@ class MoEParams:
             self.gating_features = np.ones(d, dtype=bool)
             self.expert_features = np.ones(d, dtype=bool)
         self._set_roles()
-        self.expert_bias = _as_vector("expert_bias", self.expert_bias, k)
+        q = self.n_predictors
+        if q == 1:
+            self.expert_bias = _as_vector("expert_bias", self.expert_bias, k)
+        else:
+            bias = np.zeros((k, q)) if self.expert_bias is None else self.expert_bias
+            bias = np.asarray(bias, dtype=float)
+            if bias.shape != (k, q) or not np.all(np.isfinite(bias)):
+                raise ValueError(f"expert_bias must be finite with shape ({k}, {q})")
+            self.expert_bias = bias
         self.gating_bias = _as_vector("gating_bias", self.gating_bias, k)
         self._link = get_link(self.link)
         if isinstance(self.link, str):
@@ -127,6 +142,11 @@ class MoEParams:
             self._family = get_family(self.family, self._link)
             if isinstance(self.family, str):
                 self.family = self._family.name
+        if self._family.n_predictors != self.n_predictors:
+            raise ValueError(
+                f"family {self._family!r} has {self._family.n_predictors} linear predictors per "
+                f"expert, but experts has shape {self.experts.shape}"
+            )
         if self._family.dispersion_names:
             noise = np.asarray(1.0 if self.noise_std is None else self.noise_std, dtype=float)
             if noise.ndim == 0:
@@ -160,7 +180,7 @@ class MoEParams:
                 mask = np.asarray(mask)
                 if mask.ndim != 1 or mask.dtype != bool:
                     raise ValueError(f"{name} must be a 1-D boolean mask over the columns of X")
-                if coef.shape != (k, int(mask.sum())):
+                if (coef.shape[0], coef.shape[-1]) != (k, int(mask.sum())):
                     raise ValueError(
                         f"{name} selects {int(mask.sum())} columns but its coefficients have "
                         f"shape {coef.shape}; expected ({k}, {int(mask.sum())})"
@@ -177,7 +197,7 @@ class MoEParams:
                 f"got lengths {len(g)} and {len(e)}"
             )
         for name, mask, coef in (("gating", g, self.gating), ("experts", e, self.experts)):
-            if coef.shape != (k, int(mask.sum())):
+            if (coef.shape[0], coef.shape[-1]) != (k, int(mask.sum())):
                 raise ValueError(f"{name} must have shape ({k}, {int(mask.sum())})")
         self.gating_features, self.expert_features = g, e
         if self.offset_feature is not None:
@@ -192,6 +212,11 @@ class MoEParams:
     @property
     def n_experts(self) -> int:
         return self.experts.shape[0]
+
+    @property
+    def n_predictors(self) -> int:
+        """Linear predictors per expert (``experts`` of shape (k, q, d) has ``q``)."""
+        return 1 if self.experts.ndim == 2 else self.experts.shape[1]
 
     @property
     def n_features(self) -> int:
@@ -284,6 +309,11 @@ class MoEParams:
     def expert_predictors(self, X) -> np.ndarray:
         """Linear predictors ``<a_i, x> + b_i``, shape (n, k)."""
         X = self._check_X(X)
+        if self.experts.ndim == 3:  # (n, k, q)
+            eta = np.einsum("nd,kqd->nkq", self._expert_X(X), self.experts) + self.expert_bias
+            if self.offset_feature is not None:
+                eta = eta + X[:, self.offset_feature][:, None, None]
+            return eta
         eta = self._expert_X(X) @ self.experts.T + self.expert_bias
         if self.offset_feature is not None:
             eta = eta + X[:, self.offset_feature][:, None]
@@ -309,7 +339,25 @@ class MoEParams:
         """Mixture mean ``E[y | x] = sum_i p_i(x) E[y | x, i]``, shape (n,)."""
         X = self._check_X(X)
         p = self._gating_k(X)[1]
-        return np.sum(p * self.expert_means(X).T, axis=0)
+        means = self.expert_means(X)
+        if means.ndim == 3:  # class probabilities of each expert, (n, k, C)
+            return np.einsum("kn,nkc->nc", p, means)
+        return np.sum(p * means.T, axis=0)
+
+    def class_log_proba(self, X) -> np.ndarray:
+        """``log P(y = c | x)`` of every class under class-label experts, shape (n, C).
+
+        The mixture ``log sum_i p_i(x) P_i(y = c | x)`` by a stable log-sum-exp
+        (the family's :meth:`~moelearn.families.Bernoulli.log_proba`).
+        """
+        if not hasattr(self._family, "log_proba"):
+            raise TypeError(f"family {self._family.name!r} has no class probabilities")
+        X = self._check_X(X)
+        joint = self._gating_k(X)[0].T[:, :, None] + self._family.log_proba(
+            self.expert_predictors(X)
+        )
+        top = joint.max(axis=1, keepdims=True)
+        return np.log(np.exp(joint - top).sum(axis=1)) + top[:, 0, :]
 
     def _joint_k(self, X, y):
         X = self._check_X(X)
