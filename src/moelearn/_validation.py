@@ -8,9 +8,9 @@ import numpy as np
 from sklearn.utils import check_consistent_length
 from sklearn.utils.validation import check_array
 
+from ._chunks import iter_chunks
 from .exceptions import MomentMethodUnavailable
 from .links import get_link
-from .moments import iter_chunks
 
 
 def check_int(name, value, minimum=None, maximum=None) -> int:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .moments import default_chunk_size, iter_chunks
+from ._chunks import default_chunk_size, iter_chunks
 
 __all__ = [
     "Data",
