@@ -12,6 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import predictive
+from ._progress import reported_fit
 from ._validation import check_target_and_magnitude
 from .data import (
     ChunkedDataset,
@@ -21,10 +22,22 @@ from .data import (
     is_dask_array,
     is_out_of_core,
 )
-from .exceptions import MomentMethodUnavailable
+from .diagnostics import gate_separation
+from .exceptions import (
+    CollapsedComponentWarning,
+    GateSeparationWarning,
+    MomentMethodUnavailable,
+    NotIdentifiedWarning,
+)
 from .families import Family, Gaussian, available_families, get_family
 from .family_fit import fit_family, n_parameters, resolve_roles
-from .inference import Summary, data_standard_errors, summarize
+from .inference import (
+    Summary,
+    collinear_columns,
+    data_standard_errors,
+    posterior_entropy,
+    summarize,
+)
 from .links import Link, get_link
 from .model import MoEParams, random_generator, sample_given_x
 from .moment_starts import (
@@ -59,6 +72,7 @@ _UNSAVED_PARAMS = (
     "gating_features",
     "expert_features",
     "offset",
+    "verbose",
 )
 
 
@@ -157,6 +171,11 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     chunk_size : int or None
         Rows per chunk when reading memory-mapped data.
     random_state : int, RandomState, Generator or None
+    verbose : int, default 0
+        0: silent.  1: write the stages of the fit to standard error (the
+        candidates screened by the start search, its finalists and the
+        winner) and, out of core, every pass over the data with its rows per
+        second.  Not saved with the model.
 
     Attributes
     ----------
@@ -207,6 +226,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         "compute_standard_errors": ["boolean"],
         "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
+        "verbose": ["verbose"],
     }
 
     def __init__(
@@ -229,6 +249,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         compute_standard_errors=False,
         chunk_size=None,
         random_state=None,
+        verbose=0,
     ):
         self.n_experts = n_experts
         self.link = link
@@ -248,8 +269,10 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         self.compute_standard_errors = compute_standard_errors
         self.chunk_size = chunk_size
         self.random_state = random_state
+        self.verbose = verbose
 
     # ------------------------------------------------------------------ fit
+    @reported_fit
     def fit(self, X, y=None, sample_weight=None):
         """Fit the mixture of experts.
 
@@ -453,6 +476,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.simplefilter("ignore", GateSeparationWarning)
+            warnings.simplefilter("ignore", NotIdentifiedWarning)
             gauss.fit(X, y, sample_weight=sample_weight)
         if "unavailable" in gauss.init_method_:
             raise MomentMethodUnavailable(gauss.init_method_.split("unavailable: ", 1)[-1])
@@ -505,12 +530,16 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             if raw.n_samples < 2:
                 raise ValueError(f"need at least 2 samples, got {raw.n_samples}")
             self.n_features_in_ = raw.n_features
+            self._training_data = None  # summary() then needs the data passed
             return raw
         with np.errstate(invalid="ignore", over="ignore"):  # inf - inf while checking
             X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64, ensure_min_samples=2)
         check_target_and_magnitude(X, y)
         if sample_weight is not None:
             sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        # references to the validated arrays (no copy), for summary() and the checks
+        # of _warn_fit, as statsmodels' results keep their model's data
+        self._training_data = (X, y, sample_weight)
         return Data(X, y, self.chunk_size, n_experts=self.n_experts, sample_weight=sample_weight)
 
     def _check_init_params(self, d, link):
@@ -537,7 +566,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                 f"{self._final_step} stopped after {self.n_iter_} iterations without "
                 f"converging (max_iter={self.max_iter}); increase max_iter",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         if self._collapsed:
             warnings.warn(
@@ -545,9 +574,52 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                 "than its expert has coefficients, or with its noise at the floor "
                 f"{NOISE_FLOOR:g} * std(y)); the fit is kept, but fewer experts may suit these "
                 "data better",
-                ConvergenceWarning,
-                stacklevel=4,
+                CollapsedComponentWarning,
+                stacklevel=5,
             )
+        for message, category in self._identification_problems():
+            warnings.warn(message, category, stacklevel=5)
+
+    def _identification_problems(self):
+        """``(message, warning class)`` for collinear columns and a separated gate (in memory)."""
+        data = getattr(self, "_training_data", None)
+        if data is None:
+            return []
+        X, y, w = data
+        p = self.params_
+        problems = []
+        names = getattr(self, "feature_names_in_", None)
+        masks = [("experts", p.expert_features if p.has_roles else None)]
+        if self.n_experts > 1:
+            masks.append(("gate", p.gating_features if p.has_roles else None))
+        readers = {}  # collinear columns -> who reads them
+        for who, mask in masks:
+            columns = np.arange(X.shape[1]) if mask is None else np.flatnonzero(mask)
+            bad = collinear_columns(X, columns, self.fit_intercept, w)
+            if bad:
+                readers.setdefault(tuple(bad), []).append(who)
+        for bad, who in readers.items():
+            label = ", ".join(repr(str(names[j])) if names is not None else f"x{j}" for j in bad)
+            problems.append(
+                (
+                    f"the columns {label} that the {' and the '.join(who)} read are collinear"
+                    + (" (with the intercept)" if self.fit_intercept else "")
+                    + ": their coefficients are not identified and summary() reports their "
+                    "standard errors as not available; drop a column",
+                    NotIdentifiedWarning,
+                )
+            )
+        if self.n_experts > 1 and gate_separation(p, X, y, sample_weight=w).separated:
+            problems.append(
+                (
+                    "the fitted gate separates the training rows (moelearn.gate_separation): "
+                    "a sharper gate fits as well, the likelihood's supremum lies at infinity, "
+                    "and the gate's coefficients and standard errors are not identified; "
+                    "fewer experts or fewer gate features may suit these data better",
+                    GateSeparationWarning,
+                )
+            )
+        return problems
 
     def standard_errors(self, X, y):
         """Standard errors from the observed information on ``(X, y)``, in original units.
@@ -647,19 +719,48 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         X = self._check_X(X)
         return predictive.predict_expert(self.params_, X, y)
 
-    def summary(self, X, y, level=0.95) -> Summary:
+    def summary(self, X=None, y=None, level=0.95) -> Summary:
         """Table of estimates, standard errors, Wald tests and information criteria.
 
-        Pass the training data: the standard errors come from the observed
-        information on ``(X, y)`` (one pass), and the log-likelihood, AIC, BIC
-        and ICL are totals over it.  The gate is reported centred (rows and
-        intercepts sum to zero over the experts).  Print the result.
+        The standard errors come from the observed information on the training
+        data (one pass), and the log-likelihood, AIC, BIC and ICL are totals
+        over it (unweighted, like :meth:`bic`).  After a fit on in-memory data
+        the estimator keeps a reference to its validated training arrays (as
+        statsmodels' results do; no copy is made, and pickling drops it), so
+        ``summary()`` needs no arguments; after an out-of-core fit, a loaded
+        model, or an unpickled one, pass ``X, y``.  The gate is reported
+        centred (rows and intercepts sum to zero over the experts).  Standard
+        errors of coefficients that the data do not identify (a singular
+        observed information: collinear columns) are NaN, printed ``n/a``.
+        Print the result, or use its ``to_frame()`` and HTML forms.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or None
+            None: the training data.
+        y : array-like of shape (n_samples,) or None
+            Given with ``X``.
+        level : float, default 0.95
+            Confidence level of the Wald intervals.
 
         Returns
         -------
         Summary
         """
-        X = self._check_X(X)
+        check_is_fitted(self)
+        if (X is None) != (y is None):
+            raise ValueError("pass both X and y, or neither (the training data)")
+        if X is None:
+            data = getattr(self, "_training_data", None)
+            if data is None:
+                raise ValueError(
+                    "summary() without data needs a model fitted on in-memory data in this "
+                    "session; this one was fitted out of core, loaded or unpickled: pass the "
+                    "training data, summary(X, y)"
+                )
+            X, y, _ = data
+        else:
+            X = self._check_X(X)
         return summarize(
             self.params_,
             X,
@@ -683,14 +784,45 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         noise = k if self.noise == "expert" else 1
         return k * per + (k - 1) * per + noise
 
-    def bic(self, X, y):
-        """Bayesian information criterion on ``(X, y)`` (lower is better)."""
+    def _weighted_log_likelihood(self, X, y, sample_weight):
+        """Total log-likelihood and the sample size (the weights' sum when weighted)."""
         ll = self.log_density(X, y)
-        return -2.0 * ll.sum() + self._n_parameters() * np.log(len(ll))
+        if sample_weight is None:
+            return float(ll.sum()), float(len(ll))
+        w = check_sample_weight(sample_weight, len(ll))
+        return float(w @ ll), float(w.sum())
 
-    def aic(self, X, y):
-        """Akaike information criterion on ``(X, y)`` (lower is better)."""
-        return -2.0 * self.log_density(X, y).sum() + 2.0 * self._n_parameters()
+    def bic(self, X, y, sample_weight=None):
+        """Bayesian information criterion on ``(X, y)`` (lower is better).
+
+        ``-2 log L + p log n`` with ``p = n_parameters_``.  With
+        ``sample_weight`` the weights count as frequencies: ``log L`` is the
+        weighted sum and ``n`` the sum of the weights.
+        """
+        ll, n = self._weighted_log_likelihood(X, y, sample_weight)
+        return -2.0 * ll + self._n_parameters() * np.log(n)
+
+    def aic(self, X, y, sample_weight=None):
+        """Akaike information criterion ``-2 log L + 2 p`` on ``(X, y)`` (lower is better).
+
+        ``sample_weight`` as in :meth:`bic`.
+        """
+        ll, _ = self._weighted_log_likelihood(X, y, sample_weight)
+        return -2.0 * ll + 2.0 * self._n_parameters()
+
+    def icl(self, X, y, sample_weight=None):
+        """Integrated completed likelihood criterion on ``(X, y)`` (lower is better).
+
+        ``ICL = BIC + 2 * E`` with ``E = -sum_n sum_i r_ni log r_ni`` the
+        entropy of the posterior responsibilities ``r_ni = P(z = i | x_n,
+        y_n)``: the convention of flexmix's ``ICL()`` (Biernacki, Celeux and
+        Govaert 2000), on the scale of :meth:`bic`.  It adds to BIC a penalty
+        for experts whose rows overlap.  ``sample_weight`` as in :meth:`bic`
+        (the entropy is weighted too).
+        """
+        post = self.predict_responsibilities(X, y)
+        w = None if sample_weight is None else check_sample_weight(sample_weight, len(post))
+        return self.bic(X, y, sample_weight) + 2.0 * posterior_entropy(post, w)
 
     def save(self, path):
         """Save the fitted model without pickle (see :func:`moelearn.load`).
@@ -906,6 +1038,12 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "params_")
+
+    def __getstate__(self):
+        # a pickle does not carry the training data that summary() may use
+        state = super().__getstate__()
+        state.pop("_training_data", None)
+        return state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
