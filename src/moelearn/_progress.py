@@ -40,39 +40,63 @@ class Reporter:
     Parameters
     ----------
     verbose : int
-        0: silent; 1: the stages of the start search and the passes over
-        out-of-core data; 2: also every pass over in-memory data.
+        0: silent; 1 or more: the stages of the start search and the passes
+        over out-of-core data.
     prefix : str
         Written before every line.
     stream : file-like or None
         None: ``sys.stderr`` at the time of writing.
+    interval : float, default 1.0
+        Seconds between two lines about passes over the data.
     """
 
-    def __init__(self, verbose=1, prefix="moelearn", stream=None):
+    def __init__(self, verbose=1, prefix="moelearn", stream=None, interval=1.0):
         self.verbose = int(verbose)
         self.prefix = prefix
         self.stream = stream
-        self._start = time.perf_counter()
+        self.interval = float(interval)
+        self.started = time.perf_counter()
         self.n_passes = 0
+        self._pending = [0, 0, 0.0]  # passes, rows and seconds not yet written
+        self._written = None
 
     def __call__(self, message, level=1):
         """Write ``message`` when ``verbose >= level``."""
         if self.verbose >= level:
-            elapsed = time.perf_counter() - self._start
+            elapsed = time.perf_counter() - self.started
             print(
                 f"[{self.prefix} {elapsed:7.2f}s] {message}",
                 file=self.stream or sys.stderr,
                 flush=True,
             )
 
-    def data_pass(self, n_rows, seconds, in_memory=False):
-        """Record one pass over the data (written out of core, or at ``verbose >= 2``)."""
+    def data_pass(self, n_rows, seconds):
+        """Record one pass over out-of-core data.
+
+        The first pass is written at once; later ones are gathered into one
+        line at most every ``interval`` seconds (a fit makes hundreds).
+        """
         self.n_passes += 1
-        rate = n_rows / seconds if seconds > 0 else float("inf")
-        self(
-            f"pass {self.n_passes} over {n_rows:,} rows: {seconds:.2f}s ({rate:,.0f} rows/s)",
-            level=2 if in_memory else 1,
-        )
+        pending = self._pending
+        pending[0] += 1
+        pending[1] += int(n_rows)
+        pending[2] += float(seconds)
+        now = time.perf_counter()
+        if self._written is None or now - self._written >= self.interval:
+            self.flush_passes()
+
+    def flush_passes(self):
+        """Write the passes gathered since the last line (if any)."""
+        count, rows, seconds = self._pending
+        if count:
+            rate = rows / seconds if seconds > 0 else float("inf")
+            first = self.n_passes - count + 1
+            which = f"pass {first}" if count == 1 else f"passes {first}-{self.n_passes}"
+            self(
+                f"{which} over the data ({rows:,} rows read in {seconds:.2f}s, {rate:,.0f} rows/s)"
+            )
+        self._pending = [0, 0, 0.0]
+        self._written = time.perf_counter()
 
 
 def active() -> Reporter | None:
@@ -113,6 +137,7 @@ def reported_fit(fit):
         with reporting(verbose, type(self).__name__) as reporter:
             out = fit(self, *args, **kwargs)
             if reporter is not None:
+                reporter.flush_passes()
                 reporter(
                     f"fit done (final fit: {getattr(self, 'n_iter_', '?')} iterations); "
                     f"start: {getattr(self, 'init_method_', '')}"

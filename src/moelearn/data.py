@@ -455,7 +455,7 @@ def _report_pass(data, start):
     """One pass over out-of-core data, to the active ``verbose`` reporter (rows per second)."""
     reporter = active()
     if reporter is not None and not data.in_memory:
-        reporter.data_pass(data.n_samples, time.perf_counter() - start, in_memory=False)
+        reporter.data_pass(data.n_samples, time.perf_counter() - start)
 
 
 def _take(a, index):

@@ -891,7 +891,7 @@ def search(
             finalists.append((_rank(full, min_share, family, log_floor), kind, full, order))
         finalists = _ordered(finalists)
     _, kind, best, _ = finalists[0]
-    report(f"start search: {len(finalists)} finalists run to convergence; best: {kind}")
+    report(f"start search: {len(finalists)} finalists run to convergence; best there: {kind}")
     same = data.in_memory and data.n_samples == len(sub_y) and sub_weights is weights
     with blas_threads(width):
         fit = (

@@ -727,7 +727,7 @@ def _search(
             )
         finals = _ranked(improved + finals, lambda t: (t[0], t[1]))
     bad, _, name, fit = finals[0]
-    report(f"start search: {len(finals)} finalists run to convergence; best: {name}")
+    report(f"start search: {len(finals)} finalists run to convergence; best there: {name}")
     if not same:
         # rows the subsample did not see judge the finalists when they disagree
         compare = not agree and data.n_samples > sub.n_samples
