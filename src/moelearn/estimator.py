@@ -1041,7 +1041,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
 
     def __getstate__(self):
         # a pickle does not carry the training data that summary() may use
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # a copy: the estimator keeps its data
         state.pop("_training_data", None)
         return state
 

@@ -12,7 +12,8 @@ the orthogonal complement of the shift directions.  The noise enters as
 Coefficients that the data do not identify are found by a rank-revealing
 eigendecomposition of the information (in the unit-free Jacobi scaling):
 eigenvalues below ``1e-10`` times the largest span directions along which the
-likelihood is flat (collinear columns, an empty expert), and every coordinate
+likelihood is flat (collinear columns, an empty expert) or curves up (not a
+maximum), and every coordinate
 with weight on them gets a NaN standard error (with NaN rows and columns of
 the covariance), never the small finite number that a pseudo-inverse, which
 drops those directions, would give.
@@ -185,22 +186,29 @@ def _shift_directions(names, k, d, fit_intercept):
 
 
 def _covariance(info, names, k, d, fit_intercept):
-    """Inverse of the information on the complement of the gate's shift directions."""
-    basis = null_space(_shift_directions(names, k, d, fit_intercept).T)  # (p, p - d - 1)
-    reduced = basis.T @ info @ basis
-    # Jacobi scaling: original units may give coordinates of very different sizes
+    """Inverse of the information on the complement of the gate's shift directions.
+
+    The information is Jacobi-scaled first (coordinates ``theta_j *
+    sqrt(info_jj)``, free of the units of ``X`` and ``y``); the covariance is
+    the inverse on the scaled complement of ``D S`` (``S`` the shift
+    directions, ``D`` the scaling), whose range in the original coordinates
+    is orthogonal to ``S``: the covariance of the centred gate.
+    """
+    root = np.sqrt(np.maximum(np.diag(info), 1e-300))
+    info_s = info / np.outer(root, root)
+    shifts = _shift_directions(names, k, d, fit_intercept) / root[:, None]
+    basis = null_space(shifts.T)  # (p, p - d - 1)
+    reduced = basis.T @ info_s @ basis
     scale = 1.0 / np.sqrt(np.maximum(np.diag(reduced), 1e-300))
     scaled = reduced * np.outer(scale, scale)
     inner = np.linalg.pinv(scaled, rcond=1e-12, hermitian=True)
     inner *= np.outer(scale, scale)
-    cov = basis @ inner @ basis.T
+    cov = (basis @ inner @ basis.T) / np.outer(root, root)
     cov = 0.5 * (cov + cov.T)
     null = _null_loadings(scaled)
     if null.shape[1]:
-        # the flat directions in the full coordinates, made unit-free by the information's
-        # own diagonal (the shift directions' complement mixes the gate coordinates)
+        # the flat directions in the (unit-free) scaled coordinates
         full = basis @ (scale[:, None] * null)
-        full *= np.sqrt(np.maximum(np.diag(info), 0.0))[:, None]
         full /= np.maximum(np.linalg.norm(full, axis=0), 1e-300)
         cov = _blank_unidentified(cov, np.sum(full**2, axis=1) > _MIN_LOADING)
     return cov
@@ -525,7 +533,8 @@ class Summary:
         if any(np.isnan(r.std_error) for r in self.rows):
             notes.append(
                 "n/a: not available, the coefficient is not identified (the observed "
-                "information is singular along it: collinear columns)"
+                "information is singular or indefinite along it: collinear columns, or "
+                "not a maximum)"
             )
         return notes
 
