@@ -599,7 +599,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             if bad:
                 readers.setdefault(tuple(bad), []).append(who)
         for bad, who in readers.items():
-            label = ", ".join(repr(str(names[j])) if names is not None else f"x{j}" for j in bad)
+            shown = [repr(str(names[j])) if names is not None else f"x{j}" for j in bad]
+            label = ", ".join(shown if len(shown) <= 8 else [*shown[:6], "..."])
+            label += "" if len(shown) <= 8 else f" ({len(shown)} columns)"
             problems.append(
                 (
                     f"the columns {label} that the {' and the '.join(who)} read are collinear"
