@@ -299,6 +299,19 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         Returns
         -------
         self
+
+        Warns
+        -----
+        ConvergenceWarning
+            The final fit stopped at ``max_iter``; its subclass
+            :class:`~moelearn.exceptions.CollapsedComponentWarning` when every
+            start ended with a collapsed component.
+        moelearn.exceptions.NotIdentifiedWarning
+            The columns an expert or the gate reads are collinear (in-memory
+            data): their coefficients are not identified.
+        moelearn.exceptions.GateSeparationWarning
+            The gate separates the training rows (in-memory data; see
+            :func:`moelearn.gate_separation`).
         """
         self._validate_params()
         link = get_link(self.link)

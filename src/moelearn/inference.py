@@ -458,12 +458,17 @@ class ParameterRow:
 
 @dataclass(frozen=True, eq=False)
 class Summary:
-    """Summary of a fitted mixture of experts (print it for a table).
+    """Summary of a fitted mixture of experts.
+
+    Print it for a plain-text table (every column as wide as its content),
+    call :meth:`to_frame` for a pandas DataFrame; Jupyter shows its HTML form.
 
     Attributes
     ----------
     rows : tuple of ParameterRow
         Experts (coefficients then intercept), centred gate, noise levels.
+        The standard error (and z, p-value and interval) of a coefficient
+        that the data do not identify is NaN, printed ``n/a``.
     standard_errors : StandardErrors
     n_samples, n_experts, n_parameters : int
         ``n_parameters`` counts identified parameters (the centred gate has
