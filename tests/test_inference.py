@@ -281,6 +281,8 @@ def test_summary_without_data_equals_summary_with_the_training_data(fitted):
         given.bic,
         given.icl,
     )
+    assert alone.icl == pytest.approx(est.icl(X, y), rel=1e-10)  # the same convention
+    assert alone.bic == pytest.approx(est.bic(X, y), rel=1e-10)
     assert est.summary(level=0.9).level == 0.9
     with pytest.raises(ValueError, match="both X and y"):
         est.summary(X)

@@ -721,7 +721,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         data (one pass), and the log-likelihood, AIC, BIC and ICL are totals
         over it (unweighted, like :meth:`bic`).  After a fit on in-memory data
         the estimator keeps a reference to its validated training arrays (as
-        statsmodels' results do; no copy is made, and pickling drops it), so
+        statsmodels' results do: the caller's float64 arrays themselves, a
+        converted copy for other input such as a DataFrame; pickling drops it), so
         ``summary()`` needs no arguments; after an out-of-core fit, a loaded
         model, or an unpickled one, pass ``X, y``.  The gate is reported
         centred (rows and intercepts sum to zero over the experts).  Standard
