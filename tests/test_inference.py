@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy.special import entr
 from scipy.stats import norm
 
 import moelearn
@@ -116,7 +117,14 @@ def test_summary_table(fitted):
     assert s.log_likelihood == pytest.approx(est.log_density(X, y).sum())
     assert s.bic == pytest.approx(est.bic(X, y))
     assert s.aic == pytest.approx(est.aic(X, y))
-    assert s.entropy > 0 and s.icl == pytest.approx(s.bic + 2 * s.entropy)
+    # ICL in flexmix's convention: -2 clogLik + p log n, clogLik the log-likelihood of
+    # each row's most probable expert; the soft entropy beside it
+    post = est.predict_responsibilities(X, y)
+    clog = np.sum(est.log_density(X, y) + np.log(post.max(axis=1)))
+    assert s.icl == pytest.approx(-2 * clog + s.n_parameters * np.log(len(y)), rel=1e-10)
+    assert s.icl == pytest.approx(est.icl(X, y), rel=1e-10)
+    assert s.entropy == pytest.approx(entr(post).sum(), rel=1e-8)
+    assert s.entropy > 0 and s.classification_entropy > 0 and s.icl > s.bic
     text = str(s)
     for word in (
         "centred",

@@ -28,7 +28,7 @@ from ._progress import reported_fit
 from .data import Data, check_out_of_core, check_sample_weight, is_out_of_core
 from .families import Bernoulli, Multinomial
 from .family_fit import fit_engine, resolve_roles, unscale
-from .inference import posterior_entropy
+from .inference import classification_entropy
 from .model import count_parameters, random_generator
 from .persistence import register_record, save
 
@@ -360,14 +360,15 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
     def icl(self, X, y, sample_weight=None):
         """Integrated completed likelihood criterion on ``(X, y)`` (lower is better).
 
-        ``ICL = BIC + 2 * E``, ``E`` the entropy of the posterior
-        responsibilities :meth:`predict_responsibilities` (flexmix's
-        convention, on the scale of :meth:`bic`; see
+        flexmix's convention: ``ICL = -2 clogLik + p log n``, the
+        classification log-likelihood of each row's most probable expert
+        under :meth:`predict_responsibilities`; equivalently BIC plus
+        ``-2 sum_n log max_i r_ni`` (see
         :meth:`moelearn.MixtureOfExpertsRegressor.icl`).
         """
-        post = self.predict_responsibilities(X, y)
-        w = None if sample_weight is None else check_sample_weight(sample_weight, len(post))
-        return self.bic(X, y, sample_weight) + 2.0 * posterior_entropy(post, w)
+        log_post = self.predict_responsibilities(X, y, log=True)
+        w = None if sample_weight is None else check_sample_weight(sample_weight, len(log_post))
+        return self.bic(X, y, sample_weight) + 2.0 * classification_entropy(log_post, w)
 
     def save(self, path):
         """Save the fitted classifier without pickle (see :func:`moelearn.load`).

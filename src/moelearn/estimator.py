@@ -33,9 +33,9 @@ from .families import Family, Gaussian, available_families, get_family
 from .family_fit import fit_family, resolve_roles
 from .inference import (
     Summary,
+    classification_entropy,
     collinear_columns,
     data_standard_errors,
-    posterior_entropy,
     summarize,
 )
 from .links import Link, get_link
@@ -801,16 +801,19 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     def icl(self, X, y, sample_weight=None):
         """Integrated completed likelihood criterion on ``(X, y)`` (lower is better).
 
-        ``ICL = BIC + 2 * E`` with ``E = -sum_n sum_i r_ni log r_ni`` the
-        entropy of the posterior responsibilities ``r_ni = P(z = i | x_n,
-        y_n)``: the convention of flexmix's ``ICL()`` (Biernacki, Celeux and
-        Govaert 2000), on the scale of :meth:`bic`.  It adds to BIC a penalty
-        for experts whose rows overlap.  ``sample_weight`` as in :meth:`bic`
-        (the entropy is weighted too).
+        flexmix's convention (``ICL()``; Biernacki, Celeux and Govaert 2000):
+        ``ICL = -2 clogLik + p log n``, with the classification log-likelihood
+        ``clogLik = sum_n log(pi_{z_n}(x_n) f_{z_n}(y_n | x_n))`` of each row's
+        most probable expert ``z_n``.  Equivalently ``ICL = BIC + 2 E`` with
+        ``E = -sum_n log r_{n, z_n}``, ``r_ni = P(z = i | x_n, y_n)`` the
+        posterior responsibilities (:meth:`predict_responsibilities`): BIC
+        plus a penalty for experts whose rows overlap.  (The soft-assignment
+        variant ``BIC + 2 * (-sum r log r)`` is ``Summary.bic + 2 *
+        Summary.entropy``.)  ``sample_weight`` as in :meth:`bic`.
         """
-        post = self.predict_responsibilities(X, y)
-        w = None if sample_weight is None else check_sample_weight(sample_weight, len(post))
-        return self.bic(X, y, sample_weight) + 2.0 * posterior_entropy(post, w)
+        log_post = self.predict_responsibilities(X, y, log=True)
+        w = None if sample_weight is None else check_sample_weight(sample_weight, len(log_post))
+        return self.bic(X, y, sample_weight) + 2.0 * classification_entropy(log_post, w)
 
     def save(self, path):
         """Save the fitted model without pickle (see :func:`moelearn.load`).

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg import null_space
-from scipy.special import entr
 from scipy.stats import norm
 
 from ._logspace import logsumexp_k
@@ -43,7 +42,7 @@ __all__ = [
     "bootstrap_standard_errors",
     "collinear_columns",
     "data_standard_errors",
-    "posterior_entropy",
+    "classification_entropy",
     "standard_errors",
     "summarize",
 ]
@@ -142,13 +141,17 @@ def collinear_columns(X, columns, fit_intercept=True, sample_weight=None) -> lis
     return sorted(int(c) for c in columns[bad])
 
 
-def posterior_entropy(responsibilities, sample_weight=None) -> float:
-    """``-sum_n w_n sum_i r_ni log r_ni``: the entropy of posterior responsibilities.
+def classification_entropy(log_responsibilities, sample_weight=None) -> float:
+    """``-sum_n w_n log r_{n, z_n}`` at the most probable expert ``z_n`` of each row.
+
+    Twice this is what ICL adds to BIC in flexmix's convention:
+    ``ICL = -2 clogLik + p log n`` with the classification log-likelihood
+    ``clogLik = sum_n log(pi_{z_n} f_{z_n}(y_n)) = log L - classification_entropy``.
 
     Parameters
     ----------
-    responsibilities : ndarray of shape (n_samples, n_experts)
-        Rows summing to one (``0 log 0 = 0``).
+    log_responsibilities : ndarray of shape (n_samples, n_experts)
+        ``log P(z = i | x, y)``.
     sample_weight : ndarray of shape (n_samples,) or None
         Frequencies (None: one each).
 
@@ -156,7 +159,7 @@ def posterior_entropy(responsibilities, sample_weight=None) -> float:
     -------
     float
     """
-    per_row = entr(np.asarray(responsibilities, dtype=float)).sum(axis=1)
+    per_row = -np.max(np.asarray(log_responsibilities, dtype=float), axis=1)
     return float(per_row.sum() if sample_weight is None else np.asarray(sample_weight) @ per_row)
 
 
@@ -490,10 +493,12 @@ class Summary:
         Total log-likelihood on the data summarised.
     aic, bic : float
     icl : float
-        ``bic + 2 * entropy``: BIC penalised by the entropy of the posterior
-        responsibilities (Biernacki et al. 2000); lower is better.
+        ``-2 clogLik + n_parameters log n`` (flexmix's ``ICL``): BIC plus twice
+        ``classification_entropy``; lower is better.
     entropy : float
-        ``-sum_n sum_i r_ni log r_ni``.
+        ``-sum_n sum_i r_ni log r_ni``: the entropy of the posterior
+        responsibilities (``bic + 2 * entropy`` is McLachlan and Peel's
+        soft-assignment ICL-BIC).
     link, noise : str
     converged : bool or None
     init_method : str or None
@@ -522,6 +527,7 @@ class Summary:
     init_method: str | None = None
     level: float = 0.95
     gate_separated: bool | None = None
+    classification_entropy: float = float("nan")
 
     def _header(self) -> list[tuple[str, str]]:
         """``(label, value)`` pairs of the header, in print order."""
@@ -783,6 +789,7 @@ def summarize(
     lse, post = logsumexp_k(joint)
     log_post = joint - lse
     entropy = float(-np.sum(post * log_post))
+    hard = float(-np.sum(np.max(log_post, axis=0)))
     ll = float(lse.sum())
     k = params.n_experts
     n_params = count_parameters(
@@ -804,7 +811,7 @@ def summarize(
         log_likelihood=ll,
         aic=-2.0 * ll + 2.0 * n_params,
         bic=float(bic),
-        icl=float(bic + 2.0 * entropy),
+        icl=float(bic + 2.0 * hard),
         entropy=entropy,
         link=params.link_function.name
         if params.family_object.name == "gaussian"
@@ -816,6 +823,7 @@ def summarize(
         init_method=init_method,
         level=float(level),
         gate_separated=gate_separation(params, X, y).separated if k > 1 else None,
+        classification_entropy=hard,
     )
 
 

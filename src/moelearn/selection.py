@@ -48,9 +48,11 @@ class SelectionRow:
     n_parameters : int
         Free parameters (``n_parameters_`` of the estimator).
     aic, bic, icl : float
-        ``-2 log L + 2 p``, ``-2 log L + p log n`` and ``BIC + 2 * entropy``
-        of the posterior responsibilities (flexmix's convention); lower is
-        better.  ``n`` is the sum of the weights with ``sample_weight``.
+        ``-2 log L + 2 p``, ``-2 log L + p log n`` and ``-2 clogLik + p log
+        n`` (flexmix's ICL: the classification log-likelihood of each row's
+        most probable expert; see
+        :meth:`moelearn.MixtureOfExpertsRegressor.icl`); lower is better.
+        ``n`` is the sum of the weights with ``sample_weight``.
     cv_log_likelihood : float
         Mean held-out log-likelihood per sample over the folds (higher is
         better); NaN unless ``criterion="cv"``.
@@ -275,9 +277,9 @@ def select_n_experts(
         Numbers for a regressor, class labels for a classifier.
     candidates : iterable of int, default 1..6
     criterion : {"bic", "aic", "icl", "cv"}, default "bic"
-        ``"bic"``, ``"aic"``, ``"icl"``: the smallest wins (ICL is BIC plus
-        twice the entropy of the posterior responsibilities, flexmix's
-        convention; it prefers well-separated experts).  ``"cv"``: the largest
+        ``"bic"``, ``"aic"``, ``"icl"``: the smallest wins (ICL, flexmix's
+        convention, is BIC plus ``-2 sum_n log max_i r_ni`` of the posterior
+        responsibilities; it prefers well-separated experts).  ``"cv"``: the largest
         mean held-out log-likelihood per sample over ``cv`` shuffled folds
         (stratified for a classifier) wins; the folds are fitted besides the
         fit on all the data.
