@@ -609,7 +609,7 @@ def test_select_options_and_errors(tmp_path, capsys):
     argv = ["select", str(data), "--target", "kind", "--classify", "--candidates", "1,2"]
     assert main([*argv, "--output", str(model), "--gating-features", "c", "-v"]) == 0
     captured = capsys.readouterr()
-    assert "1 experts" in captured.err and "2 experts" in captured.err  # progress
+    assert "1 expert:" in captured.err and "2 experts:" in captured.err  # progress
     est = moelearn.load(model)
     assert isinstance(est, moelearn.MixtureOfExpertsClassifier)
     assert est.gating_.shape[1] == 1

@@ -232,7 +232,7 @@ def test_verbose_prints_one_line_per_candidate(two_experts, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     lines = captured.err.strip().splitlines()
-    assert len(lines) == 2 and "1 experts" in lines[0] and "2 experts" in lines[1]
+    assert len(lines) == 2 and "1 expert:" in lines[0] and "2 experts:" in lines[1]
 
 
 def test_select_n_experts_bad_arguments():

@@ -322,8 +322,9 @@ def select_n_experts(
         raise ValueError("candidates must be a non-empty list of integers >= 1") from None
     if not candidates or min(candidates) < 1 or len(set(candidates)) != len(candidates):
         raise ValueError("candidates must be a non-empty list of distinct integers >= 1")
-    if isinstance(verbose, bool) or not isinstance(verbose, (int, np.integer)) or verbose < 0:
+    if not isinstance(verbose, (int, np.integer)) or verbose < 0:  # bool is an int
         raise ValueError(f"verbose must be an integer >= 0, got {verbose!r}")
+    verbose = int(verbose)
     if estimator is None:
         estimator = MixtureOfExpertsRegressor()
     if not isinstance(estimator, (MixtureOfExpertsRegressor, MixtureOfExpertsClassifier)):
@@ -384,7 +385,7 @@ def select_n_experts(
         fits[k] = est
         scores.append(cv_ll if criterion == "cv" else getattr(row, criterion))
         report(
-            f"{k} experts: logLik {ll:.6g}, BIC {row.bic:.6g}"
+            f"{k} expert{'s' if k > 1 else ''}: logLik {ll:.6g}, BIC {row.bic:.6g}"
             + (f", cv logLik/n {cv_ll:.5g}" if folds is not None else "")
             + f", {seconds:.1f}s"
             + (f" ({degenerate})" if degenerate else "")
