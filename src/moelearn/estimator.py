@@ -525,14 +525,15 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             self.n_features_in_ = raw.n_features
             self._training_data = None  # summary() then needs the data passed
             return raw
+        # a reference to the data as given (no copy), for summary() and the checks of
+        # _warn_fit, as statsmodels' results keep their model's data
+        given = (X, y, sample_weight)
         with np.errstate(invalid="ignore", over="ignore"):  # inf - inf while checking
             X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64, ensure_min_samples=2)
         check_target_and_magnitude(X, y)
         if sample_weight is not None:
             sample_weight = check_sample_weight(sample_weight, X.shape[0])
-        # references to the validated arrays (no copy), for summary() and the checks
-        # of _warn_fit, as statsmodels' results keep their model's data
-        self._training_data = (X, y, sample_weight)
+        self._training_data = given
         return Data(X, y, self.chunk_size, n_experts=self.n_experts, sample_weight=sample_weight)
 
     def _check_init_params(self, d, link):
@@ -575,10 +576,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
 
     def _identification_problems(self):
         """``(message, warning class)`` for collinear columns and a separated gate (in memory)."""
-        data = getattr(self, "_training_data", None)
-        if data is None:
+        X, y, w = self._training_arrays()
+        if X is None:
             return []
-        X, y, w = data
         p = self.params_
         problems = []
         names = getattr(self, "feature_names_in_", None)
@@ -720,9 +720,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         The standard errors come from the observed information on the training
         data (one pass), and the log-likelihood, AIC, BIC and ICL are totals
         over it (unweighted, like :meth:`bic`).  After a fit on in-memory data
-        the estimator keeps a reference to its validated training arrays (as
-        statsmodels' results do: the caller's float64 arrays themselves, a
-        converted copy for other input such as a DataFrame; pickling drops it), so
+        the estimator keeps a reference to the training data as given (as
+        statsmodels' results do: no copy, so changing those arrays afterwards
+        changes this summary; pickling drops the reference), so
         ``summary()`` needs no arguments; after an out-of-core fit, a loaded
         model, or an unpickled one, pass ``X, y``.  The gate is reported
         centred (rows and intercepts sum to zero over the experts).  Standard
@@ -747,14 +747,13 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         if (X is None) != (y is None):
             raise ValueError("pass both X and y, or neither (the training data)")
         if X is None:
-            data = getattr(self, "_training_data", None)
-            if data is None:
+            X, y, _ = self._training_arrays()
+            if X is None:
                 raise ValueError(
                     "summary() without data needs a model fitted on in-memory data in this "
                     "session; this one was fitted out of core, loaded or unpickled: pass the "
                     "training data, summary(X, y)"
                 )
-            X, y, _ = data
         else:
             X = self._check_X(X)
         return summarize(
@@ -1029,6 +1028,20 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "params_")
+
+    def _training_arrays(self):
+        """The training data kept by fit, validated again (a transient copy for a DataFrame).
+
+        ``(None, None, None)`` after an out-of-core fit, or for a loaded or
+        unpickled model.
+        """
+        data = getattr(self, "_training_data", None)
+        if data is None:
+            return None, None, None
+        X, y, w = data
+        X = self._check_X(X)
+        y = np.asarray(y, dtype=float).ravel()
+        return X, y, None if w is None else check_sample_weight(w, X.shape[0])
 
     def __getstate__(self):
         # a pickle does not carry the training data that summary() may use
