@@ -353,7 +353,7 @@ def test_batched_em_equals_the_engine_em_candidate_by_candidate(n_classes, alpha
     family, design, X, y = _class_problem(n_classes, seed=11)
     rng = np.random.default_rng(12)
     posts = softmax(3.0 * rng.standard_normal((4, len(y), 2)), axis=2)
-    coef, gate, obj, shares = batched_em(
+    coef, gate, obj, shares, _ = batched_em(
         family, design, X, y, posts=posts, n_iter=15, tol=0.0, alpha=alpha
     )
     for c in range(len(posts)):
@@ -363,6 +363,66 @@ def test_batched_em_equals_the_engine_em_candidate_by_candidate(n_classes, alpha
         assert np.allclose(ref.state.coef, coef[c], atol=1e-6)
         assert np.allclose(ref.state.gate, gate[c], atol=1e-6)
         assert np.allclose(ref.shares, shares[c], atol=1e-8)
+
+
+def _regression_problem(family, seed, n=400):
+    """Standardised rows of a two-expert mixture of ``family`` (the gate on column 0)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 3))
+    z = rng.random(n) > softmax(np.c_[2.0 * X[:, 0], np.zeros(n)], axis=1)[:, 0]
+    eta = np.where(z, 0.8 * X[:, 1] + 0.3, -0.6 * X[:, 2] - 0.2)
+    y = {
+        "gaussian": eta + 0.4 * rng.standard_normal(n),
+        "student-t": eta + 0.4 * rng.standard_t(5, n),
+        "poisson": rng.poisson(np.exp(eta)).astype(float),
+        "gamma": rng.gamma(3.0, np.exp(eta) / 3.0),
+    }[family]
+    return get_family(family), Design(np.array([0]), np.array([1, 2]), True), X, y
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["per-expert", "shared-noise"])
+@pytest.mark.parametrize("name", ["gaussian", "student-t", "poisson", "gamma"])
+def test_batched_em_equals_the_engine_em_for_every_family(name, tied):
+    # The batched screen of families with dispersions: from the same responsibilities
+    # (or the same parameters) every candidate follows the engine's EM (joint scoring
+    # step of each expert's coefficients and log-dispersions, the tied one by a shared
+    # step, the noise floor, step halving) to round-off: 1e-8 after 12 iterations.
+    from moelearn.engine import _bounds, tied_column
+    from moelearn.screening import batched_em
+
+    family, design, X, y = _regression_problem(name, seed=21)
+    log_floor = np.log(1e-3)
+    col = tied_column(family, 2, tied)
+    rng = np.random.default_rng(22)
+    posts = softmax(2.0 * rng.standard_normal((3, len(y), 2)), axis=2)
+    opts = dict(n_iter=12, tol=0.0, bounds=_bounds(family, 2, log_floor), tied=col)
+    coef, gate, obj, shares, log_disp = batched_em(family, design, X, y, posts=posts, **opts)
+    starts = [
+        state_from_responsibilities(family, design, X, y, posts[c], log_floor, tied=col)
+        for c in range(len(posts))
+    ]
+    again = batched_em(
+        family,
+        design,
+        X,
+        y,
+        coef=np.stack([st.coef for st in starts]),
+        gate=np.stack([st.gate for st in starts]),
+        log_disp=np.stack([st.log_disp for st in starts]),
+        **opts,
+    )
+    for c, start in enumerate(starts):
+        ref = em(
+            family, design, Data(X, y), start, max_iter=12, tol=0.0, log_floor=log_floor, tied=col
+        )
+        for got in ((coef, gate, obj, shares, log_disp), again):
+            assert abs(ref.log_likelihood - got[2][c]) < 1e-8
+            assert np.allclose(ref.state.coef, got[0][c], atol=1e-6)
+            assert np.allclose(ref.state.gate, got[1][c], atol=1e-6)
+            assert np.allclose(ref.state.log_disp, got[4][c], atol=1e-6)
+            assert np.allclose(ref.shares, got[3][c], atol=1e-8)
+        if col is not None:
+            assert np.ptp(got[4][c][:, col]) == 0.0
 
 
 def test_batched_em_weights_act_as_repeated_rows():
@@ -386,28 +446,34 @@ def test_batched_em_weights_act_as_repeated_rows():
         assert np.allclose(u, v, atol=1e-8)
 
 
-def test_discrete_search_is_used_for_class_labels_only(monkeypatch):
-    # the batched screen serves class-label experts; other families keep the
-    # engine's screen candidate by candidate
+def test_every_family_is_screened_in_one_batch(monkeypatch):
+    # every family is screened in one batch; the class-label screen (random hard
+    # partitions among the starts, a longer screen of the best) serves class labels only
     import moelearn.engine as engine
     import moelearn.screening as screening
 
-    calls = []
-    original = screening.batched_em
+    calls, discrete = [], []
+    original, original_discrete = screening.batched_em, engine._screen_discrete
 
     def counting(*args, **kwargs):
         calls.append(args[0].name)
         return original(*args, **kwargs)
 
+    def counting_discrete(*args, **kwargs):
+        discrete.append(args[0].name)
+        return original_discrete(*args, **kwargs)
+
     monkeypatch.setattr(screening, "batched_em", counting)
+    monkeypatch.setattr(engine, "_screen_discrete", counting_discrete)
     family, design, X, y = _class_problem(2, seed=16, n=200)
     rng = np.random.default_rng(0)
     fit, kind = search(family, design, Data(X, y), X, y, 2, n_candidates=5, random_state=rng)
-    assert calls and set(calls) == {"bernoulli"}
+    assert calls and set(calls) == {"bernoulli"} and discrete == ["bernoulli"]
     assert np.isfinite(fit.log_likelihood)
     calls.clear()
     pois = get_family("poisson")
     state = _truth("poisson")
     Xp, yp = _sample(pois, DESIGN, state, 300, seed=17)
-    engine.search(pois, DESIGN, Data(Xp, yp), Xp, yp, 2, n_candidates=5, random_state=rng)
-    assert calls == []
+    fit, _ = engine.search(pois, DESIGN, Data(Xp, yp), Xp, yp, 2, n_candidates=5, random_state=rng)
+    assert calls == ["poisson"] and discrete == ["bernoulli"]
+    assert np.isfinite(fit.log_likelihood)

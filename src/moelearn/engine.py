@@ -684,35 +684,59 @@ def exact_newton_applies(state, n_samples, n_params=None) -> bool:
 
 
 def _newton_polish(family, design, data, state, expand, keep, lb, ub, weights, alpha, max_iter):
-    """Projected Newton ascent with the exact observed information (one pass per step).
+    """Projected Newton ascent with the exact observed information (a chord method).
 
     From a point near the optimum (the EM solution) Newton's method converges
     quadratically: a handful of passes where L-BFGS needs about a hundred.
-    Coordinates at a bound with the gradient pointing out stay there; a
-    Hessian that is not negative definite on the free coordinates is damped
-    (Levenberg) until it is; each step is halved until the objective rises
-    (Armijo).  Returns None when the steps stall before the gradient vanishes
-    (the caller then runs L-BFGS-B from the start).
+    The Hessian (one pass of :func:`observed_statistics`, about ten gradient
+    passes' work) is kept while each step shrinks the gradient at least
+    tenfold, so that most steps cost one gradient pass.  Coordinates at a
+    bound with the gradient pointing out stay there; a Hessian that is not
+    negative definite on the free coordinates is damped (Levenberg) until it
+    is; each step is halved until the objective rises (Armijo).  Returns None
+    when the steps stall before the gradient vanishes (the caller then runs
+    L-BFGS-B from the start).
     """
     full = expand.size
     T = np.zeros((full, keep.size))
     T[np.arange(full), expand] = 1.0
     fi = design.fit_intercept
+    k = state.n_experts
 
-    def evaluate(reduced):
+    def with_hessian(reduced):
         s = state.with_flat(reduced[expand])
         st = observed_statistics(family, design, data, s, weights)
         pv, pg, ph = _flat_penalty(s, alpha, fi, st["n"])
         n = st["n"]
-        value = (st["ll"] + pv) / n
-        grad = T.T @ (st["grad"] + pg) / n
-        hess = T.T @ (st["hess"] + ph) @ T / n
-        return value, grad, hess, st["share"] / n
+        return (
+            (st["ll"] + pv) / n,
+            T.T @ (st["grad"] + pg) / n,
+            T.T @ (st["hess"] + ph) @ T / n,
+            st["share"] / n,
+        )
+
+    def gradient(reduced):
+        s = state.with_flat(reduced[expand])
+        st = pass_statistics(family, design, data, s, "grad", weights=weights)
+        st = _penalize(st, s, alpha, fi)
+        n = st["n"]
+        g = np.concatenate(
+            [st["g_coef"].ravel(), st["g_disp"].ravel()]
+            + ([st["g_gate"][: k - 1].ravel()] if k > 1 else [])
+        )
+        return (
+            st["obj"] / n,
+            np.bincount(expand, weights=g, minlength=keep.size) / n,
+            st["share"] / n,
+        )
+
+    def finite(*arrays):
+        return all(np.all(np.isfinite(a)) for a in arrays)
 
     theta = np.clip(state.flat()[keep], lb, ub)
     with np.errstate(all="ignore"):
-        value, grad, hess, share = evaluate(theta)
-    if not (np.isfinite(value) and np.all(np.isfinite(grad)) and np.all(np.isfinite(hess))):
+        value, grad, hess, share = with_hessian(theta)
+    if not finite(value, grad, hess):
         return None
     history = [value]
     converged = False
@@ -745,7 +769,7 @@ def _newton_polish(family, design, data, state, expand, keep, lb, ub, weights, a
             trial = theta.copy()
             trial[free] = np.clip(theta[free] + t * direction, lb[free], ub[free])
             with np.errstate(all="ignore"):
-                got = evaluate(trial)
+                got = gradient(trial)
             if np.isfinite(got[0]) and got[0] >= value + 1e-4 * t * float(
                 g @ (trial - theta)[free]
             ):
@@ -753,10 +777,17 @@ def _newton_polish(family, design, data, state, expand, keep, lb, ub, weights, a
             t *= 0.5
         else:
             break
-        if not (np.all(np.isfinite(got[1])) and np.all(np.isfinite(got[2]))):
+        if not finite(got[1]):
             return None
+        slow = np.max(np.abs(got[1][free]), initial=0.0) > 0.1 * np.max(np.abs(g))
         theta = trial
-        value, grad, hess, share = got
+        value, grad, share = got
+        if slow:
+            # the chord Hessian no longer predicts the steps: form it afresh here
+            with np.errstate(all="ignore"):
+                value, grad, hess, share = with_hessian(theta)
+            if not finite(value, grad, hess):
+                return None
         history.append(value)
         steps += 1
     if not converged:
@@ -1039,14 +1070,13 @@ def _screen_discrete(
             )
         )
     results.append((kinds, screening.batched_em(family, design, sub_X, sub_y, posts=posts, **opts)))
-    m = len(family.dispersion_names)
 
     def entries(names, result, iters):
-        coef, gate, obj, shares = result
+        coef, gate, obj, shares, log_disp = result
         out = []
         for i, kind in enumerate(names):
             if np.isfinite(obj[i]):
-                state = State(coef[i], np.zeros((k, m)), gate[i])
+                state = State(coef[i], log_disp[i], gate[i])
                 fit = EngineFit(state, float(obj[i]), iters, False, [float(obj[i])], shares[i])
                 out.append((_rank(fit, min_share, family), kind, fit))
         return out
@@ -1147,34 +1177,50 @@ def search(
             candidates = _candidates(
                 family, design, sub_X, sub_y, k, n_candidates, rng, sub_weights
             )
-            # extra starts are parameters already; generated candidates are responsibilities
-            states = [(kind, lambda start=start: start) for kind, start in starts] + [
-                (
-                    kind,
-                    lambda post=post: state_from_responsibilities(
-                        family,
-                        design,
-                        sub_X,
-                        sub_y,
-                        post,
-                        log_floor,
-                        weights=sub_weights,
-                        tied=tied,
-                    ),
+            # every start at once (moelearn.screening): the extra starts are parameters
+            # already, the generated candidates responsibilities
+            batch = dict(
+                n_iter=screen_iter,
+                tol=tol,
+                alpha=alpha,
+                weights=sub_weights,
+                bounds=_bounds(family, k, log_floor),
+                tied=tied,
+            )
+            results = []
+            if starts:
+                results.append(
+                    (
+                        [name for name, _ in starts],
+                        screening.batched_em(
+                            family,
+                            design,
+                            sub_X,
+                            sub_y,
+                            coef=np.stack([st.coef for _, st in starts]),
+                            gate=np.stack([st.gate for _, st in starts]),
+                            log_disp=np.stack([st.log_disp for _, st in starts]),
+                            **batch,
+                        ),
+                    )
                 )
-                for kind, post in candidates
-            ]
-            for kind, make_start in states:
-                try:
-                    fit = em(
-                        family, design, sub, make_start(), max_iter=screen_iter, tol=tol, **sub_opts
-                    )
-                except (np.linalg.LinAlgError, FloatingPointError, ValueError):
-                    continue
-                if np.isfinite(fit.log_likelihood):
-                    screened.append(
-                        (_rank(fit, min_share, family, log_floor), kind, fit, len(screened))
-                    )
+            posts = np.stack([post for _, post in candidates])
+            results.append(
+                (
+                    [kind for kind, _ in candidates],
+                    screening.batched_em(family, design, sub_X, sub_y, posts=posts, **batch),
+                )
+            )
+            for names, (coef, gate, obj, shares, log_disp) in results:
+                for i, kind in enumerate(names):
+                    if np.isfinite(obj[i]):
+                        state = State(coef[i], log_disp[i], gate[i])
+                        fit = EngineFit(
+                            state, float(obj[i]), screen_iter, False, [float(obj[i])], shares[i]
+                        )
+                        screened.append(
+                            (_rank(fit, min_share, family, log_floor), kind, fit, len(screened))
+                        )
         if not screened:
             raise ValueError("every start failed: the data may not suit this family")
         screened = _ordered(screened)

@@ -31,7 +31,7 @@ from scipy.stats import norm
 
 from ._logspace import logsumexp_k
 from .diagnostics import gate_separation
-from .engine import Design, State, pass_statistics, tied_column, tied_coordinates
+from .engine import Design, State, observed_statistics, tied_column, tied_coordinates
 from .model import MoEParams, count_parameters
 from .refine import Data, observed_information
 
@@ -251,44 +251,8 @@ def _engine_problem(params: MoEParams, fit_intercept):
     return design, state
 
 
-def _engine_gradient(params, design, data, state, theta):
-    k = state.n_experts
-    st = pass_statistics(params.family_object, design, data, state.with_flat(theta), "grad")
-    parts = [st["g_coef"].ravel(), st["g_disp"].ravel()]
-    if k > 1:
-        parts.append(st["g_gate"][: k - 1].ravel())
-    return np.concatenate(parts)
-
-
-def _natural_scales(data: Data, design, state):
-    """Per coordinate of ``state.flat()``: 1 / spread of the column it multiplies (1 else)."""
-
-    def block(X, y, w=None):
-        return np.array([X.shape[0], *X.sum(axis=0), *(X * X).sum(axis=0)])
-
-    sums = data.map_reduce(block)
-    n, d = sums[0], (len(sums) - 1) // 2
-    mean = sums[1 : d + 1] / n
-    sd = np.sqrt(np.maximum(sums[d + 1 :] / n - mean**2, 0.0))
-    sd = np.where(sd > 0, sd, 1.0)
-    fi = int(design.fit_intercept)
-
-    def coef_scales(columns, count):
-        row = np.concatenate([np.ones(fi), 1.0 / sd[columns]])
-        return np.tile(row, count)
-
-    k, q, _ = state.coef.shape
-    return np.concatenate(
-        [
-            coef_scales(design.expert_columns, k * q),
-            np.ones(state.log_disp.size),
-            coef_scales(design.gating_columns, k - 1),
-        ]
-    )
-
-
 def _family_standard_errors(data: Data, params: MoEParams, fit_intercept):
-    """Observed information by central differences of the exact engine gradient (2p passes).
+    """Standard errors from the exact observed information of the engine (one pass).
 
     The coordinates are those of :class:`moelearn.engine.State` in the original
     units (dispersions on the log scale, the last gate row as reference); the
@@ -298,21 +262,8 @@ def _family_standard_errors(data: Data, params: MoEParams, fit_intercept):
     fam = params.family_object
     k = params.n_experts
     design, state = _engine_problem(params, fit_intercept)
-    theta = state.flat()
-    p = theta.size
-    natural = _natural_scales(data, design, state)
-    H = np.empty((p, p))
-    for j in range(p):
-        # a step relative to the coordinate's natural size (1 / spread of its column):
-        # the information does not depend on the units of X
-        h = 1e-5 * max(natural[j], abs(theta[j]))
-        up, down = theta.copy(), theta.copy()
-        up[j] += h
-        down[j] -= h
-        H[:, j] = (
-            _engine_gradient(params, design, data, state, up)
-            - _engine_gradient(params, design, data, state, down)
-        ) / (2 * h)
+    p = state.flat().size
+    H = observed_statistics(fam, design, data, state)["hess"]
     info = -0.5 * (H + H.T)
     # a shared noise parameter is one coordinate: the information of L(T theta_r) is
     # T' I T, and the covariance maps back by T (T copies the shared entry)

@@ -1,11 +1,14 @@
-"""Batched EM over many starts at once, for experts of class labels (Bernoulli, multinomial).
+"""Batched EM over many starts at once, for experts of every family.
 
-:func:`moelearn.engine.search` screens its starts by short EM runs.  For
-experts without a dispersion parameter (logistic and multinomial-logit
-experts) the unpenalised likelihood often has its suprema at infinity (an
-expert that separates its rows), with many such configurations; which one a
-start reaches depends on the start, so many starts screened for long enough
-pay off.  This module runs the EM of :func:`moelearn.engine.em` (one scoring
+:func:`moelearn.engine.search` screens its starts by short EM runs, all of
+them at once here.  Class-label experts (logistic and multinomial-logit,
+:func:`supports`) have a hand-written E-step; every other family goes through
+its :meth:`~moelearn.families.Family.derivatives` on all candidates' experts
+at once.  For class labels the unpenalised likelihood often has its suprema
+at infinity (an expert that separates its rows), with many such
+configurations; which one a start reaches depends on the start, so many
+starts screened for long enough pay off.  This module runs the EM of
+:func:`moelearn.engine.em` (one scoring
 step on every block of the expected complete-data log-likelihood ``Q`` per
 iteration, step halving on the observed (penalised) log-likelihood) for
 ``C`` candidates at once: one E-step is one product of the design with all
@@ -51,14 +54,25 @@ def hashed_partitions(feats, k, count, rng):
 
 
 class _Problem:
-    """The fixed parts of one batched fit: designs, outer products, penalty masks."""
+    """The fixed parts of one batched fit: designs, outer products, penalty masks, bounds."""
 
-    def __init__(self, family, U, Z, y, w, alpha, fit_intercept, k):
+    def __init__(
+        self, family, U, Z, y, w, alpha, fit_intercept, k, offset=None, bounds=None, tied=None
+    ):
         self.family, self.U, self.Z, self.y, self.w = family, U, Z, y, w
         self.n, self.pe = U.shape
         self.pg = Z.shape[1]
         self.q = family.n_predictors
+        self.m = len(family.dispersion_names)
         self.k = k
+        self.labels = supports(family)  # the hand-written class-label E-step
+        self.offset = offset
+        m = self.m
+        low, high = (
+            (np.full((k, m), -np.inf), np.full((k, m), np.inf)) if bounds is None else bounds
+        )
+        self.low, self.high = np.asarray(low)[None], np.asarray(high)[None]  # (1, k, m)
+        self.tied = tied
         self.total = float(w.sum())
         a_e, a_g = (alpha, alpha) if np.ndim(alpha) == 0 else alpha
         self.a_e, self.a_g = float(a_e) * self.total, float(a_g) * self.total
@@ -85,7 +99,30 @@ class _Problem:
         """Linear predictors of all experts, shape (n, k, C, q)."""
         c, k, q, pe = coef.shape
         flat = np.swapaxes(coef, 0, 1).reshape(k * c * q, pe)
-        return (self.U @ flat.T).reshape(self.n, k, c, q)
+        eta = (self.U @ flat.T).reshape(self.n, k, c, q)
+        if self.offset is not None:
+            eta = eta + self.offset[:, None, None, None]
+        return eta
+
+    def family_terms(self, eta, log_disp, want="derivatives"):
+        """The family's log-density (n, k, C) and, with ``want="derivatives"``, its
+        gradient (n, k, C, Q) and information (n, k, C, Q, Q) on all candidates' experts.
+
+        The candidates' experts are laid side by side as ``k C`` experts (expert
+        major, as in ``eta``) with their dispersions ``exp(log_disp)`` (C, k, m).
+        """
+        n, k, c, q = eta.shape
+        flat = eta.reshape(n, k * c, q)
+        if q == 1:
+            flat = flat[..., 0]
+        disp = np.exp(np.swapaxes(log_disp, 0, 1).reshape(k * c, self.m))
+        if want == "value":
+            return self.family.log_density(self.y, flat, disp).reshape(n, k, c), None
+        logf, grad, fisher = self.family.derivatives(self.y, flat, disp)
+        if grad.ndim == 2:
+            grad, fisher = grad[..., None], fisher[..., None, None]
+        Q = grad.shape[-1]
+        return logf.reshape(n, k, c), (grad.reshape(n, k, c, Q), fisher.reshape(n, k, c, Q, Q))
 
     def log_density(self, eta):
         """Each expert's log-probability of the labels (n, k, C), and the class probabilities.
@@ -119,12 +156,16 @@ class _Problem:
         e = np.exp(logits - logits.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
 
-    def evaluate(self, coef, gate):
+    def evaluate(self, coef, log_disp, gate):
         """Penalised mean log-likelihood (C,), responsibilities, gate probabilities, a cache.
 
-        The cache (see :meth:`log_density`) lets the next expert step skip the predictors.
+        The cache (see :meth:`log_density`, :meth:`family_terms`) lets the next
+        expert step skip the predictors.
         """
-        logf, cache = self.log_density(self.eta(coef))
+        if self.labels:
+            logf, cache = self.log_density(self.eta(coef))
+        else:
+            logf, cache = self.family_terms(self.eta(coef), log_disp)
         logits = self.logits(gate)
         logits -= logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
@@ -150,12 +191,15 @@ class _Problem:
         return out
 
     # --------------------------------------------------------------- M-step
-    def expert_step(self, coef, post, cache=None, penalised=True):
-        """One scoring step of every expert on Q at fixed responsibilities, shape of coef.
+    def expert_step(self, coef, log_disp, post, cache=None, penalised=True):
+        """One scoring step of every expert on Q at fixed responsibilities.
 
         ``cache`` is :meth:`evaluate`'s cache at ``coef`` (None: computed here);
         ``penalised=False`` leaves the ridge out (the starts, as the engine's).
+        Returns the new ``(coef, log_disp)``.
         """
+        if not self.labels:
+            return self._dispersion_step(coef, log_disp, post, cache, penalised)
         c, k, q, pe = coef.shape
         n = self.n
         if cache is None:
@@ -178,7 +222,55 @@ class _Problem:
             g = g - self.a_e * (np.swapaxes(coef, 0, 1) * self.mask_e).reshape(k * c, q * pe)
             H = H + self.a_e * np.diag(np.tile(self.mask_e, q))
         step = _batched_solve(H, g).reshape(k, c, q, pe)
-        return coef + np.swapaxes(step, 0, 1)
+        return coef + np.swapaxes(step, 0, 1), log_disp
+
+    def _dispersion_step(self, coef, log_disp, post, cache, penalised):
+        """:meth:`expert_step` for families with dispersions: the joint scoring step of
+        each expert's coefficients and log-dispersions (engine's ``_scoring_step``), the
+        tied dispersion by one shared step, and the bounds."""
+        c, k, q, pe = coef.shape
+        n, m = self.n, self.m
+        if cache is None:
+            cache = self.family_terms(self.eta(coef), log_disp)[1]
+        blocks = k * c
+        grad, fisher = (a.reshape(n, blocks, *a.shape[3:]) for a in cache)
+        qp = q * pe
+        rw = post.reshape(n, blocks) * self.w[:, None]
+        g_c = ((rw[..., None] * grad[..., :q]).reshape(n, blocks * q).T @ self.U).reshape(
+            blocks, qp
+        )
+        g_d = np.einsum("nb,nbj->bj", rw, grad[..., q:])
+        F = rw[..., None, None] * fisher
+        F_cc = (F[..., :q, :q].reshape(n, -1).T @ self.outer_u).reshape(blocks, q, q, pe, pe)
+        F_cc = F_cc.transpose(0, 1, 3, 2, 4).reshape(blocks, qp, qp)
+        F_cd = np.einsum("nbij,np->bipj", F[..., :q, q:], self.U).reshape(blocks, qp, m)
+        F_dd = F[..., q:, q:].sum(axis=0)
+        if self.a_e > 0 and penalised:
+            flat = (np.swapaxes(coef, 0, 1) * self.mask_e).reshape(blocks, qp)
+            g_c = g_c - self.a_e * flat
+            F_cc = F_cc + self.a_e * np.diag(np.tile(self.mask_e, q))
+        H = np.zeros((blocks, qp + m, qp + m))
+        H[:, :qp, :qp] = F_cc
+        H[:, :qp, qp:] = F_cd
+        H[:, qp:, :qp] = np.swapaxes(F_cd, 1, 2)
+        H[:, qp:, qp:] = F_dd
+        g = np.concatenate([g_c, g_d], axis=1)
+        tied = self.tied
+        if tied is None:
+            step = _batched_solve(H, g)
+        else:
+            keep = np.arange(qp + m) != qp + tied
+            step = np.zeros_like(g)
+            step[:, keep] = _batched_solve(H[:, keep][:, :, keep], g[:, keep])
+        new_coef = coef + np.swapaxes(step[:, :qp].reshape(k, c, q, pe), 0, 1)
+        new_disp = log_disp + np.swapaxes(step[:, qp:].reshape(k, c, m), 0, 1)
+        if tied is not None:
+            # the shared value: one scoring step on the experts' summed terms
+            g_t = g_d[:, tied].reshape(k, c).sum(axis=0)
+            f_t = F_dd[:, tied, tied].reshape(k, c).sum(axis=0)
+            shared = np.where(f_t > 0, g_t / np.where(f_t > 0, f_t, 1.0), 0.0)
+            new_disp[:, :, tied] = log_disp[:, :, tied] + shared[:, None]
+        return new_coef, np.clip(new_disp, self.low, self.high)
 
     def gate_step(self, gate, post, gate_p, ridge=0.0, penalised=True):
         """One Newton step of the gate on Q at fixed responsibilities, shape of gate."""
@@ -241,19 +333,22 @@ def batched_em(
     posts=None,
     coef=None,
     gate=None,
+    log_disp=None,
     n_iter=20,
     tol=1e-8,
     alpha=0.0,
     weights=None,
     start_steps=(6, 8),
     inner=(1, 1),
+    bounds=None,
+    tied=None,
 ):
     """EM for many candidates at once; the candidates never interact.
 
     Parameters
     ----------
     family : Family
-        Bernoulli or multinomial experts (:func:`supports`).
+        Any family (class-label experts, :func:`supports`, take a hand-written E-step).
     design : moelearn.engine.Design
     X, y : ndarrays
         The rows (standardised, in memory).
@@ -264,6 +359,8 @@ def batched_em(
         :func:`moelearn.engine.state_from_responsibilities` does).
     coef, gate : ndarrays (C, k, q, p_e) and (C, k, p_g), or None
         Starting parameters instead of ``posts``.
+    log_disp : ndarray (C, k, m) or None
+        Their log-dispersions (with ``coef``; families with dispersions).
     n_iter : int
         EM iterations (each one E-step and one scoring step on every block of Q,
         halved until the penalised log-likelihood does not fall).
@@ -278,6 +375,10 @@ def batched_em(
         Scoring steps of the experts and Newton steps of the gate per M-step
         (``(1, 1)``: the EM-gradient algorithm of :func:`moelearn.engine.em`;
         more approach a full M-step, as EM for mixtures of GLMs usually takes).
+    bounds : (ndarray (k, m), ndarray (k, m)) or None
+        Bounds of the log-dispersions (the engine's, with the noise floor).
+    tied : int or None
+        The dispersion column shared by the experts (``noise="shared"``).
 
     Returns
     -------
@@ -287,6 +388,8 @@ def batched_em(
         Penalised mean log-likelihood (``-inf`` for a candidate that failed).
     shares : ndarray (C, k)
         Mean responsibilities.
+    log_disp : ndarray (C, k, m)
+        Log-dispersions (m = 0 for class labels).
     """
     U, Z = design.expert_matrix(X), design.gate_matrix(X)
     y = np.asarray(y, dtype=float)
@@ -296,35 +399,74 @@ def batched_em(
         count, _, k = posts.shape
     else:
         count, k = coef.shape[:2]
-    prob = _Problem(family, U, Z, y, w, alpha, design.fit_intercept, k)
+    offset = None if design.offset_column is None else design.offset(X)
+    prob = _Problem(family, U, Z, y, w, alpha, design.fit_intercept, k, offset, bounds, tied)
+    m = prob.m
     out_coef = np.zeros((count, k, q, prob.pe))
     out_gate = np.zeros((count, k, prob.pg))
+    out_disp = np.zeros((count, k, m))
     out_obj = np.full(count, -np.inf)
     out_shares = np.zeros((count, k))
     with np.errstate(all="ignore"):
-        for part in _chunks(count, prob.n, k, q):
+        for part in _chunks(count, prob.n, k, q + m):
             if posts is not None:
-                c0, g0 = _from_responsibilities(prob, posts[part], *start_steps)
+                c0, d0, g0 = _from_responsibilities(prob, posts[part], *start_steps)
             else:
                 c0, g0 = coef[part].astype(float), gate[part].astype(float)
                 g0 = g0 - g0[:, -1:]
-            res = _em(prob, c0, g0, n_iter, tol, inner)
-            out_coef[part], out_gate[part], out_obj[part], out_shares[part] = res
-    return out_coef, out_gate, out_obj, out_shares
+                d0 = np.zeros((len(c0), k, m)) if log_disp is None else log_disp[part]
+                d0 = np.clip(_tie(d0.astype(float), tied), prob.low, prob.high)
+            res = _em(prob, c0, d0, g0, n_iter, tol, inner)
+            (out_coef[part], out_disp[part], out_gate[part], out_obj[part], out_shares[part]) = res
+    return out_coef, out_gate, out_obj, out_shares, out_disp
+
+
+def _tie(log_disp, tied):
+    """Candidates' log-dispersions (C, k, m) with the tied column at the experts' mean."""
+    if tied is not None:
+        log_disp[:, :, tied] = log_disp[:, :, tied].mean(axis=1, keepdims=True)
+    return log_disp
 
 
 def _from_responsibilities(prob, post, expert_steps, gate_steps):
-    """Parameters fitted to fixed responsibilities ``post`` (C, n, k), from zero."""
+    """Parameters fitted to fixed responsibilities ``post`` (C, n, k).
+
+    Class labels start from zero coefficients; the other families as
+    :func:`moelearn.engine.state_from_responsibilities` does: each expert the
+    slightly ridged weighted least-squares fit of the working response, the
+    family's initial dispersion, then the scoring steps; the gate by Newton
+    steps from zero.
+    """
     c, n, k = post.shape
     post = np.ascontiguousarray(np.transpose(post, (1, 2, 0)))  # (n, k, C)
     coef = np.zeros((c, k, prob.q, prob.pe))
+    log_disp = np.zeros((c, k, prob.m))
     gate = np.zeros((c, k, prob.pg))
+    fam = prob.family
+    if not prob.labels:
+        if fam.least_squares_start:
+            h = fam.working_response(prob.y)
+            if prob.offset is not None:
+                h = h - prob.offset
+            rw = (post.reshape(n, k * c) + 1e-8) * prob.w[:, None]  # (n, kC)
+            gram = (rw.T @ prob.outer_u).reshape(k * c, prob.pe, prob.pe)
+            gram = gram + 1e-6 * rw.sum(axis=0)[:, None, None] * np.eye(prob.pe)
+            rhs = (rw * h[:, None]).T @ prob.U  # (kC, pe)
+            beta = np.linalg.solve(gram, rhs[..., None])[..., 0]
+            coef[:, :, :, :] = np.swapaxes(beta.reshape(k, c, prob.pe), 0, 1)[:, :, None, :]
+        log_disp[:] = np.log(fam.initial_dispersion(prob.y))
+        log_disp = np.clip(log_disp, prob.low, prob.high)
+        for _ in range(gate_steps):
+            gate_p = prob.gate_proba(gate)
+            gate = _finite(prob.gate_step(gate, post, gate_p, ridge=1e-6, penalised=False), gate)
     for _ in range(expert_steps):
-        coef = _finite(prob.expert_step(coef, post, penalised=False), coef)
-    for _ in range(gate_steps):
-        gate_p = prob.gate_proba(gate)
-        gate = _finite(prob.gate_step(gate, post, gate_p, ridge=1e-6, penalised=False), gate)
-    return coef, gate
+        new_coef, new_disp = prob.expert_step(coef, log_disp, post, penalised=False)
+        coef, log_disp = _finite(new_coef, coef), _finite(new_disp, log_disp)
+    if prob.labels:
+        for _ in range(gate_steps):
+            gate_p = prob.gate_proba(gate)
+            gate = _finite(prob.gate_step(gate, post, gate_p, ridge=1e-6, penalised=False), gate)
+    return coef, log_disp, gate
 
 
 def _finite(new, old):
@@ -335,28 +477,48 @@ def _finite(new, old):
     return new
 
 
-def _em(prob, coef, gate, n_iter, tol, inner=(1, 1)):
-    """Monotone EM-gradient iterations of candidates ``coef`` (C, k, q, pe), ``gate`` (C, k, pg)."""
-    obj, post, gate_p, eta = prob.evaluate(coef, gate)
+def _cache_take(cache, idx):
+    """:meth:`_Problem.evaluate`'s cache restricted to the candidates ``idx`` (axis 2)."""
+    if isinstance(cache, tuple):
+        return tuple(a[:, :, idx] for a in cache)
+    return cache[:, :, idx]
+
+
+def _cache_put(cache, idx, values):
+    """Write the candidates ``idx`` of a cache (in place)."""
+    if isinstance(cache, tuple):
+        for a, v in zip(cache, values, strict=True):
+            a[:, :, idx] = v
+    else:
+        cache[:, :, idx] = values
+
+
+def _em(prob, coef, log_disp, gate, n_iter, tol, inner=(1, 1)):
+    """Monotone EM-gradient iterations of candidates ``coef`` (C, k, q, pe),
+    ``log_disp`` (C, k, m) and ``gate`` (C, k, pg)."""
+    count = coef.shape[0]
+    obj, post, gate_p, cache = prob.evaluate(coef, log_disp, gate)
     obj = np.where(np.isfinite(obj), obj, -np.inf)
     active = np.flatnonzero(np.isfinite(obj))
     for _ in range(n_iter):
         if active.size == 0:
             break
-        if active.size == coef.shape[0]:
-            cf, gt, pa, gp, ea = coef, gate, post, gate_p, eta
+        if active.size == count:
+            cf, dp, gt, pa, gp, ca = coef, log_disp, gate, post, gate_p, cache
         else:
-            cf, gt = coef[active], gate[active]
-            pa, gp, ea = post[:, :, active], gate_p[:, :, active], eta[:, :, active]
-        full_c = _finite(prob.expert_step(cf, pa, ea), cf)
+            cf, dp, gt = coef[active], log_disp[active], gate[active]
+            pa, gp, ca = post[:, :, active], gate_p[:, :, active], _cache_take(cache, active)
+        full_c, full_d = prob.expert_step(cf, dp, pa, ca)
+        full_c, full_d = _finite(full_c, cf), _finite(full_d, dp)
         for _ in range(inner[0] - 1):
-            full_c = _finite(prob.expert_step(full_c, pa), full_c)
+            nc, nd = prob.expert_step(full_c, full_d, pa)
+            full_c, full_d = _finite(nc, full_c), _finite(nd, full_d)
         full_g = _finite(prob.gate_step(gt, pa, gp), gt)
         for _ in range(inner[1] - 1):
             full_g = _finite(prob.gate_step(full_g, pa, prob.gate_proba(full_g)), full_g)
         old = obj[active]
-        new_c, new_g = full_c.copy(), full_g.copy()
-        new_obj, new_post, new_gp, new_eta = prob.evaluate(new_c, new_g)
+        new_c, new_d, new_g = full_c.copy(), full_d.copy(), full_g.copy()
+        new_obj, new_post, new_gp, new_cache = prob.evaluate(new_c, new_d, new_g)
         floor = old - 1e-12 * np.maximum(1.0, np.abs(old))
         bad = ~(np.isfinite(new_obj) & (new_obj >= floor))
         fraction = 1.0
@@ -366,22 +528,22 @@ def _em(prob, coef, gate, n_iter, tol, inner=(1, 1)):
             fraction *= 0.5
             b = np.flatnonzero(bad)
             tc = cf[b] + fraction * (full_c[b] - cf[b])
+            td = dp[b] + fraction * (full_d[b] - dp[b])
             tg = gt[b] + fraction * (full_g[b] - gt[b])
-            o, p, g, e = prob.evaluate(tc, tg)
-            new_c[b], new_g[b], new_obj[b] = tc, tg, o
-            new_post[:, :, b], new_gp[:, :, b], new_eta[:, :, b] = p, g, e
+            o, p, g, e = prob.evaluate(tc, td, tg)
+            new_c[b], new_d[b], new_g[b], new_obj[b] = tc, td, tg, o
+            new_post[:, :, b], new_gp[:, :, b] = p, g
+            _cache_put(new_cache, b, e)
             bad[b] = ~(np.isfinite(o) & (o >= floor[b]))
         # a candidate that no halving lifts stands at a stationary point: it stops there
         moved = ~bad
         idx = active[moved]
-        coef[idx], gate[idx], obj[idx] = new_c[moved], new_g[moved], new_obj[moved]
-        post[:, :, idx], gate_p[:, :, idx], eta[:, :, idx] = (
-            new_post[:, :, moved],
-            new_gp[:, :, moved],
-            new_eta[:, :, moved],
-        )
+        coef[idx], log_disp[idx], gate[idx] = new_c[moved], new_d[moved], new_g[moved]
+        obj[idx] = new_obj[moved]
+        post[:, :, idx], gate_p[:, :, idx] = new_post[:, :, moved], new_gp[:, :, moved]
+        _cache_put(cache, idx, _cache_take(new_cache, moved))
         change = np.abs(new_obj - old)
         done = bad | (change <= tol * np.maximum(1.0, np.abs(new_obj)))
         active = active[~done]
     shares = np.einsum("n,nkc->ck", prob.w, post) / prob.total
-    return coef, gate, obj, shares
+    return coef, log_disp, gate, obj, shares
