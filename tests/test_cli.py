@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -537,4 +538,83 @@ def test_classify_fit_predict_summary(tmp_path, capsys):
     assert "classes: ham, spam" in capsys.readouterr().out
     # regression-only flags are refused with --classify
     assert main([*argv, "--force", "--output", str(model), "--family", "poisson"]) != 0
+    assert "--family applies to regression" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:X does not have valid feature names")
+def test_fit_prints_the_total_log_likelihood(tmp_path, capsys):
+    p = make_moe(3, 2, noise_std=0.3, random_state=0)
+    X, y = sample(p, 500, random_state=1)
+    data = tmp_path / "train.csv"
+    _write_csv(data, X, y)
+    model = tmp_path / "model.npz"
+    argv = ["fit", str(data), "--target", "target", "--experts", "2", "--output", str(model)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    est = moelearn.load(model)
+    total = float(np.sum(est.log_density(X, y)))
+    assert f"log-likelihood {total:.6g} (total over the rows)" in out
+    assert "mean" not in out
+
+
+def test_select_prints_the_table_and_saves_the_chosen_model(tmp_path, capsys):
+    p = make_moe(3, 2, noise_std=0.3, gating_scale=2.0, random_state=0)
+    X, y = sample(p, 600, random_state=1)
+    data = tmp_path / "train.csv"
+    _write_csv(data, X, y)
+    model = tmp_path / "best.npz"
+    argv = ["select", str(data), "--target", "target", "--candidates", "1-3"]
+    assert main([*argv, "--output", str(model)]) == 0
+    out = capsys.readouterr().out
+    for word in ("logLik", "params", "AIC", "BIC", "ICL", "converged", "degenerate"):
+        assert word in out
+    # the same table as the library's, on the same data and seed
+    table = str(moelearn.select_n_experts(X, y, candidates=[1, 2, 3]))
+
+    def cells(line):
+        # K, converged, logLik, params, AIC, BIC, ICL (the fit time differs); the CSV's
+        # array differs in layout, which may move a last printed digit
+        k, converged, *numbers = line.lstrip("* ").split()[:7]
+        return [k, converged, *(pytest.approx(float(v), rel=1e-5) for v in numbers)]
+
+    keep = [cells(line) for line in table.splitlines()[1:4]]
+    printed = [cells(line) for line in out.splitlines() if re.match(r"[* ] +\d", line)]
+    assert len(printed) == 3
+    assert printed == keep
+    assert "model with 2 experts saved" in out
+    est = moelearn.load(model)
+    assert est.n_experts == 2 and list(est.feature_names_in_) == ["x0", "x1", "x2"]
+    assert est.target_name_ == "target"
+    # the saved model is the chosen fit
+    sel = moelearn.select_n_experts(X, y, candidates=[1, 2, 3])
+    np.testing.assert_allclose(est.experts_, sel.estimator.experts_, rtol=1e-8)
+    # overwrite protection, as fit
+    assert main([*argv, "--output", str(model)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert main([*argv, "--output", str(model), "--force", "--criterion", "icl"]) == 0
+    assert "by ICL" in capsys.readouterr().out
+
+
+def test_select_options_and_errors(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    n = 400
+    X = rng.standard_normal((n, 3))
+    first = rng.random(n) < 1 / (1 + np.exp(-3 * X[:, 2]))
+    eta = np.where(first, 2 * X[:, 0] - 1, -2 * X[:, 1] + 0.5)
+    label = np.where(rng.random(n) < 1 / (1 + np.exp(-eta)), "spam", "ham")
+    data = tmp_path / "mail.csv"
+    rows = "".join(f"{a},{b},{c},{lab}\n" for (a, b, c), lab in zip(X, label, strict=True))
+    data.write_text("a,b,c,kind\n" + rows)
+    model = tmp_path / "clf.npz"
+    argv = ["select", str(data), "--target", "kind", "--classify", "--candidates", "1,2"]
+    assert main([*argv, "--output", str(model), "--gating-features", "c", "-v"]) == 0
+    captured = capsys.readouterr()
+    assert "1 expert:" in captured.err and "2 experts:" in captured.err  # progress
+    est = moelearn.load(model)
+    assert isinstance(est, moelearn.MixtureOfExpertsClassifier)
+    assert est.gating_.shape[1] == 1
+    with pytest.raises(SystemExit):
+        main(["select", str(data), "--target", "kind", "--candidates", "0-2"])
+    assert "distinct positive" in capsys.readouterr().err
+    assert main([*argv, "--force", "--output", str(model), "--family", "poisson"]) == 2
     assert "--family applies to regression" in capsys.readouterr().err

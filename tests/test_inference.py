@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy.special import entr
 from scipy.stats import norm
 
 import moelearn
@@ -116,7 +117,14 @@ def test_summary_table(fitted):
     assert s.log_likelihood == pytest.approx(est.log_density(X, y).sum())
     assert s.bic == pytest.approx(est.bic(X, y))
     assert s.aic == pytest.approx(est.aic(X, y))
-    assert s.entropy > 0 and s.icl == pytest.approx(s.bic + 2 * s.entropy)
+    # ICL in flexmix's convention: -2 clogLik + p log n, clogLik the log-likelihood of
+    # each row's most probable expert; the soft entropy beside it
+    post = est.predict_responsibilities(X, y)
+    clog = np.sum(est.log_density(X, y) + np.log(post.max(axis=1)))
+    assert s.icl == pytest.approx(-2 * clog + s.n_parameters * np.log(len(y)), rel=1e-10)
+    assert s.icl == pytest.approx(est.icl(X, y), rel=1e-10)
+    assert s.entropy == pytest.approx(entr(post).sum(), rel=1e-8)
+    assert s.entropy > 0 and s.classification_entropy > 0 and s.icl > s.bic
     text = str(s)
     for word in (
         "centred",
@@ -266,3 +274,154 @@ def test_one_expert_gives_the_least_squares_standard_errors():
     assert s.standard_errors.noise_std[0] == pytest.approx(sigma / np.sqrt(2 * 500), rel=1e-6)
     assert not any(r.group.startswith("gate") for r in s.rows)
     assert s.n_parameters == 4 and s.icl == pytest.approx(s.bic)
+
+
+def test_summary_without_data_equals_summary_with_the_training_data(fitted):
+    _, est, X, y = fitted
+    alone, given = est.summary(), est.summary(X, y)
+    fields = ("estimate", "std_error", "z", "p_value", "ci_low", "ci_high")
+    table = [[getattr(r, f) for f in fields] for r in alone.rows]
+    np.testing.assert_array_equal(table, [[getattr(r, f) for f in fields] for r in given.rows])
+    assert [(r.group, r.name) for r in alone.rows] == [(r.group, r.name) for r in given.rows]
+    assert str(alone) == str(given)
+    assert (alone.log_likelihood, alone.bic, alone.icl) == (
+        given.log_likelihood,
+        given.bic,
+        given.icl,
+    )
+    assert alone.icl == pytest.approx(est.icl(X, y), rel=1e-10)  # the same convention
+    assert alone.bic == pytest.approx(est.bic(X, y), rel=1e-10)
+    assert est.summary(level=0.9).level == 0.9
+    with pytest.raises(ValueError, match="both X and y"):
+        est.summary(X)
+
+
+def test_summary_without_data_for_a_family_with_roles():
+    rng = np.random.default_rng(0)
+    n = 600
+    X = np.column_stack([rng.uniform(0, 3, n), rng.uniform(-1, 1, n)])
+    first = rng.random(n) < 1 / (1 + np.exp(-2 * X[:, 1]))
+    y = rng.poisson(np.exp(np.where(first, 0.5 + 0.6 * X[:, 0], 2.0 - 0.4 * X[:, 0])))
+    est = MixtureOfExpertsRegressor(
+        2, family="poisson", gating_features=[1], expert_features=[0], random_state=0
+    ).fit(X, y)
+    assert str(est.summary()) == str(est.summary(X, y))
+
+
+def test_summary_without_data_needs_in_memory_training_data(fitted, tmp_path):
+    import pickle
+
+    _, est, X, y = fitted
+    # an unpickled model does not carry its training data
+    clone = pickle.loads(pickle.dumps(est))
+    assert np.array_equal(clone.experts_, est.experts_)
+    with pytest.raises(ValueError, match=r"summary\(X, y\)"):
+        clone.summary()
+    assert str(clone.summary(X, y)) == str(est.summary())
+    # nor does a model fitted out of core
+    Xm = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=float, shape=X.shape)
+    Xm[:] = X
+    ooc = MixtureOfExpertsRegressor(3, n_init=1, random_state=0, chunk_size=1000).fit(Xm, y)
+    with pytest.raises(ValueError, match="out of core"):
+        ooc.summary()
+    assert ooc.summary(X, y).n_samples == len(y)
+
+
+def _collinear_frame(n=800):
+    pd = pytest.importorskip("pandas")
+    p = moelearn.make_moe(3, 2, noise_std=0.3, random_state=0)
+    X, y = moelearn.sample(p, n, random_state=1)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    frame["a_plus_b"] = frame["a"] + frame["b"]  # collinear: a, b, a_plus_b
+    return frame, y
+
+
+@pytest.mark.parametrize("family", ["gaussian", "student-t"])
+def test_collinear_columns_give_standard_errors_not_available(family):
+    frame, y = _collinear_frame()
+    with pytest.warns(moelearn.exceptions.NotIdentifiedWarning, match="'a', 'b', 'a_plus_b'"):
+        est = MixtureOfExpertsRegressor(2, family=family, random_state=0).fit(frame, y)
+    s = est.summary()
+    involved = {"a", "b", "a_plus_b"}
+    for r in s.rows:
+        if r.group.startswith(("expert", "gate")) and r.name in involved:
+            # not identified: never a small finite number
+            assert np.isnan(r.std_error) and np.isnan(r.z) and np.isnan(r.ci_low), r
+        else:
+            assert np.isfinite(r.std_error) and r.std_error > 0, r
+    text = str(s)
+    assert "n/a" in text and "not identified" in text
+    a_line = next(line for line in text.splitlines() if line.strip().startswith("a "))
+    assert a_line.split()[2:] == ["n/a"] * 5
+
+
+def test_identified_fits_do_not_warn(fitted):
+    _, est, X, y = fitted
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", moelearn.exceptions.NotIdentifiedWarning)
+        warnings.simplefilter("error", moelearn.exceptions.GateSeparationWarning)
+        MixtureOfExpertsRegressor(3, random_state=0, n_init=1).fit(X, y)
+
+
+def test_separated_gate_warns_at_fit():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (60, 1))
+    # two levels split exactly at x = 0: a sharper gate always fits better
+    y = np.where(x[:, 0] < 0, 1.0, -1.0) + 0.05 * rng.standard_normal(60)
+    with pytest.warns(moelearn.exceptions.GateSeparationWarning, match="separates"):
+        est = MixtureOfExpertsRegressor(2, random_state=0).fit(x, y)
+    s = est.summary()
+    assert s.gate_separated and "SEPARATES" in str(s)
+
+
+def test_columns_are_sized_to_their_content():
+    # features and target on very different scales: coefficients and standard errors
+    # from 1e-5 to 1e6.  By equivariance the fit on the rescaled data is the fit on the
+    # original data rescaled, so the summary is evaluated at that maximum.
+    truth = moelearn.make_moe(3, 2, noise_std=0.5, random_state=4)
+    X, y = moelearn.sample(truth, 800, random_state=5)
+    p = MixtureOfExpertsRegressor(2, random_state=0).fit(X, y).params_
+    s_x, s_y = np.array([1e-4, 1.0, 3e4]), 1e3
+    scaled = moelearn.MoEParams(
+        p.experts / s_x * s_y,
+        p.gating / s_x,
+        p.expert_bias * s_y,
+        p.gating_bias,
+        p.noise_std * s_y,
+    )
+    s = summarize(scaled, X * s_x, y * s_y)
+    assert all(np.isfinite(r.std_error) for r in s.rows)
+    lines = str(s).splitlines()
+    checked = 0
+    for r in s.rows:
+        line = next(
+            line
+            for line in lines
+            if line.startswith("  " + r.name + " ") and line.split()[1] == format(r.estimate, ".4g")
+        )
+        cells = line.split()  # every pair of columns is separated by blanks
+        values = [r.estimate, r.std_error, r.ci_low, r.ci_high]
+        numbers = [cells[1], cells[2], cells[-2], cells[-1]]
+        if not r.group == "noise":
+            assert len(cells) == 7, line
+            assert float(cells[3]) == pytest.approx(r.z, abs=1e-3)
+        np.testing.assert_allclose([float(c) for c in numbers], values, rtol=1e-3)
+        checked += 1
+    assert checked == len(s.rows)
+    width = len(lines[1])
+    assert all(len(line) <= width for line in lines if not line.startswith(("Note", "Start")))
+
+
+def test_summary_html_and_frame(fitted):
+    _, est, X, y = fitted
+    s = est.summary()
+    html = s._repr_html_()
+    assert html.startswith("<div>") and html.count("<tr>") >= len(s.rows)
+    for word in ("BIC", "ICL", "gate 0", "sigma[2]", "std err"):
+        assert word in html
+    pytest.importorskip("pandas")
+    frame = s.to_frame()
+    assert frame.attrs["bic"] == s.bic and frame.attrs["n_samples"] == len(y)
+    np.testing.assert_array_equal(frame["std_error"], [r.std_error for r in s.rows])

@@ -27,7 +27,7 @@ from .metrics import RecoveryErrors, expert_error, parameter_errors
 from .model import MoEParams, make_moe, sample
 from .moments import MomentAccumulator, ReducedMomentAccumulator, Whitening
 from .persistence import load
-from .selection import ExpertSelection, select_n_experts
+from .selection import ExpertSelection, SelectionResult, SelectionRow, select_n_experts
 from .transforms import FactorialTransform, OutputTransform, factorial_transform, output_transform
 
 try:
@@ -52,6 +52,8 @@ __all__ = [
     "OutputTransform",
     "RecoveryErrors",
     "ReducedMomentAccumulator",
+    "SelectionResult",
+    "SelectionRow",
     "StandardErrors",
     "Summary",
     "Whitening",

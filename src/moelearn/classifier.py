@@ -24,9 +24,11 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._progress import reported_fit
 from .data import Data, check_out_of_core, check_sample_weight, is_out_of_core
 from .families import Bernoulli, Multinomial
 from .family_fit import fit_engine, resolve_roles, unscale
+from .inference import classification_entropy
 from .model import count_parameters, random_generator
 from .persistence import register_record, save
 
@@ -77,6 +79,11 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
     chunk_size : int or None
         Rows per chunk when reading memory-mapped data.
     random_state : int, RandomState, Generator or None
+    verbose : int, default 0
+        0: silent.  1: write the stages of the fit to standard error (the
+        candidates screened by the start search, its finalists and the
+        winner) and, out of core, every pass over the data with its rows per
+        second.  Not saved with the model.
 
     Attributes
     ----------
@@ -107,6 +114,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
         "tol": [Interval(Real, 0, None, closed="left")],
         "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
+        "verbose": ["verbose"],
     }
 
     def __init__(
@@ -121,6 +129,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
         tol=1e-8,
         chunk_size=None,
         random_state=None,
+        verbose=0,
     ):
         self.n_experts = n_experts
         self.alpha = alpha
@@ -132,8 +141,10 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
         self.tol = tol
         self.chunk_size = chunk_size
         self.random_state = random_state
+        self.verbose = verbose
 
     # ------------------------------------------------------------------ fit
+    @reported_fit
     def fit(self, X, y=None, sample_weight=None):
         """Fit the mixture of experts.
 
@@ -316,14 +327,48 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
         top = picked.max(axis=1, keepdims=True)
         return np.log(np.exp(picked - top).sum(axis=1)) + top[:, 0]
 
-    def bic(self, X, y):
-        """Bayesian information criterion on ``(X, y)`` (lower is better)."""
-        ll = self.log_density(X, y)
-        return -2.0 * ll.sum() + self.n_parameters_ * np.log(len(ll))
+    def predict_responsibilities(self, X, y, log=False):
+        """Posterior expert probabilities ``P(z = i | x, y)``, shape (n_samples, n_experts)."""
+        X = self._check_X(X)
+        codes = self._codes(y, X.shape[0])
+        joint = np.take_along_axis(self._joint(X), codes[:, None, None], axis=2)[..., 0]
+        log_post = joint - joint.max(axis=1, keepdims=True)
+        log_post -= np.log(np.exp(log_post).sum(axis=1, keepdims=True))
+        return log_post if log else np.exp(log_post)
 
-    def aic(self, X, y):
-        """Akaike information criterion on ``(X, y)`` (lower is better)."""
-        return -2.0 * self.log_density(X, y).sum() + 2.0 * self.n_parameters_
+    def _weighted_log_likelihood(self, X, y, sample_weight):
+        ll = self.log_density(X, y)
+        if sample_weight is None:
+            return float(ll.sum()), float(len(ll))
+        w = check_sample_weight(sample_weight, len(ll))
+        return float(w @ ll), float(w.sum())
+
+    def bic(self, X, y, sample_weight=None):
+        """Bayesian information criterion ``-2 log L + p log n`` on ``(X, y)`` (lower is better).
+
+        ``p = n_parameters_``; with ``sample_weight`` the weights count as
+        frequencies (``log L`` the weighted sum, ``n`` the sum of the weights).
+        """
+        ll, n = self._weighted_log_likelihood(X, y, sample_weight)
+        return -2.0 * ll + self.n_parameters_ * np.log(n)
+
+    def aic(self, X, y, sample_weight=None):
+        """Akaike information criterion ``-2 log L + 2 p`` on ``(X, y)`` (lower is better)."""
+        ll, _ = self._weighted_log_likelihood(X, y, sample_weight)
+        return -2.0 * ll + 2.0 * self.n_parameters_
+
+    def icl(self, X, y, sample_weight=None):
+        """Integrated completed likelihood criterion on ``(X, y)`` (lower is better).
+
+        flexmix's convention: ``ICL = -2 clogLik + p log n``, the
+        classification log-likelihood of each row's most probable expert
+        under :meth:`predict_responsibilities`; equivalently BIC plus
+        ``-2 sum_n log max_i r_ni`` (see
+        :meth:`moelearn.MixtureOfExpertsRegressor.icl`).
+        """
+        log_post = self.predict_responsibilities(X, y, log=True)
+        w = None if sample_weight is None else check_sample_weight(sample_weight, len(log_post))
+        return self.bic(X, y, sample_weight) + 2.0 * classification_entropy(log_post, w)
 
     def save(self, path):
         """Save the fitted classifier without pickle (see :func:`moelearn.load`).
@@ -343,7 +388,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
         params = {
             k: v
             for k, v in self.get_params().items()
-            if k not in ("random_state", "gating_features", "expert_features")
+            if k not in ("random_state", "gating_features", "expert_features", "verbose")
         }
         meta = {
             "estimator": "classifier",

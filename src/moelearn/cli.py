@@ -1,4 +1,4 @@
-"""The ``moelearn`` command line: demo, fit, predict, reproduce."""
+"""The ``moelearn`` command line: demo, fit, select, predict, summary, reproduce."""
 
 from __future__ import annotations
 
@@ -315,15 +315,20 @@ def _check_output(path, force):
         raise CLIError(f"{path} exists; pass --force to overwrite it")
 
 
-def cmd_fit(args):
-    from sklearn.exceptions import ConvergenceWarning
-
-    from .estimator import MixtureOfExpertsRegressor
-
+def _model_path(args):
     out = Path(args.output)
     if out.suffix != ".npz":
         out = out.with_suffix(".npz")
     _check_output(out, args.force)
+    return out
+
+
+def _training_inputs(args):
+    """The CSV's features and target, and the estimator options of the flags.
+
+    Returns ``(table, X, y, features, options)``; ``options`` holds only the
+    flags given, so absent ones leave the estimator's defaults.
+    """
     table = Table(args.data, args.delimiter)
     if args.target not in table.header:
         raise CLIError(
@@ -366,38 +371,124 @@ def cmd_fit(args):
                 f"({_columns(features)})"
             )
         options[role] = [features.index(c) for c in names]
+    return table, X, y, features, options
+
+
+def _save_model(est, out, features, target):
+    # the model remembers its columns, so that predict can match them by name
+    est.feature_names_in_ = np.asarray(features, dtype=object)
+    est.target_name_ = target
+    try:
+        est.save(out)
+    except OSError as exc:
+        raise CLIError(f"cannot write {out}: {exc}") from None
+
+
+def _print_warning(w, hint=""):
+    print(f"moelearn: warning: {w.message}{hint}", file=sys.stderr)
+
+
+def cmd_fit(args):
+    from sklearn.exceptions import ConvergenceWarning
+
+    from .estimator import MixtureOfExpertsRegressor
+    from .exceptions import GateSeparationWarning, NotIdentifiedWarning
+
+    out = _model_path(args)
+    table, X, y, features, options = _training_inputs(args)
     if args.classify:
         from .classifier import MixtureOfExpertsClassifier
 
         est = MixtureOfExpertsClassifier(args.experts, random_state=args.seed, **options)
     else:
         est = MixtureOfExpertsRegressor(args.experts, random_state=args.seed, **options)
+    est.set_params(verbose=min(args.verbose, 1))
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
+            warnings.simplefilter("always", GateSeparationWarning)
+            warnings.simplefilter("always", NotIdentifiedWarning)
             est.fit(X, y)
     except (ValueError, TypeError) as exc:
         raise CLIError(f"cannot fit {table.path}: {exc}") from None
     for w in caught:
         if issubclass(w.category, ConvergenceWarning):
-            print(f"moelearn: warning: {w.message} (use --max-iter)", file=sys.stderr)
+            _print_warning(w, " (use --max-iter)")
+        elif issubclass(w.category, (GateSeparationWarning, NotIdentifiedWarning)):
+            _print_warning(w)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     score = est.score(X, y)
     metric = "accuracy" if args.classify else "R^2"
-    # the model remembers its columns, so that predict can match them by name
-    est.feature_names_in_ = np.asarray(features, dtype=object)
-    est.target_name_ = args.target
-    try:
-        est.save(out)
-    except OSError as exc:
-        raise CLIError(f"cannot write {out}: {exc}") from None
+    total = float(np.sum(est.log_density(X, y)))
+    _save_model(est, out, features, args.target)
     print(
         f"fitted {args.experts} experts on {X.shape[0]} rows x {X.shape[1]} features "
-        f"({est.init_method_}); mean log-likelihood {est.log_likelihood_:.4f}, "
+        f"({est.init_method_}); log-likelihood {total:.6g} (total over the rows), "
         f"{metric} {score:.4f}"
     )
     print(f"model saved to {out}")
+
+
+def _candidates(text):
+    """``--candidates``: ``1,2,3`` or a range ``1-6``."""
+    try:
+        if "-" in text and "," not in text:
+            lo, hi = (int(part) for part in text.split("-", 1))
+            values = list(range(lo, hi + 1))
+        else:
+            values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers of experts as 1,2,3 or 1-6, got {text!r}"
+        ) from None
+    if not values or min(values) < 1 or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct positive numbers of experts, got {text!r}"
+        )
+    return values
+
+
+def cmd_select(args):
+    from .estimator import MixtureOfExpertsRegressor
+    from .selection import select_n_experts
+
+    out = _model_path(args)
+    table, X, y, features, options = _training_inputs(args)
+    if args.classify:
+        from .classifier import MixtureOfExpertsClassifier
+
+        template = MixtureOfExpertsClassifier()
+    else:
+        template = MixtureOfExpertsRegressor()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            result = select_n_experts(
+                X,
+                y,
+                candidates=args.candidates,
+                criterion=args.criterion,
+                cv=args.folds,
+                random_state=args.seed,
+                estimator=template,
+                verbose=args.verbose,
+                **options,
+            )
+    except (ValueError, TypeError) as exc:
+        raise CLIError(f"cannot fit {table.path}: {exc}") from None
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            _print_warning(w)
+        else:  # pragma: no cover - passed on as they came
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    print(
+        f"{len(args.candidates)} candidates on {X.shape[0]} rows x {X.shape[1]} features "
+        "(log-likelihoods are totals over the rows)"
+    )
+    print(result)
+    _save_model(result.estimator, out, features, args.target)
+    print(f"model with {result.n_experts} experts saved to {out}")
 
 
 def _feature_matrix(est, table):
@@ -510,7 +601,8 @@ def _classifier_summary(est, X, y):
         "Mixture-of-experts classifier",
         f"classes: {', '.join(str(c) for c in est.classes_)}",
         f"experts: {est.n_experts}   parameters: {est.n_parameters_}   samples: {len(y)}",
-        f"log-likelihood: {ll:.6g}   AIC: {est.aic(X, y):.6g}   BIC: {est.bic(X, y):.6g}",
+        f"log-likelihood: {ll:.6g}   AIC: {est.aic(X, y):.6g}   BIC: {est.bic(X, y):.6g}   "
+        f"ICL: {est.icl(X, y):.6g}",
         f"accuracy: {est.score(X, y):.4f}   converged: {est.converged_}",
         f"start: {est.init_method_}",
     ]
@@ -548,6 +640,92 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _add_training_options(parser):
+    """The flags shared by ``fit`` and ``select``: the data, the target and the model."""
+    from .links import available_links
+
+    parser.add_argument("data", help="CSV file with a header row, numeric columns")
+    parser.add_argument("--target", required=True, help="name of the column to predict")
+    parser.add_argument(
+        "--link",
+        choices=available_links(),
+        default=None,
+        help="expert link function (default: linear)",
+    )
+    parser.add_argument(
+        "--classify",
+        action="store_true",
+        help="the target holds class labels: fit a mixture-of-experts classifier "
+        "(logistic or multinomial experts)",
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help="ridge of the classifier (default: 1e-4; with --classify)",
+    )
+    parser.add_argument(
+        "--family",
+        choices=("gaussian", "student-t", "poisson", "gamma"),
+        default=None,
+        help="distribution of the target given an expert (default: gaussian)",
+    )
+    parser.add_argument(
+        "--gating-features",
+        default=None,
+        metavar="COLUMNS",
+        help="comma-separated columns the gate reads (default: all features; '' for "
+        "constant mixing weights)",
+    )
+    parser.add_argument(
+        "--expert-features",
+        default=None,
+        metavar="COLUMNS",
+        help="comma-separated columns the experts read (default: all features)",
+    )
+    parser.add_argument(
+        "--solver",
+        choices=available_solvers(),
+        default=None,
+        help="estimation method (default: moments)",
+    )
+    parser.add_argument(
+        "--noise",
+        choices=("shared", "expert"),
+        default=None,
+        help="one noise level per expert, or one shared by all (default: the estimator's)",
+    )
+    parser.add_argument(
+        "--n-init",
+        type=_n_init,
+        default=None,
+        help="starting points: an integer, or 'auto' (default: the estimator's)",
+    )
+    parser.add_argument(
+        "--max-iter",
+        type=_positive_int,
+        default=None,
+        help="iterations of the likelihood refinement (default: the estimator's)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument(
+        "--delimiter",
+        type=_delimiter,
+        default=None,
+        help="field separator (default: the most frequent of , ; and tab in the header)",
+    )
+    parser.add_argument("--output", default="model.npz", help="model file (default: model.npz)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing model file")
+    parser.add_argument(
+        "--verbose",
+        "-v",
+        action="count",
+        default=0,
+        help="progress to standard error (select: a line per candidate; -vv: also the "
+        "stages of every fit)",
+    )
+
+
 def build_parser():
     from .links import available_links
 
@@ -573,79 +751,33 @@ def build_parser():
         "Every column except the target is a feature; the model remembers the "
         "column names, so predict matches columns by name.",
     )
-    fit.add_argument("data", help="CSV file with a header row, numeric columns")
-    fit.add_argument("--target", required=True, help="name of the column to predict")
+    _add_training_options(fit)
     fit.add_argument("--experts", type=_positive_int, required=True, help="number of experts")
-    fit.add_argument(
-        "--link",
-        choices=available_links(),
-        default=None,
-        help="expert link function (default: linear)",
+
+    select = sub.add_parser(
+        "select",
+        help="choose the number of experts: a table of fits and criteria, the best saved",
+        description="Fit every candidate number of experts to a CSV file once and print, "
+        "per candidate, the total log-likelihood, the number of parameters, AIC, BIC, ICL, "
+        "convergence, fit time and degenerate fits (collapsed components, a separated gate, "
+        "collinear columns); save the chosen model. Takes the options of fit.",
     )
-    fit.add_argument(
-        "--classify",
-        action="store_true",
-        help="the target holds class labels: fit a mixture-of-experts classifier "
-        "(logistic or multinomial experts)",
+    _add_training_options(select)
+    select.add_argument(
+        "--candidates",
+        type=_candidates,
+        default=list(range(1, 7)),
+        help="numbers of experts to compare, as 1,2,3 or 1-6 (default: 1-6)",
     )
-    fit.add_argument(
-        "--alpha",
-        type=float,
-        default=None,
-        help="ridge of the classifier (default: 1e-4; with --classify)",
+    select.add_argument(
+        "--criterion",
+        choices=("bic", "aic", "icl", "cv"),
+        default="bic",
+        help="the criterion that chooses (default: bic; cv: held-out log-likelihood)",
     )
-    fit.add_argument(
-        "--family",
-        choices=("gaussian", "student-t", "poisson", "gamma"),
-        default=None,
-        help="distribution of the target given an expert (default: gaussian)",
+    select.add_argument(
+        "--folds", type=_positive_int, default=5, help="folds of --criterion cv (default: 5)"
     )
-    fit.add_argument(
-        "--gating-features",
-        default=None,
-        metavar="COLUMNS",
-        help="comma-separated columns the gate reads (default: all features; '' for "
-        "constant mixing weights)",
-    )
-    fit.add_argument(
-        "--expert-features",
-        default=None,
-        metavar="COLUMNS",
-        help="comma-separated columns the experts read (default: all features)",
-    )
-    fit.add_argument(
-        "--solver",
-        choices=available_solvers(),
-        default=None,
-        help="estimation method (default: moments)",
-    )
-    fit.add_argument(
-        "--noise",
-        choices=("shared", "expert"),
-        default=None,
-        help="one noise level per expert, or one shared by all (default: the estimator's)",
-    )
-    fit.add_argument(
-        "--n-init",
-        type=_n_init,
-        default=None,
-        help="starting points: an integer, or 'auto' (default: the estimator's)",
-    )
-    fit.add_argument(
-        "--max-iter",
-        type=_positive_int,
-        default=None,
-        help="iterations of the likelihood refinement (default: the estimator's)",
-    )
-    fit.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    fit.add_argument(
-        "--delimiter",
-        type=_delimiter,
-        default=None,
-        help="field separator (default: the most frequent of , ; and tab in the header)",
-    )
-    fit.add_argument("--output", default="model.npz", help="model file (default: model.npz)")
-    fit.add_argument("--force", action="store_true", help="overwrite an existing model file")
 
     pred = sub.add_parser(
         "predict",
@@ -712,6 +844,8 @@ def main(argv=None):
             )
         elif args.command == "fit":
             cmd_fit(args)
+        elif args.command == "select":
+            cmd_select(args)
         elif args.command == "predict":
             cmd_predict(args)
         elif args.command == "summary":

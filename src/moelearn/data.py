@@ -22,11 +22,13 @@ one calls ``fn(X_block, y_block)``, so unweighted passes do no extra work.
 from __future__ import annotations
 
 import numbers
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from ._chunks import default_chunk_size, iter_chunks
+from ._progress import active
 
 __all__ = [
     "Data",
@@ -360,6 +362,7 @@ class Data:
     def blocks(self):
         """Yield ``(X_block, y_block, w_block)`` in order (``w_block`` None when unweighted)."""
         rows = self.block_rows
+        start = time.perf_counter()
         for Xc, yc, wc in self._chunks():
             Xc = np.asarray(Xc, dtype=float)
             yc = np.asarray(yc, dtype=float).ravel()
@@ -368,6 +371,7 @@ class Data:
             if self.transform is not None:
                 Xc, yc = self.transform(Xc, yc)
             yield from _blocks_of(Xc, yc, rows, wc)
+        _report_pass(self, start)
 
     def __iter__(self):
         """Yield ``(X_block, y_block)`` in order (the weights: :meth:`blocks`)."""
@@ -406,9 +410,11 @@ class Data:
             dask.delayed(_reduce_block)(fn, xb, yb, wb, self.transform, self.block_rows)
             for xb, yb, wb in zip(xs, ys, ws, strict=True)
         ]
+        start = time.perf_counter()
         total = None
         for part in dask.compute(*parts):
             total = add_partials(total, part)
+        _report_pass(self, start)
         return total
 
     def rows(self, index) -> tuple[np.ndarray, np.ndarray]:
@@ -443,6 +449,13 @@ class Data:
         if self.transform is not None:
             X, y = self.transform(X, y)
         return X, y, w
+
+
+def _report_pass(data, start):
+    """One pass over out-of-core data, to the active ``verbose`` reporter (rows per second)."""
+    reporter = active()
+    if reporter is not None and not data.in_memory:
+        reporter.data_pass(data.n_samples, time.perf_counter() - start)
 
 
 def _take(a, index):

@@ -33,6 +33,7 @@ from scipy.optimize import minimize
 from scipy.special import softmax
 
 from . import screening
+from ._progress import report
 from ._threads import blas_threads
 from .data import Data
 from .families import Family
@@ -1178,6 +1179,7 @@ def search(
         if not screened:
             raise ValueError("every start failed: the data may not suit this family")
         screened = _ordered(screened)
+        report(f"start search: {len(screened)} candidates screened on {len(sub_y):,} rows")
         finalists = []
         for _, kind, fit, order in screened[:n_finalists]:
             full = em(
@@ -1192,6 +1194,7 @@ def search(
             finalists.append((_rank(full, min_share, family, log_floor), kind, full, order))
         finalists = _ordered(finalists)
     _, kind, best, _ = finalists[0]
+    report(f"start search: {len(finalists)} finalists run to convergence; best there: {kind}")
     same = data.in_memory and data.n_samples == len(sub_y) and sub_weights is weights
     # with exact Newton steps ahead a few EM iterations suffice to leave the subsample's optimum
     full_em = 3 if exact_newton_applies(best.state, data.n_samples) else 50

@@ -12,6 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import predictive
+from ._progress import reported_fit
 from ._validation import check_target_and_magnitude
 from .data import (
     ChunkedDataset,
@@ -21,10 +22,22 @@ from .data import (
     is_dask_array,
     is_out_of_core,
 )
-from .exceptions import MomentMethodUnavailable
+from .diagnostics import gate_separation
+from .exceptions import (
+    CollapsedComponentWarning,
+    GateSeparationWarning,
+    MomentMethodUnavailable,
+    NotIdentifiedWarning,
+)
 from .families import Family, Gaussian, available_families, get_family
 from .family_fit import fit_family, resolve_roles
-from .inference import Summary, data_standard_errors, summarize
+from .inference import (
+    Summary,
+    classification_entropy,
+    collinear_columns,
+    data_standard_errors,
+    summarize,
+)
 from .links import Link, get_link
 from .model import MoEParams, random_generator, sample_given_x
 from .moment_starts import family_moment_start
@@ -54,6 +67,7 @@ _UNSAVED_PARAMS = (
     "gating_features",
     "expert_features",
     "offset",
+    "verbose",
 )
 
 
@@ -157,6 +171,11 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     chunk_size : int or None
         Rows per chunk when reading memory-mapped data.
     random_state : int, RandomState, Generator or None
+    verbose : int, default 0
+        0: silent.  1: write the stages of the fit to standard error (the
+        candidates screened by the start search, its finalists and the
+        winner) and, out of core, every pass over the data with its rows per
+        second.  Not saved with the model.
 
     Attributes
     ----------
@@ -207,6 +226,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         "compute_standard_errors": ["boolean"],
         "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
+        "verbose": ["verbose"],
     }
 
     def __init__(
@@ -229,6 +249,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         compute_standard_errors=False,
         chunk_size=None,
         random_state=None,
+        verbose=0,
     ):
         self.n_experts = n_experts
         self.link = link
@@ -248,8 +269,10 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         self.compute_standard_errors = compute_standard_errors
         self.chunk_size = chunk_size
         self.random_state = random_state
+        self.verbose = verbose
 
     # ------------------------------------------------------------------ fit
+    @reported_fit
     def fit(self, X, y=None, sample_weight=None):
         """Fit the mixture of experts.
 
@@ -276,6 +299,19 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         Returns
         -------
         self
+
+        Warns
+        -----
+        ConvergenceWarning
+            The final fit stopped at ``max_iter``; its subclass
+            :class:`~moelearn.exceptions.CollapsedComponentWarning` when every
+            start ended with a collapsed component.
+        moelearn.exceptions.NotIdentifiedWarning
+            The columns an expert or the gate reads are collinear (in-memory
+            data): their coefficients are not identified.
+        moelearn.exceptions.GateSeparationWarning
+            The gate separates the training rows (in-memory data; see
+            :func:`moelearn.gate_separation`).
         """
         self._validate_params()
         link = get_link(self.link)
@@ -487,12 +523,17 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             if raw.n_samples < 2:
                 raise ValueError(f"need at least 2 samples, got {raw.n_samples}")
             self.n_features_in_ = raw.n_features
+            self._training_data = None  # summary() then needs the data passed
             return raw
+        # a reference to the data as given (no copy), for summary() and the checks of
+        # _warn_fit, as statsmodels' results keep their model's data
+        given = (X, y, sample_weight)
         with np.errstate(invalid="ignore", over="ignore"):  # inf - inf while checking
             X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64, ensure_min_samples=2)
         check_target_and_magnitude(X, y)
         if sample_weight is not None:
             sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        self._training_data = given
         return Data(X, y, self.chunk_size, n_experts=self.n_experts, sample_weight=sample_weight)
 
     def _check_init_params(self, d, link):
@@ -519,7 +560,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                 f"{self._final_step} stopped after {self.n_iter_} iterations without "
                 f"converging (max_iter={self.max_iter}); increase max_iter",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         if self._collapsed:
             warnings.warn(
@@ -527,9 +568,53 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                 "than its expert has coefficients, or with its noise at the floor "
                 f"{NOISE_FLOOR:g} * std(y)); the fit is kept, but fewer experts may suit these "
                 "data better",
-                ConvergenceWarning,
-                stacklevel=4,
+                CollapsedComponentWarning,
+                stacklevel=5,
             )
+        for message, category in self._identification_problems():
+            warnings.warn(message, category, stacklevel=5)
+
+    def _identification_problems(self):
+        """``(message, warning class)`` for collinear columns and a separated gate (in memory)."""
+        X, y, w = self._training_arrays()
+        if X is None:
+            return []
+        p = self.params_
+        problems = []
+        names = getattr(self, "feature_names_in_", None)
+        masks = [("experts", p.expert_features if p.has_roles else None)]
+        if self.n_experts > 1:
+            masks.append(("gate", p.gating_features if p.has_roles else None))
+        readers = {}  # collinear columns -> who reads them
+        for who, mask in masks:
+            columns = np.arange(X.shape[1]) if mask is None else np.flatnonzero(mask)
+            bad = collinear_columns(X, columns, self.fit_intercept, w)
+            if bad:
+                readers.setdefault(tuple(bad), []).append(who)
+        for bad, who in readers.items():
+            shown = [repr(str(names[j])) if names is not None else f"x{j}" for j in bad]
+            label = ", ".join(shown if len(shown) <= 8 else [*shown[:6], "..."])
+            label += "" if len(shown) <= 8 else f" ({len(shown)} columns)"
+            problems.append(
+                (
+                    f"the columns {label} that the {' and the '.join(who)} read are collinear"
+                    + (" (with the intercept)" if self.fit_intercept else "")
+                    + ": their coefficients are not identified and summary() reports their "
+                    "standard errors as not available; drop a column",
+                    NotIdentifiedWarning,
+                )
+            )
+        if self.n_experts > 1 and gate_separation(p, X, y, sample_weight=w).separated:
+            problems.append(
+                (
+                    "the fitted gate separates the training rows (moelearn.gate_separation): "
+                    "a sharper gate fits as well, the likelihood's supremum lies at infinity, "
+                    "and the gate's coefficients and standard errors are not identified; "
+                    "fewer experts or fewer gate features may suit these data better",
+                    GateSeparationWarning,
+                )
+            )
+        return problems
 
     def standard_errors(self, X, y):
         """Standard errors from the observed information on ``(X, y)``, in original units.
@@ -629,19 +714,48 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         X = self._check_X(X)
         return predictive.predict_expert(self.params_, X, y)
 
-    def summary(self, X, y, level=0.95) -> Summary:
+    def summary(self, X=None, y=None, level=0.95) -> Summary:
         """Table of estimates, standard errors, Wald tests and information criteria.
 
-        Pass the training data: the standard errors come from the observed
-        information on ``(X, y)`` (one pass), and the log-likelihood, AIC, BIC
-        and ICL are totals over it.  The gate is reported centred (rows and
-        intercepts sum to zero over the experts).  Print the result.
+        The standard errors come from the observed information on the training
+        data (one pass), and the log-likelihood, AIC, BIC and ICL are totals
+        over it (unweighted, like :meth:`bic`).  After a fit on in-memory data
+        the estimator keeps a reference to the training data as given (as
+        statsmodels' results do: no copy, so changing those arrays afterwards
+        changes this summary; pickling drops the reference), so
+        ``summary()`` needs no arguments; after an out-of-core fit, a loaded
+        model, or an unpickled one, pass ``X, y``.  The gate is reported
+        centred (rows and intercepts sum to zero over the experts).  Standard
+        errors of coefficients that the data do not identify (a singular
+        observed information: collinear columns) are NaN, printed ``n/a``.
+        Print the result, or use its ``to_frame()`` and HTML forms.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or None
+            None: the training data.
+        y : array-like of shape (n_samples,) or None
+            Given with ``X``.
+        level : float, default 0.95
+            Confidence level of the Wald intervals.
 
         Returns
         -------
         Summary
         """
-        X = self._check_X(X)
+        check_is_fitted(self)
+        if (X is None) != (y is None):
+            raise ValueError("pass both X and y, or neither (the training data)")
+        if X is None:
+            X, y, _ = self._training_arrays()
+            if X is None:
+                raise ValueError(
+                    "summary() without data needs a model fitted on in-memory data in this "
+                    "session; this one was fitted out of core, loaded or unpickled: pass the "
+                    "training data, summary(X, y)"
+                )
+        else:
+            X = self._check_X(X)
         return summarize(
             self.params_,
             X,
@@ -657,14 +771,48 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     def _n_parameters(self):
         return self.params_.n_parameters(self.fit_intercept)
 
-    def bic(self, X, y):
-        """Bayesian information criterion on ``(X, y)`` (lower is better)."""
+    def _weighted_log_likelihood(self, X, y, sample_weight):
+        """Total log-likelihood and the sample size (the weights' sum when weighted)."""
         ll = self.log_density(X, y)
-        return -2.0 * ll.sum() + self._n_parameters() * np.log(len(ll))
+        if sample_weight is None:
+            return float(ll.sum()), float(len(ll))
+        w = check_sample_weight(sample_weight, len(ll))
+        return float(w @ ll), float(w.sum())
 
-    def aic(self, X, y):
-        """Akaike information criterion on ``(X, y)`` (lower is better)."""
-        return -2.0 * self.log_density(X, y).sum() + 2.0 * self._n_parameters()
+    def bic(self, X, y, sample_weight=None):
+        """Bayesian information criterion on ``(X, y)`` (lower is better).
+
+        ``-2 log L + p log n`` with ``p = n_parameters_``.  With
+        ``sample_weight`` the weights count as frequencies: ``log L`` is the
+        weighted sum and ``n`` the sum of the weights.
+        """
+        ll, n = self._weighted_log_likelihood(X, y, sample_weight)
+        return -2.0 * ll + self._n_parameters() * np.log(n)
+
+    def aic(self, X, y, sample_weight=None):
+        """Akaike information criterion ``-2 log L + 2 p`` on ``(X, y)`` (lower is better).
+
+        ``sample_weight`` as in :meth:`bic`.
+        """
+        ll, _ = self._weighted_log_likelihood(X, y, sample_weight)
+        return -2.0 * ll + 2.0 * self._n_parameters()
+
+    def icl(self, X, y, sample_weight=None):
+        """Integrated completed likelihood criterion on ``(X, y)`` (lower is better).
+
+        flexmix's convention (``ICL()``; Biernacki, Celeux and Govaert 2000):
+        ``ICL = -2 clogLik + p log n``, with the classification log-likelihood
+        ``clogLik = sum_n log(pi_{z_n}(x_n) f_{z_n}(y_n | x_n))`` of each row's
+        most probable expert ``z_n``.  Equivalently ``ICL = BIC + 2 E`` with
+        ``E = -sum_n log r_{n, z_n}``, ``r_ni = P(z = i | x_n, y_n)`` the
+        posterior responsibilities (:meth:`predict_responsibilities`): BIC
+        plus a penalty for experts whose rows overlap.  (The soft-assignment
+        variant ``BIC + 2 * (-sum r log r)`` is ``Summary.bic + 2 *
+        Summary.entropy``.)  ``sample_weight`` as in :meth:`bic`.
+        """
+        log_post = self.predict_responsibilities(X, y, log=True)
+        w = None if sample_weight is None else check_sample_weight(sample_weight, len(log_post))
+        return self.bic(X, y, sample_weight) + 2.0 * classification_entropy(log_post, w)
 
     def save(self, path):
         """Save the fitted model without pickle (see :func:`moelearn.load`).
@@ -880,6 +1028,26 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "params_")
+
+    def _training_arrays(self):
+        """The training data kept by fit, validated again (a transient copy for a DataFrame).
+
+        ``(None, None, None)`` after an out-of-core fit, or for a loaded or
+        unpickled model.
+        """
+        data = getattr(self, "_training_data", None)
+        if data is None:
+            return None, None, None
+        X, y, w = data
+        X = self._check_X(X)
+        y = np.asarray(y, dtype=float).ravel()
+        return X, y, None if w is None else check_sample_weight(w, X.shape[0])
+
+    def __getstate__(self):
+        # a pickle does not carry the training data that summary() may use
+        state = dict(super().__getstate__())  # a copy: the estimator keeps its data
+        state.pop("_training_data", None)
+        return state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -1,6 +1,13 @@
-"""Exceptions raised by moelearn."""
+"""Exceptions and warnings raised by moelearn."""
 
-__all__ = ["MomentMethodUnavailable"]
+from sklearn.exceptions import ConvergenceWarning
+
+__all__ = [
+    "CollapsedComponentWarning",
+    "GateSeparationWarning",
+    "MomentMethodUnavailable",
+    "NotIdentifiedWarning",
+]
 
 
 class MomentMethodUnavailable(ValueError):
@@ -10,4 +17,35 @@ class MomentMethodUnavailable(ValueError):
     orders needed, too few samples, or a second moment that supports fewer
     than ``n_experts`` experts.  The estimator's ``"moments"`` solver catches
     it and falls back to random starts; anything else is a genuine error.
+    """
+
+
+class GateSeparationWarning(UserWarning):
+    """The fitted gate separates the training rows (:func:`moelearn.gate_separation`).
+
+    A sharper gate fits as well: the likelihood's supremum lies at infinity,
+    so the gate's coefficients and their standard errors are not identified
+    (the analogue of perfect separation in logistic regression).  Fewer
+    experts, fewer gate features, or more data usually cure it.
+    """
+
+
+class NotIdentifiedWarning(UserWarning):
+    """Some coefficients are not identified by the data.
+
+    Raised when the columns an expert or the gate reads are (nearly) collinear
+    (with each other or, with intercepts, with a constant): the likelihood is
+    flat along a combination of their coefficients, whose estimates are then
+    arbitrary.  :meth:`~moelearn.MixtureOfExpertsRegressor.summary` reports
+    their standard errors as not available.
+    """
+
+
+class CollapsedComponentWarning(ConvergenceWarning):
+    """Every start of the fit ended with a collapsed component.
+
+    A component explaining fewer samples than its expert has coefficients, or
+    with its noise at the floor: fewer experts may suit the data better.  A
+    :class:`~sklearn.exceptions.ConvergenceWarning`, so filters on that class
+    keep working.
     """

@@ -8,10 +8,21 @@ directions; the covariance is that of the *centred* gate (rows and intercepts
 summing to zero over the experts), obtained by inverting the information on
 the orthogonal complement of the shift directions.  The noise enters as
 ``log sigma``; its standard error is mapped to ``sigma`` by the delta method.
+
+Coefficients that the data do not identify are found by a rank-revealing
+eigendecomposition of the information (in the unit-free Jacobi scaling):
+eigenvalues below ``1e-10`` times the largest span directions along which the
+likelihood is flat (collinear columns, an empty expert) or curves up (not a
+maximum), and every coordinate
+with weight on them gets a NaN standard error (with NaN rows and columns of
+the covariance), never the small finite number that a pseudo-inverse, which
+drops those directions, would give.
 """
 
 from __future__ import annotations
 
+import html
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +40,9 @@ __all__ = [
     "StandardErrors",
     "Summary",
     "bootstrap_standard_errors",
+    "collinear_columns",
     "data_standard_errors",
+    "classification_entropy",
     "standard_errors",
     "summarize",
 ]
@@ -72,6 +85,93 @@ class StandardErrors:
     df: np.ndarray | None = None
 
 
+# Relative eigenvalue of the Jacobi-scaled information (or column Gram matrix) below which
+# a direction counts as not identified, and the weight on such directions above which a
+# coordinate does.
+_RANK_RTOL = 1e-10
+_MIN_LOADING = 1e-6
+
+
+def _null_loadings(scaled):
+    """Weight of each coordinate on the (near-)null eigenvectors of a scaled symmetric matrix."""
+    evals, evecs = np.linalg.eigh(0.5 * (scaled + scaled.T))
+    null = evecs[:, evals <= _RANK_RTOL * max(float(evals.max(initial=0.0)), 1e-300)]
+    return null
+
+
+def collinear_columns(X, columns, fit_intercept=True, sample_weight=None) -> list[int]:
+    """The columns among ``columns`` of ``X`` that take part in a (near-)collinearity.
+
+    With ``fit_intercept`` the columns are centred first, so a constant column
+    is collinear with the intercept; the Gram matrix is scaled to unit
+    diagonal, and a column with weight above ``1e-6`` on an eigenvector whose
+    eigenvalue is below ``1e-10`` times the largest is reported.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    columns : array-like of int
+        The columns that one linear predictor reads.
+    fit_intercept : bool, default True
+    sample_weight : ndarray of shape (n_samples,) or None
+
+    Returns
+    -------
+    list of int
+        Indices into the columns of ``X``, sorted (empty when none).
+    """
+    columns = np.asarray(columns, dtype=int)
+    if columns.size == 0:
+        return []
+    Z = np.asarray(X[:, columns], dtype=float)
+    w = np.ones(Z.shape[0]) if sample_weight is None else np.asarray(sample_weight, dtype=float)
+    w = w / max(float(w.sum()), 1e-300)
+    if fit_intercept:
+        Z = Z - w @ Z
+    gram = (Z * w[:, None]).T @ Z
+    diag = np.diag(gram).copy()
+    top = max(float(diag.max(initial=0.0)), 1e-300)
+    empty = diag <= 1e-24 * top  # constant (centred away) or all-zero columns
+    keep = ~empty
+    bad = empty.copy()
+    if keep.sum() > 1:
+        scale = 1.0 / np.sqrt(diag[keep])
+        null = _null_loadings(gram[np.ix_(keep, keep)] * np.outer(scale, scale))
+        bad[np.flatnonzero(keep)] = np.sum(null**2, axis=1) > _MIN_LOADING
+    return sorted(int(c) for c in columns[bad])
+
+
+def classification_entropy(log_responsibilities, sample_weight=None) -> float:
+    """``-sum_n w_n log r_{n, z_n}`` at the most probable expert ``z_n`` of each row.
+
+    Twice this is what ICL adds to BIC in flexmix's convention:
+    ``ICL = -2 clogLik + p log n`` with the classification log-likelihood
+    ``clogLik = sum_n log(pi_{z_n} f_{z_n}(y_n)) = log L - classification_entropy``.
+
+    Parameters
+    ----------
+    log_responsibilities : ndarray of shape (n_samples, n_experts)
+        ``log P(z = i | x, y)``.
+    sample_weight : ndarray of shape (n_samples,) or None
+        Frequencies (None: one each).
+
+    Returns
+    -------
+    float
+    """
+    per_row = -np.max(np.asarray(log_responsibilities, dtype=float), axis=1)
+    return float(per_row.sum() if sample_weight is None else np.asarray(sample_weight) @ per_row)
+
+
+def _blank_unidentified(cov, flagged):
+    """NaN rows and columns of the covariance at the coordinates not identified."""
+    if np.any(flagged):
+        cov = cov.copy()
+        cov[flagged, :] = np.nan
+        cov[:, flagged] = np.nan
+    return cov
+
+
 def _shift_directions(names, k, d, fit_intercept):
     """Unit vectors along which the likelihood is flat: a common shift of the gate rows."""
     p = len(names)
@@ -89,15 +189,32 @@ def _shift_directions(names, k, d, fit_intercept):
 
 
 def _covariance(info, names, k, d, fit_intercept):
-    """Inverse of the information on the complement of the gate's shift directions."""
-    basis = null_space(_shift_directions(names, k, d, fit_intercept).T)  # (p, p - d - 1)
-    reduced = basis.T @ info @ basis
-    # Jacobi scaling: original units may give coordinates of very different sizes
+    """Inverse of the information on the complement of the gate's shift directions.
+
+    The information is Jacobi-scaled first (coordinates ``theta_j *
+    sqrt(info_jj)``, free of the units of ``X`` and ``y``); the covariance is
+    the inverse on the scaled complement of ``D S`` (``S`` the shift
+    directions, ``D`` the scaling), whose range in the original coordinates
+    is orthogonal to ``S``: the covariance of the centred gate.
+    """
+    root = np.sqrt(np.maximum(np.diag(info), 1e-300))
+    info_s = info / np.outer(root, root)
+    shifts = _shift_directions(names, k, d, fit_intercept) / root[:, None]
+    basis = null_space(shifts.T)  # (p, p - d - 1)
+    reduced = basis.T @ info_s @ basis
     scale = 1.0 / np.sqrt(np.maximum(np.diag(reduced), 1e-300))
-    inner = np.linalg.pinv(reduced * np.outer(scale, scale), rcond=1e-12, hermitian=True)
+    scaled = reduced * np.outer(scale, scale)
+    inner = np.linalg.pinv(scaled, rcond=1e-12, hermitian=True)
     inner *= np.outer(scale, scale)
-    cov = basis @ inner @ basis.T
-    return 0.5 * (cov + cov.T)
+    cov = (basis @ inner @ basis.T) / np.outer(root, root)
+    cov = 0.5 * (cov + cov.T)
+    null = _null_loadings(scaled)
+    if null.shape[1]:
+        # the flat directions in the (unit-free) scaled coordinates
+        full = basis @ (scale[:, None] * null)
+        full /= np.maximum(np.linalg.norm(full, axis=0), 1e-300)
+        cov = _blank_unidentified(cov, np.sum(full**2, axis=1) > _MIN_LOADING)
+    return cov
 
 
 def _unflatten(se, k, d, fit_intercept):
@@ -156,9 +273,12 @@ def _family_standard_errors(data: Data, params: MoEParams, fit_intercept):
     T[np.arange(p), expand] = 1.0
     info = T.T @ info @ T
     scale = 1.0 / np.sqrt(np.maximum(np.abs(np.diag(info)), 1e-300))
-    cov = np.linalg.pinv(info * np.outer(scale, scale), rcond=1e-12, hermitian=True)
+    scaled = info * np.outer(scale, scale)
+    cov = np.linalg.pinv(scaled, rcond=1e-12, hermitian=True)
     cov *= np.outer(scale, scale)
+    flagged = np.sum(_null_loadings(scaled) ** 2, axis=1) > _MIN_LOADING
     cov = T @ cov @ T.T
+    flagged = (T @ flagged) > 0
     # map the reference-row gate to the centred gate: V_c = C V_free, C = I - 11'/k
     nc, nd = state.coef.size, state.log_disp.size
     pg = state.gate.shape[1]
@@ -168,6 +288,8 @@ def _family_standard_errors(data: Data, params: MoEParams, fit_intercept):
     J[nc + nd :, nc + nd :] = np.kron(C, np.eye(pg))
     cov = J @ cov @ J.T
     cov = 0.5 * (cov + cov.T)
+    # a free gate coordinate not identified leaves every centred row of its column so
+    cov = _blank_unidentified(cov, (np.abs(J) @ flagged) > 0)
     se = np.sqrt(np.clip(np.diag(cov), 0.0, None))
     pe = state.coef.shape[2]
     se_coef = se[:nc].reshape(k, pe)
@@ -303,12 +425,17 @@ class ParameterRow:
 
 @dataclass(frozen=True, eq=False)
 class Summary:
-    """Summary of a fitted mixture of experts (print it for a table).
+    """Summary of a fitted mixture of experts.
+
+    Print it for a plain-text table (every column as wide as its content),
+    call :meth:`to_frame` for a pandas DataFrame; Jupyter shows its HTML form.
 
     Attributes
     ----------
     rows : tuple of ParameterRow
         Experts (coefficients then intercept), centred gate, noise levels.
+        The standard error (and z, p-value and interval) of a coefficient
+        that the data do not identify is NaN, printed ``n/a``.
     standard_errors : StandardErrors
     n_samples, n_experts, n_parameters : int
         ``n_parameters`` counts identified parameters (the centred gate has
@@ -317,10 +444,12 @@ class Summary:
         Total log-likelihood on the data summarised.
     aic, bic : float
     icl : float
-        ``bic + 2 * entropy``: BIC penalised by the entropy of the posterior
-        responsibilities (Biernacki et al. 2000); lower is better.
+        ``-2 clogLik + n_parameters log n`` (flexmix's ``ICL``): BIC plus twice
+        ``classification_entropy``; lower is better.
     entropy : float
-        ``-sum_n sum_i r_ni log r_ni``.
+        ``-sum_n sum_i r_ni log r_ni``: the entropy of the posterior
+        responsibilities (``bic + 2 * entropy`` is McLachlan and Peel's
+        soft-assignment ICL-BIC).
     link, noise : str
     converged : bool or None
     init_method : str or None
@@ -349,56 +478,168 @@ class Summary:
     init_method: str | None = None
     level: float = 0.95
     gate_separated: bool | None = None
+    classification_entropy: float = float("nan")
 
-    def to_frame(self):
-        """The table as a pandas DataFrame (needs pandas)."""
-        import pandas as pd
+    def _header(self) -> list[tuple[str, str]]:
+        """``(label, value)`` pairs of the header, in print order."""
+        pairs = [
+            ("Experts", str(self.n_experts)),
+            ("Link", self.link),
+            ("Noise", self.noise),
+            ("Samples", str(self.n_samples)),
+            ("Log-likelihood", f"{self.log_likelihood:.6g}"),
+            ("Parameters", str(self.n_parameters)),
+            ("Converged", str(self.converged)),
+            ("AIC", f"{self.aic:.6g}"),
+            ("BIC", f"{self.bic:.6g}"),
+            ("ICL", f"{self.icl:.6g}"),
+            ("Start", str(self.init_method)),
+        ]
+        return pairs
 
-        return pd.DataFrame([r.__dict__ for r in self.rows])
+    def _notes(self) -> list[str]:
+        notes = ["gate centred (rows and intercepts sum to zero over experts); Wald z, normal p"]
+        if self.gate_separated:
+            notes.append(
+                "the gate SEPARATES the rows (a sharper gate fits as well): the likelihood's "
+                "supremum lies at infinity; the gate's coefficients and standard errors are "
+                "not identified"
+            )
+        if any(np.isnan(r.std_error) for r in self.rows):
+            notes.append(
+                "n/a: not available, the coefficient is not identified (the observed "
+                "information is singular or indefinite along it: collinear columns, or "
+                "not a maximum)"
+            )
+        return notes
 
-    def __str__(self) -> str:
-        width = 84
+    def _cells(self) -> tuple[list[str], list[tuple[str, list[str]]]]:
+        """Column titles and, per row, its group and formatted cells (text and HTML)."""
         lo = f"[{(1 - self.level) / 2:.3f}"
         hi = f"{1 - (1 - self.level) / 2:.3f}]"
-        head = [
-            "Mixture of experts: maximum-likelihood summary".center(width),
-            "=" * width,
-            f"Experts: {self.n_experts:<6d} Link: {self.link:<12s} Noise: {self.noise:<10s} "
-            f"Samples: {self.n_samples}",
-            f"Log-likelihood: {self.log_likelihood:<14.6g} Parameters: {self.n_parameters:<6d} "
-            f"Converged: {self.converged}",
-            f"AIC: {self.aic:<14.6g} BIC: {self.bic:<14.6g} ICL: {self.icl:<14.6g}",
-            f"Start: {self.init_method}",
-            "Gate: centred (rows and intercepts sum to zero over experts); Wald z, normal p-values",
-        ]
-        if self.gate_separated:
-            head += [
-                "Gate: SEPARATES the rows (a sharper gate fits as well): the likelihood's supremum",
-                "  lies at infinity; the gate's coefficients and standard errors are not "
-                "identified",
-            ]
-        head += [
-            "=" * width,
-            f"{'':<22s}{'coef':>10s}{'std err':>11s}{'z':>10s}{'P>|z|':>9s}{lo:>11s}{hi:>11s}",
-        ]
-        lines = list(head)
-        group = None
+        titles = ["", "coef", "std err", "z", "P>|z|", lo, hi]
+        body = []
         for r in self.rows:
-            if r.group != group:
-                group = r.group
-                lines.append("-" * width)
-                lines.append(group)
-            z = "" if np.isnan(r.z) else f"{r.z:10.3f}"
-            p = "" if np.isnan(r.p_value) else f"{r.p_value:9.3f}"
-            lines.append(
-                f"  {r.name[:20]:<20s}{r.estimate:10.4g}{r.std_error:11.4g}{z:>10s}"
-                f"{p:>9s}{r.ci_low:11.4g}{r.ci_high:11.4g}"
+            untested = r.group in ("noise", "dispersion")
+
+            def num(v, fmt, blank=False):
+                if np.isnan(v):
+                    return "" if blank else "n/a"
+                return format(v, fmt)
+
+            body.append(
+                (
+                    r.group,
+                    [
+                        r.name,
+                        num(r.estimate, ".4g"),
+                        num(r.std_error, ".4g"),
+                        num(r.z, ".3f", untested),
+                        num(r.p_value, ".3f", untested),
+                        num(r.ci_low, ".4g"),
+                        num(r.ci_high, ".4g"),
+                    ],
+                )
             )
+        return titles, body
+
+    def to_frame(self):
+        """The parameter table as a pandas DataFrame (needs pandas).
+
+        One row per parameter with the columns ``group``, ``name``,
+        ``estimate``, ``std_error``, ``z``, ``p_value``, ``ci_low`` and
+        ``ci_high`` (NaN where not available); the header values are in
+        ``DataFrame.attrs``.
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("Summary.to_frame needs pandas: pip install pandas") from None
+        frame = pd.DataFrame([r.__dict__ for r in self.rows])
+        frame.attrs.update(
+            n_samples=self.n_samples,
+            n_experts=self.n_experts,
+            n_parameters=self.n_parameters,
+            log_likelihood=self.log_likelihood,
+            aic=self.aic,
+            bic=self.bic,
+            icl=self.icl,
+            converged=self.converged,
+            gate_separated=self.gate_separated,
+        )
+        return frame
+
+    def __str__(self) -> str:
+        titles, body = self._cells()
+        # every column as wide as its widest cell, two spaces between columns
+        widths = [
+            max([len(titles[j])] + [len(c[j]) + (2 if j == 0 else 0) for _, c in body])
+            for j in range(len(titles))
+        ]
+
+        def line(cells):
+            return cells[0].ljust(widths[0]) + "".join(
+                "  " + c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)
+            )
+
+        table_width = len(line(titles))
+        pairs = self._header()
+        head_lines, current = [], ""
+        for label, value in pairs:
+            item = f"{label}: {value}"
+            if current and len(current) + 3 + len(item) > max(table_width, 60):
+                head_lines.append(current)
+                current = item
+            else:
+                current = f"{current}   {item}" if current else item
+        head_lines.append(current)
+        width = max(table_width, *(len(h) for h in head_lines))
+        lines = ["Mixture of experts: maximum-likelihood summary", "=" * width, *head_lines]
+        lines += ["Note: " + n for n in self._notes()]
+        lines += ["=" * width, line(titles)]
+        group = None
+        for g, cells in body:
+            if g != group:
+                group = g
+                lines += ["-" * width, g]
+            lines.append(line(["  " + cells[0], *cells[1:]]))
         lines.append("=" * width)
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer, cycle):  # IPython
         printer.text(str(self))
+
+    def _repr_html_(self) -> str:
+        """The summary as an HTML table (Jupyter)."""
+        esc = html.escape
+        titles, body = self._cells()
+        parts = ["<div><p><b>Mixture of experts: maximum-likelihood summary</b></p>"]
+        parts.append("<table><tbody>")
+        for label, value in self._header():
+            parts.append(
+                f"<tr><th style='text-align:left'>{esc(label)}</th>"
+                f"<td style='text-align:left'>{esc(value)}</td></tr>"
+            )
+        parts.append("</tbody></table>")
+        parts += [f"<p>Note: {esc(n)}</p>" for n in self._notes()]
+        parts.append("<table><thead><tr>")
+        parts += [f"<th>{esc(t)}</th>" for t in titles]
+        parts.append("</tr></thead><tbody>")
+        group = None
+        for g, cells in body:
+            if g != group:
+                group = g
+                parts.append(
+                    f"<tr><th colspan='{len(titles)}' style='text-align:left'>{esc(g)}</th></tr>"
+                )
+            parts.append(
+                "<tr>"
+                + f"<td style='text-align:left'>{esc(cells[0])}</td>"
+                + "".join(f"<td style='text-align:right'>{esc(c)}</td>" for c in cells[1:])
+                + "</tr>"
+            )
+        parts.append("</tbody></table></div>")
+        return "".join(parts)
 
 
 def _rows(params, se: StandardErrors, fit_intercept, feature_names, level):
@@ -499,6 +740,7 @@ def summarize(
     lse, post = logsumexp_k(joint)
     log_post = joint - lse
     entropy = float(-np.sum(post * log_post))
+    hard = float(-np.sum(np.max(log_post, axis=0)))
     ll = float(lse.sum())
     k = params.n_experts
     n_params = count_parameters(
@@ -520,7 +762,7 @@ def summarize(
         log_likelihood=ll,
         aic=-2.0 * ll + 2.0 * n_params,
         bic=float(bic),
-        icl=float(bic + 2.0 * entropy),
+        icl=float(bic + 2.0 * hard),
         entropy=entropy,
         link=params.link_function.name
         if params.family_object.name == "gaussian"
@@ -532,6 +774,7 @@ def summarize(
         init_method=init_method,
         level=float(level),
         gate_separated=gate_separation(params, X, y).separated if k > 1 else None,
+        classification_entropy=hard,
     )
 
 
@@ -551,14 +794,16 @@ def _coordinates(params: MoEParams, per_expert_noise, fit_intercept):
 
 
 def _bootstrap_fit(est, X, y_star):
-    import warnings
-
     from sklearn.base import clone
     from sklearn.exceptions import ConvergenceWarning
 
-    refit = clone(est).set_params(init_params=est.params_, compute_standard_errors=False)
+    from .exceptions import GateSeparationWarning, NotIdentifiedWarning
+
+    refit = clone(est).set_params(init_params=est.params_, compute_standard_errors=False, verbose=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", GateSeparationWarning)
+        warnings.simplefilter("ignore", NotIdentifiedWarning)
         return refit.fit(X, y_star).params_
 
 

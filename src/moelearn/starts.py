@@ -53,6 +53,7 @@ from typing import NamedTuple
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
+from ._progress import report
 from ._threads import blas_threads
 from .data import Data
 from .model import MoEParams
@@ -646,6 +647,7 @@ def _search(
                     bad,
                 )
             )
+    report(f"start search: {len(screened)} candidates screened on {sub.n_samples:,} rows")
     same = sub is data
     sub_tol = tol if same else max(tol, 1e-7)
 
@@ -725,6 +727,7 @@ def _search(
             )
         finals = _ranked(improved + finals, lambda t: (t[0], t[1]))
     bad, _, name, fit = finals[0]
+    report(f"start search: {len(finals)} finalists run to convergence; best there: {name}")
     if not same:
         # rows the subsample did not see judge the finalists when they disagree
         compare = not agree and data.n_samples > sub.n_samples
