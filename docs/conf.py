@@ -40,12 +40,15 @@ extensions = [
     "sphinx.ext.mathjax",
     "numpydoc",
     "sphinx_gallery.gen_gallery",
+    "myst_parser",
     "_ext.api_coverage",
 ]
 
 templates_path = ["_templates"]
-exclude_patterns = ["_build", "DESIGN.md", "Thumbs.db", ".DS_Store"]
-source_suffix = {".rst": "restructuredtext"}
+# DESIGN.md is the developers' document; results/*.md are tables quoted by results.md
+exclude_patterns = ["_build", "DESIGN.md", "results/*.md", "Thumbs.db", ".DS_Store"]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+myst_heading_anchors = 3
 root_doc = "index"
 default_role = "literal"
 
@@ -76,6 +79,13 @@ sphinx_gallery_conf = {
     "reset_modules": ("matplotlib",),
 }
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# -- benchmarks page -----------------------------------------------------------
+# benchmarks.md is written from the reports in benchmarks/reports/ at every build
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import collect  # noqa: E402
+
+collect.write_page(Path(__file__).resolve().parent / "benchmarks.md")
 
 # -- HTML --------------------------------------------------------------------
 html_theme = "pydata_sphinx_theme"
