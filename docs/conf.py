@@ -110,6 +110,8 @@ api_modules = [
     "moelearn.datasets",
     "moelearn.plot",
     "moelearn.torch",
+    "moelearn.persistence",
+    "moelearn.exceptions",
 ]
 
 
