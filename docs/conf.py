@@ -95,7 +95,8 @@ html_theme_options = {
     "show_toc_level": 2,
     "secondary_sidebar_items": ["page-toc"],
 }
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 html_show_sourcelink = False
 autosummary_context = {"top_level": list(moelearn.__all__)}
 # the modules whose __all__ the reference must cover (checked by _ext/api_coverage.py)
