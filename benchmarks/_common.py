@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import platform
+import subprocess
 import time
 from pathlib import Path
 
@@ -14,7 +16,33 @@ from moelearn._progress import progress  # noqa: F401  (re-exported for the scri
 REPORT_DIR = Path(__file__).resolve().parent / "reports"
 
 
+def _commit():
+    """The checkout's commit, with ``+modified`` when tracked files differ from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+modified" if dirty else "")
+
+
 def machine():
+    """Where and when a report was written: versions, processor, date (UTC) and commit."""
     import moelearn
 
     return {
@@ -22,7 +50,21 @@ def machine():
         "numpy": np.__version__,
         "moelearn": moelearn.__version__,
         "processor": platform.processor() or platform.machine(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": _commit(),
     }
+
+
+def provenance(meta):
+    """One line naming the date, moelearn version, commit and library versions of a report."""
+    parts = []
+    if meta.get("date"):
+        parts.append(f"written {meta['date']}")
+    parts.append(f"moelearn {meta.get('moelearn', '?')}")
+    if meta.get("commit"):
+        parts.append(f"commit {meta['commit']}")
+    parts.append(f"numpy {meta.get('numpy', '?')}, python {meta.get('python', '?')}")
+    return "; ".join(parts)
 
 
 def write_report(name, payload, markdown_lines):
@@ -32,7 +74,8 @@ def write_report(name, payload, markdown_lines):
     js = REPORT_DIR / f"{name}.json"
     md = REPORT_DIR / f"{name}.md"
     js.write_text(json.dumps(payload, indent=2, default=float))
-    md.write_text("\n".join(markdown_lines) + "\n")
+    footer = ["", f"<sub>{provenance(payload['machine'])}</sub>"]
+    md.write_text("\n".join(list(markdown_lines) + footer) + "\n")
     return js, md
 
 

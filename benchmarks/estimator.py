@@ -78,10 +78,10 @@ def speed():
         f"| X @ M, (d, k) matrix | {1e3 * t_xm:.3f} ms |",
         f"| default fit (solver='moments') | {1e3 * t_default:.1f} ms = "
         f"{rows['default_over_xm']:.0f} x X @ M {'✓' if rows['passed_xm'] else '✗'} (≤ 500) |",
-        f"| version 0.1's default (noise='shared', n_init=1, max_iter=200) | "
-        f"{1e3 * t_v01:.1f} ms; default / 0.1 = {rows['default_over_v01']:.2f} "
+        f"| single start (noise='shared', n_init=1, max_iter=200) | "
+        f"{1e3 * t_v01:.1f} ms; default / single start = {rows['default_over_v01']:.2f} "
         f"{'✓' if rows['default_over_v01'] <= 2 else '✗'} (≤ 2) |",
-        f"| expert error: default vs 0.1's default | {rows['default_expert_error']:.4f} vs "
+        f"| expert error: default vs single start | {rows['default_expert_error']:.4f} vs "
         f"{rows['v01_expert_error']:.4f} |",
         f"| standard errors (observed information, on request) | {1e3 * t_se:.0f} ms |",
         f"| solver='em', n_init=10 | {1e3 * t_em:.0f} ms |",

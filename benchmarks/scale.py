@@ -281,11 +281,11 @@ def main():
             ok = f["full_passes"] <= 1.5 * f["v01_full_passes"]
             md.append(
                 f"\nPasses over all {f['n']:,} rows: the default fit {f['full_passes']} "
-                f"(its final refinement: {f['final_n_iter']} iterations), version 0.1's default "
+                f"(its final refinement: {f['final_n_iter']} iterations), the single-start fit "
                 f"(one refinement of the moment start) {f['v01_full_passes']} "
                 f"({f['v01_n_iter']} iterations, {f['v01_fit_s']:.1f} s); "
                 f"{'✓' if ok else '✗'} target: about one full-data refinement "
-                "(≤ 1.5× version 0.1's passes)"
+                "(≤ 1.5× the single-start fit's passes)"
             )
     if args.fit_only:
         md.append(

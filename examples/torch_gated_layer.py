@@ -1,7 +1,8 @@
-"""Train a mixture-of-experts layer inside a small PyTorch network.
+"""
+A mixture-of-experts layer inside a PyTorch network
+===================================================
 
-    pip install "moelearn[torch]"
-    python examples/torch_gated_layer.py
+Needs the ``torch`` extra (``pip install "moelearn[torch]"``).
 
 A fixed feature map (a random linear layer, as if from a pre-trained trunk)
 feeds a moelearn MoE layer.  The layer is trained first by the two consistent
@@ -17,6 +18,7 @@ from moelearn import make_moe, parameter_errors, sample
 from moelearn.torch import MoE, train_two_stage
 
 torch.manual_seed(0)
+torch.set_num_threads(1)  # small tensors: one thread is as fast, and never oversubscribes
 d_in, d_feat, k = 12, 8, 3
 
 # data: y is a 3-expert MoE of an 8-dimensional Gaussian feature vector

@@ -136,7 +136,7 @@ def test_more_experts_than_features_falls_back():
     assert np.all(np.isfinite(est.experts_))
 
 
-# Documented accuracy on the easy cell of docs/RESULTS.md §2 (d=10, k=3, linear,
+# Documented accuracy on the easy cell of docs/results.md §2 (d=10, k=3, linear,
 # gating scale 1, n=1e5): the likelihood solvers and gd-l2 succeed (expert error
 # <= 0.1) on every seed; the papers' pipelines (no refinement) meet the per-seed
 # target 0.3 of DESIGN §8 for experts and gating.

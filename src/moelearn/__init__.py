@@ -1,13 +1,18 @@
 """moelearn: consistent learning of mixture-of-experts models.
 
-The package reads like the pipeline: ``links`` and ``families`` ->
-``transforms`` (output transforms Q_m) -> ``moments`` (mergeable statistics)
--> ``experts`` -> ``gating`` -> ``refine`` and ``engine`` (maximum
-likelihood) -> ``standardize`` and ``solvers`` (the functional core of the
-Gaussian path) -> ``estimator`` and ``classifier`` (thin scikit-learn
-wrappers).  Imports go one way, down this list; ``persistence`` is a codec
-of records that imports no estimator (the estimators register with it), and
-no module imports another's private names.
+The estimators :class:`MixtureOfExpertsRegressor` and
+:class:`MixtureOfExpertsClassifier` follow the scikit-learn API.  The package
+follows the pipeline of a fit: ``links`` and ``families`` (the experts'
+non-linearities and distributions) -> ``transforms`` (the output transforms
+``Q_m`` of the moment methods) -> ``moments`` (mergeable, chunked moment
+statistics) -> ``experts`` and ``gating`` (the papers' consistent estimates)
+-> ``refine`` and ``engine`` (maximum likelihood) -> ``solvers`` (the
+registry of Gaussian solvers) -> ``estimator`` and ``classifier``.  After a
+fit: ``inference`` (standard errors, summaries, bootstrap), ``predictive``
+(the predictive distribution), ``plot``, ``persistence`` (``save`` and
+:func:`load`, without pickle).  ``data`` reads memory maps, Dask arrays and
+streams of chunks; ``datasets`` loads real data sets; ``torch`` (an optional
+extra) is a PyTorch layer with the consistent losses.
 """
 
 from importlib.metadata import PackageNotFoundError

@@ -179,14 +179,20 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
 
     Attributes
     ----------
-    experts_ : ndarray (n_experts, n_features_in_)
-    expert_bias_ : ndarray (n_experts,)
-    gating_ : ndarray (n_experts, n_features_in_), centred rows
-    gating_bias_ : ndarray (n_experts,), centred
-    noise_std_ : float or ndarray (n_experts,) or None
+    experts_ : ndarray of shape (n_experts, n_expert_features)
+        Expert coefficients, one row per expert, on the columns of
+        ``expert_features`` (all the features by default).
+    expert_bias_ : ndarray of shape (n_experts,)
+        Expert intercepts.
+    gating_ : ndarray of shape (n_experts, n_gating_features)
+        Gating coefficients on the columns of ``gating_features`` (all the
+        features by default), rows centred (they sum to zero).
+    gating_bias_ : ndarray of shape (n_experts,)
+        Gating intercepts, centred.
+    noise_std_ : float or ndarray of shape (n_experts,) or None
         Noise standard deviation (Gaussian), scale (Student-t), coefficient
         of variation (Gamma); None for Poisson experts.
-    df_ : ndarray (n_experts,) or None
+    df_ : ndarray of shape (n_experts,) or None
         Degrees of freedom of Student-t experts.
     params_ : MoEParams
         All of the above in one object.

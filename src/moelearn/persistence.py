@@ -29,6 +29,8 @@ import numpy as np
 __all__ = ["FORMAT_VERSION", "load", "register_record", "save"]
 
 FORMAT = "moelearn-model"
+#: The version of the saved-model format that :func:`save` writes; :func:`load`
+#: reads it and the earlier versions, and refuses any other with a ``ValueError``.
 FORMAT_VERSION = 2
 # Version 1 files (Gaussian experts on all columns) are still read.
 _READABLE = (1, 2)

@@ -135,6 +135,8 @@ class Solution:
     collapsed: bool = False
 
 
+#: The registry of the Gaussian solvers: name -> ``solver(problem) -> Solution``.
+#: :func:`register_solver` adds to it; ``solver=`` of the estimator picks from it.
 SOLVERS: dict[str, Callable[[Problem], Solution]] = {}
 
 
