@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._optional import pyplot
 from ._progress import progress
 from .solvers import available_solvers
 
@@ -66,11 +67,8 @@ def _fit_solver(solver, X, y, k, link, seed, max_iter=200):
 
 
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()  # an ImportError naming the plot extra when matplotlib is missing
+    plt.switch_backend("Agg")
     return plt
 
 
