@@ -11,6 +11,8 @@ import json
 import shutil
 from pathlib import Path
 
+from _common import stamp_line
+
 ROOT = Path(__file__).resolve().parent
 REPORTS = ROOT / "reports"
 DOC = ROOT.parent / "docs" / "BENCHMARKS.md"
@@ -76,9 +78,11 @@ def main():
         md = REPORTS / f"{name}.md"
         if not md.exists():
             continue
-        meta = json.loads((REPORTS / f"{name}.json").read_text()).get("machine", {})
+        report = json.loads((REPORTS / f"{name}.json").read_text())
+        meta = report.get("machine", {})
         body = md.read_text().strip().splitlines()
-        body = [ln for ln in body if not ln.startswith("# ")]  # the section title replaces it
+        # the section title replaces the report's; its stamp line goes below, with the machine
+        body = [ln for ln in body if not ln.startswith(("# ", "<sub>Made "))]
         lines += [f"## {title}", "", f"```bash\n{command}\n```", ""]
         lines += [ln.replace("### ", "#### ").replace("## ", "### ") for ln in body]
         png = REPORTS / f"{name}.png"
@@ -87,9 +91,14 @@ def main():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(png, target)
             lines += ["", f"![{title}](benchmarks/{png.name})"]
+        made = (
+            stamp_line(report["stamp"])[len("<sub>") : -len("</sub>")].rstrip(".") + "; "
+            if "stamp" in report
+            else "Made before reports were stamped; "
+        )
         lines += [
             "",
-            f"<sub>numpy {meta.get('numpy', '?')}, python {meta.get('python', '?')}</sub>",
+            f"<sub>{made}numpy {meta.get('numpy', '?')}, python {meta.get('python', '?')}</sub>",
             "",
         ]
     DOC.write_text("\n".join(lines) + "\n")

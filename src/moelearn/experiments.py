@@ -8,6 +8,7 @@ experiment writes ``NAME.png``, ``NAME.json`` (every number) and ``NAME.md``
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 import warnings
@@ -73,8 +74,14 @@ def _plt():
 
 
 def _write(output: Path, name, payload, md_lines, fig):
+    """Write NAME.json, NAME.md and NAME.png, the first two stamped with the date and version."""
+    from . import __version__
+
     output.mkdir(parents=True, exist_ok=True)
+    made = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    payload = {"stamp": {"date": made, "moelearn": __version__}, **payload}
     (output / f"{name}.json").write_text(json.dumps(payload, indent=1, default=float))
+    md_lines = [*md_lines, "", f"<sub>Made {made} with moelearn {__version__}.</sub>"]
     (output / f"{name}.md").write_text("\n".join(md_lines) + "\n")
     fig.savefig(output / f"{name}.png", dpi=130)
     _plt().close(fig)
