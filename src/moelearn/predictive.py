@@ -12,6 +12,7 @@ search, no loop over samples).
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.optimize.elementwise import bracket_root, find_root
 from scipy.special import ndtr, ndtri
 
@@ -70,7 +71,7 @@ def _check_y(y, n):
     return y
 
 
-def predict_std(params: MoEParams, X) -> np.ndarray:
+def predict_std(params: MoEParams, X: ArrayLike) -> np.ndarray:
     """Standard deviation of ``y | x`` under the mixture, shape (n_samples,).
 
     ``Var(y | x) = sum_i p_i(x) (sigma_i^2 + (mu_i(x) - m(x))^2)`` with ``m`` the
@@ -81,7 +82,7 @@ def predict_std(params: MoEParams, X) -> np.ndarray:
     return np.sqrt(np.sum(w * (sd**2 + (mu - m) ** 2), axis=1))
 
 
-def predict_cdf(params: MoEParams, X, y) -> np.ndarray:
+def predict_cdf(params: MoEParams, X: ArrayLike, y: ArrayLike) -> np.ndarray:
     """``P(Y <= y | x)`` for each row, shape (n_samples,)."""
     params = _check_params(params)
     X = params._check_X(X)
@@ -110,7 +111,7 @@ def _check_levels(q, name="q"):
     return q
 
 
-def predict_quantiles(params: MoEParams, X, q) -> np.ndarray:
+def predict_quantiles(params: MoEParams, X: ArrayLike, q: float | ArrayLike) -> np.ndarray:
     """Quantiles of ``y | x`` from the mixture CDF.
 
     Parameters
@@ -217,7 +218,7 @@ def _root_quantiles(params, X, levels):
     return np.asarray(res.x, dtype=float)
 
 
-def predict_interval(params: MoEParams, X, alpha=0.1) -> np.ndarray:
+def predict_interval(params: MoEParams, X: ArrayLike, alpha: float = 0.1) -> np.ndarray:
     """Equal-tailed ``1 - alpha`` predictive interval, shape (n_samples, 2).
 
     Columns are the ``alpha / 2`` and ``1 - alpha / 2`` quantiles of ``y | x``.
@@ -226,7 +227,12 @@ def predict_interval(params: MoEParams, X, alpha=0.1) -> np.ndarray:
     return predict_quantiles(params, X, [alpha / 2.0, 1.0 - alpha / 2.0])
 
 
-def sample_y(params: MoEParams, X, n_samples=1, random_state=None) -> np.ndarray:
+def sample_y(
+    params: MoEParams,
+    X: ArrayLike,
+    n_samples: int = 1,
+    random_state: int | np.random.Generator | np.random.RandomState | None = None,
+) -> np.ndarray:
     """Draw ``y ~ p(y | x)`` independently, ``n_samples`` times per row.
 
     Returns
@@ -257,7 +263,9 @@ def sample_y(params: MoEParams, X, n_samples=1, random_state=None) -> np.ndarray
     return centre + params.noise_vector[z] * rng.standard_normal(z.shape)
 
 
-def predict_responsibilities(params: MoEParams, X, y, log=False) -> np.ndarray:
+def predict_responsibilities(
+    params: MoEParams, X: ArrayLike, y: ArrayLike, log: bool = False
+) -> np.ndarray:
     """Posterior probability of each expert given ``(x, y)``, shape (n_samples, n_experts).
 
     ``P(z = i | x, y) ∝ p_i(x) N(y | mu_i(x), sigma_i^2)``, normalised in log
@@ -271,6 +279,6 @@ def predict_responsibilities(params: MoEParams, X, y, log=False) -> np.ndarray:
     return (joint - lse).T if log else post.T
 
 
-def predict_expert(params: MoEParams, X, y) -> np.ndarray:
+def predict_expert(params: MoEParams, X: ArrayLike, y: ArrayLike) -> np.ndarray:
     """Most probable expert given ``(x, y)``, shape (n_samples,)."""
     return np.argmax(predict_responsibilities(params, X, y, log=True), axis=1)
