@@ -33,7 +33,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .data import ChunkedDataset, Data, check_out_of_core, check_sample_weight, is_out_of_core
 from .families import Bernoulli, Multinomial
 from .family_fit import fit_engine, resolve_roles, unscale
-from .model import random_generator
+from .model import count_parameters, random_generator
 from .persistence import register_record, save
 
 __all__ = ["MixtureOfExpertsClassifier"]
@@ -195,9 +195,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
         self.n_iter_ = int(fit.n_iter)
         self.converged_ = bool(fit.converged)
         self.init_method_ = f"{res.method}; no moment start for class labels (y^m = y, DESIGN §13)"
-        q, pe = fit.state.coef.shape[1:]
-        pg = fit.state.gate.shape[1]
-        self.n_parameters_ = int(self.n_experts * q * pe + (self.n_experts - 1) * pg)
+        self.n_parameters_ = count_parameters(family, self.n_experts, gmask, emask, fi)
         self.log_likelihood_ = float(self._mean_log_likelihood(raw, weights))
         self.history_ = np.asarray(fit.history, dtype=float)
         slopes = fit.state.coef[..., 1:] if fi else fit.state.coef

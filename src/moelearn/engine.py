@@ -46,6 +46,7 @@ __all__ = [
     "discrete_partitions",
     "experts_at_bound",
     "pass_statistics",
+    "observed_statistics",
     "em",
     "polish",
     "search",
@@ -55,6 +56,9 @@ __all__ = [
 # and rows x parameters at most _NEWTON_WORK (each step costs 2p passes).
 _NEWTON_MAX = 300
 _NEWTON_WORK = 5_000_000
+# polish() takes exact Newton steps first (one pass each, costing about rows x experts x
+# parameters^2 multiply-adds) while that work is at most this.
+_NEWTON_WORK_EXACT = 20_000_000_000
 # Gate blocks up to this many coefficients get the exact Newton step; wider
 # gates the Böhning bound (a fixed matrix, one product per pass).
 _EXACT_GATE = 64
@@ -255,6 +259,130 @@ def pass_statistics(family, design, data: Data, state, want="hess", fixed_post=N
     )
 
 
+def _block_observed(family, design, X, y, state, weights=None):
+    """Sums over one block: log-likelihood, its gradient and its exact Hessian (flat coordinates).
+
+    The coordinates are those of :meth:`State.flat`.  Per row, with ``s_i``
+    the score of ``log pi_i + log f_i`` and ``r_i`` the responsibilities, the
+    Hessian of ``log sum_i pi_i f_i`` is ``sum_i r_i (A_i + s_i s_i') - m m'``
+    with ``m = sum_i r_i s_i`` and ``A_i`` the Hessian of ``log pi_i + log f_i``
+    (the family's :meth:`~moelearn.families.Family.hessian` on the expert's
+    block, the softmax's on the gate's).
+    """
+    U, Z = design.expert_matrix(X), design.gate_matrix(X)
+    k, q, pe = state.coef.shape
+    m = state.log_disp.shape[1]
+    pg = Z.shape[1]
+    n = X.shape[0]
+    eta = _eta(U, state.coef)
+    if design.offset_column is not None:
+        off = X[:, design.offset_column]
+        eta = eta + (off[:, None] if eta.ndim == 2 else off[:, None, None])
+    disp = np.exp(state.log_disp)
+    logf, grad, _ = family.derivatives(y, eta, disp)
+    hess = family.hessian(y, eta, disp)
+    if grad.ndim == 2:
+        grad = grad[..., None]
+    if k > 1:
+        logits = Z @ state.gate.T
+        logits -= logits.max(axis=1, keepdims=True)
+        log_gate = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    else:
+        log_gate = np.zeros((n, 1))
+    joint = log_gate + logf
+    top = joint.max(axis=1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    ll = np.log(np.exp(joint - top).sum(axis=1)) + top[:, 0]
+    post = np.exp(joint - ll[:, None])
+    w = np.ones(n) if weights is None else weights
+    nc, nd = k * q * pe, k * m
+    size = nc + nd + (k - 1) * pg
+    # the scores in a (coordinate, row, expert) layout: the products below are then
+    # A @ A.T of C-contiguous wide matrices, the fast BLAS case (A.T @ A of tall ones
+    # measured 10x slower)
+    S = np.zeros((size, n, k))
+    for i in range(k):
+        c0 = i * q * pe
+        block = grad[:, i, :q, None] * U[:, None, :]  # (n, q, pe)
+        S[c0 : c0 + q * pe, :, i] = block.reshape(n, q * pe).T
+        S[nc + i * m : nc + (i + 1) * m, :, i] = grad[:, i, q:].T
+    if k > 1:
+        gate_p = np.exp(log_gate)
+        G = np.eye(k)[None, :, : k - 1] - gate_p[:, None, : k - 1]  # (n, k, k-1)
+        S[nc + nd :] = (
+            (G[..., None] * Z[:, None, None, :]).transpose(2, 3, 0, 1).reshape((k - 1) * pg, n, k)
+        )
+    mean_score = np.einsum("pnk,nk->pn", S, post, optimize=True)
+    rw = post * w[:, None]
+    scaled = (S * np.sqrt(rw)[None]).reshape(size, n * k)
+    H = scaled @ scaled.T
+    mw = mean_score * np.sqrt(w)[None]
+    H -= mw @ mw.T
+    for i in range(k):
+        c0, d0 = i * q * pe, nc + i * m
+        hi = hess[:, i] * rw[:, i, None, None]  # (n, Q, Q)
+        grams = _weighted_grams(hi[:, :q, :q].reshape(n, q * q), U)
+        H[c0 : c0 + q * pe, c0 : c0 + q * pe] += (
+            grams.reshape(q, q, pe, pe).transpose(0, 2, 1, 3).reshape(q * pe, q * pe)
+        )
+        if m:
+            cross = np.einsum("ncj,np->cpj", hi[:, :q, q:], U).reshape(q * pe, m)
+            H[c0 : c0 + q * pe, d0 : d0 + m] += cross
+            H[d0 : d0 + m, c0 : c0 + q * pe] += cross.T
+            H[d0 : d0 + m, d0 : d0 + m] += hi[:, q:, q:].sum(axis=0)
+    if k > 1:
+        gp = gate_p[:, : k - 1]
+        gate_h = _gate_hessian(gp * w[:, None], gp, Z).reshape((k - 1) * pg, (k - 1) * pg)
+        H[nc + nd :, nc + nd :] -= gate_h
+    return {
+        "ll": float(w @ ll),
+        "n": float(w.sum()),
+        "share": w @ post,
+        "grad": mean_score @ w,
+        "hess": H,
+    }
+
+
+def observed_statistics(family, design, data: Data, state, weights=None):
+    """One pass: the log-likelihood, its gradient and its exact Hessian in :meth:`State.flat`.
+
+    Totals over the rows (weighted by ``weights`` in memory, or by the data
+    source's own weights); see :func:`_block_observed`.
+    """
+    if weights is not None:
+        return _block_observed(family, design, data.X, data.y, state, weights)
+    return data.map_reduce(
+        lambda Xb, yb, wb=None: _block_observed(family, design, Xb, yb, state, wb)
+    )
+
+
+def _flat_penalty(state, alpha, fit_intercept, n):
+    """The ridge of :func:`_penalize` in flat coordinates: ``(value, gradient, Hessian)``."""
+    size = state.coef.size + state.log_disp.size + state.gate[:-1].size
+    a_e, a_g = (alpha, alpha) if np.ndim(alpha) == 0 else alpha
+    grad, hess = np.zeros(size), np.zeros((size, size))
+    if a_e <= 0 and a_g <= 0:
+        return 0.0, grad, hess
+    a_e, a_g = a_e * n, a_g * n
+    mc = np.ones_like(state.coef)
+    mg = np.ones(state.gate.shape[1])
+    if fit_intercept:
+        mc[..., 0] = 0.0
+        mg[0] = 0.0
+    k = state.n_experts
+    B = state.coef * mc
+    V = state.gate * mg
+    centred = V - V.mean(axis=0)
+    value = -0.5 * (a_e * np.sum(B**2) + a_g * np.sum(centred**2))
+    nc, nd = state.coef.size, state.log_disp.size
+    grad[:nc] = -a_e * B.ravel()
+    hess[np.arange(nc), np.arange(nc)] = -a_e * mc.ravel()
+    if k > 1:
+        grad[nc + nd :] = -a_g * centred[: k - 1].ravel()
+        hess[nc + nd :, nc + nd :] = -a_g * np.kron(np.eye(k - 1) - 1.0 / k, np.diag(mg))
+    return value, grad, hess
+
+
 def _penalize(stats, state, alpha, fit_intercept):
     """Add the ridge ``a_e/2 ||B||^2 + a_g/2 sum_p ||v_p - mean_p||^2`` (per sample) in place.
 
@@ -306,12 +434,20 @@ def _solve(F, g, ridge=1e-10):
         return np.linalg.lstsq(F, g, rcond=None)[0]
 
 
-def _scoring_step(stats, state, bounds):
-    """The scoring step on every block of Q, and the squared Newton decrement."""
+def _scoring_step(stats, state, bounds, tied=None):
+    """The scoring step on every block of Q, and the squared Newton decrement.
+
+    With ``tied`` (a dispersion column shared by the experts) each expert's
+    block is solved with that column fixed, and the shared value then takes
+    one scoring step on the sum of the experts' terms (block coordinates: the
+    expected information of a scale is orthogonal to the coefficients for the
+    Gaussian, and the step halving of :func:`em` keeps the ascent otherwise).
+    """
     k, q, pe = state.coef.shape
     m = state.log_disp.shape[1]
     new = state.copy()
     decrement = 0.0
+    g_tied = f_tied = 0.0
     for i in range(k):
         F = np.zeros((q * pe + m, q * pe + m))
         F[: q * pe, : q * pe] = stats["F_cc"][i].reshape(q * pe, q * pe)
@@ -319,10 +455,22 @@ def _scoring_step(stats, state, bounds):
         F[q * pe :, : q * pe] = F[: q * pe, q * pe :].T
         F[q * pe :, q * pe :] = stats["F_dd"][i]
         g = np.concatenate([stats["g_coef"][i].ravel(), stats["g_disp"][i]])
-        step = _solve(F, g)
+        if tied is None:
+            step = _solve(F, g)
+        else:
+            j = q * pe + tied
+            g_tied += float(g[j])
+            f_tied += float(F[j, j])
+            keep = np.arange(len(g)) != j
+            step = np.zeros_like(g)
+            step[keep] = _solve(F[np.ix_(keep, keep)], g[keep])
         decrement += float(g @ step)
         new.coef[i] += step[: q * pe].reshape(q, pe)
         new.log_disp[i] += step[q * pe :]
+    if tied is not None and f_tied > 0:
+        shared = g_tied / f_tied
+        decrement += g_tied * shared
+        new.log_disp[:, tied] += shared
     if k > 1:
         g = stats["g_gate"][: k - 1].ravel()
         pg = state.gate.shape[1]
@@ -351,6 +499,45 @@ def _bounds(family, k, log_floor):
     return np.broadcast_to(low, (k, len(low))), np.broadcast_to(high, (k, len(high)))
 
 
+def tied_column(family, n_experts, shared_noise):
+    """The dispersion column that ``noise="shared"`` ties across the experts, or None.
+
+    The family's :attr:`~moelearn.families.Family.noise_parameter` (``sigma``,
+    the Gamma ``shape``); None without sharing, with one expert, or for a
+    family without one.
+    """
+    name = family.noise_parameter
+    if not shared_noise or n_experts < 2 or name is None:
+        return None
+    return family.dispersion_names.index(name)
+
+
+def tie(state, tied):
+    """``state`` with its tied dispersion column at the experts' mean (in place)."""
+    if tied is not None:
+        state.log_disp[:, tied] = state.log_disp[:, tied].mean()
+    return state
+
+
+def tied_coordinates(state, tied):
+    """Index maps between :meth:`State.flat` and the coordinates with one shared dispersion.
+
+    Returns ``(expand, keep)``: ``full = reduced[expand]`` and ``reduced =
+    full[keep]``; a gradient in full coordinates maps to the reduced ones by
+    ``np.bincount(expand, weights=grad)`` (the sum over the tied entries).
+    """
+    size = state.coef.size + state.log_disp.size + state.gate[:-1].size
+    if tied is None:
+        every = np.arange(size)
+        return every, every
+    k, m = state.log_disp.shape
+    tied_pos = state.coef.size + np.arange(k) * m + tied
+    keep = np.setdiff1d(np.arange(size), tied_pos[1:])
+    expand = np.searchsorted(keep, np.arange(size))
+    expand[tied_pos] = np.searchsorted(keep, tied_pos[0])
+    return expand, keep
+
+
 def em(
     family,
     design,
@@ -362,15 +549,17 @@ def em(
     log_floor=-np.inf,
     weights=None,
     alpha=0.0,
+    tied=None,
 ) -> EngineFit:
     """EM with a scoring M-step (one pass per iteration), monotone by step halving.
 
     Converged when the mean log-likelihood changes by less than ``tol``
     (relative to ``max(1, |ll|)``) in one iteration (EM's usual rule; :func:`polish`
-    then checks the gradient).
+    then checks the gradient).  ``tied`` is the dispersion column shared by the
+    experts (:func:`tied_column`), or None.
     """
     bounds = _bounds(family, state.n_experts, log_floor)
-    state = state.copy()
+    state = tie(state.copy(), tied)
     np.clip(state.log_disp, *bounds, out=state.log_disp)
     fi = design.fit_intercept
     stats = pass_statistics(family, design, data, state, "hess", weights=weights)
@@ -382,7 +571,7 @@ def em(
     it = 0
     while it < max_iter:
         it += 1
-        full_step, decrement = _scoring_step(stats, state, bounds)
+        full_step, decrement = _scoring_step(stats, state, bounds, tied)
         candidate, fraction = full_step, 1.0
         for _ in range(12):
             new_stats = pass_statistics(family, design, data, candidate, "hess", weights=weights)
@@ -418,21 +607,35 @@ def polish(
     log_floor=-np.inf,
     weights=None,
     alpha=0.0,
+    tied=None,
 ) -> EngineFit:
-    """L-BFGS-B on the observed log-likelihood (minus the ridge) with its exact gradient."""
+    """L-BFGS-B on the observed log-likelihood (minus the ridge) with its exact gradient.
+
+    With ``tied`` the shared dispersion is one coordinate of the optimiser.
+    """
     k = state.n_experts
+    state = tie(state.copy(), tied)
     low, high = _bounds(family, k, log_floor)
-    theta0 = state.flat()
+    expand, keep = tied_coordinates(state, tied)
     nc = state.coef.size
-    lb = np.full(theta0.size, -np.inf)
-    ub = np.full(theta0.size, np.inf)
+    lb = np.full(expand.size, -np.inf)
+    ub = np.full(expand.size, np.inf)
     lb[nc : nc + low.size] = low.ravel()
     ub[nc : nc + high.size] = high.ravel()
-    theta0 = np.clip(theta0, lb, ub)
+    lb, ub = lb[keep], ub[keep]
+    theta0 = np.clip(state.flat()[keep], lb, ub)
     history = []
     cache = {}
+    if exact_newton_applies(state, data.n_samples, theta0.size):
+        newton = _newton_polish(
+            family, design, data, state, expand, keep, lb, ub, weights, alpha, max_iter
+        )
+        if newton is not None:
+            return newton
+        history = []
 
-    def fun(theta):
+    def fun(reduced):
+        theta = reduced[expand]
         s = state.with_flat(theta)
         st = pass_statistics(family, design, data, s, "grad", weights=weights)
         st = _penalize(st, s, alpha, design.fit_intercept)
@@ -444,8 +647,8 @@ def polish(
         cache["share"] = st["share"] / n
         value = st["obj"] / n
         if not np.isfinite(value):
-            return np.inf, np.zeros_like(theta)
-        return -value, -g / n
+            return np.inf, np.zeros_like(reduced)
+        return -value, -np.bincount(expand, weights=g, minlength=reduced.size) / n
 
     res = minimize(
         fun,
@@ -460,13 +663,104 @@ def polish(
     steps = 0
     if theta.size <= _NEWTON_MAX and data.n_samples * theta.size <= _NEWTON_WORK:
         theta, value, jac, steps = _newton_finish(fun, theta, value, jac, lb, ub, history)
-    final = state.with_flat(theta)
+    final = state.with_flat(theta[expand])
     grad = -jac
     free = ~(((theta <= lb) & (grad < 0)) | ((theta >= ub) & (grad > 0)))
     small = float(np.max(np.abs(grad[free]), initial=0.0)) <= 1e-5
     converged = bool(res.success) or small
     fun(theta)  # the shares at the answer
     return EngineFit(final, -value, int(res.nit) + steps, converged, history, cache.get("share"))
+
+
+def exact_newton_applies(state, n_samples, n_params=None) -> bool:
+    """Whether :func:`polish` starts with exact Newton steps (small enough a problem)."""
+    p = (
+        state.coef.size + state.log_disp.size + state.gate[:-1].size
+        if n_params is None
+        else n_params
+    )
+    return p <= _NEWTON_MAX and n_samples * state.n_experts * p**2 <= _NEWTON_WORK_EXACT
+
+
+def _newton_polish(family, design, data, state, expand, keep, lb, ub, weights, alpha, max_iter):
+    """Projected Newton ascent with the exact observed information (one pass per step).
+
+    From a point near the optimum (the EM solution) Newton's method converges
+    quadratically: a handful of passes where L-BFGS needs about a hundred.
+    Coordinates at a bound with the gradient pointing out stay there; a
+    Hessian that is not negative definite on the free coordinates is damped
+    (Levenberg) until it is; each step is halved until the objective rises
+    (Armijo).  Returns None when the steps stall before the gradient vanishes
+    (the caller then runs L-BFGS-B from the start).
+    """
+    full = expand.size
+    T = np.zeros((full, keep.size))
+    T[np.arange(full), expand] = 1.0
+    fi = design.fit_intercept
+
+    def evaluate(reduced):
+        s = state.with_flat(reduced[expand])
+        st = observed_statistics(family, design, data, s, weights)
+        pv, pg, ph = _flat_penalty(s, alpha, fi, st["n"])
+        n = st["n"]
+        value = (st["ll"] + pv) / n
+        grad = T.T @ (st["grad"] + pg) / n
+        hess = T.T @ (st["hess"] + ph) @ T / n
+        return value, grad, hess, st["share"] / n
+
+    theta = np.clip(state.flat()[keep], lb, ub)
+    with np.errstate(all="ignore"):
+        value, grad, hess, share = evaluate(theta)
+    if not (np.isfinite(value) and np.all(np.isfinite(grad)) and np.all(np.isfinite(hess))):
+        return None
+    history = [value]
+    converged = False
+    steps = 0
+    for _ in range(min(max_iter, 100)):
+        free = ~(((theta <= lb) & (grad < 0)) | ((theta >= ub) & (grad > 0)))
+        g = grad[free]
+        if g.size == 0 or np.max(np.abs(g)) <= 1e-10:
+            converged = True
+            break
+        A = -hess[np.ix_(free, free)]
+        A = 0.5 * (A + A.T)
+        scale = max(float(np.max(np.abs(np.diag(A)), initial=0.0)), 1e-12)
+        lam = 0.0
+        for _ in range(30):
+            try:
+                chol = np.linalg.cholesky(A + lam * scale * np.eye(len(A)))
+                break
+            except np.linalg.LinAlgError:
+                lam = 1e-10 if lam == 0.0 else 10.0 * lam
+        else:
+            return None
+        direction = np.linalg.solve(chol.T, np.linalg.solve(chol, g))
+        decrement = float(g @ direction)
+        if decrement <= 1e-15 * max(1.0, abs(value)):
+            converged = True
+            break
+        t = 1.0
+        for _ in range(40):
+            trial = theta.copy()
+            trial[free] = np.clip(theta[free] + t * direction, lb[free], ub[free])
+            with np.errstate(all="ignore"):
+                got = evaluate(trial)
+            if np.isfinite(got[0]) and got[0] >= value + 1e-4 * t * float(
+                g @ (trial - theta)[free]
+            ):
+                break
+            t *= 0.5
+        else:
+            break
+        if not (np.all(np.isfinite(got[1])) and np.all(np.isfinite(got[2]))):
+            return None
+        theta = trial
+        value, grad, hess, share = got
+        history.append(value)
+        steps += 1
+    if not converged:
+        return None
+    return EngineFit(state.with_flat(theta[expand]), value, steps, True, history, share)
 
 
 def _newton_finish(fun, theta, value, jac, lb, ub, history, max_steps=6):
@@ -550,7 +844,7 @@ def _ridge_lstsq(U, h, w, ridge):
 
 
 def state_from_responsibilities(
-    family, design, X, y, post, log_floor=-np.inf, steps=6, weights=None
+    family, design, X, y, post, log_floor=-np.inf, steps=6, weights=None, tied=None
 ):
     """Parameters fitted to fixed responsibilities (scoring M-steps), in memory."""
     k = post.shape[1]
@@ -569,7 +863,7 @@ def state_from_responsibilities(
         stats = pass_statistics(
             family, design, data, state, "hess", fixed_post=post, weights=weights
         )
-        new, _ = _scoring_step(stats, state, bounds)
+        new, _ = _scoring_step(stats, state, bounds, tied)
         new.gate = state.gate
         state = new
     return state
@@ -800,6 +1094,7 @@ def search(
     weights=None,
     sub_weights=None,
     starts=(),
+    tied=None,
 ):
     """Screen starts on ``(sub_X, sub_y)``; refine the best on ``data``.
 
@@ -824,7 +1119,7 @@ def search(
     # the per-block products are thin (rows x a few dozen columns): one BLAS thread
     width = k * (design.n_expert * family.n_predictors + design.n_gate)
     sub = Data(sub_X, sub_y)
-    opts = dict(log_floor=log_floor, alpha=alpha)
+    opts = dict(log_floor=log_floor, alpha=alpha, tied=tied)
     sub_opts = dict(opts, weights=sub_weights)
     full_opts = dict(opts, weights=weights)
     total = len(sub_y) if sub_weights is None else float(np.sum(sub_weights))
@@ -856,7 +1151,14 @@ def search(
                 (
                     kind,
                     lambda post=post: state_from_responsibilities(
-                        family, design, sub_X, sub_y, post, log_floor, weights=sub_weights
+                        family,
+                        design,
+                        sub_X,
+                        sub_y,
+                        post,
+                        log_floor,
+                        weights=sub_weights,
+                        tied=tied,
                     ),
                 )
                 for kind, post in candidates
@@ -890,6 +1192,8 @@ def search(
         finalists = _ordered(finalists)
     _, kind, best, _ = finalists[0]
     same = data.in_memory and data.n_samples == len(sub_y) and sub_weights is weights
+    # with exact Newton steps ahead a few EM iterations suffice to leave the subsample's optimum
+    full_em = 3 if exact_newton_applies(best.state, data.n_samples) else 50
     with blas_threads(width):
         fit = (
             best
@@ -899,7 +1203,7 @@ def search(
                 design,
                 data,
                 best.state,
-                max_iter=50,
+                max_iter=full_em,
                 tol=max(tol, 1e-7),
                 **full_opts,
             )

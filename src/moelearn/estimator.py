@@ -29,16 +29,11 @@ from .data import (
 )
 from .exceptions import MomentMethodUnavailable
 from .families import Family, Gaussian, available_families, get_family
-from .family_fit import fit_family, n_parameters, resolve_roles
+from .family_fit import fit_family, resolve_roles
 from .inference import StandardErrors, Summary, data_standard_errors, summarize
 from .links import Link, get_link
 from .model import MoEParams, random_generator, sample_given_x
-from .moment_starts import (
-    count_moment_start,
-    gamma_from_lognormal,
-    log_response,
-    student_t_from_gaussian,
-)
+from .moment_starts import family_moment_start
 from .persistence import register_record, save
 from .solvers import SOLVERS, Problem, get_solver, refine_start
 from .standardize import NOISE_FLOOR, Scaling
@@ -91,7 +86,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         Gamma responses (log link, one shape per expert).  Families other
         than the Gaussian (and the Gaussian with ``gating_features`` or
         ``expert_features``) are fitted by the start search and EM / L-BFGS-B
-        engine of DESIGN §13 (``solver="moments"`` only; no moment start).
+        engine of DESIGN §13 (solvers ``"moments"``, ``"em"`` and ``"gd-nll"``).
     gating_features, expert_features : None, array-like of int or str, or boolean mask
         Columns of ``X`` that the gate and the experts read (None: all
         columns).  Names need ``X`` to be a DataFrame.  An empty
@@ -120,6 +115,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         * ``"em"``, ``"gd-nll"``, ``"gd-l2"``: joint EM, joint gradient descent
           on the negative log-likelihood, joint gradient descent on the
           squared loss, each from ``n_init`` random starts (the baselines).
+          ``"em"`` and ``"gd-nll"`` (by L-BFGS-B) fit every family and
+          covariate layout; the paper pipelines and ``"gd-l2"`` need Gaussian
+          experts on all columns.
 
         The names are those of the registry :data:`moelearn.solvers.SOLVERS`;
         a solver added with :func:`moelearn.solvers.register_solver` is
@@ -128,7 +126,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         Fit expert and gating intercepts.
     noise : {"expert", "shared"}, default "expert"
         One noise level per expert (the model flexmix and mixtools fit), or
-        one shared by all.  Every noise level is kept above
+        one shared by all: for every family with a noise parameter (the
+        Gaussian and Student-t scale, the Gamma coefficient of variation) and
+        any covariate roles; Poisson experts have none.  Every noise level is kept above
         ``NOISE_FLOOR * std(y)`` (``1e-3``), which bounds the likelihood; a
         component left explaining fewer samples than its expert has
         coefficients plus one, or with its noise at that floor, counts as
@@ -348,16 +348,18 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
 
     def _fit_family(self, raw, family, gmask, emask, rng, offset=None):
         """Any family, or separate gate and expert columns: the engine of DESIGN §13."""
-        if self.solver != "moments":
+        baseline = {"moments": None, "em": "em", "gd-nll": "gd"}.get(self.solver, False)
+        if baseline is False:
             raise ValueError(
-                f"solver={self.solver!r} fits Gaussian experts on all columns only; "
-                f"family={family.name!r} with these covariate roles uses solver='moments' "
-                "(the start search)"
+                f"solver={self.solver!r} fits Gaussian experts on all columns only (the "
+                "papers' pipelines assume them); "
+                f"family={family.name!r} with these covariate roles takes solver='moments' "
+                "(the start search), 'em' or 'gd-nll'"
             )
-        if self.noise == "shared":
+        if self.noise == "shared" and family.noise_parameter is None:
             raise ValueError(
-                "noise='shared' is available for Gaussian experts on all columns only; "
-                "use noise='expert'"
+                f"noise='shared' ties the experts' noise parameter, and family={family.name!r} "
+                "has none; use noise='expert'"
             )
         init = None
         if self.init_params is not None:
@@ -374,7 +376,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                 raise ValueError("init_params reads other columns than gating/expert_features")
             init = self._restrict(init, family, gmask, emask)
         extra, unavailable = [], self._moment_unavailable(family, gmask, emask, raw, offset)
-        if init is None and unavailable is None:
+        if init is None and unavailable is None and baseline is None:
             try:
                 extra = [self._family_moment_start(family, raw, rng)]
             except MomentMethodUnavailable as exc:
@@ -394,13 +396,19 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             random_state=rng,
             extra_starts=extra,
             offset_column=offset,
+            shared_noise=self.noise == "shared",
+            baseline=baseline,
         )
         method = fit.init_method
-        if init is None and unavailable is not None:
+        if init is None and unavailable is not None and baseline is None:
             method += f"; moment start unavailable: {unavailable}"
         self._scaling = Scaling.identity(raw.n_features)
         self._collapsed = fit.collapsed
-        self._final_step = "the EM / L-BFGS-B refinement of the best start"
+        self._final_step = (
+            "the EM / L-BFGS-B refinement of the best start"
+            if baseline is None
+            else f"the {self.solver} solver (best of its random starts)"
+        )
         self._set_fitted(fit.params, fit.n_iter, fit.converged, fit.log_likelihood, method)
         self.history_ = np.asarray(fit.history, dtype=float)
         self._warn_fit()
@@ -411,14 +419,12 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
     def _moment_unavailable(self, family, gmask, emask, raw, offset=None):
         """Why the consistent moment start cannot seed this fit (None when it can).
 
-        It applies (DESIGN §13) to Student-t experts (the Gaussian transforms
-        with the noise variance estimated from the data), Poisson experts (the
-        factorial transforms) and Gamma experts (the Gaussian transforms of
-        ``log y``), on all columns, without an offset, with
-        ``n_experts <= n_features``.
+        It applies (DESIGN §13) to the families whose ``moment_start`` hook
+        names one (Student-t, Poisson, Gamma), on all columns, without an
+        offset, with ``n_experts <= n_features``.
         """
         why = []
-        if family.name not in ("student-t", "poisson", "gamma"):
+        if family.moment_start in (None, "gaussian"):
             why.append(f"family={family.name!r} (DESIGN §13)")
         if offset is not None:
             why.append("an offset")
@@ -433,15 +439,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         if raw.kind == "memory":
             family.check_y(raw.y)  # a clear error before any transform of y
         try:
-            if family.name == "poisson":
-                return "moments (count, tensor)", count_moment_start(raw, self.n_experts, rng)
-            if family.name == "gamma":
-                X, y = log_response(raw)
-                w = raw.w if raw.kind != "stream" else None
-                p = self._gaussian_start(X, y, w, rng)
-                return "moments (log y, tensor)", gamma_from_lognormal(p, family.shape_max)
-            p = self._gaussian_start(raw.X, raw.y, raw.w, rng)
-            return "moments (Gaussian, tensor)", student_t_from_gaussian(p, df=10.0)
+            return family_moment_start(
+                family, raw, self.n_experts, rng, fit_intercept=self.fit_intercept
+            )
         except MomentMethodUnavailable:
             raise
         except ValueError as exc:
@@ -450,24 +450,6 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             # out of core, y is checked in the engine's first pass, which raises the
             # family's own message; the start just stands aside
             raise MomentMethodUnavailable(f"the start's pass failed ({exc})") from None
-
-    def _gaussian_start(self, X, y, sample_weight, rng):
-        """The Gaussian moment start refined as a Gaussian mixture (the tensor directions
-        are consistent for Student-t noise with ``nu > 6`` and for log-gamma noise)."""
-        gauss = type(self)(
-            self.n_experts,
-            fit_intercept=self.fit_intercept,
-            n_init=1,
-            max_iter=200,
-            chunk_size=self.chunk_size,
-            random_state=int(rng.integers(2**31 - 1)),
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            gauss.fit(X, y, sample_weight=sample_weight)
-        if "unavailable" in gauss.init_method_:
-            raise MomentMethodUnavailable(gauss.init_method_.split("unavailable: ", 1)[-1])
-        return gauss.params_
 
     def _restrict(self, p, family, gmask, emask):
         """A full-column MoEParams restricted to the roles' columns (a warm start)."""
@@ -694,15 +676,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         )
 
     def _n_parameters(self):
-        p = self.params_
-        if p.has_roles or p.family_object.name != "gaussian":
-            g = p.gating_features if p.has_roles else np.ones(p.n_features, dtype=bool)
-            e = p.expert_features if p.has_roles else np.ones(p.n_features, dtype=bool)
-            return n_parameters(p.family_object, p.n_experts, g, e, self.fit_intercept)
-        k, d = self.n_experts, self.n_features_in_
-        per = d + (1 if self.fit_intercept else 0)
-        noise = k if self.noise == "expert" else 1
-        return k * per + (k - 1) * per + noise
+        return self.params_.n_parameters(self.fit_intercept)
 
     def bic(self, X: ArrayLike, y: ArrayLike) -> float:
         """Bayesian information criterion on ``(X, y)`` (lower is better)."""

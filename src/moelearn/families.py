@@ -68,8 +68,15 @@ class Family(ABC):
     scale_family : bool
         Whether ``b y`` stays in the family with ``log b`` added to the
         predictor (a log-link family on positive data).
-    moment_start : bool
-        Whether the consistent moment start of DESIGN §3-§6 applies.
+    moment_start : str or None
+        Which consistent moment start seeds these experts on all columns
+        (:func:`moelearn.moment_starts.family_moment_start`): ``"gaussian"``
+        (DESIGN §3-§6, run by the Gaussian solver itself), ``"gaussian-scale"``,
+        ``"count"``, ``"log-gaussian"`` (DESIGN §13); None where none exists.
+    noise_parameter : str or None
+        The dispersion that ``MoEParams.noise_std`` holds and that
+        ``noise="shared"`` ties across the experts (``"sigma"``, ``"shape"``),
+        None for families without one.
     """
 
     name = "family"
@@ -77,7 +84,8 @@ class Family(ABC):
     n_predictors = 1
     location_scale = False
     scale_family = False
-    moment_start = False
+    moment_start: str | None = None
+    noise_parameter: str | None = None
     discrete = False
     # whether a weighted least-squares fit of working_response(y) is a sensible
     # first guess of the coefficients (not for class labels)
@@ -109,6 +117,47 @@ class Family(ABC):
             Expected information (positive semi-definite) in the same coordinates.
         """
 
+    def hessian(self, y, eta, disp) -> np.ndarray:
+        """Second derivatives of the log-density in working coordinates, (n, k, Q, Q).
+
+        The coordinates are those of :meth:`derivatives`, ``(eta_1..eta_q, log
+        phi_1..log phi_m)``; with them the engine forms the exact observed
+        information of the mixture in one pass.  This default takes central
+        differences of the analytic gradient of :meth:`derivatives`, entry by
+        entry (``2 Q`` evaluations, no pass over the data); families override
+        it with the exact formula.
+        """
+        eta = np.asarray(eta, dtype=float)
+        disp = np.asarray(disp, dtype=float)
+        q = self.n_predictors
+        multi = eta.ndim == 3
+        m = disp.shape[1]
+        size = q + m
+        H = np.empty(eta.shape[:2] + (size, size))
+        for c in range(size):
+            if c < q:
+                h = 1e-5 * np.maximum(1.0, np.abs(eta[..., c] if multi else eta))
+                up, down = eta.copy(), eta.copy()
+                if multi:
+                    up[..., c] += h
+                    down[..., c] -= h
+                else:
+                    up += h
+                    down -= h
+                g_up = self.derivatives(y, up, disp)[1]
+                g_down = self.derivatives(y, down, disp)[1]
+            else:
+                h = 1e-5
+                d_up, d_down = disp.copy(), disp.copy()
+                d_up[:, c - q] *= np.exp(h)
+                d_down[:, c - q] *= np.exp(-h)
+                g_up = self.derivatives(y, eta, d_up)[1]
+                g_down = self.derivatives(y, eta, d_down)[1]
+            if g_up.ndim == eta.ndim and not multi:
+                g_up, g_down = g_up[..., None], g_down[..., None]
+            H[..., :, c] = (g_up - g_down) / (2.0 * (h[..., None] if np.ndim(h) else h))
+        return 0.5 * (H + np.swapaxes(H, -1, -2))
+
     @abstractmethod
     def mean(self, eta, disp) -> np.ndarray:
         """``E[y | expert]``, shape of ``eta`` (n, k)."""
@@ -124,6 +173,16 @@ class Family(ABC):
     @abstractmethod
     def sample(self, eta, disp, rng) -> np.ndarray:
         """One draw per entry of ``eta`` (n, k): shape (n, k)."""
+
+    def sample_chosen(self, eta, disp, chosen, rng) -> np.ndarray:
+        """One draw per row from the expert ``chosen[n]`` of each row: shape (n,).
+
+        ``eta`` has shape (n, k) (or (n, k, q)); the default draws every expert
+        and keeps the chosen one, so that the random stream is the one of
+        :meth:`sample`.
+        """
+        draws = self.sample(eta, disp, rng)
+        return np.take_along_axis(draws, chosen[:, None], axis=1)[:, 0]
 
     # ------------------------------------------------------------- fitting aid
     def working_response(self, y) -> np.ndarray:
@@ -158,7 +217,8 @@ class Gaussian(Family):
 
     name = "gaussian"
     dispersion_names = ("sigma",)
-    moment_start = True
+    noise_parameter = "sigma"
+    moment_start = "gaussian"
 
     def __init__(self, link="linear"):
         self.link = get_link(link)
@@ -181,6 +241,18 @@ class Gaussian(Family):
         fisher[..., 1, 1] = 2.0
         return logf, grad, fisher
 
+    def hessian(self, y, eta, disp):
+        sigma = disp[:, 0]
+        mu, dmu = self.link(eta), self.link.grad(eta)
+        r = (y[:, None] - mu) / sigma
+        H = np.empty(eta.shape + (2, 2))
+        H[..., 0, 0] = -(dmu**2) / sigma**2
+        if not self.link.is_linear:
+            H[..., 0, 0] += r * self.link.grad2(eta) / sigma
+        H[..., 0, 1] = H[..., 1, 0] = -2.0 * r * dmu / sigma
+        H[..., 1, 1] = -2.0 * r**2
+        return H
+
     def mean(self, eta, disp):
         return self.link(eta)
 
@@ -192,6 +264,11 @@ class Gaussian(Family):
 
     def sample(self, eta, disp, rng):
         return self.link(eta) + disp[:, 0] * rng.standard_normal(np.shape(eta))
+
+    def sample_chosen(self, eta, disp, chosen, rng):
+        # one standard normal per row: the chosen expert's mean plus its noise
+        rows = np.take_along_axis(eta, chosen[:, None], axis=1)[:, 0]
+        return self.link(rows) + disp[chosen, 0] * rng.standard_normal(len(chosen))
 
     def initial_dispersion(self, y, eta=None):
         return np.array([max(float(np.std(y)), 1e-12)])
@@ -210,6 +287,8 @@ class StudentT(Family):
 
     name = "student-t"
     dispersion_names = ("sigma", "nu")
+    noise_parameter = "sigma"
+    moment_start = "gaussian-scale"
     location_scale = True
 
     def __init__(self, nu_min=0.5, nu_max=200.0):
@@ -250,6 +329,31 @@ class StudentT(Family):
         fisher[..., 2, 2] = nu**2 * np.maximum(i_nu, 0.0)
         return logf, grad, fisher
 
+    def hessian(self, y, eta, disp):
+        sigma, nu = disp[:, 0], disp[:, 1]
+        r = (y[:, None] - eta) / sigma
+        r2 = r**2
+        D = nu + r2
+        D2 = D**2
+        g = 0.5 * (
+            digamma(0.5 * (nu + 1)) - digamma(0.5 * nu) - 1.0 / nu - np.log1p(r2 / nu)
+        ) + 0.5 * (nu + 1) * r2 / (nu * D)
+        dg = 0.5 * (
+            0.5 * polygamma(1, 0.5 * (nu + 1))
+            - 0.5 * polygamma(1, 0.5 * nu)
+            + 1.0 / nu**2
+            + r2 / (nu * D)
+            - r2 * (D + nu * (nu + 1)) / (nu**2 * D2)
+        )
+        H = np.empty(eta.shape + (3, 3))
+        H[..., 0, 0] = -(nu + 1) * (nu - r2) / (sigma**2 * D2)
+        H[..., 0, 1] = H[..., 1, 0] = -2 * nu * (nu + 1) * r / (sigma * D2)
+        H[..., 1, 1] = -2 * nu * (nu + 1) * r2 / D2
+        H[..., 0, 2] = H[..., 2, 0] = nu * r * (r2 - 1) / (sigma * D2)
+        H[..., 1, 2] = H[..., 2, 1] = nu * r2 * (r2 - 1) / D2
+        H[..., 2, 2] = nu * g + nu**2 * dg
+        return H
+
     def mean(self, eta, disp):
         # the location: the mean when nu > 1, the median always (a point
         # prediction that exists for every nu)
@@ -283,6 +387,7 @@ class Poisson(Family):
 
     name = "poisson"
     discrete = True
+    moment_start = "count"
 
     def check_y(self, y):
         y = super().check_y(y)
@@ -299,6 +404,10 @@ class Poisson(Family):
         mu = np.exp(eta)
         logf = y[:, None] * eta - mu - gammaln(y + 1.0)[:, None]
         return logf, (y[:, None] - mu)[..., None], mu[..., None, None]
+
+    def hessian(self, y, eta, disp):
+        # the canonical link: the observed information is the expected one
+        return -np.exp(np.minimum(eta, 700.0))[..., None, None]
 
     def mean(self, eta, disp):
         return np.exp(np.minimum(eta, 700.0))
@@ -325,6 +434,8 @@ class Gamma(Family):
 
     name = "gamma"
     dispersion_names = ("shape",)
+    noise_parameter = "shape"
+    moment_start = "log-gaussian"
     scale_family = True
 
     def __init__(self, shape_max=1e8):
@@ -354,6 +465,17 @@ class Gamma(Family):
         fisher[..., 0, 0] = a
         fisher[..., 1, 1] = a**2 * np.maximum(polygamma(1, a) - 1.0 / a, 0.0)
         return logf, grad, fisher
+
+    def hessian(self, y, eta, disp):
+        a = disp[:, 0]
+        yc = y[:, None]
+        ratio = yc * np.exp(-eta)
+        score_a = np.log(a) + 1.0 - digamma(a) + np.log(yc) - eta - ratio
+        H = np.empty(eta.shape + (2, 2))
+        H[..., 0, 0] = -a * ratio
+        H[..., 0, 1] = H[..., 1, 0] = a * (ratio - 1.0)
+        H[..., 1, 1] = a * score_a + a - a**2 * polygamma(1, a)
+        return H
 
     def mean(self, eta, disp):
         return np.exp(eta)
@@ -404,6 +526,10 @@ class Bernoulli(Family):
             (y[:, None] - p)[..., None],
             (p * (1 - p))[..., None, None],
         )
+
+    def hessian(self, y, eta, disp):
+        p = expit(eta)
+        return -(p * (1 - p))[..., None, None]
 
     def mean(self, eta, disp):
         return expit(eta)
@@ -479,6 +605,10 @@ class Multinomial(Family):
         idx = np.arange(q)
         fisher[..., idx, idx] += pq
         return logf, grad, fisher
+
+    def hessian(self, y, eta, disp):
+        # the canonical link: minus the expected information
+        return -self.derivatives(y, eta, disp)[2]
 
     def mean(self, eta, disp):
         """Class probabilities, shape (n, k, C)."""

@@ -28,6 +28,8 @@ from .engine import (
     em,
     polish,
     search,
+    state_from_responsibilities,
+    tied_column,
 )
 from .families import Family
 from .model import MoEParams
@@ -38,7 +40,6 @@ __all__ = [
     "FamilyFit",
     "fit_engine",
     "fit_family",
-    "n_parameters",
     "resolve_roles",
     "unscale",
 ]
@@ -118,14 +119,6 @@ def resolve_roles(spec, n_features, feature_names, name):
         raise ValueError(f"{name} lists a column twice: {list(arr)}")
     mask[idx] = True
     return mask
-
-
-def n_parameters(family: Family, n_experts, gating_mask, expert_mask, fit_intercept):
-    """Free parameters: expert coefficients, dispersions and the gate (last row fixed)."""
-    k = n_experts
-    pe = int(expert_mask.sum()) + int(fit_intercept)
-    pg = int(gating_mask.sum()) + int(fit_intercept)
-    return k * pe * family.n_predictors + k * len(family.dispersion_names) + (k - 1) * pg
 
 
 def _column_stats(raw: Data, family: Family, weights=None):
@@ -228,7 +221,9 @@ def _scaling(raw: Data, family: Family, fit_intercept, weights=None):
     return mean, scale, ym, ys, y_sd
 
 
-def _to_params(state: State, family, design, gmask, emask, x_mean, x_scale, ym, ys):
+def _to_params(
+    state: State, family, design, gmask, emask, x_mean, x_scale, ym, ys, shared_noise=False
+):
     """Engine state (standardised) -> MoEParams in the original units."""
     fi = design.fit_intercept
     A, b = unscale(state.coef[:, 0, :], design.expert_columns, x_mean, x_scale, fi)
@@ -246,6 +241,8 @@ def _to_params(state: State, family, design, gmask, emask, x_mean, x_scale, ym, 
         noise = 1.0 / np.sqrt(disp[:, names.index("shape")])
     if "nu" in names:
         df = disp[:, names.index("nu")]
+    if shared_noise and noise is not None:
+        noise = float(noise[0])  # one noise parameter for every expert
     return MoEParams(
         A,
         W - W.mean(axis=0),
@@ -320,6 +317,8 @@ def fit_engine(
     random_state=None,
     extra_starts=(),
     offset_column=None,
+    shared_noise=False,
+    baseline=None,
 ) -> EngineResult:
     """Standardise, search starts (or refine ``init``), and fit by the engine.
 
@@ -351,6 +350,12 @@ def fit_engine(
     offset_column : int or None
         A column added to every expert's predictor with coefficient one (left
         unscaled); log-link families only.
+    shared_noise : bool
+        One noise parameter (the family's ``noise_parameter``) for all experts.
+    baseline : {None, "em", "gd"}
+        Instead of the start search, the best of ``n_init`` (``"auto"``: 1)
+        random starts fitted by joint EM (``"em"``) or by L-BFGS-B on the
+        log-likelihood (``"gd"``) alone: the baselines of DESIGN §6.
 
     Returns
     -------
@@ -400,7 +405,8 @@ def fit_engine(
         # subsample), so that a few gross outliers cannot lift it above the noise
         spread = min(y_sd / (ys if family.location_scale else 1.0), _robust_sd(sub_y, sub_w))
         log_floor = np.log(noise_floor * max(spread, 1e-300))
-    opts = dict(log_floor=log_floor, alpha=alpha, weights=sample_weight)
+    tied = tied_column(family, k, shared_noise)
+    opts = dict(log_floor=log_floor, alpha=alpha, weights=sample_weight, tied=tied)
     if init is not None:
         state = init(design, x_mean, x_scale, ym, ys)
         with warnings.catch_warnings():
@@ -411,6 +417,13 @@ def fit_engine(
         fit.n_iter += first.n_iter
         fit.collapsed = at_floor(fit.state, family, log_floor)
         method = "init_params"
+    elif baseline is not None:
+        n_starts = 1 if n_init == "auto" else int(n_init)
+        fit = _baseline(
+            family, design, data, sub_X, sub_y, k, baseline, n_starts, rng, max_iter, tol, opts
+        )
+        fit.collapsed = at_floor(fit.state, family, log_floor)
+        method = "random"
     else:
         if n_init == "auto":
             rows_seen = len(sub_y) if sub_w is None else float(sub_w.sum())
@@ -434,6 +447,7 @@ def fit_engine(
             alpha=alpha,
             weights=sample_weight,
             sub_weights=sub_w,
+            tied=tied,
             starts=[
                 (name, _to_state(p, family, design, x_mean, x_scale, ym, ys))
                 for name, p in extra_starts
@@ -445,8 +459,34 @@ def fit_engine(
         extra = f" and {parts} random partitions" if parts else ""
         method = f"{kind} (best of {n_candidates} start{plural}{extra})"
     # every expert at its spread's bound: the plateau's canonical point (DESIGN §13)
-    fit = canonical(family, design, data, fit, **opts)
+    fit = canonical(
+        family, design, data, fit, log_floor=log_floor, weights=sample_weight, alpha=alpha
+    )
     return EngineResult(fit, design, method, x_mean, x_scale, ym, ys)
+
+
+def _baseline(family, design, data, sub_X, sub_y, k, kind, n_starts, rng, max_iter, tol, opts):
+    """The best of ``n_starts`` random starts, each fitted by EM or by L-BFGS-B alone.
+
+    A random start is the classical one of EM for mixtures of regressions: the
+    parameters fitted to random responsibilities (Dirichlet(1, ..., 1) draws
+    per row of the subsample).
+    """
+    best = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for _ in range(n_starts):
+            post = rng.dirichlet(np.ones(k), size=len(sub_y))
+            state = state_from_responsibilities(
+                family, design, sub_X, sub_y, post, opts["log_floor"], tied=opts["tied"]
+            )
+            if kind == "em":
+                fit = em(family, design, data, state, max_iter=max_iter, tol=tol, **opts)
+            else:
+                fit = polish(family, design, data, state, max_iter=max_iter, tol=tol, **opts)
+            if best is None or fit.log_likelihood > best.log_likelihood:
+                best = fit
+    return best
 
 
 def fit_family(
@@ -467,6 +507,8 @@ def fit_family(
     alpha=RIDGE,
     extra_starts=(),
     offset_column=None,
+    shared_noise=False,
+    baseline=None,
 ) -> FamilyFit:
     """Maximum-likelihood fit of a mixture of experts of any regression family.
 
@@ -501,6 +543,8 @@ def fit_family(
         random_state=random_state,
         extra_starts=extra_starts,
         offset_column=offset_column,
+        shared_noise=shared_noise,
+        baseline=baseline,
     )
     fit = res.fit
     params = _to_params(
@@ -513,6 +557,7 @@ def fit_family(
         res.x_scale,
         res.y_mean,
         res.y_scale,
+        shared_noise=tied_column(family, n_experts, shared_noise) is not None,
     )
     if offset_column is not None:
         params.offset_feature = int(offset_column)

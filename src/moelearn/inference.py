@@ -20,8 +20,8 @@ from scipy.stats import norm
 
 from ._logspace import logsumexp_k
 from .diagnostics import gate_separation
-from .engine import Design, State, pass_statistics
-from .model import MoEParams
+from .engine import Design, State, pass_statistics, tied_column, tied_coordinates
+from .model import MoEParams, count_parameters
 from .refine import Data, observed_information
 
 __all__ = [
@@ -115,10 +115,12 @@ def _uses_engine(params: MoEParams) -> bool:
 
 def _engine_problem(params: MoEParams, fit_intercept):
     """Design and engine state of ``params`` in the original units (no standardisation)."""
-    d = params.n_features
-    g = params.gating_features if params.has_roles else np.ones(d, dtype=bool)
-    e = params.expert_features if params.has_roles else np.ones(d, dtype=bool)
-    design = Design(np.flatnonzero(g), np.flatnonzero(e), fit_intercept, params.offset_feature)
+    design = Design(
+        np.flatnonzero(params.gating_features),
+        np.flatnonzero(params.expert_features),
+        fit_intercept,
+        params.offset_feature,
+    )
 
     def stack(bias, coef):
         return np.hstack([bias[:, None], coef]) if fit_intercept else coef.copy()
@@ -195,9 +197,17 @@ def _family_standard_errors(data: Data, params: MoEParams, fit_intercept):
             - _engine_gradient(params, design, data, state, down)
         ) / (2 * h)
     info = -0.5 * (H + H.T)
+    # a shared noise parameter is one coordinate: the information of L(T theta_r) is
+    # T' I T, and the covariance maps back by T (T copies the shared entry)
+    shared = params.noise_std is not None and np.ndim(params.noise_std) == 0
+    expand, keep = tied_coordinates(state, tied_column(fam, k, shared))
+    T = np.zeros((p, keep.size))
+    T[np.arange(p), expand] = 1.0
+    info = T.T @ info @ T
     scale = 1.0 / np.sqrt(np.maximum(np.abs(np.diag(info)), 1e-300))
     cov = np.linalg.pinv(info * np.outer(scale, scale), rcond=1e-12, hermitian=True)
     cov *= np.outer(scale, scale)
+    cov = T @ cov @ T.T
     # map the reference-row gate to the centred gate: V_c = C V_free, C = I - 11'/k
     nc, nd = state.coef.size, state.log_disp.size
     pg = state.gate.shape[1]
@@ -224,6 +234,8 @@ def _family_standard_errors(data: Data, params: MoEParams, fit_intercept):
         noise = 0.5 * se_disp[:, names_.index("shape")] * params.noise_vector
     if "nu" in names_:
         df = se_disp[:, names_.index("nu")] * disp[:, names_.index("nu")]
+    if shared and noise is not None:
+        noise = float(noise[0])
     names = (
         [f"expert[{i}][{j}]" for i in range(k) for j in range(pe)]
         + [f"log_{n}[{i}]" for i in range(k) for n in names_]
@@ -475,8 +487,11 @@ def _rows(params, se: StandardErrors, fit_intercept, feature_names, level):
     family = params.family_object.name
     if family != "gaussian":
         label = {"student-t": "scale", "gamma": "cv"}.get(family)
+        shared = label is not None and np.ndim(se.noise_std) == 0
+        if shared:
+            add("dispersion", label, params.noise_vector[0], se.noise_std, False)
         for i in range(k):
-            if label is not None:
+            if label is not None and not shared:
                 add("dispersion", f"{label}[{i}]", params.noise_vector[i], se.noise_std[i], False)
             if se.df is not None:
                 add("dispersion", f"df[{i}]", params.df[i], se.df[i], test=False)
@@ -534,11 +549,15 @@ def summarize(
     log_post = joint - lse
     entropy = float(-np.sum(post * log_post))
     ll = float(lse.sum())
-    k, d = params.n_experts, params.n_features
-    per = d + (1 if fit_intercept else 0)
-    n_params = k * per + (k - 1) * per + (k if per_expert else 1)
-    if _uses_engine(params):
-        n_params = len(se.names) - (params.gating.shape[1] + int(fit_intercept))
+    k = params.n_experts
+    n_params = count_parameters(
+        params.family_object,
+        k,
+        params.gating_features,
+        params.expert_features,
+        fit_intercept,
+        shared_noise=not per_expert,
+    )
     n = X.shape[0]
     bic = -2.0 * ll + n_params * np.log(n)
     return Summary(

@@ -15,9 +15,14 @@ from ._logspace import logsumexp_k, softmax_k
 from .families import Family, Gaussian, get_family
 from .links import Link, get_link
 
-__all__ = ["MoEParams", "make_moe", "random_generator", "sample", "sample_given_x"]
-
-_LOG_2PI = np.log(2.0 * np.pi)
+__all__ = [
+    "MoEParams",
+    "count_parameters",
+    "make_moe",
+    "random_generator",
+    "sample",
+    "sample_given_x",
+]
 
 
 def _as_matrix(name, value):
@@ -97,15 +102,17 @@ class MoEParams:
         roles = self.gating_features is not None or self.expert_features is not None
         if self.offset_feature is not None and not roles:
             raise ValueError("offset_feature needs gating_features and expert_features")
-        if roles:
-            self._set_roles()
-        else:
+        if not roles:
             if k < 1 or d < 1:
                 raise ValueError(f"experts must have at least one row and column, got {(k, d)}")
             if self.gating.shape != (k, d):
                 raise ValueError(
                     f"gating must have the shape of experts {(k, d)}, got {self.gating.shape}"
                 )
+            # "all columns" is a full mask: one layout for every model
+            self.gating_features = np.ones(d, dtype=bool)
+            self.expert_features = np.ones(d, dtype=bool)
+        self._set_roles()
         self.expert_bias = _as_vector("expert_bias", self.expert_bias, k)
         self.gating_bias = _as_vector("gating_bias", self.gating_bias, k)
         self._link = get_link(self.link)
@@ -188,14 +195,12 @@ class MoEParams:
 
     @property
     def n_features(self) -> int:
-        if self.expert_features is not None:
-            return len(self.expert_features)
-        return self.experts.shape[1]
+        return len(self.expert_features)
 
     @property
     def has_roles(self) -> bool:
-        """Whether the gate and the experts read different columns."""
-        return self.expert_features is not None
+        """Whether the gate or the experts read a subset of the columns (not all of them)."""
+        return not (self.gating_features.all() and self.expert_features.all())
 
     @property
     def link_function(self) -> Link:
@@ -224,6 +229,20 @@ class MoEParams:
                 cols.append(1.0 / self.noise_vector**2)
         return np.stack(cols, axis=1) if cols else np.zeros((self.n_experts, 0))
 
+    def n_parameters(self, fit_intercept=True) -> int:
+        """Free parameters of the model (for AIC, BIC and ICL): see :func:`count_parameters`.
+
+        A scalar ``noise_std`` counts as one dispersion shared by the experts.
+        """
+        return count_parameters(
+            self._family,
+            self.n_experts,
+            self.gating_features,
+            self.expert_features,
+            fit_intercept,
+            shared_noise=self.noise_std is not None and np.ndim(self.noise_std) == 0,
+        )
+
     def copy(self) -> MoEParams:
         return MoEParams(
             self.experts.copy(),
@@ -236,8 +255,8 @@ class MoEParams:
             self.link,
             self._family if not isinstance(self.family, str) else self.family,
             None if self.df is None else self.df.copy(),
-            None if self.gating_features is None else self.gating_features.copy(),
-            None if self.expert_features is None else self.expert_features.copy(),
+            self.gating_features.copy(),
+            self.expert_features.copy(),
             self.offset_feature,
         )
 
@@ -249,10 +268,10 @@ class MoEParams:
         return X
 
     def _gate_X(self, X):
-        return X if self.gating_features is None else X[:, self.gating_features]
+        return X if self.gating_features.all() else X[:, self.gating_features]
 
     def _expert_X(self, X):
-        return X if self.expert_features is None else X[:, self.expert_features]
+        return X if self.expert_features.all() else X[:, self.expert_features]
 
     def gating_logits(self, X) -> np.ndarray:
         X = self._check_X(X)
@@ -290,8 +309,6 @@ class MoEParams:
         """Mixture mean ``E[y | x] = sum_i p_i(x) E[y | x, i]``, shape (n,)."""
         X = self._check_X(X)
         p = self._gating_k(X)[1]
-        if not self.has_roles and isinstance(self._family, Gaussian):
-            return np.sum(p * self._link(self.experts @ X.T + self.expert_bias[:, None]), axis=0)
         return np.sum(p * self.expert_means(X).T, axis=0)
 
     def _joint_k(self, X, y):
@@ -299,13 +316,8 @@ class MoEParams:
         y = np.asarray(y, dtype=float).ravel()
         if y.shape[0] != X.shape[0]:
             raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}")
-        if self.has_roles or not isinstance(self._family, Gaussian):
-            logf = self._family.log_density(y, self.expert_predictors(X), self.dispersion())
-            return self._gating_k(X)[0] + logf.T
-        sigma = self.noise_vector[:, None]
-        mu = self._link(self.experts @ X.T + self.expert_bias[:, None])
-        resid = (y - mu) / sigma
-        return self._gating_k(X)[0] - 0.5 * resid**2 - (np.log(sigma) + 0.5 * _LOG_2PI)
+        logf = self._family.log_density(y, self.expert_predictors(X), self.dispersion())
+        return self._gating_k(X)[0] + logf.T
 
     def joint_log_likelihood(self, X, y) -> np.ndarray:
         """``log p_i(x) + log N(y | g(<a_i,x>+b_i), sigma_i^2)``, shape (n, k)."""
@@ -338,6 +350,39 @@ class MoEParams:
         if self.offset_feature is not None:
             out["offset_feature"] = self.offset_feature
         return out
+
+
+def count_parameters(
+    family: Family, n_experts, gating_mask, expert_mask, fit_intercept=True, shared_noise=False
+) -> int:
+    """Free parameters of a mixture of experts: experts, dispersions, and the gate.
+
+    Each expert has ``family.n_predictors`` linear predictors on the expert
+    columns (plus an intercept when fitted) and the family's dispersion
+    parameters; with ``shared_noise`` the family's noise parameter
+    (:attr:`~moelearn.families.Family.noise_parameter`) is one for all experts.
+    The gate has ``k - 1`` free rows (one row is the reference).
+
+    Parameters
+    ----------
+    family : Family
+    n_experts : int
+    gating_mask, expert_mask : boolean arrays of shape (n_features,)
+    fit_intercept : bool, default True
+    shared_noise : bool, default False
+
+    Returns
+    -------
+    int
+    """
+    k = int(n_experts)
+    pe = int(np.sum(expert_mask)) + int(fit_intercept)
+    pg = int(np.sum(gating_mask)) + int(fit_intercept)
+    m = len(family.dispersion_names)
+    dispersions = k * m
+    if shared_noise and family.noise_parameter is not None:
+        dispersions -= k - 1
+    return k * pe * family.n_predictors + dispersions + (k - 1) * pg
 
 
 def make_moe(
@@ -532,10 +577,6 @@ def sample_given_x(params: MoEParams, X, rng):
     # Gumbel-max draws z ~ Categorical(softmax(logits)) without leaving log space.
     logits = params._gate_X(X) @ params.gating.T + params.gating_bias
     z = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
-    if params.has_roles or not isinstance(params.family_object, Gaussian):
-        draws = params.family_object.sample(params.expert_predictors(X), params.dispersion(), rng)
-        return X, np.take_along_axis(draws, z[:, None], axis=1)[:, 0], z
-    pre = np.take_along_axis(X @ params.experts.T, z[:, None], axis=1)[:, 0]
-    y = params.link_function(pre + params.expert_bias[z])
-    y += params.noise_vector[z] * rng.standard_normal(X.shape[0])
+    fam = params.family_object
+    y = fam.sample_chosen(params.expert_predictors(X), params.dispersion(), z, rng)
     return X, y, z

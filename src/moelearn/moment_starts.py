@@ -14,7 +14,8 @@ Each function turns moment estimates into a start of the likelihood engine
 
 They hold under the theory regime of DESIGN §1 (Gaussian inputs, a gate
 orthogonal to the experts, a common intercept and norm); elsewhere they are
-one candidate among the start search's.
+one candidate among the start search's.  :func:`family_moment_start` picks the
+one a family names in its :attr:`~moelearn.families.Family.moment_start` hook.
 """
 
 from __future__ import annotations
@@ -22,13 +23,23 @@ from __future__ import annotations
 import numpy as np
 from scipy import optimize, special
 
+from ._validation import check_target_and_magnitude
 from .data import ChunkedDataset, Data
+from .exceptions import MomentMethodUnavailable
 from .experts import recover_count_directions
 from .links import get_link
-from .model import MoEParams
+from .model import MoEParams, random_generator
+from .solvers import Problem, moment_fit
 from .standardize import Scaling
 
-__all__ = ["count_moment_start", "gamma_from_lognormal", "log_response", "student_t_from_gaussian"]
+__all__ = [
+    "count_moment_start",
+    "family_moment_start",
+    "gamma_from_lognormal",
+    "gaussian_moment_fit",
+    "log_response",
+    "student_t_from_gaussian",
+]
 
 
 def _all_columns(d):
@@ -169,3 +180,69 @@ def student_t_from_gaussian(p: MoEParams, df=10.0) -> MoEParams:
         gating_features=_all_columns(d),
         expert_features=_all_columns(d),
     )
+
+
+def gaussian_moment_fit(
+    X, y, sample_weight, n_experts, rng, *, fit_intercept=True, chunk_size=None, max_iter=200
+) -> MoEParams:
+    """The Gaussian moment start refined as a Gaussian mixture, in original units.
+
+    The tensor directions are consistent for Student-t noise with ``nu > 6``
+    and for the log-gamma noise of ``log y`` under Gamma experts (DESIGN §13),
+    so this fit seeds both.  ``X``, ``y`` and ``sample_weight`` are arrays,
+    memory maps, Dask arrays or a :class:`~moelearn.data.ChunkedDataset` (then
+    ``y`` is None); the random draws come from a generator seeded by one draw
+    of ``rng``.
+
+    Raises
+    ------
+    MomentMethodUnavailable
+        When the moment method cannot run on these data.
+    """
+    seed = int(rng.integers(2**31 - 1))
+    raw = Data(X, y, chunk_size, n_experts=n_experts, sample_weight=sample_weight)
+    if raw.kind == "memory":
+        check_target_and_magnitude(np.asarray(X), np.asarray(y))
+    link = get_link("linear")
+    scaling = Scaling.fit(raw, link, fit_intercept=fit_intercept, scale_y=True)
+    problem = Problem(
+        scaling.standardize(raw, n_experts=n_experts),
+        link,
+        n_experts,
+        random_generator(seed),
+        fit_intercept=fit_intercept,
+        n_init=1,
+        max_iter=max_iter,
+        noise_floor=scaling.noise_floor,
+    )
+    return scaling.from_standard(moment_fit(problem).fit.params)
+
+
+def family_moment_start(family, raw: Data, n_experts, rng, *, fit_intercept=True):
+    """The consistent moment start that ``family.moment_start`` names: ``(name, MoEParams)``.
+
+    * ``"count"``: :func:`count_moment_start` (Poisson experts);
+    * ``"log-gaussian"``: the Gaussian fit of ``log y``, as Gamma experts
+      (:func:`gamma_from_lognormal`);
+    * ``"gaussian-scale"``: the Gaussian fit, as Student-t experts
+      (:func:`student_t_from_gaussian`).
+
+    Raises
+    ------
+    MomentMethodUnavailable
+        When the family has none of these (DESIGN §13) or the moments cannot be
+        formed on these data.
+    """
+    kind = family.moment_start
+    w = raw.w if raw.kind != "stream" else None
+    opts = dict(fit_intercept=fit_intercept, chunk_size=raw.chunk_size)
+    if kind == "count":
+        return "moments (count, tensor)", count_moment_start(raw, n_experts, rng)
+    if kind == "log-gaussian":
+        X, y = log_response(raw)
+        p = gaussian_moment_fit(X, y, w, n_experts, rng, **opts)
+        return "moments (log y, tensor)", gamma_from_lognormal(p, family.shape_max)
+    if kind == "gaussian-scale":
+        p = gaussian_moment_fit(raw.X, raw.y, raw.w, n_experts, rng, **opts)
+        return "moments (Gaussian, tensor)", student_t_from_gaussian(p, df=10.0)
+    raise MomentMethodUnavailable(f"no moment start for family={family.name!r} (DESIGN §13)")

@@ -38,6 +38,7 @@ __all__ = [
     "Solution",
     "available_solvers",
     "get_solver",
+    "moment_fit",
     "refine_start",
     "register_solver",
 ]
@@ -248,6 +249,54 @@ def refine_start(problem: Problem, init: MoEParams) -> Solution:
 # --------------------------------------------------------------------------
 # The solvers
 # --------------------------------------------------------------------------
+def _moment_start(problem: Problem, sub: Data):
+    """The consistent moment start ``(name, MoEParams)`` (standardised units).
+
+    The expert directions from the moments; their lengths, the intercepts,
+    the gating and the noise fitted with the directions fixed, on the
+    subsample ``sub`` with a loose tolerance: this only has to land in the
+    basin.
+
+    Raises
+    ------
+    MomentMethodUnavailable
+        When the moment method cannot run on these data.
+    """
+    link, k, rng = problem.link, problem.n_experts, problem.rng
+    directions = _directions(problem, problem.moment_method)
+    start = MoEParams(
+        directions,
+        0.01 * rng.standard_normal((k, problem.data.n_features)),
+        noise_std=_noise_start(sub.y, k, problem.per_expert_noise, sub.w),
+        link=link,
+    )
+    free = {"expert_scale", "gating", "noise"}
+    if problem.fit_intercept:
+        free |= {"expert_bias", "gating_bias"}
+    # With a search, the start is screened on _SEARCH_ROWS rows anyway: fit it on as
+    # many (evenly spaced rows of the random subsample), not on all of ``sub``.
+    on = sub if problem.n_init == 1 else _spaced_rows(problem, sub, _SEARCH_ROWS)
+    step = _maximize(problem, start, data=on, free=free, method="lbfgs", tol=max(problem.tol, 1e-6))
+    return f"moments ({problem.moment_method})", step.params
+
+
+def moment_fit(problem: Problem) -> Solution:
+    """The moment start alone, refined by maximum likelihood on all the data.
+
+    What ``solver="moments"`` with ``n_init=1`` returns, and the Gaussian fit
+    behind the moment starts of other families (DESIGN §13).
+
+    Raises
+    ------
+    MomentMethodUnavailable
+        When the moment method cannot run on these data.
+    """
+    name, start = _moment_start(problem, _subsample(problem))
+    return Solution(
+        _maximize(problem, start), name, f"the {problem.refine_name} refinement of the moment start"
+    )
+
+
 @register_solver("moments")
 def solve_moments(problem: Problem) -> Solution:
     """The moment start screened with generated starts; the best refined (DESIGN §12)."""
@@ -257,31 +306,13 @@ def solve_moments(problem: Problem) -> Solution:
     sub = _subsample(problem)
     starts = []
     try:
-        directions = _directions(problem, problem.moment_method)
+        starts.append(_moment_start(problem, sub))
     except MomentMethodUnavailable as exc:
         unavailable = str(exc)
     else:
         unavailable = None
-        start = MoEParams(
-            directions,
-            0.01 * rng.standard_normal((k, d)),
-            noise_std=_noise_start(sub.y, k, per_expert, sub.w),
-            link=link,
-        )
-        # Lengths, intercepts, gating and noise with the directions fixed, on the
-        # subsample with a loose tolerance: this only has to land in the basin.
-        free = {"expert_scale", "gating", "noise"}
-        if problem.fit_intercept:
-            free |= {"expert_bias", "gating_bias"}
-        # With a search, the start is screened on _SEARCH_ROWS rows anyway: fit it on as
-        # many (evenly spaced rows of the random subsample), not on all of ``sub``.
-        on = sub if problem.n_init == 1 else _spaced_rows(problem, sub, _SEARCH_ROWS)
-        step = _maximize(
-            problem, start, data=on, free=free, method="lbfgs", tol=max(problem.tol, 1e-6)
-        )
-        starts.append((f"moments ({problem.moment_method})", step.params))
     if problem.n_init == 1 and starts:
-        # the moment start alone, refined on all the data (version 0.1's default)
+        # the moment start alone, refined on all the data
         return Solution(
             _maximize(problem, starts[0][1]),
             starts[0][0],
