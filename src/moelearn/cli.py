@@ -742,7 +742,13 @@ def main(argv=None):
         elif args.command == "summary":
             cmd_summary(args)
         elif args.command == "reproduce":
+            from ._optional import pyplot
             from .experiments import run_experiments
+
+            try:  # before the experiments run, not after: each one ends with a figure
+                pyplot()
+            except ImportError as exc:
+                raise CLIError(f"reproduce draws figures: {exc}") from None
 
             run_experiments(
                 args.experiment,
