@@ -67,15 +67,61 @@ def provenance(meta):
     return "; ".join(parts)
 
 
+def _git(*args):
+    try:
+        done = subprocess.run(
+            ["git", *args],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
+def stamp():
+    """When and from what a report was made: UTC date, moelearn version, git commit.
+
+    The commit is ``None`` outside a git checkout; ``dirty`` says whether the
+    tracked files differed from it.
+    """
+    import moelearn
+
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "moelearn": moelearn.__version__,
+        "commit": commit,
+        "dirty": bool(status) if commit else None,
+    }
+
+
+def stamp_line(info):
+    """The Markdown line that closes every report."""
+    commit = "no git commit" if info["commit"] is None else f"commit {info['commit'][:12]}"
+    if info["dirty"]:
+        commit += " with uncommitted changes"
+    return f"<sub>Made {info['date']} with moelearn {info['moelearn']}, {commit}.</sub>"
+
+
 def write_report(name, payload, markdown_lines):
-    """Write ``reports/NAME.json`` and ``reports/NAME.md``; return their paths."""
+    """Write ``reports/NAME.json`` and ``reports/NAME.md``, both stamped; return their paths.
+
+    Every benchmark writes through here, so every report carries the date, the
+    moelearn version and the commit it was made with (:func:`stamp`): under
+    ``"stamp"`` in the JSON and as the last line of the Markdown.
+    """
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": name, "machine": machine(), **payload}
+    info = stamp()
+    payload = {"benchmark": name, "stamp": info, "machine": machine(), **payload}
     js = REPORT_DIR / f"{name}.json"
     md = REPORT_DIR / f"{name}.md"
     js.write_text(json.dumps(payload, indent=2, default=float))
-    footer = ["", f"<sub>{provenance(payload['machine'])}</sub>"]
-    md.write_text("\n".join(list(markdown_lines) + footer) + "\n")
+    md.write_text("\n".join([*markdown_lines, "", stamp_line(info)]) + "\n")
     return js, md
 
 

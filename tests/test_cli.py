@@ -19,6 +19,22 @@ def test_demo_small(tmp_path, capsys):
     assert (tmp_path / "demo.png").stat().st_size > 10_000
 
 
+def test_reproduce_without_matplotlib_stops_before_running(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    assert main(["reproduce", "timing", "--quick", "--output", str(tmp_path)]) == 2
+    assert "moelearn[plot]" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_demo_without_matplotlib_prints_tables_and_names_the_extra(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    assert main(["demo", "--n-samples", "2000", "--output", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "mixture of 2 experts" in out and "figure not drawn" in out and "moelearn[plot]" in out
+    assert not (tmp_path / "demo.png").exists()
+
+
 @pytest.mark.parametrize("experiment", ["convergence", "success", "samples", "timing"])
 def test_reproduce_quick_writes_files(tmp_path, experiment, monkeypatch):
     # shrink the quick settings further so the whole suite stays fast

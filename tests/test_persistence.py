@@ -181,7 +181,7 @@ def _imports(path):
 
 def test_persistence_imports_no_estimator():
     modules = {module for module, _ in _imports(SRC / "persistence.py")}
-    assert modules <= {"/__future__", "json", "os", "zipfile", "numpy"}, modules
+    assert modules <= {"/__future__", "/typing", "json", "os", "zipfile", "numpy"}, modules
 
 
 def test_no_module_imports_another_modules_private_names():

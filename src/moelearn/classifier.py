@@ -13,19 +13,25 @@ of DESIGN §3 need distinct powers of ``y``, and a class indicator has
 
 from __future__ import annotations
 
+import os
 import warnings
 from numbers import Integral, Real
+from typing import Self
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.special import log_expit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
+
+# scikit-learn has no public form of its parameter constraints (Interval, StrOptions, checked
+# by BaseEstimator._validate_params); they have lived in this module since 1.2
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._progress import reported_fit
-from .data import Data, check_out_of_core, check_sample_weight, is_out_of_core
+from .data import ChunkedDataset, Data, check_out_of_core, check_sample_weight, is_out_of_core
 from .families import Bernoulli, Multinomial
 from .family_fit import fit_engine, resolve_roles, unscale
 from .inference import classification_entropy
@@ -145,7 +151,12 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     @reported_fit
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(
+        self,
+        X: ArrayLike | ChunkedDataset,
+        y: ArrayLike | None = None,
+        sample_weight: ArrayLike | None = None,
+    ) -> Self:
         """Fit the mixture of experts.
 
         Parameters
@@ -266,27 +277,27 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
     def _joint(self, X):
         return self._log_gate(X)[:, :, None] + self._expert_log_proba(X)
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         """Log of the class probabilities, shape (n_samples, n_classes)."""
         X = self._check_X(X)
         joint = self._joint(X)
         top = joint.max(axis=1, keepdims=True)
         return np.log(np.exp(joint - top).sum(axis=1)) + top[:, 0, :]
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities ``sum_i p_i(x) P_i(y = c | x)``, shape (n_samples, n_classes)."""
         return np.exp(self.predict_log_proba(X))
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """The most probable class of each row."""
         log_proba = self.predict_log_proba(X)
         return self.classes_[np.argmax(log_proba, axis=1)]
 
-    def predict_gating(self, X):
+    def predict_gating(self, X: ArrayLike) -> np.ndarray:
         """Gating probabilities, shape (n_samples, n_experts)."""
         return np.exp(self._log_gate(self._check_X(X)))
 
-    def predict_experts(self, X):
+    def predict_experts(self, X: ArrayLike) -> np.ndarray:
         """Each expert's class probabilities, shape (n_samples, n_experts, n_classes)."""
         return np.exp(self._expert_log_proba(self._check_X(X)))
 
@@ -298,7 +309,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"y must have shape ({n},), got {y.shape}")
         return LabelCodes(self.classes_)(None, y)[1].astype(int)
 
-    def log_density(self, X, y):
+    def log_density(self, X: ArrayLike, y: ArrayLike) -> np.ndarray:
         """``log P(y | x)`` of each labelled row, shape (n_samples,).
 
         Labels not seen when fitting raise ``ValueError`` (their probability
@@ -370,7 +381,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
         w = None if sample_weight is None else check_sample_weight(sample_weight, len(log_post))
         return self.bic(X, y, sample_weight) + 2.0 * classification_entropy(log_post, w)
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Save the fitted classifier without pickle (see :func:`moelearn.load`).
 
         Class labels must be numbers or strings (stored as JSON).

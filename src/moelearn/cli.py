@@ -108,9 +108,14 @@ def run_demo(
     for name, ee, ge, ll, tt in rows:
         tstr = "" if np.isnan(tt) else f"{tt:10.2f}"
         print(f"{name:<28}{ee:11.4f}{ge:11.4f}{ll:13.4f}{tstr}", file=out)
-    fig_path = _demo_figure(rows, Path(output), n_samples, n_experts, link)
-    _demo_classification(seed, out)
-    print(f"\nfigure: {fig_path}", file=out)
+    classification = _demo_classification(seed, out)
+    try:
+        fig_path = _demo_figure(rows, classification, Path(output), n_samples, n_experts, link)
+    except ImportError as exc:  # matplotlib comes with the plot extra
+        fig_path = None
+        print(f"\nfigure not drawn: {exc}", file=out)
+    else:
+        print(f"\nfigure: {fig_path}", file=out)
     return rows, fig_path
 
 
@@ -136,6 +141,7 @@ def _demo_classification(seed, out, n_samples=20_000):
     header = f"{'model':<28}{'accuracy':>11}{'log-loss':>11}{'time (s)':>10}"
     print(header, file=out)
     print("-" * len(header), file=out)
+    scores = {}
     for name, model in (
         ("logistic regression", LogisticRegression(max_iter=1000)),
         ("mixture of 2 experts", MixtureOfExpertsClassifier(2, random_state=seed)),
@@ -147,23 +153,26 @@ def _demo_classification(seed, out, n_samples=20_000):
         acc = float(np.mean(model.predict(X[te]) == y[te]))
         loss = log_loss(y[te], proba, labels=model.classes_)
         print(f"{name:<28}{acc:11.4f}{loss:11.4f}{elapsed:10.2f}", file=out)
+        scores[name] = acc
+    return dict(model=model, X=X[tr], y=y[tr], scores=scores)
 
 
-def _demo_figure(rows, output: Path, n, k, link):
-    import matplotlib
+def _demo_figure(rows, classification, output: Path, n, k, link):
+    from ._optional import pyplot
+    from .plot import plot_gating
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # an ImportError naming the plot extra when matplotlib is missing
+    plt.switch_backend("Agg")
 
     output.mkdir(parents=True, exist_ok=True)
     names = [r[0].replace(" (floor)", "\n(floor)") for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
     pos = np.arange(len(rows))
     axes[0].bar(pos - 0.2, [max(r[1], 1e-4) for r in rows], 0.4, label="experts")
     axes[0].bar(pos + 0.2, [max(r[2], 1e-4) for r in rows], 0.4, label="gating")
     axes[0].set_yscale("log")
     axes[0].set_ylabel("parameter error (Frobenius, matched)")
-    axes[0].set_title(f"Recovery, n={n:,}, k={k}, {link} link")
+    axes[0].set_title(f"Regression: recovery, n={n:,}, k={k}, {link} link", fontsize="medium")
     axes[0].set_xticks(pos, names, rotation=35, ha="right", fontsize=8)
     axes[0].axhline(0.1, color="grey", lw=0.8, ls="--", label="error 0.1")
     axes[0].legend()
@@ -171,7 +180,23 @@ def _demo_figure(rows, output: Path, n, k, link):
     axes[1].bar(np.arange(len(times)), times, color="tab:green")
     axes[1].set_xticks(np.arange(len(times)), names[1:], rotation=35, ha="right", fontsize=8)
     axes[1].set_ylabel("fit time (s)")
-    axes[1].set_title("Fit time")
+    axes[1].set_title("Regression: fit time", fontsize="medium")
+    # the classifier: its fitted gate along x2 against the true one, sigmoid(+-3 x2)
+    model, X = classification["model"], classification["X"]
+    plot_gating(model, X, feature=2, ax=axes[2])
+    t = np.linspace(X[:, 2].min(), X[:, 2].max(), 200)
+    true_gate = 1.0 / (1.0 + np.exp(-3.0 * t))
+    axes[2].plot(t, true_gate, color="k", ls=":", lw=1.5, label="true gate (both labellings)")
+    axes[2].plot(t, 1.0 - true_gate, color="k", ls=":", lw=1.5)
+    axes[2].legend(loc="center left", fontsize="small")
+    scores = classification["scores"]
+    axes[2].set_title(
+        "Classification: the gate of 2 logistic experts\n"
+        + axes[2].get_title()
+        + "\nheld-out accuracy: "
+        + ", ".join(f"{name.split()[0]} {acc:.3f}" for name, acc in scores.items()),
+        fontsize="small",
+    )
     fig.tight_layout()
     path = output / "demo.png"
     fig.savefig(path, dpi=120)
@@ -851,7 +876,13 @@ def main(argv=None):
         elif args.command == "summary":
             cmd_summary(args)
         elif args.command == "reproduce":
+            from ._optional import pyplot
             from .experiments import run_experiments
+
+            try:  # before the experiments run, not after: each one ends with a figure
+                pyplot()
+            except ImportError as exc:
+                raise CLIError(f"reproduce draws figures: {exc}") from None
 
             run_experiments(
                 args.experiment,

@@ -40,7 +40,7 @@ def _finish(frame, features, target, as_frame, descr):
     )
 
 
-def load_concrete(as_frame=False):
+def load_concrete(as_frame: bool = False) -> tuple[np.ndarray, np.ndarray] | Bunch:
     """UCI concrete compressive strength: 1030 mixtures x 8 ingredients/age.
 
     Returns ``(X, y)`` (y in MPa), or a Bunch with a DataFrame when ``as_frame``.
@@ -65,7 +65,7 @@ def load_concrete(as_frame=False):
     )
 
 
-def load_mcycle(as_frame=False):
+def load_mcycle(as_frame: bool = False) -> tuple[np.ndarray, np.ndarray] | Bunch:
     """Motorcycle-accident head acceleration against time (133 x 1).
 
     The classic mixture-of-experts example (Silverman 1985; R's MASS::mcycle).
@@ -80,7 +80,7 @@ def load_mcycle(as_frame=False):
     )
 
 
-def load_diabetes(as_frame=False):
+def load_diabetes(as_frame: bool = False) -> tuple[np.ndarray, np.ndarray] | Bunch:
     """Diabetes progression (442 x 10), from scikit-learn."""
     from sklearn.datasets import load_diabetes as sk_load
 

@@ -17,11 +17,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.special import log_softmax, logsumexp
 from sklearn.utils import check_X_y
 
 from ._validation import check_link, check_Xy
 from .data import check_sample_weight
+from .links import Link
 from .model import MoEParams
 from .moments import MomentAccumulator
 from .transforms import output_transform
@@ -161,7 +163,9 @@ def inputs_look_gaussian(X, sample_weight=None) -> bool:
     return bool(abs(b2 - d * (d + 2)) <= 4.0 * np.sqrt(8.0 * d * (d + 2) / total) + 0.2 * d)
 
 
-def diagnose(X, y, n_experts=None, link="linear") -> Diagnosis:
+def diagnose(
+    X: ArrayLike, y: ArrayLike, n_experts: int | None = None, link: str | Link = "linear"
+) -> Diagnosis:
     """Check the assumptions of the moment methods on ``(X, y)``.
 
     Parameters
@@ -272,7 +276,14 @@ class GateSeparation:
     separated: bool
 
 
-def gate_separation(params, X, y, *, sample_weight=None, tol=0.01) -> GateSeparation:
+def gate_separation(
+    params: MoEParams,
+    X: ArrayLike,
+    y: ArrayLike,
+    *,
+    sample_weight: ArrayLike | None = None,
+    tol: float = 0.01,
+) -> GateSeparation:
     """Whether the gate of a fit separates the rows ``(X, y)``.
 
     As the gate's coefficients are multiplied by ``t -> infinity``, each row

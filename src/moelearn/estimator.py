@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from numbers import Integral, Real
+from typing import Any, Self
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
+
+# scikit-learn has no public form of its parameter constraints (Interval, StrOptions, checked
+# by BaseEstimator._validate_params); they have lived in this module since 1.2
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -32,6 +38,7 @@ from .exceptions import (
 from .families import Family, Gaussian, available_families, get_family
 from .family_fit import fit_family, resolve_roles
 from .inference import (
+    StandardErrors,
     Summary,
     classification_entropy,
     collinear_columns,
@@ -279,7 +286,12 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     @reported_fit
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(
+        self,
+        X: ArrayLike | ChunkedDataset,
+        y: ArrayLike | None = None,
+        sample_weight: ArrayLike | None = None,
+    ) -> Self:
         """Fit the mixture of experts.
 
         Parameters
@@ -622,7 +634,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             )
         return problems
 
-    def standard_errors(self, X, y):
+    def standard_errors(self, X: ArrayLike, y: ArrayLike) -> StandardErrors:
         """Standard errors from the observed information on ``(X, y)``, in original units.
 
         Pass the training data to get the usual asymptotic standard errors of
@@ -648,22 +660,22 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         with np.errstate(invalid="ignore", over="ignore"):
             return validate_data(self, X, reset=False, dtype=np.float64)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Mixture mean ``E[y | x]``, shape (n_samples,)."""
         X = self._check_X(X)
         return self.params_.mean(X)
 
-    def predict_gating(self, X):
+    def predict_gating(self, X: ArrayLike) -> np.ndarray:
         """Gating probabilities, shape (n_samples, n_experts)."""
         X = self._check_X(X)
         return self.params_.gating_proba(X)
 
-    def predict_experts(self, X):
+    def predict_experts(self, X: ArrayLike) -> np.ndarray:
         """Each expert's prediction ``g(<a_i, x> + b_i)``, shape (n_samples, n_experts)."""
         X = self._check_X(X)
         return self.params_.expert_means(X)
 
-    def log_density(self, X, y):
+    def log_density(self, X: ArrayLike, y: ArrayLike) -> np.ndarray:
         """Conditional log-density ``log p(y | x)`` of each ``(x, y)`` pair, shape (n_samples,).
 
         Summed over the rows it is the log-likelihood in the original units of
@@ -679,19 +691,24 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
             raise ValueError("y contains NaN or infinite values")
         return self.params_.log_likelihood(X, y)
 
-    def sample(self, X, random_state=None, return_labels=False):
+    def sample(
+        self,
+        X: ArrayLike,
+        random_state: int | np.random.Generator | np.random.RandomState | None = None,
+        return_labels: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Draw ``y ~ p(y | x)`` for each row of ``X`` (and the answering expert)."""
         X = self._check_X(X)
         _, y, z = sample_given_x(self.params_, X, random_generator(random_state))
         return (y, z) if return_labels else y
 
     # ------------------------------------------------ predictive distribution
-    def predict_std(self, X):
+    def predict_std(self, X: ArrayLike) -> np.ndarray:
         """Standard deviation of ``y | x`` under the fitted mixture, shape (n_samples,)."""
         X = self._check_X(X)
         return predictive.predict_std(self.params_, X)
 
-    def predict_quantiles(self, X, q):
+    def predict_quantiles(self, X: ArrayLike, q: float | ArrayLike) -> np.ndarray:
         """Quantiles of ``y | x`` from the mixture CDF.
 
         ``q`` is a probability or a 1-D array of them; returns shape
@@ -700,22 +717,27 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         X = self._check_X(X)
         return predictive.predict_quantiles(self.params_, X, q)
 
-    def predict_interval(self, X, alpha=0.1):
+    def predict_interval(self, X: ArrayLike, alpha: float = 0.1) -> np.ndarray:
         """Equal-tailed ``1 - alpha`` predictive interval of ``y | x``, shape (n_samples, 2)."""
         X = self._check_X(X)
         return predictive.predict_interval(self.params_, X, alpha)
 
-    def sample_y(self, X, n_samples=1, random_state=None):
+    def sample_y(
+        self,
+        X: ArrayLike,
+        n_samples: int = 1,
+        random_state: int | np.random.Generator | np.random.RandomState | None = None,
+    ) -> np.ndarray:
         """``n_samples`` independent draws of ``y | x`` per row, shape (n_rows, n_samples)."""
         X = self._check_X(X)
         return predictive.sample_y(self.params_, X, n_samples, random_state)
 
-    def predict_responsibilities(self, X, y, log=False):
+    def predict_responsibilities(self, X: ArrayLike, y: ArrayLike, log: bool = False) -> np.ndarray:
         """Posterior expert probabilities ``P(z = i | x, y)``, shape (n_samples, n_experts)."""
         X = self._check_X(X)
         return predictive.predict_responsibilities(self.params_, X, y, log)
 
-    def predict_expert(self, X, y):
+    def predict_expert(self, X: ArrayLike, y: ArrayLike) -> np.ndarray:
         """Most probable expert given ``(x, y)``, shape (n_samples,)."""
         X = self._check_X(X)
         return predictive.predict_expert(self.params_, X, y)
@@ -820,7 +842,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         w = None if sample_weight is None else check_sample_weight(sample_weight, len(log_post))
         return self.bic(X, y, sample_weight) + 2.0 * classification_entropy(log_post, w)
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Save the fitted model without pickle (see :func:`moelearn.load`).
 
         The column names ``feature_names_in_`` (set when fitting on a pandas
@@ -989,7 +1011,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         return est
 
     @classmethod
-    def from_params(cls, params: MoEParams, **kwargs):
+    def from_params(cls, params: MoEParams, **kwargs: Any) -> MixtureOfExpertsRegressor:
         """A fitted estimator holding ``params`` (e.g. from a torch layer or a file).
 
         ``kwargs`` set other constructor parameters.  The noise layout

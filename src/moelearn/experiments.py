@@ -8,6 +8,7 @@ experiment writes ``NAME.png``, ``NAME.json`` (every number) and ``NAME.md``
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 import warnings
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._optional import pyplot
 from ._progress import progress
 from .solvers import available_solvers
 
@@ -66,17 +68,20 @@ def _fit_solver(solver, X, y, k, link, seed, max_iter=200):
 
 
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()  # an ImportError naming the plot extra when matplotlib is missing
+    plt.switch_backend("Agg")
     return plt
 
 
 def _write(output: Path, name, payload, md_lines, fig):
+    """Write NAME.json, NAME.md and NAME.png, the first two stamped with the date and version."""
+    from . import __version__
+
     output.mkdir(parents=True, exist_ok=True)
+    made = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    payload = {"stamp": {"date": made, "moelearn": __version__}, **payload}
     (output / f"{name}.json").write_text(json.dumps(payload, indent=1, default=float))
+    md_lines = [*md_lines, "", f"<sub>Made {made} with moelearn {__version__}.</sub>"]
     (output / f"{name}.md").write_text("\n".join(md_lines) + "\n")
     fig.savefig(output / f"{name}.png", dpi=130)
     _plt().close(fig)

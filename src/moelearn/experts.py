@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from math import factorial, sqrt
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._validation import (
     check_int,
@@ -27,6 +28,7 @@ from ._validation import (
 )
 from .data import Data
 from .exceptions import MomentMethodUnavailable
+from .links import Link
 from .model import random_generator
 from .moments import (
     FactorialMomentAccumulator,
@@ -428,26 +430,26 @@ def resolve_signs(A, first_moment, c1):
 
 
 def recover_experts(
-    X,
-    y,
-    n_experts,
-    link="linear",
-    method="landscape",
-    noise_std=None,
-    random_state=None,
+    X: ArrayLike,
+    y: ArrayLike,
+    n_experts: int,
+    link: str | Link = "linear",
+    method: str = "landscape",
+    noise_std: float | None = None,
+    random_state: int | np.random.Generator | np.random.RandomState | None = None,
     *,
-    return_info=False,
-    form="whitened",
-    order=None,
-    n_restarts=5,
-    max_iter=500,
-    tol=1e-9,
-    mu=0.5,
-    batch_size=None,
-    learning_rate=0.05,
-    chunk_size=None,
-    record_trajectory=False,
-):
+    return_info: bool = False,
+    form: str = "whitened",
+    order: int | None = None,
+    n_restarts: int = 5,
+    max_iter: int = 500,
+    tol: float = 1e-9,
+    mu: float = 0.5,
+    batch_size: int | None = None,
+    learning_rate: float = 0.05,
+    chunk_size: int | None = None,
+    record_trajectory: bool = False,
+) -> np.ndarray | ExpertRecoveryResult:
     """Estimate the expert directions from cross-moments of ``(x, y)``.
 
     Consistent (globally, without a good initialisation) when ``x ~ N(0, I)``,
@@ -703,16 +705,16 @@ def recover_directions(
 
 
 def recover_count_experts(
-    X,
-    y,
-    n_experts,
-    random_state=None,
+    X: ArrayLike,
+    y: ArrayLike,
+    n_experts: int,
+    random_state: int | np.random.Generator | np.random.RandomState | None = None,
     *,
-    return_info=False,
-    n_restarts=10,
-    max_iter=200,
-    chunk_size=None,
-):
+    return_info: bool = False,
+    n_restarts: int = 10,
+    max_iter: int = 200,
+    chunk_size: int | None = None,
+) -> np.ndarray | ExpertRecoveryResult:
     """Poisson experts (log link) from factorial cross-moments (DESIGN §13).
 
     The count transforms ``Q_2, Q_3`` of :func:`~moelearn.transforms.factorial_transform`

@@ -660,7 +660,7 @@ def available_families() -> list[str]:
     return ["gaussian", "student-t", "poisson", "gamma", "bernoulli"]
 
 
-def get_family(family, link=None) -> Family:
+def get_family(family: str | Family, link: str | Link | None = None) -> Family:
     """A :class:`Family` from a name or an instance.
 
     Parameters

@@ -13,8 +13,10 @@ optimum; both of its minimisers here converge there:
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._validation import check_int, check_link, check_noise_std, check_real, check_Xy
+from .links import Link
 from .model import MoEParams, random_generator
 from .refine import Data, FitResult, maximize_likelihood
 
@@ -22,22 +24,22 @@ __all__ = ["recover_gating"]
 
 
 def recover_gating(
-    X,
-    y,
-    experts,
-    link="linear",
-    method="likelihood",
-    noise_std=None,
-    random_state=None,
+    X: ArrayLike,
+    y: ArrayLike,
+    experts: ArrayLike,
+    link: str | Link = "linear",
+    method: str = "likelihood",
+    noise_std: float | ArrayLike | None = None,
+    random_state: int | np.random.Generator | np.random.RandomState | None = None,
     *,
-    expert_bias=None,
-    fit_intercept=False,
-    optimizer="lbfgs",
-    max_iter=200,
-    tol=1e-9,
-    return_info=False,
-    chunk_size=None,
-):
+    expert_bias: ArrayLike | None = None,
+    fit_intercept: bool = False,
+    optimizer: str = "lbfgs",
+    max_iter: int = 200,
+    tol: float = 1e-9,
+    return_info: bool = False,
+    chunk_size: int | None = None,
+) -> np.ndarray | FitResult:
     """Estimate the gating parameters given the experts.
 
     Parameters

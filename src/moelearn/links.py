@@ -145,7 +145,12 @@ def available_links() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def register_link(name: str, func: ArrayFunc, derivative: ArrayFunc | None = None, kinks=()):
+def register_link(
+    name: str,
+    func: ArrayFunc,
+    derivative: ArrayFunc | None = None,
+    kinks: tuple[float, ...] = (),
+) -> Link:
     """Register a new named link so it can be used (and saved) by name."""
     if not isinstance(name, str) or not name:
         raise TypeError("link name must be a non-empty string")
@@ -192,7 +197,7 @@ def _make_user_link(func, derivative, name, kinks) -> Link:
     return Link(name, vfunc, dfunc, tuple(float(k) for k in kinks), builtin=False)
 
 
-def get_link(link) -> Link:
+def get_link(link: str | Link | ArrayFunc) -> Link:
     """Return the :class:`Link` for a name, a ``Link`` or a user callable.
 
     Parameters

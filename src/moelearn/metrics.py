@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.optimize import linear_sum_assignment
 
 from .model import MoEParams
@@ -56,7 +58,7 @@ def _is_even(link) -> bool:
     return bool(np.allclose(link(t), link(-t)))
 
 
-def parameter_errors(estimated, true, even=None) -> RecoveryErrors:
+def parameter_errors(estimated: Any, true: Any, even: bool | None = None) -> RecoveryErrors:
     """Match estimated experts to true ones and report the errors of DESIGN §8.
 
     Parameters
@@ -104,6 +106,6 @@ def parameter_errors(estimated, true, even=None) -> RecoveryErrors:
     return RecoveryErrors(expert_err, gating_err, perm, signs)
 
 
-def expert_error(estimated, true, even=None) -> float:
+def expert_error(estimated: ArrayLike, true: ArrayLike, even: bool | None = None) -> float:
     """Shorthand for ``parameter_errors(...).experts``."""
     return parameter_errors(estimated, true, even).experts

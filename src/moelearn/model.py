@@ -434,16 +434,16 @@ def count_parameters(
 
 
 def make_moe(
-    n_features,
-    n_experts,
-    link="linear",
-    noise_std=0.1,
-    gating_scale=1.0,
-    orthogonal_gating=True,
-    random_state=None,
+    n_features: int,
+    n_experts: int,
+    link: str | Link = "linear",
+    noise_std: float = 0.1,
+    gating_scale: float = 1.0,
+    orthogonal_gating: bool = True,
+    random_state: int | np.random.Generator | np.random.RandomState | None = None,
     *,
-    intercept_scale=0.0,
-    per_expert_noise=False,
+    intercept_scale: float = 0.0,
+    per_expert_noise: bool = False,
 ) -> MoEParams:
     """Draw a random mixture-of-experts problem.
 
@@ -553,12 +553,12 @@ _INPUTS = ("gaussian", "uniform", "correlated")
 
 def sample(
     params: MoEParams,
-    n_samples,
-    random_state=None,
-    return_labels=False,
-    inputs="gaussian",
-    correlation=0.5,
-):
+    n_samples: int,
+    random_state: int | np.random.Generator | np.random.RandomState | None = None,
+    return_labels: bool = False,
+    inputs: str = "gaussian",
+    correlation: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw ``(X, y)`` from the model, by default with ``x ~ N(0, I)``.
 
     Parameters

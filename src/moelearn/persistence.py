@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from typing import Any
 
 import numpy as np
 
@@ -95,7 +96,7 @@ def _read(path):
     return raw
 
 
-def load(path):
+def load(path: str | os.PathLike[str]) -> Any:
     """Load a model saved by :meth:`MixtureOfExpertsRegressor.save` or
     :meth:`MixtureOfExpertsClassifier.save`.
 

@@ -12,7 +12,8 @@ search, no loop over samples).
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize.elementwise import find_root
+from numpy.typing import ArrayLike
+from scipy.optimize.elementwise import bracket_root, find_root
 from scipy.special import ndtr, ndtri
 
 from ._logspace import logsumexp_k
@@ -70,7 +71,7 @@ def _check_y(y, n):
     return y
 
 
-def predict_std(params: MoEParams, X) -> np.ndarray:
+def predict_std(params: MoEParams, X: ArrayLike) -> np.ndarray:
     """Standard deviation of ``y | x`` under the mixture, shape (n_samples,).
 
     ``Var(y | x) = sum_i p_i(x) (sigma_i^2 + (mu_i(x) - m(x))^2)`` with ``m`` the
@@ -81,7 +82,7 @@ def predict_std(params: MoEParams, X) -> np.ndarray:
     return np.sqrt(np.sum(w * (sd**2 + (mu - m) ** 2), axis=1))
 
 
-def predict_cdf(params: MoEParams, X, y) -> np.ndarray:
+def predict_cdf(params: MoEParams, X: ArrayLike, y: ArrayLike) -> np.ndarray:
     """``P(Y <= y | x)`` for each row, shape (n_samples,)."""
     params = _check_params(params)
     X = params._check_X(X)
@@ -110,7 +111,7 @@ def _check_levels(q, name="q"):
     return q
 
 
-def predict_quantiles(params: MoEParams, X, q) -> np.ndarray:
+def predict_quantiles(params: MoEParams, X: ArrayLike, q: float | ArrayLike) -> np.ndarray:
     """Quantiles of ``y | x`` from the mixture CDF.
 
     Parameters
@@ -126,16 +127,20 @@ def predict_quantiles(params: MoEParams, X, q) -> np.ndarray:
 
     Notes
     -----
-    The ``q``-quantile lies between the smallest and the largest of the
-    experts' own ``q``-quantiles ``mu_i + sigma_i Phi^{-1}(q)``; Chandrupatla's
-    bracketed method (:func:`scipy.optimize.elementwise.find_root`) solves
-    ``F(y | x) = q`` inside that bracket for all rows and levels at once.
+    For Gaussian experts the ``q``-quantile lies between the smallest and the
+    largest of the experts' own ``q``-quantiles ``mu_i + sigma_i Phi^{-1}(q)``;
+    for other families :func:`scipy.optimize.elementwise.bracket_root` finds a
+    bracket from the mixture's mean and spread.  Chandrupatla's bracketed
+    method (:func:`scipy.optimize.elementwise.find_root`) then solves
+    ``F(y | x) = q`` inside the bracket for all rows and levels at once; for
+    count families the quantile is the smallest integer ``y`` with
+    ``F(y | x) >= q``.
     """
     q = _check_levels(q)
     scalar = q.ndim == 0
     if not _is_gaussian(params):
         params = _check_params(params)
-        out = _bisect_quantiles(params, params._check_X(X), np.atleast_1d(q))
+        out = _root_quantiles(params, params._check_X(X), np.atleast_1d(q))
         return out[:, 0] if scalar else out
     w, mu, sd = _components(params, X)
     levels = np.atleast_1d(q)[None, :]  # (1, m)
@@ -155,52 +160,65 @@ def predict_quantiles(params: MoEParams, X, q) -> np.ndarray:
     return out[:, 0] if scalar else out
 
 
-def _bisect_quantiles(params, X, levels):
-    """Quantiles of any family's mixture by a vectorised bisection on its CDF.
+def _family_cdf_minus(x, q, *args):
+    # args: k weights, then k linear predictors (each broadcastable with x); the
+    # family and its dispersion are bound by the caller
+    fam, disp = args[-2], args[-1]
+    args = args[:-2]
+    k = len(args) // 2
+    shape = np.shape(x)
+    w = np.stack([np.broadcast_to(a, shape).ravel() for a in args[:k]], axis=1)
+    eta = np.stack([np.broadcast_to(a, shape).ravel() for a in args[k:]], axis=1)
+    total = np.sum(w * fam.cdf(np.ravel(x), eta, disp), axis=1)
+    return (total - np.broadcast_to(q, shape).ravel()).reshape(shape)
 
-    A bracket ``lo < y <= hi`` around each quantile is widened geometrically
-    from the mixture mean and spread, then halved 60 times (continuous
-    families) or until it holds one integer (count families, whose quantile
-    is the smallest integer ``y`` with ``F(y) >= q``).
+
+def _root_quantiles(params, X, levels):
+    """Quantiles of any family's mixture from its CDF, shape (n, n_levels).
+
+    :func:`scipy.optimize.elementwise.bracket_root` grows a bracket from the
+    mixture mean plus or minus its spread (kept inside the support), and
+    :func:`scipy.optimize.elementwise.find_root` (Chandrupatla's method) solves
+    ``F(y | x) = q`` inside it, for all rows and levels at once.  For a count
+    family the quantile is the smallest integer ``y`` with ``F(y) >= q``: ``F``
+    jumps there, and the bracket closes on the jump from the right.
     """
     fam = params.family_object
     w, mu, sd = _components(params, X)
-    n, m = X.shape[0], len(levels)
+    eta = params.expert_predictors(X)
+    disp = params.dispersion()
+    k = w.shape[1]
     centre = np.nan_to_num(np.sum(w * mu, axis=1), nan=0.0)
     spread = np.nan_to_num(np.sqrt(np.sum(w * (sd**2 + mu**2), axis=1)), nan=1.0, posinf=1e6)
-    spread = np.maximum(spread, 1e-300)
-    Xr = np.repeat(X, m, axis=0)
-    q = np.tile(levels, n)
-    c, s = np.repeat(centre, m), np.repeat(spread, m)
+    spread = np.maximum(spread, 1e-300)[:, None]
+    centre = centre[:, None]
+    nonnegative = fam.name in ("poisson", "gamma", "bernoulli")
+    # below the support F = 0 < q: a count family's bracket may start at -1
+    low = (-1.0 if fam.discrete else 0.0) if nonnegative else -np.inf
+    q = np.asarray(levels, dtype=float)[None, :]  # (1, m)
+    shape = (X.shape[0], q.shape[1])
+    xl0 = np.broadcast_to(np.maximum(centre - spread, low), shape)
+    xr0 = np.broadcast_to(np.maximum(centre + spread, low + spread), shape)
 
-    def cdf(y):
-        return _family_cdf(params, Xr, y)
+    def f(x, q, *cols):
+        return _family_cdf_minus(x, q, *cols, fam, disp)
 
-    low_support = 0.0 if fam.name in ("poisson", "gamma", "bernoulli") else -np.inf
-    lo, hi = np.maximum(c - s, low_support), c + s
+    cols = tuple(w[:, i : i + 1] for i in range(k)) + tuple(eta[:, i : i + 1] for i in range(k))
+    bracket = bracket_root(f, xl0, xr0, xmin=low, args=(q, *cols))
+    if not np.all(bracket.success):
+        raise ArithmeticError(
+            f"no bracket of the {fam.name} mixture's quantiles found for "
+            f"{int(np.sum(~bracket.success))} of {bracket.success.size} (row, level) pairs"
+        )
+    tol = {"xatol": 0.25} if fam.discrete else None
+    res = find_root(f, bracket.bracket, args=(q, *cols), tolerances=tol)
     if fam.discrete:
-        lo = np.floor(lo) - 1.0
-    for _ in range(200):
-        below = cdf(lo) >= q
-        above = cdf(hi) < q
-        if not (below.any() or above.any()):
-            break
-        lo = np.where(below, np.maximum(c - 2 * (c - lo) - s, low_support - 1.0), lo)
-        hi = np.where(above, c + 2 * (hi - c) + s, hi)
-    if fam.discrete:
-        lo, hi = np.floor(lo), np.ceil(hi)
-    for _ in range(200):
-        if fam.discrete and np.all(hi - lo <= 1.0):
-            break
-        mid = np.floor(0.5 * (lo + hi)) if fam.discrete else 0.5 * (lo + hi)
-        if not fam.discrete and np.all(hi - lo <= 1e-12 * np.maximum(s, np.abs(hi))):
-            break
-        go_up = cdf(mid) < q
-        lo, hi = np.where(go_up, mid, lo), np.where(go_up, hi, mid)
-    return hi.reshape(n, m)
+        # F(xl) < q <= F(xr) with xr - xl < 1: the jump is at the integer floor(xr)
+        return np.floor(res.bracket[1])
+    return np.asarray(res.x, dtype=float)
 
 
-def predict_interval(params: MoEParams, X, alpha=0.1) -> np.ndarray:
+def predict_interval(params: MoEParams, X: ArrayLike, alpha: float = 0.1) -> np.ndarray:
     """Equal-tailed ``1 - alpha`` predictive interval, shape (n_samples, 2).
 
     Columns are the ``alpha / 2`` and ``1 - alpha / 2`` quantiles of ``y | x``.
@@ -209,7 +227,12 @@ def predict_interval(params: MoEParams, X, alpha=0.1) -> np.ndarray:
     return predict_quantiles(params, X, [alpha / 2.0, 1.0 - alpha / 2.0])
 
 
-def sample_y(params: MoEParams, X, n_samples=1, random_state=None) -> np.ndarray:
+def sample_y(
+    params: MoEParams,
+    X: ArrayLike,
+    n_samples: int = 1,
+    random_state: int | np.random.Generator | np.random.RandomState | None = None,
+) -> np.ndarray:
     """Draw ``y ~ p(y | x)`` independently, ``n_samples`` times per row.
 
     Returns
@@ -240,7 +263,9 @@ def sample_y(params: MoEParams, X, n_samples=1, random_state=None) -> np.ndarray
     return centre + params.noise_vector[z] * rng.standard_normal(z.shape)
 
 
-def predict_responsibilities(params: MoEParams, X, y, log=False) -> np.ndarray:
+def predict_responsibilities(
+    params: MoEParams, X: ArrayLike, y: ArrayLike, log: bool = False
+) -> np.ndarray:
     """Posterior probability of each expert given ``(x, y)``, shape (n_samples, n_experts).
 
     ``P(z = i | x, y) ∝ p_i(x) N(y | mu_i(x), sigma_i^2)``, normalised in log
@@ -254,6 +279,6 @@ def predict_responsibilities(params: MoEParams, X, y, log=False) -> np.ndarray:
     return (joint - lse).T if log else post.T
 
 
-def predict_expert(params: MoEParams, X, y) -> np.ndarray:
+def predict_expert(params: MoEParams, X: ArrayLike, y: ArrayLike) -> np.ndarray:
     """Most probable expert given ``(x, y)``, shape (n_samples,)."""
     return np.argmax(predict_responsibilities(params, X, y, log=True), axis=1)

@@ -19,6 +19,7 @@ from math import comb, factorial, sqrt
 
 import numpy as np
 from numpy.polynomial import hermite_e
+from numpy.typing import ArrayLike
 from scipy import integrate
 
 from .links import Link, get_link
@@ -171,7 +172,7 @@ def _cached_transform(link: Link, noise_std: float, order: int) -> OutputTransfo
     return OutputTransform(link, noise_std, order, beta, constant)
 
 
-def output_transform(link, noise_std: float, order: int) -> OutputTransform:
+def output_transform(link: str | Link, noise_std: float, order: int) -> OutputTransform:
     """The output transform ``Q_m`` for a link and noise level.
 
     Parameters
@@ -262,7 +263,7 @@ class FactorialTransform:
         return f"FactorialTransform(order={self.order}, constant=1)"
 
 
-def factorial_transform(order: int, factorial_means) -> FactorialTransform:
+def factorial_transform(order: int, factorial_means: ArrayLike) -> FactorialTransform:
     """The count transform ``Q_m`` of DESIGN §13 for Poisson experts (log link).
 
     Parameters
