@@ -13,15 +13,13 @@ of DESIGN §3 need distinct powers of ``y``, and a class indicator has
 
 from __future__ import annotations
 
-import os
 import warnings
 from numbers import Integral, Real
 from typing import Self
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.special import log_expit
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 
 # scikit-learn has no public form of its parameter constraints (Interval, StrOptions, checked
@@ -30,13 +28,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._base import MixtureOfExpertsBase, mean_log_likelihood
 from ._progress import reported_fit
 from .data import ChunkedDataset, Data, check_out_of_core, check_sample_weight, is_out_of_core
 from .families import Bernoulli, Multinomial
 from .family_fit import fit_engine, resolve_roles, unscale
-from .inference import classification_entropy
-from .model import count_parameters, random_generator
-from .persistence import register_record, save
+from .model import MoEParams, random_generator
+from .persistence import register_record
 
 __all__ = ["MixtureOfExpertsClassifier"]
 
@@ -61,7 +59,7 @@ class LabelCodes:
 
 
 @register_record("classifier")
-class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
+class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
     """Mixture of logistic (two classes) or multinomial (more) experts with a softmax gate.
 
     Parameters
@@ -174,8 +172,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
         self._validate_params()
         rng = random_generator(self.random_state)
         raw, weights = self._source(X, y, sample_weight)
-        n_classes = len(self.classes_)
-        family = Bernoulli() if n_classes == 2 else Multinomial(n_classes)
+        family = self._family()
         names = getattr(self, "feature_names_in_", None)
         d = raw.n_features
         gmask = resolve_roles(self.gating_features, d, names, "gating_features")
@@ -200,14 +197,12 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
         fi = self.fit_intercept
         A, b = unscale(fit.state.coef, res.design.expert_columns, res.x_mean, res.x_scale, fi)
         W, c = unscale(fit.state.gate, res.design.gating_columns, res.x_mean, res.x_scale, fi)
-        self.experts_, self.expert_bias_ = A, b
-        self.gating_, self.gating_bias_ = W - W.mean(axis=0), c - c.mean()
-        self._gmask, self._emask = gmask, emask
+        self._set_params(A, b, W - W.mean(axis=0), c - c.mean(), family, gmask, emask)
         self.n_iter_ = int(fit.n_iter)
         self.converged_ = bool(fit.converged)
         self.init_method_ = f"{res.method}; no moment start for class labels (y^m = y, DESIGN §13)"
-        self.n_parameters_ = count_parameters(family, self.n_experts, gmask, emask, fi)
-        self.log_likelihood_ = float(self._mean_log_likelihood(raw, weights))
+        self.n_parameters_ = self.params_.n_parameters(fi)
+        self.log_likelihood_ = mean_log_likelihood(self.params_, raw, weights)
         self.history_ = np.asarray(fit.history, dtype=float)
         slopes = fit.state.coef[..., 1:] if fi else fit.state.coef
         if self.alpha == 0 and np.max(np.abs(slopes), initial=0.0) > _SEPARATED:
@@ -257,32 +252,84 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
             )
 
     # -------------------------------------------------------------- predict
-    def _check_X(self, X):
-        check_is_fitted(self)
-        with np.errstate(invalid="ignore", over="ignore"):
-            return validate_data(self, X, reset=False, dtype=np.float64)
+    def _set_params(self, A, b, W, c, family, gmask, emask):
+        """Store the fitted parameters: ``params_`` and the attributes that show them."""
+        self.experts_, self.expert_bias_ = A, b
+        self.gating_, self.gating_bias_ = W, c
+        self._gmask, self._emask = gmask, emask
+        one = family.n_predictors == 1
+        self.params_ = MoEParams(
+            A[:, 0, :] if one else A,
+            W,
+            b[:, 0] if one else b,
+            c,
+            None,
+            family=family,
+            gating_features=gmask,
+            expert_features=emask,
+        )
 
-    def _log_gate(self, X):
-        logits = X[:, self._gmask] @ self.gating_.T + self.gating_bias_
-        logits = logits - logits.max(axis=1, keepdims=True)
-        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    @classmethod
+    def from_params(cls, params: MoEParams, classes, **kwargs) -> MixtureOfExpertsClassifier:
+        """A fitted classifier holding ``params`` (e.g. from a torch layer or a file).
 
-    def _expert_log_proba(self, X):
-        """``log P_i(y = c | x)``, shape (n, k, C)."""
-        eta = np.einsum("nd,kqd->nkq", X[:, self._emask], self.experts_) + self.expert_bias_
-        if len(self.classes_) == 2:
-            return np.stack([log_expit(-eta[..., 0]), log_expit(eta[..., 0])], axis=-1)
-        return Multinomial(len(self.classes_)).log_proba(eta)
+        Parameters
+        ----------
+        params : MoEParams
+            Bernoulli experts (two classes: the log-odds of ``classes[1]``) or
+            multinomial ones (the log-odds of ``classes[:-1]`` against the last).
+        classes : array-like of shape (n_classes,)
+            The class labels, sorted and distinct.
+        **kwargs
+            Other constructor parameters (``fit_intercept``...).  The covariate
+            roles follow ``params``.
 
-    def _joint(self, X):
-        return self._log_gate(X)[:, :, None] + self._expert_log_proba(X)
+        Returns
+        -------
+        MixtureOfExpertsClassifier
+        """
+        if not isinstance(params, MoEParams):
+            raise TypeError(f"params must be a MoEParams, got {type(params).__name__}")
+        classes = np.asarray(classes)
+        if classes.ndim != 1 or len(classes) < 2 or len(np.unique(classes)) != len(classes):
+            raise ValueError("classes must hold at least 2 distinct labels")
+        family = params.family_object
+        if not hasattr(family, "log_proba") or family.n_predictors != len(classes) - 1:
+            raise ValueError(
+                f"params has {family!r} experts, which do not give the probabilities of "
+                f"{len(classes)} classes"
+            )
+        if params.has_roles:
+            kwargs.setdefault("gating_features", np.flatnonzero(params.gating_features).tolist())
+            kwargs.setdefault("expert_features", np.flatnonzero(params.expert_features).tolist())
+        est = cls(n_experts=params.n_experts, **kwargs)
+        est._validate_params()
+        est.classes_ = classes
+        est.n_features_in_ = params.n_features
+        A = params.experts if params.experts.ndim == 3 else params.experts[:, None, :]
+        b = params.expert_bias if params.expert_bias.ndim == 2 else params.expert_bias[:, None]
+        W, c = params.gating, params.gating_bias
+        est._set_params(
+            A.copy(),
+            b.copy(),
+            W - W.mean(axis=0),
+            c - c.mean(),
+            family,
+            params.gating_features.copy(),
+            params.expert_features.copy(),
+        )
+        est.n_iter_, est.converged_, est.log_likelihood_ = 0, True, float("nan")
+        est.init_method_ = "from_params"
+        est.n_parameters_ = est.params_.n_parameters(est.fit_intercept)
+        return est
 
-    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
+    def _family(self):
+        n_classes = len(self.classes_)
+        return Bernoulli() if n_classes == 2 else Multinomial(n_classes)
+
+    def predict_log_proba(self, X) -> np.ndarray:
         """Log of the class probabilities, shape (n_samples, n_classes)."""
-        X = self._check_X(X)
-        joint = self._joint(X)
-        top = joint.max(axis=1, keepdims=True)
-        return np.log(np.exp(joint - top).sum(axis=1)) + top[:, 0, :]
+        return self.params_.class_log_proba(self._check_X(X))
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities ``sum_i p_i(x) P_i(y = c | x)``, shape (n_samples, n_classes)."""
@@ -293,13 +340,10 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
         log_proba = self.predict_log_proba(X)
         return self.classes_[np.argmax(log_proba, axis=1)]
 
-    def predict_gating(self, X: ArrayLike) -> np.ndarray:
-        """Gating probabilities, shape (n_samples, n_experts)."""
-        return np.exp(self._log_gate(self._check_X(X)))
-
-    def predict_experts(self, X: ArrayLike) -> np.ndarray:
+    def predict_experts(self, X) -> np.ndarray:
         """Each expert's class probabilities, shape (n_samples, n_experts, n_classes)."""
-        return np.exp(self._expert_log_proba(self._check_X(X)))
+        p = self.params_
+        return np.exp(p.family_object.log_proba(p.expert_predictors(self._check_X(X))))
 
     def _codes(self, y, n):
         y = np.asarray(y)
@@ -309,85 +353,8 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"y must have shape ({n},), got {y.shape}")
         return LabelCodes(self.classes_)(None, y)[1].astype(int)
 
-    def log_density(self, X: ArrayLike, y: ArrayLike) -> np.ndarray:
-        """``log P(y | x)`` of each labelled row, shape (n_samples,).
-
-        Labels not seen when fitting raise ``ValueError`` (their probability
-        under the model is zero).
-        """
-        X = self._check_X(X)
-        codes = self._codes(y, X.shape[0])
-        log_proba = self.predict_log_proba(X)
-        return log_proba[np.arange(X.shape[0]), codes]
-
-    def _mean_log_likelihood(self, raw, weights):
-        if raw.in_memory:
-            ll = self._log_density_codes(raw.X, raw.y.astype(int))
-            return np.average(ll, weights=weights)
-
-        def block(Xb, yb, wb=None):
-            wb = np.ones(len(yb)) if wb is None else wb
-            return np.array([wb @ self._log_density_codes(Xb, yb.astype(int)), wb.sum()])
-
-        total = raw.map_reduce(block)
-        return total[0] / total[1]
-
-    def _log_density_codes(self, X, codes):
-        joint = self._joint(X)
-        picked = np.take_along_axis(joint, codes[:, None, None], axis=2)[..., 0]
-        top = picked.max(axis=1, keepdims=True)
-        return np.log(np.exp(picked - top).sum(axis=1)) + top[:, 0]
-
-    def predict_responsibilities(self, X, y, log=False):
-        """Posterior expert probabilities ``P(z = i | x, y)``, shape (n_samples, n_experts)."""
-        X = self._check_X(X)
-        codes = self._codes(y, X.shape[0])
-        joint = np.take_along_axis(self._joint(X), codes[:, None, None], axis=2)[..., 0]
-        log_post = joint - joint.max(axis=1, keepdims=True)
-        log_post -= np.log(np.exp(log_post).sum(axis=1, keepdims=True))
-        return log_post if log else np.exp(log_post)
-
-    def _weighted_log_likelihood(self, X, y, sample_weight):
-        ll = self.log_density(X, y)
-        if sample_weight is None:
-            return float(ll.sum()), float(len(ll))
-        w = check_sample_weight(sample_weight, len(ll))
-        return float(w @ ll), float(w.sum())
-
-    def bic(self, X, y, sample_weight=None):
-        """Bayesian information criterion ``-2 log L + p log n`` on ``(X, y)`` (lower is better).
-
-        ``p = n_parameters_``; with ``sample_weight`` the weights count as
-        frequencies (``log L`` the weighted sum, ``n`` the sum of the weights).
-        """
-        ll, n = self._weighted_log_likelihood(X, y, sample_weight)
-        return -2.0 * ll + self.n_parameters_ * np.log(n)
-
-    def aic(self, X, y, sample_weight=None):
-        """Akaike information criterion ``-2 log L + 2 p`` on ``(X, y)`` (lower is better)."""
-        ll, _ = self._weighted_log_likelihood(X, y, sample_weight)
-        return -2.0 * ll + 2.0 * self.n_parameters_
-
-    def icl(self, X, y, sample_weight=None):
-        """Integrated completed likelihood criterion on ``(X, y)`` (lower is better).
-
-        flexmix's convention: ``ICL = -2 clogLik + p log n``, the
-        classification log-likelihood of each row's most probable expert
-        under :meth:`predict_responsibilities`; equivalently BIC plus
-        ``-2 sum_n log max_i r_ni`` (see
-        :meth:`moelearn.MixtureOfExpertsRegressor.icl`).
-        """
-        log_post = self.predict_responsibilities(X, y, log=True)
-        w = None if sample_weight is None else check_sample_weight(sample_weight, len(log_post))
-        return self.bic(X, y, sample_weight) + 2.0 * classification_entropy(log_post, w)
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Save the fitted classifier without pickle (see :func:`moelearn.load`).
-
-        Class labels must be numbers or strings (stored as JSON).
-        """
-        check_is_fitted(self)
-        save(self, path)
+    def _response(self, y, n_samples):
+        return self._codes(y, n_samples).astype(float)
 
     def _to_record(self):
         """The fitted classifier as ``(meta, arrays)`` for :mod:`moelearn.persistence`."""
@@ -478,11 +445,15 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
         est._validate_params()
         dtype = meta.get("label_dtype", "object")
         est.classes_ = np.asarray(labels, dtype=None if dtype == "object" else dtype)
-        est.experts_ = arrays["experts"].astype(float)
-        est.expert_bias_ = arrays["expert_bias"].astype(float)
-        est.gating_ = arrays["gating"].astype(float)
-        est.gating_bias_ = arrays["gating_bias"].astype(float)
-        est._gmask, est._emask = g, e
+        est._set_params(
+            arrays["experts"].astype(float),
+            arrays["expert_bias"].astype(float),
+            arrays["gating"].astype(float),
+            arrays["gating_bias"].astype(float),
+            est._family(),
+            g,
+            e,
+        )
         est.n_features_in_ = d
         est.n_iter_ = int(fitted["n_iter_"])
         est.converged_ = bool(fitted["converged_"])
@@ -500,9 +471,6 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError("target_name_ must be a string")
             est.target_name_ = target
         return est
-
-    def __sklearn_is_fitted__(self):
-        return hasattr(self, "experts_")
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -325,6 +325,10 @@ class Data:
             self._total_weight = float(self.map_reduce(lambda Xb, yb, wb: float(wb.sum())))
         return self._total_weight
 
+    def record_total_weight(self, total: float) -> None:
+        """Keep the sum of the weights that a caller's own pass has just computed."""
+        self._total_weight = float(total)
+
     def with_transform(self, transform, n_experts=None) -> Data:
         out = Data.__new__(Data)
         out.__dict__.update(self.__dict__)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from numbers import Integral, Real
 from typing import Any, Self
 
 import numpy as np
 from numpy.typing import ArrayLike
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 
 # scikit-learn has no public form of its parameter constraints (Interval, StrOptions, checked
@@ -18,6 +17,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import predictive
+from ._base import MixtureOfExpertsBase, mean_log_likelihood
 from ._progress import reported_fit
 from ._validation import check_target_and_magnitude
 from .data import (
@@ -40,7 +40,6 @@ from .family_fit import fit_family, resolve_roles
 from .inference import (
     StandardErrors,
     Summary,
-    classification_entropy,
     collinear_columns,
     data_standard_errors,
     summarize,
@@ -48,7 +47,7 @@ from .inference import (
 from .links import Link, get_link
 from .model import MoEParams, random_generator, sample_given_x
 from .moment_starts import family_moment_start
-from .persistence import register_record, save
+from .persistence import register_record
 from .solvers import SOLVERS, Problem, get_solver, refine_start
 from .standardize import NOISE_FLOOR, Scaling
 
@@ -79,7 +78,7 @@ _UNSAVED_PARAMS = (
 
 
 @register_record("regressor")
-class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
+class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
     """Mixture-of-experts regression with a consistent initialisation.
 
     ``y | x`` is a mixture of ``n_experts`` regressions ``g(<a_i, x> + b_i) +
@@ -565,7 +564,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
 
     def _store(self, params, fit, raw):
         self._set_fitted(
-            params, fit.n_iter, fit.converged, _mean_log_likelihood(params, raw), self.init_method_
+            params, fit.n_iter, fit.converged, mean_log_likelihood(params, raw), self.init_method_
         )
         self.history_ = np.asarray(fit.history, dtype=float)
         self._warn_fit()
@@ -655,41 +654,25 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         return data_standard_errors(data, self.params_, self.noise == "expert", self.fit_intercept)
 
     # -------------------------------------------------------------- predict
-    def _check_X(self, X):
-        check_is_fitted(self)
-        with np.errstate(invalid="ignore", over="ignore"):
-            return validate_data(self, X, reset=False, dtype=np.float64)
-
     def predict(self, X: ArrayLike) -> np.ndarray:
         """Mixture mean ``E[y | x]``, shape (n_samples,)."""
         X = self._check_X(X)
         return self.params_.mean(X)
-
-    def predict_gating(self, X: ArrayLike) -> np.ndarray:
-        """Gating probabilities, shape (n_samples, n_experts)."""
-        X = self._check_X(X)
-        return self.params_.gating_proba(X)
 
     def predict_experts(self, X: ArrayLike) -> np.ndarray:
         """Each expert's prediction ``g(<a_i, x> + b_i)``, shape (n_samples, n_experts)."""
         X = self._check_X(X)
         return self.params_.expert_means(X)
 
-    def log_density(self, X: ArrayLike, y: ArrayLike) -> np.ndarray:
-        """Conditional log-density ``log p(y | x)`` of each ``(x, y)`` pair, shape (n_samples,).
-
-        Summed over the rows it is the log-likelihood in the original units of
-        ``y`` (what AIC, BIC and peers such as flexmix report).
-        """
-        X = self._check_X(X)
+    def _response(self, y, n_samples):
         y = np.asarray(y, dtype=float)
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
-        if y.ndim != 1 or y.shape[0] != X.shape[0]:
-            raise ValueError(f"y must have shape ({X.shape[0]},), got {y.shape}")
+        if y.ndim != 1 or y.shape[0] != n_samples:
+            raise ValueError(f"y must have shape ({n_samples},), got {y.shape}")
         if not np.all(np.isfinite(y)):
             raise ValueError("y contains NaN or infinite values")
-        return self.params_.log_likelihood(X, y)
+        return y
 
     def sample(
         self,
@@ -731,11 +714,6 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         """``n_samples`` independent draws of ``y | x`` per row, shape (n_rows, n_samples)."""
         X = self._check_X(X)
         return predictive.sample_y(self.params_, X, n_samples, random_state)
-
-    def predict_responsibilities(self, X: ArrayLike, y: ArrayLike, log: bool = False) -> np.ndarray:
-        """Posterior expert probabilities ``P(z = i | x, y)``, shape (n_samples, n_experts)."""
-        X = self._check_X(X)
-        return predictive.predict_responsibilities(self.params_, X, y, log)
 
     def predict_expert(self, X: ArrayLike, y: ArrayLike) -> np.ndarray:
         """Most probable expert given ``(x, y)``, shape (n_samples,)."""
@@ -798,59 +776,6 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
 
     def _n_parameters(self):
         return self.params_.n_parameters(self.fit_intercept)
-
-    def _weighted_log_likelihood(self, X, y, sample_weight):
-        """Total log-likelihood and the sample size (the weights' sum when weighted)."""
-        ll = self.log_density(X, y)
-        if sample_weight is None:
-            return float(ll.sum()), float(len(ll))
-        w = check_sample_weight(sample_weight, len(ll))
-        return float(w @ ll), float(w.sum())
-
-    def bic(self, X, y, sample_weight=None):
-        """Bayesian information criterion on ``(X, y)`` (lower is better).
-
-        ``-2 log L + p log n`` with ``p = n_parameters_``.  With
-        ``sample_weight`` the weights count as frequencies: ``log L`` is the
-        weighted sum and ``n`` the sum of the weights.
-        """
-        ll, n = self._weighted_log_likelihood(X, y, sample_weight)
-        return -2.0 * ll + self._n_parameters() * np.log(n)
-
-    def aic(self, X, y, sample_weight=None):
-        """Akaike information criterion ``-2 log L + 2 p`` on ``(X, y)`` (lower is better).
-
-        ``sample_weight`` as in :meth:`bic`.
-        """
-        ll, _ = self._weighted_log_likelihood(X, y, sample_weight)
-        return -2.0 * ll + 2.0 * self._n_parameters()
-
-    def icl(self, X, y, sample_weight=None):
-        """Integrated completed likelihood criterion on ``(X, y)`` (lower is better).
-
-        flexmix's convention (``ICL()``; Biernacki, Celeux and Govaert 2000):
-        ``ICL = -2 clogLik + p log n``, with the classification log-likelihood
-        ``clogLik = sum_n log(pi_{z_n}(x_n) f_{z_n}(y_n | x_n))`` of each row's
-        most probable expert ``z_n``.  Equivalently ``ICL = BIC + 2 E`` with
-        ``E = -sum_n log r_{n, z_n}``, ``r_ni = P(z = i | x_n, y_n)`` the
-        posterior responsibilities (:meth:`predict_responsibilities`): BIC
-        plus a penalty for experts whose rows overlap.  (The soft-assignment
-        variant ``BIC + 2 * (-sum r log r)`` is ``Summary.bic + 2 *
-        Summary.entropy``.)  ``sample_weight`` as in :meth:`bic`.
-        """
-        log_post = self.predict_responsibilities(X, y, log=True)
-        w = None if sample_weight is None else check_sample_weight(sample_weight, len(log_post))
-        return self.bic(X, y, sample_weight) + 2.0 * classification_entropy(log_post, w)
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Save the fitted model without pickle (see :func:`moelearn.load`).
-
-        The column names ``feature_names_in_`` (set when fitting on a pandas
-        DataFrame) and ``target_name_`` (set by the command line) are kept when
-        present.
-        """
-        check_is_fitted(self)
-        save(self, path)
 
     # ------------------------------------------------------------ records
     def _to_record(self):
@@ -1054,9 +979,6 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         self.standard_errors_ = None
         self.n_parameters_ = self._n_parameters()
 
-    def __sklearn_is_fitted__(self):
-        return hasattr(self, "params_")
-
     def _training_arrays(self):
         """The training data kept by fit, validated again (a transient copy for a DataFrame).
 
@@ -1083,14 +1005,6 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         family = self.family if isinstance(self.family, str) else self.family.name
         tags.target_tags.positive_only = family in ("poisson", "gamma")
         return tags
-
-
-def _mean_log_likelihood(params, data) -> float:
-    def block(Xb, yb, wb=None):
-        ll = params.log_likelihood(Xb, yb)
-        return float(np.sum(ll) if wb is None else wb @ ll)
-
-    return float(data.map_reduce(block)) / data.total_weight
 
 
 def _names_to_record(est, meta):

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import null_space
 from scipy.stats import norm
+from sklearn.utils.validation import validate_data
 
 from ._logspace import logsumexp_k
 from .diagnostics import gate_separation
@@ -369,7 +370,7 @@ def _per_expert_noise(params, per_expert_noise):
 def _check_data(params, X, y):
     if not isinstance(params, MoEParams):
         raise TypeError(f"params must be a MoEParams, got {type(params).__name__}")
-    X = params._check_X(X)
+    X = params.check_X(X)
     y = np.asarray(y, dtype=float).ravel()
     if y.shape[0] != X.shape[0]:
         raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}")
@@ -736,7 +737,7 @@ def summarize(
     X, y = _check_data(params, X, y)
     per_expert = _per_expert_noise(params, per_expert_noise)
     se = data_standard_errors(Data(X, y), params, per_expert, fit_intercept)
-    joint = params._joint_k(X, y)  # (k, n)
+    joint = params.joint_log_likelihood(X, y).T  # (k, n)
     lse, post = logsumexp_k(joint)
     log_post = joint - lse
     entropy = float(-np.sum(post * log_post))
@@ -840,7 +841,7 @@ def bootstrap_standard_errors(est, X, n_boot=100, random_state=None, n_jobs=None
     check_is_fitted(est)
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 2:
         raise ValueError(f"n_boot must be an integer >= 2, got {n_boot!r}")
-    X = est._check_X(X)
+    X = validate_data(est, X, reset=False, dtype=np.float64)
     params = est.params_
     per_expert = est.noise == "expert"
     draws = sample_y(params, X, int(n_boot), random_generator(random_state))  # (n, n_boot)

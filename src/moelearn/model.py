@@ -286,6 +286,10 @@ class MoEParams:
         )
 
     # ---------------------------------------------------------- probabilities
+    def check_X(self, X) -> np.ndarray:
+        """``X`` as a float array of shape (n_samples, n_features); ``ValueError`` otherwise."""
+        return self._check_X(X)
+
     def _check_X(self, X):
         X = np.asarray(X, dtype=float)
         if X.ndim != 2 or X.shape[1] != self.n_features:
@@ -623,7 +627,7 @@ def sample_given_x(params: MoEParams, X, rng):
     X, y, z : the rows, the responses and the index of the expert that answered.
     """
     # Gumbel-max draws z ~ Categorical(softmax(logits)) without leaving log space.
-    logits = params._gate_X(X) @ params.gating.T + params.gating_bias
+    logits = params.gating_logits(X)
     z = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
     fam = params.family_object
     y = fam.sample_chosen(params.expert_predictors(X), params.dispersion(), z, rng)

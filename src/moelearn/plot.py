@@ -225,31 +225,18 @@ def plot_gating(est: Any, X: ArrayLike, feature: int = 0, ax: Any = None, n_grid
 
 def _posteriors(est, X, y):
     """``P(expert i | x, y)`` for a regressor or a classifier, shape (n, k)."""
-    X = _check_X(est, X)
-    if hasattr(est, "predict_responsibilities"):
-        y, _ = _check_y(y, X.shape[0])
-        with _own_rows():
-            return est.predict_responsibilities(X, y)
-    if not hasattr(est, "classes_"):
+    from ._base import MixtureOfExpertsBase
+
+    if not isinstance(est, MixtureOfExpertsBase):
         raise TypeError(
             "plot_rootogram needs a fitted MixtureOfExpertsRegressor or "
             f"MixtureOfExpertsClassifier, got {type(est).__name__}"
         )
-    labels = np.asarray(y)
-    if labels.ndim == 2 and labels.shape[1] == 1:
-        labels = labels[:, 0]
-    if labels.ndim != 1 or labels.shape[0] != X.shape[0]:
-        raise ValueError(f"y must have shape ({X.shape[0]},), got {labels.shape}")
-    classes = np.asarray(est.classes_)
-    codes = np.searchsorted(classes, labels).clip(0, classes.size - 1)
-    unseen = classes[codes] != labels
-    if np.any(unseen):
-        raise ValueError(f"y contains labels not seen when fitting: {np.unique(labels[unseen])}")
+    X = _check_X(est, X)
+    if not hasattr(est, "classes_"):
+        y, _ = _check_y(y, X.shape[0])  # numbers; class labels stay as they are
     with _own_rows():
-        gate = est.predict_gating(X)  # (n, k)
-        experts = est.predict_experts(X)  # (n, k, C)
-    joint = gate * np.take_along_axis(experts, codes[:, None, None], axis=2)[:, :, 0]
-    return joint / joint.sum(axis=1, keepdims=True)
+        return est.predict_responsibilities(X, y)
 
 
 def plot_rootogram(

@@ -39,7 +39,7 @@ def _check_params(params):
 def _components(params, X):
     """Weights, means and standard deviations, each of shape (n, k)."""
     params = _check_params(params)
-    X = params._check_X(X)
+    X = params.check_X(X)
     weights = params.gating_proba(X)
     means = params.expert_means(X)
     if _is_gaussian(params):
@@ -85,7 +85,7 @@ def predict_std(params: MoEParams, X: ArrayLike) -> np.ndarray:
 def predict_cdf(params: MoEParams, X: ArrayLike, y: ArrayLike) -> np.ndarray:
     """``P(Y <= y | x)`` for each row, shape (n_samples,)."""
     params = _check_params(params)
-    X = params._check_X(X)
+    X = params.check_X(X)
     y = _check_y(y, X.shape[0])
     if not _is_gaussian(params):
         return _family_cdf(params, X, y)
@@ -140,7 +140,7 @@ def predict_quantiles(params: MoEParams, X: ArrayLike, q: float | ArrayLike) -> 
     scalar = q.ndim == 0
     if not _is_gaussian(params):
         params = _check_params(params)
-        out = _root_quantiles(params, params._check_X(X), np.atleast_1d(q))
+        out = _root_quantiles(params, params.check_X(X), np.atleast_1d(q))
         return out[:, 0] if scalar else out
     w, mu, sd = _components(params, X)
     levels = np.atleast_1d(q)[None, :]  # (1, m)
@@ -244,7 +244,7 @@ def sample_y(
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     params = _check_params(params)
-    X = params._check_X(X)
+    X = params.check_X(X)
     rng = random_generator(random_state)
     log_w = params.gating_log_proba(X)  # (n, k)
     if not _is_gaussian(params):
@@ -272,9 +272,9 @@ def predict_responsibilities(
     space.  ``log=True`` returns the log-probabilities.
     """
     params = _check_params(params)
-    X = params._check_X(X)
+    X = params.check_X(X)
     y = _check_y(y, X.shape[0])
-    joint = params._joint_k(X, y)  # (k, n)
+    joint = params.joint_log_likelihood(X, y).T  # (k, n)
     lse, post = logsumexp_k(joint)
     return (joint - lse).T if log else post.T
 

@@ -202,7 +202,7 @@ def _streamed_moments(raw: Data, center):
     st = raw.map_reduce(lambda Xb, yb, wb=None: _stats_block(Xb, yb, shift, wb))
     if raw.weighted:
         check_weight_values(st["neg_w"], st["n"], st["bad_w"])
-        raw._total_weight = float(st["n"])  # the pass already summed the weights
+        raw.record_total_weight(st["n"])  # the pass already summed the weights
     if st["bad_x"]:
         raise ValueError("X contains NaN or infinite values")
     if st["bad_y"]:

@@ -595,8 +595,8 @@ class MoE(nn.Module):
             )
         check_is_fitted(classifier)
         n_classes = len(classifier.classes_)
-        gmask = np.asarray(classifier._gmask, dtype=bool)
-        emask = np.asarray(classifier._emask, dtype=bool)
+        gmask = np.asarray(classifier.params_.gating_features, dtype=bool)
+        emask = np.asarray(classifier.params_.expert_features, dtype=bool)
         roles = not (gmask.all() and emask.all())
         experts = np.asarray(classifier.experts_, dtype=float)
         bias = np.asarray(classifier.expert_bias_, dtype=float)
@@ -658,33 +658,28 @@ class MoE(nn.Module):
             return t.detach().cpu().double().numpy().copy()
 
         experts, bias = arr(self.experts), arr(self.expert_bias)
-        if not self.is_multinomial:
-            experts, bias = experts[:, None, :], bias[:, None]
-        elif n_classes == 2:
+        if self.is_multinomial and n_classes == 2:
             # Multinomial(2) holds the log-odds of class 0; the classifier's row is class 1's
-            experts, bias = -experts, -bias
-        gating, gating_bias = arr(self.gating), arr(self.gating_bias)
-        d, k = self.in_features, self.n_experts
+            experts, bias = -experts[:, 0, :], -bias[:, 0]
+        family = Bernoulli() if n_classes == 2 else Multinomial(n_classes)
+        d = self.in_features
         gmask = np.ones(d, bool) if self.gating_features is None else self.gating_features
         emask = np.ones(d, bool) if self.expert_features is None else self.expert_features
-        intercept = isinstance(self.expert_bias, nn.Parameter)
-        clf = MixtureOfExpertsClassifier(
-            n_experts=k,
-            fit_intercept=intercept,
-            gating_features=np.flatnonzero(gmask).tolist() if self.has_roles else None,
-            expert_features=np.flatnonzero(emask).tolist() if self.has_roles else None,
+        params = MoEParams(
+            experts,
+            arr(self.gating),
+            bias,
+            arr(self.gating_bias),
+            None,
+            family=family,
+            gating_features=np.asarray(gmask, dtype=bool),
+            expert_features=np.asarray(emask, dtype=bool),
         )
-        clf.classes_ = classes
-        clf.experts_, clf.expert_bias_ = experts, bias
-        clf.gating_ = gating - gating.mean(axis=0)
-        clf.gating_bias_ = gating_bias - gating_bias.mean()
-        clf._gmask, clf._emask = gmask, emask
-        clf.n_features_in_ = d
-        clf.n_iter_, clf.converged_, clf.log_likelihood_ = 0, False, float("nan")
+        clf = MixtureOfExpertsClassifier.from_params(
+            params, classes, fit_intercept=isinstance(self.expert_bias, nn.Parameter)
+        )
+        clf.converged_ = False
         clf.init_method_ = "from a torch MoE layer"
-        # as the classifier counts them: intercepts included, the gate less one expert
-        pe, pg = int(emask.sum()) + intercept, int(gmask.sum()) + intercept
-        clf.n_parameters_ = int(k * experts.shape[1] * pe + (k - 1) * pg)
         return clf
 
 

@@ -1,0 +1,159 @@
+"""What the regressor and the classifier share: one fitted model and its likelihood.
+
+:class:`MixtureOfExpertsBase` holds a fitted :class:`~moelearn.model.MoEParams`
+(``params_``) and gives both estimators the methods that depend on nothing
+else: the gate's probabilities, each row's log-density, the posterior
+responsibilities, the information criteria (BIC, AIC, ICL: plain
+log-likelihood, the one parameter count :func:`~moelearn.model.count_parameters`),
+saving without pickle and the fitted check.  A subclass fits (validating its
+parameters and calling the functional core), stores ``params_``, and says how
+``y`` enters the likelihood (:meth:`_response`: numbers for the regressor,
+class codes for the classifier).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .data import Data, check_sample_weight
+from .inference import classification_entropy
+from .persistence import save
+
+__all__ = ["MixtureOfExpertsBase", "mean_log_likelihood"]
+
+
+def mean_log_likelihood(params, data: Data, weights=None) -> float:
+    """(Weighted) mean log-likelihood of ``params`` over a data source (one pass).
+
+    ``weights`` weight the rows of in-memory data; a weighted source carries
+    its own.
+    """
+    if weights is not None:
+        X, y = (data.X, data.y) if data.transform is None else data.transform(data.X, data.y)
+        return float(np.average(params.log_likelihood(X, y), weights=weights))
+
+    def block(Xb, yb, wb=None):
+        ll = params.log_likelihood(Xb, yb)
+        return np.array(
+            [float(np.sum(ll) if wb is None else wb @ ll), len(yb) if wb is None else wb.sum()]
+        )
+
+    total = data.map_reduce(block)
+    return float(total[0] / total[1])
+
+
+class MixtureOfExpertsBase(BaseEstimator):
+    """Base of :class:`~moelearn.MixtureOfExpertsRegressor` and
+    :class:`~moelearn.MixtureOfExpertsClassifier` (not used directly).
+
+    Attributes
+    ----------
+    params_ : MoEParams
+        The fitted model, with the family of the experts (Bernoulli or
+        multinomial for the classifier).
+    """
+
+    # ------------------------------------------------------------ subclass hooks
+    def _response(self, y, n_samples):
+        """``y`` as the likelihood reads it (validated), shape (n_samples,)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ checks
+    def _check_X(self, X):
+        check_is_fitted(self)
+        with np.errstate(invalid="ignore", over="ignore"):
+            return validate_data(self, X, reset=False, dtype=np.float64)
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "params_")
+
+    # ------------------------------------------------------------- likelihood
+    def predict_gating(self, X) -> np.ndarray:
+        """Gating probabilities ``p_i(x)``, shape (n_samples, n_experts)."""
+        return self.params_.gating_proba(self._check_X(X))
+
+    def log_density(self, X, y) -> np.ndarray:
+        """Conditional log-density ``log p(y | x)`` of each ``(x, y)`` pair, shape (n_samples,).
+
+        Summed over the rows it is the log-likelihood in the original units of
+        ``y`` (what AIC, BIC and peers such as flexmix report); for the
+        classifier, ``log P(y | x)`` of each labelled row (labels not seen when
+        fitting raise ``ValueError``: their probability is zero).
+        """
+        X = self._check_X(X)
+        return self.params_.log_likelihood(X, self._response(y, X.shape[0]))
+
+    def predict_responsibilities(self, X, y, log=False) -> np.ndarray:
+        """Posterior expert probabilities ``P(z = i | x, y)``, shape (n_samples, n_experts).
+
+        ``log=True`` returns their logarithms (normalised in log space).
+        """
+        X = self._check_X(X)
+        joint = self.params_.joint_log_likelihood(X, self._response(y, X.shape[0]))
+        top = joint.max(axis=1, keepdims=True)
+        log_post = joint - top
+        log_post -= np.log(np.exp(log_post).sum(axis=1, keepdims=True))
+        return log_post if log else np.exp(log_post)
+
+    # --------------------------------------------------------------- criteria
+    @property
+    def _n_free(self) -> int:
+        return self.params_.n_parameters(self.fit_intercept)
+
+    def _weighted_log_likelihood(self, X, y, sample_weight):
+        """Total log-likelihood and the sample size (the weights' sum when weighted)."""
+        ll = self.log_density(X, y)
+        if sample_weight is None:
+            return float(ll.sum()), float(len(ll))
+        w = check_sample_weight(sample_weight, len(ll))
+        return float(w @ ll), float(w.sum())
+
+    def bic(self, X, y, sample_weight=None) -> float:
+        """Bayesian information criterion on ``(X, y)`` (lower is better).
+
+        ``-2 log L + p log n`` with ``p = n_parameters_`` and ``log L`` the
+        plain log-likelihood.  With ``sample_weight`` the weights count as
+        frequencies: ``log L`` is the weighted sum and ``n`` the sum of the
+        weights.
+        """
+        ll, n = self._weighted_log_likelihood(X, y, sample_weight)
+        return -2.0 * ll + self._n_free * np.log(n)
+
+    def aic(self, X, y, sample_weight=None) -> float:
+        """Akaike information criterion ``-2 log L + 2 p`` on ``(X, y)`` (lower is better).
+
+        ``sample_weight`` as in :meth:`bic`.
+        """
+        ll, _ = self._weighted_log_likelihood(X, y, sample_weight)
+        return -2.0 * ll + 2.0 * self._n_free
+
+    def icl(self, X, y, sample_weight=None) -> float:
+        """Integrated completed likelihood criterion on ``(X, y)`` (lower is better).
+
+        flexmix's convention (``ICL()``; Biernacki, Celeux and Govaert 2000):
+        ``ICL = -2 clogLik + p log n``, with the classification log-likelihood
+        ``clogLik = sum_n log(pi_{z_n}(x_n) f_{z_n}(y_n | x_n))`` of each row's
+        most probable expert ``z_n``.  Equivalently ``ICL = BIC + 2 E`` with
+        ``E = -sum_n log r_{n, z_n}``, ``r_ni = P(z = i | x_n, y_n)`` the
+        posterior responsibilities (:meth:`predict_responsibilities`): BIC
+        plus a penalty for experts whose rows overlap.  (The soft-assignment
+        variant ``BIC + 2 * (-sum r log r)`` is ``Summary.bic + 2 *
+        Summary.entropy``.)  ``sample_weight`` as in :meth:`bic`.
+        """
+        log_post = self.predict_responsibilities(X, y, log=True)
+        w = None if sample_weight is None else check_sample_weight(sample_weight, len(log_post))
+        return self.bic(X, y, sample_weight) + 2.0 * classification_entropy(log_post, w)
+
+    # ------------------------------------------------------------ persistence
+    def save(self, path) -> None:
+        """Save the fitted model without pickle (see :func:`moelearn.load`).
+
+        The column names ``feature_names_in_`` (set when fitting on a pandas
+        DataFrame) and ``target_name_`` (set by the command line) are kept when
+        present; a classifier's labels must be numbers or strings (stored as
+        JSON).
+        """
+        check_is_fitted(self)
+        save(self, path)
