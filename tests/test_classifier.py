@@ -256,3 +256,33 @@ def test_a_million_rows_out_of_core(tmp_path):
     assert clf.converged_
     # at n = 10^6 the probabilities are within 0.01 of the truth on average
     assert np.abs(clf.predict_proba(Xm[:5000]) - truth[:5000]).mean() < 0.01
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_the_shared_likelihood_and_parameter_count(n_classes):
+    # the classifier holds a MoEParams of Bernoulli or multinomial experts and its
+    # log-density, responsibilities and criteria are the shared code's (MoEParams, one
+    # count_parameters): the same numbers as computed from params_ directly
+    from moelearn.model import count_parameters
+
+    X, y, _ = _logistic_moe(600, n_classes, seed=8)
+    clf = MixtureOfExpertsClassifier(2, gating_features=[2], random_state=0).fit(X, y)
+    p = clf.params_
+    assert p.family_object.name == ("bernoulli" if n_classes == 2 else "multinomial")
+    codes = np.searchsorted(clf.classes_, y).astype(float)
+    ll = p.log_likelihood(X, codes)
+    np.testing.assert_allclose(clf.log_density(X, y), ll, rtol=1e-12)
+    np.testing.assert_allclose(
+        clf.predict_proba(X)[np.arange(len(y)), codes.astype(int)], np.exp(ll), rtol=1e-12
+    )
+    k = count_parameters(p.family_object, 2, p.gating_features, p.expert_features, True)
+    assert clf.n_parameters_ == k == p.n_parameters()
+    assert clf.bic(X, y) == pytest.approx(-2 * ll.sum() + k * np.log(len(y)), rel=1e-12)
+    assert clf.aic(X, y) == pytest.approx(-2 * ll.sum() + 2 * k, rel=1e-12)
+    np.testing.assert_allclose(
+        clf.predict_responsibilities(X, y), p.posterior(X, codes), atol=1e-12
+    )
+    assert clf.log_likelihood_ == pytest.approx(ll.mean(), rel=1e-10)
+    back = MixtureOfExpertsClassifier.from_params(p, clf.classes_)
+    np.testing.assert_allclose(back.predict_proba(X), clf.predict_proba(X), atol=1e-14)
+    assert back.bic(X, y) == pytest.approx(clf.bic(X, y), rel=1e-12)

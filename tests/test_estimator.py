@@ -296,3 +296,26 @@ def test_moments_with_extra_random_starts_still_reaches_the_mle(theory_linear):
     assert ok, (e, r)
     ref = _fit(X, y, init_params=p, noise="shared", n_init=1)
     assert est.log_likelihood_ == pytest.approx(ref.log_likelihood_, abs=1e-6)
+
+
+def test_regressor_criteria_are_the_shared_code():
+    # BIC, AIC and the parameter count come from MoEParams' plain log-likelihood and the
+    # one count_parameters, for the Gaussian path and the engine's families alike
+    from moelearn.model import count_parameters
+
+    truth = make_moe(n_features=3, n_experts=2, noise_std=0.3, random_state=0)
+    X, y = sample(truth, 500, random_state=1)
+    for kw in ({}, {"noise": "shared"}, {"family": "student-t", "gating_features": [0]}):
+        est = MixtureOfExpertsRegressor(2, random_state=0, **kw).fit(X, y)
+        p = est.params_
+        ll = p.log_likelihood(X, y).sum()
+        k = count_parameters(
+            p.family_object,
+            2,
+            p.gating_features,
+            p.expert_features,
+            shared_noise=kw.get("noise") == "shared",
+        )
+        assert est.n_parameters_ == k
+        assert est.bic(X, y) == pytest.approx(-2 * ll + k * np.log(len(y)), rel=1e-12)
+        assert est.aic(X, y) == pytest.approx(-2 * ll + 2 * k, rel=1e-12)
