@@ -46,7 +46,8 @@ extensions = [
 
 templates_path = ["_templates"]
 # DESIGN.md is the developers' document; results/*.md are tables quoted by results.md
-exclude_patterns = ["_build", "DESIGN.md", "results/*.md", "Thumbs.db", ".DS_Store"]
+# the developers' design and its dated measurement notes are not part of the user site
+exclude_patterns = ["_build", "DESIGN.md", "notes", "results/*.md", "Thumbs.db", ".DS_Store"]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 myst_heading_anchors = 3
 root_doc = "index"
