@@ -59,7 +59,13 @@ def _public_callables():
         obj = getattr(moelearn, name)
         if inspect.isfunction(obj):
             yield name, obj
-    for cls in (moelearn.MixtureOfExpertsRegressor, moelearn.MixtureOfExpertsClassifier):
+    from moelearn._base import MixtureOfExpertsBase
+
+    for cls in (
+        moelearn.MixtureOfExpertsRegressor,
+        moelearn.MixtureOfExpertsClassifier,
+        MixtureOfExpertsBase,  # the methods both inherit
+    ):
         for name, obj in vars(cls).items():
             obj = getattr(obj, "__func__", obj)
             if inspect.isfunction(obj) and not name.startswith("_"):

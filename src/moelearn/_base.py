@@ -13,7 +13,10 @@ class codes for the classifier).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -70,11 +73,11 @@ class MixtureOfExpertsBase(BaseEstimator):
         return hasattr(self, "params_")
 
     # ------------------------------------------------------------- likelihood
-    def predict_gating(self, X) -> np.ndarray:
+    def predict_gating(self, X: ArrayLike) -> np.ndarray:
         """Gating probabilities ``p_i(x)``, shape (n_samples, n_experts)."""
         return self.params_.gating_proba(self._check_X(X))
 
-    def log_density(self, X, y) -> np.ndarray:
+    def log_density(self, X: ArrayLike, y: ArrayLike) -> np.ndarray:
         """Conditional log-density ``log p(y | x)`` of each ``(x, y)`` pair, shape (n_samples,).
 
         Summed over the rows it is the log-likelihood in the original units of
@@ -85,7 +88,7 @@ class MixtureOfExpertsBase(BaseEstimator):
         X = self._check_X(X)
         return self.params_.log_likelihood(X, self._response(y, X.shape[0]))
 
-    def predict_responsibilities(self, X, y, log=False) -> np.ndarray:
+    def predict_responsibilities(self, X: ArrayLike, y: ArrayLike, log: bool = False) -> np.ndarray:
         """Posterior expert probabilities ``P(z = i | x, y)``, shape (n_samples, n_experts).
 
         ``log=True`` returns their logarithms (normalised in log space).
@@ -110,7 +113,7 @@ class MixtureOfExpertsBase(BaseEstimator):
         w = check_sample_weight(sample_weight, len(ll))
         return float(w @ ll), float(w.sum())
 
-    def bic(self, X, y, sample_weight=None) -> float:
+    def bic(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
         """Bayesian information criterion on ``(X, y)`` (lower is better).
 
         ``-2 log L + p log n`` with ``p = n_parameters_`` and ``log L`` the
@@ -121,7 +124,7 @@ class MixtureOfExpertsBase(BaseEstimator):
         ll, n = self._weighted_log_likelihood(X, y, sample_weight)
         return -2.0 * ll + self._n_free * np.log(n)
 
-    def aic(self, X, y, sample_weight=None) -> float:
+    def aic(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
         """Akaike information criterion ``-2 log L + 2 p`` on ``(X, y)`` (lower is better).
 
         ``sample_weight`` as in :meth:`bic`.
@@ -129,7 +132,7 @@ class MixtureOfExpertsBase(BaseEstimator):
         ll, _ = self._weighted_log_likelihood(X, y, sample_weight)
         return -2.0 * ll + 2.0 * self._n_free
 
-    def icl(self, X, y, sample_weight=None) -> float:
+    def icl(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
         """Integrated completed likelihood criterion on ``(X, y)`` (lower is better).
 
         flexmix's convention (``ICL()``; Biernacki, Celeux and Govaert 2000):
@@ -147,7 +150,7 @@ class MixtureOfExpertsBase(BaseEstimator):
         return self.bic(X, y, sample_weight) + 2.0 * classification_entropy(log_post, w)
 
     # ------------------------------------------------------------ persistence
-    def save(self, path) -> None:
+    def save(self, path: str | os.PathLike) -> None:
         """Save the fitted model without pickle (see :func:`moelearn.load`).
 
         The column names ``feature_names_in_`` (set when fitting on a pandas

@@ -270,7 +270,9 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         )
 
     @classmethod
-    def from_params(cls, params: MoEParams, classes, **kwargs) -> MixtureOfExpertsClassifier:
+    def from_params(
+        cls, params: MoEParams, classes: ArrayLike, **kwargs: object
+    ) -> MixtureOfExpertsClassifier:
         """A fitted classifier holding ``params`` (e.g. from a torch layer or a file).
 
         Parameters
@@ -327,9 +329,10 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         n_classes = len(self.classes_)
         return Bernoulli() if n_classes == 2 else Multinomial(n_classes)
 
-    def predict_log_proba(self, X) -> np.ndarray:
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         """Log of the class probabilities, shape (n_samples, n_classes)."""
-        return self.params_.class_log_proba(self._check_X(X))
+        X = self._check_X(X)
+        return self.params_.class_log_proba(X)
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities ``sum_i p_i(x) P_i(y = c | x)``, shape (n_samples, n_classes)."""
@@ -340,10 +343,11 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         log_proba = self.predict_log_proba(X)
         return self.classes_[np.argmax(log_proba, axis=1)]
 
-    def predict_experts(self, X) -> np.ndarray:
+    def predict_experts(self, X: ArrayLike) -> np.ndarray:
         """Each expert's class probabilities, shape (n_samples, n_experts, n_classes)."""
+        X = self._check_X(X)
         p = self.params_
-        return np.exp(p.family_object.log_proba(p.expert_predictors(self._check_X(X))))
+        return np.exp(p.family_object.log_proba(p.expert_predictors(X)))
 
     def _codes(self, y, n):
         y = np.asarray(y)

@@ -53,8 +53,12 @@ __all__ = [
     "search",
 ]
 
-# polish() takes exact Newton steps when the parameters are at most this many.
+# polish() takes Newton steps when the parameters are at most this many: exact ones first on
+# large data (_NEWTON_ROWS rows or more), else L-BFGS-B then a forward-difference chord
+# Newton finish while rows x parameters is at most _NEWTON_WORK (each Hessian costs p passes).
 _NEWTON_MAX = 300
+_NEWTON_WORK = 5_000_000
+_NEWTON_ROWS = 20_000
 # Newton steps of polish() before it hands over to L-BFGS-B (near the optimum a handful
 # suffice; many more mean a region where the quadratic model is poor).
 _NEWTON_STEPS = 12
@@ -628,7 +632,7 @@ def polish(
     theta0 = np.clip(state.flat()[keep], lb, ub)
     history = []
     cache = {}
-    if exact_newton_applies(state, data.n_samples, theta0.size):
+    if data.n_samples >= _NEWTON_ROWS and exact_newton_applies(state, data.n_samples, theta0.size):
         newton, theta_newton = _newton_polish(
             family, design, data, state, expand, keep, lb, ub, weights, alpha, max_iter
         )
@@ -663,24 +667,19 @@ def polish(
         callback=lambda intermediate_result: history.append(-float(intermediate_result.fun)),
     )
     theta, value, jac = res.x, float(res.fun), res.jac
-    if exact_newton_applies(state, data.n_samples, theta0.size):
-        # L-BFGS-B stops with a gradient of about 1e-8: Newton takes it to rounding level,
-        # so that the answer reproduces to many digits (integer weights against repeated rows)
-        at = state.with_flat(theta[expand])
-        newton, _ = _newton_polish(
-            family, design, data, at, expand, keep, lb, ub, weights, alpha, max_iter
-        )
-        if newton is not None and newton.log_likelihood >= -value:
-            newton.history = history + newton.history
-            newton.n_iter += int(res.nit)
-            return newton
+    steps = 0
+    if theta.size <= _NEWTON_MAX and data.n_samples * theta.size <= _NEWTON_WORK:
+        # L-BFGS-B stops with a gradient of about 1e-8: Newton steps with a
+        # forward-difference Hessian take it to rounding level, so that the answer
+        # reproduces to many digits (integer weights against repeated rows)
+        theta, value, jac, steps = _newton_finish(fun, theta, value, jac, lb, ub, history)
     final = state.with_flat(theta[expand])
     grad = -jac
     free = ~(((theta <= lb) & (grad < 0)) | ((theta >= ub) & (grad > 0)))
     small = float(np.max(np.abs(grad[free]), initial=0.0)) <= 1e-5
     converged = bool(res.success) or small
     fun(theta)  # the shares at the answer
-    return EngineFit(final, -value, int(res.nit), converged, history, cache.get("share"))
+    return EngineFit(final, -value, int(res.nit) + steps, converged, history, cache.get("share"))
 
 
 def exact_newton_applies(state, n_samples, n_params=None) -> bool:
@@ -804,6 +803,62 @@ def _newton_polish(family, design, data, state, expand, keep, lb, ub, weights, a
     if not converged:
         return None, theta
     return EngineFit(state.with_flat(theta[expand]), value, steps, True, history, share), theta
+
+
+def _newton_finish(fun, theta, value, jac, lb, ub, history, max_steps=6):
+    """Newton steps with a finite-difference Hessian of the exact gradient.
+
+    L-BFGS stops with a gradient of about 1e-8; a few Newton steps take it to
+    rounding level, so that the answer is reproducible to many digits (a fit
+    with integer weights then equals one on repeated rows to ~1e-12).
+    Coordinates at their bounds stay there.  The Hessian (forward differences,
+    ``p`` passes) is formed once and kept while each step shrinks the
+    gradient at least tenfold (a chord Newton method: near the optimum the
+    Hessian barely changes); otherwise it is formed again.  Used only for
+    small problems.
+    """
+    steps = 0
+    H, H_idx = None, None
+    for _ in range(max_steps):
+        free = ~(((theta <= lb) & (jac > 0)) | ((theta >= ub) & (jac < 0)))
+        g = jac[free]
+        if g.size == 0 or np.max(np.abs(g)) <= 1e-14 * max(1.0, abs(value)):
+            break
+        idx = np.flatnonzero(free)
+        if H is None or not np.array_equal(idx, H_idx):
+            H, H_idx = _fd_hessian(fun, theta, jac, idx), idx
+        # least squares: directions the data do not determine (a singular
+        # Hessian) get no step
+        direction = -np.linalg.lstsq(H, g, rcond=1e-10)[0]
+        if not np.all(np.isfinite(direction)) or g @ direction >= 0:
+            break  # not a descent direction: not at a strict local optimum
+        t = 1.0
+        for _ in range(20):
+            trial = theta.copy()
+            trial[idx] = np.clip(theta[idx] + t * direction, lb[idx], ub[idx])
+            f_trial, g_trial = fun(trial)
+            if f_trial <= value:
+                break
+            t *= 0.5
+        else:
+            break
+        if np.max(np.abs(g_trial[idx])) > 0.1 * np.max(np.abs(g)):
+            H = None  # a slow step: the next one forms the Hessian afresh
+        theta, value, jac = trial, float(f_trial), g_trial
+        history.append(-value)
+        steps += 1
+    return theta, value, jac, steps
+
+
+def _fd_hessian(fun, theta, jac, idx):
+    """Forward differences of the exact gradient in the coordinates ``idx``, symmetrised."""
+    H = np.empty((idx.size, idx.size))
+    for col, j in enumerate(idx):
+        h = 1e-7 * max(1.0, abs(theta[j]))
+        up = theta.copy()
+        up[j] += h
+        H[:, col] = (fun(up)[1][idx] - jac[idx]) / h
+    return 0.5 * (H + H.T)
 
 
 # -------------------------------------------------------------------- starts
@@ -1197,7 +1252,11 @@ def search(
     report(f"start search: {len(finalists)} finalists run to convergence; best there: {kind}")
     same = data.in_memory and data.n_samples == len(sub_y) and sub_weights is weights
     # with exact Newton steps ahead a few EM iterations suffice to leave the subsample's optimum
-    full_em = 3 if exact_newton_applies(best.state, data.n_samples) else 50
+    full_em = (
+        3
+        if data.n_samples >= _NEWTON_ROWS and exact_newton_applies(best.state, data.n_samples)
+        else 50
+    )
     with blas_threads(width):
         fit = (
             best

@@ -254,7 +254,7 @@ class MoEParams:
                 cols.append(1.0 / self.noise_vector**2)
         return np.stack(cols, axis=1) if cols else np.zeros((self.n_experts, 0))
 
-    def n_parameters(self, fit_intercept=True) -> int:
+    def n_parameters(self, fit_intercept: bool = True) -> int:
         """Free parameters of the model (for AIC, BIC and ICL): see :func:`count_parameters`.
 
         A scalar ``noise_std`` counts as one dispersion shared by the experts.
@@ -286,7 +286,7 @@ class MoEParams:
         )
 
     # ---------------------------------------------------------- probabilities
-    def check_X(self, X) -> np.ndarray:
+    def check_X(self, X: np.ndarray) -> np.ndarray:
         """``X`` as a float array of shape (n_samples, n_features); ``ValueError`` otherwise."""
         return self._check_X(X)
 
@@ -348,7 +348,7 @@ class MoEParams:
             return np.einsum("kn,nkc->nc", p, means)
         return np.sum(p * means.T, axis=0)
 
-    def class_log_proba(self, X) -> np.ndarray:
+    def class_log_proba(self, X: np.ndarray) -> np.ndarray:
         """``log P(y = c | x)`` of every class under class-label experts, shape (n, C).
 
         The mixture ``log sum_i p_i(x) P_i(y = c | x)`` by a stable log-sum-exp
