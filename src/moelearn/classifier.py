@@ -106,7 +106,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
-        "random_state": ["random_state"],
+        "random_state": ["random_state", np.random.Generator],
     }
 
     def __init__(
@@ -213,8 +213,9 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
             check_out_of_core(X, y, type(self).__name__)
             if sample_weight is not None:
                 raise ValueError("sample_weight needs in-memory X and y")
+            self.__dict__.pop("feature_names_in_", None)  # an unnamed source: no stale names
             raw = Data(X, y, self.chunk_size, n_experts=self.n_experts)
-            classes = raw.map_reduce(lambda Xb, yb, wb=None: _LabelSet(np.unique(yb)))
+            classes = raw.map_reduce(_block_labels)
             self.classes_ = classes.values
             self._check_classes()
             self.n_features_in_ = raw.n_features
@@ -222,6 +223,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
         with np.errstate(invalid="ignore", over="ignore"):
             X, y = validate_data(self, X, y, dtype=np.float64, ensure_min_samples=2)
         check_classification_targets(y)
+        _check_labels(y)
         self.classes_, codes = np.unique(y, return_inverse=True)
         self._check_classes()
         weights = None
@@ -454,6 +456,37 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_class = True
         return tags
+
+
+def _check_labels(y):
+    """Refuse missing labels (None) and labels that cannot be sorted, naming the row."""
+    if y.dtype != object:
+        return
+    missing = np.flatnonzero(np.fromiter((v is None for v in y), dtype=bool, count=len(y)))
+    if missing.size:
+        raise ValueError(
+            f"y contains missing labels (None) at {missing.size} rows, the first at row "
+            f"{missing[0]}: every sample needs a label"
+        )
+    try:
+        np.unique(y)
+    except TypeError:
+        kinds = {type(v).__name__ for v in y}
+        raise TypeError(
+            f"the labels of y mix types that cannot be ordered ({', '.join(sorted(kinds))}): "
+            "use labels of one kind, all strings or all numbers"
+        ) from None
+
+
+def _block_labels(Xb, yb, wb=None):
+    """The labels of one block of out-of-core data (numbers: NaN and inf are refused)."""
+    bad = ~np.isfinite(yb)
+    if bad.any():
+        raise ValueError(
+            f"y contains NaN or infinite values ({int(bad.sum())} in one block): every "
+            "sample needs a finite label"
+        )
+    return _LabelSet(np.unique(yb))
 
 
 class _LabelSet:

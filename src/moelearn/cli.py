@@ -211,6 +211,8 @@ class Table:
 
     def __init__(self, path, delimiter=None):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise CLIError(f"{self.path} is a directory, not a CSV file")
         if not self.path.is_file():
             raise CLIError(f"no such file: {self.path}")
         try:
@@ -229,6 +231,8 @@ class Table:
             rows = list(csv.reader(lines, delimiter=self.delimiter, strict=True))
         except csv.Error as exc:
             raise CLIError(f"cannot read {self.path} as CSV: {exc}") from None
+        if len(rows) != len(lines):
+            self._refuse_multiline_field(lines)
         header = [name.strip() for name in rows[0]]
         if any(not name for name in header):
             raise CLIError(f"{self.path}, row 1: column {header.index('') + 1} has no name")
@@ -252,6 +256,19 @@ class Table:
         if self._row_number.size == 0:
             raise CLIError(f"{self.path}: no data rows after the header")
         self._cells = np.array([rows[i - 1] for i in self._row_number], dtype=str)
+
+    def _refuse_multiline_field(self, lines):
+        """Name the first record that spans several lines (a quoted field holding a newline)."""
+        reader = csv.reader(lines, delimiter=self.delimiter, strict=True)
+        end = 0
+        for _ in reader:
+            if reader.line_num - end > 1:
+                break
+            end = reader.line_num
+        raise CLIError(
+            f"{self.path}, row {end + 1}: a quoted field spans lines {end + 1} to "
+            f"{reader.line_num} (fields holding line breaks are not supported)"
+        )
 
     def numbers(self, columns):
         """The named columns as a float array, (n_rows, len(columns))."""
@@ -320,9 +337,9 @@ def cmd_fit(args):
 
     from .estimator import MixtureOfExpertsRegressor
 
-    out = Path(args.output)
-    if out.suffix != ".npz":
-        out = out.with_suffix(".npz")
+    out = Path(args.output)  # written as named: the format does not need the suffix
+    if out.is_dir():
+        raise CLIError(f"--output {out} is a directory; name the model file to write")
     _check_output(out, args.force)
     table = Table(args.data, args.delimiter)
     if args.target not in table.header:
@@ -731,6 +748,12 @@ def main(argv=None):
         return 2
     except OSError as exc:  # e.g. an output folder that cannot be written
         print(f"moelearn: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:  # sizes are checked before fitting; this is the last resort
+        print(
+            "moelearn: error: not enough memory for this fit (use fewer --experts or rows)",
+            file=sys.stderr,
+        )
         return 2
     return 0
 

@@ -61,14 +61,42 @@ class ChunkedDataset:
 
     def __init__(self, make_chunks):
         if not callable(make_chunks):
-            raise TypeError("make_chunks must be a callable returning an iterable of (X, y)")
+            raise TypeError(
+                "make_chunks must be a callable returning an iterable of (X, y), e.g. a "
+                f"generator function; got {type(make_chunks).__name__}"
+            )
         self.make_chunks = make_chunks
+        self._n_rows = None  # rows of the first complete pass, for the later ones
+        self._n_columns = None
 
     def __iter__(self):
-        """Yield ``(X, y)`` or, for weighted chunks, ``(X, y, w)`` as float arrays."""
+        """Yield ``(X, y)`` or, for weighted chunks, ``(X, y, w)`` as float arrays.
+
+        Raises
+        ------
+        ValueError
+            When a chunk is malformed, has other columns than the first, or a
+            complete pass yields no rows or other rows than the first pass (as
+            a generator object reused across passes does).
+        """
         weighted = None
-        for chunk in self.make_chunks():
-            chunk = tuple(chunk)
+        rows = 0
+        chunks = self.make_chunks()
+        try:
+            chunks = iter(chunks)
+        except TypeError:
+            raise TypeError(
+                f"make_chunks() must return an iterable of (X, y) chunks, got "
+                f"{type(chunks).__name__}"
+            ) from None
+        for number, chunk in enumerate(chunks):
+            try:
+                chunk = tuple(chunk)
+            except TypeError:
+                raise TypeError(
+                    f"chunk {number} must be a tuple (X, y) or (X, y, sample_weight), got "
+                    f"{type(chunk).__name__}"
+                ) from None
             if len(chunk) not in (2, 3):
                 raise ValueError(
                     f"each chunk must be (X, y) or (X, y, sample_weight); got {len(chunk)} items"
@@ -77,15 +105,23 @@ class ChunkedDataset:
                 weighted = len(chunk) == 3
             elif weighted != (len(chunk) == 3):
                 raise ValueError("either every chunk carries sample_weight (X, y, w) or none does")
-            X = np.asarray(chunk[0], dtype=float)
-            y = np.asarray(chunk[1], dtype=float).ravel()
+            X = _numeric(chunk[0], "X", number)
+            y = _numeric(chunk[1], "y", number).ravel()
             if X.ndim != 2 or X.shape[0] != y.shape[0]:
                 raise ValueError(
                     f"each chunk must be X of shape (m, d) with y of shape (m,); got "
-                    f"{X.shape} and {y.shape}"
+                    f"{X.shape} and {y.shape} in chunk {number}"
                 )
+            if self._n_columns is None:
+                self._n_columns = X.shape[1]
+            elif X.shape[1] != self._n_columns:
+                raise ValueError(
+                    f"chunk {number} has {X.shape[1]} columns, the first chunk "
+                    f"{self._n_columns}: every chunk must hold the same columns"
+                )
+            rows += X.shape[0]
             if weighted:
-                w = np.asarray(chunk[2], dtype=float).ravel()
+                w = _numeric(chunk[2], "sample_weight", number).ravel()
                 if w.shape[0] != X.shape[0]:
                     raise ValueError(
                         f"each chunk's sample_weight must have shape ({X.shape[0]},); got "
@@ -94,6 +130,32 @@ class ChunkedDataset:
                 yield X, y, w
             else:
                 yield X, y
+        if rows == 0:
+            raise ValueError(
+                "make_chunks() yielded no rows"
+                + (
+                    " on a later pass: it must start a new pass every time it is called "
+                    "(pass a generator function, not a generator, which runs once)"
+                    if self._n_rows
+                    else ""
+                )
+            )
+        if self._n_rows is None:
+            self._n_rows = rows
+        elif rows != self._n_rows:
+            raise ValueError(
+                f"a pass over the ChunkedDataset yielded {rows} rows, the first pass "
+                f"{self._n_rows}: every call of make_chunks() must yield the same rows in the "
+                "same order"
+            )
+
+
+def _numeric(value, name, number):
+    """A chunk's array as float64, refusing non-numeric values with the chunk named."""
+    try:
+        return np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"chunk {number}: {name} must be numeric ({exc})") from None
 
 
 def check_sample_weight(sample_weight, n_samples):

@@ -206,7 +206,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         "moment_method": [StrOptions({"tensor", "landscape"})],
         "compute_standard_errors": ["boolean"],
         "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
-        "random_state": ["random_state"],
+        "random_state": ["random_state", np.random.Generator],
     }
 
     def __init__(
@@ -502,6 +502,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                 else:
                     sample_weight = check_sample_weight(sample_weight, X.shape[0])
             raw = Data(X, y, self.chunk_size, n_experts=self.n_experts, sample_weight=sample_weight)
+            self.__dict__.pop("feature_names_in_", None)  # an unnamed source: no stale names
             if raw.n_samples < 2:
                 raise ValueError(f"need at least 2 samples, got {raw.n_samples}")
             self.n_features_in_ = raw.n_features
