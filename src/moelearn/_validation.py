@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import os
 
 import numpy as np
 from sklearn.utils import check_consistent_length
@@ -142,3 +143,57 @@ def check_n_experts(n_experts, n_features=None, *, moment_method=False) -> int:
             "back to a random initialisation when k > d)"
         )
     return k
+
+
+# Rows and (at least) starts of the batched screening of the start search.
+_SEARCH_ROWS = 2_500
+_MIN_STARTS = 10
+
+
+def _physical_memory() -> int | None:
+    """Bytes of physical memory, or None where the platform does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_fit_size(n_samples, n_experts, coefs_per_expert, n_init="auto") -> None:
+    """Refuse, before any work, a fit the data cannot identify or the memory cannot hold.
+
+    Parameters
+    ----------
+    n_samples : int
+        Rows of the training data.
+    n_experts : int
+    coefs_per_expert : int
+        Coefficients of one expert (intercepts included).
+    n_init : "auto" or int
+        Starts of the search (``"auto"``: at least 10 are screened).
+
+    Raises
+    ------
+    ValueError
+        When ``n_experts * (coefs_per_expert + 1)`` exceeds ``n_samples`` (some
+        expert would explain fewer samples than it has coefficients plus one:
+        a collapsed component, whatever the start), or when the work arrays of
+        the start search (starts x rows x pairs of experts) would exceed the
+        physical memory.
+    """
+    n, k, p = int(n_samples), int(n_experts), max(int(coefs_per_expert), 1)
+    if k * (p + 1) > n:
+        raise ValueError(
+            f"n_experts={k} cannot be identified from {n} samples: each expert needs more "
+            f"samples than its {p} coefficients, {k * (p + 1)} samples in all; use at most "
+            f"{max(n // (p + 1), 1)} experts"
+        )
+    starts = _MIN_STARTS if n_init == "auto" else int(n_init)
+    rows = min(n, _SEARCH_ROWS)
+    need = 8.0 * starts * rows * (10 * k + k * (k - 1) / 2)
+    memory = _physical_memory()
+    if memory is not None and need > memory:
+        raise ValueError(
+            f"n_experts={k} needs about {need / 2**30:.3g} GiB of work arrays for the start "
+            f"search ({starts} starts x {rows} rows x {k} experts and their {k * (k - 1) // 2} "
+            f"pairs), more than the {memory / 2**30:.3g} GiB of memory here: use fewer experts"
+        )

@@ -24,6 +24,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._validation import check_fit_size
 from .data import Data, check_out_of_core, check_sample_weight, is_out_of_core
 from .families import Bernoulli, Multinomial
 from .family_fit import fit_engine, resolve_roles, unscale
@@ -158,6 +159,8 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
         d = raw.n_features
         gmask = resolve_roles(self.gating_features, d, names, "gating_features")
         emask = resolve_roles(self.expert_features, d, names, "expert_features")
+        coefs = (n_classes - 1) * (int(emask.sum()) + self.fit_intercept)
+        check_fit_size(raw.n_samples, self.n_experts, coefs, self.n_init)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             res = fit_engine(

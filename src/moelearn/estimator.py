@@ -12,7 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import predictive
-from ._validation import check_target_and_magnitude
+from ._validation import check_fit_size, check_target_and_magnitude
 from .data import (
     ChunkedDataset,
     Data,
@@ -21,7 +21,8 @@ from .data import (
     is_dask_array,
     is_out_of_core,
 )
-from .exceptions import MomentMethodUnavailable
+from .diagnostics import prediction_range_problem
+from .exceptions import DegenerateFitWarning, MomentMethodUnavailable
 from .families import Family, Gaussian, available_families, get_family
 from .family_fit import fit_family, n_parameters, resolve_roles
 from .inference import Summary, data_standard_errors, summarize
@@ -298,6 +299,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
                     mask[offset] = False
                 elif mask[offset]:
                     raise ValueError(f"the offset column is also listed in {name}")
+        check_fit_size(raw.n_samples, k, int(emask.sum()) + self.fit_intercept, self.n_init)
         if offset is not None or not (isinstance(family, Gaussian) and gmask.all() and emask.all()):
             return self._fit_family(raw, family, gmask, emask, rng, offset)
         solver = get_solver(self.solver)
@@ -393,6 +395,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         self._set_fitted(fit.params, fit.n_iter, fit.converged, fit.log_likelihood, method)
         self.history_ = np.asarray(fit.history, dtype=float)
         self._warn_fit()
+        self._warn_degenerate(raw)
         if self.compute_standard_errors:
             self.standard_errors_ = self._standard_errors(raw)
         return self
@@ -453,6 +456,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.simplefilter("ignore", DegenerateFitWarning)  # judged on the final fit
             gauss.fit(X, y, sample_weight=sample_weight)
         if "unavailable" in gauss.init_method_:
             raise MomentMethodUnavailable(gauss.init_method_.split("unavailable: ", 1)[-1])
@@ -529,8 +533,15 @@ class MixtureOfExpertsRegressor(RegressorMixin, BaseEstimator):
         )
         self.history_ = np.asarray(fit.history, dtype=float)
         self._warn_fit()
+        self._warn_degenerate(raw)
         if self.compute_standard_errors:
             self.standard_errors_ = self._standard_errors(raw)
+
+    def _warn_degenerate(self, raw):
+        """Warn when an expert's predictions on the training inputs leave the range of y."""
+        why = prediction_range_problem(self.params_, raw)
+        if why is not None:
+            warnings.warn(why, DegenerateFitWarning, stacklevel=4)
 
     def _warn_fit(self):
         if not self.converged_:

@@ -1,6 +1,6 @@
 """Exceptions and warnings raised by moelearn."""
 
-__all__ = ["DegenerateFitWarning", "MomentMethodUnavailable", "UnidentifiableWarning"]
+__all__ = ["DegenerateFitWarning", "MomentMethodUnavailable"]
 
 
 class MomentMethodUnavailable(ValueError):
@@ -20,13 +20,4 @@ class DegenerateFitWarning(UserWarning):
     its gate gives weight, leaves the range of the training ``y`` by orders of
     magnitude (a degenerate optimum, e.g. a Gamma expert fitted to one tiny
     response).  The message names the expert and the values.
-    """
-
-
-class UnidentifiableWarning(UserWarning):
-    """More experts were asked for than the data can identify.
-
-    Issued when ``n_experts`` times the coefficients of one expert (plus one)
-    exceeds the number of samples: some expert cannot be fitted to samples of
-    its own, and the fit is likely to end with collapsed components.
     """
