@@ -197,3 +197,56 @@ def check_fit_size(n_samples, n_experts, coefs_per_expert, n_init="auto") -> Non
             f"search ({starts} starts x {rows} rows x {k} experts and their {k * (k - 1) // 2} "
             f"pairs), more than the {memory / 2**30:.3g} GiB of memory here: use fewer experts"
         )
+
+
+# Below this magnitude second and fourth powers underflow float64 (1e-77^4 < 1e-308):
+# such data are rescaled by powers of two (exact) or refused.
+MIN_MAGNITUDE = 1e-75
+
+
+def tiny_scale_factors(values, axis=0):
+    """Powers of two that bring columns whose largest ``|value|`` is below ``MIN_MAGNITUDE`` to 1.
+
+    Multiplying by a power of two is exact in floating point, so a fit on the
+    rescaled values is the fit on the originals, in other units.
+
+    Parameters
+    ----------
+    values : ndarray
+        Finite values, columns along ``axis`` = 0 (a 1-D array: one column).
+
+    Returns
+    -------
+    ndarray or None
+        One factor per column (1 where none is needed), or None when every
+        column is zero or of ordinary magnitude.
+    """
+    values = np.asarray(values, dtype=float)
+    top = np.abs(values).max(axis=axis) if values.size else np.zeros(values.shape[1:])
+    tiny = (top > 0) & (top < MIN_MAGNITUDE)
+    if not np.any(tiny):
+        return None
+    _, exponent = np.frexp(np.where(tiny, top, 1.0))
+    return np.where(tiny, np.ldexp(1.0, -exponent), 1.0)
+
+
+def refuse_tiny(X_head, y_head=None):
+    """Refuse out-of-core data whose first rows show a column below ``MIN_MAGNITUDE``.
+
+    Out of core the data cannot be rescaled in place; the message names the
+    column and its scale.
+    """
+    for name, values in (("X", X_head), ("y", y_head)):
+        if values is None or not np.all(np.isfinite(values)):
+            continue  # non-finite values are refused, with their own message, by the pass
+        factors = tiny_scale_factors(values)
+        if factors is None:
+            continue
+        column = int(np.argmax(np.atleast_1d(factors)))
+        top = float(np.abs(values if values.ndim == 1 else values[:, column]).max())
+        where = f"column {column} of X" if name == "X" else "y"
+        raise ValueError(
+            f"{where} has values no larger than {top:.3g} in magnitude in its first rows: below "
+            f"{MIN_MAGNITUDE:g} its moments underflow; rescale it (e.g. multiply by "
+            f"{1 / top:.3g}), or pass the data in memory, where such columns are rescaled exactly"
+        )

@@ -22,10 +22,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from ._validation import check_fit_size
-from .data import Data, check_out_of_core, check_sample_weight, is_out_of_core
+from ._validation import check_fit_size, refuse_tiny, tiny_scale_factors
+from .data import Data, check_out_of_core, check_sample_weight, head_rows, is_out_of_core
 from .families import Bernoulli, Multinomial
 from .family_fit import fit_engine, resolve_roles, unscale
 from .model import random_generator
@@ -151,6 +151,9 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
         self
         """
         self._validate_params()
+        rescaled = self._fit_rescaled(X, y, sample_weight)
+        if rescaled is not None:
+            return rescaled
         rng = random_generator(self.random_state)
         raw, weights = self._source(X, y, sample_weight)
         n_classes = len(self.classes_)
@@ -211,6 +214,33 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
             )
         return self
 
+    def _fit_rescaled(self, X, y, sample_weight):
+        """Fit in-memory ``X`` with columns of tiny magnitude on an exactly rescaled copy.
+
+        Columns whose largest ``|value|`` is below ``MIN_MAGNITUDE`` are
+        multiplied by powers of two (exact), and the coefficients mapped back;
+        None when no column needs it.
+        """
+        if is_out_of_core(X) or y is None:
+            return None
+        try:
+            with np.errstate(all="ignore"):
+                Xa = check_array(X, dtype=np.float64, ensure_min_samples=2)
+        except (TypeError, ValueError):
+            return None  # the ordinary path names the problem
+        fx = tiny_scale_factors(Xa)
+        if fx is None:
+            return None
+        Xs = Xa * fx
+        if hasattr(X, "columns"):  # keep the names (covariate roles may use them)
+            import pandas as pd
+
+            Xs = pd.DataFrame(Xs, columns=X.columns)
+        self.fit(Xs, y, sample_weight)
+        self.experts_ = self.experts_ * fx[self._emask]
+        self.gating_ = self.gating_ * fx[self._gmask]
+        return self
+
     def _source(self, X, y, sample_weight):
         if is_out_of_core(X):
             check_out_of_core(X, y, type(self).__name__)
@@ -218,6 +248,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError("sample_weight needs in-memory X and y")
             self.__dict__.pop("feature_names_in_", None)  # an unnamed source: no stale names
             raw = Data(X, y, self.chunk_size, n_experts=self.n_experts)
+            refuse_tiny(head_rows(raw)[0])
             classes = raw.map_reduce(_block_labels)
             self.classes_ = classes.values
             self._check_classes()
@@ -225,8 +256,8 @@ class MixtureOfExpertsClassifier(ClassifierMixin, BaseEstimator):
             return raw.with_transform(LabelCodes(self.classes_), self.n_experts), None
         with np.errstate(invalid="ignore", over="ignore"):
             X, y = validate_data(self, X, y, dtype=np.float64, ensure_min_samples=2)
-        check_classification_targets(y)
         _check_labels(y)
+        check_classification_targets(y)
         self.classes_, codes = np.unique(y, return_inverse=True)
         self._check_classes()
         weights = None
@@ -468,8 +499,8 @@ def _check_labels(y):
     missing = np.flatnonzero(np.fromiter((v is None for v in y), dtype=bool, count=len(y)))
     if missing.size:
         raise ValueError(
-            f"y contains missing labels (None) at {missing.size} rows, the first at row "
-            f"{missing[0]}: every sample needs a label"
+            f"y has {missing.size} missing label{'s' if missing.size > 1 else ''} (None), the "
+            f"first at row {missing[0]}: every sample needs a label"
         )
     try:
         np.unique(y)

@@ -34,6 +34,7 @@ __all__ = [
     "add_partials",
     "check_sample_weight",
     "check_weight_values",
+    "head_rows",
     "is_dask_array",
 ]
 
@@ -505,6 +506,25 @@ class Data:
         if self.transform is not None:
             X, y = self.transform(X, y)
         return X, y, w
+
+
+def head_rows(raw: Data, rows=1000):
+    """``(X, y)`` of the first rows of a source, untransformed: the first chunk of a stream.
+
+    Cheap on every source (a stream reads one chunk), for checks of scale
+    before the validating pass.
+    """
+    if raw.kind == "stream":
+        chunk = next(iter(raw.X), None)
+        if chunk is None:
+            return np.zeros((0, raw.n_features)), np.zeros(0)
+        return chunk[0], chunk[1]
+    index = np.arange(min(raw.n_samples, rows))
+    if raw.kind == "dask":
+        return np.asarray(raw.X[index].compute(), dtype=float), np.asarray(
+            _take(raw.y, index), dtype=float
+        ).ravel()
+    return np.asarray(raw.X[index], dtype=float), np.asarray(raw.y[index], dtype=float).ravel()
 
 
 def _take(a, index):
