@@ -10,7 +10,7 @@ from sklearn.exceptions import ConvergenceWarning
 import moelearn
 from moelearn import ChunkedDataset, MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
 from moelearn.cli import main
-from moelearn.exceptions import DegenerateFitWarning
+from moelearn.exceptions import DegenerateFitWarning, UnidentifiableWarning
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +79,23 @@ def test_tiny_memory_map_is_refused_naming_the_scale(data, tmp_path):
 
 
 # ------------------------------------------------------------ sizes before work
-def test_more_experts_than_the_data_identify_are_refused_before_work(data):
+def test_more_experts_than_samples_are_refused_before_work(data):
     # before: 44.7 GiB requested in the start search
     X, y = data
-    with pytest.raises(ValueError, match=r"n_experts=2000 cannot be identified from 300 samples"):
+    with pytest.raises(ValueError, match=r"n_experts=2000 exceeds the 300 samples"):
         MixtureOfExpertsRegressor(2000).fit(X[:300], y[:300])
-    with pytest.raises(ValueError, match=r"n_experts=500 cannot be identified"):
+    with pytest.raises(ValueError, match=r"n_experts=500 exceeds the 300 samples"):
         MixtureOfExpertsClassifier(500).fit(X[:300], y[:300] > 0)
+
+
+def test_experts_beyond_what_the_data_identify_are_warned_about():
+    from moelearn import _validation
+
+    with pytest.warns(UnidentifiableWarning, match=r"n_experts=90 experts of 4 coefficients"):
+        _validation.check_fit_size(300, 90, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _validation.check_fit_size(300, 60, 4)  # 60 * 5 = 300 samples: identified
 
 
 def test_start_search_memory_is_predicted(monkeypatch):
@@ -105,7 +115,7 @@ def test_cli_too_many_experts_is_one_line(data, tmp_path, monkeypatch, capsys):
     _write_csv(tmp_path / "d.csv", X[:300], y[:300])
     assert main(["fit", "d.csv", "--target", "y", "--experts", "5000"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "n_experts=5000 cannot be identified" in err
+    assert err.count("\n") == 1 and "n_experts=5000 exceeds the 300 samples" in err
     assert not (tmp_path / "model.npz").exists()
 
 

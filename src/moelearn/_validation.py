@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numbers
 import os
+import warnings
 
 import numpy as np
 from sklearn.utils import check_consistent_length
 from sklearn.utils.validation import check_array
 
-from .exceptions import MomentMethodUnavailable
+from .exceptions import MomentMethodUnavailable, UnidentifiableWarning
 from .links import get_link
 from .moments import iter_chunks
 
@@ -174,18 +175,22 @@ def check_fit_size(n_samples, n_experts, coefs_per_expert, n_init="auto") -> Non
     Raises
     ------
     ValueError
-        When ``n_experts * (coefs_per_expert + 1)`` exceeds ``n_samples`` (some
-        expert would explain fewer samples than it has coefficients plus one:
-        a collapsed component, whatever the start), or when the work arrays of
+        When there are more experts than samples, or when the work arrays of
         the start search (starts x rows x pairs of experts) would exceed the
         physical memory.
+
+    Warns
+    -----
+    UnidentifiableWarning
+        When ``n_experts * (coefs_per_expert + 1)`` exceeds ``n_samples``: some
+        expert explains fewer samples than it has coefficients plus one.
     """
     n, k, p = int(n_samples), int(n_experts), max(int(coefs_per_expert), 1)
-    if k * (p + 1) > n:
+    if k > n:
         raise ValueError(
-            f"n_experts={k} cannot be identified from {n} samples: each expert needs more "
-            f"samples than its {p} coefficients, {k * (p + 1)} samples in all; use at most "
-            f"{max(n // (p + 1), 1)} experts"
+            f"n_experts={k} exceeds the {n} samples: every expert needs samples of its own to "
+            f"be identified (with {p} coefficients per expert these data identify at most "
+            f"{max(n // (p + 1), 1)})"
         )
     starts = _MIN_STARTS if n_init == "auto" else int(n_init)
     rows = min(n, _SEARCH_ROWS)
@@ -196,6 +201,14 @@ def check_fit_size(n_samples, n_experts, coefs_per_expert, n_init="auto") -> Non
             f"n_experts={k} needs about {need / 2**30:.3g} GiB of work arrays for the start "
             f"search ({starts} starts x {rows} rows x {k} experts and their {k * (k - 1) // 2} "
             f"pairs), more than the {memory / 2**30:.3g} GiB of memory here: use fewer experts"
+        )
+    if k > 1 and k * (p + 1) > n:
+        warnings.warn(
+            f"n_experts={k} experts of {p} coefficients each need more than {k * (p + 1)} "
+            f"samples to be identified, and there are {n}: some expert cannot be fitted to "
+            "samples of its own (fewer experts may suit these data better)",
+            UnidentifiableWarning,
+            stacklevel=3,
         )
 
 

@@ -113,6 +113,8 @@ class ChunkedDataset:
                     f"each chunk must be X of shape (m, d) with y of shape (m,); got "
                     f"{X.shape} and {y.shape} in chunk {number}"
                 )
+            if X.shape[1] < 1:
+                raise ValueError(f"X must have at least one feature, got shape {X.shape}")
             if self._n_columns is None:
                 self._n_columns = X.shape[1]
             elif X.shape[1] != self._n_columns:
@@ -229,6 +231,8 @@ def check_out_of_core(X, y, estimator_name):
         raise ValueError(f"{estimator_name} requires y to be passed, but the target y is None")
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if X.shape[1] < 1:
+        raise ValueError(f"X must have at least one feature, got shape {X.shape}")
     if len(y.shape) != 1 and not (len(y.shape) == 2 and y.shape[1] == 1):
         raise ValueError(f"y must be 1-D (n_samples,), got shape {y.shape}")
     if y.shape[0] != X.shape[0]:

@@ -1,6 +1,6 @@
 """Exceptions and warnings raised by moelearn."""
 
-__all__ = ["DegenerateFitWarning", "MomentMethodUnavailable"]
+__all__ = ["DegenerateFitWarning", "MomentMethodUnavailable", "UnidentifiableWarning"]
 
 
 class MomentMethodUnavailable(ValueError):
@@ -20,4 +20,14 @@ class DegenerateFitWarning(UserWarning):
     its gate gives weight, leaves the range of the training ``y`` by orders of
     magnitude (a degenerate optimum, e.g. a Gamma expert fitted to one tiny
     response).  The message names the expert and the values.
+    """
+
+
+class UnidentifiableWarning(UserWarning):
+    """More experts were asked for than the data can identify.
+
+    Issued when ``n_experts`` times (the coefficients of one expert plus one)
+    exceeds the number of samples: some expert cannot be fitted to samples of
+    its own.  The fit goes on (on such data the likelihood's ceiling is a
+    plateau, and the engine returns its canonical point, DESIGN §13).
     """
