@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import numbers
+import os
+import warnings
 
 import numpy as np
 from sklearn.utils import check_consistent_length
 from sklearn.utils.validation import check_array
 
 from ._chunks import iter_chunks
-from .exceptions import MomentMethodUnavailable
+from .exceptions import MomentMethodUnavailable, UnidentifiableWarning
 from .links import get_link
 
 
@@ -142,3 +144,122 @@ def check_n_experts(n_experts, n_features=None, *, moment_method=False) -> int:
             "back to a random initialisation when k > d)"
         )
     return k
+
+
+# Rows and (at least) starts of the batched screening of the start search.
+_SEARCH_ROWS = 2_500
+_MIN_STARTS = 10
+
+
+def _physical_memory() -> int | None:
+    """Bytes of physical memory, or None where the platform does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_fit_size(n_samples, n_experts, coefs_per_expert, n_init="auto") -> None:
+    """Refuse, before any work, a fit the data cannot identify or the memory cannot hold.
+
+    Parameters
+    ----------
+    n_samples : int
+        Rows of the training data.
+    n_experts : int
+    coefs_per_expert : int
+        Coefficients of one expert (intercepts included).
+    n_init : "auto" or int
+        Starts of the search (``"auto"``: at least 10 are screened).
+
+    Raises
+    ------
+    ValueError
+        When there are more experts than samples, or when the work arrays of
+        the start search (starts x rows x pairs of experts) would exceed the
+        physical memory.
+
+    Warns
+    -----
+    UnidentifiableWarning
+        When ``n_experts * (coefs_per_expert + 1)`` exceeds ``n_samples``: some
+        expert explains fewer samples than it has coefficients plus one.
+    """
+    n, k, p = int(n_samples), int(n_experts), max(int(coefs_per_expert), 1)
+    if k > n:
+        raise ValueError(
+            f"n_experts={k} exceeds the {n} samples: every expert needs samples of its own to "
+            f"be identified (with {p} coefficients per expert these data identify at most "
+            f"{max(n // (p + 1), 1)})"
+        )
+    starts = _MIN_STARTS if n_init == "auto" else int(n_init)
+    rows = min(n, _SEARCH_ROWS)
+    need = 8.0 * starts * rows * (10 * k + k * (k - 1) / 2)
+    memory = _physical_memory()
+    if memory is not None and need > memory:
+        raise ValueError(
+            f"n_experts={k} needs about {need / 2**30:.3g} GiB of work arrays for the start "
+            f"search ({starts} starts x {rows} rows x {k} experts and their {k * (k - 1) // 2} "
+            f"pairs), more than the {memory / 2**30:.3g} GiB of memory here: use fewer experts"
+        )
+    if k > 1 and k * (p + 1) > n:
+        warnings.warn(
+            f"n_experts={k} experts of {p} coefficients each need more than {k * (p + 1)} "
+            f"samples to be identified, and there are {n}: some expert cannot be fitted to "
+            "samples of its own (fewer experts may suit these data better)",
+            UnidentifiableWarning,
+            stacklevel=3,
+        )
+
+
+# Below this magnitude second and fourth powers underflow float64 (1e-77^4 < 1e-308):
+# such data are rescaled by powers of two (exact) or refused.
+MIN_MAGNITUDE = 1e-75
+
+
+def tiny_scale_factors(values, axis=0):
+    """Powers of two that bring columns whose largest ``|value|`` is below ``MIN_MAGNITUDE`` to 1.
+
+    Multiplying by a power of two is exact in floating point, so a fit on the
+    rescaled values is the fit on the originals, in other units.
+
+    Parameters
+    ----------
+    values : ndarray
+        Finite values, columns along ``axis`` = 0 (a 1-D array: one column).
+
+    Returns
+    -------
+    ndarray or None
+        One factor per column (1 where none is needed), or None when every
+        column is zero or of ordinary magnitude.
+    """
+    values = np.asarray(values, dtype=float)
+    top = np.abs(values).max(axis=axis) if values.size else np.zeros(values.shape[1:])
+    tiny = (top > 0) & (top < MIN_MAGNITUDE)
+    if not np.any(tiny):
+        return None
+    _, exponent = np.frexp(np.where(tiny, top, 1.0))
+    return np.where(tiny, np.ldexp(1.0, -exponent), 1.0)
+
+
+def refuse_tiny(X_head, y_head=None):
+    """Refuse out-of-core data whose first rows show a column below ``MIN_MAGNITUDE``.
+
+    Out of core the data cannot be rescaled in place; the message names the
+    column and its scale.
+    """
+    for name, values in (("X", X_head), ("y", y_head)):
+        if values is None or not np.all(np.isfinite(values)):
+            continue  # non-finite values are refused, with their own message, by the pass
+        factors = tiny_scale_factors(values)
+        if factors is None:
+            continue
+        column = int(np.argmax(np.atleast_1d(factors)))
+        top = float(np.abs(values if values.ndim == 1 else values[:, column]).max())
+        where = f"column {column} of X" if name == "X" else "y"
+        raise ValueError(
+            f"{where} has values no larger than {top:.3g} in magnitude in its first rows: below "
+            f"{MIN_MAGNITUDE:g} its moments underflow; rescale it (e.g. multiply by "
+            f"{1 / top:.3g}), or pass the data in memory, where such columns are rescaled exactly"
+        )

@@ -26,11 +26,19 @@ from sklearn.exceptions import ConvergenceWarning
 # by BaseEstimator._validate_params); they have lived in this module since 1.2
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._base import MixtureOfExpertsBase, mean_log_likelihood
 from ._progress import reported_fit
-from .data import ChunkedDataset, Data, check_out_of_core, check_sample_weight, is_out_of_core
+from ._validation import check_fit_size, refuse_tiny, tiny_scale_factors
+from .data import (
+    ChunkedDataset,
+    Data,
+    check_out_of_core,
+    check_sample_weight,
+    head_rows,
+    is_out_of_core,
+)
 from .families import Bernoulli, Multinomial
 from .family_fit import fit_engine, resolve_roles, unscale
 from .model import MoEParams, random_generator
@@ -117,7 +125,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
-        "random_state": ["random_state"],
+        "random_state": ["random_state", np.random.Generator],
         "verbose": ["verbose"],
     }
 
@@ -170,6 +178,9 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         self
         """
         self._validate_params()
+        rescaled = self._fit_rescaled(X, y, sample_weight)
+        if rescaled is not None:
+            return rescaled
         rng = random_generator(self.random_state)
         raw, weights = self._source(X, y, sample_weight)
         family = self._family()
@@ -177,6 +188,8 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         d = raw.n_features
         gmask = resolve_roles(self.gating_features, d, names, "gating_features")
         emask = resolve_roles(self.expert_features, d, names, "expert_features")
+        coefs = family.n_predictors * (int(emask.sum()) + self.fit_intercept)
+        check_fit_size(raw.n_samples, self.n_experts, coefs, self.n_init)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             res = fit_engine(
@@ -223,19 +236,57 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
             )
         return self
 
+    def _fit_rescaled(self, X, y, sample_weight):
+        """Fit in-memory ``X`` with columns of tiny magnitude on an exactly rescaled copy.
+
+        Columns whose largest ``|value|`` is below ``MIN_MAGNITUDE`` are
+        multiplied by powers of two (exact), and the coefficients mapped back;
+        None when no column needs it.
+        """
+        if is_out_of_core(X) or y is None:
+            return None
+        try:
+            with np.errstate(all="ignore"):
+                Xa = check_array(X, dtype=np.float64, ensure_min_samples=2)
+        except (TypeError, ValueError):
+            return None  # the ordinary path names the problem
+        fx = tiny_scale_factors(Xa)
+        if fx is None:
+            return None
+        Xs = Xa * fx
+        if hasattr(X, "columns"):  # keep the names (covariate roles may use them)
+            import pandas as pd
+
+            Xs = pd.DataFrame(Xs, columns=X.columns)
+        self.fit(Xs, y, sample_weight)
+        p = self.params_
+        self._set_params(
+            self.experts_ * fx[self._emask],
+            self.expert_bias_,
+            self.gating_ * fx[self._gmask],
+            self.gating_bias_,
+            p.family_object,
+            p.gating_features,
+            p.expert_features,
+        )
+        return self
+
     def _source(self, X, y, sample_weight):
         if is_out_of_core(X):
             check_out_of_core(X, y, type(self).__name__)
             if sample_weight is not None:
                 raise ValueError("sample_weight needs in-memory X and y")
+            self.__dict__.pop("feature_names_in_", None)  # an unnamed source: no stale names
             raw = Data(X, y, self.chunk_size, n_experts=self.n_experts)
-            classes = raw.map_reduce(lambda Xb, yb, wb=None: _LabelSet(np.unique(yb)))
+            refuse_tiny(head_rows(raw)[0])
+            classes = raw.map_reduce(_block_labels)
             self.classes_ = classes.values
             self._check_classes()
             self.n_features_in_ = raw.n_features
             return raw.with_transform(LabelCodes(self.classes_), self.n_experts), None
         with np.errstate(invalid="ignore", over="ignore"):
             X, y = validate_data(self, X, y, dtype=np.float64, ensure_min_samples=2)
+        _check_labels(y)
         check_classification_targets(y)
         self.classes_, codes = np.unique(y, return_inverse=True)
         self._check_classes()
@@ -480,6 +531,37 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_class = True
         return tags
+
+
+def _check_labels(y):
+    """Refuse missing labels (None) and labels that cannot be sorted, naming the row."""
+    if y.dtype != object:
+        return
+    missing = np.flatnonzero(np.fromiter((v is None for v in y), dtype=bool, count=len(y)))
+    if missing.size:
+        raise ValueError(
+            f"y has {missing.size} missing label{'s' if missing.size > 1 else ''} (None), the "
+            f"first at row {missing[0]}: every sample needs a label"
+        )
+    try:
+        np.unique(y)
+    except TypeError:
+        kinds = {type(v).__name__ for v in y}
+        raise TypeError(
+            f"the labels of y mix types that cannot be ordered ({', '.join(sorted(kinds))}): "
+            "use labels of one kind, all strings or all numbers"
+        ) from None
+
+
+def _block_labels(Xb, yb, wb=None):
+    """The labels of one block of out-of-core data (numbers: NaN and inf are refused)."""
+    bad = ~np.isfinite(yb)
+    if bad.any():
+        raise ValueError(
+            f"y contains NaN or infinite values ({int(bad.sum())} in one block): every "
+            "sample needs a finite label"
+        )
+    return _LabelSet(np.unique(yb))
 
 
 class _LabelSet:

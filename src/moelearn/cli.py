@@ -236,6 +236,8 @@ class Table:
 
     def __init__(self, path, delimiter=None):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise CLIError(f"{self.path} is a directory, not a CSV file")
         if not self.path.is_file():
             raise CLIError(f"no such file: {self.path}")
         try:
@@ -254,6 +256,8 @@ class Table:
             rows = list(csv.reader(lines, delimiter=self.delimiter, strict=True))
         except csv.Error as exc:
             raise CLIError(f"cannot read {self.path} as CSV: {exc}") from None
+        if len(rows) != len(lines):
+            self._refuse_multiline_field(lines)
         header = [name.strip() for name in rows[0]]
         if any(not name for name in header):
             raise CLIError(f"{self.path}, row 1: column {header.index('') + 1} has no name")
@@ -277,6 +281,19 @@ class Table:
         if self._row_number.size == 0:
             raise CLIError(f"{self.path}: no data rows after the header")
         self._cells = np.array([rows[i - 1] for i in self._row_number], dtype=str)
+
+    def _refuse_multiline_field(self, lines):
+        """Name the first record that spans several lines (a quoted field holding a newline)."""
+        reader = csv.reader(lines, delimiter=self.delimiter, strict=True)
+        end = 0
+        for _ in reader:
+            if reader.line_num - end > 1:
+                break
+            end = reader.line_num
+        raise CLIError(
+            f"{self.path}, row {end + 1}: a quoted field spans lines {end + 1} to "
+            f"{reader.line_num} (fields holding line breaks are not supported)"
+        )
 
     def numbers(self, columns):
         """The named columns as a float array, (n_rows, len(columns))."""
@@ -341,9 +358,9 @@ def _check_output(path, force):
 
 
 def _model_path(args):
-    out = Path(args.output)
-    if out.suffix != ".npz":
-        out = out.with_suffix(".npz")
+    out = Path(args.output)  # written as named: the format does not need the suffix
+    if out.is_dir():
+        raise CLIError(f"--output {out} is a directory; name the model file to write")
     _check_output(out, args.force)
     return out
 
@@ -896,6 +913,12 @@ def main(argv=None):
         return 2
     except OSError as exc:  # e.g. an output folder that cannot be written
         print(f"moelearn: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:  # sizes are checked before fitting; this is the last resort
+        print(
+            "moelearn: error: not enough memory for this fit (use fewer --experts or rows)",
+            file=sys.stderr,
+        )
         return 2
     return 0
 

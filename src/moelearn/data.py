@@ -36,6 +36,7 @@ __all__ = [
     "add_partials",
     "check_sample_weight",
     "check_weight_values",
+    "head_rows",
     "is_dask_array",
 ]
 
@@ -63,14 +64,42 @@ class ChunkedDataset:
 
     def __init__(self, make_chunks):
         if not callable(make_chunks):
-            raise TypeError("make_chunks must be a callable returning an iterable of (X, y)")
+            raise TypeError(
+                "make_chunks must be a callable returning an iterable of (X, y), e.g. a "
+                f"generator function; got {type(make_chunks).__name__}"
+            )
         self.make_chunks = make_chunks
+        self._n_rows = None  # rows of the first complete pass, for the later ones
+        self._n_columns = None
 
     def __iter__(self):
-        """Yield ``(X, y)`` or, for weighted chunks, ``(X, y, w)`` as float arrays."""
+        """Yield ``(X, y)`` or, for weighted chunks, ``(X, y, w)`` as float arrays.
+
+        Raises
+        ------
+        ValueError
+            When a chunk is malformed, has other columns than the first, or a
+            complete pass yields no rows or other rows than the first pass (as
+            a generator object reused across passes does).
+        """
         weighted = None
-        for chunk in self.make_chunks():
-            chunk = tuple(chunk)
+        rows = 0
+        chunks = self.make_chunks()
+        try:
+            chunks = iter(chunks)
+        except TypeError:
+            raise TypeError(
+                f"make_chunks() must return an iterable of (X, y) chunks, got "
+                f"{type(chunks).__name__}"
+            ) from None
+        for number, chunk in enumerate(chunks):
+            try:
+                chunk = tuple(chunk)
+            except TypeError:
+                raise TypeError(
+                    f"chunk {number} must be a tuple (X, y) or (X, y, sample_weight), got "
+                    f"{type(chunk).__name__}"
+                ) from None
             if len(chunk) not in (2, 3):
                 raise ValueError(
                     f"each chunk must be (X, y) or (X, y, sample_weight); got {len(chunk)} items"
@@ -79,15 +108,25 @@ class ChunkedDataset:
                 weighted = len(chunk) == 3
             elif weighted != (len(chunk) == 3):
                 raise ValueError("either every chunk carries sample_weight (X, y, w) or none does")
-            X = np.asarray(chunk[0], dtype=float)
-            y = np.asarray(chunk[1], dtype=float).ravel()
+            X = _numeric(chunk[0], "X", number)
+            y = _numeric(chunk[1], "y", number).ravel()
             if X.ndim != 2 or X.shape[0] != y.shape[0]:
                 raise ValueError(
                     f"each chunk must be X of shape (m, d) with y of shape (m,); got "
-                    f"{X.shape} and {y.shape}"
+                    f"{X.shape} and {y.shape} in chunk {number}"
                 )
+            if X.shape[1] < 1:
+                raise ValueError(f"X must have at least one feature, got shape {X.shape}")
+            if self._n_columns is None:
+                self._n_columns = X.shape[1]
+            elif X.shape[1] != self._n_columns:
+                raise ValueError(
+                    f"chunk {number} has {X.shape[1]} columns, the first chunk "
+                    f"{self._n_columns}: every chunk must hold the same columns"
+                )
+            rows += X.shape[0]
             if weighted:
-                w = np.asarray(chunk[2], dtype=float).ravel()
+                w = _numeric(chunk[2], "sample_weight", number).ravel()
                 if w.shape[0] != X.shape[0]:
                     raise ValueError(
                         f"each chunk's sample_weight must have shape ({X.shape[0]},); got "
@@ -96,6 +135,32 @@ class ChunkedDataset:
                 yield X, y, w
             else:
                 yield X, y
+        if rows == 0:
+            raise ValueError(
+                "make_chunks() yielded no rows"
+                + (
+                    " on a later pass: it must start a new pass every time it is called "
+                    "(pass a generator function, not a generator, which runs once)"
+                    if self._n_rows
+                    else ""
+                )
+            )
+        if self._n_rows is None:
+            self._n_rows = rows
+        elif rows != self._n_rows:
+            raise ValueError(
+                f"a pass over the ChunkedDataset yielded {rows} rows, the first pass "
+                f"{self._n_rows}: every call of make_chunks() must yield the same rows in the "
+                "same order"
+            )
+
+
+def _numeric(value, name, number):
+    """A chunk's array as float64, refusing non-numeric values with the chunk named."""
+    try:
+        return np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"chunk {number}: {name} must be numeric ({exc})") from None
 
 
 def check_sample_weight(sample_weight, n_samples):
@@ -168,6 +233,8 @@ def check_out_of_core(X, y, estimator_name):
         raise ValueError(f"{estimator_name} requires y to be passed, but the target y is None")
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if X.shape[1] < 1:
+        raise ValueError(f"X must have at least one feature, got shape {X.shape}")
     if len(y.shape) != 1 and not (len(y.shape) == 2 and y.shape[1] == 1):
         raise ValueError(f"y must be 1-D (n_samples,), got shape {y.shape}")
     if y.shape[0] != X.shape[0]:
@@ -460,6 +527,25 @@ def _report_pass(data, start):
     reporter = active()
     if reporter is not None and not data.in_memory:
         reporter.data_pass(data.n_samples, time.perf_counter() - start)
+
+
+def head_rows(raw: Data, rows=1000):
+    """``(X, y)`` of the first rows of a source, untransformed: the first chunk of a stream.
+
+    Cheap on every source (a stream reads one chunk), for checks of scale
+    before the validating pass.
+    """
+    if raw.kind == "stream":
+        chunk = next(iter(raw.X), None)
+        if chunk is None:
+            return np.zeros((0, raw.n_features)), np.zeros(0)
+        return chunk[0], chunk[1]
+    index = np.arange(min(raw.n_samples, rows))
+    if raw.kind == "dask":
+        return np.asarray(raw.X[index].compute(), dtype=float), np.asarray(
+            _take(raw.y, index), dtype=float
+        ).ravel()
+    return np.asarray(raw.X[index], dtype=float), np.asarray(raw.y[index], dtype=float).ravel()
 
 
 def _take(a, index):

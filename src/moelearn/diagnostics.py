@@ -28,7 +28,14 @@ from .model import MoEParams
 from .moments import MomentAccumulator
 from .transforms import output_transform
 
-__all__ = ["diagnose", "Diagnosis", "gate_separation", "GateSeparation", "inputs_look_gaussian"]
+__all__ = [
+    "diagnose",
+    "Diagnosis",
+    "gate_separation",
+    "GateSeparation",
+    "inputs_look_gaussian",
+    "prediction_range_problem",
+]
 
 
 @dataclass
@@ -336,3 +343,84 @@ def gate_separation(
         hard = float((log_gate.max(axis=1) > np.log1p(-1e-6)) @ w / max(w.sum(), 1e-300))
     gated = bool(np.any(~top[w > 0])) if params.n_experts > 1 else False
     return GateSeparation(ll, gain, hard, bool(gated and np.isfinite(gain) and gain > -tol))
+
+
+# An expert's mean this many spans of y beyond the range of y, on rows its gate
+# weighs at least _ANSWERED, is called degenerate.
+_RANGE_FACTOR = 100.0
+_ANSWERED = 0.05
+
+
+def _range_block(params, Xb, yb):
+    """Extremes of one block: of y, of each expert on the rows it answers, of the mixture.
+
+    Returns ``(y_low, y_high, expert_high (k,), expert_low (k,), mix_high, mix_low,
+    answers (k,))`` with each mixture extreme as ``(value, expert contributing most)``
+    and ``answers`` whether each expert answers a row of the block.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # judged by the comparison below
+        means = params.expert_means(Xb)
+        gate = params.gating_proba(Xb)
+        means = np.where(np.isnan(means), np.inf, means)
+        answered = gate >= _ANSWERED
+        high = np.where(answered, means, -np.inf).max(axis=0)
+        low = np.where(answered, means, np.inf).min(axis=0)
+        parts = np.where(gate > 0, gate * means, 0.0)
+        mix = parts.sum(axis=1)
+        mix = np.where(np.isnan(mix), np.inf, mix)
+    top, bottom = int(np.argmax(mix)), int(np.argmin(mix))
+    return (
+        float(yb.min()),
+        float(yb.max()),
+        high,
+        low,
+        (float(mix[top]), int(np.argmax(parts[top]))),
+        (float(mix[bottom]), int(np.argmin(parts[bottom]))),
+        answered.any(axis=0),
+    )
+
+
+def prediction_range_problem(params: MoEParams, data) -> str | None:
+    """Why a fitted model is degenerate on its training data, or None.
+
+    The mixture mean on the training inputs, and each expert's mean on the
+    training rows that its gate weighs at least 5%, are compared with the
+    range of the training ``y``; a prediction more than 100 times the spread
+    of ``y`` beyond that range names its expert and the values (one pass over
+    ``data``, a :class:`~moelearn.data.Data`).
+
+    Returns
+    -------
+    str or None
+        The sentence naming the first such expert.
+    """
+    y_low, y_high, high, low = np.inf, -np.inf, -np.inf, np.inf
+    mix_high, mix_low = (-np.inf, 0), (np.inf, 0)
+    answers = False
+    for Xb, yb in data:
+        if len(yb):
+            lo, hi, e_high, e_low, m_high, m_low, block_answers = _range_block(params, Xb, yb)
+            answers = answers | block_answers
+            y_low, y_high = min(y_low, lo), max(y_high, hi)
+            high, low = np.maximum(high, e_high), np.minimum(low, e_low)
+            mix_high = max(mix_high, m_high, key=lambda t: t[0])
+            mix_low = min(mix_low, m_low, key=lambda t: t[0])
+    if not np.isfinite(y_high - y_low):
+        return None
+    limit = _RANGE_FACTOR * max(y_high - y_low, np.finfo(float).tiny)
+    candidates = [
+        (mix_high[1], mix_high[0], "the mixture mean reaches"),
+        (mix_low[1], mix_low[0], "the mixture mean reaches"),
+    ]
+    for i in np.flatnonzero(answers):
+        candidates += [(i, high[i], "its mean reaches"), (i, low[i], "its mean reaches")]
+    for i, value, what in candidates:
+        beyond = max(value - y_high, y_low - value)
+        if beyond <= limit:
+            continue
+        return (
+            f"expert {i} is degenerate: {what} {value:.3g} on the training inputs, where y "
+            f"ranges over [{y_low:.3g}, {y_high:.3g}] (e.g. an expert fitted to a few extreme "
+            "responses); check those rows, or use fewer experts"
+        )
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from numbers import Integral, Real
 from typing import Any, Self
@@ -14,23 +15,31 @@ from sklearn.exceptions import ConvergenceWarning
 # scikit-learn has no public form of its parameter constraints (Interval, StrOptions, checked
 # by BaseEstimator._validate_params); they have lived in this module since 1.2
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import predictive
 from ._base import MixtureOfExpertsBase, mean_log_likelihood
 from ._progress import reported_fit
-from ._validation import check_target_and_magnitude
+from ._validation import (
+    MIN_MAGNITUDE,
+    check_fit_size,
+    check_target_and_magnitude,
+    refuse_tiny,
+    tiny_scale_factors,
+)
 from .data import (
     ChunkedDataset,
     Data,
     check_out_of_core,
     check_sample_weight,
+    head_rows,
     is_dask_array,
     is_out_of_core,
 )
-from .diagnostics import gate_separation
+from .diagnostics import gate_separation, prediction_range_problem
 from .exceptions import (
     CollapsedComponentWarning,
+    DegenerateFitWarning,
     GateSeparationWarning,
     MomentMethodUnavailable,
     NotIdentifiedWarning,
@@ -237,7 +246,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         "moment_method": [StrOptions({"tensor", "landscape"})],
         "compute_standard_errors": ["boolean"],
         "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
-        "random_state": ["random_state"],
+        "random_state": ["random_state", np.random.Generator],
         "verbose": ["verbose"],
     }
 
@@ -331,6 +340,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             :func:`moelearn.gate_separation`).
         """
         self._validate_params()
+        rescaled = self._fit_rescaled(X, y, sample_weight)
+        if rescaled is not None:
+            return rescaled
         link = get_link(self.link)
         family = get_family(self.family, link)
         rng = random_generator(self.random_state)
@@ -351,6 +363,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
                     mask[offset] = False
                 elif mask[offset]:
                     raise ValueError(f"the offset column is also listed in {name}")
+        check_fit_size(raw.n_samples, k, int(emask.sum()) + self.fit_intercept, self.n_init)
         if offset is not None or not (isinstance(family, Gaussian) and gmask.all() and emask.all()):
             return self._fit_family(raw, family, gmask, emask, rng, offset)
         solver = get_solver(self.solver)
@@ -386,6 +399,86 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         self._collapsed = solution.collapsed
         params = scaling.from_standard(fit.params)
         self._store(params, fit, raw)
+        return self
+
+    def _fit_rescaled(self, X, y, sample_weight):
+        """Fit in-memory data of tiny magnitude on exactly rescaled copies (None if not tiny).
+
+        Columns of ``X`` (and ``y``) whose largest ``|value|`` is below
+        ``MIN_MAGNITUDE`` are multiplied by powers of two, which is exact; the
+        fitted parameters are mapped back to the original units.  A tiny ``y``
+        that no exact rescaling preserves (a link that is not positively
+        homogeneous, counts) is refused, naming its scale.
+        """
+        if is_out_of_core(X) or y is None:
+            return None
+        try:
+            with np.errstate(all="ignore"):
+                Xa = check_array(X, dtype=np.float64, ensure_min_samples=2)
+                ya = check_array(y, dtype=np.float64, ensure_2d=False).ravel()
+        except (TypeError, ValueError):
+            return None  # the ordinary path names the problem
+        fx = tiny_scale_factors(Xa)
+        fy = tiny_scale_factors(ya)
+        if fx is None and fy is None:
+            return None
+        if self.offset is not None and fx is not None:
+            names = getattr(X, "columns", None)
+            column = self.offset if isinstance(self.offset, Integral) else None
+            if column is None and names is not None and self.offset in list(names):
+                column = list(names).index(self.offset)
+            if column is not None and 0 <= column < fx.size:
+                fx[column] = 1.0  # an offset enters with coefficient one: never rescaled
+        family = self.family if isinstance(self.family, str) else None
+        link = get_link(self.link).name if family == "gaussian" else None
+        fy = 1.0 if fy is None else float(fy)
+        if fy != 1.0 and not (
+            family in ("student-t", "gamma") or link in ("linear", "relu", "leaky_relu")
+        ):
+            what = f"link={link!r}" if family == "gaussian" else f"family={self.family!r}"
+            raise ValueError(
+                f"y has values no larger than {np.abs(ya).max():.3g} in magnitude: below "
+                f"{MIN_MAGNITUDE:g} its moments underflow, and with {what} no exact rescaling "
+                "of y leaves the model unchanged; rescale y (e.g. divide it by its standard "
+                "deviation)"
+            )
+        if self.compute_standard_errors:
+            raise ValueError(
+                "standard errors of data this small (largest |value| below "
+                f"{MIN_MAGNITUDE:g}) underflow; rescale X and y, or set "
+                "compute_standard_errors=False"
+            )
+        fx = np.ones(Xa.shape[1]) if fx is None else fx
+        Xs = Xa * fx
+        if hasattr(X, "columns"):  # keep the names (covariate roles may use them)
+            import pandas as pd
+
+            Xs = pd.DataFrame(Xs, columns=X.columns)
+        init = self.init_params
+        try:
+            if init is not None:
+                self.init_params = _rescale_params(init, fx, fy, family)
+            self.fit(Xs, ya * fy, sample_weight)
+        finally:
+            self.init_params = init
+        history = self.history_
+        self._set_fitted(
+            _rescale_params(self.params_, 1.0 / fx, 1.0 / fy, family),
+            self.n_iter_,
+            self.converged_,
+            self.log_likelihood_ + float(np.log(fy)),
+            self.init_method_,
+        )
+        self.history_ = history / fy**2 if self.solver == "gd-l2" else history + np.log(fy)
+        sc = self._scaling
+        self._scaling = Scaling(
+            sc.x_mean / fx,
+            fx[:, None] * sc.x_whiten,
+            sc.x_unwhiten / fx[None, :],
+            sc.y_mean / fy,
+            sc.y_scale / fy,
+            sc.noise_floor,
+        )
         return self
 
     def _fit_family(self, raw, family, gmask, emask, rng, offset=None):
@@ -454,6 +547,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         self._set_fitted(fit.params, fit.n_iter, fit.converged, fit.log_likelihood, method)
         self.history_ = np.asarray(fit.history, dtype=float)
         self._warn_fit()
+        self._warn_degenerate(raw)
         if self.compute_standard_errors:
             self.standard_errors_ = self._standard_errors(raw)
         return self
@@ -537,8 +631,10 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
                 else:
                     sample_weight = check_sample_weight(sample_weight, X.shape[0])
             raw = Data(X, y, self.chunk_size, n_experts=self.n_experts, sample_weight=sample_weight)
+            self.__dict__.pop("feature_names_in_", None)  # an unnamed source: no stale names
             if raw.n_samples < 2:
                 raise ValueError(f"need at least 2 samples, got {raw.n_samples}")
+            refuse_tiny(*head_rows(raw))
             self.n_features_in_ = raw.n_features
             self._training_data = None  # summary() then needs the data passed
             return raw
@@ -568,8 +664,15 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         )
         self.history_ = np.asarray(fit.history, dtype=float)
         self._warn_fit()
+        self._warn_degenerate(raw)
         if self.compute_standard_errors:
             self.standard_errors_ = self._standard_errors(raw)
+
+    def _warn_degenerate(self, raw):
+        """Warn when an expert's predictions on the training inputs leave the range of y."""
+        why = prediction_range_problem(self.params_, raw)
+        if why is not None:
+            warnings.warn(why, DegenerateFitWarning, stacklevel=4)
 
     def _warn_fit(self):
         if not self.converged_:
@@ -1005,6 +1108,24 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         family = self.family if isinstance(self.family, str) else self.family.name
         tags.target_tags.positive_only = family in ("poisson", "gamma")
         return tags
+
+
+def _rescale_params(p: MoEParams, fx, fy, family) -> MoEParams:
+    """Parameters of the model of ``(x * fx, y * fy)`` from those of ``(x, y)``.
+
+    Exact for powers of two; ``y`` is rescaled through a positively
+    homogeneous link (Gaussian, Student-t: ``a, b, sigma`` times ``fy``) or
+    the log link of Gamma experts (``b + log fy``).
+    """
+    g = np.ones(p.n_features, dtype=bool) if p.gating_features is None else p.gating_features
+    e = np.ones(p.n_features, dtype=bool) if p.expert_features is None else p.expert_features
+    gating = p.gating / fx[g]
+    if family == "gamma":
+        experts, bias, noise = p.experts / fx[e], p.expert_bias + np.log(fy), p.noise_std
+    else:
+        experts, bias = p.experts * fy / fx[e], p.expert_bias * fy
+        noise = None if p.noise_std is None else p.noise_std * fy
+    return dataclasses.replace(p, experts=experts, gating=gating, expert_bias=bias, noise_std=noise)
 
 
 def _names_to_record(est, meta):

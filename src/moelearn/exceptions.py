@@ -4,9 +4,11 @@ from sklearn.exceptions import ConvergenceWarning
 
 __all__ = [
     "CollapsedComponentWarning",
+    "DegenerateFitWarning",
     "GateSeparationWarning",
     "MomentMethodUnavailable",
     "NotIdentifiedWarning",
+    "UnidentifiableWarning",
 ]
 
 
@@ -48,4 +50,24 @@ class CollapsedComponentWarning(ConvergenceWarning):
     with its noise at the floor: fewer experts may suit the data better.  A
     :class:`~sklearn.exceptions.ConvergenceWarning`, so filters on that class
     keep working.
+    """
+
+
+class DegenerateFitWarning(UserWarning):
+    """A fitted expert predicts far outside the range of the training target.
+
+    Issued after fitting when some expert's mean, on the training rows that
+    its gate gives weight, leaves the range of the training ``y`` by orders of
+    magnitude (a degenerate optimum, e.g. a Gamma expert fitted to one tiny
+    response).  The message names the expert and the values.
+    """
+
+
+class UnidentifiableWarning(UserWarning):
+    """More experts were asked for than the data can identify.
+
+    Issued when ``n_experts`` times (the coefficients of one expert plus one)
+    exceeds the number of samples: some expert cannot be fitted to samples of
+    its own.  The fit goes on (on such data the likelihood's ceiling is a
+    plateau, and the engine returns its canonical point, DESIGN §13).
     """

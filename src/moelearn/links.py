@@ -159,13 +159,30 @@ def register_link(
     return _REGISTRY[name]
 
 
-def _numerical_derivative(func: ArrayFunc) -> ArrayFunc:
-    def derivative(t):
+class _CentralDifference:
+    """``g'`` by central differences of ``g`` (a class, so that links can be pickled)."""
+
+    def __init__(self, func: ArrayFunc):
+        self.func = func
+
+    def __call__(self, t):
         t = np.asarray(t, dtype=float)
         h = 1e-5 * np.maximum(1.0, np.abs(t))
-        return (func(t + h) - func(t - h)) / (2 * h)
+        return (self.func(t + h) - self.func(t - h)) / (2 * h)
 
-    return derivative
+
+class _AsFloat:
+    """A user function whose output is made a float array (picklable when the function is)."""
+
+    def __init__(self, func: ArrayFunc):
+        self.func = func
+
+    def __call__(self, t):
+        return np.asarray(self.func(t), dtype=float)
+
+
+def _numerical_derivative(func: ArrayFunc) -> ArrayFunc:
+    return _CentralDifference(func)
 
 
 def _make_user_link(func, derivative, name, kinks) -> Link:
@@ -174,9 +191,7 @@ def _make_user_link(func, derivative, name, kinks) -> Link:
     if derivative is not None and not callable(derivative):
         raise TypeError("link derivative must be callable")
 
-    def vfunc(t):
-        return np.asarray(func(t), dtype=float)
-
+    vfunc = _AsFloat(func)
     probe = np.linspace(-3, 3, 7)
     try:
         with np.errstate(all="ignore"):  # judged by the finiteness check below
@@ -187,13 +202,7 @@ def _make_user_link(func, derivative, name, kinks) -> Link:
         raise ValueError(
             "link callable must map an array of shape (n,) to finite values of the same shape"
         )
-    if derivative is None:
-        dfunc = _numerical_derivative(vfunc)
-    else:
-
-        def dfunc(t):
-            return np.asarray(derivative(t), dtype=float)
-
+    dfunc = _numerical_derivative(vfunc) if derivative is None else _AsFloat(derivative)
     return Link(name, vfunc, dfunc, tuple(float(k) for k in kinks), builtin=False)
 
 

@@ -74,8 +74,39 @@ def _fail(path, why):
     raise ValueError(f"{path!s} is not a valid moelearn model file: {why}")
 
 
+def _check_archive_head(path):
+    """Refuse a file that is not a zip archive, saying what it looks like instead.
+
+    ``np.load`` takes any file that is neither an ``.npy`` array nor a zip
+    archive for a pickle, whose refusal (``allow_pickle=False``) would be the
+    wrong diagnosis for a text or CSV file.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except OSError as exc:
+        _fail(path, f"cannot read it ({type(exc).__name__}: {exc})")
+    if head.startswith(b"PK"):
+        return
+    if not head:
+        _fail(path, "the file is empty")
+    if head.startswith(b"\x93NUMPY"):
+        _fail(path, "it holds a single .npy array, not the .npz archive that save() writes")
+    text = head.decode("utf-8", errors="replace")
+    readable = sum((ch.isprintable() and ch != "\ufffd") or ch in "\t\r\n" for ch in text)
+    if readable >= len(text) - 3:  # a character cut at byte 64 may not decode
+        first = (text.splitlines() or [text])[0]
+        _fail(
+            path,
+            f"it is a text file (it begins {first[:40]!r}), not the .npz archive that save() "
+            "writes (a data file given in place of the model?)",
+        )
+    _fail(path, f"it is not an .npz archive (it begins with the bytes {head[:8]!r})")
+
+
 def _read(path):
     """Every entry of the archive, each checked for size; never unpickled."""
+    _check_archive_head(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = set(archive.files)
