@@ -3,8 +3,9 @@
 The rule for every drawn input: it ends in a correct result, or in a
 ``ValueError``/``TypeError`` raised by moelearn (or by scikit-learn's input
 validation) whose message names the problem; never an exception raised inside
-numpy, scipy or pandas, never a leaked warning (ConvergenceWarning and
-DegenerateFitWarning are documented), never a NaN in an output, and never a
+numpy, scipy or pandas, never a leaked warning (scikit-learn's
+ConvergenceWarning and moelearn's own warnings, each of which names what it
+found, are documented), never a NaN in an output, and never a
 file written where the user did not ask.
 
 Each property-based test counts how its examples ended (``record``) and
@@ -30,10 +31,22 @@ import moelearn
 from helpers import fraction_at_least, record
 from moelearn import ChunkedDataset, MixtureOfExpertsClassifier, MixtureOfExpertsRegressor
 from moelearn.cli import main
-from moelearn.exceptions import DegenerateFitWarning
+from moelearn.exceptions import (
+    DegenerateFitWarning,
+    GateSeparationWarning,
+    NotIdentifiedWarning,
+    UnidentifiableWarning,
+)
 
 FAMILIES = ["gaussian", "student-t", "poisson", "gamma"]
-_DOCUMENTED_WARNINGS = (ConvergenceWarning, DegenerateFitWarning)
+# moelearn's own warnings, each naming the problem it found in the data or the fit
+_DOCUMENTED_WARNINGS = (
+    ConvergenceWarning,
+    DegenerateFitWarning,
+    GateSeparationWarning,
+    NotIdentifiedWarning,
+    UnidentifiableWarning,
+)
 _FOREIGN = (f"{os.sep}numpy{os.sep}", f"{os.sep}scipy{os.sep}", f"{os.sep}pandas{os.sep}")
 _FAST = dict(
     deadline=None,

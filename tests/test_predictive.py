@@ -171,3 +171,50 @@ def test_quantiles_of_other_families_invert_the_cdf(family):
         np.testing.assert_allclose(F, np.broadcast_to(levels, F.shape), atol=1e-9)
     if family == "gamma":
         assert np.all(Q > 0)
+
+
+@pytest.mark.parametrize("family", ["gaussian", "student-t", "gamma", "poisson", "bernoulli"])
+def test_each_family_quantile_function_inverts_its_cdf(family):
+    # Family.ppf brackets the mixture's quantile search: F(ppf(q)) = q for continuous
+    # experts (to 1e-9), and for discrete ones the smallest integer with F >= q
+    fam = moelearn.families.get_family(family)
+    rng = np.random.default_rng(2)
+    eta = rng.normal(0.3, 0.6, size=(40, 2))
+    disp = {
+        0: np.zeros((2, 0)),
+        1: np.array([[0.7], [1.3]]),
+        2: np.array([[0.7, 3.0], [1.3, 1.2]]),
+    }[len(fam.dispersion_names)]
+    levels = np.array([1e-3, 0.2, 0.5, 0.8, 0.999])
+    Q = fam.ppf(levels, eta, disp)
+    assert Q.shape == (40, 2, 5) and np.all(np.isfinite(Q))
+    F = np.stack([fam.cdf(Q[:, :, j].ravel(), np.repeat(eta, 2, 0), disp) for j in range(5)])
+    F = F.reshape(5, 40, 2, 2)[:, :, np.arange(2), np.arange(2)]  # each expert at its own Q
+    if fam.discrete:
+        below = np.stack(
+            [fam.cdf(Q[:, :, j].ravel() - 1, np.repeat(eta, 2, 0), disp) for j in range(5)]
+        ).reshape(5, 40, 2, 2)[:, :, np.arange(2), np.arange(2)]
+        assert np.all(F >= levels[:, None, None] - 1e-12)
+        assert np.all(below < levels[:, None, None])
+    else:
+        np.testing.assert_allclose(F, np.broadcast_to(levels[:, None, None], F.shape), atol=1e-9)
+
+
+def test_quantiles_of_a_tiny_scale_are_found():
+    # Student-t experts of scale 1e-200: the variance (1e-400) underflows, the standard
+    # deviation does not; the experts' own quantiles bracket the mixture's
+    p = moelearn.MoEParams(
+        experts=np.array([[2e-201], [-1e-201]]),
+        gating=np.array([[0.5], [-0.5]]),
+        expert_bias=np.array([1e-201, -1e-201]),
+        noise_std=np.array([1e-200, 2e-200]),
+        family="student-t",
+        df=np.array([5.0, 200.0]),
+    )
+    X = np.random.default_rng(0).standard_normal((10, 1))
+    Q = predict_quantiles(p, X, [0.05, 0.5, 0.95])
+    assert np.all(np.isfinite(Q)) and np.all(np.diff(Q, axis=1) > 0)
+    F = np.column_stack([predict_cdf(p, X, Q[:, j]) for j in range(3)])
+    np.testing.assert_allclose(F, np.broadcast_to([0.05, 0.5, 0.95], F.shape), atol=1e-9)
+    assert np.all(np.isfinite(moelearn.predictive.predict_std(p, X)))
+    assert np.all(moelearn.predictive.predict_std(p, X) > 0)

@@ -13,7 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from helpers import fraction_at_least, record
 from moelearn import MixtureOfExpertsRegressor, make_moe, parameter_errors, sample
-from moelearn.exceptions import MomentMethodUnavailable
+from moelearn.exceptions import MomentMethodUnavailable, NotIdentifiedWarning
 from moelearn.model import sample_given_x as sample_given_x
 
 SOLVERS = ["moments", "landscape", "tensor", "em", "gd-nll", "gd-l2"]
@@ -127,6 +127,13 @@ def test_fuzz_estimator_fits_valid_data(data, solver, fit_intercept, noise):
         assert solver in PAPER_PIPELINES, exc
         assert re.search(_PAPER_REFUSALS, str(exc)), exc
         record(_FIT_OUTCOMES, "refused by a paper pipeline")
+        return
+    except ValueError as exc:
+        # a column of subnormal values (drawn values near 1e-310): the coefficients that fit
+        # y exceed the largest double in the units of X, and the fit says so
+        assert np.abs(X).max(axis=0).min() < 1e-300, exc
+        assert "exceed the largest floating-point number" in str(exc), exc
+        record(_FIT_OUTCOMES, "refused: coefficients overflow in the units of X")
         return
     record(_FIT_OUTCOMES, "fitted")
     assert _finite(est) and np.isfinite(est.log_likelihood_)
@@ -301,3 +308,17 @@ def test_reproducible_bit_for_bit():
         b = _fit(X, y, n_experts=3, solver=solver)
         np.testing.assert_array_equal(a.experts_, b.experts_)
         np.testing.assert_array_equal(a.gating_, b.gating_)
+
+
+def test_subnormal_column_fits_or_refuses_clearly():
+    # found by test_fuzz_estimator_fits_valid_data: X of one constant subnormal column and no
+    # intercept; the rescaling factor overflowed (2**1032), and in the units of X the slope
+    # that fits y (about 1e310) is no double: a clear ValueError, no RuntimeWarning
+    X = np.full((20, 1), 2.22507386e-311)
+    y = np.random.default_rng(0).normal(size=20)
+    with pytest.raises(ValueError, match="exceed the largest floating-point number"):
+        _fit(X, y, n_experts=1, solver="moments", fit_intercept=False)
+    # with an intercept the slope is free to stay small: an ordinary fit
+    with pytest.warns(NotIdentifiedWarning, match="collinear"):
+        est = _fit(X, y, n_experts=1, solver="moments", fit_intercept=True)
+    assert _finite(est) and np.all(np.isfinite(est.predict(X)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
 import warnings
@@ -218,7 +219,7 @@ MIN_MAGNITUDE = 1e-75
 
 
 def tiny_scale_factors(values, axis=0):
-    """Powers of two that bring columns whose largest ``|value|`` is below ``MIN_MAGNITUDE`` to 1.
+    """Powers of two that bring columns whose largest ``|value|`` is below ``MIN_MAGNITUDE`` to ~1.
 
     Multiplying by a power of two is exact in floating point, so a fit on the
     rescaled values is the fit on the originals, in other units.
@@ -240,7 +241,28 @@ def tiny_scale_factors(values, axis=0):
     if not np.any(tiny):
         return None
     _, exponent = np.frexp(np.where(tiny, top, 1.0))
-    return np.where(tiny, np.ldexp(1.0, -exponent), 1.0)
+    # Subnormal columns (below 2**-1022) would need a factor past the largest
+    # double; 2**1000 still lifts the smallest subnormal, 2**-1074, to 2**-74.
+    return np.where(tiny, np.ldexp(1.0, np.minimum(-exponent, 1000)), 1.0)
+
+
+@contextlib.contextmanager
+def back_to_original_units():
+    """Refuse, with a ValueError, a fit whose parameters overflow in the original units.
+
+    A fit on rescaled tiny data (``tiny_scale_factors``) is converted back to
+    the units of the data; coefficients of a column of magnitude near the
+    smallest double may exceed the largest one there.
+    """
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            yield
+    except FloatingPointError:
+        raise ValueError(
+            "the fitted coefficients, in the units of the data, exceed the largest "
+            f"floating-point number: a column of X (or y) has values far below {MIN_MAGNITUDE:g} "
+            "in magnitude; rescale X and y (e.g. divide each column by its standard deviation)"
+        ) from None
 
 
 def refuse_tiny(X_head, y_head=None):

@@ -30,7 +30,12 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._base import MixtureOfExpertsBase, mean_log_likelihood
 from ._progress import reported_fit
-from ._validation import check_fit_size, refuse_tiny, tiny_scale_factors
+from ._validation import (
+    back_to_original_units,
+    check_fit_size,
+    refuse_tiny,
+    tiny_scale_factors,
+)
 from .data import (
     ChunkedDataset,
     Data,
@@ -260,15 +265,16 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
             Xs = pd.DataFrame(Xs, columns=X.columns)
         self.fit(Xs, y, sample_weight)
         p = self.params_
-        self._set_params(
-            self.experts_ * fx[self._emask],
-            self.expert_bias_,
-            self.gating_ * fx[self._gmask],
-            self.gating_bias_,
-            p.family_object,
-            p.gating_features,
-            p.expert_features,
-        )
+        with back_to_original_units():
+            self._set_params(
+                self.experts_ * fx[self._emask],
+                self.expert_bias_,
+                self.gating_ * fx[self._gmask],
+                self.gating_bias_,
+                p.family_object,
+                p.gating_features,
+                p.expert_features,
+            )
         return self
 
     def _source(self, X, y, sample_weight):

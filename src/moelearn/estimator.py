@@ -22,6 +22,7 @@ from ._base import MixtureOfExpertsBase, mean_log_likelihood
 from ._progress import reported_fit
 from ._validation import (
     MIN_MAGNITUDE,
+    back_to_original_units,
     check_fit_size,
     check_target_and_magnitude,
     refuse_tiny,
@@ -429,16 +430,16 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
                 column = list(names).index(self.offset)
             if column is not None and 0 <= column < fx.size:
                 fx[column] = 1.0  # an offset enters with coefficient one: never rescaled
-        family = self.family if isinstance(self.family, str) else None
-        link = get_link(self.link).name if family == "gaussian" else None
+        try:
+            family = get_family(self.family, self.link)
+        except (TypeError, ValueError):
+            return None  # the ordinary path names the problem
         fy = 1.0 if fy is None else float(fy)
-        if fy != 1.0 and not (
-            family in ("student-t", "gamma") or link in ("linear", "relu", "leaky_relu")
-        ):
-            what = f"link={link!r}" if family == "gaussian" else f"family={self.family!r}"
+        if fy != 1.0 and family.y_scaling is None:
             raise ValueError(
                 f"y has values no larger than {np.abs(ya).max():.3g} in magnitude: below "
-                f"{MIN_MAGNITUDE:g} its moments underflow, and with {what} no exact rescaling "
+                f"{MIN_MAGNITUDE:g} its moments underflow, and with {family!r} experts no exact "
+                "rescaling "
                 "of y leaves the model unchanged; rescale y (e.g. divide it by its standard "
                 "deviation)"
             )
@@ -457,13 +458,19 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         init = self.init_params
         try:
             if init is not None:
-                self.init_params = _rescale_params(init, fx, fy, family)
+                self.init_params = _rescale_params(init, fx, fy, family.y_scaling)
             self.fit(Xs, ya * fy, sample_weight)
         finally:
             self.init_params = init
         history = self.history_
+        with back_to_original_units():
+            self._unscale(fx, fy, family, history)
+        return self
+
+    def _unscale(self, fx, fy, family, history):
+        """The fit on ``(X * fx, y * fy)`` converted back to the units of ``X`` and ``y``."""
         self._set_fitted(
-            _rescale_params(self.params_, 1.0 / fx, 1.0 / fy, family),
+            _rescale_params(self.params_, 1.0 / fx, 1.0 / fy, family.y_scaling),
             self.n_iter_,
             self.converged_,
             self.log_likelihood_ + float(np.log(fy)),
@@ -479,7 +486,6 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             sc.y_scale / fy,
             sc.noise_floor,
         )
-        return self
 
     def _fit_family(self, raw, family, gmask, emask, rng, offset=None):
         """Any family, or separate gate and expert columns: the engine of DESIGN §13."""
@@ -1105,22 +1111,25 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.single_output = True
-        family = self.family if isinstance(self.family, str) else self.family.name
-        tags.target_tags.positive_only = family in ("poisson", "gamma")
+        try:
+            family = get_family(self.family, self.link)
+        except (TypeError, ValueError):
+            return tags
+        tags.target_tags.positive_only = family.y_min >= 0
         return tags
 
 
-def _rescale_params(p: MoEParams, fx, fy, family) -> MoEParams:
+def _rescale_params(p: MoEParams, fx, fy, y_scaling) -> MoEParams:
     """Parameters of the model of ``(x * fx, y * fy)`` from those of ``(x, y)``.
 
-    Exact for powers of two; ``y`` is rescaled through a positively
-    homogeneous link (Gaussian, Student-t: ``a, b, sigma`` times ``fy``) or
-    the log link of Gamma experts (``b + log fy``).
+    Exact for powers of two; ``y`` is rescaled as the family's ``y_scaling``
+    says: ``"multiply"`` (a homogeneous link: ``a, b, sigma`` times ``fy``) or
+    ``"log"`` (a log link: ``b + log fy``); with ``fy = 1`` nothing changes.
     """
     g = np.ones(p.n_features, dtype=bool) if p.gating_features is None else p.gating_features
     e = np.ones(p.n_features, dtype=bool) if p.expert_features is None else p.expert_features
     gating = p.gating / fx[g]
-    if family == "gamma":
+    if y_scaling == "log":
         experts, bias, noise = p.experts / fx[e], p.expert_bias + np.log(fy), p.noise_std
     else:
         experts, bias = p.experts * fy / fx[e], p.expert_bias * fy

@@ -28,7 +28,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 from scipy import stats
-from scipy.special import digamma, expit, gammaln, log_expit, polygamma
+from scipy.special import digamma, expit, gammaln, log_expit, ndtri, polygamma
 
 from .links import Link, get_link
 
@@ -77,6 +77,15 @@ class Family(ABC):
         The dispersion that ``MoEParams.noise_std`` holds and that
         ``noise="shared"`` ties across the experts (``"sigma"``, ``"shape"``),
         None for families without one.
+    discrete : bool
+        Whether ``y`` takes integer values (counts, class codes).
+    y_min : float
+        The lower end of the support of ``y`` (``-inf``: the real line).
+    y_scaling : str or None
+        How the parameters follow ``y -> c y`` for ``c > 0`` exactly:
+        ``"multiply"`` (coefficients, intercepts and the scale times ``c``),
+        ``"log"`` (``log c`` added to the intercepts), None where no exact map
+        exists (counts, class labels, a link that is not homogeneous).
     """
 
     name = "family"
@@ -87,6 +96,9 @@ class Family(ABC):
     moment_start: str | None = None
     noise_parameter: str | None = None
     discrete = False
+    # the lower end of the support of y (-inf: the real line)
+    y_min = -np.inf
+    y_scaling: str | None = None
     # whether a weighted least-squares fit of working_response(y) is a sensible
     # first guess of the coefficients (not for class labels)
     least_squares_start = True
@@ -170,6 +182,22 @@ class Family(ABC):
     def cdf(self, y, eta, disp) -> np.ndarray:
         """``P(Y <= y | expert)`` for each row's ``y``, shape (n, k)."""
 
+    def std(self, eta, disp) -> np.ndarray:
+        """``sqrt(Var[y | expert])``, shape (n, k); families override it where the
+        variance of a small scale underflows."""
+        return np.sqrt(self.variance(eta, disp))
+
+    def ppf(self, q, eta, disp) -> np.ndarray:
+        """Each expert's ``q``-quantiles, shape (n, k, m) for levels ``q`` of shape (m,).
+
+        For a count family the smallest integer ``y`` with ``F(y) >= q``.  The
+        quantile of a mixture lies between its components' quantiles, so these
+        bracket :func:`moelearn.predict_quantiles`' root search.  A family
+        without it raises ``NotImplementedError``; the search then grows a
+        bracket from the mixture's mean and spread.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no quantile function")
+
     @abstractmethod
     def sample(self, eta, disp, rng) -> np.ndarray:
         """One draw per entry of ``eta`` (n, k): shape (n, k)."""
@@ -223,6 +251,7 @@ class Gaussian(Family):
     def __init__(self, link="linear"):
         self.link = get_link(link)
         self.location_scale = self.link.is_linear
+        self.y_scaling = "multiply" if self.link.homogeneous else None
 
     def log_density(self, y, eta, disp):
         sigma = disp[:, 0]
@@ -262,6 +291,13 @@ class Gaussian(Family):
     def cdf(self, y, eta, disp):
         return stats.norm.cdf((y[:, None] - self.link(eta)) / disp[:, 0])
 
+    def std(self, eta, disp):
+        return np.broadcast_to(disp[:, 0], np.shape(eta)).copy()
+
+    def ppf(self, q, eta, disp):
+        z = ndtri(np.asarray(q, dtype=float))
+        return self.link(eta)[..., None] + disp[:, 0][:, None] * z
+
     def sample(self, eta, disp, rng):
         return self.link(eta) + disp[:, 0] * rng.standard_normal(np.shape(eta))
 
@@ -290,6 +326,7 @@ class StudentT(Family):
     noise_parameter = "sigma"
     moment_start = "gaussian-scale"
     location_scale = True
+    y_scaling = "multiply"
 
     def __init__(self, nu_min=0.5, nu_max=200.0):
         if not 0 < nu_min < nu_max:
@@ -367,6 +404,15 @@ class StudentT(Family):
     def cdf(self, y, eta, disp):
         return stats.t.cdf((y[:, None] - eta) / disp[:, 0], disp[:, 1])
 
+    def std(self, eta, disp):
+        sigma, nu = disp[:, 0], disp[:, 1]
+        s = np.where(nu > 2, sigma * np.sqrt(nu / np.maximum(nu - 2, 1e-300)), np.inf)
+        return np.broadcast_to(s, np.shape(eta)).copy()
+
+    def ppf(self, q, eta, disp):
+        t = stats.t.ppf(np.asarray(q, dtype=float), disp[:, 1][:, None])  # (k, m)
+        return np.asarray(eta, dtype=float)[..., None] + disp[:, 0][:, None] * t
+
     def sample(self, eta, disp, rng):
         shape = np.shape(eta)
         return eta + disp[:, 0] * rng.standard_t(np.broadcast_to(disp[:, 1], shape))
@@ -387,6 +433,7 @@ class Poisson(Family):
 
     name = "poisson"
     discrete = True
+    y_min = 0.0
     moment_start = "count"
 
     def check_y(self, y):
@@ -418,6 +465,9 @@ class Poisson(Family):
     def cdf(self, y, eta, disp):
         return stats.poisson.cdf(y[:, None], self.mean(eta, disp))
 
+    def ppf(self, q, eta, disp):
+        return stats.poisson.ppf(np.asarray(q, dtype=float), self.mean(eta, disp)[..., None])
+
     def sample(self, eta, disp, rng):
         return rng.poisson(self.mean(eta, disp)).astype(float)
 
@@ -433,10 +483,12 @@ class Gamma(Family):
     """
 
     name = "gamma"
+    y_min = 0.0
     dispersion_names = ("shape",)
     noise_parameter = "shape"
     moment_start = "log-gaussian"
     scale_family = True
+    y_scaling = "log"
 
     def __init__(self, shape_max=1e8):
         self.shape_max = float(shape_max)
@@ -487,6 +539,13 @@ class Gamma(Family):
         a = disp[:, 0]
         return stats.gamma.cdf(y[:, None] * a * np.exp(-eta), a)
 
+    def std(self, eta, disp):
+        return np.exp(eta) / np.sqrt(disp[:, 0])
+
+    def ppf(self, q, eta, disp):
+        a = disp[:, 0][:, None]  # (k, 1)
+        return stats.gamma.ppf(np.asarray(q, dtype=float), a) * np.exp(eta)[..., None] / a
+
     def sample(self, eta, disp, rng):
         a = np.broadcast_to(disp[:, 0], np.shape(eta))
         return rng.gamma(a, np.exp(eta) / a)
@@ -507,6 +566,7 @@ class Bernoulli(Family):
 
     name = "bernoulli"
     discrete = True
+    y_min = 0.0
     least_squares_start = False
 
     def check_y(self, y):
@@ -550,6 +610,10 @@ class Bernoulli(Family):
         yc = y[:, None]
         return np.where(yc < 0, 0.0, np.where(yc < 1, 1 - p, 1.0))
 
+    def ppf(self, q, eta, disp):
+        # 0 while q <= P(y = 0) = 1 - p, else 1
+        return (np.asarray(q, dtype=float) > 1.0 - expit(eta)[..., None]).astype(float)
+
     def sample(self, eta, disp, rng):
         return (rng.random(np.shape(eta)) < expit(eta)).astype(float)
 
@@ -570,6 +634,7 @@ class Multinomial(Family):
 
     name = "multinomial"
     discrete = True
+    y_min = 0.0
     least_squares_start = False
 
     def __init__(self, n_classes):
@@ -635,6 +700,13 @@ class Multinomial(Family):
             -1,
         )[..., 0]
         return np.where(idx[:, None] < 0, 0.0, picked)
+
+    def ppf(self, q, eta, disp):
+        """The smallest class code ``c`` with ``P(Y <= c) >= q``, shape (n, k, m)."""
+        cumulative = np.cumsum(self.mean(eta, disp), axis=-1)  # (n, k, C)
+        q = np.asarray(q, dtype=float)
+        below = cumulative[..., None, :] < q[:, None]  # (n, k, m, C)
+        return np.minimum(below.sum(axis=-1), self.n_classes - 1).astype(float)
 
     def sample(self, eta, disp, rng):
         logp = self.log_proba(eta)

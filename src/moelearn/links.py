@@ -38,6 +38,9 @@ class Link:
         Whether the link comes from the registry (only those can be saved by name).
     second_derivative : callable or None
         Vectorised ``g''``; None takes central differences of ``derivative``.
+    homogeneous : bool
+        Whether ``g(c t) = c g(t)`` for every ``c > 0`` (linear, relu, leaky
+        relu): then ``y`` may be rescaled exactly with the coefficients.
     """
 
     name: str
@@ -46,6 +49,7 @@ class Link:
     kinks: tuple = field(default=())
     builtin: bool = False
     second_derivative: ArrayFunc | None = None
+    homogeneous: bool = False
 
     def __call__(self, t):
         return self.func(np.asarray(t, dtype=float))
@@ -127,10 +131,20 @@ def _softplus(t):
 
 _REGISTRY: dict[str, Link] = {
     # g'' of the piecewise-linear links is 0 away from the kink (almost everywhere)
-    "linear": Link("linear", _identity, _ones, builtin=True, second_derivative=_zeros),
-    "relu": Link("relu", _relu, _step, kinks=(0.0,), builtin=True, second_derivative=_zeros),
+    "linear": Link(
+        "linear", _identity, _ones, builtin=True, second_derivative=_zeros, homogeneous=True
+    ),
+    "relu": Link(
+        "relu", _relu, _step, (0.0,), builtin=True, second_derivative=_zeros, homogeneous=True
+    ),
     "leaky_relu": Link(
-        "leaky_relu", _leaky_relu, _leaky_step, kinks=(0.0,), builtin=True, second_derivative=_zeros
+        "leaky_relu",
+        _leaky_relu,
+        _leaky_step,
+        (0.0,),
+        builtin=True,
+        second_derivative=_zeros,
+        homogeneous=True,
     ),
     "sigmoid": Link(
         "sigmoid", expit, _sigmoid_grad, builtin=True, second_derivative=_sigmoid_grad2

@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.optimize.elementwise import bracket_root, find_root
-from scipy.special import ndtr, ndtri
 
 from ._logspace import logsumexp_k
 from .model import MoEParams, random_generator
@@ -40,24 +39,10 @@ def _components(params, X):
     """Weights, means and standard deviations, each of shape (n, k)."""
     params = _check_params(params)
     X = params.check_X(X)
-    weights = params.gating_proba(X)
-    means = params.expert_means(X)
-    if _is_gaussian(params):
-        sd = np.broadcast_to(params.noise_vector, means.shape)
-    else:
-        sd = np.sqrt(params.expert_variances(X))
-    return weights, means, sd
-
-
-def _is_gaussian(params):
-    return params.family_object.name == "gaussian"
-
-
-def _family_cdf(params, X, y):
-    """Mixture CDF at one ``y`` per row for any family, shape (n,)."""
-    w = params.gating_proba(X)
     eta = params.expert_predictors(X)
-    return np.sum(w * params.family_object.cdf(y, eta, params.dispersion()), axis=1)
+    disp = params.dispersion()
+    fam = params.family_object
+    return params.gating_proba(X), fam.mean(eta, disp), fam.std(eta, disp)
 
 
 def _check_y(y, n):
@@ -79,7 +64,10 @@ def predict_std(params: MoEParams, X: ArrayLike) -> np.ndarray:
     """
     w, mu, sd = _components(params, X)
     m = np.sum(w * mu, axis=1, keepdims=True)
-    return np.sqrt(np.sum(w * (sd**2 + (mu - m) ** 2), axis=1))
+    # in units of the row's largest term, so that squares of tiny scales do not underflow
+    size = np.max(sd + np.abs(mu - m), axis=1, keepdims=True)
+    size = np.where((size > 0) & np.isfinite(size), size, 1.0)
+    return size[:, 0] * np.sqrt(np.sum(w * ((sd / size) ** 2 + ((mu - m) / size) ** 2), axis=1))
 
 
 def predict_cdf(params: MoEParams, X: ArrayLike, y: ArrayLike) -> np.ndarray:
@@ -87,19 +75,9 @@ def predict_cdf(params: MoEParams, X: ArrayLike, y: ArrayLike) -> np.ndarray:
     params = _check_params(params)
     X = params.check_X(X)
     y = _check_y(y, X.shape[0])
-    if not _is_gaussian(params):
-        return _family_cdf(params, X, y)
-    w, mu, sd = _components(params, X)
-    return np.sum(w * ndtr((y[:, None] - mu) / sd), axis=1)
-
-
-def _mixture_cdf_minus(x, q, *args):
-    # args: k weights, k means, k standard deviations (each broadcastable with x)
-    k = len(args) // 3
-    total = -q
-    for w, mu, sd in zip(args[:k], args[k : 2 * k], args[2 * k :], strict=True):
-        total = total + w * ndtr((x - mu) / sd)
-    return total
+    w = params.gating_proba(X)
+    eta = params.expert_predictors(X)
+    return np.sum(w * params.family_object.cdf(y, eta, params.dispersion()), axis=1)
 
 
 def _check_levels(q, name="q"):
@@ -127,9 +105,10 @@ def predict_quantiles(params: MoEParams, X: ArrayLike, q: float | ArrayLike) -> 
 
     Notes
     -----
-    For Gaussian experts the ``q``-quantile lies between the smallest and the
-    largest of the experts' own ``q``-quantiles ``mu_i + sigma_i Phi^{-1}(q)``;
-    for other families :func:`scipy.optimize.elementwise.bracket_root` finds a
+    The ``q``-quantile of a mixture lies between the smallest and the largest
+    of its experts' own ``q``-quantiles (``Family.ppf``; for Gaussian experts
+    ``mu_i + sigma_i Phi^{-1}(q)``), which bracket it.  For a family without a
+    quantile function :func:`scipy.optimize.elementwise.bracket_root` grows a
     bracket from the mixture's mean and spread.  Chandrupatla's bracketed
     method (:func:`scipy.optimize.elementwise.find_root`) then solves
     ``F(y | x) = q`` inside the bracket for all rows and levels at once; for
@@ -137,81 +116,75 @@ def predict_quantiles(params: MoEParams, X: ArrayLike, q: float | ArrayLike) -> 
     ``F(y | x) >= q``.
     """
     q = _check_levels(q)
-    scalar = q.ndim == 0
-    if not _is_gaussian(params):
-        params = _check_params(params)
-        out = _root_quantiles(params, params.check_X(X), np.atleast_1d(q))
-        return out[:, 0] if scalar else out
-    w, mu, sd = _components(params, X)
-    levels = np.atleast_1d(q)[None, :]  # (1, m)
-    expert_q = mu[:, :, None] + sd[:, :, None] * ndtri(levels)[:, None, :]  # (n, k, m)
-    # widen the bracket by a little so that rounding cannot invalidate it
-    pad = 1e-3 * sd.min(axis=1)[:, None]
-    lo = expert_q.min(axis=1) - pad
-    hi = expert_q.max(axis=1) + pad
-    k = w.shape[1]
-    args = (
-        tuple(w[:, i : i + 1] for i in range(k))
-        + tuple(mu[:, i : i + 1] for i in range(k))
-        + tuple(sd[:, i : i + 1] for i in range(k))
-    )
-    res = find_root(_mixture_cdf_minus, (lo, hi), args=(levels, *args))
-    out = np.asarray(res.x, dtype=float)
-    return out[:, 0] if scalar else out
+    params = _check_params(params)
+    out = _root_quantiles(params, params.check_X(X), np.atleast_1d(q))
+    return out[:, 0] if q.ndim == 0 else out
 
 
-def _family_cdf_minus(x, q, *args):
-    # args: k weights, then k linear predictors (each broadcastable with x); the
-    # family and its dispersion are bound by the caller
-    fam, disp = args[-2], args[-1]
-    args = args[:-2]
-    k = len(args) // 2
-    shape = np.shape(x)
-    w = np.stack([np.broadcast_to(a, shape).ravel() for a in args[:k]], axis=1)
-    eta = np.stack([np.broadcast_to(a, shape).ravel() for a in args[k:]], axis=1)
-    total = np.sum(w * fam.cdf(np.ravel(x), eta, disp), axis=1)
-    return (total - np.broadcast_to(q, shape).ravel()).reshape(shape)
+def _expert_bracket(fam, eta, disp, levels):
+    """``(lo, hi)`` of shape (n, m) from the experts' quantiles, or None without them."""
+    try:
+        with np.errstate(all="ignore"):
+            comp = np.asarray(fam.ppf(levels, eta, disp), dtype=float)  # (n, k, m)
+    except NotImplementedError:
+        return None
+    if not np.all(np.isfinite(comp)):
+        return None
+    lo, hi = comp.min(axis=1), comp.max(axis=1)
+    if fam.discrete:
+        # F(lo - 1) < q <= F(hi) at the integers: open the bracket below the jump
+        return lo - 1.5, hi + 0.25
+    # widen by a little so that rounding in ppf cannot invalidate the bracket
+    pad = np.maximum(1e-6 * (hi - lo), 16 * np.spacing(np.maximum(np.abs(lo), np.abs(hi))))
+    return lo - pad, hi + pad
 
 
-def _root_quantiles(params, X, levels):
-    """Quantiles of any family's mixture from its CDF, shape (n, n_levels).
-
-    :func:`scipy.optimize.elementwise.bracket_root` grows a bracket from the
-    mixture mean plus or minus its spread (kept inside the support), and
-    :func:`scipy.optimize.elementwise.find_root` (Chandrupatla's method) solves
-    ``F(y | x) = q`` inside it, for all rows and levels at once.  For a count
-    family the quantile is the smallest integer ``y`` with ``F(y) >= q``: ``F``
-    jumps there, and the bracket closes on the jump from the right.
-    """
-    fam = params.family_object
-    w, mu, sd = _components(params, X)
-    eta = params.expert_predictors(X)
-    disp = params.dispersion()
-    k = w.shape[1]
+def _grown_bracket(f, fam, w, mu, sd, levels, args):
+    """A bracket grown from the mixture mean plus or minus its spread."""
     centre = np.nan_to_num(np.sum(w * mu, axis=1), nan=0.0)
-    spread = np.nan_to_num(np.sqrt(np.sum(w * (sd**2 + mu**2), axis=1)), nan=1.0, posinf=1e6)
-    spread = np.maximum(spread, 1e-300)[:, None]
+    # the spread without squaring (squares of tiny scales underflow)
+    size = np.nan_to_num(np.max(np.abs(mu) + sd, axis=1), nan=1.0, posinf=1e6)
+    spread = np.maximum(size, 1e-300)[:, None]
     centre = centre[:, None]
-    nonnegative = fam.name in ("poisson", "gamma", "bernoulli")
-    # below the support F = 0 < q: a count family's bracket may start at -1
-    low = (-1.0 if fam.discrete else 0.0) if nonnegative else -np.inf
-    q = np.asarray(levels, dtype=float)[None, :]  # (1, m)
-    shape = (X.shape[0], q.shape[1])
+    low = fam.y_min - 1.0 if fam.discrete else fam.y_min
+    shape = (w.shape[0], levels.shape[1])
     xl0 = np.broadcast_to(np.maximum(centre - spread, low), shape)
     xr0 = np.broadcast_to(np.maximum(centre + spread, low + spread), shape)
-
-    def f(x, q, *cols):
-        return _family_cdf_minus(x, q, *cols, fam, disp)
-
-    cols = tuple(w[:, i : i + 1] for i in range(k)) + tuple(eta[:, i : i + 1] for i in range(k))
-    bracket = bracket_root(f, xl0, xr0, xmin=low, args=(q, *cols))
+    bracket = bracket_root(f, xl0, xr0, xmin=low, args=args)
     if not np.all(bracket.success):
         raise ArithmeticError(
             f"no bracket of the {fam.name} mixture's quantiles found for "
             f"{int(np.sum(~bracket.success))} of {bracket.success.size} (row, level) pairs"
         )
+    return bracket.bracket
+
+
+def _root_quantiles(params, X, levels):
+    """Quantiles of any family's mixture from its CDF, shape (n, n_levels).
+
+    For a count family the quantile is the smallest integer ``y`` with
+    ``F(y) >= q``: ``F`` jumps there, and the bracket closes on the jump from
+    the right.
+    """
+    fam = params.family_object
+    eta = params.expert_predictors(X)
+    disp = params.dispersion()
+    w = params.gating_proba(X)
+    q = np.asarray(levels, dtype=float)[None, :]  # (1, m)
+    rows = np.arange(X.shape[0], dtype=float)[:, None]  # (n, 1)
+
+    def f(x, q, row):
+        # find_root passes the (row, level) pairs still unsolved, flattened or not
+        r = row.astype(np.intp).ravel()
+        F = np.sum(w[r] * fam.cdf(np.ravel(x), eta[r], disp), axis=1)
+        return F.reshape(np.shape(x)) - q
+
+    args = (q, rows)
+    bracket = _expert_bracket(fam, eta, disp, levels)
+    if bracket is None:
+        bracket = _grown_bracket(f, fam, w, fam.mean(eta, disp), fam.std(eta, disp), q, args)
     tol = {"xatol": 0.25} if fam.discrete else None
-    res = find_root(f, bracket.bracket, args=(q, *cols), tolerances=tol)
+    res = find_root(f, bracket, args=args, tolerances=tol)
     if fam.discrete:
         # F(xl) < q <= F(xr) with xr - xl < 1: the jump is at the integer floor(xr)
         return np.floor(res.bracket[1])
@@ -247,20 +220,13 @@ def sample_y(
     X = params.check_X(X)
     rng = random_generator(random_state)
     log_w = params.gating_log_proba(X)  # (n, k)
-    if not _is_gaussian(params):
-        z = np.argmax(
-            log_w[:, None, :] + rng.gumbel(size=(X.shape[0], n_samples, log_w.shape[1])), axis=2
-        )
-        eta = np.repeat(params.expert_predictors(X), n_samples, axis=0)  # (n * s, k)
-        draws = params.family_object.sample(eta, params.dispersion(), rng)
-        return np.take_along_axis(draws, z.reshape(-1, 1), axis=1).reshape(z.shape)
-    mu = params.expert_means(X)
     # Gumbel-max: z ~ Categorical(p(x)) without leaving log space
     z = np.argmax(
         log_w[:, None, :] + rng.gumbel(size=(X.shape[0], n_samples, log_w.shape[1])), axis=2
     )
-    centre = np.take_along_axis(mu, z, axis=1)
-    return centre + params.noise_vector[z] * rng.standard_normal(z.shape)
+    eta = np.repeat(params.expert_predictors(X), n_samples, axis=0)  # (n * s, k)
+    draws = params.family_object.sample_chosen(eta, params.dispersion(), z.reshape(-1), rng)
+    return draws.reshape(z.shape)
 
 
 def predict_responsibilities(
