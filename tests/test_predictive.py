@@ -218,3 +218,21 @@ def test_quantiles_of_a_tiny_scale_are_found():
     np.testing.assert_allclose(F, np.broadcast_to([0.05, 0.5, 0.95], F.shape), atol=1e-9)
     assert np.all(np.isfinite(moelearn.predictive.predict_std(p, X)))
     assert np.all(moelearn.predictive.predict_std(p, X) > 0)
+
+
+def test_quantiles_near_zero_of_one_expert():
+    # one expert: the bracket is the expert's own quantile, of width 0; where that
+    # quantile is near 0 (mu + sigma z cancels) rounding may put it on the wrong side
+    # of the root, and the search must widen it rather than return NaN
+    mu = np.linspace(-2.0, 2.0, 401)
+    p = moelearn.MoEParams(
+        experts=np.array([[1.0]]),
+        gating=np.zeros((1, 1)),
+        expert_bias=np.zeros(1),
+        noise_std=np.array([0.7]),
+    )
+    X = mu[:, None]
+    levels = norm.cdf(-mu / 0.7)  # the quantile of row i at level i is 0
+    Q = predict_quantiles(p, X, levels)
+    assert np.all(np.isfinite(Q))
+    np.testing.assert_allclose(np.diag(Q), 0.0, atol=1e-12)

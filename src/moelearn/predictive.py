@@ -121,42 +121,43 @@ def predict_quantiles(params: MoEParams, X: ArrayLike, q: float | ArrayLike) -> 
     return out[:, 0] if q.ndim == 0 else out
 
 
-def _expert_bracket(fam, eta, disp, levels):
-    """``(lo, hi)`` of shape (n, m) from the experts' quantiles, or None without them."""
+def _start_bracket(fam, w, eta, disp, levels):
+    """``(xl0, xr0)`` of shape (n, m) for the bracket search.
+
+    The experts' own quantiles (``Family.ppf``) where the family has them,
+    widened a little against rounding; else the mixture mean plus or minus its
+    spread, kept inside the support.
+    """
+    comp = None
     try:
         with np.errstate(all="ignore"):
-            comp = np.asarray(fam.ppf(levels, eta, disp), dtype=float)  # (n, k, m)
+            # the levels, then the quartiles (each expert's scale)
+            comp = np.asarray(fam.ppf(np.r_[levels, 0.25, 0.75], eta, disp), dtype=float)
     except NotImplementedError:
-        return None
-    if not np.all(np.isfinite(comp)):
-        return None
-    lo, hi = comp.min(axis=1), comp.max(axis=1)
-    if fam.discrete:
-        # F(lo - 1) < q <= F(hi) at the integers: open the bracket below the jump
-        return lo - 1.5, hi + 0.25
-    # widen by a little so that rounding in ppf cannot invalidate the bracket
-    pad = np.maximum(1e-6 * (hi - lo), 16 * np.spacing(np.maximum(np.abs(lo), np.abs(hi))))
-    return lo - pad, hi + pad
-
-
-def _grown_bracket(f, fam, w, mu, sd, levels, args):
-    """A bracket grown from the mixture mean plus or minus its spread."""
-    centre = np.nan_to_num(np.sum(w * mu, axis=1), nan=0.0)
+        pass
+    low = fam.y_min - 1.0 if fam.discrete else fam.y_min
+    if comp is not None and np.all(np.isfinite(comp)):
+        quartiles, comp = comp[..., -2:], comp[..., :-2]  # (n, k, 2), (n, k, m)
+        lo, hi = comp.min(axis=1), comp.max(axis=1)
+        if fam.discrete:
+            # F(lo - 1) < q <= F(hi) at the integers: open the bracket below the jump
+            return np.maximum(lo - 1.5, low), hi + 0.25
+        # F is flat to rounding within about eps * scale of a point: a pad of 1e-8 of
+        # the experts' interquartile range puts the start's ends on either side
+        iqr = np.max(quartiles[..., 1] - quartiles[..., 0], axis=1)[:, None]
+        pad = np.maximum(1e-6 * (hi - lo), 1e-8 * iqr)
+        pad = np.maximum(pad, 1e-9 * np.maximum(np.abs(lo), np.abs(hi)))
+        pad = np.maximum(pad, 1e-300)
+        return np.maximum(lo - pad, low), np.maximum(hi + pad, low + pad)
+    mu, sd = fam.mean(eta, disp), fam.std(eta, disp)
+    centre = np.nan_to_num(np.sum(w * mu, axis=1), nan=0.0)[:, None]
     # the spread without squaring (squares of tiny scales underflow)
     size = np.nan_to_num(np.max(np.abs(mu) + sd, axis=1), nan=1.0, posinf=1e6)
     spread = np.maximum(size, 1e-300)[:, None]
-    centre = centre[:, None]
-    low = fam.y_min - 1.0 if fam.discrete else fam.y_min
-    shape = (w.shape[0], levels.shape[1])
+    shape = (w.shape[0], len(levels))
     xl0 = np.broadcast_to(np.maximum(centre - spread, low), shape)
     xr0 = np.broadcast_to(np.maximum(centre + spread, low + spread), shape)
-    bracket = bracket_root(f, xl0, xr0, xmin=low, args=args)
-    if not np.all(bracket.success):
-        raise ArithmeticError(
-            f"no bracket of the {fam.name} mixture's quantiles found for "
-            f"{int(np.sum(~bracket.success))} of {bracket.success.size} (row, level) pairs"
-        )
-    return bracket.bracket
+    return xl0, xr0
 
 
 def _root_quantiles(params, X, levels):
@@ -180,9 +181,16 @@ def _root_quantiles(params, X, levels):
         return F.reshape(np.shape(x)) - q
 
     args = (q, rows)
-    bracket = _expert_bracket(fam, eta, disp, levels)
-    if bracket is None:
-        bracket = _grown_bracket(f, fam, w, fam.mean(eta, disp), fam.std(eta, disp), q, args)
+    xl0, xr0 = _start_bracket(fam, w, eta, disp, levels)
+    # returns at once where the start already brackets the root, grows it elsewhere
+    low = fam.y_min - 1.0 if fam.discrete else fam.y_min
+    bracket = bracket_root(f, xl0, xr0, xmin=low, args=args)
+    if not np.all(bracket.success):
+        raise ArithmeticError(
+            f"no bracket of the {fam.name} mixture's quantiles found for "
+            f"{int(np.sum(~bracket.success))} of {bracket.success.size} (row, level) pairs"
+        )
+    bracket = bracket.bracket
     tol = {"xatol": 0.25} if fam.discrete else None
     res = find_root(f, bracket, args=args, tolerances=tol)
     if fam.discrete:
