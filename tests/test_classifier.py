@@ -175,7 +175,7 @@ def test_default_search_reaches_a_separated_supremum_a_short_screen_misses(monke
     assert abs(lls[0] - lls[1]) < 0.01, lls
     monkeypatch.setattr(engine, "DISCRETE_PARTITIONS", 0.0)
     monkeypatch.setattr(engine, "DISCRETE_SCREEN_ITER", 20)
-    monkeypatch.setattr(engine, "DISCRETE_INNER", {"bernoulli": (1, 1), "multinomial": (1, 1)})
+    monkeypatch.setattr(moelearn.families.Bernoulli, "screen_steps", (1, 1))
     monkeypatch.setattr(engine, "DISCRETE_LONG", 0)
     short = []
     for seed in (0, 1, 2):

@@ -184,6 +184,21 @@ def _weighted_grams(weights, A):
     return np.stack([(A * weights[:, j : j + 1]).T @ A for j in range(weights.shape[1])])
 
 
+def _symmetric_grams(weights, A):
+    """``A' diag(weights[:, r, s]) A`` for a symmetric ``weights`` (n, g, g): shape (g, p, g, p).
+
+    The Grams of the pairs ``r <= s`` only; the rest by symmetry.
+    """
+    g = weights.shape[1]
+    p = A.shape[1]
+    upper = np.triu_indices(g)
+    half = _weighted_grams(weights[:, upper[0], upper[1]], A)  # (g (g + 1) / 2, p, p)
+    out = np.empty((g, g, p, p))
+    out[upper] = half
+    out[upper[1], upper[0]] = half.transpose(0, 2, 1)
+    return out.transpose(0, 2, 1, 3)
+
+
 def _block_terms(family, design, X, y, state, want, fixed_post=None, weights=None):
     """Sums over one block of rows: log-likelihood, gradients, information."""
     U, Z = design.expert_matrix(X), design.gate_matrix(X)
@@ -268,12 +283,21 @@ def pass_statistics(family, design, data: Data, state, want="hess", fixed_post=N
 def _block_observed(family, design, X, y, state, weights=None):
     """Sums over one block: log-likelihood, its gradient and its exact Hessian (flat coordinates).
 
-    The coordinates are those of :meth:`State.flat`.  Per row, with ``s_i``
-    the score of ``log pi_i + log f_i`` and ``r_i`` the responsibilities, the
-    Hessian of ``log sum_i pi_i f_i`` is ``sum_i r_i (A_i + s_i s_i') - m m'``
-    with ``m = sum_i r_i s_i`` and ``A_i`` the Hessian of ``log pi_i + log f_i``
-    (the family's :meth:`~moelearn.families.Family.hessian` on the expert's
-    block, the softmax's on the gate's).
+    The coordinates are those of :meth:`State.flat`.  Per row the Hessian of
+    ``l = log sum_i pi_i f_i`` is first formed in the working coordinates (each
+    expert's ``(eta, log phi)``, the free gate logits): with ``r`` the
+    responsibilities, ``p`` the gate, ``s_i`` and ``A_i`` the gradient and
+    Hessian of ``log f_i`` (the family's :meth:`~moelearn.families.Family.hessian`)
+    and ``v_i = r_i s_i``,
+
+    * expert-expert: ``delta_ij r_i (A_i + s_i s_i') - v_i v_j'``,
+    * expert-gate: ``v_i (e_i - r)'``,
+    * gate-gate: ``diag(r - p) + p p' - r r'``;
+
+    the coefficients' Hessian is then the weighted Grams of the design columns
+    with these per-row weights (the chain rule through ``eta = U b``, ``zeta = Z c``),
+    which costs ``O(n g^2 p^2)`` for ``g`` working coordinates, not
+    ``O(n (g p)^2)``.
     """
     U, Z = design.expert_matrix(X), design.gate_matrix(X)
     k, q, pe = state.coef.shape
@@ -301,50 +325,61 @@ def _block_observed(family, design, X, y, state, weights=None):
     ll = np.log(np.exp(joint - top).sum(axis=1)) + top[:, 0]
     post = np.exp(joint - ll[:, None])
     w = np.ones(n) if weights is None else weights
-    nc, nd = k * q * pe, k * m
-    size = nc + nd + (k - 1) * pg
-    # the scores in a (coordinate, row, expert) layout: the products below are then
-    # A @ A.T of C-contiguous wide matrices, the fast BLAS case (A.T @ A of tall ones
-    # measured 10x slower)
-    S = np.zeros((size, n, k))
+    Q = q + m
+    nc, nd, ng = k * q * pe, k * m, (k - 1) * pg
+    # the per-row working Hessian W (n, g, g), rows weighted
+    v = post[..., None] * grad  # (n, k, Q)
+    ge = k * Q
+    W = np.zeros((n, ge + k - 1, ge + k - 1))
+    vf = v.reshape(n, ge)
+    W[:, :ge, :ge] = -vf[:, :, None] * vf[:, None, :]
     for i in range(k):
-        c0 = i * q * pe
-        block = grad[:, i, :q, None] * U[:, None, :]  # (n, q, pe)
-        S[c0 : c0 + q * pe, :, i] = block.reshape(n, q * pe).T
-        S[nc + i * m : nc + (i + 1) * m, :, i] = grad[:, i, q:].T
+        sl = slice(i * Q, (i + 1) * Q)
+        W[:, sl, sl] += post[:, i, None, None] * (
+            hess[:, i] + grad[:, i, :, None] * grad[:, i, None, :]
+        )
     if k > 1:
         gate_p = np.exp(log_gate)
-        G = np.eye(k)[None, :, : k - 1] - gate_p[:, None, : k - 1]  # (n, k, k-1)
-        S[nc + nd :] = (
-            (G[..., None] * Z[:, None, None, :]).transpose(2, 3, 0, 1).reshape((k - 1) * pg, n, k)
-        )
-    mean_score = np.einsum("pnk,nk->pn", S, post, optimize=True)
-    rw = post * w[:, None]
-    scaled = (S * np.sqrt(rw)[None]).reshape(size, n * k)
-    H = scaled @ scaled.T
-    mw = mean_score * np.sqrt(w)[None]
-    H -= mw @ mw.T
-    for i in range(k):
-        c0, d0 = i * q * pe, nc + i * m
-        hi = hess[:, i] * rw[:, i, None, None]  # (n, Q, Q)
-        grams = _weighted_grams(hi[:, :q, :q].reshape(n, q * q), U)
-        H[c0 : c0 + q * pe, c0 : c0 + q * pe] += (
-            grams.reshape(q, q, pe, pe).transpose(0, 2, 1, 3).reshape(q * pe, q * pe)
-        )
-        if m:
-            cross = np.einsum("ncj,np->cpj", hi[:, :q, q:], U).reshape(q * pe, m)
-            H[c0 : c0 + q * pe, d0 : d0 + m] += cross
-            H[d0 : d0 + m, c0 : c0 + q * pe] += cross.T
-            H[d0 : d0 + m, d0 : d0 + m] += hi[:, q:, q:].sum(axis=0)
+        e_minus_r = np.eye(k)[None, :, : k - 1] - post[:, None, : k - 1]  # (n, k, k-1)
+        W[:, :ge, ge:] = (v[..., None] * e_minus_r[:, :, None, :]).reshape(n, ge, k - 1)
+        W[:, ge:, :ge] = W[:, :ge, ge:].transpose(0, 2, 1)
+        r1, p1 = post[:, : k - 1], gate_p[:, : k - 1]
+        gg = p1[:, :, None] * p1[:, None, :] - r1[:, :, None] * r1[:, None, :]
+        idx = np.arange(k - 1)
+        gg[:, idx, idx] += r1 - p1
+        W[:, ge:, ge:] = gg
+    W *= w[:, None, None]
+    e = (np.arange(k)[:, None] * Q + np.arange(q)[None, :]).ravel()  # the eta positions
+    d = (np.arange(k)[:, None] * Q + q + np.arange(m)[None, :]).ravel()  # the log phi ones
+    gpos = ge + np.arange(k - 1)
+    kq = k * q
+    H = np.empty((nc + nd + ng, nc + nd + ng))
+    H[:nc, :nc] = _symmetric_grams(W[:, e][:, :, e], U).reshape(nc, nc)
+    if m:
+        cd = np.einsum("nrs,nj->rjs", W[:, e][:, :, d], U, optimize=True).reshape(nc, nd)
+        H[:nc, nc : nc + nd] = cd
+        H[nc : nc + nd, :nc] = cd.T
+        H[nc : nc + nd, nc : nc + nd] = W[:, d][:, :, d].sum(axis=0)
     if k > 1:
-        gp = gate_p[:, : k - 1]
-        gate_h = _gate_hessian(gp * w[:, None], gp, Z).reshape((k - 1) * pg, (k - 1) * pg)
-        H[nc + nd :, nc + nd :] -= gate_h
+        weg = W[:, e][:, :, gpos].reshape(n, kq * (k - 1))
+        M = (U[:, :, None] * weg[:, None, :]).reshape(n, pe * kq * (k - 1))
+        cg = (M.T @ Z).reshape(pe, kq, k - 1, pg).transpose(1, 0, 2, 3).reshape(nc, ng)
+        H[:nc, nc + nd :] = cg
+        H[nc + nd :, :nc] = cg.T
+        if m:
+            dg = np.einsum("nsl,nt->slt", W[:, d][:, :, gpos], Z, optimize=True).reshape(nd, ng)
+            H[nc : nc + nd, nc + nd :] = dg
+            H[nc + nd :, nc : nc + nd] = dg.T
+        H[nc + nd :, nc + nd :] = _symmetric_grams(W[:, gpos][:, :, gpos], Z).reshape(ng, ng)
+    vw = v * w[:, None, None]
+    grad_flat = [np.einsum("nka,nj->kaj", vw[..., :q], U).ravel(), vw[..., q:].sum(axis=0).ravel()]
+    if k > 1:
+        grad_flat.append((((post - gate_p)[:, : k - 1]) * w[:, None]).T.dot(Z).ravel())
     return {
         "ll": float(w @ ll),
         "n": float(w.sum()),
         "share": w @ post,
-        "grad": mean_score @ w,
+        "grad": np.concatenate(grad_flat),
         "hess": H,
     }
 
@@ -1025,7 +1060,7 @@ def _ordered(entries):
 # at once (moelearn.screening): the generated starts plus DISCRETE_PARTITIONS random
 # hard partitions of the rows per generated start (the classical start of EM for
 # mixtures of GLMs), DISCRETE_SCREEN_ITER EM iterations whose M-step takes
-# DISCRETE_INNER steps (experts, gate), then DISCRETE_LONG_ITER more for the best
+# Family.screen_steps steps (experts, gate), then DISCRETE_LONG_ITER more for the best
 # DISCRETE_LONG.  Random partitions start near the point where all experts agree and
 # leave it, towards the separated configurations, only after some dozens of such
 # iterations; a separated configuration may need a hundred more to show its value.
@@ -1036,7 +1071,6 @@ def _ordered(entries):
 # -6.74, -6.97, -6.92, -14.89 with one step, so those take one (at about twice the time).
 DISCRETE_PARTITIONS = 3.0
 DISCRETE_SCREEN_ITER = 60
-DISCRETE_INNER = {"bernoulli": (2, 1), "multinomial": (1, 1)}
 DISCRETE_LONG = 10
 DISCRETE_LONG_ITER = 140
 
@@ -1067,7 +1101,7 @@ def _screen_discrete(
         tol=tol,
         alpha=alpha,
         weights=sub_weights,
-        inner=DISCRETE_INNER[family.name],
+        inner=family.screen_steps,
     )
     results = []
     if starts:

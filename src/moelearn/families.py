@@ -81,6 +81,17 @@ class Family(ABC):
         Whether ``y`` takes integer values (counts, class codes).
     y_min : float
         The lower end of the support of ``y`` (``-inf``: the real line).
+    link_label : str
+        The link as ``summary()`` names it.
+    noise_row : tuple of str or None
+        ``(group, label)`` of the noise parameter's rows in ``summary()``.
+    log_link : bool
+        Whether the mean is ``exp(eta)`` (an offset then enters as ``log``
+        exposure).
+    screen_steps : tuple of int or None
+        ``(expert, gate)`` M-steps per iteration of the batched screen of
+        random hard partitions (:func:`moelearn.engine.search`) for class-label
+        experts; None where the family is not screened that way.
     y_scaling : str or None
         How the parameters follow ``y -> c y`` for ``c > 0`` exactly:
         ``"multiply"`` (coefficients, intercepts and the scale times ``c``),
@@ -99,6 +110,10 @@ class Family(ABC):
     # the lower end of the support of y (-inf: the real line)
     y_min = -np.inf
     y_scaling: str | None = None
+    link_label = "identity"
+    noise_row: tuple[str, str] | None = None
+    log_link = False
+    screen_steps: tuple[int, int] | None = None
     # whether a weighted least-squares fit of working_response(y) is a sensible
     # first guess of the coefficients (not for class labels)
     least_squares_start = True
@@ -247,11 +262,13 @@ class Gaussian(Family):
     dispersion_names = ("sigma",)
     noise_parameter = "sigma"
     moment_start = "gaussian"
+    noise_row = ("noise", "sigma")
 
     def __init__(self, link="linear"):
         self.link = get_link(link)
         self.location_scale = self.link.is_linear
         self.y_scaling = "multiply" if self.link.homogeneous else None
+        self.link_label = self.link.name
 
     def log_density(self, y, eta, disp):
         sigma = disp[:, 0]
@@ -327,6 +344,8 @@ class StudentT(Family):
     moment_start = "gaussian-scale"
     location_scale = True
     y_scaling = "multiply"
+    link_label = "t (identity)"
+    noise_row = ("dispersion", "scale")
 
     def __init__(self, nu_min=0.5, nu_max=200.0):
         if not 0 < nu_min < nu_max:
@@ -434,6 +453,8 @@ class Poisson(Family):
     name = "poisson"
     discrete = True
     y_min = 0.0
+    link_label = "poisson (log)"
+    log_link = True
     moment_start = "count"
 
     def check_y(self, y):
@@ -489,6 +510,9 @@ class Gamma(Family):
     moment_start = "log-gaussian"
     scale_family = True
     y_scaling = "log"
+    link_label = "gamma (log)"
+    noise_row = ("dispersion", "cv")
+    log_link = True
 
     def __init__(self, shape_max=1e8):
         self.shape_max = float(shape_max)
@@ -567,6 +591,9 @@ class Bernoulli(Family):
     name = "bernoulli"
     discrete = True
     y_min = 0.0
+    link_label = "logit"
+    # two expert steps per M-step speed the binary screen (measured: moelearn.engine)
+    screen_steps = (2, 1)
     least_squares_start = False
 
     def check_y(self, y):
@@ -635,6 +662,9 @@ class Multinomial(Family):
     name = "multinomial"
     discrete = True
     y_min = 0.0
+    link_label = "multinomial (log)"
+    # one expert step per M-step: two left deeper optima unreached (moelearn.engine)
+    screen_steps = (1, 1)
     least_squares_start = False
 
     def __init__(self, n_classes):

@@ -367,7 +367,7 @@ def fit_engine(
         raise ValueError("pass the weights of out-of-core data inside the Data source")
     if raw.weighted and raw.in_memory:
         sample_weight = np.asarray(raw.w, dtype=float)
-    if offset_column is not None and not family.scale_family and family.name != "poisson":
+    if offset_column is not None and not family.log_link:
         raise ValueError(
             f"an offset applies to the log-link families (poisson, gamma), not {family.name!r}"
         )

@@ -677,23 +677,15 @@ def _rows(params, se: StandardErrors, fit_intercept, feature_names, level):
                 add(f"gate {i}", name, W[i, j], se.gating[i, j])
             if fit_intercept:
                 add(f"gate {i}", "intercept", c[i], se.gating_bias[i])
-    family = params.family_object.name
-    if family != "gaussian":
-        label = {"student-t": "scale", "gamma": "cv"}.get(family)
-        shared = label is not None and np.ndim(se.noise_std) == 0
-        if shared:
-            add("dispersion", label, params.noise_vector[0], se.noise_std, False)
-        for i in range(k):
-            if label is not None and not shared:
-                add("dispersion", f"{label}[{i}]", params.noise_vector[i], se.noise_std[i], False)
-            if se.df is not None:
-                add("dispersion", f"df[{i}]", params.df[i], se.df[i], test=False)
-        return tuple(rows)
-    if np.ndim(se.noise_std):
-        for i in range(k):
-            add("noise", f"sigma[{i}]", params.noise_vector[i], se.noise_std[i], test=False)
-    else:
-        add("noise", "sigma", np.mean(params.noise_vector), se.noise_std, test=False)
+    row = params.family_object.noise_row  # (group, label) of the noise parameter, or None
+    shared = row is not None and np.ndim(se.noise_std) == 0
+    if shared:
+        add(row[0], row[1], params.noise_vector[0], se.noise_std, test=False)
+    for i in range(k):
+        if row is not None and not shared:
+            add(row[0], f"{row[1]}[{i}]", params.noise_vector[i], se.noise_std[i], test=False)
+        if se.df is not None:
+            add("dispersion", f"df[{i}]", params.df[i], se.df[i], test=False)
     return tuple(rows)
 
 
@@ -765,11 +757,7 @@ def summarize(
         bic=float(bic),
         icl=float(bic + 2.0 * hard),
         entropy=entropy,
-        link=params.link_function.name
-        if params.family_object.name == "gaussian"
-        else {"student-t": "t (identity)", "bernoulli": "logit"}.get(
-            params.family_object.name, f"{params.family_object.name} (log)"
-        ),
+        link=params.family_object.link_label,
         noise="none" if params.noise_std is None else ("per expert" if per_expert else "shared"),
         converged=None if converged is None else bool(converged),
         init_method=init_method,

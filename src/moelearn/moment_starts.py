@@ -117,9 +117,10 @@ def log_response(raw: Data):
 
 
 def _log(y):
-    # a non-positive y gives NaN or -inf here, which the fit's validation reports
+    # a non-positive y gives NaN here, which the fit's validation reports; the mask
+    # keeps a lazy Dask log (computed later, outside any errstate) from warning
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log(y)
+        return np.log(np.where(y > 0, y, np.nan))
 
 
 def _inverse_trigamma(v):

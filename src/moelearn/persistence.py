@@ -108,7 +108,9 @@ def _read(path):
     """Every entry of the archive, each checked for size; never unpickled."""
     _check_archive_head(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        # the file is opened here, so that it is closed when np.load fails on a
+        # damaged archive (np.load leaves the file it opened itself open then)
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as archive:
             names = set(archive.files)
             if "__meta__" not in names:
                 _fail(path, "missing entries ['__meta__']")

@@ -60,14 +60,20 @@ def predict_std(params: MoEParams, X: ArrayLike) -> np.ndarray:
     """Standard deviation of ``y | x`` under the mixture, shape (n_samples,).
 
     ``Var(y | x) = sum_i p_i(x) (sigma_i^2 + (mu_i(x) - m(x))^2)`` with ``m`` the
-    mixture mean: within-expert noise plus the spread of the experts.
+    mixture mean: within-expert noise plus the spread of the experts; ``inf``
+    where an expert has no variance (Student-t experts with ``df <= 2``).
     """
     w, mu, sd = _components(params, X)
     m = np.sum(w * mu, axis=1, keepdims=True)
+    # an expert of weight 0 adds nothing, even one without a variance (0 * inf)
+    used = w > 0
+    sd = np.where(used, sd, 0.0)
+    dev = np.where(used, np.abs(mu - m), 0.0)
     # in units of the row's largest term, so that squares of tiny scales do not underflow
-    size = np.max(sd + np.abs(mu - m), axis=1, keepdims=True)
-    size = np.where((size > 0) & np.isfinite(size), size, 1.0)
-    return size[:, 0] * np.sqrt(np.sum(w * ((sd / size) ** 2 + ((mu - m) / size) ** 2), axis=1))
+    size = np.max(sd + dev, axis=1, keepdims=True)
+    unit = np.where((size > 0) & np.isfinite(size), size, 1.0)
+    spread = unit[:, 0] * np.sqrt(np.sum(w * ((sd / unit) ** 2 + (dev / unit) ** 2), axis=1))
+    return np.where(np.isinf(size[:, 0]), np.inf, spread)
 
 
 def predict_cdf(params: MoEParams, X: ArrayLike, y: ArrayLike) -> np.ndarray:

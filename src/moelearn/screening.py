@@ -33,7 +33,7 @@ _CHUNK_FLOATS = 4_000_000
 
 def supports(family) -> bool:
     """Whether :func:`batched_em` handles the family: class-label experts, no dispersion."""
-    return family.name in ("bernoulli", "multinomial") and not family.dispersion_names
+    return family.screen_steps is not None and not family.dispersion_names
 
 
 def hashed_partitions(feats, k, count, rng):

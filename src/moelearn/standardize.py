@@ -162,13 +162,18 @@ def _stats_block(X, y, shift, w=None):
         if w is None:
             out.update(n=X.shape[0], sx=Xs.sum(axis=0), sxx=Xs.T @ Xs, sy=float(y.sum()))
             out.update(syy=float(y @ y))
-            return out
-        bad_w = ~np.isfinite(w)
-        w = np.where(bad_w, 0.0, w)
-        out.update(bad_w=int(np.sum(bad_w)), neg_w=int(np.sum(w < 0)))
-        out.update(n=float(w.sum()), sx=w @ Xs, sxx=(Xs * w[:, None]).T @ Xs)
-        out.update(sy=float(w @ y), syy=float(w @ (y * y)))
-        return out
+        else:
+            bad_w = ~np.isfinite(w)
+            w = np.where(bad_w, 0.0, w)
+            out.update(bad_w=int(np.sum(bad_w)), neg_w=int(np.sum(w < 0)))
+            out.update(n=float(w.sum()), sx=w @ Xs, sxx=(Xs * w[:, None]).T @ Xs)
+            out.update(sy=float(w @ y), syy=float(w @ (y * y)))
+    if out["bad_x"] or out["bad_y"] or out["big"]:
+        # the data are refused after the pass: sums that stay finite, so that adding
+        # the blocks' partial sums warns of nothing (inf - inf)
+        for key in ("sx", "sxx", "sy", "syy"):
+            out[key] = np.zeros_like(out[key]) if np.ndim(out[key]) else 0.0
+    return out
 
 
 def _streamed_moments(raw: Data, center):
