@@ -236,3 +236,26 @@ def test_quantiles_near_zero_of_one_expert():
     Q = predict_quantiles(p, X, levels)
     assert np.all(np.isfinite(Q))
     np.testing.assert_allclose(np.diag(Q), 0.0, atol=1e-12)
+
+
+def test_a_family_without_a_quantile_function_gets_the_same_quantiles():
+    # Family.ppf returning None sends the search to a bracket grown from the mixture's
+    # mean and spread; it must find the same roots (to the root finder's tolerance)
+    import dataclasses
+
+    class NoQuantiles(moelearn.families.StudentT):
+        def ppf(self, q, eta, disp):
+            return None
+
+    p = moelearn.MoEParams(
+        experts=np.array([[0.4], [-0.3]]),
+        gating=np.array([[1.0], [-1.0]]),
+        expert_bias=np.array([1.0, 2.0]),
+        noise_std=np.array([0.5, 0.8]),
+        family="student-t",
+        df=np.array([3.0, 5.0]),
+    )
+    X = np.random.default_rng(0).standard_normal((50, 1))
+    levels = [0.01, 0.1, 0.5, 0.9, 0.99]
+    grown = predict_quantiles(dataclasses.replace(p, family=NoQuantiles()), X, levels)
+    np.testing.assert_allclose(grown, predict_quantiles(p, X, levels), rtol=1e-10, atol=1e-12)

@@ -202,16 +202,16 @@ class Family(ABC):
         variance of a small scale underflows."""
         return np.sqrt(self.variance(eta, disp))
 
-    def ppf(self, q, eta, disp) -> np.ndarray:
+    def ppf(self, q, eta, disp) -> np.ndarray | None:
         """Each expert's ``q``-quantiles, shape (n, k, m) for levels ``q`` of shape (m,).
 
         For a count family the smallest integer ``y`` with ``F(y) >= q``.  The
         quantile of a mixture lies between its components' quantiles, so these
-        bracket :func:`moelearn.predict_quantiles`' root search.  A family
-        without it raises ``NotImplementedError``; the search then grows a
-        bracket from the mixture's mean and spread.
+        bracket :func:`moelearn.predict_quantiles`' root search.  None (this
+        default) where the family has no quantile function; the search then
+        grows a bracket from the mixture's mean and spread.
         """
-        raise NotImplementedError(f"{type(self).__name__} has no quantile function")
+        return None
 
     @abstractmethod
     def sample(self, eta, disp, rng) -> np.ndarray:

@@ -127,22 +127,18 @@ def predict_quantiles(params: MoEParams, X: ArrayLike, q: float | ArrayLike) -> 
     return out[:, 0] if q.ndim == 0 else out
 
 
-def _start_bracket(fam, w, eta, disp, levels):
+def _start_bracket(fam, w, eta, disp, levels, low):
     """``(xl0, xr0)`` of shape (n, m) for the bracket search.
 
     The experts' own quantiles (``Family.ppf``) where the family has them,
     widened a little against rounding; else the mixture mean plus or minus its
     spread, kept inside the support.
     """
-    comp = None
-    try:
-        with np.errstate(all="ignore"):
-            # the levels, then the quartiles (each expert's scale)
-            comp = np.asarray(fam.ppf(np.r_[levels, 0.25, 0.75], eta, disp), dtype=float)
-    except NotImplementedError:
-        pass
-    low = fam.y_min - 1.0 if fam.discrete else fam.y_min
+    with np.errstate(all="ignore"):
+        # the levels, then the quartiles (each expert's scale)
+        comp = fam.ppf(np.r_[levels, 0.25, 0.75], eta, disp)
     if comp is not None and np.all(np.isfinite(comp)):
+        comp = np.asarray(comp, dtype=float)
         quartiles, comp = comp[..., -2:], comp[..., :-2]  # (n, k, 2), (n, k, m)
         lo, hi = comp.min(axis=1), comp.max(axis=1)
         if fam.discrete:
@@ -187,9 +183,10 @@ def _root_quantiles(params, X, levels):
         return F.reshape(np.shape(x)) - q
 
     args = (q, rows)
-    xl0, xr0 = _start_bracket(fam, w, eta, disp, levels)
-    # returns at once where the start already brackets the root, grows it elsewhere
+    # below the support F = 0 < q: a count family's bracket may start at y_min - 1
     low = fam.y_min - 1.0 if fam.discrete else fam.y_min
+    xl0, xr0 = _start_bracket(fam, w, eta, disp, levels, low)
+    # returns at once where the start already brackets the root, grows it elsewhere
     bracket = bracket_root(f, xl0, xr0, xmin=low, args=args)
     if not np.all(bracket.success):
         raise ArithmeticError(
