@@ -98,6 +98,21 @@ def test_experts_beyond_what_the_data_identify_are_warned_about():
         _validation.check_fit_size(300, 60, 4)  # 60 * 5 = 300 samples: identified
 
 
+@pytest.mark.filterwarnings("ignore::moelearn.exceptions.GateSeparationWarning")
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("family", ["gaussian", "poisson"])
+def test_as_many_experts_as_rows_fit_with_a_warning(family):
+    # The Gaussian growth path split every expert at every level (k^2 split starts of
+    # k-expert EM): 88 experts on 88 rows ran for hours.  Where the rows cannot identify
+    # the experts the growth path and the moves are skipped; the fit ends, warned.
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((88, 2))
+    y = rng.poisson(np.exp(0.3 * X[:, 0])).astype(float)
+    with pytest.warns(UnidentifiableWarning, match="n_experts=88"):
+        est = MixtureOfExpertsRegressor(88, family=family, n_init=2, max_iter=25).fit(X, y)
+    assert np.all(np.isfinite(est.predict(X)))
+
+
 def test_start_search_memory_is_predicted(monkeypatch):
     from moelearn import _validation
 

@@ -686,7 +686,11 @@ def _search(
     # the trusted start (consistent in the theory regime) and every other finalist at one
     # optimum: the landscape the starts saw has one basin, the one theory points to
     settled = any(label == trusted for *_, label, _ in finals) and _one_optimum(finals)
-    if n_grow and k > 1 and link.is_linear and not settled:
+    # With fewer rows than k (d + 1) parameters plus one per expert (UnidentifiableWarning),
+    # some expert has no samples of its own: the growth path and the moves, built to find a
+    # small sharp expert that the starts missed, look for what these rows cannot identify.
+    identified = k * (d_params + 1) <= data.n_samples
+    if n_grow and k > 1 and link.is_linear and identified and not settled:
         # ... and the path that grows the model one expert at a time by splits
         grown = _grow_by_splits(
             sub,
@@ -706,7 +710,7 @@ def _search(
     # every finalist (the growth path's included) at one optimum, none collapsed: the
     # landscape the starts saw has one basin, and the moves (built to leave one) are skipped
     agree = _one_optimum(finals)
-    if max_moves and k > 1 and link.is_linear and not agree:
+    if max_moves and k > 1 and link.is_linear and identified and not agree:
         # remove-and-split moves from the best distinct finalists
         improved = []
         for bad, _, name, fit in _distinct(finals)[:n_move_starts]:
@@ -878,7 +882,8 @@ def _grow_by_splits(
     Level ``j`` splits every expert of the best ``(j - 1)``-expert fit in turn
     (by the sign of its residual, or by two random hyperplanes of ``x``
     through its samples: :func:`_move_responsibilities` with the new expert
-    as the freed slot), runs one batched short EM on all these partitions,
+    as the freed slot; a random ``_MAX_MOVES_PER_ROUND`` of these splits
+    when there are more), runs one batched short EM on all these partitions,
     and refines the ``n_refine`` best; the best of them is the next level's
     base.  One expert is weighted least squares on all rows.  A continuation
     from the nested ``(j - 1)``-expert model, in the spirit of greedy EM for
@@ -898,10 +903,15 @@ def _grow_by_splits(
     for j in range(2, k + 1):
         grown = np.vstack([post, np.zeros((1, n))])
         resid = np.vstack([resid, np.zeros((1, n))])
+        splits = [(split, kind) for split in range(j - 1) for kind in _GROW_KINDS]
+        if len(splits) > _MAX_MOVES_PER_ROUND:
+            # as many split starts per level as moves per round: the growth path's cost grows
+            # with the levels (k) and the experts' size, not with k squared split starts
+            pick = rng.choice(len(splits), _MAX_MOVES_PER_ROUND, replace=False)
+            splits = [splits[i] for i in np.sort(pick)]
         posts = [
             _move_responsibilities(grown, resid, X, j - 1, split, kind, rng, w)
-            for split in range(j - 1)
-            for kind in _GROW_KINDS
+            for split, kind in splits
         ]
         like = MoEParams(np.zeros((j, d)), np.zeros((j, d)), noise_std=np.ones(j), link=link)
         trials = _run_batched(sub, like, posts, per_expert, noise_floor, fit_intercept, screen_iter)
