@@ -195,3 +195,49 @@ def test_no_module_imports_another_modules_private_names():
         and not (module.startswith("/") and not module.startswith("/moelearn"))
     ]
     assert found == []
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore::moelearn.exceptions.GateSeparationWarning")
+@pytest.mark.parametrize(
+    "family", [moelearn.families.StudentT(nu_max=40.0), moelearn.families.Gamma(shape_max=1e4)]
+)
+def test_family_instances_with_arguments_round_trip(tmp_path, family):
+    # a family instance is saved by its name and its arguments, and restored with them
+    y = np.exp(0.3 * X[:, 0]) + 0.1 * np.abs(np.random.default_rng(1).normal(size=50))
+    est = MixtureOfExpertsRegressor(2, family=family, n_init=1, max_iter=20, random_state=0)
+    est.fit(X, y)
+    path = tmp_path / "model.npz"
+    est.save(path)
+    back = moelearn.load(path)
+    restored = back.params_.family_object
+    assert type(restored) is type(family)
+    assert restored.get_config() == family.get_config()
+    np.testing.assert_allclose(back.predict(X), est.predict(X), rtol=1e-12)
+    # the family parameter keeps the object (a name would lose its arguments on a refit)
+    assert back.family.get_config() == family.get_config()
+
+
+def test_default_family_instance_is_named_and_a_foreign_one_is_refused(tmp_path):
+    est = MixtureOfExpertsRegressor.from_params(
+        MoEParams(A, W, B, C, SIGMA, family=moelearn.families.StudentT(), df=[5.0, 5.0])
+    )
+    assert est.family == "student-t"  # the name builds the same family
+
+    class Shifted(moelearn.families.Gaussian):
+        pass
+
+    foreign = MixtureOfExpertsRegressor.from_params(MoEParams(A, W, B, C, SIGMA, family=Shifted()))
+    with pytest.raises(ValueError, match="not one of moelearn's families"):
+        foreign.save(tmp_path / "model.npz")
+
+
+@pytest.mark.parametrize("args", [{"nu_min": "a"}, {"nu_max": -1.0}, {"nope": 1.0}, [1.0]])
+def test_bad_family_arguments_in_a_file_are_refused(tmp_path, args):
+    meta = _regressor_meta(2)
+    meta["family"] = "student-t"
+    meta["family_args"] = args
+    meta["df"] = [5.0, 5.0]
+    _write(tmp_path / "m.npz", meta, _regressor_arrays())
+    with pytest.raises(ValueError, match="family"):
+        moelearn.load(tmp_path / "m.npz")

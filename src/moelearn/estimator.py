@@ -45,7 +45,14 @@ from .exceptions import (
     MomentMethodUnavailable,
     NotIdentifiedWarning,
 )
-from .families import Family, Gaussian, available_families, get_family
+from .families import (
+    Family,
+    Gaussian,
+    available_families,
+    family_config,
+    family_from_config,
+    get_family,
+)
 from .family_fit import fit_family, resolve_roles
 from .inference import (
     StandardErrors,
@@ -75,6 +82,8 @@ _RECORD_ARRAYS = (
     "x_whiten",
     "x_unwhiten",
 )
+# The families the regressor takes by name.
+_REGRESSION_FAMILIES = ("gaussian", "student-t", "poisson", "gamma")
 _UNSAVED_PARAMS = (
     "init_params",
     "link",
@@ -232,7 +241,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
     _parameter_constraints: dict = {
         "n_experts": [Interval(Integral, 1, None, closed="left")],
         "link": [str, callable, Link],
-        "family": [StrOptions({"gaussian", "student-t", "poisson", "gamma"}), Family],
+        "family": [StrOptions(set(_REGRESSION_FAMILIES)), Family],
         "gating_features": ["array-like", None],
         "expert_features": ["array-like", None],
         "offset": [Integral, str, None],
@@ -897,10 +906,12 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
                 f"cannot save a model with the unregistered link {link.name!r}: register it "
                 "with moelearn.register_link so that it can be restored by name"
             )
-        if isinstance(self.family, Family) and p.family_object.name != "gaussian":
+        family_args = family_config(p.family_object)
+        if family_args is None:
             raise ValueError(
-                f"cannot save a model fitted with a Family instance ({self.family!r}); "
-                f"pass the family by name ({available_families()}) to save it"
+                f"cannot save a model fitted with the family {p.family_object!r}: it is not "
+                f"one of moelearn's families ({available_families()}), which a file restores "
+                "by name"
             )
         scaling = self._scaling
         meta = {
@@ -921,6 +932,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
                 "y_scale": scaling.y_scale,
             },
         }
+        if family_args:
+            meta["family_args"] = family_args
         if p.df is not None:
             meta["df"] = [float(v) for v in p.df]
         if p.has_roles:
@@ -960,6 +973,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             params = dict(meta["params"])
             fitted = dict(meta["fitted"])
             family = str(meta.get("family", "gaussian"))
+            family_args = meta.get("family_args", {})
             df = meta.get("df")
             df = None if df is None else np.asarray(df, dtype=float)
             masks = [meta.get("gating_features"), meta.get("expert_features")]
@@ -967,6 +981,10 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             raise ValueError(f"bad metadata ({exc})") from None
         if family not in available_families():
             raise ValueError(f"unknown family {family!r}")
+        try:
+            family = family_from_config(family, family_args, link)
+        except ValueError as exc:
+            raise ValueError(f"bad metadata ({exc})") from None
         if (masks[0] is None) != (masks[1] is None):
             raise ValueError(
                 "gating_features and expert_features must both be present or both absent"
@@ -1056,11 +1074,13 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         kwargs.setdefault("noise", "shared" if np.ndim(params.noise_std) == 0 else "expert")
         if params.noise_std is None:
             kwargs["noise"] = "expert"
-        name = params.family_object.name
-        kwargs.setdefault(
-            "family",
-            name if name in ("gaussian", "student-t", "poisson", "gamma") else params.family_object,
+        # by name where the name builds this very family (so that a refit and a saved file
+        # keep it); otherwise the object itself
+        family = params.family_object
+        named = family.name in _REGRESSION_FAMILIES and family_config(family) == family_config(
+            get_family(family.name)
         )
+        kwargs.setdefault("family", family.name if named else family)
         if params.has_roles:
             kwargs.setdefault("gating_features", np.flatnonzero(params.gating_features).tolist())
             kwargs.setdefault("expert_features", np.flatnonzero(params.expert_features).tolist())

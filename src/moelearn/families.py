@@ -241,6 +241,14 @@ class Family(ABC):
         m = len(self.dispersion_names)
         return np.full(m, -np.inf), np.full(m, np.inf)
 
+    def get_config(self) -> dict:
+        """The constructor arguments that rebuild this family (JSON-able; {} when none).
+
+        The Gaussian family's link is not among them: a model records its
+        link on its own.
+        """
+        return {}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -351,6 +359,9 @@ class StudentT(Family):
         if not 0 < nu_min < nu_max:
             raise ValueError(f"need 0 < nu_min < nu_max, got {nu_min}, {nu_max}")
         self.nu_min, self.nu_max = float(nu_min), float(nu_max)
+
+    def get_config(self):
+        return {"nu_min": self.nu_min, "nu_max": self.nu_max}
 
     def log_density(self, y, eta, disp):
         sigma, nu = disp[:, 0], disp[:, 1]
@@ -515,7 +526,12 @@ class Gamma(Family):
     log_link = True
 
     def __init__(self, shape_max=1e8):
+        if not shape_max > 0:
+            raise ValueError(f"need shape_max > 0, got {shape_max}")
         self.shape_max = float(shape_max)
+
+    def get_config(self):
+        return {"shape_max": self.shape_max}
 
     def check_y(self, y):
         y = super().check_y(y)
@@ -673,6 +689,9 @@ class Multinomial(Family):
         self.n_classes = int(n_classes)
         self.n_predictors = self.n_classes - 1
 
+    def get_config(self):
+        return {"n_classes": self.n_classes}
+
     def check_y(self, y):
         y = super().check_y(y)
         if not np.all((y >= 0) & (y < self.n_classes) & (y == np.round(y))):
@@ -755,6 +774,33 @@ _FAMILIES = {
     "gamma": Gamma,
     "bernoulli": Bernoulli,
 }
+
+
+def family_config(family: Family) -> dict | None:
+    """The arguments of ``family`` that :func:`family_from_config` rebuilds it from.
+
+    None where ``family`` is not an instance of the class moelearn registers
+    under its name (a user's subclass, which a saved model cannot name).
+    """
+    if type(family) is not _FAMILIES.get(family.name):
+        return None
+    return family.get_config()
+
+
+def family_from_config(name: str, config: dict, link=None) -> Family:
+    """The family registered as ``name``, built from ``config`` (see :func:`family_config`).
+
+    Raises ``ValueError`` for an unknown name or arguments the family refuses.
+    """
+    family = get_family(name, link)
+    if not config:
+        return family
+    if not isinstance(config, dict) or not all(isinstance(key, str) for key in config):
+        raise ValueError(f"the arguments of family {name!r} must be a dict, got {config!r}")
+    try:
+        return type(family)(**config)
+    except TypeError as exc:
+        raise ValueError(f"bad arguments {config!r} for family {name!r} ({exc})") from None
 
 
 def available_families() -> list[str]:
