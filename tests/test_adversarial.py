@@ -358,6 +358,9 @@ _SOURCE_DEFECTS = [
     "no columns",
 ]
 _SRC = Counter()
+# out-of-core vs in-memory agreement of the valid examples, counted apart (one entry per
+# example in _SRC, so that its shares are shares of examples)
+_AGREE = Counter()
 
 
 def _as_source(kind, X, y, tmp):
@@ -412,7 +415,7 @@ def _source_case(kind, X, y, family, defect, tmp):
         a = value.log_density(X, y).mean()
         b = ref.log_density(X, y).mean()
         agree = abs(a - b) < 1e-3
-        record(_SRC, f"{family}: {'equal' if agree else 'unequal'} log-likelihood in memory")
+        record(_AGREE, f"{family}: {'equal' if agree else 'unequal'} log-likelihood in memory")
     kind_, _ = outcome(lambda: check_regressor_outputs(value, X, y))
     assert kind_ == "result"
 
@@ -451,7 +454,10 @@ def source_input(draw):
     return X, y, family, defect
 
 
-@fraction_at_least(0.2, _SRC, "fitted")
+# Of the drawn sources, the valid ones (1/9) and a negative y of the two real-line families
+# (1/18) fit: a share of 1/6, whose standard deviation over 100 examples is 0.037; at least
+# 0.05 (three of them below) must reach the assertions on a fit.
+@fraction_at_least(0.05, _SRC, "fitted")
 @settings(max_examples=8, **_FAST)
 @given(kind=st.sampled_from(["memmap", "dask", "stream"]), case=source_input())
 def test_out_of_core_sources(kind, case, tmp_path_factory):
@@ -459,7 +465,7 @@ def test_out_of_core_sources(kind, case, tmp_path_factory):
 
 
 @pytest.mark.slow
-@fraction_at_least(0.2, _SRC, "fitted")
+@fraction_at_least(0.05, _SRC, "fitted")
 @settings(max_examples=100, **_MANY)
 @given(kind=st.sampled_from(["memmap", "dask", "stream"]), case=source_input())
 def test_out_of_core_sources_many(kind, case, tmp_path_factory):
