@@ -14,6 +14,7 @@ class codes for the classifier).
 from __future__ import annotations
 
 import os
+from abc import ABCMeta, abstractmethod
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -47,7 +48,7 @@ def mean_log_likelihood(params, data: Data, weights=None) -> float:
     return float(total[0] / total[1])
 
 
-class MixtureOfExpertsBase(BaseEstimator):
+class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
     """Base of :class:`~moelearn.MixtureOfExpertsRegressor` and
     :class:`~moelearn.MixtureOfExpertsClassifier` (not used directly).
 
@@ -59,9 +60,9 @@ class MixtureOfExpertsBase(BaseEstimator):
     """
 
     # ------------------------------------------------------------ subclass hooks
+    @abstractmethod
     def _response(self, y, n_samples):
         """``y`` as the likelihood reads it (validated), shape (n_samples,)."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ checks
     def _check_X(self, X):
