@@ -39,7 +39,7 @@ from moelearn.exceptions import (
     UnidentifiableWarning,
 )
 
-FAMILIES = ["gaussian", "student-t", "poisson", "gamma"]
+FAMILIES = ["gaussian", "student-t", "poisson", "gamma", "negative-binomial"]
 # moelearn's own warnings, each naming the problem it found in the data or the fit
 _DOCUMENTED_WARNINGS = (
     ConvergenceWarning,
@@ -165,8 +165,9 @@ def regression_input(draw, defects=_DEFECTS):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1), label="seed"))
     X = rng.standard_normal((n, d)) * 10.0 ** draw(st.integers(-2, 2))
     eta = 0.5 * X[:, 0] / X[:, 0].std()
-    if family == "poisson":
-        y = rng.poisson(np.exp(0.5 + eta)).astype(float)
+    if family in ("poisson", "negative-binomial"):
+        frailty = rng.gamma(4.0, 0.25, n) if family == "negative-binomial" else 1.0
+        y = rng.poisson(np.exp(0.5 + eta) * frailty).astype(float)
     elif family == "gamma":
         y = rng.gamma(3.0, np.exp(eta) / 3.0)
     else:
@@ -428,8 +429,9 @@ def source_input(draw):
     defect = draw(st.sampled_from(_SOURCE_DEFECTS), label="defect")
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1), label="seed"))
     X = rng.standard_normal((n, d))
-    if family == "poisson":
-        y = rng.poisson(np.exp(0.5 + 0.3 * X[:, 0])).astype(float)
+    if family in ("poisson", "negative-binomial"):
+        frailty = rng.gamma(4.0, 0.25, n) if family == "negative-binomial" else 1.0
+        y = rng.poisson(np.exp(0.5 + 0.3 * X[:, 0]) * frailty).astype(float)
     elif family == "gamma":
         y = rng.gamma(3.0, np.exp(0.3 * X[:, 0]) / 3.0)
     else:
@@ -484,6 +486,7 @@ def fitted_models():
         for family in FAMILIES:
             target = {
                 "poisson": rng.poisson(np.exp(0.3 * X[:, 0])),
+                "negative-binomial": rng.poisson(np.exp(0.3 * X[:, 0])),
                 "gamma": np.exp(0.3 * X[:, 0]) * rng.gamma(3.0, 1 / 3.0, 150),
             }.get(family, y)
             models.append(

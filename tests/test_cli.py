@@ -523,6 +523,55 @@ def test_family_and_roles_flags(tmp_path, capsys):
     assert "'weight'" in capsys.readouterr().err
 
 
+def test_offset_and_weights_columns(tmp_path, capsys):
+    # --offset names a column of X that neither the gate nor the experts read; --weights a
+    # column that is not a feature; the fit equals the estimator's with the same options
+    rng = np.random.default_rng(1)
+    n = 500
+    dose, hours = rng.uniform(0, 3, n), rng.uniform(0.5, 3.0, n)
+    first = rng.random(n) < 0.5
+    counts = rng.poisson(hours * np.exp(np.where(first, 0.5 + 0.6 * dose, 2.0 - 0.4 * dose)))
+    freq = rng.integers(1, 4, n)
+    data = tmp_path / "counts.csv"
+    rows = zip(dose, np.log(hours), freq, counts, strict=True)
+    body = "".join(f"{a},{b},{c},{d}\n" for a, b, c, d in rows)
+    data.write_text("dose,loghours,freq,count\n" + body)
+    model = tmp_path / "m.npz"
+    argv = ["fit", str(data), "--target", "count", "--experts", "2", "--output", str(model)]
+    flags = ["--family", "negative-binomial", "--gating-features", "", "--offset", "loghours"]
+    assert main([*argv, *flags, "--weights", "freq"]) == 0
+    assert "weighted total" in capsys.readouterr().out
+    est = moelearn.load(model)
+    assert list(est.feature_names_in_) == ["dose", "loghours"] and est.weights_name_ == "freq"
+    assert est.params_.offset_feature == 1
+    assert est.params_.expert_features.tolist() == [True, False]
+    X = np.c_[dose, np.log(hours)]
+    ref = moelearn.MixtureOfExpertsRegressor(
+        2, family="negative-binomial", gating_features=[], offset=1, random_state=0
+    ).fit(X, counts, sample_weight=freq)
+    np.testing.assert_allclose(est.experts_, ref.experts_, rtol=1e-10)
+    assert est.log_likelihood_ == pytest.approx(ref.log_likelihood_, rel=1e-12)
+    # predict and summary read the same file: the weights column is neither a feature
+    # nor an unknown column, and the summary says that it counts every row once
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(model), str(data), "--output", str(out)]) == 0
+    pred = np.loadtxt(out, delimiter=",", skiprows=1)[:, 0]
+    np.testing.assert_allclose(pred, ref.predict(X), rtol=1e-9)
+    capsys.readouterr()
+    assert main(["summary", str(model), str(data)]) == 0
+    assert "'freq'" in capsys.readouterr().err
+    # the columns are checked
+    for extra, message in (
+        (["--offset", "count"], "already the --target"),
+        (["--weights", "hours"], "not a column"),
+        (["--offset", "freq", "--weights", "freq"], "already the --weights"),
+        (["--offset", "loghours", "--expert-features", "dose,loghours"], "is the --offset"),
+        (["--offset", "loghours", "--classify"], "--offset applies to regression"),
+    ):
+        assert main([*argv, "--force", *extra]) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_classify_fit_predict_summary(tmp_path, capsys):
     rng = np.random.default_rng(1)
     n = 800

@@ -200,7 +200,12 @@ def test_no_module_imports_another_modules_private_names():
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.filterwarnings("ignore::moelearn.exceptions.GateSeparationWarning")
 @pytest.mark.parametrize(
-    "family", [moelearn.families.StudentT(nu_max=40.0), moelearn.families.Gamma(shape_max=1e4)]
+    "family",
+    [
+        moelearn.families.StudentT(nu_max=40.0),
+        moelearn.families.Gamma(shape_max=1e4),
+        moelearn.families.NegativeBinomial(shape_max=1e4),
+    ],
 )
 def test_family_instances_with_arguments_round_trip(tmp_path, family):
     # a family instance is saved by its name and its arguments, and restored with them

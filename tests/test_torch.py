@@ -166,7 +166,7 @@ def test_train_two_stage_recovers_experts():
 
 
 # ---------------------------------------------------------------- families and roles
-FAMILIES = ["gaussian", "student-t", "poisson", "gamma", "bernoulli"]
+FAMILIES = ["gaussian", "student-t", "poisson", "gamma", "negative-binomial", "bernoulli"]
 G_MASK = np.array([True, True, False, False, True])  # the gate reads columns 0, 1, 4
 E_MASK = np.array([False, True, True, True, False])  # the experts 1, 2, 3 (column 1 shared)
 
@@ -177,7 +177,7 @@ def _family_params(family, roles, per_expert=True, seed=0):
     k = 3
     n_g, n_e = (int(G_MASK.sum()), int(E_MASK.sum())) if roles else (5, 5)
     noise = None
-    if family in ("gaussian", "student-t", "gamma"):
+    if family in ("gaussian", "student-t", "gamma", "negative-binomial"):
         noise = rng.uniform(0.3, 0.8, k) if per_expert else 0.5
     return MoEParams(
         0.5 * rng.standard_normal((k, n_e)),

@@ -25,7 +25,51 @@ from .data import Data, check_sample_weight
 from .inference import classification_entropy
 from .persistence import save
 
-__all__ = ["MixtureOfExpertsBase", "mean_log_likelihood"]
+__all__ = ["MixtureOfExpertsBase", "mean_log_likelihood", "names_to_record", "names_from_record"]
+
+# names of the columns a command-line fit used for the target and the row weights
+_COLUMN_NAMES = ("target_name_", "weights_name_")
+
+
+def names_to_record(est, meta):
+    """Column names of a fitted estimator into record metadata (those that are set).
+
+    ``feature_names_in_`` (a DataFrame's columns), ``target_name_`` and
+    ``weights_name_`` (the target and weight columns of a command-line fit).
+    """
+    names = getattr(est, "feature_names_in_", None)
+    if names is not None:
+        meta["feature_names_in_"] = [str(name) for name in names]
+    for key in _COLUMN_NAMES:
+        value = getattr(est, key, None)
+        if value is not None:
+            meta[key] = str(value)
+
+
+def names_from_record(meta, d):
+    """The validated names of :func:`names_to_record`: a dict of the attributes to set.
+
+    Raises ``ValueError`` for names that are not ``d`` distinct strings, or a
+    column name that is not a string.
+    """
+    out = {}
+    names = meta.get("feature_names_in_")
+    if names is not None:
+        if not (
+            isinstance(names, list)
+            and len(names) == d
+            and all(isinstance(name, str) for name in names)
+            and len(set(names)) == d
+        ):
+            raise ValueError(f"feature_names_in_ must be {d} distinct strings")
+        out["feature_names_in_"] = np.asarray(names, dtype=object)
+    for key in _COLUMN_NAMES:
+        value = meta.get(key)
+        if value is not None:
+            if not isinstance(value, str):
+                raise ValueError(f"{key} must be a string")
+            out[key] = value
+    return out
 
 
 def mean_log_likelihood(params, data: Data, weights=None) -> float:
@@ -155,7 +199,8 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
         """Save the fitted model without pickle (see :func:`moelearn.load`).
 
         The column names ``feature_names_in_`` (set when fitting on a pandas
-        DataFrame) and ``target_name_`` (set by the command line) are kept when
+        DataFrame), ``target_name_`` and ``weights_name_`` (set by the command
+        line) are kept when
         present; a classifier's labels must be numbers or strings (stored as
         JSON).
         """

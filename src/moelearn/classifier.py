@@ -28,7 +28,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from ._base import MixtureOfExpertsBase, mean_log_likelihood
+from ._base import MixtureOfExpertsBase, mean_log_likelihood, names_from_record, names_to_record
 from ._progress import reported_fit
 from ._validation import (
     back_to_original_units,
@@ -447,12 +447,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
                 "n_parameters_": self.n_parameters_,
             },
         }
-        names = getattr(self, "feature_names_in_", None)
-        if names is not None:
-            meta["feature_names_in_"] = [str(name) for name in names]
-        target = getattr(self, "target_name_", None)
-        if target is not None:
-            meta["target_name_"] = str(target)
+        names_to_record(self, meta)
         arrays = {
             "experts": self.experts_,
             "expert_bias": self.expert_bias_,
@@ -521,16 +516,8 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         est.log_likelihood_ = float(fitted["log_likelihood_"])
         est.init_method_ = str(fitted["init_method_"])
         est.n_parameters_ = int(fitted["n_parameters_"])
-        names = meta.get("feature_names_in_")
-        if names is not None:
-            if not (isinstance(names, list) and len(names) == d):
-                raise ValueError(f"feature_names_in_ must be {d} strings")
-            est.feature_names_in_ = np.asarray(names, dtype=object)
-        target = meta.get("target_name_")
-        if target is not None:
-            if not isinstance(target, str):
-                raise ValueError("target_name_ must be a string")
-            est.target_name_ = target
+        for key, value in names_from_record(meta, d).items():
+            setattr(est, key, value)
         return est
 
     def __sklearn_tags__(self):

@@ -365,11 +365,29 @@ def _model_path(args):
     return out
 
 
-def _training_inputs(args):
-    """The CSV's features and target, and the estimator options of the flags.
+def _column_flag(table, args, flag, taken):
+    """The column a ``--offset``/``--weights`` flag names (None when absent), checked."""
+    name = getattr(args, flag)
+    if name is None:
+        return None
+    if name not in table.header:
+        raise CLIError(
+            f"--{flag} {name!r} is not a column of {table.path} (columns: {_columns(table.header)})"
+        )
+    if name in taken:
+        raise CLIError(f"--{flag} {name!r} is already the {taken[name]}")
+    taken[name] = f"--{flag} column"
+    return name
 
-    Returns ``(table, X, y, features, options)``; ``options`` holds only the
-    flags given, so absent ones leave the estimator's defaults.
+
+def _training_inputs(args):
+    """The CSV's features and target, the row weights and the estimator options of the flags.
+
+    Returns ``(table, X, y, features, options, weights)``; ``options`` holds only
+    the flags given, so absent ones leave the estimator's defaults.  The
+    ``--weights`` column is not a feature; the ``--offset`` column is one of
+    ``X`` (the model reads it when predicting) that neither the gate nor the
+    experts use.
     """
     table = Table(args.data, args.delimiter)
     if args.target not in table.header:
@@ -377,12 +395,16 @@ def _training_inputs(args):
             f"--target {args.target!r} is not a column of {table.path} "
             f"(columns: {_columns(table.header)})"
         )
-    features = [c for c in table.header if c != args.target]
-    if not features:
+    taken = {args.target: "--target"}
+    weights_column = _column_flag(table, args, "weights", taken)
+    offset_column = _column_flag(table, args, "offset", taken)
+    features = [c for c in table.header if c not in (args.target, weights_column)]
+    if not [c for c in features if c != offset_column]:
         raise CLIError(f"{table.path} has no feature columns besides the target {args.target!r}")
     X = table.numbers(features)
+    weights = None if weights_column is None else table.numbers([weights_column])[:, 0]
     if args.classify:
-        for flag in ("link", "family", "solver", "noise"):
+        for flag in ("link", "family", "solver", "noise", "offset"):
             if getattr(args, flag) is not None:
                 raise CLIError(f"--{flag} applies to regression; drop it or --classify")
         y = _labels(table, args.target)
@@ -400,26 +422,32 @@ def _training_inputs(args):
             for name in ("link", "family", "solver", "noise", "n_init", "max_iter")
             if getattr(args, name) is not None
         }
+    if offset_column is not None:
+        options["offset"] = features.index(offset_column)
     for role in ("gating_features", "expert_features"):
         spec = getattr(args, role)
         if spec is None:
             continue
         names = [c.strip() for c in spec.split(",") if c.strip()]
+        flag = "--" + role.replace("_", "-")
         unknown = [c for c in names if c not in features]
         if unknown:
-            flag = "--" + role.replace("_", "-")
             raise CLIError(
                 f"{flag}: {_columns(unknown)} not among the feature columns of {table.path} "
                 f"({_columns(features)})"
             )
+        if offset_column in names:
+            raise CLIError(f"{flag}: {offset_column!r} is the --offset column")
         options[role] = [features.index(c) for c in names]
-    return table, X, y, features, options
+    return table, X, y, features, options, weights
 
 
-def _save_model(est, out, features, target):
+def _save_model(est, out, features, target, weights_name=None):
     # the model remembers its columns, so that predict can match them by name
     est.feature_names_in_ = np.asarray(features, dtype=object)
     est.target_name_ = target
+    if weights_name is not None:
+        est.weights_name_ = weights_name
     try:
         est.save(out)
     except OSError as exc:
@@ -437,7 +465,7 @@ def cmd_fit(args):
     from .exceptions import GateSeparationWarning, NotIdentifiedWarning
 
     out = _model_path(args)
-    table, X, y, features, options = _training_inputs(args)
+    table, X, y, features, options, weights = _training_inputs(args)
     if args.classify:
         from .classifier import MixtureOfExpertsClassifier
 
@@ -450,7 +478,7 @@ def cmd_fit(args):
             warnings.simplefilter("always", ConvergenceWarning)
             warnings.simplefilter("always", GateSeparationWarning)
             warnings.simplefilter("always", NotIdentifiedWarning)
-            est.fit(X, y)
+            est.fit(X, y, sample_weight=weights)
     except (ValueError, TypeError) as exc:
         raise CLIError(f"cannot fit {table.path}: {exc}") from None
     for w in caught:
@@ -460,13 +488,15 @@ def cmd_fit(args):
             _print_warning(w)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    score = est.score(X, y)
+    score = est.score(X, y, sample_weight=weights)
     metric = "accuracy" if args.classify else "R^2"
-    total = float(np.sum(est.log_density(X, y)))
-    _save_model(est, out, features, args.target)
+    density = est.log_density(X, y)
+    total = float(np.sum(density) if weights is None else weights @ density)
+    _save_model(est, out, features, args.target, args.weights)
     print(
         f"fitted {args.experts} experts on {X.shape[0]} rows x {X.shape[1]} features "
-        f"({est.init_method_}); log-likelihood {total:.6g} (total over the rows), "
+        f"({est.init_method_}); log-likelihood {total:.6g} "
+        f"({'total over the rows' if weights is None else 'weighted total'}), "
         f"{metric} {score:.4f}"
     )
     print(f"model saved to {out}")
@@ -496,7 +526,7 @@ def cmd_select(args):
     from .selection import select_n_experts
 
     out = _model_path(args)
-    table, X, y, features, options = _training_inputs(args)
+    table, X, y, features, options, weights = _training_inputs(args)
     if args.classify:
         from .classifier import MixtureOfExpertsClassifier
 
@@ -515,6 +545,7 @@ def cmd_select(args):
                 random_state=args.seed,
                 estimator=template,
                 verbose=args.verbose,
+                sample_weight=weights,
                 **options,
             )
     except (ValueError, TypeError) as exc:
@@ -526,10 +557,10 @@ def cmd_select(args):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     print(
         f"{len(args.candidates)} candidates on {X.shape[0]} rows x {X.shape[1]} features "
-        "(log-likelihoods are totals over the rows)"
+        f"(log-likelihoods are {'totals over the rows' if weights is None else 'weighted totals'})"
     )
     print(result)
-    _save_model(result.estimator, out, features, args.target)
+    _save_model(result.estimator, out, features, args.target, args.weights)
     print(f"model with {result.n_experts} experts saved to {out}")
 
 
@@ -537,6 +568,7 @@ def _feature_matrix(est, table):
     """The model's feature columns of ``table``, matched by name (or by position)."""
     names = getattr(est, "feature_names_in_", None)
     target = getattr(est, "target_name_", None)
+    weights = getattr(est, "weights_name_", None)
     if names is None:
         # a model fitted on a plain array: columns can only be matched by position
         columns = [c for c in table.header if c != target]
@@ -554,7 +586,7 @@ def _feature_matrix(est, table):
             f"{table.path} lacks the column(s) {_columns(missing)} the model was "
             f"fitted on (expected {_columns(names)})"
         )
-    extra = [c for c in table.header if c not in names and c != target]
+    extra = [c for c in table.header if c not in names and c not in (target, weights)]
     if extra:
         raise CLIError(
             f"{table.path} has column(s) {_columns(extra)} the model was not "
@@ -629,6 +661,13 @@ def cmd_summary(args):
     X = _feature_matrix(est, table)
     classify = hasattr(est, "classes_")
     y = _labels(table, target) if classify else table.numbers([target])[:, 0]
+    weights = getattr(est, "weights_name_", None)
+    if weights is not None:
+        print(
+            f"moelearn: warning: the model was fitted with the row weights of column {weights!r}; "
+            "this summary counts every row once",
+            file=sys.stderr,
+        )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
         try:
@@ -708,7 +747,7 @@ def _add_training_options(parser):
     )
     parser.add_argument(
         "--family",
-        choices=("gaussian", "student-t", "poisson", "gamma"),
+        choices=("gaussian", "student-t", "poisson", "gamma", "negative-binomial"),
         default=None,
         help="distribution of the target given an expert (default: gaussian)",
     )
@@ -724,6 +763,19 @@ def _add_training_options(parser):
         default=None,
         metavar="COLUMNS",
         help="comma-separated columns the experts read (default: all features)",
+    )
+    parser.add_argument(
+        "--offset",
+        default=None,
+        metavar="COLUMN",
+        help="a column added to every expert's linear predictor with coefficient one (the "
+        "log exposure of counts); neither the gate nor the experts read it",
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        metavar="COLUMN",
+        help="a column of row weights (frequencies); not a feature",
     )
     parser.add_argument(
         "--solver",

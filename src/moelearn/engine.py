@@ -151,7 +151,9 @@ class State:
 class EngineFit:
     """Result of an engine optimisation.
 
-    ``log_likelihood`` is the (weighted) mean per sample.
+    ``log_likelihood`` is the (weighted) mean per sample of the objective the
+    engine maximises: the log-likelihood less the ridge of :func:`penalty`
+    (:func:`moelearn.family_fit.fit_engine` reports the plain one).
     """
 
     state: State
@@ -424,6 +426,15 @@ def _flat_penalty(state, alpha, fit_intercept, n):
     return value, grad, hess
 
 
+def penalty(state, alpha, fit_intercept) -> float:
+    """The ridge of :func:`_penalize` per sample at ``state`` (>= 0).
+
+    The engine maximises the mean log-likelihood less this; adding it back to
+    the maximised objective gives the plain mean log-likelihood.
+    """
+    return -_flat_penalty(state, alpha, fit_intercept, 1.0)[0]
+
+
 def _penalize(stats, state, alpha, fit_intercept):
     """Add the ridge ``a_e/2 ||B||^2 + a_g/2 sum_p ||v_p - mean_p||^2`` (per sample) in place.
 
@@ -532,8 +543,9 @@ def _scoring_step(stats, state, bounds, tied=None):
 
 def _bounds(family, k, log_floor):
     low, high = family.dispersion_bounds()
+    floored = [name for name, end in family.collapse_ends if end == "low"]
     low = np.where(
-        np.array([n == "sigma" for n in family.dispersion_names], dtype=bool),
+        np.array([n in floored for n in family.dispersion_names], dtype=bool),
         np.maximum(low, log_floor),
         low,
     )
@@ -1007,19 +1019,23 @@ def _candidates(family, design, X, y, k, n, rng, weights=None):
 
 
 def experts_at_bound(state, family, log_floor):
-    """Which experts' spread sits at its bound, a boolean array of shape (k,).
+    """Which experts' spread sits at a degenerate end, a boolean array of shape (k,).
 
-    ``sigma`` at its floor, or a Gamma ``shape`` at its upper bound: either way
+    The ends are the family's :attr:`~moelearn.families.Family.collapse_ends`:
+    ``sigma`` at its floor, or a Gamma ``shape`` at its upper bound; either way
     the component has collapsed onto (nearly) tied responses, where the
     likelihood grows without bound.
     """
     names = family.dispersion_names
     out = np.zeros(state.n_experts, dtype=bool)
-    if "sigma" in names and np.isfinite(log_floor):
-        out |= state.log_disp[:, names.index("sigma")] <= log_floor + 1e-6
-    if "shape" in names:
-        high = family.dispersion_bounds()[1][names.index("shape")]
-        out |= state.log_disp[:, names.index("shape")] >= high - 1e-6
+    high = family.dispersion_bounds()[1]
+    for name, end in family.collapse_ends:
+        j = names.index(name)
+        if end == "low":
+            if np.isfinite(log_floor):
+                out |= state.log_disp[:, j] <= log_floor + 1e-6
+        else:
+            out |= state.log_disp[:, j] >= high[j] - 1e-6
     return out
 
 

@@ -18,7 +18,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import predictive
-from ._base import MixtureOfExpertsBase, mean_log_likelihood
+from ._base import MixtureOfExpertsBase, mean_log_likelihood, names_from_record, names_to_record
 from ._progress import reported_fit
 from ._validation import (
     MIN_MAGNITUDE,
@@ -83,7 +83,7 @@ _RECORD_ARRAYS = (
     "x_unwhiten",
 )
 # The families the regressor takes by name.
-_REGRESSION_FAMILIES = ("gaussian", "student-t", "poisson", "gamma")
+_REGRESSION_FAMILIES = ("gaussian", "student-t", "poisson", "gamma", "negative-binomial")
 _UNSAVED_PARAMS = (
     "init_params",
     "link",
@@ -112,11 +112,14 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         Expert non-linearity ``g`` of Gaussian experts (see
         :func:`moelearn.available_links`); the other families have their
         canonical link (log for Poisson and Gamma, identity for Student-t).
-    family : {"gaussian", "student-t", "poisson", "gamma"} or Family, default "gaussian"
+    family : str or Family, default "gaussian"
+        ``"gaussian"``, ``"student-t"``, ``"poisson"``, ``"gamma"``,
+        ``"negative-binomial"`` or a :class:`~moelearn.families.Family`.
         Distribution of ``y`` given the expert (:mod:`moelearn.families`):
         Gaussian noise; Student-t noise with its degrees of freedom estimated
         per expert (robust to outliers); Poisson counts (log link); positive
-        Gamma responses (log link, one shape per expert).  Families other
+        Gamma responses (log link, one shape per expert); overdispersed counts
+        (negative binomial NB2, log link, one shape per expert).  Families other
         than the Gaussian (and the Gaussian with ``gating_features`` or
         ``expert_features``) are fitted by the start search and EM / L-BFGS-B
         engine of DESIGN §13 (solvers ``"moments"``, ``"em"`` and ``"gd-nll"``).
@@ -216,7 +219,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         Gating intercepts, centred.
     noise_std_ : float or ndarray of shape (n_experts,) or None
         Noise standard deviation (Gaussian), scale (Student-t), coefficient
-        of variation (Gamma); None for Poisson experts.
+        of variation (Gamma), the coefficient of variation ``1 / sqrt(theta)``
+        of the rate's Gamma frailty (negative binomial); None for Poisson experts.
     df_ : ndarray of shape (n_experts,) or None
         Degrees of freedom of Student-t experts.
     params_ : MoEParams
@@ -941,7 +945,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             meta["expert_features"] = [bool(v) for v in p.expert_features]
         if p.offset_feature is not None:
             meta["offset_feature"] = int(p.offset_feature)
-        _names_to_record(self, meta)
+        names_to_record(self, meta)
         arrays = {
             "experts": p.experts,
             "gating": p.gating,
@@ -1000,7 +1004,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         d_e = d if masks[1] is None else int(masks[1].sum())
         if not (1 <= k <= 10**4 and 1 <= d <= 10**6):
             raise ValueError(f"implausible sizes n_experts={k}, n_features={d}")
-        names, target = _names_from_record(meta, d)
+        names = names_from_record(meta, d)
         expected = {
             "experts": (k, d_e),
             "gating": (k, d_g),
@@ -1056,10 +1060,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             float(fitted["y_mean"]),
             float(fitted["y_scale"]),
         )
-        if names is not None:
-            est.feature_names_in_ = names
-        if target is not None:
-            est.target_name_ = target
+        for key, value in names.items():
+            setattr(est, key, value)
         return est
 
     @classmethod
@@ -1155,29 +1157,3 @@ def _rescale_params(p: MoEParams, fx, fy, y_scaling) -> MoEParams:
         experts, bias = p.experts * fy / fx[e], p.expert_bias * fy
         noise = None if p.noise_std is None else p.noise_std * fy
     return dataclasses.replace(p, experts=experts, gating=gating, expert_bias=bias, noise_std=noise)
-
-
-def _names_to_record(est, meta):
-    """Column and target names of a fitted estimator into record metadata (when set)."""
-    names = getattr(est, "feature_names_in_", None)
-    if names is not None:
-        meta["feature_names_in_"] = [str(name) for name in names]
-    target = getattr(est, "target_name_", None)
-    if target is not None:
-        meta["target_name_"] = str(target)
-
-
-def _names_from_record(meta, d):
-    """Validated ``feature_names_in_`` (object array or None) and ``target_name_``."""
-    names = meta.get("feature_names_in_")
-    if names is not None and (
-        not isinstance(names, list)
-        or len(names) != d
-        or not all(isinstance(name, str) for name in names)
-        or len(set(names)) != d
-    ):
-        raise ValueError(f"feature_names_in_ must be {d} distinct strings")
-    target = meta.get("target_name_")
-    if target is not None and not isinstance(target, str):
-        raise ValueError("target_name_ must be a string")
-    return (None if names is None else np.asarray(names, dtype=object)), target

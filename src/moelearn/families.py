@@ -12,13 +12,15 @@ regression family; ``C - 1`` for a multinomial expert) and
 the log scale (``log sigma``, ``log nu``, ``log shape``).  :meth:`Family.derivatives`
 returns, per sample and expert, the gradient of the log-density in
 ``(eta_1..eta_q, log phi_1..log phi_m)`` and its expected (Fisher) information
-there, which is positive semi-definite for every family, so that a scoring
+there (or, where that has no closed form, an estimate whose mean is: see
+:attr:`Family.exact_fisher`), which is positive semi-definite for every family, so that a scoring
 step on the expected complete-data log-likelihood of EM always ascends.
 
 Families: :class:`Gaussian` (any link, DESIGN §1), :class:`StudentT` (robust
 experts, degrees of freedom per expert), :class:`Poisson` (log link, counts),
-:class:`Gamma` (log link, positive responses), and :class:`Bernoulli` (logit
-link, 0/1 responses).  Which of them admit the consistent moment start is
+:class:`Gamma` (log link, positive responses), :class:`NegativeBinomial`
+(log link, overdispersed counts), and :class:`Bernoulli` (logit link, 0/1
+responses).  Which of them admit the consistent moment start is
 derived in DESIGN §13.
 """
 
@@ -28,7 +30,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 from scipy import stats
-from scipy.special import digamma, expit, gammaln, log_expit, ndtri, polygamma
+from scipy.special import betaln, digamma, expit, gammaln, log_expit, ndtri, polygamma
 
 from .links import Link, get_link
 
@@ -38,6 +40,7 @@ __all__ = [
     "StudentT",
     "Poisson",
     "Gamma",
+    "NegativeBinomial",
     "Bernoulli",
     "Multinomial",
     "get_family",
@@ -88,10 +91,19 @@ class Family(ABC):
     log_link : bool
         Whether the mean is ``exp(eta)`` (an offset then enters as ``log``
         exposure).
+    exact_fisher : bool
+        Whether :meth:`derivatives` returns the expected information itself
+        (False: a positive semi-definite estimate whose mean over draws of
+        ``y`` is the expected information, where that has no closed form).
     screen_steps : tuple of int or None
         ``(expert, gate)`` M-steps per iteration of the batched screen of
         random hard partitions (:func:`moelearn.engine.search`) for class-label
         experts; None where the family is not screened that way.
+    collapse_ends : tuple of (str, str)
+        ``(dispersion name, "low" or "high")``: the ends of a dispersion's
+        range at which an expert has collapsed onto (nearly) tied responses,
+        where the likelihood grows without bound (a Gaussian ``sigma`` at its
+        floor, a Gamma ``shape`` at its cap); empty where no end is degenerate.
     y_scaling : str or None
         How the parameters follow ``y -> c y`` for ``c > 0`` exactly:
         ``"multiply"`` (coefficients, intercepts and the scale times ``c``),
@@ -110,6 +122,8 @@ class Family(ABC):
     # the lower end of the support of y (-inf: the real line)
     y_min = -np.inf
     y_scaling: str | None = None
+    collapse_ends: tuple[tuple[str, str], ...] = ()
+    exact_fisher = True
     link_label = "identity"
     noise_row: tuple[str, str] | None = None
     log_link = False
@@ -267,6 +281,7 @@ class Gaussian(Family):
     """
 
     name = "gaussian"
+    collapse_ends = (("sigma", "low"),)
     dispersion_names = ("sigma",)
     noise_parameter = "sigma"
     moment_start = "gaussian"
@@ -347,6 +362,7 @@ class StudentT(Family):
     """
 
     name = "student-t"
+    collapse_ends = (("sigma", "low"),)
     dispersion_names = ("sigma", "nu")
     noise_parameter = "sigma"
     moment_start = "gaussian-scale"
@@ -515,6 +531,7 @@ class Gamma(Family):
     """
 
     name = "gamma"
+    collapse_ends = (("shape", "high"),)
     y_min = 0.0
     dispersion_names = ("shape",)
     noise_parameter = "shape"
@@ -596,6 +613,141 @@ class Gamma(Family):
     def initial_dispersion(self, y, eta=None):
         cv2 = float(np.var(y) / max(np.mean(y) ** 2, 1e-300))
         return np.array([1.0 / max(cv2, 1e-3)])
+
+    def dispersion_bounds(self, y_scale=1.0):
+        return np.array([np.log(1e-3)]), np.array([np.log(self.shape_max)])
+
+
+class NegativeBinomial(Family):
+    """``y ~ NB2(mean = exp(eta), shape theta)``: overdispersed counts with the log link.
+
+    The variance is ``mu + mu**2 / theta``: a Poisson count whose rate carries a
+    Gamma frailty of mean one and shape ``theta`` (coefficient of variation
+    ``1 / sqrt(theta)``, which ``MoEParams.noise_std`` holds; Stata's ``alpha``
+    is its square, R's ``MASS::glm.nb`` reports ``theta``).  One shape per
+    expert, estimated within ``[1e-3, shape_max]`` (default ``1e6``); at
+    ``shape_max`` the expert is Poisson to within ``mu / shape_max`` of its variance (the Poisson
+    limit, a sound fit, not a collapse).  Non-integer ``y >= 0`` is accepted
+    as for :class:`Poisson`.
+
+    The expected information of ``log theta`` has no closed form (it is a
+    series over the support); the scoring steps of EM use the squared score of
+    each row in its place (a consistent estimate of it, positive
+    semi-definite, and ascent is checked by step halving), and the observed
+    information of :meth:`hessian` is exact.
+    """
+
+    name = "negative-binomial"
+    discrete = True
+    y_min = 0.0
+    dispersion_names = ("shape",)
+    noise_parameter = "shape"
+    exact_fisher = False
+    link_label = "negative binomial (log)"
+    noise_row = ("dispersion", "cv")
+    log_link = True
+    moment_start = "count"
+
+    def __init__(self, shape_max=1e6):
+        if not shape_max > 1e-3:
+            raise ValueError(f"need shape_max > 1e-3, got {shape_max}")
+        self.shape_max = float(shape_max)
+
+    def get_config(self):
+        return {"shape_max": self.shape_max}
+
+    def check_y(self, y):
+        y = super().check_y(y)
+        if np.any(y < 0):
+            raise ValueError("family='negative-binomial' needs y >= 0 (counts)")
+        return y
+
+    @staticmethod
+    def _terms(y, eta, disp):
+        theta = disp[:, 0]
+        eta = np.minimum(eta, 700.0)
+        mu = np.exp(eta)
+        yc = y[:, None]
+        log_tm = np.log(theta + mu)  # log(theta + mu), (n, k)
+        # log Gamma(y + theta) - log Gamma(theta) - log Gamma(y + 1) = -log B(theta, y + 1)
+        # - log(theta + y), stable for theta far above y (the Poisson limit)
+        logf = (
+            -betaln(theta, yc + 1.0)
+            - np.log(theta + yc)
+            - theta * np.log1p(mu / theta)
+            + yc * (eta - log_tm)
+        )
+        return theta, mu, yc, logf
+
+    def log_density(self, y, eta, disp):
+        return self._terms(y, eta, disp)[3]
+
+    def _score_theta(self, theta, mu, yc):
+        # d log f / d theta
+        return (
+            digamma(yc + theta) - digamma(theta) - np.log1p(mu / theta) + (mu - yc) / (theta + mu)
+        )
+
+    def derivatives(self, y, eta, disp):
+        theta, mu, yc, logf = self._terms(y, eta, disp)
+        d_eta = theta * (yc - mu) / (theta + mu)
+        d_logt = theta * self._score_theta(theta, mu, yc)
+        grad = np.stack([d_eta, d_logt], axis=-1)
+        fisher = np.zeros(np.shape(eta) + (2, 2))
+        fisher[..., 0, 0] = theta * mu / (theta + mu)
+        fisher[..., 1, 1] = d_logt**2  # the squared score: see the class docstring
+        return logf, grad, fisher
+
+    def hessian(self, y, eta, disp):
+        theta = disp[:, 0]
+        mu = np.exp(np.minimum(eta, 700.0))
+        yc = y[:, None]
+        tm = theta + mu
+        second = (
+            polygamma(1, yc + theta) - polygamma(1, theta) + mu / (theta * tm) - (mu - yc) / tm**2
+        )
+        H = np.empty(np.shape(eta) + (2, 2))
+        H[..., 0, 0] = -theta * mu * (theta + yc) / tm**2
+        H[..., 0, 1] = H[..., 1, 0] = theta * mu * (yc - mu) / tm**2
+        H[..., 1, 1] = theta * self._score_theta(theta, mu, yc) + theta**2 * second
+        return H
+
+    def mean(self, eta, disp):
+        return np.exp(np.minimum(eta, 700.0))
+
+    def variance(self, eta, disp):
+        mu = self.mean(eta, disp)
+        return mu + mu**2 / disp[:, 0]
+
+    def _p(self, eta, disp):
+        # scipy's and numpy's success probability theta / (theta + mu)
+        theta = disp[:, 0]
+        return theta, expit(np.log(theta) - np.minimum(eta, 700.0))
+
+    def cdf(self, y, eta, disp):
+        theta, p = self._p(eta, disp)
+        return stats.nbinom.cdf(y[:, None], theta, p)
+
+    def ppf(self, q, eta, disp):
+        theta, p = self._p(eta, disp)
+        return stats.nbinom.ppf(np.asarray(q, dtype=float), theta[:, None], p[..., None])
+
+    def sample(self, eta, disp, rng):
+        theta, p = self._p(eta, disp)
+        n = np.broadcast_to(theta, np.shape(eta))
+        # the Poisson-Gamma representation: numpy's negative_binomial needs p > 0
+        rate = rng.gamma(n, 1.0 / n) * self.mean(eta, disp)
+        return rng.poisson(rate).astype(float)
+
+    def working_response(self, y):
+        return np.log(np.asarray(y, dtype=float) + 0.5)
+
+    def initial_dispersion(self, y, eta=None):
+        y = np.asarray(y, dtype=float)
+        mean, var = float(np.mean(y)), float(np.var(y))
+        excess = var - mean
+        theta = mean**2 / excess if excess > 1e-12 * max(mean, 1e-300) else 100.0
+        return np.array([float(np.clip(theta, 0.1, 100.0))])
 
     def dispersion_bounds(self, y_scale=1.0):
         return np.array([np.log(1e-3)]), np.array([np.log(self.shape_max)])
@@ -772,6 +924,8 @@ _FAMILIES = {
     "t": StudentT,
     "poisson": Poisson,
     "gamma": Gamma,
+    "negative-binomial": NegativeBinomial,
+    "nb": NegativeBinomial,
     "bernoulli": Bernoulli,
 }
 
@@ -805,7 +959,7 @@ def family_from_config(name: str, config: dict, link=None) -> Family:
 
 def available_families() -> list[str]:
     """Names accepted by :func:`get_family` (besides Family instances)."""
-    return ["gaussian", "student-t", "poisson", "gamma", "bernoulli"]
+    return ["gaussian", "student-t", "poisson", "gamma", "negative-binomial", "bernoulli"]
 
 
 def get_family(family: str | Family, link: str | Link | None = None) -> Family:

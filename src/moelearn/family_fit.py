@@ -26,6 +26,7 @@ from .engine import (
     canonical,
     discrete_partitions,
     em,
+    penalty,
     polish,
     search,
     state_from_responsibilities,
@@ -462,6 +463,9 @@ def fit_engine(
     fit = canonical(
         family, design, data, fit, log_floor=log_floor, weights=sample_weight, alpha=alpha
     )
+    # the engine's value is the penalised objective; the fit reports the plain
+    # log-likelihood at its parameters
+    fit.log_likelihood = float(fit.log_likelihood + penalty(fit.state, alpha, design.fit_intercept))
     return EngineResult(fit, design, method, x_mean, x_scale, ym, ys)
 
 

@@ -64,8 +64,9 @@ class MoEParams:
     noise_std : float, array of shape (k,) or None, default 1.0
         The experts' dispersion: the noise standard deviation of a Gaussian
         expert, the scale of a Student-t expert, the coefficient of variation
-        ``1 / sqrt(shape)`` of a Gamma expert (shared or per expert, > 0);
-        ignored (set to None) for Poisson and Bernoulli experts.
+        ``1 / sqrt(shape)`` of a Gamma expert or of the rate's Gamma frailty of
+        a negative-binomial expert (shared or per expert, > 0); ignored (set
+        to None) for Poisson and Bernoulli experts.
     link : str, Link or callable, default "linear"
         The expert non-linearity of Gaussian experts.
     family : str or Family, default "gaussian"

@@ -10,7 +10,10 @@ Each function turns moment estimates into a start of the likelihood engine
   linear expert with additive log-gamma noise, so the Gaussian moment start
   (and its Gaussian refinement) on ``(x, log y)`` converts to Gamma parameters;
 * :func:`student_t_from_gaussian` - Student-t experts: the Gaussian start with
-  the same noise variance.
+  the same noise variance;
+* :func:`overdispersed_from_poisson` - negative-binomial experts: the count
+  start, whose directions the Gamma frailty leaves consistent (DESIGN §13),
+  with a moderate shape.
 
 They hold under the theory regime of DESIGN §1 (Gaussian inputs, a gate
 orthogonal to the experts, a common intercept and norm); elsewhere they are
@@ -38,6 +41,7 @@ __all__ = [
     "gamma_from_lognormal",
     "gaussian_moment_fit",
     "log_response",
+    "overdispersed_from_poisson",
     "student_t_from_gaussian",
 ]
 
@@ -183,6 +187,30 @@ def student_t_from_gaussian(p: MoEParams, df=10.0) -> MoEParams:
     )
 
 
+def overdispersed_from_poisson(p: MoEParams, family, shape=10.0) -> MoEParams:
+    """Poisson experts as experts of a count ``family`` with a dispersion (negative binomial).
+
+    Every expert gets the shape ``shape`` (coefficient of variation
+    ``1 / sqrt(shape)`` of the rate's Gamma frailty); the directions, norms and
+    intercepts are the count start's.  Under a common shape ``theta`` the
+    factorial moments are the Poisson ones times ``prod_{l<j} (1 + l / theta)``,
+    which the normalised transforms cancel, so the directions stay consistent;
+    the norm absorbs the frailty (``E[(y)_2] / E[y]^2 = (1 + 1/theta) exp(tau^2)``),
+    which the likelihood then separates.
+    """
+    d = p.n_features
+    return MoEParams(
+        p.experts,
+        p.gating,
+        p.expert_bias,
+        p.gating_bias,
+        np.full(p.n_experts, 1.0 / np.sqrt(shape)),
+        family=family,
+        gating_features=_all_columns(d),
+        expert_features=_all_columns(d),
+    )
+
+
 def gaussian_moment_fit(
     X, y, sample_weight, n_experts, rng, *, fit_intercept=True, chunk_size=None, max_iter=200
 ) -> MoEParams:
@@ -222,7 +250,8 @@ def gaussian_moment_fit(
 def family_moment_start(family, raw: Data, n_experts, rng, *, fit_intercept=True):
     """The consistent moment start that ``family.moment_start`` names: ``(name, MoEParams)``.
 
-    * ``"count"``: :func:`count_moment_start` (Poisson experts);
+    * ``"count"``: :func:`count_moment_start` (Poisson experts; with a
+      dispersion, :func:`overdispersed_from_poisson`);
     * ``"log-gaussian"``: the Gaussian fit of ``log y``, as Gamma experts
       (:func:`gamma_from_lognormal`);
     * ``"gaussian-scale"``: the Gaussian fit, as Student-t experts
@@ -238,7 +267,10 @@ def family_moment_start(family, raw: Data, n_experts, rng, *, fit_intercept=True
     w = raw.w if raw.kind != "stream" else None
     opts = dict(fit_intercept=fit_intercept, chunk_size=raw.chunk_size)
     if kind == "count":
-        return "moments (count, tensor)", count_moment_start(raw, n_experts, rng)
+        p = count_moment_start(raw, n_experts, rng)
+        if family.dispersion_names:
+            p = overdispersed_from_poisson(p, family)
+        return "moments (count, tensor)", p
     if kind == "log-gaussian":
         X, y = log_response(raw)
         p = gaussian_moment_fit(X, y, w, n_experts, rng, **opts)

@@ -33,6 +33,7 @@ from .families import (
     Gamma,
     Gaussian,
     Multinomial,
+    NegativeBinomial,
     Poisson,
     StudentT,
     get_family,
@@ -64,7 +65,7 @@ _TORCH_LINKS = {
 }
 
 # the families with a torch log-density below (subclasses of these work too)
-_TORCH_FAMILIES = (Gaussian, StudentT, Poisson, Gamma, Bernoulli, Multinomial)
+_TORCH_FAMILIES = (Gaussian, StudentT, Poisson, Gamma, NegativeBinomial, Bernoulli, Multinomial)
 
 
 def torch_link(link):
@@ -143,6 +144,18 @@ def _log_density(family: Family, link, y, eta, log_disp):
         return (
             a * log_a - torch.lgamma(a) + (a - 1) * torch.log(yc) - a * eta - a * yc * (-eta).exp()
         )
+    if isinstance(family, NegativeBinomial):
+        log_t = log_disp[:, 0]
+        theta = log_t.exp()
+        eta = torch.clamp(eta, max=700.0)
+        log_tm = torch.logaddexp(log_t, eta)  # log(theta + mu)
+        return (
+            torch.lgamma(yc + theta)
+            - torch.lgamma(theta)
+            - torch.lgamma(yc + 1.0)
+            + theta * (log_t - log_tm)
+            + yc * (eta - log_tm)
+        )
     if isinstance(family, Bernoulli):
         logsig = torch.nn.functional.logsigmoid
         return yc * logsig(eta) + (1 - yc) * logsig(-eta)
@@ -160,7 +173,7 @@ def _family_mean(family: Family, link, eta):
         return link(eta)
     if isinstance(family, StudentT):
         return eta  # the location (the mean when nu > 1, the median always)
-    if isinstance(family, Poisson):
+    if isinstance(family, (Poisson, NegativeBinomial)):
         return torch.clamp(eta, max=700.0).exp()
     if isinstance(family, Gamma):
         return eta.exp()
@@ -182,7 +195,8 @@ def _resolve_family(family, link, n_classes=None):
     if not isinstance(fam, _TORCH_FAMILIES):
         raise ValueError(
             f"family {fam!r} has no torch implementation; use one of "
-            "'gaussian', 'student-t', 'poisson', 'gamma', 'bernoulli', 'multinomial'"
+            "'gaussian', 'student-t', 'poisson', 'gamma', 'negative-binomial', 'bernoulli', "
+            "'multinomial'"
         )
     if n_classes is not None:
         expected = fam.n_classes if isinstance(fam, Multinomial) else None
@@ -244,8 +258,8 @@ class MoE(nn.Module):
     n_experts : int
     link : str or callable, default "linear"
         The expert non-linearity of Gaussian experts (other families have
-        their canonical link: identity for Student-t, log for Poisson and
-        Gamma, logit for Bernoulli).
+        their canonical link: identity for Student-t, log for Poisson,
+        Gamma and the negative binomial, logit for Bernoulli).
     bias : bool, default True
         Learn expert and gating intercepts.
     per_expert_noise : bool, default False
@@ -253,7 +267,7 @@ class MoE(nn.Module):
         shared one.  Student-t degrees of freedom are always per expert.
     family : str or Family, default "gaussian"
         ``"gaussian"``, ``"student-t"``, ``"poisson"``, ``"gamma"``,
-        ``"bernoulli"``, ``"multinomial"`` or a :mod:`moelearn.families`
+        ``"negative-binomial"``, ``"bernoulli"``, ``"multinomial"`` or a :mod:`moelearn.families`
         instance of those types.
     gating_features, expert_features : index list or boolean mask, optional
         The columns that the gate and the experts read (None: all).  ``gating``
