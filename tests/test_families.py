@@ -182,6 +182,22 @@ def test_density_is_normalised(name, family, eta, disp):
     assert total == pytest.approx(1.0, abs=1e-7)
 
 
+def test_negative_binomial_quantiles_of_huge_counts_return():
+    # scipy's discrete quantile search does not return at means near 1e18 (a degenerate
+    # expert of a fit): the family answers with the rate's Gamma quantile there, and
+    # with scipy's exact quantile below, continuously across the switch
+    family = NegativeBinomial()
+    levels = np.array([0.1, 0.5, 0.9])
+    eta = np.log([[1e12, 5e20]])
+    disp = np.array([[1e6], [1e6]])
+    q = family.ppf(levels, eta, disp)[0]
+    from scipy import stats
+
+    for j, mu in enumerate([1e12, 5e20]):
+        ref = mu * stats.gamma.ppf(levels, 1e6) / 1e6
+        np.testing.assert_allclose(q[j], ref, rtol=1e-6)
+
+
 def test_several_experts_broadcast_like_single_ones():
     """Columns of ``eta`` with per-expert dispersion rows agree with one-expert calls."""
     rng = np.random.default_rng(5)

@@ -729,8 +729,22 @@ class NegativeBinomial(Family):
         return stats.nbinom.cdf(y[:, None], theta, p)
 
     def ppf(self, q, eta, disp):
+        q = np.asarray(q, dtype=float)
         theta, p = self._p(eta, disp)
-        return stats.nbinom.ppf(np.asarray(q, dtype=float), theta[:, None], p[..., None])
+        theta = np.broadcast_to(theta, p.shape)
+        mu = self.mean(eta, disp)
+        with np.errstate(over="ignore"):
+            # scipy's (Boost's) discrete quantile search does not return where the
+            # counts pass about 2**50 (not every integer is a float there); the rate's
+            # Gamma quantile, whose Poisson noise is then below one part in 1e7 of it,
+            # brackets the mixture's quantile as well
+            big = ~(mu + 40.0 * np.sqrt(mu + mu**2 / theta) < 2.0**50)
+        out = np.empty(p.shape + q.shape)
+        safe = ~big
+        out[safe] = stats.nbinom.ppf(q, theta[safe][:, None], p[safe][:, None])
+        t = theta[big][:, None]
+        out[big] = np.floor(mu[big][:, None] * stats.gamma.ppf(q, t) / t)
+        return out
 
     def sample(self, eta, disp, rng):
         theta, p = self._p(eta, disp)
