@@ -96,6 +96,13 @@ SECTIONS = [
         "Student-t mixtures (installs R).",
     ),
     (
+        "Models users fit in flexmix: binomial experts with trials",
+        "python benchmarks/models.py",
+        "models",
+        "Whether the default fit reaches flexmix's best log-likelihood, over seeds, on "
+        "binomial mixtures of real data with and without a gate (installs R).",
+    ),
+    (
         "Classification on real data: 10-fold CV against logistic regression, boosting, flexmix",
         "python benchmarks/classification.py",
         "classification",

@@ -39,7 +39,7 @@ from moelearn.exceptions import (
     UnidentifiableWarning,
 )
 
-FAMILIES = ["gaussian", "student-t", "poisson", "gamma", "negative-binomial"]
+FAMILIES = ["gaussian", "student-t", "poisson", "gamma", "negative-binomial", "binomial"]
 # moelearn's own warnings, each naming the problem it found in the data or the fit
 _DOCUMENTED_WARNINGS = (
     ConvergenceWarning,
@@ -155,6 +155,13 @@ _DEFECTS = [
 ]
 
 
+def _with_trials(X, eta, rng):
+    """``X`` with a last column of trials (0 to 12) and binomial successes out of them."""
+    trials = rng.integers(0, 13, len(X)).astype(float)
+    y = rng.binomial(trials.astype(int), 1.0 / (1.0 + np.exp(-eta))).astype(float)
+    return np.column_stack([X, trials]), y
+
+
 @st.composite
 def regression_input(draw, defects=_DEFECTS):
     """X, y, sample_weight, estimator parameters and the defect planted in them."""
@@ -170,10 +177,14 @@ def regression_input(draw, defects=_DEFECTS):
         y = rng.poisson(np.exp(0.5 + eta) * frailty).astype(float)
     elif family == "gamma":
         y = rng.gamma(3.0, np.exp(eta) / 3.0)
+    elif family == "binomial":
+        X, y = _with_trials(X, eta, rng)
     else:
         y = np.where(X[:, -1] > 0, 1.0 + eta, -1.0 - eta) + 0.3 * rng.standard_normal(n)
     w = None
     params = dict(family=family, n_experts=draw(st.integers(1, 3)))
+    if family == "binomial":
+        params["trials"] = d  # the last column; the defects below change the others
     row, col = int(rng.integers(n)), int(rng.integers(d))
     if defect == "nan in X":
         X[row, col] = np.nan
@@ -389,9 +400,11 @@ def _source_case(kind, X, y, family, defect, tmp):
     Xs, ys = _as_source(kind, X, y, tmp)
     before = sorted(os.listdir(tmp))
     max_iter = 15
+    # binomial sources hold the trials in their last column
+    options = dict(trials=max(X.shape[1] - 1, 0)) if family == "binomial" else {}
     kind_, value = outcome(
         lambda: MixtureOfExpertsRegressor(
-            2, family=family, n_init=1, max_iter=max_iter, random_state=0
+            2, family=family, n_init=1, max_iter=max_iter, random_state=0, **options
         ).fit(Xs, ys)
     )
     assert sorted(os.listdir(tmp)) == before, "a fit wrote files"
@@ -403,7 +416,7 @@ def _source_case(kind, X, y, family, defect, tmp):
     if defect == "none":
         # the out-of-core fit equals the in-memory one (same seed, same rows)
         ref = MixtureOfExpertsRegressor(
-            2, family=family, n_init=1, max_iter=max_iter, random_state=0
+            2, family=family, n_init=1, max_iter=max_iter, random_state=0, **options
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", _DOCUMENTED_WARNINGS)
@@ -434,6 +447,8 @@ def source_input(draw):
         y = rng.poisson(np.exp(0.5 + 0.3 * X[:, 0]) * frailty).astype(float)
     elif family == "gamma":
         y = rng.gamma(3.0, np.exp(0.3 * X[:, 0]) / 3.0)
+    elif family == "binomial":
+        X, y = _with_trials(X, 0.3 * X[:, 0], rng)
     else:
         y = X[:, 0] + 0.3 * rng.standard_normal(n)
     row = int(rng.integers(n))
@@ -489,9 +504,14 @@ def fitted_models():
                 "negative-binomial": rng.poisson(np.exp(0.3 * X[:, 0])),
                 "gamma": np.exp(0.3 * X[:, 0]) * rng.gamma(3.0, 1 / 3.0, 150),
             }.get(family, y)
+            if family == "binomial":
+                continue  # below: its rows carry their trials
             models.append(
                 MixtureOfExpertsRegressor(2, family=family, n_init=2, random_state=0).fit(X, target)
             )
+        Xt, successes = _with_trials(X, 0.3 * X[:, 0], rng)
+        binomial = MixtureOfExpertsRegressor(2, family="binomial", trials=3, n_init=2)
+        models.append(binomial.set_params(random_state=0).fit(Xt, successes))
         models.append(
             MixtureOfExpertsRegressor(2, gating_features=[0], n_init=2, random_state=0).fit(X, y)
         )
@@ -503,6 +523,8 @@ def fitted_models():
 
 
 def _predictions(est, X):
+    if est.n_features_in_ == X.shape[1] + 1:  # the binomial model: a column of 4 trials
+        X = np.column_stack([X, np.full(len(X), 4.0)])
     return est.predict_proba(X) if hasattr(est, "classes_") else est.predict(X)
 
 
@@ -520,7 +542,7 @@ _TAMPER = Counter()
 @fraction_at_least(0.01, _TAMPER, "loaded")
 @settings(max_examples=40, **_FAST)
 @given(
-    which=st.integers(0, 6),
+    which=st.integers(0, 7),
     how=st.sampled_from(["flip", "truncate", "append", "text", "empty", "npy", "directory"]),
     where=st.floats(0, 1, exclude_max=True),
     byte=st.integers(0, 255),

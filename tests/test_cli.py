@@ -572,6 +572,46 @@ def test_offset_and_weights_columns(tmp_path, capsys):
         assert message in capsys.readouterr().err
 
 
+def test_trials_column(tmp_path, capsys):
+    # --trials names the column of each row's number of trials: a column of X that
+    # neither the gate nor the experts read; the fit equals the estimator's
+    rng = np.random.default_rng(2)
+    n = 400
+    dose, trials = rng.uniform(-2, 2, n), rng.integers(1, 20, n)
+    first = rng.random(n) < 0.5
+    p = 1 / (1 + np.exp(-np.where(first, 1.0 + 1.2 * dose, -1.0 - 0.8 * dose)))
+    dead = rng.binomial(trials, p)
+    data = tmp_path / "dose.csv"
+    body = "".join(f"{a},{b},{c}\n" for a, b, c in zip(dose, trials, dead, strict=True))
+    data.write_text("dose,total,dead\n" + body)
+    model = tmp_path / "m.npz"
+    argv = ["fit", str(data), "--target", "dead", "--experts", "2", "--output", str(model)]
+    flags = ["--family", "binomial", "--trials", "total", "--gating-features", ""]
+    assert main([*argv, *flags]) == 0
+    est = moelearn.load(model)
+    assert est.params_.trials_feature == 1
+    assert est.params_.expert_features.tolist() == [True, False]
+    X = np.c_[dose, trials]
+    ref = moelearn.MixtureOfExpertsRegressor(
+        2, family="binomial", trials=1, gating_features=[], random_state=0
+    ).fit(X, dead)
+    np.testing.assert_allclose(est.experts_, ref.experts_, rtol=1e-10)
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(model), str(data), "--output", str(out)]) == 0
+    pred = np.loadtxt(out, delimiter=",", skiprows=1)[:, 0]
+    np.testing.assert_allclose(pred, ref.predict(X), rtol=1e-9)
+    capsys.readouterr()
+    for extra, message in (
+        (["--trials", "dead"], "already the --target"),
+        (["--trials", "total", "--offset", "total"], "already the --offset"),
+        (["--trials", "total", "--expert-features", "dose,total"], "is the --trials"),
+        (["--trials", "total", "--classify"], "applies to regression"),
+        (["--family", "binomial"], "number of trials"),
+    ):
+        assert main([*argv, "--force", *extra]) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_classify_fit_predict_summary(tmp_path, capsys):
     rng = np.random.default_rng(1)
     n = 800

@@ -15,6 +15,7 @@ from scipy import integrate
 from helpers import standard_error_bound
 from moelearn.families import (
     Bernoulli,
+    Binomial,
     Family,
     Gamma,
     Gaussian,
@@ -46,6 +47,10 @@ CASES = [
     ("negbin-shape0.7", NegativeBinomial(), 0.5, [0.7]),
     ("negbin-shape3", NegativeBinomial(), 1.5, [3.0]),
     ("negbin-shape1e4", NegativeBinomial(), 2.0, [1e4]),
+    # binomial experts bound to a number of trials common to the rows
+    ("binomial-n1", Binomial().at_rows(1), 0.7, []),
+    ("binomial-n12", Binomial().at_rows(12), -0.6, []),
+    ("binomial-n200", Binomial().at_rows(200), 2.0, []),
     ("bernoulli-neg", Bernoulli(), -2.0, []),
     ("bernoulli-pos", Bernoulli(), 0.3, []),
 ]
@@ -168,6 +173,9 @@ def test_density_is_normalised(name, family, eta, disp):
         total = np.exp(family.log_density(y, np.full((len(y), 1), float(eta)), d)).sum()
     elif isinstance(family, Bernoulli):
         total = np.exp(family.log_density(np.array([0.0, 1.0]), np.full((2, 1), eta), d)).sum()
+    elif isinstance(family, Binomial):
+        y = np.arange(0.0, float(family.trials) + 1.0)
+        total = np.exp(family.log_density(y, np.full((len(y), 1), float(eta)), d)).sum()
     else:
 
         def density(t):
@@ -208,6 +216,7 @@ def test_several_experts_broadcast_like_single_ones():
         (NegativeBinomial(), [[0.8], [20.0]]),
         (Poisson(), np.zeros((2, 0))),
         (Bernoulli(), np.zeros((2, 0))),
+        (Binomial().at_rows(np.arange(30) % 7), np.zeros((2, 0))),
     ]:
         disp = np.asarray(disp, dtype=float)
         eta = rng.normal(size=(30, 2))
@@ -240,6 +249,10 @@ def test_several_experts_broadcast_like_single_ones():
         (Poisson(), [np.nan, 1.0]),
         (Gamma(), [np.nan, 1.0]),
         (Bernoulli(), [np.nan, 1.0]),
+        (Binomial(), [0.0, 0.5]),
+        (Binomial(), [-1.0, 2.0]),
+        (Binomial().at_rows([3, 3]), [1.0, 4.0]),
+        (Binomial().at_rows(2), [np.inf, 1.0]),
     ],
 )
 def test_check_y_refuses_invalid_responses(family, bad):
@@ -256,6 +269,7 @@ def test_check_y_refuses_invalid_responses(family, bad):
         (NegativeBinomial(), [0.0, 1.0, 2.5]),
         (Gamma(), [1e-8, 2.0]),
         (Bernoulli(), [0, 1, 1]),
+        (Binomial().at_rows([0, 3, 5]), [0, 3, 2]),
     ],
 )
 def test_check_y_accepts_valid_responses(family, good):
@@ -275,6 +289,7 @@ def test_get_family_names_and_instances():
         "negative-binomial": NegativeBinomial,
         "nb": NegativeBinomial,
         "bernoulli": Bernoulli,
+        "binomial": Binomial,
         "Poisson": Poisson,
         "GAUSSIAN": Gaussian,
     }
@@ -291,7 +306,7 @@ def test_get_family_names_and_instances():
 
 def test_get_family_refuses_bad_input():
     with pytest.raises(ValueError, match="unknown family"):
-        get_family("binomial")
+        get_family("beta-binomial")
     for name in ("poisson", "gamma", "negative-binomial", "bernoulli", "student-t"):
         with pytest.raises(ValueError, match="Gaussian family only"):
             get_family(name, link="sigmoid")

@@ -276,6 +276,8 @@ def test_family_instance_and_index_roles_are_kept():
 
 def test_family_layer_validates():
     with pytest.raises(ValueError, match="unknown family"):
+        MoE(3, 2, family="beta-binomial")
+    with pytest.raises(ValueError, match="no torch implementation"):
         MoE(3, 2, family="binomial")
     with pytest.raises(TypeError, match="family"):
         MoE(3, 2, family=3)

@@ -366,7 +366,7 @@ def _model_path(args):
 
 
 def _column_flag(table, args, flag, taken):
-    """The column a ``--offset``/``--weights`` flag names (None when absent), checked."""
+    """The column that ``--offset``, ``--trials`` or ``--weights`` names (None if absent)."""
     name = getattr(args, flag)
     if name is None:
         return None
@@ -385,9 +385,9 @@ def _training_inputs(args):
 
     Returns ``(table, X, y, features, options, weights)``; ``options`` holds only
     the flags given, so absent ones leave the estimator's defaults.  The
-    ``--weights`` column is not a feature; the ``--offset`` column is one of
-    ``X`` (the model reads it when predicting) that neither the gate nor the
-    experts use.
+    ``--weights`` column is not a feature; the ``--offset`` and ``--trials``
+    columns are columns of ``X`` (the model reads them when predicting) that
+    neither the gate nor the experts use.
     """
     table = Table(args.data, args.delimiter)
     if args.target not in table.header:
@@ -398,13 +398,16 @@ def _training_inputs(args):
     taken = {args.target: "--target"}
     weights_column = _column_flag(table, args, "weights", taken)
     offset_column = _column_flag(table, args, "offset", taken)
+    trials_column = _column_flag(table, args, "trials", taken)
+    known = {offset_column: "--offset", trials_column: "--trials"}
+    known.pop(None, None)
     features = [c for c in table.header if c not in (args.target, weights_column)]
-    if not [c for c in features if c != offset_column]:
+    if not [c for c in features if c not in known]:
         raise CLIError(f"{table.path} has no feature columns besides the target {args.target!r}")
     X = table.numbers(features)
     weights = None if weights_column is None else table.numbers([weights_column])[:, 0]
     if args.classify:
-        for flag in ("link", "family", "solver", "noise", "offset"):
+        for flag in ("link", "family", "solver", "noise", "offset", "trials"):
             if getattr(args, flag) is not None:
                 raise CLIError(f"--{flag} applies to regression; drop it or --classify")
         y = _labels(table, args.target)
@@ -424,6 +427,8 @@ def _training_inputs(args):
         }
     if offset_column is not None:
         options["offset"] = features.index(offset_column)
+    if trials_column is not None:
+        options["trials"] = features.index(trials_column)
     for role in ("gating_features", "expert_features"):
         spec = getattr(args, role)
         if spec is None:
@@ -436,8 +441,9 @@ def _training_inputs(args):
                 f"{flag}: {_columns(unknown)} not among the feature columns of {table.path} "
                 f"({_columns(features)})"
             )
-        if offset_column in names:
-            raise CLIError(f"{flag}: {offset_column!r} is the --offset column")
+        for column, owner in known.items():
+            if column in names:
+                raise CLIError(f"{flag}: {column!r} is the {owner} column")
         options[role] = [features.index(c) for c in names]
     return table, X, y, features, options, weights
 
@@ -747,7 +753,7 @@ def _add_training_options(parser):
     )
     parser.add_argument(
         "--family",
-        choices=("gaussian", "student-t", "poisson", "gamma", "negative-binomial"),
+        choices=("gaussian", "student-t", "poisson", "gamma", "negative-binomial", "binomial"),
         default=None,
         help="distribution of the target given an expert (default: gaussian)",
     )
@@ -770,6 +776,13 @@ def _add_training_options(parser):
         metavar="COLUMN",
         help="a column added to every expert's linear predictor with coefficient one (the "
         "log exposure of counts); neither the gate nor the experts read it",
+    )
+    parser.add_argument(
+        "--trials",
+        default=None,
+        metavar="COLUMN",
+        help="the column of each row's number of trials, with --family binomial (the "
+        "target counts the successes); neither the gate nor the experts read it",
     )
     parser.add_argument(
         "--weights",

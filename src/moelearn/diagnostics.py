@@ -333,9 +333,7 @@ def gate_separation(
         logits = params.gating_logits(X)
         log_gate = log_softmax(logits, axis=1)
         # each expert's log-density, from the family (not the joint minus the gate)
-        log_f = params.family_object.log_density(
-            y, params.expert_predictors(X), params.dispersion()
-        )
+        log_f = params.family_at(X).log_density(y, params.expert_predictors(X), params.dispersion())
         ll = float(logsumexp(log_gate + log_f, axis=1) @ w)
         top = logits == logits.max(axis=1, keepdims=True)  # the limit's experts, ties shared
         limit = logsumexp(np.where(top, log_f, -np.inf), axis=1) - np.log(top.sum(axis=1))

@@ -83,7 +83,14 @@ _RECORD_ARRAYS = (
     "x_unwhiten",
 )
 # The families the regressor takes by name.
-_REGRESSION_FAMILIES = ("gaussian", "student-t", "poisson", "gamma", "negative-binomial")
+_REGRESSION_FAMILIES = (
+    "gaussian",
+    "student-t",
+    "poisson",
+    "gamma",
+    "negative-binomial",
+    "binomial",
+)
 _UNSAVED_PARAMS = (
     "init_params",
     "link",
@@ -92,6 +99,7 @@ _UNSAVED_PARAMS = (
     "gating_features",
     "expert_features",
     "offset",
+    "trials",
     "verbose",
 )
 
@@ -119,7 +127,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         Gaussian noise; Student-t noise with its degrees of freedom estimated
         per expert (robust to outliers); Poisson counts (log link); positive
         Gamma responses (log link, one shape per expert); overdispersed counts
-        (negative binomial NB2, log link, one shape per expert).  Families other
+        (negative binomial NB2, log link, one shape per expert); successes out
+        of each row's known number of trials (binomial, logit link, with
+        ``trials``).  Families other
         than the Gaussian (and the Gaussian with ``gating_features`` or
         ``expert_features``) are fitted by the start search and EM / L-BFGS-B
         engine of DESIGN §13 (solvers ``"moments"``, ``"em"`` and ``"gd-nll"``).
@@ -133,6 +143,13 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         coefficient one — for Poisson rates, the log of the exposure (time at
         risk, population); also for Gamma experts.  It is neither a gate nor
         an expert feature.
+    trials : None, int or str, default None
+        The column of ``X`` holding each row's number of trials, for
+        ``family="binomial"`` (required there, refused elsewhere); ``y`` then
+        counts the successes, integers from 0 to the trials.  Like
+        ``offset`` it is neither a gate nor an expert feature, and
+        :meth:`predict` reads it from ``X``: the predicted mean is a number
+        of successes.
     solver : {"moments", "landscape", "tensor", "em", "gd-nll", "gd-l2"}, default "moments"
         * ``"moments"``: standardise, recover the expert directions from
           moments (globally consistent in the theory regime) and fit their
@@ -249,6 +266,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         "gating_features": ["array-like", None],
         "expert_features": ["array-like", None],
         "offset": [Integral, str, None],
+        "trials": [Integral, str, None],
         "solver": [StrOptions(SOLVERS.keys())],
         "fit_intercept": ["boolean"],
         "noise": [StrOptions({"shared", "expert"})],
@@ -272,6 +290,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         gating_features=None,
         expert_features=None,
         offset=None,
+        trials=None,
         solver="moments",
         fit_intercept=True,
         noise="expert",
@@ -292,6 +311,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         self.gating_features = gating_features
         self.expert_features = expert_features
         self.offset = offset
+        self.trials = trials
         self.solver = solver
         self.fit_intercept = fit_intercept
         self.noise = noise
@@ -365,21 +385,14 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         names = getattr(self, "feature_names_in_", None)
         gmask = resolve_roles(self.gating_features, raw.n_features, names, "gating_features")
         emask = resolve_roles(self.expert_features, raw.n_features, names, "expert_features")
-        offset = None
-        if self.offset is not None:
-            offset_mask = resolve_roles(self.offset, raw.n_features, names, "offset")
-            offset = int(np.flatnonzero(offset_mask)[0])
-            for name, spec, mask in (
-                ("gating_features", self.gating_features, gmask),
-                ("expert_features", self.expert_features, emask),
-            ):
-                if spec is None:
-                    mask[offset] = False
-                elif mask[offset]:
-                    raise ValueError(f"the offset column is also listed in {name}")
+        offset = self._known_column("offset", raw.n_features, names, gmask, emask)
+        trials = self._known_column("trials", raw.n_features, names, gmask, emask)
+        if offset is not None and offset == trials:
+            raise ValueError("offset and trials name the same column")
         check_fit_size(raw.n_samples, k, int(emask.sum()) + self.fit_intercept, self.n_init)
-        if offset is not None or not (isinstance(family, Gaussian) and gmask.all() and emask.all()):
-            return self._fit_family(raw, family, gmask, emask, rng, offset)
+        plain = isinstance(family, Gaussian) and gmask.all() and emask.all()
+        if offset is not None or trials is not None or not plain:
+            return self._fit_family(raw, family, gmask, emask, rng, offset, trials)
         solver = get_solver(self.solver)
         scaling = Scaling.fit(raw, link, fit_intercept=self.fit_intercept, scale_y=solver.scale_y)
         self._scaling = scaling
@@ -415,6 +428,26 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         self._store(params, fit, raw)
         return self
 
+    def _known_column(self, role, n_features, names, gmask, emask):
+        """The column index of ``offset`` or ``trials`` (None when unset).
+
+        Such a column holds a known per-row quantity: it leaves the default
+        (all-column) gate and expert masks, and may not be listed in a role.
+        """
+        spec = getattr(self, role)
+        if spec is None:
+            return None
+        column = int(np.flatnonzero(resolve_roles(spec, n_features, names, role))[0])
+        for name, given, mask in (
+            ("gating_features", self.gating_features, gmask),
+            ("expert_features", self.expert_features, emask),
+        ):
+            if given is None:
+                mask[column] = False
+            elif mask[column]:
+                raise ValueError(f"the {role} column is also listed in {name}")
+        return column
+
     def _fit_rescaled(self, X, y, sample_weight):
         """Fit in-memory data of tiny magnitude on exactly rescaled copies (None if not tiny).
 
@@ -436,13 +469,16 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         fy = tiny_scale_factors(ya)
         if fx is None and fy is None:
             return None
-        if self.offset is not None and fx is not None:
+        for spec in (self.offset, self.trials):
+            if spec is None or fx is None:
+                continue
             names = getattr(X, "columns", None)
-            column = self.offset if isinstance(self.offset, Integral) else None
-            if column is None and names is not None and self.offset in list(names):
-                column = list(names).index(self.offset)
+            column = spec if isinstance(spec, Integral) else None
+            if column is None and names is not None and spec in list(names):
+                column = list(names).index(spec)
             if column is not None and 0 <= column < fx.size:
-                fx[column] = 1.0  # an offset enters with coefficient one: never rescaled
+                # an offset enters with coefficient one, trials are counts: never rescaled
+                fx[column] = 1.0
         try:
             family = get_family(self.family, self.link)
         except (TypeError, ValueError):
@@ -500,7 +536,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             sc.noise_floor,
         )
 
-    def _fit_family(self, raw, family, gmask, emask, rng, offset=None):
+    def _fit_family(self, raw, family, gmask, emask, rng, offset=None, trials=None):
         """Any family, or separate gate and expert columns: the engine of DESIGN §13."""
         baseline = {"moments": None, "em": "em", "gd-nll": "gd"}.get(self.solver, False)
         if baseline is False:
@@ -528,7 +564,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
                 and np.array_equal(init.expert_features, emask)
             ):
                 raise ValueError("init_params reads other columns than gating/expert_features")
-            init = self._restrict(init, family, gmask, emask)
+            init = self._restrict(init, family, gmask, emask, offset, trials)
         extra, unavailable = [], self._moment_unavailable(family, gmask, emask, raw, offset)
         if init is None and unavailable is None and baseline is None:
             try:
@@ -550,6 +586,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             random_state=rng,
             extra_starts=extra,
             offset_column=offset,
+            trials_column=trials,
             shared_noise=self.noise == "shared",
             baseline=baseline,
         )
@@ -606,7 +643,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             # family's own message; the start just stands aside
             raise MomentMethodUnavailable(f"the start's pass failed ({exc})") from None
 
-    def _restrict(self, p, family, gmask, emask):
+    def _restrict(self, p, family, gmask, emask, offset=None, trials=None):
         """A full-column MoEParams restricted to the roles' columns (a warm start)."""
         if p.has_roles:
             experts, gating = p.experts, p.gating
@@ -625,6 +662,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             else (np.full(p.n_experts, 10.0) if "nu" in family.dispersion_names else None),
             gmask,
             emask,
+            offset,
+            trials,
         )
 
     def _source(self, X, y, sample_weight=None) -> Data:
@@ -945,6 +984,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             meta["expert_features"] = [bool(v) for v in p.expert_features]
         if p.offset_feature is not None:
             meta["offset_feature"] = int(p.offset_feature)
+        if p.trials_feature is not None:
+            meta["trials_feature"] = int(p.trials_feature)
         names_to_record(self, meta)
         arrays = {
             "experts": p.experts,
@@ -1036,6 +1077,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             masks[0],
             masks[1],
             meta.get("offset_feature"),
+            meta.get("trials_feature"),
         )
         known = cls().get_params()
         valid = {
@@ -1088,6 +1130,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             kwargs.setdefault("expert_features", np.flatnonzero(params.expert_features).tolist())
         if params.offset_feature is not None:
             kwargs.setdefault("offset", params.offset_feature)
+        if params.trials_feature is not None:
+            kwargs.setdefault("trials", params.trials_feature)
         est = cls(n_experts=params.n_experts, link=params.link, **kwargs)
         est._validate_params()
         est._scaling = Scaling.identity(params.n_features)

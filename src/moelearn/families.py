@@ -19,8 +19,9 @@ step on the expected complete-data log-likelihood of EM always ascends.
 Families: :class:`Gaussian` (any link, DESIGN §1), :class:`StudentT` (robust
 experts, degrees of freedom per expert), :class:`Poisson` (log link, counts),
 :class:`Gamma` (log link, positive responses), :class:`NegativeBinomial`
-(log link, overdispersed counts), and :class:`Bernoulli` (logit link, 0/1
-responses).  Which of them admit the consistent moment start is
+(log link, overdispersed counts), :class:`Binomial` (logit link, successes
+out of each row's known number of trials) and :class:`Bernoulli` (logit link,
+0/1 responses).  Which of them admit the consistent moment start is
 derived in DESIGN §13.
 """
 
@@ -41,6 +42,7 @@ __all__ = [
     "Poisson",
     "Gamma",
     "NegativeBinomial",
+    "Binomial",
     "Bernoulli",
     "Multinomial",
     "get_family",
@@ -99,6 +101,10 @@ class Family(ABC):
         ``(expert, gate)`` M-steps per iteration of the batched screen of
         random hard partitions (:func:`moelearn.engine.search`) for class-label
         experts; None where the family is not screened that way.
+    needs_trials : bool
+        Whether the distribution of a row depends on a known number of trials
+        read from a column of ``X`` (the binomial): the family's hooks then
+        act on :meth:`at_rows`' copy bound to those rows' trials.
     collapse_ends : tuple of (str, str)
         ``(dispersion name, "low" or "high")``: the ends of a dispersion's
         range at which an expert has collapsed onto (nearly) tied responses,
@@ -123,6 +129,7 @@ class Family(ABC):
     y_min = -np.inf
     y_scaling: str | None = None
     collapse_ends: tuple[tuple[str, str], ...] = ()
+    needs_trials = False
     exact_fisher = True
     link_label = "identity"
     noise_row: tuple[str, str] | None = None
@@ -131,6 +138,19 @@ class Family(ABC):
     # whether a weighted least-squares fit of working_response(y) is a sensible
     # first guess of the coefficients (not for class labels)
     least_squares_start = True
+
+    # ------------------------------------------------------------ row context
+    def at_rows(self, trials) -> Family:
+        """This family given the rows' known number of trials, shape (n,) or scalar.
+
+        Families whose rows need no such context (every one but the binomial,
+        see :attr:`needs_trials`) return themselves.
+        """
+        return self
+
+    def take(self, rows) -> Family:
+        """This family restricted to ``rows`` of the rows it is bound to (itself if unbound)."""
+        return self
 
     # -------------------------------------------------------------- validation
     def check_y(self, y) -> np.ndarray:
@@ -767,6 +787,112 @@ class NegativeBinomial(Family):
         return np.array([np.log(1e-3)]), np.array([np.log(self.shape_max)])
 
 
+class Binomial(Family):
+    """``y ~ Binomial(n, expit(eta))``: successes out of each row's ``n`` trials.
+
+    The number of trials is known per row (flexmix's ``cbind(successes,
+    failures)``, a column of ``X`` named by the estimator's ``trials``); the
+    family's hooks act on the copy that :meth:`at_rows` binds to the rows'
+    trials.  A mixture of binomial experts is a mixture over rows, so unlike
+    Bernoulli rows weighted by their counts it captures overdispersion
+    between rows.  With one trial per row it is the Bernoulli family.
+    """
+
+    name = "binomial"
+    discrete = True
+    y_min = 0.0
+    link_label = "logit"
+    needs_trials = True
+
+    def __init__(self):
+        self.trials = None
+
+    def at_rows(self, trials):
+        trials = np.asarray(trials, dtype=float)
+        if trials.ndim > 1:
+            raise ValueError(f"the trials must be one value per row, got shape {trials.shape}")
+        if not np.all(np.isfinite(trials) & (trials >= 0) & (trials == np.round(trials))):
+            raise ValueError(
+                "family='binomial' needs the number of trials of every row as an integer >= 0"
+            )
+        bound = Binomial()
+        bound.trials = trials
+        return bound
+
+    def take(self, rows):
+        if self.trials is None or self.trials.ndim == 0:
+            return self
+        return self.at_rows(self.trials[rows])
+
+    def _n(self, rows):
+        """The trials as a column broadcasting against ``(rows, ...)`` arrays."""
+        if self.trials is None:
+            raise ValueError(
+                "binomial experts need each row's number of trials: use "
+                "Binomial().at_rows(trials), or the estimator's trials= column"
+            )
+        if self.trials.ndim == 0:
+            return self.trials
+        if len(self.trials) != rows:
+            raise ValueError(f"the family holds the trials of {len(self.trials)} rows, not {rows}")
+        return self.trials[:, None]
+
+    def check_y(self, y):
+        y = super().check_y(y)
+        if np.any(y < 0) or np.any(y != np.round(y)):
+            raise ValueError("family='binomial' needs y to count successes (integers >= 0)")
+        if self.trials is not None and np.any(y[:, None] > self._n(len(y))):
+            raise ValueError("family='binomial' needs y <= the row's number of trials")
+        return y
+
+    def log_density(self, y, eta, disp):
+        n, yc = self._n(len(y)), y[:, None]
+        choose = gammaln(n + 1.0) - gammaln(yc + 1.0) - gammaln(n - yc + 1.0)
+        return choose + yc * log_expit(eta) + (n - yc) * log_expit(-eta)
+
+    def derivatives(self, y, eta, disp):
+        n, p = self._n(len(y)), expit(eta)
+        return (
+            self.log_density(y, eta, disp),
+            (y[:, None] - n * p)[..., None],
+            (n * p * (1 - p))[..., None, None],
+        )
+
+    def hessian(self, y, eta, disp):
+        # the canonical link: the observed information is the expected one
+        p = expit(eta)
+        return -(self._n(len(eta)) * p * (1 - p))[..., None, None]
+
+    def mean(self, eta, disp):
+        return self._n(len(eta)) * expit(eta)
+
+    def variance(self, eta, disp):
+        p = expit(eta)
+        return self._n(len(eta)) * p * (1 - p)
+
+    def cdf(self, y, eta, disp):
+        return stats.binom.cdf(y[:, None], self._n(len(eta)), expit(eta))
+
+    def ppf(self, q, eta, disp):
+        n = self._n(len(eta))
+        q = np.asarray(q, dtype=float)
+        return stats.binom.ppf(q, np.asarray(n)[..., None], expit(eta)[..., None])
+
+    def sample(self, eta, disp, rng):
+        n = np.broadcast_to(self._n(len(eta)), np.shape(eta))
+        return rng.binomial(n.astype(np.int64), expit(eta)).astype(float)
+
+    def working_response(self, y):
+        # the empirical logit, defined at 0 and n successes
+        n = self._n(len(y))
+        n = n[:, 0] if np.ndim(n) else n
+        y = np.asarray(y, dtype=float)
+        return np.log(y + 0.5) - np.log(n - y + 0.5)
+
+    def __repr__(self):
+        return "Binomial()" if self.trials is None else f"Binomial() at {np.size(self.trials)} rows"
+
+
 class Bernoulli(Family):
     """``y ~ Bernoulli(expit(eta))``: 0/1 responses with the logit link."""
 
@@ -940,6 +1066,7 @@ _FAMILIES = {
     "gamma": Gamma,
     "negative-binomial": NegativeBinomial,
     "nb": NegativeBinomial,
+    "binomial": Binomial,
     "bernoulli": Bernoulli,
 }
 
@@ -973,7 +1100,15 @@ def family_from_config(name: str, config: dict, link=None) -> Family:
 
 def available_families() -> list[str]:
     """Names accepted by :func:`get_family` (besides Family instances)."""
-    return ["gaussian", "student-t", "poisson", "gamma", "negative-binomial", "bernoulli"]
+    return [
+        "gaussian",
+        "student-t",
+        "poisson",
+        "gamma",
+        "negative-binomial",
+        "binomial",
+        "bernoulli",
+    ]
 
 
 def get_family(family: str | Family, link: str | Link | None = None) -> Family:

@@ -24,10 +24,10 @@ from .engine import (
     State,
     at_floor,
     canonical,
-    discrete_partitions,
     em,
     penalty,
     polish,
+    random_partitions,
     search,
     state_from_responsibilities,
     tied_column,
@@ -122,16 +122,18 @@ def resolve_roles(spec, n_features, feature_names, name):
     return mask
 
 
-def _column_stats(raw: Data, family: Family, weights=None):
+def _column_stats(raw: Data, family: Family, weights=None, trials_column=None):
     """One pass: weighted column sums, the y sums, and the checks of X and of y.
 
-    The family refuses invalid responses block by block (negative counts...).
-    ``weights`` (in memory) weight the rows so that integer weights act as
-    repeated rows; a weighted source carries its own.
+    The family refuses invalid responses block by block (negative counts,
+    more successes than trials...).  ``weights`` (in memory) weight the rows
+    so that integer weights act as repeated rows; a weighted source carries
+    its own.
     """
 
     def block(X, y, w=None):
-        family.check_y(y)
+        rows_family = family if trials_column is None else family.at_rows(X[:, trials_column])
+        rows_family.check_y(y)
         w = np.ones(X.shape[0]) if w is None else w
         with np.errstate(all="ignore"):
             return dict(
@@ -193,8 +195,8 @@ def _robust_sd(y, weights=None):
     return float(np.sqrt(np.cov(y, aweights=w, ddof=0))) if w is not None else float(np.std(y))
 
 
-def _scaling(raw: Data, family: Family, fit_intercept, weights=None):
-    st = _column_stats(raw, family, weights)
+def _scaling(raw: Data, family: Family, fit_intercept, weights=None, trials_column=None):
+    st = _column_stats(raw, family, weights, trials_column)
     if st["bad_x"]:
         raise ValueError("X contains NaN or infinite values")
     if st["bad_y"]:
@@ -255,6 +257,8 @@ def _to_params(
         df=df,
         gating_features=gmask,
         expert_features=emask,
+        offset_feature=design.offset_column,
+        trials_feature=design.trials_column,
     )
 
 
@@ -318,6 +322,7 @@ def fit_engine(
     random_state=None,
     extra_starts=(),
     offset_column=None,
+    trials_column=None,
     shared_noise=False,
     baseline=None,
 ) -> EngineResult:
@@ -351,6 +356,10 @@ def fit_engine(
     offset_column : int or None
         A column added to every expert's predictor with coefficient one (left
         unscaled); log-link families only.
+    trials_column : int or None
+        The column holding each row's number of trials (left unscaled); the
+        families that :attr:`~moelearn.families.Family.needs_trials` only, and
+        required by them.
     shared_noise : bool
         One noise parameter (the family's ``noise_parameter``) for all experts.
     baseline : {None, "em", "gd"}
@@ -372,10 +381,19 @@ def fit_engine(
         raise ValueError(
             f"an offset applies to the log-link families (poisson, gamma), not {family.name!r}"
         )
-    x_mean, x_scale, ym, ys, y_sd = _scaling(raw, family, fit_intercept, sample_weight)
-    if offset_column is not None:
-        x_mean, x_scale = x_mean.copy(), x_scale.copy()
-        x_mean[offset_column], x_scale[offset_column] = 0.0, 1.0
+    if family.needs_trials != (trials_column is not None):
+        raise ValueError(
+            f"family={family.name!r} needs the column of each row's number of trials (trials=)"
+            if family.needs_trials
+            else f"trials= applies to binomial experts, not family={family.name!r}"
+        )
+    x_mean, x_scale, ym, ys, y_sd = _scaling(
+        raw, family, fit_intercept, sample_weight, trials_column
+    )
+    for column in (offset_column, trials_column):
+        if column is not None:  # read as they are: never standardised
+            x_mean, x_scale = x_mean.copy(), x_scale.copy()
+            x_mean[column], x_scale[column] = 0.0, 1.0
     if not fit_intercept and not expert_mask.any():
         raise ValueError("experts without columns need fit_intercept=True")
     transform = Transform(x_mean, np.diag(1.0 / x_scale), ym, ys)
@@ -386,7 +404,11 @@ def fit_engine(
         chained = transform if raw.transform is None else Chain(raw.transform, transform)
         data = raw.with_transform(chained, n_experts=k)
     design = Design(
-        np.flatnonzero(gating_mask), np.flatnonzero(expert_mask), fit_intercept, offset_column
+        np.flatnonzero(gating_mask),
+        np.flatnonzero(expert_mask),
+        fit_intercept,
+        offset_column,
+        trials_column,
     )
     n = data.n_samples
     if n > SEARCH_ROWS:
@@ -455,9 +477,9 @@ def fit_engine(
             ],
         )
         n_candidates += len(extra_starts)
-        parts = discrete_partitions(family, n_candidates - len(extra_starts))
+        parts = random_partitions(family, n_candidates - len(extra_starts))
         plural = "s" if n_candidates > 1 or parts else ""
-        extra = f" and {parts} random partitions" if parts else ""
+        extra = f" and {parts} random partition{'s' if parts > 1 else ''}" if parts else ""
         method = f"{kind} (best of {n_candidates} start{plural}{extra})"
     # every expert at its spread's bound: the plateau's canonical point (DESIGN §13)
     fit = canonical(
@@ -511,6 +533,7 @@ def fit_family(
     alpha=RIDGE,
     extra_starts=(),
     offset_column=None,
+    trials_column=None,
     shared_noise=False,
     baseline=None,
 ) -> FamilyFit:
@@ -547,6 +570,7 @@ def fit_family(
         random_state=random_state,
         extra_starts=extra_starts,
         offset_column=offset_column,
+        trials_column=trials_column,
         shared_noise=shared_noise,
         baseline=baseline,
     )
@@ -563,8 +587,6 @@ def fit_family(
         res.y_scale,
         shared_noise=tied_column(family, n_experts, shared_noise) is not None,
     )
-    if offset_column is not None:
-        params.offset_feature = int(offset_column)
     return FamilyFit(
         params,
         float(fit.log_likelihood + res.log_likelihood_shift),

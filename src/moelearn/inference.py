@@ -238,6 +238,7 @@ def _engine_problem(params: MoEParams, fit_intercept):
         np.flatnonzero(params.expert_features),
         fit_intercept,
         params.offset_feature,
+        params.trials_feature,
     )
 
     def stack(bias, coef):

@@ -82,6 +82,11 @@ class MoEParams:
         A column of ``X`` added to every expert's linear predictor with
         coefficient one (the log-exposure of Poisson rates); it needs the
         covariate roles, which must not include it.
+    trials_feature : int or None
+        The column of ``X`` holding each row's number of trials: required by
+        binomial experts (:attr:`~moelearn.families.Family.needs_trials`) and
+        refused by every other family; it needs the covariate roles, which
+        must not include it.
     """
 
     experts: np.ndarray
@@ -95,6 +100,7 @@ class MoEParams:
     gating_features: np.ndarray | None = None
     expert_features: np.ndarray | None = None
     offset_feature: int | None = None
+    trials_feature: int | None = None
 
     def __post_init__(self):
         experts = np.asarray(self.experts, dtype=float)
@@ -108,8 +114,9 @@ class MoEParams:
         self.gating = _as_matrix("gating", self.gating)
         k, d = self.experts.shape[0], self.experts.shape[-1]
         roles = self.gating_features is not None or self.expert_features is not None
-        if self.offset_feature is not None and not roles:
-            raise ValueError("offset_feature needs gating_features and expert_features")
+        for name in ("offset_feature", "trials_feature"):
+            if getattr(self, name) is not None and not roles:
+                raise ValueError(f"{name} needs gating_features and expert_features")
         if not roles:
             if k < 1 or d < 1:
                 raise ValueError(f"experts must have at least one row and column, got {(k, d)}")
@@ -143,6 +150,12 @@ class MoEParams:
             self._family = get_family(self.family, self._link)
             if isinstance(self.family, str):
                 self.family = self._family.name
+        if self._family.needs_trials != (self.trials_feature is not None):
+            raise ValueError(
+                f"family {self._family.name!r} needs trials_feature, the column of the trials"
+                if self._family.needs_trials
+                else f"trials_feature applies to binomial experts, not {self._family.name!r}"
+            )
         if self._family.n_predictors != self.n_predictors:
             raise ValueError(
                 f"family {self._family!r} has {self._family.n_predictors} linear predictors per "
@@ -201,13 +214,18 @@ class MoEParams:
             if (coef.shape[0], coef.shape[-1]) != (k, int(mask.sum())):
                 raise ValueError(f"{name} must have shape ({k}, {int(mask.sum())})")
         self.gating_features, self.expert_features = g, e
-        if self.offset_feature is not None:
-            j = self.offset_feature
+        for name in ("offset_feature", "trials_feature"):
+            j = getattr(self, name)
+            if j is None:
+                continue
             if isinstance(j, bool) or not isinstance(j, (int, np.integer)) or not 0 <= j < len(g):
-                raise ValueError(f"offset_feature must be a column index below {len(g)}, got {j}")
+                raise ValueError(f"{name} must be a column index below {len(g)}, got {j}")
             if g[j] or e[j]:
-                raise ValueError("the offset column cannot also be a gate or expert feature")
-            self.offset_feature = int(j)
+                what = name.split("_")[0]
+                raise ValueError(f"the {what} column cannot also be a gate or expert feature")
+            setattr(self, name, int(j))
+        if self.offset_feature is not None and self.offset_feature == self.trials_feature:
+            raise ValueError("the offset and the trials cannot be one column")
 
     # ------------------------------------------------------------------ shape
     @property
@@ -235,6 +253,16 @@ class MoEParams:
     @property
     def family_object(self) -> Family:
         return self._family
+
+    def family_at(self, X) -> Family:
+        """The family bound to the rows of ``X`` (their trials, for binomial experts).
+
+        Every hook of a family that :attr:`~moelearn.families.Family.needs_trials`
+        runs on this copy; for the other families it is :attr:`family_object`.
+        """
+        if self.trials_feature is None:
+            return self._family
+        return self._family.at_rows(self._check_X(X)[:, self.trials_feature])
 
     @property
     def noise_vector(self) -> np.ndarray:
@@ -284,6 +312,7 @@ class MoEParams:
             self.gating_features.copy(),
             self.expert_features.copy(),
             self.offset_feature,
+            self.trials_feature,
         )
 
     # ---------------------------------------------------------- probabilities
@@ -334,11 +363,11 @@ class MoEParams:
 
     def expert_means(self, X) -> np.ndarray:
         """Each expert's mean ``E[y | x, expert i]`` (``g(<a_i, x> + b_i)``), shape (n, k)."""
-        return self._family.mean(self.expert_predictors(X), self.dispersion())
+        return self.family_at(X).mean(self.expert_predictors(X), self.dispersion())
 
     def expert_variances(self, X) -> np.ndarray:
         """Each expert's variance ``Var[y | x, expert i]``, shape (n, k)."""
-        return self._family.variance(self.expert_predictors(X), self.dispersion())
+        return self.family_at(X).variance(self.expert_predictors(X), self.dispersion())
 
     def mean(self, X) -> np.ndarray:
         """Mixture mean ``E[y | x] = sum_i p_i(x) E[y | x, i]``, shape (n,)."""
@@ -369,7 +398,7 @@ class MoEParams:
         y = np.asarray(y, dtype=float).ravel()
         if y.shape[0] != X.shape[0]:
             raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}")
-        logf = self._family.log_density(y, self.expert_predictors(X), self.dispersion())
+        logf = self.family_at(X).log_density(y, self.expert_predictors(X), self.dispersion())
         return self._gating_k(X)[0] + logf.T
 
     def joint_log_likelihood(self, X, y) -> np.ndarray:
@@ -402,6 +431,8 @@ class MoEParams:
             out["expert_features"] = self.expert_features.tolist()
         if self.offset_feature is not None:
             out["offset_feature"] = self.offset_feature
+        if self.trials_feature is not None:
+            out["trials_feature"] = self.trials_feature
         return out
 
 
@@ -630,6 +661,6 @@ def sample_given_x(params: MoEParams, X, rng):
     # Gumbel-max draws z ~ Categorical(softmax(logits)) without leaving log space.
     logits = params.gating_logits(X)
     z = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
-    fam = params.family_object
+    fam = params.family_at(X)
     y = fam.sample_chosen(params.expert_predictors(X), params.dispersion(), z, rng)
     return X, y, z

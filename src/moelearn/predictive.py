@@ -41,7 +41,7 @@ def _components(params, X):
     X = params.check_X(X)
     eta = params.expert_predictors(X)
     disp = params.dispersion()
-    fam = params.family_object
+    fam = params.family_at(X)
     return params.gating_proba(X), fam.mean(eta, disp), fam.std(eta, disp)
 
 
@@ -83,7 +83,7 @@ def predict_cdf(params: MoEParams, X: ArrayLike, y: ArrayLike) -> np.ndarray:
     y = _check_y(y, X.shape[0])
     w = params.gating_proba(X)
     eta = params.expert_predictors(X)
-    return np.sum(w * params.family_object.cdf(y, eta, params.dispersion()), axis=1)
+    return np.sum(w * params.family_at(X).cdf(y, eta, params.dispersion()), axis=1)
 
 
 def _check_levels(q, name="q"):
@@ -169,7 +169,7 @@ def _root_quantiles(params, X, levels):
     ``F(y) >= q``: ``F`` jumps there, and the bracket closes on the jump from
     the right.
     """
-    fam = params.family_object
+    fam = params.family_at(X)
     eta = params.expert_predictors(X)
     disp = params.dispersion()
     w = params.gating_proba(X)
@@ -179,7 +179,7 @@ def _root_quantiles(params, X, levels):
     def f(x, q, row):
         # find_root passes the (row, level) pairs still unsolved, flattened or not
         r = row.astype(np.intp).ravel()
-        F = np.sum(w[r] * fam.cdf(np.ravel(x), eta[r], disp), axis=1)
+        F = np.sum(w[r] * fam.take(r).cdf(np.ravel(x), eta[r], disp), axis=1)
         return F.reshape(np.shape(x)) - q
 
     args = (q, rows)
@@ -236,7 +236,8 @@ def sample_y(
         log_w[:, None, :] + rng.gumbel(size=(X.shape[0], n_samples, log_w.shape[1])), axis=2
     )
     eta = np.repeat(params.expert_predictors(X), n_samples, axis=0)  # (n * s, k)
-    draws = params.family_object.sample_chosen(eta, params.dispersion(), z.reshape(-1), rng)
+    fam = params.family_at(X).take(np.repeat(np.arange(X.shape[0]), n_samples))
+    draws = fam.sample_chosen(eta, params.dispersion(), z.reshape(-1), rng)
     return draws.reshape(z.shape)
 
 

@@ -400,7 +400,8 @@ def batched_em(
     else:
         count, k = coef.shape[:2]
     offset = None if design.offset_column is None else design.offset(X)
-    prob = _Problem(family, U, Z, y, w, alpha, design.fit_intercept, k, offset, bounds, tied)
+    rows_family = design.family_at(family, X)
+    prob = _Problem(rows_family, U, Z, y, w, alpha, design.fit_intercept, k, offset, bounds, tied)
     m = prob.m
     out_coef = np.zeros((count, k, q, prob.pe))
     out_gate = np.zeros((count, k, prob.pg))
