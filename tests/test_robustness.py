@@ -3,6 +3,7 @@
 import re
 import warnings
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -322,3 +323,28 @@ def test_subnormal_column_fits_or_refuses_clearly():
     with pytest.warns(NotIdentifiedWarning, match="collinear"):
         est = _fit(X, y, n_experts=1, solver="moments", fit_intercept=True)
     assert _finite(est) and np.all(np.isfinite(est.predict(X)))
+
+
+def test_em_with_a_softplus_link_keeps_the_last_finite_iterate():
+    # found by test_fuzz_estimator_fits_valid_data: four distinct rows of values near
+    # -392, no intercept, a softplus link; EM's Gauss-Newton step overshot until the
+    # predictions overflowed (a leaked RuntimeWarning); now the last iterate whose
+    # E-step was finite is kept and the fit reports that it did not converge
+    data = np.load(Path(__file__).parent / "data" / "softplus_em_overflow.npz")
+    X, y = data["X"], data["y"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = MixtureOfExpertsRegressor(
+            1,
+            solver="em",
+            link="softplus",
+            fit_intercept=False,
+            noise="shared",
+            n_init=1,
+            max_iter=10,
+            random_state=0,
+        ).fit(X, y)
+    assert not est.converged_
+    assert np.isfinite(est.log_likelihood_)
+    assert np.all(np.isfinite(est.predict(X)))

@@ -530,25 +530,33 @@ def _em(data, init, free, per_expert_noise, max_iter, tol, noise_floor, record, 
     converged = False
     it = 0
     prev = -np.inf
+    good = values  # the last iterate whose E-step was finite
     for it in range(1, max_iter + 1):
         # E-step and the sufficient statistics of the M-step, block by block.
         cache_posts = bool(gating_free) and data.in_memory
         estep_values = {key: np.copy(val) for key, val in values.items()}
-        if cache_posts:
-            posts = []
-            stats = None
-            for Xb, yb, wb in data.blocks():
-                part = _em_block_stats(Xb, yb, values, link, keep_post=True, w=wb)
-                posts.append(part.pop("post"))
-                stats = add_partials(stats, part)
-        else:
-            posts = None
-            stats = data.map_reduce(
-                lambda Xb, yb, wb=None, v=estep_values: _em_block_stats(Xb, yb, v, link, w=wb)
-            )
+        with np.errstate(over="ignore", invalid="ignore"):
+            if cache_posts:
+                posts = []
+                stats = None
+                for Xb, yb, wb in data.blocks():
+                    part = _em_block_stats(Xb, yb, values, link, keep_post=True, w=wb)
+                    posts.append(part.pop("post"))
+                    stats = add_partials(stats, part)
+            else:
+                posts = None
+                stats = data.map_reduce(
+                    lambda Xb, yb, wb=None, v=estep_values: _em_block_stats(Xb, yb, v, link, w=wb)
+                )
         loglik, gram, rhs, sq, wsum = (
             stats[key] for key in ("loglik", "gram", "rhs", "sq", "wsum")
         )
+        if it > 1 and not all(np.all(np.isfinite(a)) for a in (loglik, gram, rhs, sq)):
+            # a Gauss-Newton step of a non-linear link overshot until the predictions
+            # overflow: keep the last iterate whose E-step was finite, not converged
+            values = good
+            break
+        good = estep_values
         mean_ll = loglik / n
         history.append(mean_ll)
         if record:
