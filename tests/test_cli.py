@@ -640,7 +640,10 @@ def test_classify_fit_predict_summary(tmp_path, capsys):
     assert lines[0] == "prediction,proba_ham,proba_spam,gate_0,gate_1"
     assert {line.split(",")[0] for line in lines[1:]} <= {"ham", "spam"}
     assert main(["summary", str(model), str(data)]) == 0
-    assert "classes: ham, spam" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "classes: ham, spam" in printed
+    # the coefficient table of the shared summary, with its standard errors
+    assert str(est.summary(X, label)) in printed and "std err" in printed
     # regression-only flags are refused with --classify
     assert main([*argv, "--force", "--output", str(model), "--family", "poisson"]) != 0
     assert "--family applies to regression" in capsys.readouterr().err

@@ -22,7 +22,13 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .data import Data, check_sample_weight
-from .inference import classification_entropy
+from .inference import (
+    StandardErrors,
+    Summary,
+    classification_entropy,
+    data_standard_errors,
+    summarize,
+)
 from .persistence import save
 
 __all__ = ["MixtureOfExpertsBase", "mean_log_likelihood", "names_to_record", "names_from_record"]
@@ -107,6 +113,43 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
     @abstractmethod
     def _response(self, y, n_samples):
         """``y`` as the likelihood reads it (validated), shape (n_samples,)."""
+
+    def _per_expert_noise(self) -> bool:
+        """Whether each expert has its own dispersion (the regressor's ``noise``)."""
+        return True
+
+    def _predictor_names(self):
+        """Labels of an expert's linear predictors when it has several, or None."""
+        return None
+
+    # ------------------------------------------------------------- training data
+    def _keep_training_data(self, X, y, sample_weight):
+        """Keep a reference to in-memory training data as given (no copy), for summary().
+
+        As statsmodels' results keep their model's data; a pickle drops it
+        (``__getstate__``), and ``None`` (out-of-core data) forgets it.
+        """
+        self._training_data = None if X is None else (X, y, sample_weight)
+
+    def _training_arrays(self):
+        """The training data kept by fit, validated again (a transient copy for a DataFrame).
+
+        ``(None, None, None)`` after an out-of-core fit, or for a loaded or
+        unpickled model.
+        """
+        data = getattr(self, "_training_data", None)
+        if data is None:
+            return None, None, None
+        X, y, w = data
+        X = self._check_X(X)
+        y = self._response(y, X.shape[0])
+        return X, y, None if w is None else check_sample_weight(w, X.shape[0])
+
+    def __getstate__(self):
+        # a pickle does not carry the training data that summary() may use
+        state = dict(super().__getstate__())  # a copy: the estimator keeps its data
+        state.pop("_training_data", None)
+        return state
 
     # ------------------------------------------------------------------ checks
     def _check_X(self, X):
@@ -195,6 +238,92 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
         return self.bic(X, y, sample_weight) + 2.0 * classification_entropy(log_post, w)
 
     # ------------------------------------------------------------ persistence
+    # -------------------------------------------------------------- inference
+    def standard_errors(self, X: ArrayLike, y: ArrayLike) -> StandardErrors:
+        """Standard errors from the observed information on ``(X, y)``, in original units.
+
+        Pass the training data to get the usual asymptotic standard errors of
+        the fitted parameters (for the classifier, whose default ``alpha``
+        adds a small ridge, those of the likelihood at its estimate).  The
+        gating is identified only up to a common shift of its rows; the
+        covariance is that of the centred gate (see :mod:`moelearn.inference`).
+
+        Returns
+        -------
+        StandardErrors
+            Same layout as ``params_``; ``noise_std`` holds the error of the
+            experts' spread (sigma, or the Gamma and negative-binomial
+            coefficient of variation), None for families without one.
+        """
+        X = self._check_X(X)
+        y = self._response(y, X.shape[0])
+        return self._standard_errors(Data(X, y, self.chunk_size, self.n_experts))
+
+    def _standard_errors(self, data):
+        return data_standard_errors(
+            data, self.params_, self._per_expert_noise(), self.fit_intercept
+        )
+
+    def summary(
+        self, X: ArrayLike | None = None, y: ArrayLike | None = None, level: float = 0.95
+    ) -> Summary:
+        """Table of estimates, standard errors, Wald tests and information criteria.
+
+        The standard errors come from the observed information on the training
+        data (one pass), and the log-likelihood, AIC, BIC and ICL are totals
+        over it (unweighted, like :meth:`bic`).  After a fit on in-memory data
+        the estimator keeps a reference to the training data as given (as
+        statsmodels' results do: no copy, so changing those arrays afterwards
+        changes this summary; pickling drops the reference), so
+        ``summary()`` needs no arguments; after an out-of-core fit, a loaded
+        model, or an unpickled one, pass ``X, y``.  The gate is reported
+        centred (rows and intercepts sum to zero over the experts).  Standard
+        errors of coefficients that the data do not identify (a singular
+        observed information: collinear columns) are NaN, printed ``n/a``.
+        A classifier with several classes shows one block per expert and
+        class: the log-odds of that class against the last of ``classes_``.
+        Print the result, or use its ``to_frame()`` and HTML forms.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or None
+            None: the training data.
+        y : array-like of shape (n_samples,) or None
+            Given with ``X``.
+        level : float, default 0.95
+            Confidence level of the Wald intervals.
+
+        Returns
+        -------
+        Summary
+        """
+        check_is_fitted(self)
+        if (X is None) != (y is None):
+            raise ValueError("pass both X and y, or neither (the training data)")
+        if X is None:
+            X, y, _ = self._training_arrays()
+            if X is None:
+                raise ValueError(
+                    "summary() without data needs a model fitted on in-memory data in this "
+                    "session; this one was fitted out of core, loaded or unpickled: pass the "
+                    "training data, summary(X, y)"
+                )
+        else:
+            X = self._check_X(X)
+            y = self._response(y, X.shape[0])
+        return summarize(
+            self.params_,
+            X,
+            y,
+            per_expert_noise=self._per_expert_noise(),
+            fit_intercept=self.fit_intercept,
+            converged=self.converged_,
+            init_method=self.init_method_,
+            feature_names=getattr(self, "feature_names_in_", None),
+            level=level,
+            predictor_names=self._predictor_names(),
+        )
+
     def save(self, path: str | os.PathLike) -> None:
         """Save the fitted model without pickle (see :func:`moelearn.load`).
 

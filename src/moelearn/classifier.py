@@ -275,10 +275,12 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
                 p.gating_features,
                 p.expert_features,
             )
+        self._keep_training_data(X, y, sample_weight)  # the data as given, not the copy
         return self
 
     def _source(self, X, y, sample_weight):
         if is_out_of_core(X):
+            self._keep_training_data(None, None, None)
             check_out_of_core(X, y, type(self).__name__)
             if sample_weight is not None:
                 raise ValueError("sample_weight needs in-memory X and y")
@@ -290,6 +292,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
             self._check_classes()
             self.n_features_in_ = raw.n_features
             return raw.with_transform(LabelCodes(self.classes_), self.n_experts), None
+        given = (X, y, sample_weight)
         with np.errstate(invalid="ignore", over="ignore"):
             X, y = validate_data(self, X, y, dtype=np.float64, ensure_min_samples=2)
         _check_labels(y)
@@ -299,6 +302,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         weights = None
         if sample_weight is not None:
             weights = check_sample_weight(sample_weight, X.shape[0])
+        self._keep_training_data(*given)  # for summary() without data
         return Data(X, codes.astype(float), self.chunk_size, n_experts=self.n_experts), weights
 
     def _check_classes(self):
@@ -416,6 +420,13 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
 
     def _response(self, y, n_samples):
         return self._codes(y, n_samples).astype(float)
+
+    def _predictor_names(self):
+        # the multinomial's predictors: log-odds of each class against the last
+        if len(self.classes_) == 2:
+            return None
+        last = self.classes_[-1]
+        return [f"log-odds {c} : {last}" for c in self.classes_[:-1]]
 
     def _to_record(self):
         """The fitted classifier as ``(meta, arrays)`` for :mod:`moelearn.persistence`."""

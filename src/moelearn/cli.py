@@ -683,15 +683,10 @@ def cmd_summary(args):
 
 
 def _classifier_summary(est, X, y):
-    ll = est.log_density(X, y).sum()
+    # the classes and the accuracy, then the shared coefficient table
     lines = [
-        "Mixture-of-experts classifier",
-        f"classes: {', '.join(str(c) for c in est.classes_)}",
-        f"experts: {est.n_experts}   parameters: {est.n_parameters_}   samples: {len(y)}",
-        f"log-likelihood: {ll:.6g}   AIC: {est.aic(X, y):.6g}   BIC: {est.bic(X, y):.6g}   "
-        f"ICL: {est.icl(X, y):.6g}",
-        f"accuracy: {est.score(X, y):.4f}   converged: {est.converged_}",
-        f"start: {est.init_method_}",
+        f"classes: {', '.join(str(c) for c in est.classes_)}   accuracy: {est.score(X, y):.4f}",
+        str(est.summary(X, y)),
     ]
     return "\n".join(lines)
 

@@ -55,11 +55,7 @@ from .families import (
 )
 from .family_fit import fit_family, resolve_roles
 from .inference import (
-    StandardErrors,
-    Summary,
     collinear_columns,
-    data_standard_errors,
-    summarize,
 )
 from .links import Link, get_link
 from .model import MoEParams, random_generator, sample_given_x
@@ -514,6 +510,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         history = self.history_
         with back_to_original_units():
             self._unscale(fx, fy, family, history)
+        self._keep_training_data(X, y, sample_weight)  # the data as given, not the copies
         return self
 
     def _unscale(self, fx, fy, family, history):
@@ -694,17 +691,16 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
                 raise ValueError(f"need at least 2 samples, got {raw.n_samples}")
             refuse_tiny(*head_rows(raw))
             self.n_features_in_ = raw.n_features
-            self._training_data = None  # summary() then needs the data passed
+            self._keep_training_data(None, None, None)  # summary() then needs the data
             return raw
-        # a reference to the data as given (no copy), for summary() and the checks of
-        # _warn_fit, as statsmodels' results keep their model's data
+        # the data as given (no copy), for summary() and the checks of _warn_fit
         given = (X, y, sample_weight)
         with np.errstate(invalid="ignore", over="ignore"):  # inf - inf while checking
             X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64, ensure_min_samples=2)
         check_target_and_magnitude(X, y)
         if sample_weight is not None:
             sample_weight = check_sample_weight(sample_weight, X.shape[0])
-        self._training_data = given
+        self._keep_training_data(*given)
         return Data(X, y, self.chunk_size, n_experts=self.n_experts, sample_weight=sample_weight)
 
     def _check_init_params(self, d, link):
@@ -794,25 +790,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             )
         return problems
 
-    def standard_errors(self, X: ArrayLike, y: ArrayLike) -> StandardErrors:
-        """Standard errors from the observed information on ``(X, y)``, in original units.
-
-        Pass the training data to get the usual asymptotic standard errors of
-        the fitted parameters.  The gating is identified only up to a common
-        shift of its rows; the covariance is that of the centred gate (see
-        :mod:`moelearn.inference`).
-
-        Returns
-        -------
-        StandardErrors
-            Same layout as ``params_``; ``noise_std`` holds the error of sigma.
-        """
-        check_is_fitted(self)
-        X, y = validate_data(self, X, y, reset=False, y_numeric=True, dtype=np.float64)
-        return self._standard_errors(Data(X, y, self.chunk_size, self.n_experts))
-
-    def _standard_errors(self, data):
-        return data_standard_errors(data, self.params_, self.noise == "expert", self.fit_intercept)
+    def _per_expert_noise(self):
+        return self.noise == "expert"
 
     # -------------------------------------------------------------- predict
     def predict(self, X: ArrayLike) -> np.ndarray:
@@ -880,60 +859,6 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         """Most probable expert given ``(x, y)``, shape (n_samples,)."""
         X = self._check_X(X)
         return predictive.predict_expert(self.params_, X, y)
-
-    def summary(self, X=None, y=None, level=0.95) -> Summary:
-        """Table of estimates, standard errors, Wald tests and information criteria.
-
-        The standard errors come from the observed information on the training
-        data (one pass), and the log-likelihood, AIC, BIC and ICL are totals
-        over it (unweighted, like :meth:`bic`).  After a fit on in-memory data
-        the estimator keeps a reference to the training data as given (as
-        statsmodels' results do: no copy, so changing those arrays afterwards
-        changes this summary; pickling drops the reference), so
-        ``summary()`` needs no arguments; after an out-of-core fit, a loaded
-        model, or an unpickled one, pass ``X, y``.  The gate is reported
-        centred (rows and intercepts sum to zero over the experts).  Standard
-        errors of coefficients that the data do not identify (a singular
-        observed information: collinear columns) are NaN, printed ``n/a``.
-        Print the result, or use its ``to_frame()`` and HTML forms.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features) or None
-            None: the training data.
-        y : array-like of shape (n_samples,) or None
-            Given with ``X``.
-        level : float, default 0.95
-            Confidence level of the Wald intervals.
-
-        Returns
-        -------
-        Summary
-        """
-        check_is_fitted(self)
-        if (X is None) != (y is None):
-            raise ValueError("pass both X and y, or neither (the training data)")
-        if X is None:
-            X, y, _ = self._training_arrays()
-            if X is None:
-                raise ValueError(
-                    "summary() without data needs a model fitted on in-memory data in this "
-                    "session; this one was fitted out of core, loaded or unpickled: pass the "
-                    "training data, summary(X, y)"
-                )
-        else:
-            X = self._check_X(X)
-        return summarize(
-            self.params_,
-            X,
-            y,
-            per_expert_noise=self.noise == "expert",
-            fit_intercept=self.fit_intercept,
-            converged=self.converged_,
-            init_method=self.init_method_,
-            feature_names=getattr(self, "feature_names_in_", None),
-            level=level,
-        )
 
     def _n_parameters(self):
         return self.params_.n_parameters(self.fit_intercept)
@@ -1153,26 +1078,6 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         self.init_method_ = str(init_method)
         self.standard_errors_ = None
         self.n_parameters_ = self._n_parameters()
-
-    def _training_arrays(self):
-        """The training data kept by fit, validated again (a transient copy for a DataFrame).
-
-        ``(None, None, None)`` after an out-of-core fit, or for a loaded or
-        unpickled model.
-        """
-        data = getattr(self, "_training_data", None)
-        if data is None:
-            return None, None, None
-        X, y, w = data
-        X = self._check_X(X)
-        y = np.asarray(y, dtype=float).ravel()
-        return X, y, None if w is None else check_sample_weight(w, X.shape[0])
-
-    def __getstate__(self):
-        # a pickle does not carry the training data that summary() may use
-        state = dict(super().__getstate__())  # a copy: the estimator keeps its data
-        state.pop("_training_data", None)
-        return state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

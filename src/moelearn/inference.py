@@ -55,8 +55,8 @@ class StandardErrors:
 
     Attributes
     ----------
-    experts : ndarray of shape (k, d)
-    expert_bias : ndarray of shape (k,)
+    experts : ndarray of shape (k, d), or (k, q, d) for experts with ``q`` linear predictors
+    expert_bias : ndarray of shape (k,) or (k, q)
         Zeros when the intercepts are not fitted (they are fixed at 0).
     gating : ndarray of shape (k, d)
         Standard errors of the centred gating rows.
@@ -242,15 +242,48 @@ def _engine_problem(params: MoEParams, fit_intercept):
     )
 
     def stack(bias, coef):
-        return np.hstack([bias[:, None], coef]) if fit_intercept else coef.copy()
+        return np.concatenate([bias[..., None], coef], axis=-1) if fit_intercept else coef.copy()
 
+    # experts (k, d) or (k, q, d) -> (k, q, 1 + d)
+    k, q = params.n_experts, params.n_predictors
+    experts = params.experts.reshape(k, q, -1)
     gate = stack(params.gating_bias, params.gating)
     state = State(
-        stack(params.expert_bias, params.experts)[:, None, :],
+        stack(np.reshape(params.expert_bias, (k, q)), experts),
         np.log(params.dispersion()),
         gate - gate[-1],
     )
     return design, state
+
+
+# A coordinate whose observed information per unit of its column's sum of squares is
+# below this carries no information in the data: a class an expert never predicts, a
+# Poisson expert whose rate is zero on every row it answers (its log-odds or log-rate
+# on the way to minus infinity, held only by the ridge); its standard error would be
+# the inverse of rounding error, so it is reported as not available.
+_MIN_INFORMATION = 1e-10
+
+
+def _without_information(data, design, state, diag):
+    """Coordinates of :meth:`State.flat` whose information is negligible, a boolean mask.
+
+    The reference is the coordinate's information if every row weighed one on
+    the linear predictor: the weighted sum of squares of its column (of the
+    expert or gate design), or the total weight for a log-dispersion.
+    """
+
+    def block(Xb, yb, wb=None):
+        w = np.ones(len(yb)) if wb is None else wb
+        U, Z = design.expert_matrix(Xb), design.gate_matrix(Xb)
+        return np.concatenate([w @ U**2, w @ Z**2, [w.sum()]])
+
+    sums = data.map_reduce(block)
+    k, q, pe = state.coef.shape
+    u, z, total = sums[:pe], sums[pe:-1], sums[-1]
+    reference = np.concatenate(
+        [np.tile(u, k * q), np.full(state.log_disp.size, total), np.tile(z, k - 1)]
+    )
+    return diag < _MIN_INFORMATION * np.maximum(reference, 1e-300)
 
 
 def _family_standard_errors(data: Data, params: MoEParams, fit_intercept):
@@ -266,7 +299,7 @@ def _family_standard_errors(data: Data, params: MoEParams, fit_intercept):
     design, state = _engine_problem(params, fit_intercept)
     p = state.flat().size
     H = observed_statistics(fam, design, data, state)["hess"]
-    info = -0.5 * (H + H.T)
+    info = info_full = -0.5 * (H + H.T)
     # a shared noise parameter is one coordinate: the information of L(T theta_r) is
     # T' I T, and the covariance maps back by T (T copies the shared entry)
     shared = params.noise_std is not None and np.ndim(params.noise_std) == 0
@@ -280,7 +313,7 @@ def _family_standard_errors(data: Data, params: MoEParams, fit_intercept):
     cov *= np.outer(scale, scale)
     flagged = np.sum(_null_loadings(scaled) ** 2, axis=1) > _MIN_LOADING
     cov = T @ cov @ T.T
-    flagged = (T @ flagged) > 0
+    flagged = ((T @ flagged) > 0) | _without_information(data, design, state, np.diag(info_full))
     # map the reference-row gate to the centred gate: V_c = C V_free, C = I - 11'/k
     nc, nd = state.coef.size, state.log_disp.size
     pg = state.gate.shape[1]
@@ -293,8 +326,10 @@ def _family_standard_errors(data: Data, params: MoEParams, fit_intercept):
     # a free gate coordinate not identified leaves every centred row of its column so
     cov = _blank_unidentified(cov, (np.abs(J) @ flagged) > 0)
     se = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-    pe = state.coef.shape[2]
-    se_coef = se[:nc].reshape(k, pe)
+    q, pe = state.coef.shape[1:]
+    se_coef = se[:nc].reshape(k, q, pe)
+    if params.experts.ndim == 2:
+        se_coef = se_coef[:, 0]
     se_disp = se[nc : nc + nd].reshape(k, -1)
     se_gate = se[nc + nd :].reshape(k, pg)
     fi = int(fit_intercept)
@@ -312,13 +347,18 @@ def _family_standard_errors(data: Data, params: MoEParams, fit_intercept):
     if shared and noise is not None:
         noise = float(noise[0])
     names = (
-        [f"expert[{i}][{j}]" for i in range(k) for j in range(pe)]
+        [
+            f"expert[{i}][{j}]" if params.experts.ndim == 2 else f"expert[{i}][{c}][{j}]"
+            for i in range(k)
+            for c in range(q)
+            for j in range(pe)
+        ]
         + [f"log_{n}[{i}]" for i in range(k) for n in names_]
         + [f"gate[{i}][{j}]" for i in range(k) for j in range(pg)]
     )
     return StandardErrors(
-        se_coef[:, fi:],
-        se_coef[:, 0] if fi else zeros,
+        se_coef[..., fi:],
+        se_coef[..., 0] if fi else np.zeros(se_coef.shape[:-1]),
         se_gate[:, fi:],
         se_gate[:, 0] if fi else zeros,
         noise,
@@ -510,8 +550,8 @@ class Summary:
         if any(np.isnan(r.std_error) for r in self.rows):
             notes.append(
                 "n/a: not available, the coefficient is not identified (the observed "
-                "information is singular or indefinite along it: collinear columns, or "
-                "not a maximum)"
+                "information is singular, indefinite or nil along it: collinear columns, "
+                "not a maximum, or an expert that never predicts a class)"
             )
         return notes
 
@@ -644,7 +684,7 @@ class Summary:
         return "".join(parts)
 
 
-def _rows(params, se: StandardErrors, fit_intercept, feature_names, level):
+def _rows(params, se: StandardErrors, fit_intercept, feature_names, level, predictor_names=None):
     k, d = params.n_experts, params.n_features
     names = list(feature_names) if feature_names is not None else [f"x{j}" for j in range(d)]
     if len(names) != d:
@@ -667,11 +707,21 @@ def _rows(params, se: StandardErrors, fit_intercept, feature_names, level):
             z = pv = float("nan")
         rows.append(ParameterRow(group, name, est, s, z, pv, est - crit * s, est + crit * s))
 
+    q = params.n_predictors
+    if predictor_names is None:
+        predictor_names = [f"predictor {c}" for c in range(q)]
+    if q > 1 and len(predictor_names) != q:
+        raise ValueError(f"predictor_names must have {q} entries, got {len(predictor_names)}")
+    # one block of rows per expert and linear predictor: (k, q, d) views of both layouts
+    A, b = params.experts.reshape(k, q, -1), np.reshape(params.expert_bias, (k, q))
+    sA, sb = se.experts.reshape(k, q, -1), np.reshape(se.expert_bias, (k, q))
     for i in range(k):
-        for j, name in enumerate(expert_names):
-            add(f"expert {i}", name, params.experts[i, j], se.experts[i, j])
-        if fit_intercept:
-            add(f"expert {i}", "intercept", params.expert_bias[i], se.expert_bias[i])
+        for r in range(q):
+            group = f"expert {i}" if q == 1 else f"expert {i}, {predictor_names[r]}"
+            for j, name in enumerate(expert_names):
+                add(group, name, A[i, r, j], sA[i, r, j])
+            if fit_intercept:
+                add(group, "intercept", b[i, r], sb[i, r])
     if k > 1:
         for i in range(k):
             for j, name in enumerate(gate_names):
@@ -701,6 +751,7 @@ def summarize(
     init_method=None,
     feature_names=None,
     level=0.95,
+    predictor_names=None,
 ) -> Summary:
     """Coefficient table with standard errors, Wald tests and information criteria.
 
@@ -720,6 +771,10 @@ def summarize(
     feature_names : sequence of str or None
     level : float, default 0.95
         Confidence level of the Wald intervals.
+    predictor_names : sequence of str or None
+        Labels of an expert's linear predictors when it has several (the
+        multinomial family's log-odds of each class against the last); None:
+        ``"predictor c"``.
 
     Returns
     -------
@@ -748,7 +803,7 @@ def summarize(
     n = X.shape[0]
     bic = -2.0 * ll + n_params * np.log(n)
     return Summary(
-        rows=_rows(params, se, fit_intercept, feature_names, level),
+        rows=_rows(params, se, fit_intercept, feature_names, level, predictor_names),
         standard_errors=se,
         n_samples=n,
         n_experts=k,
