@@ -193,6 +193,8 @@ def test_trials_by_column_name():
         (lambda X, y: (X, y - 0.5, {}), "successes"),
         (lambda X, y: (X, y, dict(gating_features=[1, 2])), "trials column is also listed"),
         (lambda X, y: (X, y, dict(offset=2)), "same column"),
+        # a tiny trials column is never rescaled (it holds counts): refused, not recursed on
+        (lambda X, y: (np.c_[X[:, :2] * 1e-312, X[:, 2] * 1e-310], y, {}), "integer >= 0"),
     ],
 )
 def test_bad_trials_get_clear_errors(change, message):

@@ -380,25 +380,33 @@ def _regression_problem(family, seed, n=400):
     return get_family(family), Design(np.array([0]), np.array([1, 2]), True), X, y
 
 
-@pytest.mark.parametrize("tied", [False, True], ids=["per-expert", "shared-noise"])
+@pytest.mark.parametrize(
+    ("tied", "shared"),
+    [(False, ()), (True, ()), (False, (2,)), (True, (1, 2))],
+    ids=["per-expert", "shared-noise", "shared-coef", "shared-both"],
+)
 @pytest.mark.parametrize("name", ["gaussian", "student-t", "poisson", "gamma"])
-def test_batched_em_equals_the_engine_em_for_every_family(name, tied):
+def test_batched_em_equals_the_engine_em_for_every_family(name, tied, shared):
     # The batched screen of families with dispersions: from the same responsibilities
     # (or the same parameters) every candidate follows the engine's EM (joint scoring
-    # step of each expert's coefficients and log-dispersions, the tied one by a shared
-    # step, the noise floor, step halving) to round-off: 1e-8 after 12 iterations.
-    from moelearn.engine import _bounds, tied_column
+    # step of the experts' coefficients and log-dispersions with the shared ones as one
+    # coordinate each, the noise floor, step halving) to round-off: 1e-8 after 12
+    # iterations.
+    from dataclasses import replace
+
+    from moelearn.engine import _bounds, tied_parameters
     from moelearn.screening import batched_em
 
     family, design, X, y = _regression_problem(name, seed=21)
+    design = replace(design, shared_columns=shared)
     log_floor = np.log(1e-3)
-    col = tied_column(family, 2, tied)
+    ties = tied_parameters(family, design, 2, tied)
     rng = np.random.default_rng(22)
     posts = softmax(2.0 * rng.standard_normal((3, len(y), 2)), axis=2)
-    opts = dict(n_iter=12, tol=0.0, bounds=_bounds(family, 2, log_floor), tied=col)
+    opts = dict(n_iter=12, tol=0.0, bounds=_bounds(family, 2, log_floor), tied=ties)
     coef, gate, obj, shares, log_disp = batched_em(family, design, X, y, posts=posts, **opts)
     starts = [
-        state_from_responsibilities(family, design, X, y, posts[c], log_floor, tied=col)
+        state_from_responsibilities(family, design, X, y, posts[c], log_floor, tied=ties)
         for c in range(len(posts))
     ]
     again = batched_em(
@@ -413,7 +421,7 @@ def test_batched_em_equals_the_engine_em_for_every_family(name, tied):
     )
     for c, start in enumerate(starts):
         ref = em(
-            family, design, Data(X, y), start, max_iter=12, tol=0.0, log_floor=log_floor, tied=col
+            family, design, Data(X, y), start, max_iter=12, tol=0.0, log_floor=log_floor, tied=ties
         )
         for got in ((coef, gate, obj, shares, log_disp), again):
             assert abs(ref.log_likelihood - got[2][c]) < 1e-8
@@ -421,8 +429,11 @@ def test_batched_em_equals_the_engine_em_for_every_family(name, tied):
             assert np.allclose(ref.state.gate, got[1][c], atol=1e-6)
             assert np.allclose(ref.state.log_disp, got[4][c], atol=1e-6)
             assert np.allclose(ref.shares, got[3][c], atol=1e-8)
-        if col is not None:
-            assert np.ptp(got[4][c][:, col]) == 0.0
+            if ties is not None and ties.dispersion is not None:
+                assert np.ptp(got[4][c][:, ties.dispersion]) == 0.0
+            for p in design.shared_positions():
+                assert np.ptp(got[0][c][:, 0, p]) == 0.0
+                assert np.ptp(ref.state.coef[:, 0, p]) == 0.0
 
 
 def test_batched_em_weights_act_as_repeated_rows():

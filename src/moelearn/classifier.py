@@ -88,6 +88,11 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         plain maximum likelihood, with a warning when the classes are separated.
     gating_features, expert_features : None, array-like of int or str, or boolean mask
         Columns of ``X`` that the gate and the experts read (None: all).
+    shared_features : None, array-like of int or str, or boolean mask
+        Columns of ``X`` whose log-odds coefficients are the same for every
+        expert (one per class contrast; each expert keeps its intercepts).
+        They are expert features (added to ``expert_features`` when it does
+        not list them) and count once in :attr:`n_parameters_`.
     fit_intercept : bool, default True
     n_init : "auto" or int, default "auto"
         Starts screened by short EM runs on a subsample (DESIGN §13).
@@ -125,6 +130,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         "alpha": [Interval(Real, 0, None, closed="left")],
         "gating_features": ["array-like", None],
         "expert_features": ["array-like", None],
+        "shared_features": ["array-like", None],
         "fit_intercept": ["boolean"],
         "n_init": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -140,6 +146,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         alpha=1e-4,
         gating_features=None,
         expert_features=None,
+        shared_features=None,
         fit_intercept=True,
         n_init="auto",
         max_iter=1000,
@@ -152,6 +159,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         self.alpha = alpha
         self.gating_features = gating_features
         self.expert_features = expert_features
+        self.shared_features = shared_features
         self.fit_intercept = fit_intercept
         self.n_init = n_init
         self.max_iter = max_iter
@@ -193,6 +201,10 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         d = raw.n_features
         gmask = resolve_roles(self.gating_features, d, names, "gating_features")
         emask = resolve_roles(self.expert_features, d, names, "expert_features")
+        shared = np.zeros(d, dtype=bool)
+        if self.shared_features is not None:
+            shared = resolve_roles(self.shared_features, d, names, "shared_features")
+        emask = emask | shared  # shared coefficients are the experts'
         coefs = family.n_predictors * (int(emask.sum()) + self.fit_intercept)
         check_fit_size(raw.n_samples, self.n_experts, coefs, self.n_init)
         with warnings.catch_warnings():
@@ -210,12 +222,13 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
                 alpha=self.alpha,
                 sample_weight=weights,
                 random_state=rng,
+                shared_columns=tuple(np.flatnonzero(shared)),
             )
         fit = res.fit
         fi = self.fit_intercept
         A, b = unscale(fit.state.coef, res.design.expert_columns, res.x_mean, res.x_scale, fi)
         W, c = unscale(fit.state.gate, res.design.gating_columns, res.x_mean, res.x_scale, fi)
-        self._set_params(A, b, W - W.mean(axis=0), c - c.mean(), family, gmask, emask)
+        self._set_params(A, b, W - W.mean(axis=0), c - c.mean(), family, gmask, emask, shared)
         self.n_iter_ = int(fit.n_iter)
         self.converged_ = bool(fit.converged)
         self.init_method_ = f"{res.method}; no moment start for class labels (y^m = y, DESIGN §13)"
@@ -313,10 +326,8 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
             )
 
     # -------------------------------------------------------------- predict
-    def _set_params(self, A, b, W, c, family, gmask, emask):
+    def _set_params(self, A, b, W, c, family, gmask, emask, shared=None):
         """Store the fitted parameters: ``params_`` and the attributes that show them."""
-        self.experts_, self.expert_bias_ = A, b
-        self.gating_, self.gating_bias_ = W, c
         self._gmask, self._emask = gmask, emask
         one = family.n_predictors == 1
         self.params_ = MoEParams(
@@ -328,7 +339,12 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
             family=family,
             gating_features=gmask,
             expert_features=emask,
+            shared_features=None if shared is None or not np.any(shared) else shared,
         )
+        p = self.params_
+        self.experts_ = p.experts if not one else p.experts[:, None, :]
+        self.expert_bias_ = b
+        self.gating_, self.gating_bias_ = W, c
 
     @classmethod
     def from_params(
@@ -365,6 +381,8 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         if params.has_roles:
             kwargs.setdefault("gating_features", np.flatnonzero(params.gating_features).tolist())
             kwargs.setdefault("expert_features", np.flatnonzero(params.expert_features).tolist())
+        if params.shared_features is not None:
+            kwargs.setdefault("shared_features", np.flatnonzero(params.shared_features).tolist())
         est = cls(n_experts=params.n_experts, **kwargs)
         est._validate_params()
         est.classes_ = classes
@@ -380,6 +398,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
             family,
             params.gating_features.copy(),
             params.expert_features.copy(),
+            params.shared_features,
         )
         est.n_iter_, est.converged_, est.log_likelihood_ = 0, True, float("nan")
         est.init_method_ = "from_params"
@@ -438,7 +457,14 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         params = {
             k: v
             for k, v in self.get_params().items()
-            if k not in ("random_state", "gating_features", "expert_features", "verbose")
+            if k
+            not in (
+                "random_state",
+                "gating_features",
+                "expert_features",
+                "shared_features",
+                "verbose",
+            )
         }
         meta = {
             "estimator": "classifier",
@@ -458,6 +484,8 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
                 "n_parameters_": self.n_parameters_,
             },
         }
+        if self.params_.shared_features is not None:
+            meta["shared_features"] = [bool(v) for v in self.params_.shared_features]
         names_to_record(self, meta)
         arrays = {
             "experts": self.experts_,
@@ -479,6 +507,8 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
             labels = list(meta["classes"])
             g = np.asarray(meta["gating_features"], dtype=bool)
             e = np.asarray(meta["expert_features"], dtype=bool)
+            shared = meta.get("shared_features")
+            shared = None if shared is None else np.asarray(shared, dtype=bool)
             params = dict(meta["params"])
             fitted = dict(meta["fitted"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -487,6 +517,8 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
             raise ValueError("implausible sizes")
         if g.shape != (d,) or e.shape != (d,):
             raise ValueError(f"gating_features and expert_features must have {d} entries")
+        if shared is not None and shared.shape != (d,):
+            raise ValueError(f"shared_features must have {d} entries")
         q = len(labels) - 1
         expected = {
             "experts": (k, q, int(e.sum())),
@@ -509,6 +541,8 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         )
         est.gating_features = np.flatnonzero(g).tolist()
         est.expert_features = np.flatnonzero(e).tolist()
+        if shared is not None:
+            est.shared_features = np.flatnonzero(shared).tolist()
         est._validate_params()
         dtype = meta.get("label_dtype", "object")
         est.classes_ = np.asarray(labels, dtype=None if dtype == "object" else dtype)
@@ -520,6 +554,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
             est._family(),
             g,
             e,
+            shared,
         )
         est.n_features_in_ = d
         est.n_iter_ = int(fitted["n_iter_"])

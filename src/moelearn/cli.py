@@ -429,7 +429,7 @@ def _training_inputs(args):
         options["offset"] = features.index(offset_column)
     if trials_column is not None:
         options["trials"] = features.index(trials_column)
-    for role in ("gating_features", "expert_features"):
+    for role in ("gating_features", "expert_features", "shared_features"):
         spec = getattr(args, role)
         if spec is None:
             continue
@@ -764,6 +764,13 @@ def _add_training_options(parser):
         default=None,
         metavar="COLUMNS",
         help="comma-separated columns the experts read (default: all features)",
+    )
+    parser.add_argument(
+        "--shared-features",
+        default=None,
+        metavar="COLUMNS",
+        help="comma-separated columns whose coefficient is the same for every expert "
+        "(each expert keeps its intercept; they are expert features)",
     )
     parser.add_argument(
         "--offset",

@@ -29,6 +29,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.linalg import block_diag
 from scipy.optimize import minimize
 from scipy.special import softmax
 
@@ -41,6 +42,7 @@ from .families import Family
 __all__ = [
     "Design",
     "State",
+    "Ties",
     "EngineFit",
     "at_floor",
     "canonical",
@@ -85,6 +87,8 @@ class Design:
     trials_column : int or None
         A column of ``X`` holding each row's number of trials (binomial
         experts, :attr:`~moelearn.families.Family.needs_trials`).
+    shared_columns : tuple of int
+        Expert columns whose coefficient is one for all experts (see :class:`Ties`).
     """
 
     gating_columns: np.ndarray
@@ -92,6 +96,13 @@ class Design:
     fit_intercept: bool = True
     offset_column: int | None = None
     trials_column: int | None = None
+    shared_columns: tuple = ()
+
+    def shared_positions(self) -> tuple:
+        """Positions on the expert design (intercept first) whose coefficient the experts share."""
+        first = int(self.fit_intercept)
+        cols = list(self.expert_columns)
+        return tuple(first + cols.index(c) for c in self.shared_columns)
 
     def family_at(self, family, X):
         """``family`` bound to the rows of ``X`` (their trials), or itself."""
@@ -501,40 +512,38 @@ def _solve(F, g, ridge=1e-10):
 def _scoring_step(stats, state, bounds, tied=None):
     """The scoring step on every block of Q, and the squared Newton decrement.
 
-    With ``tied`` (a dispersion column shared by the experts) each expert's
-    block is solved with that column fixed, and the shared value then takes
-    one scoring step on the sum of the experts' terms (block coordinates: the
-    expected information of a scale is orthogonal to the coefficients for the
-    Gaussian, and the step halving of :func:`em` keeps the ascent otherwise).
+    Without ties each expert's block is solved on its own.  With ``tied``
+    (:class:`Ties`: parameters the experts share) the experts' blocks form one
+    block-diagonal system, reduced to the free coordinates (a shared
+    coordinate takes the sum of the experts' terms) and solved at once: the
+    exact scoring step of the constrained ``Q``.
     """
     k, q, pe = state.coef.shape
     m = state.log_disp.shape[1]
+    D = q * pe + m
     new = state.copy()
     decrement = 0.0
-    g_tied = f_tied = 0.0
+    Fs = np.zeros((k, D, D))
+    gs = np.zeros((k, D))
     for i in range(k):
-        F = np.zeros((q * pe + m, q * pe + m))
+        F = Fs[i]
         F[: q * pe, : q * pe] = stats["F_cc"][i].reshape(q * pe, q * pe)
         F[: q * pe, q * pe :] = stats["F_cd"][i].reshape(q * pe, m)
         F[q * pe :, : q * pe] = F[: q * pe, q * pe :].T
         F[q * pe :, q * pe :] = stats["F_dd"][i]
-        g = np.concatenate([stats["g_coef"][i].ravel(), stats["g_disp"][i]])
-        if tied is None:
-            step = _solve(F, g)
-        else:
-            j = q * pe + tied
-            g_tied += float(g[j])
-            f_tied += float(F[j, j])
-            keep = np.arange(len(g)) != j
-            step = np.zeros_like(g)
-            step[keep] = _solve(F[np.ix_(keep, keep)], g[keep])
-        decrement += float(g @ step)
-        new.coef[i] += step[: q * pe].reshape(q, pe)
-        new.log_disp[i] += step[q * pe :]
-    if tied is not None and f_tied > 0:
-        shared = g_tied / f_tied
-        decrement += g_tied * shared
-        new.log_disp[:, tied] += shared
+        gs[i] = np.concatenate([stats["g_coef"][i].ravel(), stats["g_disp"][i]])
+    if tied is None:
+        steps = np.stack([_solve(Fs[i], gs[i]) for i in range(k)])
+        decrement += float(np.sum(gs * steps))
+    else:
+        E = tied.reduction_matrix(k, q, pe, m)  # (k D, R)
+        Fr = E.T @ block_diag(*Fs) @ E
+        gr = E.T @ gs.ravel()
+        reduced = _solve(Fr, gr)
+        decrement += float(gr @ reduced)
+        steps = (E @ reduced).reshape(k, D)
+    new.coef += steps[:, : q * pe].reshape(k, q, pe)
+    new.log_disp += steps[:, q * pe :]
     if k > 1:
         g = stats["g_gate"][: k - 1].ravel()
         pg = state.gate.shape[1]
@@ -577,15 +586,82 @@ def tied_column(family, n_experts, shared_noise):
     return family.dispersion_names.index(name)
 
 
+@dataclass(frozen=True)
+class Ties:
+    """Parameters that every expert shares: equality constraints across the experts.
+
+    Attributes
+    ----------
+    dispersion : int or None
+        The dispersion column with one value for all experts (``noise="shared"``,
+        :func:`tied_column`).
+    coef : tuple of int
+        Positions on the expert design (intercept first) whose coefficient is one
+        for all experts (``shared_features``; of every linear predictor).
+    """
+
+    dispersion: int | None = None
+    coef: tuple = ()
+
+    def block_positions(self, q, pe):
+        """Tied positions inside one expert's block ``(coef (q, pe) raveled, log_disp)``."""
+        out = [c * pe + p for c in range(q) for p in self.coef]
+        if self.dispersion is not None:
+            out.append(q * pe + self.dispersion)
+        return out
+
+    def reduction_matrix(self, k, q, pe, m):
+        """The 0/1 matrix ``E`` (k D, R) with ``full = E @ reduced`` over the experts' blocks."""
+        D = q * pe + m
+        groups = [np.arange(k) * D + j for j in self.block_positions(q, pe)]
+        expand, keep = _reduction(k * D, groups)
+        E = np.zeros((k * D, keep.size))
+        E[np.arange(k * D), expand] = 1.0
+        return E
+
+    def flat_groups(self, state):
+        """The tied entries of :meth:`State.flat`, one index array per shared parameter."""
+        k, q, pe = state.coef.shape
+        m = state.log_disp.shape[1]
+        groups = [np.arange(k) * q * pe + c * pe + p for c in range(q) for p in self.coef]
+        if self.dispersion is not None:
+            groups.append(state.coef.size + np.arange(k) * m + self.dispersion)
+        return groups
+
+
+def tied_parameters(family, design, n_experts, shared_noise) -> Ties | None:
+    """The :class:`Ties` of a model (None when the experts share nothing)."""
+    if n_experts < 2:
+        return None
+    dispersion = tied_column(family, n_experts, shared_noise)
+    coef = design.shared_positions()
+    if dispersion is None and not coef:
+        return None
+    return Ties(dispersion, coef)
+
+
 def tie(state, tied):
-    """``state`` with its tied dispersion column at the experts' mean (in place)."""
+    """``state`` with each shared parameter at the experts' mean (in place)."""
     if tied is not None:
-        state.log_disp[:, tied] = state.log_disp[:, tied].mean()
+        for p in tied.coef:
+            state.coef[:, :, p] = state.coef[:, :, p].mean(axis=0)
+        if tied.dispersion is not None:
+            state.log_disp[:, tied.dispersion] = state.log_disp[:, tied.dispersion].mean()
     return state
 
 
+def _reduction(size, groups):
+    """Index maps ``(expand, keep)`` of coordinates ``0..size-1`` with each group tied."""
+    drop = np.concatenate([g[1:] for g in groups]) if groups else np.zeros(0, int)
+    keep = np.setdiff1d(np.arange(size), drop)
+    expand = np.searchsorted(keep, np.arange(size))
+    for g in groups:
+        expand[g] = np.searchsorted(keep, g[0])
+    return expand, keep
+
+
 def tied_coordinates(state, tied):
-    """Index maps between :meth:`State.flat` and the coordinates with one shared dispersion.
+    """Index maps between :meth:`State.flat` and the coordinates with the ties imposed.
 
     Returns ``(expand, keep)``: ``full = reduced[expand]`` and ``reduced =
     full[keep]``; a gradient in full coordinates maps to the reduced ones by
@@ -595,12 +671,7 @@ def tied_coordinates(state, tied):
     if tied is None:
         every = np.arange(size)
         return every, every
-    k, m = state.log_disp.shape
-    tied_pos = state.coef.size + np.arange(k) * m + tied
-    keep = np.setdiff1d(np.arange(size), tied_pos[1:])
-    expand = np.searchsorted(keep, np.arange(size))
-    expand[tied_pos] = np.searchsorted(keep, tied_pos[0])
-    return expand, keep
+    return _reduction(size, tied.flat_groups(state))
 
 
 def em(
@@ -620,8 +691,8 @@ def em(
 
     Converged when the mean log-likelihood changes by less than ``tol``
     (relative to ``max(1, |ll|)``) in one iteration (EM's usual rule; :func:`polish`
-    then checks the gradient).  ``tied`` is the dispersion column shared by the
-    experts (:func:`tied_column`), or None.
+    then checks the gradient).  ``tied`` holds the parameters the experts
+    share (:class:`Ties`), or None.
     """
     bounds = _bounds(family, state.n_experts, log_floor)
     state = tie(state.copy(), tied)
@@ -676,7 +747,7 @@ def polish(
 ) -> EngineFit:
     """L-BFGS-B on the observed log-likelihood (minus the ridge) with its exact gradient.
 
-    With ``tied`` the shared dispersion is one coordinate of the optimiser.
+    With ``tied`` (:class:`Ties`) each shared parameter is one coordinate of the optimiser.
     """
     k = state.n_experts
     state = tie(state.copy(), tied)
@@ -957,7 +1028,7 @@ def state_from_responsibilities(
     for i in range(k if family.least_squares_start else 0):
         coef[i, :, :] = _ridge_lstsq(U, h, (post[:, i] + 1e-8) * rw, 1e-6)
     disp = np.tile(np.log(family.initial_dispersion(y)), (k, 1))
-    state = State(coef, disp, _gate_fit(Z, post, weights))
+    state = tie(State(coef, disp, _gate_fit(Z, post, weights)), tied)
     bounds = _bounds(family, k, log_floor)
     data = Data(X, y)
     for _ in range(steps):

@@ -96,6 +96,7 @@ _UNSAVED_PARAMS = (
     "expert_features",
     "offset",
     "trials",
+    "shared_features",
     "verbose",
 )
 
@@ -134,6 +135,12 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         columns).  Names need ``X`` to be a DataFrame.  An empty
         ``gating_features`` gives constant mixing weights: the classical
         mixture of regressions.
+    shared_features : None, array-like of int or str, or boolean mask
+        Columns of ``X`` whose coefficient is the same for every expert
+        (flexmix's ``FLXMRglmfix(fixed = ~ x)``, Stata's ``lcinvariant``);
+        each expert keeps its own intercept.  They are expert features (added
+        to ``expert_features`` when it does not list them), count once in
+        :attr:`n_parameters_` and show once in :meth:`summary`.  Any family.
     offset : None, int or str, default None
         A column of ``X`` added to every expert's linear predictor with
         coefficient one — for Poisson rates, the log of the exposure (time at
@@ -261,6 +268,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         "family": [StrOptions(set(_REGRESSION_FAMILIES)), Family],
         "gating_features": ["array-like", None],
         "expert_features": ["array-like", None],
+        "shared_features": ["array-like", None],
         "offset": [Integral, str, None],
         "trials": [Integral, str, None],
         "solver": [StrOptions(SOLVERS.keys())],
@@ -287,6 +295,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         expert_features=None,
         offset=None,
         trials=None,
+        shared_features=None,
         solver="moments",
         fit_intercept=True,
         noise="expert",
@@ -308,6 +317,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         self.expert_features = expert_features
         self.offset = offset
         self.trials = trials
+        self.shared_features = shared_features
         self.solver = solver
         self.fit_intercept = fit_intercept
         self.noise = noise
@@ -385,10 +395,12 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         trials = self._known_column("trials", raw.n_features, names, gmask, emask)
         if offset is not None and offset == trials:
             raise ValueError("offset and trials name the same column")
+        shared = self._shared_columns(raw.n_features, names, offset, trials)
+        emask = emask | shared  # shared coefficients are the experts'
         check_fit_size(raw.n_samples, k, int(emask.sum()) + self.fit_intercept, self.n_init)
         plain = isinstance(family, Gaussian) and gmask.all() and emask.all()
-        if offset is not None or trials is not None or not plain:
-            return self._fit_family(raw, family, gmask, emask, rng, offset, trials)
+        if offset is not None or trials is not None or shared.any() or not plain:
+            return self._fit_family(raw, family, gmask, emask, rng, offset, trials, shared)
         solver = get_solver(self.solver)
         scaling = Scaling.fit(raw, link, fit_intercept=self.fit_intercept, scale_y=solver.scale_y)
         self._scaling = scaling
@@ -423,6 +435,19 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         params = scaling.from_standard(fit.params)
         self._store(params, fit, raw)
         return self
+
+    def _shared_columns(self, n_features, names, offset, trials):
+        """The mask of ``shared_features`` (all False when unset), checked against the roles."""
+        if self.shared_features is None:
+            return np.zeros(n_features, dtype=bool)
+        mask = resolve_roles(self.shared_features, n_features, names, "shared_features")
+        for role, column in (("offset", offset), ("trials", trials)):
+            if column is not None and mask[column]:
+                raise ValueError(
+                    f"the {role} column is also listed in shared_features: it enters with a "
+                    "known coefficient, not a shared one"
+                )
+        return mask
 
     def _known_column(self, role, n_features, names, gmask, emask):
         """The column index of ``offset`` or ``trials`` (None when unset).
@@ -475,6 +500,10 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             if column is not None and 0 <= column < fx.size:
                 # an offset enters with coefficient one, trials are counts: never rescaled
                 fx[column] = 1.0
+        if fx is not None and np.all(fx == 1.0):
+            fx = None  # only an offset or trials column is tiny: nothing to rescale
+        if fx is None and fy is None:
+            return None
         try:
             family = get_family(self.family, self.link)
         except (TypeError, ValueError):
@@ -533,7 +562,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             sc.noise_floor,
         )
 
-    def _fit_family(self, raw, family, gmask, emask, rng, offset=None, trials=None):
+    def _fit_family(self, raw, family, gmask, emask, rng, offset=None, trials=None, shared=None):
         """Any family, or separate gate and expert columns: the engine of DESIGN §13."""
         baseline = {"moments": None, "em": "em", "gd-nll": "gd"}.get(self.solver, False)
         if baseline is False:
@@ -561,7 +590,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
                 and np.array_equal(init.expert_features, emask)
             ):
                 raise ValueError("init_params reads other columns than gating/expert_features")
-            init = self._restrict(init, family, gmask, emask, offset, trials)
+            init = self._restrict(init, family, gmask, emask, offset, trials, shared)
         extra, unavailable = [], self._moment_unavailable(family, gmask, emask, raw, offset)
         if init is None and unavailable is None and baseline is None:
             try:
@@ -585,6 +614,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             offset_column=offset,
             trials_column=trials,
             shared_noise=self.noise == "shared",
+            shared_columns=() if shared is None else tuple(np.flatnonzero(shared)),
             baseline=baseline,
         )
         method = fit.init_method
@@ -640,12 +670,21 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             # family's own message; the start just stands aside
             raise MomentMethodUnavailable(f"the start's pass failed ({exc})") from None
 
-    def _restrict(self, p, family, gmask, emask, offset=None, trials=None):
-        """A full-column MoEParams restricted to the roles' columns (a warm start)."""
+    def _restrict(self, p, family, gmask, emask, offset=None, trials=None, shared=None):
+        """A full-column MoEParams restricted to the roles' columns (a warm start).
+
+        Coefficients that the model shares start at the experts' mean.
+        """
         if p.has_roles:
             experts, gating = p.experts, p.gating
         else:
             experts, gating = p.experts[:, emask], p.gating[:, gmask]
+        if shared is not None and shared.any():
+            cols = np.flatnonzero(shared[emask])
+            experts = experts.copy()
+            experts[..., cols] = experts[..., cols].mean(axis=0, keepdims=True)
+        else:
+            shared = None
         return MoEParams(
             experts,
             gating,
@@ -661,6 +700,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             emask,
             offset,
             trials,
+            shared,
         )
 
     def _source(self, X, y, sample_weight=None) -> Data:
@@ -911,6 +951,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             meta["offset_feature"] = int(p.offset_feature)
         if p.trials_feature is not None:
             meta["trials_feature"] = int(p.trials_feature)
+        if p.shared_features is not None:
+            meta["shared_features"] = [bool(v) for v in p.shared_features]
         names_to_record(self, meta)
         arrays = {
             "experts": p.experts,
@@ -947,6 +989,15 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             df = meta.get("df")
             df = None if df is None else np.asarray(df, dtype=float)
             masks = [meta.get("gating_features"), meta.get("expert_features")]
+            shared = meta.get("shared_features")
+            if shared is not None:
+                if not (
+                    isinstance(shared, list)
+                    and len(shared) == d
+                    and all(isinstance(v, bool) for v in shared)
+                ):
+                    raise ValueError(f"shared_features must be {d} booleans")
+                shared = np.asarray(shared, dtype=bool)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"bad metadata ({exc})") from None
         if family not in available_families():
@@ -1003,6 +1054,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             masks[1],
             meta.get("offset_feature"),
             meta.get("trials_feature"),
+            shared,
         )
         known = cls().get_params()
         valid = {
@@ -1057,6 +1109,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             kwargs.setdefault("offset", params.offset_feature)
         if params.trials_feature is not None:
             kwargs.setdefault("trials", params.trials_feature)
+        if params.shared_features is not None:
+            kwargs.setdefault("shared_features", np.flatnonzero(params.shared_features).tolist())
         est = cls(n_experts=params.n_experts, link=params.link, **kwargs)
         est._validate_params()
         est._scaling = Scaling.identity(params.n_features)

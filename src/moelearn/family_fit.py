@@ -31,6 +31,7 @@ from .engine import (
     search,
     state_from_responsibilities,
     tied_column,
+    tied_parameters,
 )
 from .families import Family
 from .model import MoEParams
@@ -259,7 +260,17 @@ def _to_params(
         expert_features=emask,
         offset_feature=design.offset_column,
         trials_feature=design.trials_column,
+        shared_features=_mask(design.shared_columns, len(emask)),
     )
+
+
+def _mask(columns, n_features):
+    """A boolean mask of ``columns`` over the features, or None when empty."""
+    if not len(columns):
+        return None
+    mask = np.zeros(n_features, dtype=bool)
+    mask[list(columns)] = True
+    return mask
 
 
 def _to_state(p: MoEParams, family, design, x_mean, x_scale, ym, ys):
@@ -324,6 +335,7 @@ def fit_engine(
     offset_column=None,
     trials_column=None,
     shared_noise=False,
+    shared_columns=(),
     baseline=None,
 ) -> EngineResult:
     """Standardise, search starts (or refine ``init``), and fit by the engine.
@@ -362,6 +374,9 @@ def fit_engine(
         required by them.
     shared_noise : bool
         One noise parameter (the family's ``noise_parameter``) for all experts.
+    shared_columns : sequence of int
+        Expert columns whose coefficient is one for all experts (each expert
+        keeps its intercept).
     baseline : {None, "em", "gd"}
         Instead of the start search, the best of ``n_init`` (``"auto"``: 1)
         random starts fitted by joint EM (``"em"``) or by L-BFGS-B on the
@@ -409,6 +424,7 @@ def fit_engine(
         fit_intercept,
         offset_column,
         trials_column,
+        tuple(int(c) for c in shared_columns),
     )
     n = data.n_samples
     if n > SEARCH_ROWS:
@@ -428,7 +444,7 @@ def fit_engine(
         # subsample), so that a few gross outliers cannot lift it above the noise
         spread = min(y_sd / (ys if family.location_scale else 1.0), _robust_sd(sub_y, sub_w))
         log_floor = np.log(noise_floor * max(spread, 1e-300))
-    tied = tied_column(family, k, shared_noise)
+    tied = tied_parameters(family, design, k, shared_noise)
     opts = dict(log_floor=log_floor, alpha=alpha, weights=sample_weight, tied=tied)
     if init is not None:
         state = init(design, x_mean, x_scale, ym, ys)
@@ -535,6 +551,7 @@ def fit_family(
     offset_column=None,
     trials_column=None,
     shared_noise=False,
+    shared_columns=(),
     baseline=None,
 ) -> FamilyFit:
     """Maximum-likelihood fit of a mixture of experts of any regression family.
@@ -572,6 +589,7 @@ def fit_family(
         offset_column=offset_column,
         trials_column=trials_column,
         shared_noise=shared_noise,
+        shared_columns=shared_columns,
         baseline=baseline,
     )
     fit = res.fit

@@ -32,7 +32,7 @@ from sklearn.utils.validation import validate_data
 
 from ._logspace import logsumexp_k
 from .diagnostics import gate_separation
-from .engine import Design, State, observed_statistics, tied_column, tied_coordinates
+from .engine import Design, State, observed_statistics, tied_coordinates, tied_parameters
 from .model import MoEParams, count_parameters
 from .refine import Data, observed_information
 
@@ -228,7 +228,11 @@ def _unflatten(se, k, d, fit_intercept):
 
 
 def _uses_engine(params: MoEParams) -> bool:
-    return params.has_roles or params.family_object.name != "gaussian"
+    return (
+        params.has_roles
+        or params.shared_features is not None
+        or params.family_object.name != "gaussian"
+    )
 
 
 def _engine_problem(params: MoEParams, fit_intercept):
@@ -239,6 +243,9 @@ def _engine_problem(params: MoEParams, fit_intercept):
         fit_intercept,
         params.offset_feature,
         params.trials_feature,
+        ()
+        if params.shared_features is None
+        else tuple(int(c) for c in np.flatnonzero(params.shared_features)),
     )
 
     def stack(bias, coef):
@@ -300,10 +307,10 @@ def _family_standard_errors(data: Data, params: MoEParams, fit_intercept):
     p = state.flat().size
     H = observed_statistics(fam, design, data, state)["hess"]
     info = info_full = -0.5 * (H + H.T)
-    # a shared noise parameter is one coordinate: the information of L(T theta_r) is
-    # T' I T, and the covariance maps back by T (T copies the shared entry)
+    # a shared parameter (noise, coefficient) is one coordinate: the information of
+    # L(T theta_r) is T' I T, and the covariance maps back by T (T copies the shared entry)
     shared = params.noise_std is not None and np.ndim(params.noise_std) == 0
-    expand, keep = tied_coordinates(state, tied_column(fam, k, shared))
+    expand, keep = tied_coordinates(state, tied_parameters(fam, design, k, shared))
     T = np.zeros((p, keep.size))
     T[np.arange(p), expand] = 1.0
     info = T.T @ info @ T
@@ -715,11 +722,20 @@ def _rows(params, se: StandardErrors, fit_intercept, feature_names, level, predi
     # one block of rows per expert and linear predictor: (k, q, d) views of both layouts
     A, b = params.experts.reshape(k, q, -1), np.reshape(params.expert_bias, (k, q))
     sA, sb = se.experts.reshape(k, q, -1), np.reshape(se.expert_bias, (k, q))
+    shared = np.zeros(A.shape[-1], dtype=bool)
+    if params.shared_features is not None and k > 1:
+        # a coefficient every expert shares is one parameter: one row
+        shared = params.shared_features[params.expert_features]
+        for r in range(q):
+            group = "all experts" if q == 1 else f"all experts, {predictor_names[r]}"
+            for j in np.flatnonzero(shared):
+                add(group, expert_names[j], A[0, r, j], sA[0, r, j])
     for i in range(k):
         for r in range(q):
             group = f"expert {i}" if q == 1 else f"expert {i}, {predictor_names[r]}"
             for j, name in enumerate(expert_names):
-                add(group, name, A[i, r, j], sA[i, r, j])
+                if not shared[j]:
+                    add(group, name, A[i, r, j], sA[i, r, j])
             if fit_intercept:
                 add(group, "intercept", b[i, r], sb[i, r])
     if k > 1:
@@ -729,11 +745,11 @@ def _rows(params, se: StandardErrors, fit_intercept, feature_names, level, predi
             if fit_intercept:
                 add(f"gate {i}", "intercept", c[i], se.gating_bias[i])
     row = params.family_object.noise_row  # (group, label) of the noise parameter, or None
-    shared = row is not None and np.ndim(se.noise_std) == 0
-    if shared:
+    one_noise = row is not None and np.ndim(se.noise_std) == 0
+    if one_noise:
         add(row[0], row[1], params.noise_vector[0], se.noise_std, test=False)
     for i in range(k):
-        if row is not None and not shared:
+        if row is not None and not one_noise:
             add(row[0], f"{row[1]}[{i}]", params.noise_vector[i], se.noise_std[i], test=False)
         if se.df is not None:
             add("dispersion", f"df[{i}]", params.df[i], se.df[i], test=False)
@@ -799,6 +815,7 @@ def summarize(
         params.expert_features,
         fit_intercept,
         shared_noise=not per_expert,
+        n_shared=params.n_shared,
     )
     n = X.shape[0]
     bic = -2.0 * ll + n_params * np.log(n)

@@ -87,6 +87,11 @@ class MoEParams:
         binomial experts (:attr:`~moelearn.families.Family.needs_trials`) and
         refused by every other family; it needs the covariate roles, which
         must not include it.
+    shared_features : boolean array of shape (n_features,) or None
+        Expert columns whose coefficient is the same for every expert (of each
+        linear predictor; each expert keeps its own intercept).  The rows of
+        ``experts`` must agree on them (to a relative 1e-9; they are then set
+        to their mean).  They count once in :meth:`n_parameters`.
     """
 
     experts: np.ndarray
@@ -101,6 +106,7 @@ class MoEParams:
     expert_features: np.ndarray | None = None
     offset_feature: int | None = None
     trials_feature: int | None = None
+    shared_features: np.ndarray | None = None
 
     def __post_init__(self):
         experts = np.asarray(self.experts, dtype=float)
@@ -128,6 +134,7 @@ class MoEParams:
             self.gating_features = np.ones(d, dtype=bool)
             self.expert_features = np.ones(d, dtype=bool)
         self._set_roles()
+        self._set_shared()
         q = self.n_predictors
         if q == 1:
             self.expert_bias = _as_vector("expert_bias", self.expert_bias, k)
@@ -227,6 +234,37 @@ class MoEParams:
         if self.offset_feature is not None and self.offset_feature == self.trials_feature:
             raise ValueError("the offset and the trials cannot be one column")
 
+    def _set_shared(self):
+        mask = self.shared_features
+        if mask is None:
+            return
+        mask = np.asarray(mask)
+        e = self.expert_features
+        if mask.shape != e.shape or mask.dtype != bool:
+            raise ValueError(
+                f"shared_features must be a 1-D boolean mask over the {len(e)} columns of X"
+            )
+        if np.any(mask & ~e):
+            raise ValueError("shared_features must be expert features")
+        if not mask.any():
+            self.shared_features = None
+            return
+        cols = np.flatnonzero(mask[e])  # positions among the experts' coefficients
+        shared = self.experts[..., cols]
+        mean = shared.mean(axis=0, keepdims=True)
+        if not np.allclose(shared, mean, rtol=1e-9, atol=1e-12 * max(1.0, np.abs(mean).max())):
+            raise ValueError(
+                "the experts' coefficients of shared_features must be equal across the experts"
+            )
+        self.experts = self.experts.copy()
+        self.experts[..., cols] = mean
+        self.shared_features = mask.copy()
+
+    @property
+    def n_shared(self) -> int:
+        """Columns whose coefficient every expert shares (:attr:`shared_features`)."""
+        return 0 if self.shared_features is None else int(self.shared_features.sum())
+
     # ------------------------------------------------------------------ shape
     @property
     def n_experts(self) -> int:
@@ -295,6 +333,7 @@ class MoEParams:
             self.expert_features,
             fit_intercept,
             shared_noise=self.noise_std is not None and np.ndim(self.noise_std) == 0,
+            n_shared=self.n_shared,
         )
 
     def copy(self) -> MoEParams:
@@ -313,6 +352,7 @@ class MoEParams:
             self.expert_features.copy(),
             self.offset_feature,
             self.trials_feature,
+            None if self.shared_features is None else self.shared_features.copy(),
         )
 
     # ---------------------------------------------------------- probabilities
@@ -433,11 +473,19 @@ class MoEParams:
             out["offset_feature"] = self.offset_feature
         if self.trials_feature is not None:
             out["trials_feature"] = self.trials_feature
+        if self.shared_features is not None:
+            out["shared_features"] = self.shared_features.tolist()
         return out
 
 
 def count_parameters(
-    family: Family, n_experts, gating_mask, expert_mask, fit_intercept=True, shared_noise=False
+    family: Family,
+    n_experts,
+    gating_mask,
+    expert_mask,
+    fit_intercept=True,
+    shared_noise=False,
+    n_shared=0,
 ) -> int:
     """Free parameters of a mixture of experts: experts, dispersions, and the gate.
 
@@ -445,7 +493,9 @@ def count_parameters(
     columns (plus an intercept when fitted) and the family's dispersion
     parameters; with ``shared_noise`` the family's noise parameter
     (:attr:`~moelearn.families.Family.noise_parameter`) is one for all experts.
-    The gate has ``k - 1`` free rows (one row is the reference).
+    The gate has ``k - 1`` free rows (one row is the reference).  The
+    ``n_shared`` expert columns whose coefficient the experts share count
+    once per linear predictor.
 
     Parameters
     ----------
@@ -454,6 +504,7 @@ def count_parameters(
     gating_mask, expert_mask : boolean arrays of shape (n_features,)
     fit_intercept : bool, default True
     shared_noise : bool, default False
+    n_shared : int, default 0
 
     Returns
     -------
@@ -466,7 +517,8 @@ def count_parameters(
     dispersions = k * m
     if shared_noise and family.noise_parameter is not None:
         dispersions -= k - 1
-    return k * pe * family.n_predictors + dispersions + (k - 1) * pg
+    shared = (k - 1) * int(n_shared) * family.n_predictors
+    return k * pe * family.n_predictors - shared + dispersions + (k - 1) * pg
 
 
 def make_moe(

@@ -221,13 +221,13 @@ class _Problem:
         if self.a_e > 0 and penalised:
             g = g - self.a_e * (np.swapaxes(coef, 0, 1) * self.mask_e).reshape(k * c, q * pe)
             H = H + self.a_e * np.diag(np.tile(self.mask_e, q))
-        step = _batched_solve(H, g).reshape(k, c, q, pe)
+        step = self._solve_blocks(H, g, k, c, q, pe, 0).reshape(k, c, q, pe)
         return coef + np.swapaxes(step, 0, 1), log_disp
 
     def _dispersion_step(self, coef, log_disp, post, cache, penalised):
         """:meth:`expert_step` for families with dispersions: the joint scoring step of
-        each expert's coefficients and log-dispersions (engine's ``_scoring_step``), the
-        tied dispersion by one shared step, and the bounds."""
+        each expert's coefficients and log-dispersions (engine's ``_scoring_step``),
+        with the ties of :meth:`_solve_blocks`, and the bounds."""
         c, k, q, pe = coef.shape
         n, m = self.n, self.m
         if cache is None:
@@ -255,22 +255,42 @@ class _Problem:
         H[:, qp:, :qp] = np.swapaxes(F_cd, 1, 2)
         H[:, qp:, qp:] = F_dd
         g = np.concatenate([g_c, g_d], axis=1)
-        tied = self.tied
-        if tied is None:
-            step = _batched_solve(H, g)
-        else:
-            keep = np.arange(qp + m) != qp + tied
-            step = np.zeros_like(g)
-            step[:, keep] = _batched_solve(H[:, keep][:, :, keep], g[:, keep])
+        step = self._solve_blocks(H, g, k, c, q, pe, m)
         new_coef = coef + np.swapaxes(step[:, :qp].reshape(k, c, q, pe), 0, 1)
         new_disp = log_disp + np.swapaxes(step[:, qp:].reshape(k, c, m), 0, 1)
-        if tied is not None:
-            # the shared value: one scoring step on the experts' summed terms
-            g_t = g_d[:, tied].reshape(k, c).sum(axis=0)
-            f_t = F_dd[:, tied, tied].reshape(k, c).sum(axis=0)
-            shared = np.where(f_t > 0, g_t / np.where(f_t > 0, f_t, 1.0), 0.0)
-            new_disp[:, :, tied] = log_disp[:, :, tied] + shared[:, None]
         return new_coef, np.clip(new_disp, self.low, self.high)
+
+    def _solve_blocks(self, H, g, k, c, q, pe, m):
+        """The experts' scoring steps (k C, D) from their blocks ``H`` (k C, D, D).
+
+        With ties (:class:`moelearn.engine.Ties`) each candidate's experts form one
+        block-diagonal system reduced to the free coordinates, as the engine's
+        ``_scoring_step`` does.
+        """
+        if self.tied is None:
+            return _batched_solve(H, g)
+        D = q * pe + m
+        E = self.tied.reduction_matrix(k, q, pe, m)  # (k D, R)
+        full = np.zeros((c, k * D, k * D))
+        blocks = H.reshape(k, c, D, D)
+        for i in range(k):
+            full[:, i * D : (i + 1) * D, i * D : (i + 1) * D] = blocks[i]
+        g_full = np.swapaxes(g.reshape(k, c, D), 0, 1).reshape(c, k * D)
+        reduced = _batched_solve(E.T @ full @ E, g_full @ E)
+        step = (reduced @ E.T).reshape(c, k, D)
+        return np.swapaxes(step, 0, 1).reshape(k * c, D)
+
+    def tie(self, coef, log_disp):
+        """Candidates ``coef`` (C, k, q, pe) and ``log_disp`` (C, k, m) with each shared
+        parameter at the experts' mean (in place)."""
+        tied = self.tied
+        if tied is not None:
+            for p in tied.coef:
+                coef[:, :, :, p] = coef[:, :, :, p].mean(axis=1, keepdims=True)
+            if tied.dispersion is not None:
+                j = tied.dispersion
+                log_disp[:, :, j] = log_disp[:, :, j].mean(axis=1, keepdims=True)
+        return coef, log_disp
 
     def gate_step(self, gate, post, gate_p, ridge=0.0, penalised=True):
         """One Newton step of the gate on Q at fixed responsibilities, shape of gate."""
@@ -377,8 +397,8 @@ def batched_em(
         more approach a full M-step, as EM for mixtures of GLMs usually takes).
     bounds : (ndarray (k, m), ndarray (k, m)) or None
         Bounds of the log-dispersions (the engine's, with the noise floor).
-    tied : int or None
-        The dispersion column shared by the experts (``noise="shared"``).
+    tied : moelearn.engine.Ties or None
+        The parameters the experts share (``noise="shared"``, ``shared_features``).
 
     Returns
     -------
@@ -416,17 +436,11 @@ def batched_em(
                 c0, g0 = coef[part].astype(float), gate[part].astype(float)
                 g0 = g0 - g0[:, -1:]
                 d0 = np.zeros((len(c0), k, m)) if log_disp is None else log_disp[part]
-                d0 = np.clip(_tie(d0.astype(float), tied), prob.low, prob.high)
+                c0, d0 = prob.tie(c0, d0.astype(float))
+                d0 = np.clip(d0, prob.low, prob.high)
             res = _em(prob, c0, d0, g0, n_iter, tol, inner)
             (out_coef[part], out_disp[part], out_gate[part], out_obj[part], out_shares[part]) = res
     return out_coef, out_gate, out_obj, out_shares, out_disp
-
-
-def _tie(log_disp, tied):
-    """Candidates' log-dispersions (C, k, m) with the tied column at the experts' mean."""
-    if tied is not None:
-        log_disp[:, :, tied] = log_disp[:, :, tied].mean(axis=1, keepdims=True)
-    return log_disp
 
 
 def _from_responsibilities(prob, post, expert_steps, gate_steps):
@@ -460,6 +474,7 @@ def _from_responsibilities(prob, post, expert_steps, gate_steps):
         for _ in range(gate_steps):
             gate_p = prob.gate_proba(gate)
             gate = _finite(prob.gate_step(gate, post, gate_p, ridge=1e-6, penalised=False), gate)
+    coef, log_disp = prob.tie(coef, log_disp)
     for _ in range(expert_steps):
         new_coef, new_disp = prob.expert_step(coef, log_disp, post, penalised=False)
         coef, log_disp = _finite(new_coef, coef), _finite(new_disp, log_disp)
