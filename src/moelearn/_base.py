@@ -52,6 +52,19 @@ def names_to_record(est, meta):
             meta[key] = str(value)
 
 
+def mask_from_record(meta, key, d):
+    """The boolean mask ``meta[key]`` of ``d`` entries as an array, or None when absent.
+
+    Raises ``ValueError`` unless it is a list of ``d`` booleans.
+    """
+    mask = meta.get(key)
+    if mask is None:
+        return None
+    if not (isinstance(mask, list) and len(mask) == d and all(isinstance(v, bool) for v in mask)):
+        raise ValueError(f"{key} must be {d} booleans")
+    return np.asarray(mask, dtype=bool)
+
+
 def names_from_record(meta, d):
     """The validated names of :func:`names_to_record`: a dict of the attributes to set.
 

@@ -28,7 +28,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from ._base import MixtureOfExpertsBase, mean_log_likelihood, names_from_record, names_to_record
+from ._base import (
+    MixtureOfExpertsBase,
+    mask_from_record,
+    mean_log_likelihood,
+    names_from_record,
+    names_to_record,
+)
 from ._progress import reported_fit
 from ._validation import (
     back_to_original_units,
@@ -507,8 +513,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
             labels = list(meta["classes"])
             g = np.asarray(meta["gating_features"], dtype=bool)
             e = np.asarray(meta["expert_features"], dtype=bool)
-            shared = meta.get("shared_features")
-            shared = None if shared is None else np.asarray(shared, dtype=bool)
+            shared = mask_from_record(meta, "shared_features", d)
             params = dict(meta["params"])
             fitted = dict(meta["fitted"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -517,8 +522,6 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
             raise ValueError("implausible sizes")
         if g.shape != (d,) or e.shape != (d,):
             raise ValueError(f"gating_features and expert_features must have {d} entries")
-        if shared is not None and shared.shape != (d,):
-            raise ValueError(f"shared_features must have {d} entries")
         q = len(labels) - 1
         expected = {
             "experts": (k, q, int(e.sum())),

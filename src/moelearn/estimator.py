@@ -18,7 +18,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import predictive
-from ._base import MixtureOfExpertsBase, mean_log_likelihood, names_from_record, names_to_record
+from ._base import (
+    MixtureOfExpertsBase,
+    mask_from_record,
+    mean_log_likelihood,
+    names_from_record,
+    names_to_record,
+)
 from ._progress import reported_fit
 from ._validation import (
     MIN_MAGNITUDE,
@@ -989,15 +995,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             df = meta.get("df")
             df = None if df is None else np.asarray(df, dtype=float)
             masks = [meta.get("gating_features"), meta.get("expert_features")]
-            shared = meta.get("shared_features")
-            if shared is not None:
-                if not (
-                    isinstance(shared, list)
-                    and len(shared) == d
-                    and all(isinstance(v, bool) for v in shared)
-                ):
-                    raise ValueError(f"shared_features must be {d} booleans")
-                shared = np.asarray(shared, dtype=bool)
+            shared = mask_from_record(meta, "shared_features", d)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"bad metadata ({exc})") from None
         if family not in available_families():
