@@ -311,9 +311,9 @@ def test_fit_options_reach_the_estimator(tmp_path, monkeypatch):
     seen = []
     original = est_module.MixtureOfExpertsRegressor.fit
 
-    def spy(self, X, y=None, sample_weight=None):
+    def spy(self, X, y=None, sample_weight=None, groups=None):
         seen.append(self.get_params())
-        return original(self, X, y, sample_weight=sample_weight)
+        return original(self, X, y, sample_weight=sample_weight, groups=groups)
 
     monkeypatch.setattr(est_module.MixtureOfExpertsRegressor, "fit", spy)
     data = tmp_path / "d.csv"
@@ -367,7 +367,7 @@ def test_n_init_auto_is_passed_through(tmp_path, monkeypatch):
 
     seen = []
 
-    def spy(self, X, y=None, sample_weight=None):
+    def spy(self, X, y=None, sample_weight=None, groups=None):
         seen.append(self.n_init)
         raise ValueError("stop here")
 

@@ -22,6 +22,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .data import Data, check_sample_weight
+from .grouping import check_groups, group_posterior
 from .inference import (
     StandardErrors,
     Summary,
@@ -33,8 +34,8 @@ from .persistence import save
 
 __all__ = ["MixtureOfExpertsBase", "mean_log_likelihood", "names_to_record", "names_from_record"]
 
-# names of the columns a command-line fit used for the target and the row weights
-_COLUMN_NAMES = ("target_name_", "weights_name_")
+# names of the columns a command-line fit used for the target, the row weights and the groups
+_COLUMN_NAMES = ("target_name_", "weights_name_", "groups_name_")
 
 
 def names_to_record(est, meta):
@@ -136,27 +137,32 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
         return None
 
     # ------------------------------------------------------------- training data
-    def _keep_training_data(self, X, y, sample_weight):
+    def _keep_training_data(self, X, y, sample_weight, groups=None):
         """Keep a reference to in-memory training data as given (no copy), for summary().
 
         As statsmodels' results keep their model's data; a pickle drops it
         (``__getstate__``), and ``None`` (out-of-core data) forgets it.
         """
-        self._training_data = None if X is None else (X, y, sample_weight)
+        self._training_data = None if X is None else (X, y, sample_weight, groups)
 
     def _training_arrays(self):
         """The training data kept by fit, validated again (a transient copy for a DataFrame).
 
         ``(None, None, None)`` after an out-of-core fit, or for a loaded or
-        unpickled model.
+        unpickled model.  The groups of a grouped fit: :meth:`_training_groups`.
         """
         data = getattr(self, "_training_data", None)
         if data is None:
             return None, None, None
-        X, y, w = data
+        X, y, w = data[:3]
         X = self._check_X(X)
         y = self._response(y, X.shape[0])
         return X, y, None if w is None else check_sample_weight(w, X.shape[0])
+
+    def _training_groups(self):
+        """The ``groups`` labels of the kept training data (None if ungrouped or not kept)."""
+        data = getattr(self, "_training_data", None)
+        return None if data is None or len(data) < 4 else data[3]
 
     def __getstate__(self):
         # a pickle does not carry the training data that summary() may use
@@ -178,62 +184,133 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
         """Gating probabilities ``p_i(x)``, shape (n_samples, n_experts)."""
         return self.params_.gating_proba(self._check_X(X))
 
-    def log_density(self, X: ArrayLike, y: ArrayLike) -> np.ndarray:
+    def _check_groups(self, groups, X, sample_weight=None):
+        """``groups`` validated for the rows of ``X`` (the gate's columns constant in a group)."""
+        mask = self.params_.gating_features
+        gate = np.arange(X.shape[1]) if mask is None else np.flatnonzero(mask)
+        return check_groups(groups, X.shape[0], gate_columns=gate, X=X, sample_weight=sample_weight)
+
+    def _grouped(self, X, y, groups, sample_weight=None):
+        """``(Groups, per-group log-likelihood, per-group posterior)`` of validated data."""
+        g = self._check_groups(groups, X, sample_weight)
+        joint = self.params_.group_joint_log_likelihood(X, y, g)
+        _, per_group, post = group_posterior(joint, g)
+        return g, per_group, post
+
+    def log_density(
+        self, X: ArrayLike, y: ArrayLike, groups: ArrayLike | None = None
+    ) -> np.ndarray:
         """Conditional log-density ``log p(y | x)`` of each ``(x, y)`` pair, shape (n_samples,).
 
         Summed over the rows it is the log-likelihood in the original units of
         ``y`` (what AIC, BIC and peers such as flexmix report); for the
         classifier, ``log P(y | x)`` of each labelled row (labels not seen when
         fitting raise ``ValueError``: their probability is zero).
+
+        With ``groups`` (one label per row; every row of a group comes from
+        one expert), the log-density of each group's rows together,
+        ``log sum_i p_i(z_g) prod_{n in g} f_i(y_n | x_n)``, shape
+        (n_groups,), in the order of ``numpy.unique(groups)``.
         """
         X = self._check_X(X)
-        return self.params_.log_likelihood(X, self._response(y, X.shape[0]))
+        y = self._response(y, X.shape[0])
+        if groups is not None:
+            return self._grouped(X, y, groups)[1]
+        return self.params_.log_likelihood(X, y)
 
-    def predict_responsibilities(self, X: ArrayLike, y: ArrayLike, log: bool = False) -> np.ndarray:
+    def predict_responsibilities(
+        self, X: ArrayLike, y: ArrayLike, log: bool = False, groups: ArrayLike | None = None
+    ) -> np.ndarray:
         """Posterior expert probabilities ``P(z = i | x, y)``, shape (n_samples, n_experts).
 
-        ``log=True`` returns their logarithms (normalised in log space).
+        ``log=True`` returns their logarithms (normalised in log space).  With
+        ``groups`` every row gets its group's posterior, which reads all the
+        group's rows.
         """
         X = self._check_X(X)
-        joint = self.params_.joint_log_likelihood(X, self._response(y, X.shape[0]))
+        y = self._response(y, X.shape[0])
+        if groups is not None:
+            g, _, post = self._grouped(X, y, groups)
+            post = post[g.codes]
+            if not log:
+                return post
+            with np.errstate(divide="ignore"):
+                return np.log(post)
+        log_post = self._log_posterior(X, y)
+        return log_post if log else np.exp(log_post)
+
+    def _log_posterior(self, X, y):
+        """Log responsibilities of validated rows, normalised in log space."""
+        joint = self.params_.joint_log_likelihood(X, y)
         top = joint.max(axis=1, keepdims=True)
         log_post = joint - top
         log_post -= np.log(np.exp(log_post).sum(axis=1, keepdims=True))
-        return log_post if log else np.exp(log_post)
+        return log_post
 
     # --------------------------------------------------------------- criteria
     @property
     def _n_free(self) -> int:
         return self.params_.n_parameters(self.fit_intercept)
 
-    def _weighted_log_likelihood(self, X, y, sample_weight):
-        """Total log-likelihood and the sample size (the weights' sum when weighted)."""
-        ll = self.log_density(X, y)
-        if sample_weight is None:
-            return float(ll.sum()), float(len(ll))
-        w = check_sample_weight(sample_weight, len(ll))
-        return float(w @ ll), float(w.sum())
+    def _weighted_log_likelihood(self, X, y, sample_weight, groups=None):
+        """Total log-likelihood, the sample size (the weights' sum when weighted) and
+        the classification entropy ``-sum w log r`` of the most probable experts."""
+        X = self._check_X(X)
+        y = self._response(y, X.shape[0])
+        w = None if sample_weight is None else check_sample_weight(sample_weight, X.shape[0])
+        n = float(X.shape[0]) if w is None else float(w.sum())
+        if groups is not None:
+            g, ll, post = self._grouped(X, y, groups, w)
+            wg = None if w is None else w[g.first]
+            with np.errstate(divide="ignore"):
+                log_post = np.log(post)
+        else:
+            ll = self.params_.log_likelihood(X, y)
+            log_post = self._log_posterior(X, y)
+            wg = w
+        total = float(ll.sum()) if wg is None else float(wg @ ll)
+        return total, n, lambda: classification_entropy(log_post, wg)
 
-    def bic(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
+    def bic(
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        sample_weight: ArrayLike | None = None,
+        groups: ArrayLike | None = None,
+    ) -> float:
         """Bayesian information criterion on ``(X, y)`` (lower is better).
 
         ``-2 log L + p log n`` with ``p = n_parameters_`` and ``log L`` the
         plain log-likelihood.  With ``sample_weight`` the weights count as
         frequencies: ``log L`` is the weighted sum and ``n`` the sum of the
-        weights.
+        weights.  With ``groups`` ``log L`` is the grouped log-likelihood
+        (:meth:`log_density`) and ``n`` stays the number of rows, as flexmix
+        counts them.
         """
-        ll, n = self._weighted_log_likelihood(X, y, sample_weight)
+        ll, n, _ = self._weighted_log_likelihood(X, y, sample_weight, groups)
         return -2.0 * ll + self._n_free * np.log(n)
 
-    def aic(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
+    def aic(
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        sample_weight: ArrayLike | None = None,
+        groups: ArrayLike | None = None,
+    ) -> float:
         """Akaike information criterion ``-2 log L + 2 p`` on ``(X, y)`` (lower is better).
 
-        ``sample_weight`` as in :meth:`bic`.
+        ``sample_weight`` and ``groups`` as in :meth:`bic`.
         """
-        ll, _ = self._weighted_log_likelihood(X, y, sample_weight)
+        ll, _, _ = self._weighted_log_likelihood(X, y, sample_weight, groups)
         return -2.0 * ll + 2.0 * self._n_free
 
-    def icl(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
+    def icl(
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        sample_weight: ArrayLike | None = None,
+        groups: ArrayLike | None = None,
+    ) -> float:
         """Integrated completed likelihood criterion on ``(X, y)`` (lower is better).
 
         flexmix's convention (``ICL()``; Biernacki, Celeux and Govaert 2000):
@@ -244,15 +321,18 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
         posterior responsibilities (:meth:`predict_responsibilities`): BIC
         plus a penalty for experts whose rows overlap.  (The soft-assignment
         variant ``BIC + 2 * (-sum r log r)`` is ``Summary.bic + 2 *
-        Summary.entropy``.)  ``sample_weight`` as in :meth:`bic`.
+        Summary.entropy``.)  ``sample_weight`` and ``groups`` as in
+        :meth:`bic`; with groups ``E`` sums over the groups, whose experts
+        are the latent labels.
         """
-        log_post = self.predict_responsibilities(X, y, log=True)
-        w = None if sample_weight is None else check_sample_weight(sample_weight, len(log_post))
-        return self.bic(X, y, sample_weight) + 2.0 * classification_entropy(log_post, w)
+        ll, n, entropy = self._weighted_log_likelihood(X, y, sample_weight, groups)
+        return -2.0 * ll + self._n_free * np.log(n) + 2.0 * entropy()
 
     # ------------------------------------------------------------ persistence
     # -------------------------------------------------------------- inference
-    def standard_errors(self, X: ArrayLike, y: ArrayLike) -> StandardErrors:
+    def standard_errors(
+        self, X: ArrayLike, y: ArrayLike, groups: ArrayLike | None = None
+    ) -> StandardErrors:
         """Standard errors from the observed information on ``(X, y)``, in original units.
 
         Pass the training data to get the usual asymptotic standard errors of
@@ -267,9 +347,15 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
             Same layout as ``params_``; ``noise_std`` holds the error of the
             experts' spread (sigma, or the Gamma and negative-binomial
             coefficient of variation), None for families without one.
+
+        With ``groups`` (the labels of a grouped fit) the information is that
+        of the grouped likelihood: central differences of its exact gradient.
         """
         X = self._check_X(X)
         y = self._response(y, X.shape[0])
+        if groups is not None:
+            g = self._check_groups(groups, X)
+            return self._standard_errors(Data(X, y, n_experts=self.n_experts, groups=g))
         return self._standard_errors(Data(X, y, self.chunk_size, self.n_experts))
 
     def _standard_errors(self, data):
@@ -278,7 +364,11 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
         )
 
     def summary(
-        self, X: ArrayLike | None = None, y: ArrayLike | None = None, level: float = 0.95
+        self,
+        X: ArrayLike | None = None,
+        y: ArrayLike | None = None,
+        level: float = 0.95,
+        groups: ArrayLike | None = None,
     ) -> Summary:
         """Table of estimates, standard errors, Wald tests and information criteria.
 
@@ -305,6 +395,10 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
             Given with ``X``.
         level : float, default 0.95
             Confidence level of the Wald intervals.
+        groups : array-like of shape (n_samples,) or None
+            The group labels of a grouped fit, given with ``X`` (without data:
+            those of the training data).  The log-likelihood, the criteria and
+            the information are then the grouped ones.
 
         Returns
         -------
@@ -313,7 +407,10 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
         check_is_fitted(self)
         if (X is None) != (y is None):
             raise ValueError("pass both X and y, or neither (the training data)")
+        if X is None and groups is not None:
+            raise ValueError("groups= goes with X and y; summary() alone uses the training groups")
         if X is None:
+            groups = self._training_groups()
             X, y, _ = self._training_arrays()
             if X is None:
                 raise ValueError(
@@ -335,6 +432,7 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
             feature_names=getattr(self, "feature_names_in_", None),
             level=level,
             predictor_names=self._predictor_names(),
+            groups=None if groups is None else self._check_groups(groups, X),
         )
 
     def save(self, path: str | os.PathLike) -> None:

@@ -52,6 +52,7 @@ from .data import (
 )
 from .families import Bernoulli, Multinomial
 from .family_fit import fit_engine, resolve_roles, unscale
+from .grouping import check_groups, group_posterior
 from .model import MoEParams, random_generator
 from .persistence import register_record
 
@@ -129,6 +130,8 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
     converged_ : bool
     init_method_ : str
     n_features_in_ : int
+    n_groups_ : int
+        Number of groups of a fit with ``groups`` (absent otherwise).
     """
 
     _parameter_constraints: dict = {
@@ -181,6 +184,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         X: ArrayLike | ChunkedDataset,
         y: ArrayLike | None = None,
         sample_weight: ArrayLike | None = None,
+        groups: ArrayLike | None = None,
     ) -> Self:
         """Fit the mixture of experts.
 
@@ -191,13 +195,18 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
             ChunkedDataset, whose chunks hold numeric labels)
         sample_weight : array-like of shape (n_samples,) or None
             Non-negative row weights (in-memory data).
+        groups : array-like of shape (n_samples,) or None
+            A label per row (in-memory data): every row of a group comes from
+            the same expert, as in
+            :meth:`MixtureOfExpertsRegressor.fit <moelearn.MixtureOfExpertsRegressor.fit>`
+            (the gate's columns and the weights constant within a group).
 
         Returns
         -------
         self
         """
         self._validate_params()
-        rescaled = self._fit_rescaled(X, y, sample_weight)
+        rescaled = self._fit_rescaled(X, y, sample_weight, groups)
         if rescaled is not None:
             return rescaled
         rng = random_generator(self.random_state)
@@ -213,6 +222,22 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         emask = emask | shared  # shared coefficients are the experts'
         coefs = family.n_predictors * (int(emask.sum()) + self.fit_intercept)
         check_fit_size(raw.n_samples, self.n_experts, coefs, self.n_init)
+        self.__dict__.pop("n_groups_", None)
+        if groups is not None:
+            if not raw.in_memory:
+                raise ValueError(
+                    "groups= needs in-memory data (a NumPy array or a DataFrame); this X is "
+                    "read out of core"
+                )
+            groups_in = groups
+            groups = check_groups(
+                groups,
+                raw.n_samples,
+                gate_columns=np.flatnonzero(gmask),
+                X=raw.X,
+                sample_weight=weights,
+            )
+            self._keep_training_data(*self._training_data[:3], groups_in)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             res = fit_engine(
@@ -229,6 +254,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
                 sample_weight=weights,
                 random_state=rng,
                 shared_columns=tuple(np.flatnonzero(shared)),
+                groups=groups,
             )
         fit = res.fit
         fi = self.fit_intercept
@@ -239,7 +265,13 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         self.converged_ = bool(fit.converged)
         self.init_method_ = f"{res.method}; no moment start for class labels (y^m = y, DESIGN §13)"
         self.n_parameters_ = self.params_.n_parameters(fi)
-        self.log_likelihood_ = mean_log_likelihood(self.params_, raw, weights)
+        if groups is None:
+            self.log_likelihood_ = mean_log_likelihood(self.params_, raw, weights)
+        else:
+            joint = self.params_.group_joint_log_likelihood(raw.X, raw.y, groups)
+            total = group_posterior(joint, groups, weights)[0]
+            self.log_likelihood_ = total / (raw.n_samples if weights is None else weights.sum())
+            self.n_groups_ = groups.n_groups
         self.history_ = np.asarray(fit.history, dtype=float)
         slopes = fit.state.coef[..., 1:] if fi else fit.state.coef
         if self.alpha == 0 and np.max(np.abs(slopes), initial=0.0) > _SEPARATED:
@@ -260,7 +292,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
             )
         return self
 
-    def _fit_rescaled(self, X, y, sample_weight):
+    def _fit_rescaled(self, X, y, sample_weight, groups=None):
         """Fit in-memory ``X`` with columns of tiny magnitude on an exactly rescaled copy.
 
         Columns whose largest ``|value|`` is below ``MIN_MAGNITUDE`` are
@@ -282,7 +314,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
             import pandas as pd
 
             Xs = pd.DataFrame(Xs, columns=X.columns)
-        self.fit(Xs, y, sample_weight)
+        self.fit(Xs, y, sample_weight, groups)
         p = self.params_
         with back_to_original_units():
             self._set_params(
@@ -294,7 +326,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
                 p.gating_features,
                 p.expert_features,
             )
-        self._keep_training_data(X, y, sample_weight)  # the data as given, not the copy
+        self._keep_training_data(X, y, sample_weight, groups)  # the data as given, not the copy
         return self
 
     def _source(self, X, y, sample_weight):

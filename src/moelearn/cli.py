@@ -366,7 +366,7 @@ def _model_path(args):
 
 
 def _column_flag(table, args, flag, taken):
-    """The column that ``--offset``, ``--trials`` or ``--weights`` names (None if absent)."""
+    """The column that ``--offset``, ``--trials``, ``--weights`` or ``--groups`` names (or None)."""
     name = getattr(args, flag)
     if name is None:
         return None
@@ -383,9 +383,9 @@ def _column_flag(table, args, flag, taken):
 def _training_inputs(args):
     """The CSV's features and target, the row weights and the estimator options of the flags.
 
-    Returns ``(table, X, y, features, options, weights)``; ``options`` holds only
-    the flags given, so absent ones leave the estimator's defaults.  The
-    ``--weights`` column is not a feature; the ``--offset`` and ``--trials``
+    Returns ``(table, X, y, features, options, weights, groups)``; ``options``
+    holds only the flags given, so absent ones leave the estimator's defaults.
+    The ``--weights`` and ``--groups`` columns are not features; the ``--offset`` and ``--trials``
     columns are columns of ``X`` (the model reads them when predicting) that
     neither the gate nor the experts use.
     """
@@ -397,15 +397,17 @@ def _training_inputs(args):
         )
     taken = {args.target: "--target"}
     weights_column = _column_flag(table, args, "weights", taken)
+    groups_column = _column_flag(table, args, "groups", taken)
     offset_column = _column_flag(table, args, "offset", taken)
     trials_column = _column_flag(table, args, "trials", taken)
     known = {offset_column: "--offset", trials_column: "--trials"}
     known.pop(None, None)
-    features = [c for c in table.header if c not in (args.target, weights_column)]
+    features = [c for c in table.header if c not in (args.target, weights_column, groups_column)]
     if not [c for c in features if c not in known]:
         raise CLIError(f"{table.path} has no feature columns besides the target {args.target!r}")
     X = table.numbers(features)
     weights = None if weights_column is None else table.numbers([weights_column])[:, 0]
+    groups = None if groups_column is None else _labels(table, groups_column)
     if args.classify:
         for flag in ("link", "family", "solver", "noise", "offset", "trials"):
             if getattr(args, flag) is not None:
@@ -445,15 +447,17 @@ def _training_inputs(args):
             if column in names:
                 raise CLIError(f"{flag}: {column!r} is the {owner} column")
         options[role] = [features.index(c) for c in names]
-    return table, X, y, features, options, weights
+    return table, X, y, features, options, weights, groups
 
 
-def _save_model(est, out, features, target, weights_name=None):
+def _save_model(est, out, features, target, weights_name=None, groups_name=None):
     # the model remembers its columns, so that predict can match them by name
     est.feature_names_in_ = np.asarray(features, dtype=object)
     est.target_name_ = target
     if weights_name is not None:
         est.weights_name_ = weights_name
+    if groups_name is not None:
+        est.groups_name_ = groups_name
     try:
         est.save(out)
     except OSError as exc:
@@ -471,7 +475,7 @@ def cmd_fit(args):
     from .exceptions import GateSeparationWarning, NotIdentifiedWarning
 
     out = _model_path(args)
-    table, X, y, features, options, weights = _training_inputs(args)
+    table, X, y, features, options, weights, groups = _training_inputs(args)
     if args.classify:
         from .classifier import MixtureOfExpertsClassifier
 
@@ -484,7 +488,7 @@ def cmd_fit(args):
             warnings.simplefilter("always", ConvergenceWarning)
             warnings.simplefilter("always", GateSeparationWarning)
             warnings.simplefilter("always", NotIdentifiedWarning)
-            est.fit(X, y, sample_weight=weights)
+            est.fit(X, y, sample_weight=weights, groups=groups)
     except (ValueError, TypeError) as exc:
         raise CLIError(f"cannot fit {table.path}: {exc}") from None
     for w in caught:
@@ -496,11 +500,15 @@ def cmd_fit(args):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     score = est.score(X, y, sample_weight=weights)
     metric = "accuracy" if args.classify else "R^2"
-    density = est.log_density(X, y)
-    total = float(np.sum(density) if weights is None else weights @ density)
-    _save_model(est, out, features, args.target, args.weights)
+    if groups is None:
+        density = est.log_density(X, y)
+        total = float(np.sum(density) if weights is None else weights @ density)
+    else:  # one log-density per group; weights are constant within a group
+        total = est.log_likelihood_ * (X.shape[0] if weights is None else float(np.sum(weights)))
+    _save_model(est, out, features, args.target, args.weights, args.groups)
+    grouped = "" if groups is None else f" in {est.n_groups_} groups"
     print(
-        f"fitted {args.experts} experts on {X.shape[0]} rows x {X.shape[1]} features "
+        f"fitted {args.experts} experts on {X.shape[0]} rows{grouped} x {X.shape[1]} features "
         f"({est.init_method_}); log-likelihood {total:.6g} "
         f"({'total over the rows' if weights is None else 'weighted total'}), "
         f"{metric} {score:.4f}"
@@ -532,7 +540,7 @@ def cmd_select(args):
     from .selection import select_n_experts
 
     out = _model_path(args)
-    table, X, y, features, options, weights = _training_inputs(args)
+    table, X, y, features, options, weights, groups = _training_inputs(args)
     if args.classify:
         from .classifier import MixtureOfExpertsClassifier
 
@@ -552,6 +560,7 @@ def cmd_select(args):
                 estimator=template,
                 verbose=args.verbose,
                 sample_weight=weights,
+                groups=groups,
                 **options,
             )
     except (ValueError, TypeError) as exc:
@@ -566,7 +575,7 @@ def cmd_select(args):
         f"(log-likelihoods are {'totals over the rows' if weights is None else 'weighted totals'})"
     )
     print(result)
-    _save_model(result.estimator, out, features, args.target, args.weights)
+    _save_model(result.estimator, out, features, args.target, args.weights, args.groups)
     print(f"model with {result.n_experts} experts saved to {out}")
 
 
@@ -575,6 +584,7 @@ def _feature_matrix(est, table):
     names = getattr(est, "feature_names_in_", None)
     target = getattr(est, "target_name_", None)
     weights = getattr(est, "weights_name_", None)
+    groups = getattr(est, "groups_name_", None)
     if names is None:
         # a model fitted on a plain array: columns can only be matched by position
         columns = [c for c in table.header if c != target]
@@ -592,7 +602,7 @@ def _feature_matrix(est, table):
             f"{table.path} lacks the column(s) {_columns(missing)} the model was "
             f"fitted on (expected {_columns(names)})"
         )
-    extra = [c for c in table.header if c not in names and c not in (target, weights)]
+    extra = [c for c in table.header if c not in names and c not in (target, weights, groups)]
     if extra:
         raise CLIError(
             f"{table.path} has column(s) {_columns(extra)} the model was not "
@@ -667,6 +677,14 @@ def cmd_summary(args):
     X = _feature_matrix(est, table)
     classify = hasattr(est, "classes_")
     y = _labels(table, target) if classify else table.numbers([target])[:, 0]
+    groups = None
+    groups_name = getattr(est, "groups_name_", None)
+    if groups_name is not None:
+        if groups_name not in table.header:
+            raise CLIError(
+                f"{table.path} has no column {groups_name!r}: the model was fitted on its groups"
+            )
+        groups = _labels(table, groups_name)
     weights = getattr(est, "weights_name_", None)
     if weights is not None:
         print(
@@ -677,16 +695,20 @@ def cmd_summary(args):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
         try:
-            print(_classifier_summary(est, X, y) if classify else est.summary(X, y))
+            print(
+                _classifier_summary(est, X, y, groups)
+                if classify
+                else est.summary(X, y, groups=groups)
+            )
         except ValueError as exc:
             raise CLIError(f"cannot summarise on {table.path}: {exc}") from None
 
 
-def _classifier_summary(est, X, y):
+def _classifier_summary(est, X, y, groups=None):
     # the classes and the accuracy, then the shared coefficient table
     lines = [
         f"classes: {', '.join(str(c) for c in est.classes_)}   accuracy: {est.score(X, y):.4f}",
-        str(est.summary(X, y)),
+        str(est.summary(X, y, groups=groups)),
     ]
     return "\n".join(lines)
 
@@ -748,9 +770,19 @@ def _add_training_options(parser):
     )
     parser.add_argument(
         "--family",
-        choices=("gaussian", "student-t", "poisson", "gamma", "negative-binomial", "binomial"),
+        choices=(
+            "gaussian",
+            "student-t",
+            "poisson",
+            "gamma",
+            "negative-binomial",
+            "binomial",
+            "zero-inflated-poisson",
+            "zero-inflated-negative-binomial",
+        ),
         default=None,
-        help="distribution of the target given an expert (default: gaussian)",
+        help="distribution of the target given an expert (default: gaussian; the "
+        "zero-inflated families make expert 0 a point mass at zero)",
     )
     parser.add_argument(
         "--gating-features",
@@ -791,6 +823,13 @@ def _add_training_options(parser):
         default=None,
         metavar="COLUMN",
         help="a column of row weights (frequencies); not a feature",
+    )
+    parser.add_argument(
+        "--groups",
+        default=None,
+        metavar="COLUMN",
+        help="a column of group labels: every row of a group comes from the same expert "
+        "(the gate's columns constant within a group); not a feature",
     )
     parser.add_argument(
         "--solver",

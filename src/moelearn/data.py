@@ -320,6 +320,9 @@ class Data:
         Non-negative weight of every row, of the same kind and length as ``y``
         (validated by the caller; see :func:`check_sample_weight`).  A weighted
         ChunkedDataset carries its weights in its chunks instead.
+    groups : moelearn.grouping.Groups or None
+        The rows' groups (in-memory data): every row of a group comes from one
+        expert, and every pass computes the grouped likelihood.
 
     Attributes
     ----------
@@ -341,8 +344,10 @@ class Data:
         n_samples=None,
         n_features=None,
         sample_weight=None,
+        groups=None,
     ):
         self.X, self.y, self.w = X, y, sample_weight
+        self.groups = groups
         self.transform = transform
         self.block_rows = int(np.clip(32768 // max(1, n_experts), 1024, 8192))
         self.kind = (
@@ -356,6 +361,8 @@ class Data:
         )
         self.weighted = sample_weight is not None
         self._total_weight = None
+        if groups is not None and self.kind != "memory":
+            raise ValueError("groups= needs in-memory data (a NumPy array or a DataFrame)")
         if self.kind == "stream":
             if sample_weight is not None:
                 raise ValueError("a ChunkedDataset carries its sample_weight in its chunks")

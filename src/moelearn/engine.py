@@ -38,6 +38,7 @@ from ._progress import report
 from ._threads import blas_threads
 from .data import Data
 from .families import Family
+from .grouping import group_joint, group_posterior
 
 __all__ = [
     "Design",
@@ -53,6 +54,7 @@ __all__ = [
     "em",
     "polish",
     "search",
+    "grouped_search",
 ]
 
 # polish() takes Newton steps when the parameters are at most this many: exact ones first on
@@ -222,8 +224,13 @@ def _symmetric_grams(weights, A):
     return out.transpose(0, 2, 1, 3)
 
 
-def _block_terms(family, design, X, y, state, want, fixed_post=None, weights=None):
-    """Sums over one block of rows: log-likelihood, gradients, information."""
+def _block_terms(family, design, X, y, state, want, fixed_post=None, weights=None, groups=None):
+    """Sums over one block of rows: log-likelihood, gradients, information.
+
+    With ``groups`` (:class:`~moelearn.grouping.Groups`, all the rows) the
+    log-likelihood is the grouped one, every row's posterior is its group's and
+    the gate's terms carry the weight ``1 / |g|`` (:mod:`moelearn.grouping`).
+    """
     family = design.family_at(family, X)
     U, Z = design.expert_matrix(X), design.gate_matrix(X)
     k, q, _ = state.coef.shape
@@ -242,13 +249,20 @@ def _block_terms(family, design, X, y, state, want, fixed_post=None, weights=Non
         log_gate = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     else:
         log_gate = np.zeros((X.shape[0], 1))
-    joint = log_gate + logf
-    top = joint.max(axis=1, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    ll = np.log(np.exp(joint - top).sum(axis=1)) + top[:, 0]
     w = np.ones(X.shape[0]) if weights is None else weights
-    out = {"ll": float(w @ ll), "n": float(w.sum())}
-    post = np.exp(joint - ll[:, None]) if fixed_post is None else fixed_post
+    wg = w  # the gate's weights
+    if groups is None:
+        joint = log_gate + logf
+        top = joint.max(axis=1, keepdims=True)
+        top = np.where(np.isfinite(top), top, 0.0)
+        ll = np.log(np.exp(joint - top).sum(axis=1)) + top[:, 0]
+        out = {"ll": float(w @ ll), "n": float(w.sum())}
+        post = np.exp(joint - ll[:, None]) if fixed_post is None else fixed_post
+    else:
+        total, _, group_post = group_posterior(group_joint(log_gate, logf, groups), groups, w)
+        out = {"ll": total, "n": float(w.sum())}
+        post = group_post[groups.codes] if fixed_post is None else fixed_post
+        wg = w / groups.sizes[groups.codes]
     out["share"] = w @ post
     if want == "value":
         return out
@@ -260,7 +274,7 @@ def _block_terms(family, design, X, y, state, want, fixed_post=None, weights=Non
     out["g_disp"] = g[..., q:].sum(axis=0)
     if k > 1:
         gate_p = np.exp(log_gate)
-        out["g_gate"] = ((post - gate_p) * w[:, None]).T @ Z
+        out["g_gate"] = ((post - gate_p) * wg[:, None]).T @ Z
     if want == "grad":
         return out
     F = rw[..., None, None] * fisher  # (n, k, Q, Q)
@@ -270,12 +284,12 @@ def _block_terms(family, design, X, y, state, want, fixed_post=None, weights=Non
     out["F_cd"] = np.tensordot(F[..., :q, q:], U, axes=([0], [0])).transpose(0, 1, 3, 2)
     out["F_dd"] = F[..., q:, q:].sum(axis=0)
     if k > 1:
-        gp = gate_p[:, : k - 1] * w[:, None]
+        gp = gate_p[:, : k - 1] * wg[:, None]
         if (k - 1) * Z.shape[1] <= _EXACT_GATE:
             # sum_n w (diag(p) - p p') (x) z z' over the free rows
             out["H_gate"] = _gate_hessian(gp, gate_p[:, : k - 1], Z)
         else:
-            out["B_gate"] = (Z * w[:, None]).T @ Z  # Böhning: H <= 1/2 (I - 11'/k) (x) Z'WZ
+            out["B_gate"] = (Z * wg[:, None]).T @ Z  # Böhning: H <= 1/2 (I - 11'/k) (x) Z'WZ
     return out
 
 
@@ -297,8 +311,13 @@ def pass_statistics(family, design, data: Data, state, want="hess", fixed_post=N
     A weighted :class:`~moelearn.data.Data` source weights its rows; ``fixed_post``
     and ``weights`` (per-row arrays) require in-memory data.
     """
-    if fixed_post is not None or weights is not None:
-        return _block_terms(family, design, data.X, data.y, state, want, fixed_post, weights)
+    groups = getattr(data, "groups", None)
+    if groups is not None and weights is None and data.weighted:
+        weights = np.asarray(data.w, dtype=float)
+    if fixed_post is not None or weights is not None or groups is not None:
+        return _block_terms(
+            family, design, data.X, data.y, state, want, fixed_post, weights, groups
+        )
     return data.map_reduce(
         lambda Xb, yb, wb=None: _block_terms(family, design, Xb, yb, state, want, weights=wb)
     )
@@ -415,11 +434,51 @@ def observed_statistics(family, design, data: Data, state, weights=None):
     Totals over the rows (weighted by ``weights`` in memory, or by the data
     source's own weights); see :func:`_block_observed`.
     """
+    if getattr(data, "groups", None) is not None:
+        return _grouped_observed(family, design, data, state, weights)
     if weights is not None:
         return _block_observed(family, design, data.X, data.y, state, weights)
     return data.map_reduce(
         lambda Xb, yb, wb=None: _block_observed(family, design, Xb, yb, state, wb)
     )
+
+
+def _flat_gradient(stats, k):
+    """The gradient of :func:`pass_statistics` in the coordinates of :meth:`State.flat`."""
+    parts = [stats["g_coef"].ravel(), stats["g_disp"].ravel()]
+    return np.concatenate(parts + ([stats["g_gate"][: k - 1].ravel()] if k > 1 else []))
+
+
+def _grouped_observed(family, design, data, state, weights=None):
+    """:func:`observed_statistics` of grouped rows: the Hessian by central differences.
+
+    The grouped log-likelihood is not a sum over rows (a group's rows share
+    one posterior), so the per-row Hessian of :func:`_block_observed` does not
+    apply; its exact gradient is differenced instead, one pair of passes per
+    coordinate (steps ``1e-5 max(1, |theta_j|)``: truncation and rounding
+    errors both near ``1e-10`` relative).
+    """
+    k = state.n_experts
+    theta = state.flat()
+
+    def at(t):
+        return pass_statistics(family, design, data, state.with_flat(t), "grad", weights=weights)
+
+    stats = at(theta)
+    H = np.empty((theta.size, theta.size))
+    for j in range(theta.size):
+        h = 1e-5 * max(1.0, abs(theta[j]))
+        up, down = theta.copy(), theta.copy()
+        up[j] += h
+        down[j] -= h
+        H[:, j] = (_flat_gradient(at(up), k) - _flat_gradient(at(down), k)) / (2 * h)
+    return {
+        "ll": stats["ll"],
+        "n": stats["n"],
+        "share": stats["share"],
+        "grad": _flat_gradient(stats, k),
+        "hess": 0.5 * (H + H.T),
+    }
 
 
 def _flat_penalty(state, alpha, fit_intercept, n):
@@ -762,7 +821,13 @@ def polish(
     theta0 = np.clip(state.flat()[keep], lb, ub)
     history = []
     cache = {}
-    if data.n_samples >= _NEWTON_ROWS and exact_newton_applies(state, data.n_samples, theta0.size):
+    # grouped rows: the Hessian is not a sum over rows (the forward-difference finish below)
+    grouped = getattr(data, "groups", None) is not None
+    if (
+        not grouped
+        and data.n_samples >= _NEWTON_ROWS
+        and exact_newton_applies(state, data.n_samples, theta0.size)
+    ):
         newton, theta_newton = _newton_polish(
             family, design, data, state, expand, keep, lb, ub, weights, alpha, max_iter
         )
@@ -1454,6 +1519,94 @@ def search(
     if not final.converged and fit.converged and final.log_likelihood <= fit.log_likelihood:
         final = fit
     return final, kind
+
+
+def grouped_search(
+    family: Family,
+    design: Design,
+    data: Data,
+    n_experts,
+    *,
+    n_candidates=20,
+    n_finalists=3,
+    screen_iter=20,
+    max_iter=1000,
+    tol=1e-8,
+    log_floor=-np.inf,
+    random_state=None,
+    alpha=0.0,
+    weights=None,
+    starts=(),
+    tied=None,
+):
+    """The start search of :func:`search` for grouped rows (``data.groups``, in memory).
+
+    Candidates: the generated responsibilities of :func:`_candidates` averaged
+    over each group, random hard partitions of the groups (flexmix's start),
+    and ``starts`` (e.g. the ungrouped fit); each gets ``screen_iter`` EM
+    iterations of the grouped likelihood, the best ``n_finalists`` go on to
+    200, and the best of those is polished (L-BFGS-B) on all the data.
+
+    Returns
+    -------
+    fit : EngineFit
+    kind : str
+        The start the fit came from.
+    n_starts : int
+        The starts screened.
+    """
+    rng = random_state
+    k = n_experts
+    groups = data.groups
+    X, y = data.X, data.y
+    width = k * (design.n_expert * family.n_predictors + design.n_gate)
+    opts = dict(log_floor=log_floor, alpha=alpha, tied=tied, weights=weights)
+    total = data.n_samples if weights is None else float(np.sum(weights))
+    min_share = (design.n_expert * family.n_predictors + len(family.dispersion_names)) / total
+    generated = _candidates(family, design, X, y, k, n_candidates, rng, weights)
+    sizes = groups.sizes[:, None]
+    named = [(kind, (groups.sum_rows(post) / sizes)[groups.codes]) for kind, post in generated]
+    named += [
+        ("partition", np.eye(k)[rng.integers(k, size=groups.n_groups)][groups.codes])
+        for _ in range(max(2, n_candidates // 2))
+    ]
+    screened = []
+    with blas_threads(width), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        states = list(starts) + [
+            (
+                kind,
+                state_from_responsibilities(
+                    family, design, X, y, post, log_floor, weights=weights, tied=tied
+                ),
+            )
+            for kind, post in named
+        ]
+        for kind, state in states:
+            fit = em(family, design, data, state, max_iter=screen_iter, tol=tol, **opts)
+            if np.isfinite(fit.log_likelihood):
+                entry = (_rank(fit, min_share, family, log_floor), kind, fit, len(screened))
+                screened.append(entry)
+        if not screened:
+            raise ValueError("every start failed: the data may not suit this family")
+        screened = _ordered(screened)
+        report(f"start search: {len(screened)} candidates screened on {groups.n_groups:,} groups")
+        finalists = []
+        for _, kind, fit, order in screened[:n_finalists]:
+            more = em(family, design, data, fit.state, max_iter=200, tol=max(tol, 1e-7), **opts)
+            more.history = fit.history + more.history
+            more.n_iter += fit.n_iter
+            finalists.append((_rank(more, min_share, family, log_floor), kind, more, order))
+        _, kind, best, _ = _ordered(finalists)[0]
+        final = polish(family, design, data, best.state, max_iter=max_iter, tol=tol, **opts)
+    final.history = best.history + final.history
+    final.n_iter += best.n_iter
+    final.collapsed = bool(np.min(final.shares) < min_share) or at_floor(
+        final.state, family, log_floor
+    )
+    if not final.converged and best.converged and final.log_likelihood <= best.log_likelihood:
+        final = best
+    return final, kind, len(states)
 
 
 # ------------------------------------------------------------ degenerate fits

@@ -60,6 +60,7 @@ from .families import (
     get_family,
 )
 from .family_fit import fit_family, resolve_roles
+from .grouping import check_groups
 from .inference import (
     collinear_columns,
 )
@@ -92,6 +93,8 @@ _REGRESSION_FAMILIES = (
     "gamma",
     "negative-binomial",
     "binomial",
+    "zero-inflated-poisson",
+    "zero-inflated-negative-binomial",
 )
 _UNSAVED_PARAMS = (
     "init_params",
@@ -264,6 +267,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         Objective at each step of the final fit (mean log-likelihood; the
         squared loss for ``solver="gd-l2"``), for :func:`moelearn.plot.plot_trace`.
     n_features_in_ : int
+    n_groups_ : int
+        Number of groups of a fit with ``groups`` (absent otherwise).
     n_parameters_ : int
         Free parameters of the fitted model (for AIC and BIC).
     """
@@ -345,6 +350,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         X: ArrayLike | ChunkedDataset,
         y: ArrayLike | None = None,
         sample_weight: ArrayLike | None = None,
+        groups: ArrayLike | None = None,
     ) -> Self:
         """Fit the mixture of experts.
 
@@ -367,6 +373,17 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             :meth:`summary`, :meth:`bic` and :meth:`aic` stay unweighted
             (``standard_errors_`` from ``compute_standard_errors`` treats the
             weights as frequencies).
+        groups : array-like of shape (n_samples,) or None
+            A label per row (numbers or strings; in-memory data): every row of
+            a group comes from the same expert (repeated measures, panels;
+            flexmix's ``y ~ x | g``), so the likelihood is a mixture over
+            groups and the posterior is one per group.  The columns the gate
+            reads must be constant within a group, and so must
+            ``sample_weight`` (a group's weight).  Pass the same labels to
+            :meth:`log_density`, :meth:`predict_responsibilities`,
+            :meth:`bic`, :meth:`aic`, :meth:`icl` and :meth:`standard_errors`
+            to evaluate the grouped model; :meth:`summary` without data uses
+            them.
 
         Returns
         -------
@@ -386,13 +403,13 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             :func:`moelearn.gate_separation`).
         """
         self._validate_params()
-        rescaled = self._fit_rescaled(X, y, sample_weight)
+        rescaled = self._fit_rescaled(X, y, sample_weight, groups)
         if rescaled is not None:
             return rescaled
         link = get_link(self.link)
-        family = get_family(self.family, link)
-        rng = random_generator(self.random_state)
         k = self.n_experts
+        family = get_family(self.family, link).with_experts(k)
+        rng = random_generator(self.random_state)
         raw = self._source(X, y, sample_weight)
         names = getattr(self, "feature_names_in_", None)
         gmask = resolve_roles(self.gating_features, raw.n_features, names, "gating_features")
@@ -404,9 +421,26 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         shared = self._shared_columns(raw.n_features, names, offset, trials)
         emask = emask | shared  # shared coefficients are the experts'
         check_fit_size(raw.n_samples, k, int(emask.sum()) + self.fit_intercept, self.n_init)
+        self.__dict__.pop("n_groups_", None)
+        if groups is not None:
+            if not raw.in_memory:
+                raise ValueError(
+                    "groups= needs in-memory data (a NumPy array or a DataFrame); this X is "
+                    "read out of core"
+                )
+            groups_in = groups
+            groups = check_groups(
+                groups,
+                raw.n_samples,
+                gate_columns=np.flatnonzero(gmask),
+                X=raw.X,
+                sample_weight=raw.w,
+            )
+            self._keep_training_data(*self._training_data[:3], groups_in)
         plain = isinstance(family, Gaussian) and gmask.all() and emask.all()
-        if offset is not None or trials is not None or shared.any() or not plain:
-            return self._fit_family(raw, family, gmask, emask, rng, offset, trials, shared)
+        special = offset is not None or trials is not None or shared.any() or groups is not None
+        if special or not plain:
+            return self._fit_family(raw, family, gmask, emask, rng, offset, trials, shared, groups)
         solver = get_solver(self.solver)
         scaling = Scaling.fit(raw, link, fit_intercept=self.fit_intercept, scale_y=solver.scale_y)
         self._scaling = scaling
@@ -475,7 +509,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
                 raise ValueError(f"the {role} column is also listed in {name}")
         return column
 
-    def _fit_rescaled(self, X, y, sample_weight):
+    def _fit_rescaled(self, X, y, sample_weight, groups=None):
         """Fit in-memory data of tiny magnitude on exactly rescaled copies (None if not tiny).
 
         Columns of ``X`` (and ``y``) whose largest ``|value|`` is below
@@ -539,13 +573,14 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         try:
             if init is not None:
                 self.init_params = _rescale_params(init, fx, fy, family.y_scaling)
-            self.fit(Xs, ya * fy, sample_weight)
+            self.fit(Xs, ya * fy, sample_weight, groups)
         finally:
             self.init_params = init
         history = self.history_
         with back_to_original_units():
             self._unscale(fx, fy, family, history)
-        self._keep_training_data(X, y, sample_weight)  # the data as given, not the copies
+        # the data as given, not the copies
+        self._keep_training_data(X, y, sample_weight, groups)
         return self
 
     def _unscale(self, fx, fy, family, history):
@@ -568,7 +603,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             sc.noise_floor,
         )
 
-    def _fit_family(self, raw, family, gmask, emask, rng, offset=None, trials=None, shared=None):
+    def _fit_family(
+        self, raw, family, gmask, emask, rng, offset=None, trials=None, shared=None, groups=None
+    ):
         """Any family, or separate gate and expert columns: the engine of DESIGN §13."""
         baseline = {"moments": None, "em": "em", "gd-nll": "gd"}.get(self.solver, False)
         if baseline is False:
@@ -622,6 +659,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             shared_noise=self.noise == "shared",
             shared_columns=() if shared is None else tuple(np.flatnonzero(shared)),
             baseline=baseline,
+            groups=groups,
         )
         method = fit.init_method
         if init is None and unavailable is not None and baseline is None:
@@ -637,6 +675,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         self.history_ = np.asarray(fit.history, dtype=float)
         self._warn_fit()
         self._warn_degenerate(raw)
+        if groups is not None:
+            self.n_groups_ = groups.n_groups
+            raw = Data(raw.X, raw.y, n_experts=self.n_experts, sample_weight=raw.w, groups=groups)
         if self.compute_standard_errors:
             self.standard_errors_ = self._standard_errors(raw)
         return self

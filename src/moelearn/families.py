@@ -27,6 +27,7 @@ derived in DESIGN §13.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -45,6 +46,9 @@ __all__ = [
     "Binomial",
     "Bernoulli",
     "Multinomial",
+    "ZeroInflated",
+    "ZeroInflatedPoisson",
+    "ZeroInflatedNegativeBinomial",
     "get_family",
     "available_families",
 ]
@@ -97,6 +101,10 @@ class Family(ABC):
         Whether :meth:`derivatives` returns the expected information itself
         (False: a positive semi-definite estimate whose mean over draws of
         ``y`` is the expected information, where that has no closed form).
+    point_masses : int
+        How many leading experts are point masses at zero, without parameters
+        (1 for :class:`ZeroInflated`, 0 otherwise): their coefficients and
+        dispersions are not counted, estimated or shown.
     screen_steps : tuple of int or None
         ``(expert, gate)`` M-steps per iteration of the batched screen of
         random hard partitions (:func:`moelearn.engine.search`) for class-label
@@ -138,6 +146,12 @@ class Family(ABC):
     # whether a weighted least-squares fit of working_response(y) is a sensible
     # first guess of the coefficients (not for class labels)
     least_squares_start = True
+    point_masses = 0
+
+    def with_experts(self, n_experts) -> Family:
+        """This family for a mixture of ``n_experts`` experts (itself, but for
+        :class:`ZeroInflated`, whose first expert is a point mass)."""
+        return self
 
     # ------------------------------------------------------------ row context
     def at_rows(self, trials) -> Family:
@@ -787,6 +801,166 @@ class NegativeBinomial(Family):
         return np.array([np.log(1e-3)]), np.array([np.log(self.shape_max)])
 
 
+class ZeroInflated(Family):
+    """Count experts of ``base`` whose first expert is a point mass at zero.
+
+    A mixture of ``k`` experts in which expert 0 puts all its mass on
+    ``y = 0`` and experts ``1 .. k-1`` are ``base`` count experts: with
+    ``k = 2`` the zero-inflated Poisson or negative binomial (Lambert 1992;
+    flexmix's ``FLXMRziglm``, Stata's ``fmm: pointmass``, pscl's
+    ``zeroinfl``), whose gate (on ``gating_features``) is the zero model's
+    logistic regression.  The point mass has no parameters; the engine sees
+    its log-density ``0`` at zero and ``-inf`` elsewhere, and zero gradient
+    and information for its (unused) coordinates, which stay at zero.
+
+    Arrays of experts laid out expert-major, ``k c`` columns for ``c``
+    candidates (the batched screen), keep the first ``c`` columns as the point
+    mass, so the family is bound to the number of experts
+    (:meth:`with_experts`).
+
+    Parameters
+    ----------
+    base : Family
+        A discrete family of counts (``y_min = 0``).
+    n_experts : int or None
+        The number of experts, the point mass included (None: unbound).
+    """
+
+    point_masses = 1
+    moment_start = None
+    y_scaling = None
+    location_scale = False
+    scale_family = False
+
+    def __init__(self, base, n_experts=None):
+        if not (isinstance(base, Family) and base.discrete and base.y_min == 0.0):
+            raise ValueError(f"a point mass at zero needs a count family, got {base!r}")
+        self.base = base
+        self.n_experts = None
+        self.name = f"zero-inflated-{base.name}"
+        for attr in (
+            "dispersion_names",
+            "n_predictors",
+            "noise_parameter",
+            "discrete",
+            "y_min",
+            "collapse_ends",
+            "exact_fisher",
+            "noise_row",
+            "log_link",
+        ):
+            setattr(self, attr, getattr(base, attr))
+        self.link_label = f"zero-inflated {base.link_label}"
+        if n_experts is not None:
+            self.n_experts = self.with_experts(n_experts).n_experts
+
+    def with_experts(self, n_experts):
+        if self.n_experts == n_experts:
+            return self
+        if int(n_experts) < 2:
+            raise ValueError(
+                f"family={self.name!r} needs n_experts >= 2 (expert 0 is the point mass at "
+                f"zero), got {n_experts}"
+            )
+        out = copy.copy(self)
+        out.n_experts = int(n_experts)
+        return out
+
+    def get_config(self):
+        return self.base.get_config()
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.base!r})"
+
+    def _mass(self, columns):
+        """The point-mass columns among ``columns`` expert-major ones, a boolean mask."""
+        k = self.n_experts
+        if k is None:
+            raise ValueError(f"{self!r} is not bound to a number of experts (with_experts)")
+        if columns % k:
+            raise ValueError(f"{self!r}: {columns} expert columns for {k} experts")
+        return np.arange(columns) < columns // k
+
+    def check_y(self, y):
+        return self.base.check_y(y)
+
+    def log_density(self, y, eta, disp):
+        out = np.array(self.base.log_density(y, eta, disp), dtype=float)
+        mass = self._mass(out.shape[1])
+        out[:, mass] = np.where(np.asarray(y) == 0, 0.0, -np.inf)[:, None]
+        return out
+
+    def derivatives(self, y, eta, disp):
+        logf, grad, fisher = (np.array(a, dtype=float) for a in self.base.derivatives(y, eta, disp))
+        mass = self._mass(logf.shape[1])
+        logf[:, mass] = np.where(np.asarray(y) == 0, 0.0, -np.inf)[:, None]
+        grad[:, mass] = 0.0
+        fisher[:, mass] = 0.0
+        return logf, grad, fisher
+
+    def hessian(self, y, eta, disp):
+        H = np.array(self.base.hessian(y, eta, disp), dtype=float)
+        H[:, self._mass(H.shape[1])] = 0.0
+        return H
+
+    def _zero(self, values, fill=0.0):
+        values = np.array(values, dtype=float)
+        values[:, self._mass(values.shape[1])] = fill
+        return values
+
+    def mean(self, eta, disp):
+        return self._zero(self.base.mean(eta, disp))
+
+    def variance(self, eta, disp):
+        return self._zero(self.base.variance(eta, disp))
+
+    def std(self, eta, disp):
+        return self._zero(self.base.std(eta, disp))
+
+    def cdf(self, y, eta, disp):
+        out = np.array(self.base.cdf(y, eta, disp), dtype=float)
+        out[:, self._mass(out.shape[1])] = (np.asarray(y) >= 0).astype(float)[:, None]
+        return out
+
+    def ppf(self, q, eta, disp):
+        out = self.base.ppf(q, eta, disp)
+        return None if out is None else self._zero(out)
+
+    def sample(self, eta, disp, rng):
+        return self._zero(self.base.sample(eta, disp, rng))
+
+    def working_response(self, y):
+        return self.base.working_response(y)
+
+    def initial_dispersion(self, y, eta=None):
+        return self.base.initial_dispersion(y, eta)
+
+    def dispersion_bounds(self, y_scale=1.0):
+        return self.base.dispersion_bounds(y_scale)
+
+
+class ZeroInflatedPoisson(ZeroInflated):
+    """Zero-inflated Poisson experts (``family="zero-inflated-poisson"``): expert 0 is a
+    point mass at zero, the others :class:`Poisson` (see :class:`ZeroInflated`)."""
+
+    def __init__(self, n_experts=None):
+        super().__init__(Poisson(), n_experts)
+
+    def get_config(self):
+        return {}
+
+
+class ZeroInflatedNegativeBinomial(ZeroInflated):
+    """Zero-inflated negative binomial experts (``family="zero-inflated-negative-binomial"``):
+    expert 0 is a point mass at zero, the others :class:`NegativeBinomial`."""
+
+    def __init__(self, shape_max=1e6, n_experts=None):
+        super().__init__(NegativeBinomial(shape_max), n_experts)
+
+    def get_config(self):
+        return {"shape_max": self.base.shape_max}
+
+
 class Binomial(Family):
     """``y ~ Binomial(n, expit(eta))``: successes out of each row's ``n`` trials.
 
@@ -1068,6 +1242,10 @@ _FAMILIES = {
     "nb": NegativeBinomial,
     "binomial": Binomial,
     "bernoulli": Bernoulli,
+    "zero-inflated-poisson": ZeroInflatedPoisson,
+    "zip": ZeroInflatedPoisson,
+    "zero-inflated-negative-binomial": ZeroInflatedNegativeBinomial,
+    "zinb": ZeroInflatedNegativeBinomial,
 }
 
 
@@ -1108,6 +1286,8 @@ def available_families() -> list[str]:
         "negative-binomial",
         "binomial",
         "bernoulli",
+        "zero-inflated-poisson",
+        "zero-inflated-negative-binomial",
     ]
 
 

@@ -25,6 +25,7 @@ from .engine import (
     at_floor,
     canonical,
     em,
+    grouped_search,
     penalty,
     polish,
     random_partitions,
@@ -233,6 +234,16 @@ def _to_params(
     A, b = unscale(state.coef[:, 0, :], design.expert_columns, x_mean, x_scale, fi)
     W, c = unscale(state.gate, design.gating_columns, x_mean, x_scale, fi)
     disp = np.exp(state.log_disp)
+    pm = family.point_masses
+    if pm:
+        # a point mass has no parameters: its unused coordinates are zero (a shared
+        # coefficient keeps the common value) and its dispersion the first count expert's
+        shared = np.zeros(A.shape[1], dtype=bool)
+        shared[[p - int(fi) for p in design.shared_positions()]] = True
+        A, b, disp = A.copy(), b.copy(), disp.copy()
+        A[:pm, ~shared] = 0.0
+        b[:pm] = 0.0
+        disp[:pm] = disp[pm]
     if family.location_scale:
         A, b = ys * A, ys * b + ym
     elif family.scale_family:
@@ -337,6 +348,7 @@ def fit_engine(
     shared_noise=False,
     shared_columns=(),
     baseline=None,
+    groups=None,
 ) -> EngineResult:
     """Standardise, search starts (or refine ``init``), and fit by the engine.
 
@@ -381,6 +393,10 @@ def fit_engine(
         Instead of the start search, the best of ``n_init`` (``"auto"``: 1)
         random starts fitted by joint EM (``"em"``) or by L-BFGS-B on the
         log-likelihood (``"gd"``) alone: the baselines of DESIGN §6.
+    groups : moelearn.grouping.Groups or None
+        Grouped rows (in-memory data): every row of a group comes from one
+        expert (:func:`moelearn.engine.grouped_search`, started from the
+        ungrouped fit among others).
 
     Returns
     -------
@@ -390,6 +406,8 @@ def fit_engine(
     k = n_experts
     if sample_weight is not None and not raw.in_memory:
         raise ValueError("pass the weights of out-of-core data inside the Data source")
+    if groups is not None and not raw.in_memory:
+        raise ValueError("groups= needs in-memory data (a NumPy array or a DataFrame)")
     if raw.weighted and raw.in_memory:
         sample_weight = np.asarray(raw.w, dtype=float)
     if offset_column is not None and not family.log_link:
@@ -414,7 +432,8 @@ def fit_engine(
     transform = Transform(x_mean, np.diag(1.0 / x_scale), ym, ys)
     if raw.in_memory:
         X0, y0 = (raw.X, raw.y) if raw.transform is None else raw.transform(raw.X, raw.y)
-        data = Data(*transform(X0, y0), n_experts=k)  # weights travel as sample_weight
+        # weights travel as sample_weight
+        data = Data(*transform(X0, y0), n_experts=k, groups=groups)
     else:
         chained = transform if raw.transform is None else Chain(raw.transform, transform)
         data = raw.with_transform(chained, n_experts=k)
@@ -432,9 +451,10 @@ def fit_engine(
     else:
         rows = np.arange(n)
     if data.in_memory:
-        sub_X, sub_y = (data.X[rows], data.y[rows]) if n > SEARCH_ROWS else (data.X, data.y)
+        subsampled = len(rows) < n
+        sub_X, sub_y = (data.X[rows], data.y[rows]) if subsampled else (data.X, data.y)
         sub_w = sample_weight
-        if sample_weight is not None and n > SEARCH_ROWS:
+        if sample_weight is not None and subsampled:
             sub_w = sample_weight[rows]
     else:
         sub_X, sub_y, sub_w = data.weighted_rows(rows)
@@ -470,10 +490,14 @@ def fit_engine(
             n_candidates = int(np.clip(AUTO_BUDGET // max(cost, 1), *AUTO_CANDIDATES))
         else:
             n_candidates = int(n_init)
+        starts = [
+            (name, _to_state(p, family, design, x_mean, x_scale, ym, ys))
+            for name, p in extra_starts
+        ]
         fit, kind = search(
             family,
             design,
-            data,
+            data if groups is None else Data(data.X, data.y, n_experts=k),
             sub_X,
             sub_y,
             k,
@@ -487,16 +511,36 @@ def fit_engine(
             weights=sample_weight,
             sub_weights=sub_w,
             tied=tied,
-            starts=[
-                (name, _to_state(p, family, design, x_mean, x_scale, ym, ys))
-                for name, p in extra_starts
-            ],
+            starts=starts,
         )
+        if groups is not None:
+            # the ungrouped optimum is one start of the grouped search
+            fit, kind, n_grouped = grouped_search(
+                family,
+                design,
+                data,
+                k,
+                n_candidates=n_candidates,
+                n_finalists=max(2, min(3, n_candidates)),
+                max_iter=max_iter,
+                tol=tol,
+                log_floor=log_floor,
+                random_state=rng,
+                alpha=alpha,
+                weights=sample_weight,
+                tied=tied,
+                starts=[("ungrouped fit", fit.state)] + starts,
+            )
         n_candidates += len(extra_starts)
         parts = random_partitions(family, n_candidates - len(extra_starts))
         plural = "s" if n_candidates > 1 or parts else ""
         extra = f" and {parts} random partition{'s' if parts > 1 else ''}" if parts else ""
         method = f"{kind} (best of {n_candidates} start{plural}{extra})"
+        if groups is not None:
+            method = (
+                f"{kind} (best of {n_grouped} starts on {groups.n_groups} groups; the "
+                f"ungrouped fit: best of {n_candidates} start{plural}{extra})"
+            )
     # every expert at its spread's bound: the plateau's canonical point (DESIGN §13)
     fit = canonical(
         family, design, data, fit, log_floor=log_floor, weights=sample_weight, alpha=alpha
@@ -553,6 +597,7 @@ def fit_family(
     shared_noise=False,
     shared_columns=(),
     baseline=None,
+    groups=None,
 ) -> FamilyFit:
     """Maximum-likelihood fit of a mixture of experts of any regression family.
 
@@ -591,6 +636,7 @@ def fit_family(
         shared_noise=shared_noise,
         shared_columns=shared_columns,
         baseline=baseline,
+        groups=groups,
     )
     fit = res.fit
     params = _to_params(

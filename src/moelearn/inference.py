@@ -395,7 +395,7 @@ def data_standard_errors(
     -------
     StandardErrors
     """
-    if _uses_engine(params):
+    if _uses_engine(params) or getattr(data, "groups", None) is not None:
         return _family_standard_errors(data, params, fit_intercept)
     info, names = observed_information(
         data, params, per_expert_noise=per_expert_noise, fit_intercept=fit_intercept
@@ -509,6 +509,11 @@ class Summary:
         then the likelihood's supremum lies at infinity, and the gate's
         coefficients and standard errors are not identified.  None for one
         expert.
+    n_groups : int or None
+        The number of groups of grouped rows (None: ungrouped); the entropies
+        are then over the groups' posteriors.
+    point_masses : int
+        Leading experts that are point masses at zero (zero-inflated families).
     """
 
     rows: tuple
@@ -528,6 +533,8 @@ class Summary:
     level: float = 0.95
     gate_separated: bool | None = None
     classification_entropy: float = float("nan")
+    n_groups: int | None = None
+    point_masses: int = 0
 
     def _header(self) -> list[tuple[str, str]]:
         """``(label, value)`` pairs of the header, in print order."""
@@ -536,6 +543,10 @@ class Summary:
             ("Link", self.link),
             ("Noise", self.noise),
             ("Samples", str(self.n_samples)),
+        ]
+        if self.n_groups is not None:
+            pairs.append(("Groups", str(self.n_groups)))
+        pairs += [
             ("Log-likelihood", f"{self.log_likelihood:.6g}"),
             ("Parameters", str(self.n_parameters)),
             ("Converged", str(self.converged)),
@@ -548,6 +559,8 @@ class Summary:
 
     def _notes(self) -> list[str]:
         notes = ["gate centred (rows and intercepts sum to zero over experts); Wald z, normal p"]
+        if self.point_masses:
+            notes.append("expert 0 is a point mass at zero (no parameters of its own)")
         if self.gate_separated:
             notes.append(
                 "the gate SEPARATES the rows (a sharper gate fits as well): the likelihood's "
@@ -723,14 +736,15 @@ def _rows(params, se: StandardErrors, fit_intercept, feature_names, level, predi
     A, b = params.experts.reshape(k, q, -1), np.reshape(params.expert_bias, (k, q))
     sA, sb = se.experts.reshape(k, q, -1), np.reshape(se.expert_bias, (k, q))
     shared = np.zeros(A.shape[-1], dtype=bool)
-    if params.shared_features is not None and k > 1:
+    pm = params.family_object.point_masses  # point masses at zero: no rows of their own
+    if params.shared_features is not None and k - pm > 1:
         # a coefficient every expert shares is one parameter: one row
         shared = params.shared_features[params.expert_features]
         for r in range(q):
             group = "all experts" if q == 1 else f"all experts, {predictor_names[r]}"
             for j in np.flatnonzero(shared):
-                add(group, expert_names[j], A[0, r, j], sA[0, r, j])
-    for i in range(k):
+                add(group, expert_names[j], A[pm, r, j], sA[pm, r, j])
+    for i in range(pm, k):
         for r in range(q):
             group = f"expert {i}" if q == 1 else f"expert {i}, {predictor_names[r]}"
             for j, name in enumerate(expert_names):
@@ -748,7 +762,7 @@ def _rows(params, se: StandardErrors, fit_intercept, feature_names, level, predi
     one_noise = row is not None and np.ndim(se.noise_std) == 0
     if one_noise:
         add(row[0], row[1], params.noise_vector[0], se.noise_std, test=False)
-    for i in range(k):
+    for i in range(pm, k):
         if row is not None and not one_noise:
             add(row[0], f"{row[1]}[{i}]", params.noise_vector[i], se.noise_std[i], test=False)
         if se.df is not None:
@@ -768,6 +782,7 @@ def summarize(
     feature_names=None,
     level=0.95,
     predictor_names=None,
+    groups=None,
 ) -> Summary:
     """Coefficient table with standard errors, Wald tests and information criteria.
 
@@ -791,6 +806,9 @@ def summarize(
         Labels of an expert's linear predictors when it has several (the
         multinomial family's log-odds of each class against the last); None:
         ``"predictor c"``.
+    groups : moelearn.grouping.Groups or None
+        Grouped rows: the grouped log-likelihood, its information and the
+        entropy of the groups' posteriors (``n`` stays the number of rows).
 
     Returns
     -------
@@ -800,11 +818,15 @@ def summarize(
         raise ValueError(f"level must be in (0, 1), got {level}")
     X, y = _check_data(params, X, y)
     per_expert = _per_expert_noise(params, per_expert_noise)
-    se = data_standard_errors(Data(X, y), params, per_expert, fit_intercept)
-    joint = params.joint_log_likelihood(X, y).T  # (k, n)
+    se = data_standard_errors(Data(X, y, groups=groups), params, per_expert, fit_intercept)
+    if groups is None:
+        joint = params.joint_log_likelihood(X, y).T  # (k, n)
+    else:
+        joint = params.group_joint_log_likelihood(X, y, groups).T  # (k, n_groups)
     lse, post = logsumexp_k(joint)
     log_post = joint - lse
-    entropy = float(-np.sum(post * log_post))
+    with np.errstate(invalid="ignore"):  # a posterior of 0 (log -inf) adds nothing
+        entropy = float(-np.sum(np.where(post > 0, post * log_post, 0.0)))
     hard = float(-np.sum(np.max(log_post, axis=0)))
     ll = float(lse.sum())
     k = params.n_experts
@@ -837,6 +859,8 @@ def summarize(
         level=float(level),
         gate_separated=gate_separation(params, X, y).separated if k > 1 else None,
         classification_entropy=hard,
+        n_groups=None if groups is None else groups.n_groups,
+        point_masses=params.family_object.point_masses,
     )
 
 

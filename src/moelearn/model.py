@@ -13,6 +13,7 @@ from sklearn.utils import check_random_state
 
 from ._logspace import logsumexp_k, softmax_k
 from .families import Family, Gaussian, get_family
+from .grouping import Groups, group_joint
 from .links import Link, get_link
 
 __all__ = [
@@ -154,7 +155,8 @@ class MoEParams:
             self.link = self._link.name if self._link.builtin else self._link
             self.family = "gaussian"
         else:
-            self._family = get_family(self.family, self._link)
+            # a family bound to the number of experts (a zero-inflated one's point mass)
+            self._family = get_family(self.family, self._link).with_experts(self.experts.shape[0])
             if isinstance(self.family, str):
                 self.family = self._family.name
         if self._family.needs_trials != (self.trials_feature is not None):
@@ -445,6 +447,21 @@ class MoEParams:
         """``log p_i(x) + log N(y | g(<a_i,x>+b_i), sigma_i^2)``, shape (n, k)."""
         return self._joint_k(X, y).T
 
+    def group_joint_log_likelihood(self, X, y, groups: Groups) -> np.ndarray:
+        """Per group ``log p_i(z_g) + sum_{n in g} log f_i(y_n | x_n)``, shape (n_groups, k).
+
+        ``groups`` is a :class:`~moelearn.grouping.Groups` of the rows; the
+        gate is read at each group's first row (its covariates are constant
+        within the group).  A log-sum-exp over the experts gives each group's
+        log-likelihood (:func:`moelearn.grouping.group_posterior`).
+        """
+        X = self._check_X(X)
+        y = np.asarray(y, dtype=float).ravel()
+        if y.shape[0] != X.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}")
+        logf = self.family_at(X).log_density(y, self.expert_predictors(X), self.dispersion())
+        return group_joint(self._gating_k(X)[0].T, logf, groups)
+
     def log_likelihood(self, X, y) -> np.ndarray:
         """Per-sample log-likelihood ``log p(y | x)``, shape (n,)."""
         return logsumexp_k(self._joint_k(X, y))[0]
@@ -491,7 +508,8 @@ def count_parameters(
 
     Each expert has ``family.n_predictors`` linear predictors on the expert
     columns (plus an intercept when fitted) and the family's dispersion
-    parameters; with ``shared_noise`` the family's noise parameter
+    parameters, but for the ``family.point_masses`` point masses, which have
+    none; with ``shared_noise`` the family's noise parameter
     (:attr:`~moelearn.families.Family.noise_parameter`) is one for all experts.
     The gate has ``k - 1`` free rows (one row is the reference).  The
     ``n_shared`` expert columns whose coefficient the experts share count
@@ -511,14 +529,15 @@ def count_parameters(
     int
     """
     k = int(n_experts)
+    free = k - family.point_masses  # a point mass at zero has no parameters of its own
     pe = int(np.sum(expert_mask)) + int(fit_intercept)
     pg = int(np.sum(gating_mask)) + int(fit_intercept)
     m = len(family.dispersion_names)
-    dispersions = k * m
+    dispersions = free * m
     if shared_noise and family.noise_parameter is not None:
-        dispersions -= k - 1
-    shared = (k - 1) * int(n_shared) * family.n_predictors
-    return k * pe * family.n_predictors - shared + dispersions + (k - 1) * pg
+        dispersions -= free - 1
+    shared = (free - 1) * int(n_shared) * family.n_predictors
+    return free * pe * family.n_predictors - shared + dispersions + (k - 1) * pg
 
 
 def make_moe(

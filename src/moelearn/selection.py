@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.base import clone, is_classifier
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 
 from ._progress import Reporter
 from .classifier import MixtureOfExpertsClassifier
 from .data import check_sample_weight
 from .estimator import MixtureOfExpertsRegressor
 from .exceptions import CollapsedComponentWarning, GateSeparationWarning, NotIdentifiedWarning
+from .grouping import check_groups
 
 __all__ = ["ExpertSelection", "SelectionResult", "SelectionRow", "select_n_experts"]
 
@@ -214,15 +215,16 @@ def _take(a, index):
     return np.asarray(a)[index]
 
 
-def _fit(est, X, y, sample_weight):
+def _fit(est, X, y, sample_weight, groups=None):
     """Fit, with the warnings a table row records caught: ``(seconds, degenerate)``."""
     start = time.perf_counter()
+    extra = {} if groups is None else {"groups": groups}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if sample_weight is None:
-            est.fit(X, y)
+            est.fit(X, y, **extra)
         else:
-            est.fit(X, y, sample_weight=sample_weight)
+            est.fit(X, y, sample_weight=sample_weight, **extra)
     seconds = time.perf_counter() - start
     found = []
     for w in caught:
@@ -234,16 +236,29 @@ def _fit(est, X, y, sample_weight):
     return seconds, ", ".join(found)
 
 
-def _held_out(template, X, y, sample_weight, folds):
+def _total_log_likelihood(est, X, y, sample_weight, groups):
+    """``(sum of the (weighted) log-likelihood, the sample size)`` of ``(X, y)``."""
+    n = _n_rows(X)
+    w = np.ones(n) if sample_weight is None else sample_weight
+    if groups is None:
+        ll = est.log_density(X, y)
+        return float(w @ ll), float(w.sum())
+    ll = est.log_density(X, y, groups=groups)  # one per group, a group's weight its rows'
+    return float(w[check_groups(groups, n).first] @ ll), float(w.sum())
+
+
+def _held_out(template, X, y, sample_weight, folds, groups=None):
     """Mean held-out log-likelihood per sample (weighted) over the folds."""
     scores = []
     for train, test in folds:
         est = clone(template)
         w_train = None if sample_weight is None else sample_weight[train]
-        _fit(est, _take(X, train), _take(y, train), w_train)
-        ll = est.log_density(_take(X, test), _take(y, test))
-        w_test = np.ones(len(test)) if sample_weight is None else sample_weight[test]
-        scores.append(float(w_test @ ll / w_test.sum()))
+        _fit(est, _take(X, train), _take(y, train), w_train, _take(groups, train))
+        w_test = None if sample_weight is None else sample_weight[test]
+        total, size = _total_log_likelihood(
+            est, _take(X, test), _take(y, test), w_test, _take(groups, test)
+        )
+        scores.append(total / size)
     return float(np.mean(scores))
 
 
@@ -256,6 +271,7 @@ def select_n_experts(
     random_state=0,
     *,
     sample_weight=None,
+    groups=None,
     estimator=None,
     verbose=0,
     **params,
@@ -292,6 +308,10 @@ def select_n_experts(
     sample_weight : array-like of shape (n_samples,) or None
         Row weights, passed to every fit; the criteria count them as
         frequencies (weighted log-likelihood, ``n`` the sum of the weights).
+    groups : array-like of shape (n_samples,) or None
+        Group labels passed to every fit (every row of a group comes from one
+        expert); the criteria are those of the grouped likelihood (``n`` the
+        rows), and the folds of ``criterion="cv"`` keep whole groups together.
     estimator : MixtureOfExpertsRegressor, MixtureOfExpertsClassifier or None
         A template, cloned for every candidate with ``n_experts`` set (None: a
         default :class:`~moelearn.MixtureOfExpertsRegressor`).
@@ -347,10 +367,20 @@ def select_n_experts(
         raise ValueError(f"X has {n} rows but y has {_n_rows(y)}")
     if sample_weight is not None:
         sample_weight = check_sample_weight(sample_weight, n)
+    if groups is not None:
+        groups = np.asarray(groups.to_numpy() if hasattr(groups, "to_numpy") else groups)
+        codes = check_groups(groups, n).codes  # a clear error before any fit
     folds = None
     if criterion == "cv":
         seed = random_state if isinstance(random_state, (int, np.integer)) else None
-        if is_classifier(template):
+        if groups is not None:
+            splitter = (
+                StratifiedGroupKFold(int(cv), shuffle=True, random_state=seed)
+                if is_classifier(template)
+                else GroupKFold(int(cv), shuffle=True, random_state=seed)
+            )
+            folds = list(splitter.split(np.zeros((n, 1)), np.asarray(y), codes))
+        elif is_classifier(template):
             splitter = StratifiedKFold(int(cv), shuffle=True, random_state=seed)
             folds = list(splitter.split(np.zeros((n, 1)), np.asarray(y)))
         else:
@@ -361,21 +391,20 @@ def select_n_experts(
     for k in candidates:
         est = clone(template).set_params(n_experts=k)
         try:
-            seconds, degenerate = _fit(est, X, y, sample_weight)
+            seconds, degenerate = _fit(est, X, y, sample_weight, groups)
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"fitting {k} experts: {exc}") from exc
-        ll = est.log_density(X, y)
-        ll = float(ll.sum() if sample_weight is None else sample_weight @ ll)
+        ll = _total_log_likelihood(est, X, y, sample_weight, groups)[0]
         cv_ll = float("nan")
         if folds is not None:
-            cv_ll = _held_out(clone(est), X, y, sample_weight, folds)
+            cv_ll = _held_out(clone(est), X, y, sample_weight, folds, groups)
         row = SelectionRow(
             k,
             ll,
             int(est.n_parameters_),
-            float(est.aic(X, y, sample_weight)),
-            float(est.bic(X, y, sample_weight)),
-            float(est.icl(X, y, sample_weight)),
+            float(est.aic(X, y, sample_weight, groups)),
+            float(est.bic(X, y, sample_weight, groups)),
+            float(est.icl(X, y, sample_weight, groups)),
             cv_ll,
             bool(est.converged_),
             seconds,
