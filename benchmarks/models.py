@@ -8,7 +8,8 @@ Debian's packages when they are missing.  The data sets are the copies that
 ship with flexmix, exported at run time (nothing is downloaded).
 
 Cases (binomial experts with each row's number of trials, flexmix's
-``cbind(successes, failures) ~ x`` with ``FLXMRglm(family = "binomial")``):
+``cbind(successes, failures) ~ x`` with ``FLXMRglm(family = "binomial")``, its
+grouped rows ``| g`` and its shared coefficients ``FLXMRglmfix(fixed = ~ x)``):
 
 * ``tribolium`` (flexmix; Wang and Puterman's flour-beetle data, 27 rows):
   beetles remaining out of the total released, by species (3 levels,
@@ -16,9 +17,12 @@ Cases (binomial experts with each row's number of trials, flexmix's
   with a multinomial-logit gate on the replicate (3 levels,
   ``concomitant = FLXPmultinom(~ Replicate)``).
 * ``betablocker`` (flexmix; 22 centres x 2 arms, 44 rows): deaths out of the
-  patients of an arm, by treatment, K = 2 and 3 with constant weights (each
-  row its own draw from the mixture: flexmix's ``| Center`` grouping is a
-  model moelearn does not fit yet, so it is not among the cases).
+  patients of an arm, by treatment, K = 2 and 3 with constant weights, each
+  row its own draw from the mixture; then the models of flexmix's vignette
+  ("FlexMix version 2", section 4.1): both arms of a centre from one expert
+  (``~ Treatment | Center``, ``groups=``), and centre-level intercepts with
+  one treatment effect shared by the experts (``~ 1 | Center`` with
+  ``FLXMRglmfix(fixed = ~ Treatment)``, ``shared_features=``), K = 2 and 3.
 
 Methods, per case and seed s:
 
@@ -116,6 +120,58 @@ CASES = {
         df_formula="3 × 2 coefficients + 2 weights",
         df=8,
     ),
+    "betablocker_grouped_k2": dict(
+        title="betablocker, binomial ~ treatment, rows grouped by centre, constant weights, K = 2",
+        data="betablocker",
+        r_formula="cbind(Deaths, Total - Deaths) ~ Treatment | Center",
+        r_concomitant=None,
+        k=2,
+        expert_features=[0],
+        gating_features=[],
+        groups="center",
+        df_formula="2 × 2 coefficients + 1 weight",
+        df=5,
+    ),
+    "betablocker_grouped_k3": dict(
+        title="betablocker, binomial ~ treatment, rows grouped by centre, constant weights, K = 3",
+        data="betablocker",
+        r_formula="cbind(Deaths, Total - Deaths) ~ Treatment | Center",
+        r_concomitant=None,
+        k=3,
+        expert_features=[0],
+        gating_features=[],
+        groups="center",
+        df_formula="3 × 2 coefficients + 2 weights",
+        df=8,
+    ),
+    "betablocker_fixed_k2": dict(
+        title="betablocker, binomial ~ 1, rows grouped by centre, treatment shared, K = 2",
+        data="betablocker",
+        r_formula="cbind(Deaths, Total - Deaths) ~ 1 | Center",
+        r_concomitant=None,
+        r_fixed="~ Treatment",
+        k=2,
+        expert_features=[],
+        shared_features=[0],
+        gating_features=[],
+        groups="center",
+        df_formula="2 intercepts + 1 shared treatment effect + 1 weight",
+        df=4,
+    ),
+    "betablocker_fixed_k3": dict(
+        title="betablocker, binomial ~ 1, rows grouped by centre, treatment shared, K = 3",
+        data="betablocker",
+        r_formula="cbind(Deaths, Total - Deaths) ~ 1 | Center",
+        r_concomitant=None,
+        r_fixed="~ Treatment",
+        k=3,
+        expert_features=[],
+        shared_features=[0],
+        gating_features=[],
+        groups="center",
+        df_formula="3 intercepts + 1 shared treatment effect + 2 weights",
+        df=6,
+    ),
 }
 
 R_SCRIPT = r"""
@@ -132,14 +188,15 @@ write.csv(data.frame(sp2 = lev(tribolium$Species, 2), sp3 = lev(tribolium$Specie
                      total = tribolium$Total, y = tribolium$Remaining),
           file.path(tmp, "tribolium.csv"), row.names = FALSE)
 write.csv(data.frame(treated = lev(betablocker$Treatment, 2), total = betablocker$Total,
-                     y = betablocker$Deaths),
+                     center = as.integer(betablocker$Center), y = betablocker$Deaths),
           file.path(tmp, "betablocker.csv"), row.names = FALSE)
 out <- file(file.path(tmp, "out.csv"), "w")
 writeLines("case,seed,status,seconds,loglik,df,k_found", out)
-binomial <- FLXMRglm(family = "binomial")
 for (i in seq_len(nrow(cases))) {
   cs <- cases[i, ]
   df <- get(cs$data)
+  binomial <- if (cs$fixed == "") FLXMRglm(family = "binomial") else
+    FLXMRglmfix(family = "binomial", fixed = as.formula(cs$fixed))
   for (s in seeds) {
     set.seed(s)
     t0 <- proc.time()[["elapsed"]]
@@ -174,9 +231,18 @@ def run_r(seeds):
         tmp = Path(tmp)
         with open(tmp / "cases.csv", "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["case", "data", "formula", "concomitant", "k"])
+            w.writerow(["case", "data", "formula", "concomitant", "fixed", "k"])
             for name, c in CASES.items():
-                w.writerow([name, c["data"], c["r_formula"], c["r_concomitant"] or "", c["k"]])
+                w.writerow(
+                    [
+                        name,
+                        c["data"],
+                        c["r_formula"],
+                        c["r_concomitant"] or "",
+                        c.get("r_fixed", ""),
+                        c["k"],
+                    ]
+                )
         (tmp / "models.R").write_text(R_SCRIPT)
         print("R: flexmix fits ...", file=sys.stderr, flush=True)
         proc = subprocess.run(
@@ -203,7 +269,7 @@ def run_r(seeds):
     return data, rows
 
 
-def fit_moelearn(spec, X, y, trials, seed, n_init="auto"):
+def fit_moelearn(spec, X, y, trials, seed, n_init="auto", groups=None):
     """One fit: total log-likelihood, parameter count and time (or the error)."""
     from moelearn import MixtureOfExpertsRegressor
 
@@ -213,6 +279,7 @@ def fit_moelearn(spec, X, y, trials, seed, n_init="auto"):
         trials=trials,
         gating_features=spec["gating_features"],
         expert_features=spec["expert_features"],
+        shared_features=spec.get("shared_features"),
         n_init=n_init,
         random_state=seed,
     )
@@ -220,7 +287,7 @@ def fit_moelearn(spec, X, y, trials, seed, n_init="auto"):
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            est.fit(X, y)
+            est.fit(X, y, groups=groups)
     except (ValueError, TypeError) as exc:
         return dict(
             seed=seed,
@@ -235,7 +302,7 @@ def fit_moelearn(spec, X, y, trials, seed, n_init="auto"):
         seed=seed,
         status="ok",
         seconds=secs,
-        loglik=float(np.sum(est.log_density(X, y))),
+        loglik=float(np.sum(est.log_density(X, y, groups=groups))),
         n_params=int(est.n_parameters_),
         converged=bool(est.converged_),
         warnings=sorted({type(w.message).__name__ for w in caught}),
@@ -310,7 +377,7 @@ def markdown(cases, seeds):
     seeds_txt = f"seed {seeds[0]}" if n == 1 else f"seeds {seeds[0]}–{seeds[-1]}"
     passed = sum(c["verdict"] == "PASS" for c in cases)
     md = [
-        "# Models users fit in flexmix: binomial experts with trials",
+        "# Models users fit in flexmix: binomial trials, grouped rows, shared coefficients",
         "",
         f"**moelearn: {passed} of {len(cases)} cases PASS** (with flexmix's parameter count, "
         f"every seed of the default within {LOOSE} nats of flexmix's best, and every seed with "
@@ -343,9 +410,14 @@ def markdown(cases, seeds):
     md += ["", "Calls and parameter counts:", ""]
     for c in cases:
         gate = f", concomitant = FLXPmultinom({c['r_concomitant']})" if c["r_concomitant"] else ""
+        model = (
+            f'FLXMRglmfix(family = "binomial", fixed = {c["r_fixed"]})'
+            if c.get("r_fixed")
+            else 'FLXMRglm(family = "binomial")'
+        )
         md.append(
             f"* {c['title']}: `stepFlexmix({c['r_formula']}, k = {c['k']}, nrep = 10, "
-            f'model = FLXMRglm(family = "binomial"){gate})`; df = {c["df_formula"]} = {c["df"]}.'
+            f"model = {model}{gate})`; df = {c['df_formula']} = {c['df']}."
         )
     errors = [
         f"{c['case']} seed {f['seed']}: {f['error']}"
@@ -371,9 +443,15 @@ def main():
     for name in progress(list(CASES), label="moelearn fits"):
         spec = CASES[name]
         X, y, cols = data[spec["data"]]
+        groups = None
+        if "groups" in spec:  # a column of the export that is not a feature
+            at = cols.index(spec["groups"])
+            groups = X[:, at].astype(int)
+        keep = [i for i, c in enumerate(cols) if c != "center"]  # groups are not a feature
+        X, cols = X[:, keep], [cols[i] for i in keep]
         trials = cols.index("total")
-        fits = [fit_moelearn(spec, X, y, trials, s) for s in seeds]
-        search = [fit_moelearn(spec, X, y, trials, s, SEARCH_N_INIT) for s in seeds]
+        fits = [fit_moelearn(spec, X, y, trials, s, groups=groups) for s in seeds]
+        search = [fit_moelearn(spec, X, y, trials, s, SEARCH_N_INIT, groups=groups) for s in seeds]
         cases.append(summarise(name, spec, r_rows, fits, search))
     md = markdown(cases, seeds)
     js, mdp = write_report(
