@@ -23,15 +23,23 @@ grouped rows ``| g`` and its shared coefficients ``FLXMRglmfix(fixed = ~ x)``):
   (``~ Treatment | Center``, ``groups=``), and centre-level intercepts with
   one treatment effect shared by the experts (``~ 1 | Center`` with
   ``FLXMRglmfix(fixed = ~ Treatment)``, ``shared_features=``), K = 2 and 3.
+* ``dmft`` (flexmix; 797 children, decayed, missing or filled teeth after a
+  dental health campaign): the zero-inflated Poisson regression of
+  flexmix's ``FLXMRziglm`` example, ``End ~ log(Begin + 0.5) + Gender +
+  Ethnic + Treatment`` (``family="zero-inflated-poisson"``, K = 2: the point
+  mass and one Poisson expert, constant weights; flexmix run with
+  ``minprior = 0.01``, as its example, so that the small point mass is kept).
 
 Methods, per case and seed s:
 
 * flexmix: ``set.seed(s); stepFlexmix(..., k = K, nrep = 10)``, its own
-  ``logLik`` (binomial coefficients included) and df, the time of the fit
+  ``logLik`` (binomial and factorial constants included) and df, the time of the fit
   alone measured inside R;
-* moelearn default: ``MixtureOfExpertsRegressor(K, family="binomial",
-  trials=..., gating_features=..., expert_features=..., random_state=s)``;
-  its total log-likelihood ``log_density(X, y).sum()`` and ``n_parameters_``.
+* moelearn default: ``MixtureOfExpertsRegressor(K, family=..., trials=...,
+  gating_features=..., expert_features=..., shared_features=...,
+  random_state=s).fit(X, y, groups=...)`` with the case's model and nothing
+  else; its total log-likelihood ``log_density(X, y, groups=...).sum()`` and
+  ``n_parameters_``.
 
 * moelearn with a longer search: the same with ``n_init=100`` (``SEARCH_N_INIT``),
   the counterpart of flexmix's ``nrep = 10``.
@@ -172,6 +180,19 @@ CASES = {
         df_formula="3 intercepts + 1 shared treatment effect + 2 weights",
         df=6,
     ),
+    "dmft_zip": dict(
+        title="dmft, zero-inflated Poisson ~ log(begin + 0.5) + gender + ethnic + treatment",
+        data="dmft",
+        family="zero-inflated-poisson",
+        r_formula="End ~ log(Begin + 0.5) + Gender + Ethnic + Treatment",
+        r_concomitant=None,
+        r_model="ziglm",
+        k=2,
+        expert_features=list(range(9)),
+        gating_features=[],
+        df_formula="10 Poisson coefficients + 1 weight (the point mass has none)",
+        df=11,
+    ),
 }
 
 R_SCRIPT = r"""
@@ -190,20 +211,29 @@ write.csv(data.frame(sp2 = lev(tribolium$Species, 2), sp3 = lev(tribolium$Specie
 write.csv(data.frame(treated = lev(betablocker$Treatment, 2), total = betablocker$Total,
                      center = as.integer(betablocker$Center), y = betablocker$Deaths),
           file.path(tmp, "betablocker.csv"), row.names = FALSE)
+data("dmft", package = "flexmix")
+write.csv(data.frame(logbegin = log(dmft$Begin + 0.5), male = lev(dmft$Gender, 2),
+                     white = lev(dmft$Ethnic, 2), black = lev(dmft$Ethnic, 3),
+                     educ = lev(dmft$Treatment, 2), all = lev(dmft$Treatment, 3),
+                     enrich = lev(dmft$Treatment, 4), rinse = lev(dmft$Treatment, 5),
+                     hygiene = lev(dmft$Treatment, 6), y = dmft$End),
+          file.path(tmp, "dmft.csv"), row.names = FALSE)
 out <- file(file.path(tmp, "out.csv"), "w")
 writeLines("case,seed,status,seconds,loglik,df,k_found", out)
 for (i in seq_len(nrow(cases))) {
   cs <- cases[i, ]
   df <- get(cs$data)
-  binomial <- if (cs$fixed == "") FLXMRglm(family = "binomial") else
+  binomial <- if (cs$model == "ziglm") FLXMRziglm(family = "poisson") else
+    if (cs$fixed == "") FLXMRglm(family = "binomial") else
     FLXMRglmfix(family = "binomial", fixed = as.formula(cs$fixed))
+  ctrl <- if (cs$model == "ziglm") list(minprior = 0.01) else list()
   for (s in seeds) {
     set.seed(s)
     t0 <- proc.time()[["elapsed"]]
     fit <- tryCatch({
       if (cs$concomitant == "") {
         stepFlexmix(as.formula(cs$formula), data = df, k = cs$k, nrep = 10,
-                    model = binomial, verbose = FALSE)
+                    model = binomial, control = ctrl, verbose = FALSE)
       } else {
         stepFlexmix(as.formula(cs$formula), data = df, k = cs$k, nrep = 10, model = binomial,
                     concomitant = FLXPmultinom(as.formula(cs$concomitant)), verbose = FALSE)
@@ -231,7 +261,7 @@ def run_r(seeds):
         tmp = Path(tmp)
         with open(tmp / "cases.csv", "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["case", "data", "formula", "concomitant", "fixed", "k"])
+            w.writerow(["case", "data", "formula", "concomitant", "fixed", "model", "k"])
             for name, c in CASES.items():
                 w.writerow(
                     [
@@ -240,6 +270,7 @@ def run_r(seeds):
                         c["r_formula"],
                         c["r_concomitant"] or "",
                         c.get("r_fixed", ""),
+                        c.get("r_model", "glm"),
                         c["k"],
                     ]
                 )
@@ -253,7 +284,7 @@ def run_r(seeds):
         if proc.returncode != 0:
             raise RuntimeError(f"the R script failed (exit {proc.returncode}):\n{proc.stdout}")
         data = {}
-        for name in ("tribolium", "betablocker"):
+        for name in ("tribolium", "betablocker", "dmft"):
             table = np.genfromtxt(tmp / f"{name}.csv", delimiter=",", names=True, dtype=float)
             cols = [c for c in table.dtype.names if c != "y"]
             data[name] = (np.column_stack([table[c] for c in cols]), table["y"], cols)
@@ -275,7 +306,7 @@ def fit_moelearn(spec, X, y, trials, seed, n_init="auto", groups=None):
 
     est = MixtureOfExpertsRegressor(
         n_experts=spec["k"],
-        family="binomial",
+        family=spec.get("family", "binomial"),
         trials=trials,
         gating_features=spec["gating_features"],
         expert_features=spec["expert_features"],
@@ -377,13 +408,14 @@ def markdown(cases, seeds):
     seeds_txt = f"seed {seeds[0]}" if n == 1 else f"seeds {seeds[0]}–{seeds[-1]}"
     passed = sum(c["verdict"] == "PASS" for c in cases)
     md = [
-        "# Models users fit in flexmix: binomial trials, grouped rows, shared coefficients",
+        "# Models users fit in flexmix: binomial trials, grouped rows, shared coefficients, "
+        "zero inflation",
         "",
         f"**moelearn: {passed} of {len(cases)} cases PASS** (with flexmix's parameter count, "
         f"every seed of the default within {LOOSE} nats of flexmix's best, and every seed with "
         f"`n_init={SEARCH_N_INIT}` within {TOLERANCE}).",
         "",
-        "Total log-likelihood in nats on the full data (binomial coefficients included, as "
+        "Total log-likelihood in nats on the full data (every constant included, as "
         "flexmix's `logLik`); df = free parameters. flexmix: `stepFlexmix(..., nrep = 10)` "
         f"per seed; its best over the seeds with all K components is the target. Per-seed "
         f"columns: min / median / max over {seeds_txt}. Times: flexmix's fit alone inside R, "
@@ -415,6 +447,9 @@ def markdown(cases, seeds):
             if c.get("r_fixed")
             else 'FLXMRglm(family = "binomial")'
         )
+        if c.get("r_model") == "ziglm":
+            model = 'FLXMRziglm(family = "poisson"), control = list(minprior = 0.01)'
+
         md.append(
             f"* {c['title']}: `stepFlexmix({c['r_formula']}, k = {c['k']}, nrep = 10, "
             f"model = {model}{gate})`; df = {c['df_formula']} = {c['df']}."
@@ -449,7 +484,7 @@ def main():
             groups = X[:, at].astype(int)
         keep = [i for i, c in enumerate(cols) if c != "center"]  # groups are not a feature
         X, cols = X[:, keep], [cols[i] for i in keep]
-        trials = cols.index("total")
+        trials = cols.index("total") if "total" in cols else None
         fits = [fit_moelearn(spec, X, y, trials, s, groups=groups) for s in seeds]
         search = [fit_moelearn(spec, X, y, trials, s, SEARCH_N_INIT, groups=groups) for s in seeds]
         cases.append(summarise(name, spec, r_rows, fits, search))

@@ -7,7 +7,12 @@ import pandas as pd
 import pytest
 from scipy.special import logsumexp, softmax
 
-from moelearn import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor, select_n_experts
+from moelearn import (
+    ChunkedDataset,
+    MixtureOfExpertsClassifier,
+    MixtureOfExpertsRegressor,
+    select_n_experts,
+)
 from moelearn.cli import main
 from moelearn.data import Data
 from moelearn.engine import Design, State, pass_statistics
@@ -225,9 +230,9 @@ def test_bad_groups_get_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="sample_weight must be constant within a group"):
         est.fit(X, y, sample_weight=w, groups=g)
     path = tmp_path / "X.npy"
-    np.save(path, X)
-    with pytest.raises(ValueError, match="groups= needs in-memory data"):
-        est.fit(np.load(path, mmap_mode="r"), y, groups=g)
+    np.save(path, varying)
+    with pytest.raises(ValueError, match="constant within a group: group 1 has rows"):
+        est.fit(np.load(path, mmap_mode="r"), y, groups=g)  # checked in one read out of core
     est.fit(X, y, groups=g)
     with pytest.raises(ValueError, match="groups has"):
         est.log_density(X, y, groups=g[:10])
@@ -244,7 +249,7 @@ def test_check_groups_codes_are_dense_and_sorted():
 
 
 # ------------------------------------------------------- the classifier, selection, CLI
-def test_grouped_classifier():
+def test_grouped_classifier(tmp_path):
     rng = np.random.default_rng(9)
     n_groups, size = 200, 6
     g = np.repeat(np.arange(n_groups), size)
@@ -265,6 +270,16 @@ def test_grouped_classifier():
     # about 600 rows per expert give a slope error near 0.25, and the ridge shrinks a little
     np.testing.assert_allclose(np.sort(grouped.experts_.ravel()), [-3.0, 3.0], atol=1.0)
     assert grouped.summary().log_likelihood == pytest.approx(ld.sum())
+    # out of core: the same fit from a memory map read in blocks of 200 rows
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y.astype(float))
+    ooc = MixtureOfExpertsClassifier(chunk_size=200, **kw).fit(
+        np.load(tmp_path / "X.npy", mmap_mode="r"),
+        np.load(tmp_path / "y.npy", mmap_mode="r"),
+        groups=g,
+    )
+    assert ooc.log_likelihood_ == pytest.approx(grouped.log_likelihood_, abs=1e-8)
+    assert ooc.log_density(X, y, groups=g).sum() == pytest.approx(ld.sum(), abs=1e-6)
 
 
 def test_select_n_experts_with_groups():
@@ -334,3 +349,75 @@ def test_command_line_groups(tmp_path, capsys):
         == 2
     )
     assert "--groups 'ward' is not a column" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------ out of core
+def test_out_of_core_groups_equal_in_memory(tmp_path):
+    X, y, g = _grouped_sample(150, 4, seed=12, gate=(0.3, 1.5))
+    perm = np.random.default_rng(3).permutation(len(y))  # a group's rows scattered
+    X, y, g = X[perm], y[perm], g[perm]
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    Xm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    ym = np.load(tmp_path / "y.npy", mmap_mode="r")
+    # one pass: the two reads of the memory map (blocks of 64 rows) give the in-memory sums
+    family = get_family("gaussian")
+    design = Design(np.array([1]), np.array([0]), True)
+    state = State(
+        np.array([[[0.4, 1.8]], [[-0.6, -0.9]]]),
+        np.log([[0.6], [0.4]]),
+        np.array([[0.2, 1.0], [0.0, 0.0]]),
+    )
+    groups = check_groups(g, len(y))
+    memory = pass_statistics(family, design, Data(X, y, groups=groups), state, "hess")
+    streamed = Data(Xm, ym, chunk_size=64, groups=groups)
+    chunked = pass_statistics(family, design, streamed, state, "hess")
+    for key, value in memory.items():
+        np.testing.assert_allclose(chunked[key], value, rtol=1e-10, atol=1e-12, err_msg=key)
+    # the fit: out of core it starts from the ungrouped fit only, and reaches the optimum
+    # of the in-memory search (a well-separated case) to 1e-8 per row
+    kw = dict(n_experts=2, random_state=0, gating_features=[1], expert_features=[0])
+    mem = MixtureOfExpertsRegressor(**kw).fit(X, y, groups=g)
+    ooc = MixtureOfExpertsRegressor(chunk_size=64, **kw).fit(Xm, ym, groups=g)
+    assert ooc.log_likelihood_ == pytest.approx(mem.log_likelihood_, abs=1e-8)
+    assert ooc.log_density(X, y, groups=g).sum() == pytest.approx(
+        mem.log_density(X, y, groups=g).sum(), abs=1e-6
+    )
+    assert ooc.n_groups_ == 150
+    # the labels themselves out of core (a memory map read by slices): the same fit
+    np.save(tmp_path / "g.npy", g)
+    labels = np.load(tmp_path / "g.npy", mmap_mode="r")
+    lazy = MixtureOfExpertsRegressor(chunk_size=64, **kw).fit(Xm, ym, groups=labels)
+    assert lazy.log_likelihood_ == pytest.approx(ooc.log_likelihood_, abs=1e-12)
+
+    # a ChunkedDataset: the labels in the order its chunks yield the rows
+    def chunks():
+        for start in range(0, len(y), 100):
+            yield X[start : start + 100], y[start : start + 100]
+
+    streamed = MixtureOfExpertsRegressor(**kw).fit(ChunkedDataset(chunks), groups=g)
+    assert streamed.log_likelihood_ == pytest.approx(mem.log_likelihood_, abs=1e-8)
+    with pytest.raises(ValueError, match="groups has 599 labels for 600 rows"):
+        MixtureOfExpertsRegressor(**kw).fit(ChunkedDataset(chunks), groups=g[:-1])
+
+
+def test_groups_out_of_core_match_in_memory(tmp_path, monkeypatch):
+    import moelearn.grouping as grouping
+
+    monkeypatch.setattr(grouping, "_LABEL_ROWS", 7)  # many slices of the labels
+    labels = np.random.default_rng(0).integers(100, 140, size=50)
+    np.save(tmp_path / "g.npy", labels)
+    lazy = grouping.groups_out_of_core(np.load(tmp_path / "g.npy", mmap_mode="r"), 50)
+    ref = check_groups(labels, 50)
+    np.testing.assert_array_equal(lazy.labels, ref.labels)
+    np.testing.assert_array_equal(lazy.codes[0:50], ref.codes)
+    np.testing.assert_array_equal(lazy.codes[13:29], ref.codes[13:29])
+    np.testing.assert_array_equal(lazy.sizes, ref.sizes)
+    np.testing.assert_array_equal(lazy.first, ref.first)
+    bad = labels.astype(float)
+    bad[30] = np.nan
+    np.save(tmp_path / "bad.npy", bad)
+    with pytest.raises(ValueError, match="NaN"):
+        grouping.groups_out_of_core(np.load(tmp_path / "bad.npy", mmap_mode="r"), 50)
+    with pytest.raises(ValueError, match="groups has 50 labels for 49 rows"):
+        grouping.groups_out_of_core(labels, 49)

@@ -3,10 +3,11 @@
 import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import moelearn
-from moelearn import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor, MoEParams
+from moelearn import MixtureOfExpertsClassifier, MixtureOfExpertsRegressor, MoEParams, load
 from moelearn.cli import main
 
 
@@ -265,3 +266,127 @@ def test_select_n_experts_counts_shared_coefficients_once():
     for shared, free, k in zip(result.rows, plain.rows, [1, 2, 3], strict=True):
         assert shared.n_parameters == free.n_parameters - (k - 1)
     assert result.n_experts == 2
+
+
+# ------------------------------------------------------------- a shared intercept
+def _contaminated(n, seed):
+    """One line 1 + 2 x, noise sd 0.5 on 80% of the rows and 3 on the rest."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n)
+    wide = rng.random(n) < 0.2
+    return x[:, None], 1.0 + 2.0 * x + np.where(wide, 3.0, 0.5) * rng.standard_normal(n)
+
+
+def test_every_coefficient_shared_is_the_scale_mixture_of_a_direct_fit():
+    from scipy.optimize import minimize
+    from scipy.special import log_expit
+    from scipy.stats import norm
+
+    X, y = _contaminated(2000, seed=0)
+    est = MixtureOfExpertsRegressor(
+        n_experts=2, gating_features=[], shared_features=[0, "intercept"], random_state=0
+    ).fit(X, y)
+
+    def nll(t):
+        r = y - t[0] - t[1] * X[:, 0]
+        return -np.sum(
+            np.logaddexp(
+                log_expit(t[4]) + norm.logpdf(r, 0, np.exp(t[2])),
+                log_expit(-t[4]) + norm.logpdf(r, 0, np.exp(t[3])),
+            )
+        )
+
+    ref = minimize(
+        nll, [0.0, 1.0, np.log(0.4), np.log(2.0), 0.5], method="BFGS", options={"gtol": 1e-8}
+    )
+    # the same optimum: log-likelihood to 1e-6 nats, the line and the noise levels to 1e-4
+    assert est.log_density(X, y).sum() == pytest.approx(-ref.fun, abs=1e-6)
+    np.testing.assert_allclose(est.expert_bias_, ref.x[0], atol=1e-4)
+    np.testing.assert_allclose(est.experts_[:, 0], ref.x[1], atol=1e-4)
+    np.testing.assert_allclose(np.sort(est.noise_std_), np.sort(np.exp(ref.x[2:4])), rtol=1e-4)
+    assert est.n_parameters_ == 5  # a line, two noise levels, one weight
+    rows = [(r.group, r.name) for r in est.summary().rows]
+    assert ("all experts", "intercept") in rows and ("expert 0", "intercept") not in rows
+
+
+def test_a_shared_intercept_alone_recovers_the_lines_through_one_point():
+    rng = np.random.default_rng(1)
+    n = 3000
+    x = rng.standard_normal(n)
+    first = rng.random(n) < 0.5
+    y = 1.0 + np.where(first, 2.0, -1.0) * x + 0.3 * rng.standard_normal(n)
+    est = MixtureOfExpertsRegressor(
+        n_experts=2,
+        gating_features=[],
+        shared_features=["intercept"],
+        random_state=0,
+        compute_standard_errors=True,
+    ).fit(x[:, None], y)
+    assert est.n_parameters_ == 6  # 2 slopes, 1 intercept, 2 noise levels, 1 weight
+    assert est.expert_bias_[0] == est.expert_bias_[1]
+    se = est.standard_errors_
+    # about 1500 rows per expert with noise 0.3: errors near 0.008; 5 standard errors
+    assert abs(est.expert_bias_[0] - 1.0) < 5 * se.expert_bias[0]
+    np.testing.assert_allclose(np.sort(est.experts_[:, 0]), [-1.0, 2.0], atol=5 * 0.01)
+    # saved, loaded, pickled and rebuilt from its parameters with the intercept still shared
+    back = pickle.loads(pickle.dumps(est))
+    assert back.params_.shared_intercept
+    rebuilt = MixtureOfExpertsRegressor.from_params(est.params_)
+    assert rebuilt.shared_features == ["intercept"]
+    assert rebuilt.n_parameters_ == 6
+
+
+def test_shared_intercept_round_trips_and_bad_input(tmp_path):
+    X, y = _contaminated(400, seed=2)
+    est = MixtureOfExpertsRegressor(
+        n_experts=2, gating_features=[], shared_features=["intercept"], random_state=0
+    ).fit(X, y)
+    est.save(tmp_path / "m.npz")
+    back = load(tmp_path / "m.npz")
+    assert back.params_.shared_intercept
+    np.testing.assert_allclose(back.log_density(X, y), est.log_density(X, y), rtol=1e-12)
+    with pytest.raises(ValueError, match="fit_intercept=False"):
+        MixtureOfExpertsRegressor(
+            n_experts=2, shared_features=["intercept"], fit_intercept=False
+        ).fit(X, y)
+    # a column named "intercept" is that column
+    frame = pd.DataFrame({"intercept": X[:, 0], "other": np.cos(X[:, 0])})
+    named = MixtureOfExpertsRegressor(
+        n_experts=2, gating_features=[], shared_features=["intercept"], random_state=0
+    ).fit(frame, y)
+    assert not named.params_.shared_intercept and named.params_.n_shared == 1
+    # the classifier shares an intercept the same way
+    labels = (y > np.median(y)).astype(int)
+    clf = MixtureOfExpertsClassifier(
+        n_experts=2, gating_features=[], shared_features=["intercept"], random_state=0
+    ).fit(X, labels)
+    assert clf.expert_bias_[0, 0] == clf.expert_bias_[1, 0]
+    assert clf.n_parameters_ == 4
+    clf.save(tmp_path / "c.npz")
+    assert load(tmp_path / "c.npz").params_.shared_intercept
+
+
+def test_shared_intercept_on_the_command_line(tmp_path, capsys):
+    X, y = _contaminated(300, seed=3)
+    path = tmp_path / "d.csv"
+    pd.DataFrame({"x": X[:, 0], "y": y}).to_csv(path, index=False)
+    args = [
+        "fit",
+        str(path),
+        "--target",
+        "y",
+        "--experts",
+        "2",
+        "--gating-features",
+        "",
+        "--shared-features",
+        "x,intercept",
+        "--output",
+        str(tmp_path / "m.npz"),
+    ]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert load(tmp_path / "m.npz").n_parameters_ == 5
+    assert main(["summary", str(tmp_path / "m.npz"), str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "all experts" in out and "expert 0" not in out

@@ -48,11 +48,18 @@ from .data import (
     check_out_of_core,
     check_sample_weight,
     head_rows,
+    is_dask_array,
     is_out_of_core,
 )
+from .engine import SHARED_INTERCEPT
 from .families import Bernoulli, Multinomial
-from .family_fit import fit_engine, resolve_roles, unscale
-from .grouping import check_groups, group_posterior
+from .family_fit import fit_engine, resolve_roles, split_intercept, unscale
+from .grouping import (
+    check_constant_in_groups,
+    check_groups,
+    group_posterior,
+    groups_out_of_core,
+)
 from .model import MoEParams, random_generator
 from .persistence import register_record
 
@@ -196,8 +203,8 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         sample_weight : array-like of shape (n_samples,) or None
             Non-negative row weights (in-memory data).
         groups : array-like of shape (n_samples,) or None
-            A label per row (in-memory data): every row of a group comes from
-            the same expert, as in
+            A label per row (out of core: one per row in the order the rows
+            are read): every row of a group comes from the same expert, as in
             :meth:`MixtureOfExpertsRegressor.fit <moelearn.MixtureOfExpertsRegressor.fit>`
             (the gate's columns and the weights constant within a group).
 
@@ -216,28 +223,32 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         d = raw.n_features
         gmask = resolve_roles(self.gating_features, d, names, "gating_features")
         emask = resolve_roles(self.expert_features, d, names, "expert_features")
-        shared = np.zeros(d, dtype=bool)
+        shared, shared_b = np.zeros(d, dtype=bool), False
         if self.shared_features is not None:
-            shared = resolve_roles(self.shared_features, d, names, "shared_features")
+            spec, shared_b = split_intercept(self.shared_features, names)
+            if shared_b and not self.fit_intercept:
+                raise ValueError('shared_features lists "intercept", but fit_intercept=False')
+            if len(spec):
+                shared = resolve_roles(spec, d, names, "shared_features")
         emask = emask | shared  # shared coefficients are the experts'
         coefs = family.n_predictors * (int(emask.sum()) + self.fit_intercept)
         check_fit_size(raw.n_samples, self.n_experts, coefs, self.n_init)
         self.__dict__.pop("n_groups_", None)
         if groups is not None:
-            if not raw.in_memory:
-                raise ValueError(
-                    "groups= needs in-memory data (a NumPy array or a DataFrame); this X is "
-                    "read out of core"
+            gate = np.flatnonzero(gmask)
+            if raw.in_memory:
+                checked = check_groups(
+                    groups, raw.n_samples, gate_columns=gate, X=raw.X, sample_weight=weights
                 )
-            groups_in = groups
-            groups = check_groups(
-                groups,
-                raw.n_samples,
-                gate_columns=np.flatnonzero(gmask),
-                X=raw.X,
-                sample_weight=weights,
-            )
-            self._keep_training_data(*self._training_data[:3], groups_in)
+                self._keep_training_data(*self._training_data[:3], groups)
+            else:
+                checked = (
+                    groups_out_of_core(groups, raw.n_samples)
+                    if isinstance(groups, np.memmap) or is_dask_array(groups)
+                    else check_groups(groups, raw.n_samples)
+                )
+                check_constant_in_groups(raw, checked, gate)
+            groups = checked
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             res = fit_engine(
@@ -253,24 +264,30 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
                 alpha=self.alpha,
                 sample_weight=weights,
                 random_state=rng,
-                shared_columns=tuple(np.flatnonzero(shared)),
+                shared_columns=tuple(np.flatnonzero(shared))
+                + ((SHARED_INTERCEPT,) if shared_b else ()),
                 groups=groups,
             )
         fit = res.fit
         fi = self.fit_intercept
         A, b = unscale(fit.state.coef, res.design.expert_columns, res.x_mean, res.x_scale, fi)
         W, c = unscale(fit.state.gate, res.design.gating_columns, res.x_mean, res.x_scale, fi)
-        self._set_params(A, b, W - W.mean(axis=0), c - c.mean(), family, gmask, emask, shared)
+        self._set_params(
+            A, b, W - W.mean(axis=0), c - c.mean(), family, gmask, emask, shared, shared_b
+        )
         self.n_iter_ = int(fit.n_iter)
         self.converged_ = bool(fit.converged)
         self.init_method_ = f"{res.method}; no moment start for class labels (y^m = y, DESIGN §13)"
         self.n_parameters_ = self.params_.n_parameters(fi)
         if groups is None:
             self.log_likelihood_ = mean_log_likelihood(self.params_, raw, weights)
-        else:
+        elif raw.in_memory:
             joint = self.params_.group_joint_log_likelihood(raw.X, raw.y, groups)
             total = group_posterior(joint, groups, weights)[0]
             self.log_likelihood_ = total / (raw.n_samples if weights is None else weights.sum())
+        else:  # the engine's grouped pass, without the ridge
+            self.log_likelihood_ = float(fit.log_likelihood)
+        if groups is not None:
             self.n_groups_ = groups.n_groups
         self.history_ = np.asarray(fit.history, dtype=float)
         slopes = fit.state.coef[..., 1:] if fi else fit.state.coef
@@ -325,6 +342,8 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
                 p.family_object,
                 p.gating_features,
                 p.expert_features,
+                p.shared_features,
+                p.shared_intercept,
             )
         self._keep_training_data(X, y, sample_weight, groups)  # the data as given, not the copy
         return self
@@ -364,7 +383,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
             )
 
     # -------------------------------------------------------------- predict
-    def _set_params(self, A, b, W, c, family, gmask, emask, shared=None):
+    def _set_params(self, A, b, W, c, family, gmask, emask, shared=None, shared_b=False):
         """Store the fitted parameters: ``params_`` and the attributes that show them."""
         self._gmask, self._emask = gmask, emask
         one = family.n_predictors == 1
@@ -378,6 +397,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
             gating_features=gmask,
             expert_features=emask,
             shared_features=None if shared is None or not np.any(shared) else shared,
+            shared_intercept=bool(shared_b),
         )
         p = self.params_
         self.experts_ = p.experts if not one else p.experts[:, None, :]
@@ -419,8 +439,15 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         if params.has_roles:
             kwargs.setdefault("gating_features", np.flatnonzero(params.gating_features).tolist())
             kwargs.setdefault("expert_features", np.flatnonzero(params.expert_features).tolist())
-        if params.shared_features is not None:
-            kwargs.setdefault("shared_features", np.flatnonzero(params.shared_features).tolist())
+        if params.shared_features is not None or params.shared_intercept:
+            columns = (
+                []
+                if params.shared_features is None
+                else np.flatnonzero(params.shared_features).tolist()
+            )
+            kwargs.setdefault(
+                "shared_features", columns + (["intercept"] if params.shared_intercept else [])
+            )
         est = cls(n_experts=params.n_experts, **kwargs)
         est._validate_params()
         est.classes_ = classes
@@ -437,6 +464,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
             params.gating_features.copy(),
             params.expert_features.copy(),
             params.shared_features,
+            params.shared_intercept,
         )
         est.n_iter_, est.converged_, est.log_likelihood_ = 0, True, float("nan")
         est.init_method_ = "from_params"
@@ -524,6 +552,8 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         }
         if self.params_.shared_features is not None:
             meta["shared_features"] = [bool(v) for v in self.params_.shared_features]
+        if self.params_.shared_intercept:
+            meta["shared_intercept"] = True
         names_to_record(self, meta)
         arrays = {
             "experts": self.experts_,
@@ -576,8 +606,11 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         )
         est.gating_features = np.flatnonzero(g).tolist()
         est.expert_features = np.flatnonzero(e).tolist()
-        if shared is not None:
-            est.shared_features = np.flatnonzero(shared).tolist()
+        shared_b = meta.get("shared_intercept", False) is True
+        if shared is not None or shared_b:
+            est.shared_features = ([] if shared is None else np.flatnonzero(shared).tolist()) + (
+                ["intercept"] if shared_b else []
+            )
         est._validate_params()
         dtype = meta.get("label_dtype", "object")
         est.classes_ = np.asarray(labels, dtype=None if dtype == "object" else dtype)
@@ -590,6 +623,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
             g,
             e,
             shared,
+            shared_b,
         )
         est.n_features_in_ = d
         est.n_iter_ = int(fitted["n_iter_"])

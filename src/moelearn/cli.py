@@ -437,6 +437,11 @@ def _training_inputs(args):
             continue
         names = [c.strip() for c in spec.split(",") if c.strip()]
         flag = "--" + role.replace("_", "-")
+        intercept = role == "shared_features" and "intercept" in names
+        if intercept and "intercept" not in features:  # the experts' intercept, not a column
+            names = [c for c in names if c != "intercept"]
+        else:
+            intercept = False
         unknown = [c for c in names if c not in features]
         if unknown:
             raise CLIError(
@@ -446,7 +451,7 @@ def _training_inputs(args):
         for column, owner in known.items():
             if column in names:
                 raise CLIError(f"{flag}: {column!r} is the {owner} column")
-        options[role] = [features.index(c) for c in names]
+        options[role] = [features.index(c) for c in names] + (["intercept"] if intercept else [])
     return table, X, y, features, options, weights, groups
 
 
@@ -802,7 +807,7 @@ def _add_training_options(parser):
         default=None,
         metavar="COLUMNS",
         help="comma-separated columns whose coefficient is the same for every expert "
-        "(each expert keeps its intercept; they are expert features)",
+        "(they are expert features); 'intercept' shares the intercept too",
     )
     parser.add_argument(
         "--offset",

@@ -321,8 +321,9 @@ class Data:
         (validated by the caller; see :func:`check_sample_weight`).  A weighted
         ChunkedDataset carries its weights in its chunks instead.
     groups : moelearn.grouping.Groups or None
-        The rows' groups (in-memory data): every row of a group comes from one
-        expert, and every pass computes the grouped likelihood.
+        The rows' groups, in the order the source yields its rows: every row
+        of a group comes from one expert, and every pass computes the grouped
+        likelihood (out of core: two reads per pass, :meth:`grouped_map_reduce`).
 
     Attributes
     ----------
@@ -361,8 +362,6 @@ class Data:
         )
         self.weighted = sample_weight is not None
         self._total_weight = None
-        if groups is not None and self.kind != "memory":
-            raise ValueError("groups= needs in-memory data (a NumPy array or a DataFrame)")
         if self.kind == "stream":
             if sample_weight is not None:
                 raise ValueError("a ChunkedDataset carries its sample_weight in its chunks")
@@ -494,6 +493,31 @@ class Data:
             total = add_partials(total, part)
         _report_pass(self, start)
         return total
+
+    def grouped_map_reduce(self, fn):
+        """Sum of ``fn(X_block, y_block, w_block, codes_block)`` over the blocks, in order.
+
+        ``codes_block`` are the group codes (:attr:`groups`) of the block's
+        rows and ``w_block`` its weights (None when unweighted); every kind of
+        source is read block by block in row order (a Dask array one block
+        at a time).
+        """
+        codes = self.groups.codes
+        total, start = None, 0
+        for Xb, yb, wb in self.blocks():
+            stop = start + len(yb)
+            total = add_partials(total, fn(Xb, yb, wb, codes[start:stop]))
+            start = stop
+        if start != len(codes):
+            raise ValueError(f"groups has {len(codes)} labels for {start} rows")
+        return total
+
+    def without_groups(self) -> Data:
+        """The same source with its rows ungrouped."""
+        out = Data.__new__(Data)
+        out.__dict__.update(self.__dict__)
+        out.groups = None
+        return out
 
     def rows(self, index) -> tuple[np.ndarray, np.ndarray]:
         """The (transformed) rows at sorted positions ``index``."""

@@ -41,6 +41,7 @@ from .families import Family
 from .grouping import group_joint, group_posterior
 
 __all__ = [
+    "SHARED_INTERCEPT",
     "Design",
     "State",
     "Ties",
@@ -74,6 +75,10 @@ _NEWTON_WORK_EXACT = 20_000_000_000
 _EXACT_GATE = 64
 
 
+# the entry of Design.shared_columns that stands for the experts' intercept
+SHARED_INTERCEPT = -1
+
+
 @dataclass(frozen=True)
 class Design:
     """Which columns of ``X`` the gate and the experts read, and the intercepts.
@@ -90,7 +95,8 @@ class Design:
         A column of ``X`` holding each row's number of trials (binomial
         experts, :attr:`~moelearn.families.Family.needs_trials`).
     shared_columns : tuple of int
-        Expert columns whose coefficient is one for all experts (see :class:`Ties`).
+        Expert columns whose coefficient is one for all experts (see :class:`Ties`);
+        ``-1`` (:data:`SHARED_INTERCEPT`) stands for the intercept.
     """
 
     gating_columns: np.ndarray
@@ -104,7 +110,9 @@ class Design:
         """Positions on the expert design (intercept first) whose coefficient the experts share."""
         first = int(self.fit_intercept)
         cols = list(self.expert_columns)
-        return tuple(first + cols.index(c) for c in self.shared_columns)
+        return tuple(
+            0 if c == SHARED_INTERCEPT else first + cols.index(c) for c in self.shared_columns
+        )
 
     def family_at(self, family, X):
         """``family`` bound to the rows of ``X`` (their trials), or itself."""
@@ -224,12 +232,25 @@ def _symmetric_grams(weights, A):
     return out.transpose(0, 2, 1, 3)
 
 
-def _block_terms(family, design, X, y, state, want, fixed_post=None, weights=None, groups=None):
+def _block_terms(
+    family,
+    design,
+    X,
+    y,
+    state,
+    want,
+    fixed_post=None,
+    weights=None,
+    groups=None,
+    gate_weights=None,
+):
     """Sums over one block of rows: log-likelihood, gradients, information.
 
     With ``groups`` (:class:`~moelearn.grouping.Groups`, all the rows) the
     log-likelihood is the grouped one, every row's posterior is its group's and
-    the gate's terms carry the weight ``1 / |g|`` (:mod:`moelearn.grouping`).
+    the gate's terms carry the weight ``1 / |g|`` (:mod:`moelearn.grouping`);
+    ``gate_weights`` gives the gate's weights of a block of grouped rows whose
+    posterior is ``fixed_post`` (out of core).
     """
     family = design.family_at(family, X)
     U, Z = design.expert_matrix(X), design.gate_matrix(X)
@@ -250,7 +271,7 @@ def _block_terms(family, design, X, y, state, want, fixed_post=None, weights=Non
     else:
         log_gate = np.zeros((X.shape[0], 1))
     w = np.ones(X.shape[0]) if weights is None else weights
-    wg = w  # the gate's weights
+    wg = w if gate_weights is None else gate_weights  # the gate's weights
     if groups is None:
         joint = log_gate + logf
         top = joint.max(axis=1, keepdims=True)
@@ -312,6 +333,8 @@ def pass_statistics(family, design, data: Data, state, want="hess", fixed_post=N
     and ``weights`` (per-row arrays) require in-memory data.
     """
     groups = getattr(data, "groups", None)
+    if groups is not None and not data.in_memory:
+        return _grouped_pass(family, design, data, state, want)
     if groups is not None and weights is None and data.weighted:
         weights = np.asarray(data.w, dtype=float)
     if fixed_post is not None or weights is not None or groups is not None:
@@ -321,6 +344,68 @@ def pass_statistics(family, design, data: Data, state, want="hess", fixed_post=N
     return data.map_reduce(
         lambda Xb, yb, wb=None: _block_terms(family, design, Xb, yb, state, want, weights=wb)
     )
+
+
+def _grouped_pass(family, design, data, state, want):
+    """:func:`pass_statistics` of grouped rows out of core: two reads of the data.
+
+    The first read sums each group's expert log-densities and gate
+    log-probabilities into ``(n_groups, k)`` arrays (the gate is constant
+    within a group: its mean over the group's rows is its value), which give
+    the groups' posteriors; the second computes the per-row sums of
+    :func:`_block_terms` with the rows' posterior their group's and the gate
+    weighted by ``1 / |g|``.  Memory: ``O(n_groups k)`` besides a block.
+    """
+    groups = data.groups
+    G, k = groups.n_groups, state.n_experts
+
+    def first(Xb, yb, wb, codes):
+        fam = design.family_at(family, Xb)
+        eta = _eta(design.expert_matrix(Xb), state.coef)
+        if design.offset_column is not None:
+            off = Xb[:, design.offset_column]
+            eta = eta + (off[:, None] if eta.ndim == 2 else off[:, None, None])
+        logf = fam.log_density(yb, eta, np.exp(state.log_disp))
+        if k > 1:
+            logits = design.gate_matrix(Xb) @ state.gate.T
+            logits -= logits.max(axis=1, keepdims=True)
+            log_gate = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        else:
+            log_gate = np.zeros((len(yb), 1))
+        out = {"logf": np.zeros((G, k)), "gate": np.zeros((G, k)), "w": np.zeros(G)}
+        with np.errstate(invalid="ignore"):
+            np.add.at(out["logf"], codes, logf)
+        np.add.at(out["gate"], codes, log_gate)
+        np.add.at(out["w"], codes, np.ones(len(yb)) if wb is None else wb)
+        return out
+
+    sums = data.grouped_map_reduce(first)
+    sizes = groups.sizes
+    w_group = sums["w"] / sizes  # a group's weight (constant within it)
+    joint = sums["gate"] / sizes[:, None] + sums["logf"]
+    _, per_group, post = group_posterior(joint, groups)
+    total = float(w_group @ per_group)
+    n = float(sums["w"].sum())
+    if want == "value":
+        return {"ll": total, "n": n, "share": (w_group * sizes) @ post}
+
+    def second(Xb, yb, wb, codes):
+        wb = np.ones(len(yb)) if wb is None else wb
+        return _block_terms(
+            family,
+            design,
+            Xb,
+            yb,
+            state,
+            want,
+            fixed_post=post[codes],
+            weights=wb,
+            gate_weights=wb / sizes[codes],
+        )
+
+    out = data.grouped_map_reduce(second)
+    out["ll"], out["n"] = total, n
+    return out
 
 
 def _block_observed(family, design, X, y, state, weights=None):
@@ -1539,11 +1624,11 @@ def grouped_search(
     starts=(),
     tied=None,
 ):
-    """The start search of :func:`search` for grouped rows (``data.groups``, in memory).
+    """The start search of :func:`search` for grouped rows (``data.groups``).
 
     Candidates: the generated responsibilities of :func:`_candidates` averaged
     over each group, random hard partitions of the groups (flexmix's start),
-    and ``starts`` (e.g. the ungrouped fit); each gets ``screen_iter`` EM
+    and ``starts`` (e.g. the ungrouped fit; out of core only these); each gets ``screen_iter`` EM
     iterations of the grouped likelihood, the best ``n_finalists`` go on to
     200, and the best of those is polished (L-BFGS-B) on all the data.
 
@@ -1563,13 +1648,15 @@ def grouped_search(
     opts = dict(log_floor=log_floor, alpha=alpha, tied=tied, weights=weights)
     total = data.n_samples if weights is None else float(np.sum(weights))
     min_share = (design.n_expert * family.n_predictors + len(family.dispersion_names)) / total
-    generated = _candidates(family, design, X, y, k, n_candidates, rng, weights)
-    sizes = groups.sizes[:, None]
-    named = [(kind, (groups.sum_rows(post) / sizes)[groups.codes]) for kind, post in generated]
-    named += [
-        ("partition", np.eye(k)[rng.integers(k, size=groups.n_groups)][groups.codes])
-        for _ in range(max(2, n_candidates // 2))
-    ]
+    named = []
+    if data.in_memory:  # out of core the search starts from ``starts`` (the ungrouped fit)
+        generated = _candidates(family, design, X, y, k, n_candidates, rng, weights)
+        sizes = groups.sizes[:, None]
+        named = [(kind, (groups.sum_rows(post) / sizes)[groups.codes]) for kind, post in generated]
+        named += [
+            ("partition", np.eye(k)[rng.integers(k, size=groups.n_groups)][groups.codes])
+            for _ in range(max(2, n_candidates // 2))
+        ]
     screened = []
     with blas_threads(width), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

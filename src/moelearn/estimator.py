@@ -44,6 +44,7 @@ from .data import (
     is_out_of_core,
 )
 from .diagnostics import gate_separation, prediction_range_problem
+from .engine import SHARED_INTERCEPT
 from .exceptions import (
     CollapsedComponentWarning,
     DegenerateFitWarning,
@@ -59,8 +60,8 @@ from .families import (
     family_from_config,
     get_family,
 )
-from .family_fit import fit_family, resolve_roles
-from .grouping import check_groups
+from .family_fit import fit_family, resolve_roles, split_intercept
+from .grouping import check_constant_in_groups, check_groups, groups_out_of_core
 from .inference import (
     collinear_columns,
 )
@@ -147,7 +148,10 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
     shared_features : None, array-like of int or str, or boolean mask
         Columns of ``X`` whose coefficient is the same for every expert
         (flexmix's ``FLXMRglmfix(fixed = ~ x)``, Stata's ``lcinvariant``);
-        each expert keeps its own intercept.  They are expert features (added
+        each expert keeps its own intercept unless the list holds
+        ``"intercept"`` (and X no column of that name): then the experts
+        differ only where they do not share (with every column shared, a
+        scale mixture: one line, several noise levels).  They are expert features (added
         to ``expert_features`` when it does not list them), count once in
         :attr:`n_parameters_` and show once in :meth:`summary`.  Any family.
     offset : None, int or str, default None
@@ -374,7 +378,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             (``standard_errors_`` from ``compute_standard_errors`` treats the
             weights as frequencies).
         groups : array-like of shape (n_samples,) or None
-            A label per row (numbers or strings; in-memory data): every row of
+            A label per row (numbers or strings; for out-of-core ``X`` one per
+            row in the order the rows are read, an array or a memory map or
+            Dask array read by slices): every row of
             a group comes from the same expert (repeated measures, panels;
             flexmix's ``y ~ x | g``), so the likelihood is a mixture over
             groups and the posterior is one per group.  The columns the gate
@@ -418,29 +424,18 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         trials = self._known_column("trials", raw.n_features, names, gmask, emask)
         if offset is not None and offset == trials:
             raise ValueError("offset and trials name the same column")
-        shared = self._shared_columns(raw.n_features, names, offset, trials)
+        shared, shared_b = self._shared_columns(raw.n_features, names, offset, trials)
         emask = emask | shared  # shared coefficients are the experts'
         check_fit_size(raw.n_samples, k, int(emask.sum()) + self.fit_intercept, self.n_init)
         self.__dict__.pop("n_groups_", None)
         if groups is not None:
-            if not raw.in_memory:
-                raise ValueError(
-                    "groups= needs in-memory data (a NumPy array or a DataFrame); this X is "
-                    "read out of core"
-                )
-            groups_in = groups
-            groups = check_groups(
-                groups,
-                raw.n_samples,
-                gate_columns=np.flatnonzero(gmask),
-                X=raw.X,
-                sample_weight=raw.w,
-            )
-            self._keep_training_data(*self._training_data[:3], groups_in)
+            groups = self._fit_groups(groups, raw, gmask)
         plain = isinstance(family, Gaussian) and gmask.all() and emask.all()
-        special = offset is not None or trials is not None or shared.any() or groups is not None
-        if special or not plain:
-            return self._fit_family(raw, family, gmask, emask, rng, offset, trials, shared, groups)
+        special = offset is not None or trials is not None or shared.any() or shared_b
+        if special or groups is not None or not plain:
+            return self._fit_family(
+                raw, family, gmask, emask, rng, offset, trials, shared, groups, shared_b
+            )
         solver = get_solver(self.solver)
         scaling = Scaling.fit(raw, link, fit_intercept=self.fit_intercept, scale_y=solver.scale_y)
         self._scaling = scaling
@@ -476,18 +471,40 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         self._store(params, fit, raw)
         return self
 
+    def _fit_groups(self, groups, raw, gmask):
+        """Validate the ``groups`` of a fit on ``raw`` (in memory or out of core)."""
+        gate = np.flatnonzero(gmask)
+        if raw.in_memory:
+            checked = check_groups(
+                groups, raw.n_samples, gate_columns=gate, X=raw.X, sample_weight=raw.w
+            )
+            self._keep_training_data(*self._training_data[:3], groups)
+            return checked
+        if isinstance(groups, np.memmap) or is_dask_array(groups):
+            checked = groups_out_of_core(groups, raw.n_samples)  # codes read by slices
+        else:
+            checked = check_groups(groups, raw.n_samples)
+        check_constant_in_groups(raw, checked, gate)
+        return checked
+
     def _shared_columns(self, n_features, names, offset, trials):
-        """The mask of ``shared_features`` (all False when unset), checked against the roles."""
+        """``(mask, intercept)``: the columns of ``shared_features`` (all False when unset),
+        checked against the roles, and whether it lists ``"intercept"``."""
         if self.shared_features is None:
-            return np.zeros(n_features, dtype=bool)
-        mask = resolve_roles(self.shared_features, n_features, names, "shared_features")
+            return np.zeros(n_features, dtype=bool), False
+        spec, intercept = split_intercept(self.shared_features, names)
+        if intercept and not self.fit_intercept:
+            raise ValueError('shared_features lists "intercept", but fit_intercept=False')
+        if not len(spec):
+            return np.zeros(n_features, dtype=bool), intercept
+        mask = resolve_roles(spec, n_features, names, "shared_features")
         for role, column in (("offset", offset), ("trials", trials)):
             if column is not None and mask[column]:
                 raise ValueError(
                     f"the {role} column is also listed in shared_features: it enters with a "
                     "known coefficient, not a shared one"
                 )
-        return mask
+        return mask, intercept
 
     def _known_column(self, role, n_features, names, gmask, emask):
         """The column index of ``offset`` or ``trials`` (None when unset).
@@ -604,7 +621,17 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         )
 
     def _fit_family(
-        self, raw, family, gmask, emask, rng, offset=None, trials=None, shared=None, groups=None
+        self,
+        raw,
+        family,
+        gmask,
+        emask,
+        rng,
+        offset=None,
+        trials=None,
+        shared=None,
+        groups=None,
+        shared_intercept=False,
     ):
         """Any family, or separate gate and expert columns: the engine of DESIGN §13."""
         baseline = {"moments": None, "em": "em", "gd-nll": "gd"}.get(self.solver, False)
@@ -633,7 +660,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
                 and np.array_equal(init.expert_features, emask)
             ):
                 raise ValueError("init_params reads other columns than gating/expert_features")
-            init = self._restrict(init, family, gmask, emask, offset, trials, shared)
+            init = self._restrict(
+                init, family, gmask, emask, offset, trials, shared, shared_intercept
+            )
         extra, unavailable = [], self._moment_unavailable(family, gmask, emask, raw, offset)
         if init is None and unavailable is None and baseline is None:
             try:
@@ -657,7 +686,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             offset_column=offset,
             trials_column=trials,
             shared_noise=self.noise == "shared",
-            shared_columns=() if shared is None else tuple(np.flatnonzero(shared)),
+            shared_columns=(() if shared is None else tuple(np.flatnonzero(shared)))
+            + ((SHARED_INTERCEPT,) if shared_intercept else ()),
             baseline=baseline,
             groups=groups,
         )
@@ -677,7 +707,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         self._warn_degenerate(raw)
         if groups is not None:
             self.n_groups_ = groups.n_groups
-            raw = Data(raw.X, raw.y, n_experts=self.n_experts, sample_weight=raw.w, groups=groups)
+            raw = raw.without_groups()
+            raw.groups = groups
         if self.compute_standard_errors:
             self.standard_errors_ = self._standard_errors(raw)
         return self
@@ -717,7 +748,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             # family's own message; the start just stands aside
             raise MomentMethodUnavailable(f"the start's pass failed ({exc})") from None
 
-    def _restrict(self, p, family, gmask, emask, offset=None, trials=None, shared=None):
+    def _restrict(
+        self, p, family, gmask, emask, offset=None, trials=None, shared=None, shared_b=False
+    ):
         """A full-column MoEParams restricted to the roles' columns (a warm start).
 
         Coefficients that the model shares start at the experts' mean.
@@ -732,10 +765,13 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             experts[..., cols] = experts[..., cols].mean(axis=0, keepdims=True)
         else:
             shared = None
+        bias = p.expert_bias
+        if shared_b:
+            bias = np.full_like(bias, np.mean(bias))
         return MoEParams(
             experts,
             gating,
-            p.expert_bias,
+            bias,
             p.gating_bias,
             p.noise_std,
             p.link,
@@ -748,6 +784,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             offset,
             trials,
             shared,
+            bool(shared_b),
         )
 
     def _source(self, X, y, sample_weight=None) -> Data:
@@ -1000,6 +1037,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             meta["trials_feature"] = int(p.trials_feature)
         if p.shared_features is not None:
             meta["shared_features"] = [bool(v) for v in p.shared_features]
+        if p.shared_intercept:
+            meta["shared_intercept"] = True
         names_to_record(self, meta)
         arrays = {
             "experts": p.experts,
@@ -1094,6 +1133,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             meta.get("offset_feature"),
             meta.get("trials_feature"),
             shared,
+            meta.get("shared_intercept", False) is True,
         )
         known = cls().get_params()
         valid = {
@@ -1148,8 +1188,15 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             kwargs.setdefault("offset", params.offset_feature)
         if params.trials_feature is not None:
             kwargs.setdefault("trials", params.trials_feature)
-        if params.shared_features is not None:
-            kwargs.setdefault("shared_features", np.flatnonzero(params.shared_features).tolist())
+        if params.shared_features is not None or params.shared_intercept:
+            columns = (
+                []
+                if params.shared_features is None
+                else np.flatnonzero(params.shared_features).tolist()
+            )
+            kwargs.setdefault(
+                "shared_features", columns + (["intercept"] if params.shared_intercept else [])
+            )
         est = cls(n_experts=params.n_experts, link=params.link, **kwargs)
         est._validate_params()
         est._scaling = Scaling.identity(params.n_features)

@@ -19,6 +19,7 @@ import numpy as np
 from ._validation import MAX_MAGNITUDE
 from .data import Data, Transform
 from .engine import (
+    SHARED_INTERCEPT,
     Design,
     EngineFit,
     State,
@@ -44,6 +45,7 @@ __all__ = [
     "fit_engine",
     "fit_family",
     "resolve_roles",
+    "split_intercept",
     "unscale",
 ]
 
@@ -75,6 +77,25 @@ class FamilyFit:
     x_scale: np.ndarray | None = None
     y_mean: float = 0.0
     y_scale: float = 1.0
+
+
+def split_intercept(spec, names):
+    """``shared_features`` without the entry ``"intercept"``, and whether it was there.
+
+    A column of ``X`` named ``"intercept"`` is that column, not the intercept.
+    """
+    if names is not None and "intercept" in [str(n) for n in names]:
+        return spec, False
+    if isinstance(spec, str):
+        spec = [spec]
+    if isinstance(spec, np.ndarray) and spec.dtype == bool:
+        return spec, False
+    try:
+        entries = list(spec)
+    except TypeError:
+        return spec, False
+    rest = [v for v in entries if not (isinstance(v, str) and v == "intercept")]
+    return rest, len(rest) != len(entries)
 
 
 def resolve_roles(spec, n_features, feature_names, name):
@@ -239,10 +260,10 @@ def _to_params(
         # a point mass has no parameters: its unused coordinates are zero (a shared
         # coefficient keeps the common value) and its dispersion the first count expert's
         shared = np.zeros(A.shape[1], dtype=bool)
-        shared[[p - int(fi) for p in design.shared_positions()]] = True
+        shared[[p - int(fi) for p in design.shared_positions() if p >= int(fi)]] = True
         A, b, disp = A.copy(), b.copy(), disp.copy()
         A[:pm, ~shared] = 0.0
-        b[:pm] = 0.0
+        b[:pm] = b[pm] if SHARED_INTERCEPT in design.shared_columns else 0.0
         disp[:pm] = disp[pm]
     if family.location_scale:
         A, b = ys * A, ys * b + ym
@@ -271,7 +292,10 @@ def _to_params(
         expert_features=emask,
         offset_feature=design.offset_column,
         trials_feature=design.trials_column,
-        shared_features=_mask(design.shared_columns, len(emask)),
+        shared_features=_mask(
+            [c for c in design.shared_columns if c != SHARED_INTERCEPT], len(emask)
+        ),
+        shared_intercept=SHARED_INTERCEPT in design.shared_columns,
     )
 
 
@@ -387,14 +411,15 @@ def fit_engine(
     shared_noise : bool
         One noise parameter (the family's ``noise_parameter``) for all experts.
     shared_columns : sequence of int
-        Expert columns whose coefficient is one for all experts (each expert
-        keeps its intercept).
+        Expert columns whose coefficient is one for all experts; ``-1``
+        (:data:`moelearn.engine.SHARED_INTERCEPT`) shares the intercept too
+        (otherwise each expert keeps its own).
     baseline : {None, "em", "gd"}
         Instead of the start search, the best of ``n_init`` (``"auto"``: 1)
         random starts fitted by joint EM (``"em"``) or by L-BFGS-B on the
         log-likelihood (``"gd"``) alone: the baselines of DESIGN §6.
     groups : moelearn.grouping.Groups or None
-        Grouped rows (in-memory data): every row of a group comes from one
+        Grouped rows, in the source's row order: every row of a group comes from one
         expert (:func:`moelearn.engine.grouped_search`, started from the
         ungrouped fit among others).
 
@@ -406,8 +431,6 @@ def fit_engine(
     k = n_experts
     if sample_weight is not None and not raw.in_memory:
         raise ValueError("pass the weights of out-of-core data inside the Data source")
-    if groups is not None and not raw.in_memory:
-        raise ValueError("groups= needs in-memory data (a NumPy array or a DataFrame)")
     if raw.weighted and raw.in_memory:
         sample_weight = np.asarray(raw.w, dtype=float)
     if offset_column is not None and not family.log_link:
@@ -427,6 +450,12 @@ def fit_engine(
         if column is not None:  # read as they are: never standardised
             x_mean, x_scale = x_mean.copy(), x_scale.copy()
             x_mean[column], x_scale[column] = 0.0, 1.0
+    if SHARED_INTERCEPT in shared_columns:
+        # a shared intercept is the experts' value at x = 0: centring a column whose slope
+        # differs between experts would move it to x = mean
+        x_mean = x_mean.copy()
+        own = np.flatnonzero(expert_mask)
+        x_mean[[c for c in own if c not in shared_columns]] = 0.0
     if not fit_intercept and not expert_mask.any():
         raise ValueError("experts without columns need fit_intercept=True")
     transform = Transform(x_mean, np.diag(1.0 / x_scale), ym, ys)
@@ -437,6 +466,7 @@ def fit_engine(
     else:
         chained = transform if raw.transform is None else Chain(raw.transform, transform)
         data = raw.with_transform(chained, n_experts=k)
+        data.groups = groups
     design = Design(
         np.flatnonzero(gating_mask),
         np.flatnonzero(expert_mask),
@@ -497,7 +527,7 @@ def fit_engine(
         fit, kind = search(
             family,
             design,
-            data if groups is None else Data(data.X, data.y, n_experts=k),
+            data if groups is None else data.without_groups(),
             sub_X,
             sub_y,
             k,

@@ -20,7 +20,15 @@ from functools import cached_property
 import numpy as np
 from scipy import sparse
 
-__all__ = ["Groups", "check_groups", "from_codes", "group_joint", "group_posterior"]
+__all__ = [
+    "Groups",
+    "check_groups",
+    "groups_out_of_core",
+    "check_constant_in_groups",
+    "from_codes",
+    "group_joint",
+    "group_posterior",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,7 +38,8 @@ class Groups:
     Attributes
     ----------
     codes : ndarray of int, shape (n_samples,)
-        The group of every row, ``0 .. n_groups - 1``.
+        The group of every row, ``0 .. n_groups - 1`` (for labels out of core,
+        an object read by slices: :func:`groups_out_of_core`).
     labels : ndarray, shape (n_groups,)
         The label of every group as given (sorted).
     first : ndarray of int, shape (n_groups,)
@@ -126,6 +135,95 @@ def check_groups(groups, n_samples, *, gate_columns=None, X=None, sample_weight=
                 "sample_weight must be constant within a group (the weight of a group)"
             )
     return out
+
+
+class _LabelCodes:
+    """Group codes of labels held out of core (a memory map or a Dask array), by slices.
+
+    ``codes[start:stop]`` reads those labels and maps them to their codes
+    (a binary search in the sorted labels): memory in the number of groups.
+    """
+
+    def __init__(self, labels, sorted_labels):
+        self.labels, self.sorted_labels = labels, sorted_labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        if not isinstance(index, slice):
+            raise TypeError("out-of-core group codes are read by slices")
+        part = np.asarray(self.labels[index]).ravel()
+        return np.searchsorted(self.sorted_labels, part)
+
+
+_LABEL_ROWS = 1 << 20  # labels read at a time out of core
+
+
+def groups_out_of_core(labels, n_samples) -> Groups:
+    """:class:`Groups` of labels in a memory map or a Dask array, read in slices.
+
+    Two reads of the labels (the distinct labels, then each group's size and
+    first row); the codes stay out of core (:class:`_LabelCodes`), so memory
+    is in the number of groups.  Numbers or fixed-width strings; NaN labels
+    raise ``ValueError``.
+    """
+    n = len(labels)
+    if n != n_samples:
+        raise ValueError(f"groups has {n} labels for {n_samples} rows")
+    if getattr(labels, "ndim", 1) != 1:
+        raise ValueError(f"groups must be one label per row; got shape {labels.shape}")
+    uniq = None
+    for start in range(0, n, _LABEL_ROWS):
+        part = np.asarray(labels[start : start + _LABEL_ROWS])
+        if part.dtype.kind == "f" and not np.all(np.isfinite(part)):
+            raise ValueError("groups contains NaN or infinite labels")
+        u = np.unique(part)
+        uniq = u if uniq is None else np.union1d(uniq, u)
+    codes = _LabelCodes(labels, uniq)
+    sizes = np.zeros(len(uniq))
+    first = np.full(len(uniq), n, dtype=np.intp)
+    for start in range(0, n, _LABEL_ROWS):
+        c = codes[start : start + _LABEL_ROWS]
+        sizes += np.bincount(c, minlength=len(uniq))
+        np.minimum.at(first, c, start + np.arange(len(c)))
+    return Groups(codes, uniq, first, sizes)
+
+
+def check_constant_in_groups(data, groups: Groups, gate_columns) -> None:
+    """:func:`check_groups`' checks on a data source read block by block (out of core).
+
+    One read of ``data`` (a :class:`moelearn.data.Data`, its rows in the
+    order of ``groups``) keeps each group's smallest and largest value of the
+    gate columns and of the weights: memory ``O(n_groups p)``.
+    """
+    cols = np.asarray(gate_columns, dtype=int)
+    low = np.full((groups.n_groups, cols.size + 1), np.inf)
+    high = np.full((groups.n_groups, cols.size + 1), -np.inf)
+    codes, start = groups.codes, 0
+    for Xb, yb, wb in data.blocks():
+        stop = start + len(yb)
+        values = np.column_stack([Xb[:, cols], np.ones(len(yb)) if wb is None else wb])
+        np.minimum.at(low, codes[start:stop], values)
+        np.maximum.at(high, codes[start:stop], values)
+        start = stop
+    if start != len(codes):
+        raise ValueError(f"groups has {len(codes)} labels for {start} rows")
+    varies = low != high
+    if varies[:, :-1].any():
+        g = int(np.flatnonzero(varies[:, :-1].any(axis=1))[0])
+        raise ValueError(
+            f"the gate reads columns that must be constant within a group: group "
+            f"{_label(groups, g)!r} has rows that differ (read them as expert columns, or "
+            "average them per group)"
+        )
+    if varies[:, -1].any():
+        raise ValueError("sample_weight must be constant within a group (the weight of a group)")
+
+
+def _label(groups, g):
+    label = groups.labels[g]
+    return label.item() if hasattr(label, "item") else label
 
 
 def group_joint(log_gate, logf, groups: Groups):

@@ -32,7 +32,14 @@ from sklearn.utils.validation import validate_data
 
 from ._logspace import logsumexp_k
 from .diagnostics import gate_separation
-from .engine import Design, State, observed_statistics, tied_coordinates, tied_parameters
+from .engine import (
+    SHARED_INTERCEPT,
+    Design,
+    State,
+    observed_statistics,
+    tied_coordinates,
+    tied_parameters,
+)
 from .model import MoEParams, count_parameters
 from .refine import Data, observed_information
 
@@ -231,6 +238,7 @@ def _uses_engine(params: MoEParams) -> bool:
     return (
         params.has_roles
         or params.shared_features is not None
+        or params.shared_intercept
         or params.family_object.name != "gaussian"
     )
 
@@ -243,9 +251,12 @@ def _engine_problem(params: MoEParams, fit_intercept):
         fit_intercept,
         params.offset_feature,
         params.trials_feature,
-        ()
-        if params.shared_features is None
-        else tuple(int(c) for c in np.flatnonzero(params.shared_features)),
+        (
+            ()
+            if params.shared_features is None
+            else tuple(int(c) for c in np.flatnonzero(params.shared_features))
+        )
+        + ((SHARED_INTERCEPT,) if params.shared_intercept else ()),
     )
 
     def stack(bias, coef):
@@ -744,13 +755,18 @@ def _rows(params, se: StandardErrors, fit_intercept, feature_names, level, predi
             group = "all experts" if q == 1 else f"all experts, {predictor_names[r]}"
             for j in np.flatnonzero(shared):
                 add(group, expert_names[j], A[pm, r, j], sA[pm, r, j])
+    one_intercept = fit_intercept and params.shared_intercept and k - pm > 1
+    if one_intercept:
+        for r in range(q):
+            group = "all experts" if q == 1 else f"all experts, {predictor_names[r]}"
+            add(group, "intercept", b[pm, r], sb[pm, r])
     for i in range(pm, k):
         for r in range(q):
             group = f"expert {i}" if q == 1 else f"expert {i}, {predictor_names[r]}"
             for j, name in enumerate(expert_names):
                 if not shared[j]:
                     add(group, name, A[i, r, j], sA[i, r, j])
-            if fit_intercept:
+            if fit_intercept and not one_intercept:
                 add(group, "intercept", b[i, r], sb[i, r])
     if k > 1:
         for i in range(k):

@@ -93,6 +93,9 @@ class MoEParams:
         linear predictor; each expert keeps its own intercept).  The rows of
         ``experts`` must agree on them (to a relative 1e-9; they are then set
         to their mean).  They count once in :meth:`n_parameters`.
+    shared_intercept : bool, default False
+        Whether the experts share their intercept too (``expert_bias`` then
+        has equal entries; it counts once).
     """
 
     experts: np.ndarray
@@ -108,6 +111,7 @@ class MoEParams:
     offset_feature: int | None = None
     trials_feature: int | None = None
     shared_features: np.ndarray | None = None
+    shared_intercept: bool = False
 
     def __post_init__(self):
         experts = np.asarray(self.experts, dtype=float)
@@ -146,6 +150,7 @@ class MoEParams:
                 raise ValueError(f"expert_bias must be finite with shape ({k}, {q})")
             self.expert_bias = bias
         self.gating_bias = _as_vector("gating_bias", self.gating_bias, k)
+        self._set_shared_intercept()
         self._link = get_link(self.link)
         if isinstance(self.link, str):
             self.link = self._link.name
@@ -262,10 +267,21 @@ class MoEParams:
         self.experts[..., cols] = mean
         self.shared_features = mask.copy()
 
+    def _set_shared_intercept(self):
+        self.shared_intercept = bool(self.shared_intercept)
+        if not self.shared_intercept:
+            return
+        bias = np.asarray(self.expert_bias, dtype=float)
+        mean = bias.mean(axis=0, keepdims=True)
+        if not np.allclose(bias, mean, rtol=1e-9, atol=1e-12 * max(1.0, np.abs(mean).max())):
+            raise ValueError("with shared_intercept the experts' intercepts must be equal")
+        self.expert_bias = np.broadcast_to(mean, bias.shape).copy()
+
     @property
     def n_shared(self) -> int:
-        """Columns whose coefficient every expert shares (:attr:`shared_features`)."""
-        return 0 if self.shared_features is None else int(self.shared_features.sum())
+        """Coefficients every expert shares: :attr:`shared_features` and the intercept."""
+        columns = 0 if self.shared_features is None else int(self.shared_features.sum())
+        return columns + int(self.shared_intercept)
 
     # ------------------------------------------------------------------ shape
     @property
@@ -355,6 +371,7 @@ class MoEParams:
             self.offset_feature,
             self.trials_feature,
             None if self.shared_features is None else self.shared_features.copy(),
+            self.shared_intercept,
         )
 
     # ---------------------------------------------------------- probabilities
@@ -492,6 +509,8 @@ class MoEParams:
             out["trials_feature"] = self.trials_feature
         if self.shared_features is not None:
             out["shared_features"] = self.shared_features.tolist()
+        if self.shared_intercept:
+            out["shared_intercept"] = True
         return out
 
 
