@@ -49,3 +49,18 @@ def fraction_at_least(minimum, outcomes, outcome):
         return wrapper
 
     return decorate
+
+
+def pass_log_likelihood_gradient(family, design, data, state, h=1e-5):
+    """Central differences (step ``h``) of the engine's log-likelihood in :meth:`State.flat`."""
+    from moelearn.engine import pass_statistics
+
+    theta = state.flat()
+    fd = np.empty_like(theta)
+    for j in range(theta.size):
+        step = np.zeros_like(theta)
+        step[j] = h
+        up = pass_statistics(family, design, data, state.with_flat(theta + step), "value")["ll"]
+        down = pass_statistics(family, design, data, state.with_flat(theta - step), "value")["ll"]
+        fd[j] = (up - down) / (2 * h)
+    return fd

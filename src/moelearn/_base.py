@@ -21,8 +21,14 @@ from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .data import Data, check_sample_weight
-from .grouping import check_groups, group_posterior
+from ._logspace import logsumexp_k
+from .data import Data, check_sample_weight, is_dask_array
+from .grouping import (
+    check_constant_in_groups,
+    check_groups,
+    group_posterior,
+    groups_out_of_core,
+)
 from .inference import (
     StandardErrors,
     Summary,
@@ -32,7 +38,13 @@ from .inference import (
 )
 from .persistence import save
 
-__all__ = ["MixtureOfExpertsBase", "mean_log_likelihood", "names_to_record", "names_from_record"]
+__all__ = [
+    "MixtureOfExpertsBase",
+    "mean_log_likelihood",
+    "names_to_record",
+    "names_from_record",
+    "shared_features_spec",
+]
 
 # names of the columns a command-line fit used for the target, the row weights and the groups
 _COLUMN_NAMES = ("target_name_", "weights_name_", "groups_name_")
@@ -90,6 +102,15 @@ def names_from_record(meta, d):
                 raise ValueError(f"{key} must be a string")
             out[key] = value
     return out
+
+
+def shared_features_spec(mask, intercept=False):
+    """The ``shared_features`` parameter that a boolean ``mask`` (or None) and a shared
+    intercept stand for (column indices, then ``"intercept"``), or None when nothing is shared."""
+    if mask is None and not intercept:
+        return None
+    columns = [] if mask is None else np.flatnonzero(mask).tolist()
+    return columns + (["intercept"] if intercept else [])
 
 
 def mean_log_likelihood(params, data: Data, weights=None) -> float:
@@ -158,6 +179,30 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
         X = self._check_X(X)
         y = self._response(y, X.shape[0])
         return X, y, None if w is None else check_sample_weight(w, X.shape[0])
+
+    def _fit_groups(self, groups, raw, gate_columns, sample_weight=None):
+        """The :class:`~moelearn.grouping.Groups` of a fit on ``raw``, validated.
+
+        In memory the labels are kept with the training data (for
+        ``summary()``); out of core the within-group checks take one read, and
+        labels in a memory map or a Dask array are read by slices.
+        """
+        if raw.in_memory:
+            checked = check_groups(
+                groups,
+                raw.n_samples,
+                gate_columns=gate_columns,
+                X=raw.X,
+                sample_weight=sample_weight,
+            )
+            self._keep_training_data(*self._training_data[:3], groups)
+            return checked
+        if isinstance(groups, np.memmap) or is_dask_array(groups):
+            checked = groups_out_of_core(groups, raw.n_samples)
+        else:
+            checked = check_groups(groups, raw.n_samples)
+        check_constant_in_groups(raw, checked, gate_columns)
+        return checked
 
     def _training_groups(self):
         """The ``groups`` labels of the kept training data (None if ungrouped or not kept)."""
@@ -236,16 +281,14 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
                 return post
             with np.errstate(divide="ignore"):
                 return np.log(post)
-        log_post = self._log_posterior(X, y)
+        log_post = self._log_posterior(X, y)[1]
         return log_post if log else np.exp(log_post)
 
     def _log_posterior(self, X, y):
-        """Log responsibilities of validated rows, normalised in log space."""
+        """``(log-likelihood per row, log responsibilities)`` of validated rows."""
         joint = self.params_.joint_log_likelihood(X, y)
-        top = joint.max(axis=1, keepdims=True)
-        log_post = joint - top
-        log_post -= np.log(np.exp(log_post).sum(axis=1, keepdims=True))
-        return log_post
+        lse = logsumexp_k(joint.T)[0]
+        return lse, joint - lse[:, None]
 
     # --------------------------------------------------------------- criteria
     @property
@@ -254,7 +297,8 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
 
     def _weighted_log_likelihood(self, X, y, sample_weight, groups=None):
         """Total log-likelihood, the sample size (the weights' sum when weighted) and
-        the classification entropy ``-sum w log r`` of the most probable experts."""
+        the classification entropy ``-sum w log r`` of the most probable experts (of the
+        groups' with ``groups``)."""
         X = self._check_X(X)
         y = self._response(y, X.shape[0])
         w = None if sample_weight is None else check_sample_weight(sample_weight, X.shape[0])
@@ -265,11 +309,10 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
             with np.errstate(divide="ignore"):
                 log_post = np.log(post)
         else:
-            ll = self.params_.log_likelihood(X, y)
-            log_post = self._log_posterior(X, y)
+            ll, log_post = self._log_posterior(X, y)
             wg = w
         total = float(ll.sum()) if wg is None else float(wg @ ll)
-        return total, n, lambda: classification_entropy(log_post, wg)
+        return total, n, classification_entropy(log_post, wg)
 
     def bic(
         self,
@@ -326,7 +369,7 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
         are the latent labels.
         """
         ll, n, entropy = self._weighted_log_likelihood(X, y, sample_weight, groups)
-        return -2.0 * ll + self._n_free * np.log(n) + 2.0 * entropy()
+        return -2.0 * ll + self._n_free * np.log(n) + 2.0 * entropy
 
     # ------------------------------------------------------------ persistence
     # -------------------------------------------------------------- inference

@@ -34,6 +34,7 @@ from ._base import (
     mean_log_likelihood,
     names_from_record,
     names_to_record,
+    shared_features_spec,
 )
 from ._progress import reported_fit
 from ._validation import (
@@ -48,18 +49,11 @@ from .data import (
     check_out_of_core,
     check_sample_weight,
     head_rows,
-    is_dask_array,
     is_out_of_core,
 )
-from .engine import SHARED_INTERCEPT
+from .engine import shared_columns
 from .families import Bernoulli, Multinomial
 from .family_fit import fit_engine, resolve_roles, split_intercept, unscale
-from .grouping import (
-    check_constant_in_groups,
-    check_groups,
-    group_posterior,
-    groups_out_of_core,
-)
 from .model import MoEParams, random_generator
 from .persistence import register_record
 
@@ -225,9 +219,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         emask = resolve_roles(self.expert_features, d, names, "expert_features")
         shared, shared_b = np.zeros(d, dtype=bool), False
         if self.shared_features is not None:
-            spec, shared_b = split_intercept(self.shared_features, names)
-            if shared_b and not self.fit_intercept:
-                raise ValueError('shared_features lists "intercept", but fit_intercept=False')
+            spec, shared_b = split_intercept(self.shared_features, names, self.fit_intercept)
             if len(spec):
                 shared = resolve_roles(spec, d, names, "shared_features")
         emask = emask | shared  # shared coefficients are the experts'
@@ -235,20 +227,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         check_fit_size(raw.n_samples, self.n_experts, coefs, self.n_init)
         self.__dict__.pop("n_groups_", None)
         if groups is not None:
-            gate = np.flatnonzero(gmask)
-            if raw.in_memory:
-                checked = check_groups(
-                    groups, raw.n_samples, gate_columns=gate, X=raw.X, sample_weight=weights
-                )
-                self._keep_training_data(*self._training_data[:3], groups)
-            else:
-                checked = (
-                    groups_out_of_core(groups, raw.n_samples)
-                    if isinstance(groups, np.memmap) or is_dask_array(groups)
-                    else check_groups(groups, raw.n_samples)
-                )
-                check_constant_in_groups(raw, checked, gate)
-            groups = checked
+            groups = self._fit_groups(groups, raw, np.flatnonzero(gmask), weights)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             res = fit_engine(
@@ -264,8 +243,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
                 alpha=self.alpha,
                 sample_weight=weights,
                 random_state=rng,
-                shared_columns=tuple(np.flatnonzero(shared))
-                + ((SHARED_INTERCEPT,) if shared_b else ()),
+                shared_columns=shared_columns(shared, shared_b),
                 groups=groups,
             )
         fit = res.fit
@@ -281,13 +259,8 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         self.n_parameters_ = self.params_.n_parameters(fi)
         if groups is None:
             self.log_likelihood_ = mean_log_likelihood(self.params_, raw, weights)
-        elif raw.in_memory:
-            joint = self.params_.group_joint_log_likelihood(raw.X, raw.y, groups)
-            total = group_posterior(joint, groups, weights)[0]
-            self.log_likelihood_ = total / (raw.n_samples if weights is None else weights.sum())
-        else:  # the engine's grouped pass, without the ridge
+        else:  # the engine's grouped pass at the fit, without the ridge
             self.log_likelihood_ = float(fit.log_likelihood)
-        if groups is not None:
             self.n_groups_ = groups.n_groups
         self.history_ = np.asarray(fit.history, dtype=float)
         slopes = fit.state.coef[..., 1:] if fi else fit.state.coef
@@ -439,15 +412,9 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         if params.has_roles:
             kwargs.setdefault("gating_features", np.flatnonzero(params.gating_features).tolist())
             kwargs.setdefault("expert_features", np.flatnonzero(params.expert_features).tolist())
-        if params.shared_features is not None or params.shared_intercept:
-            columns = (
-                []
-                if params.shared_features is None
-                else np.flatnonzero(params.shared_features).tolist()
-            )
-            kwargs.setdefault(
-                "shared_features", columns + (["intercept"] if params.shared_intercept else [])
-            )
+        spec = shared_features_spec(params.shared_features, params.shared_intercept)
+        if spec is not None:
+            kwargs.setdefault("shared_features", spec)
         est = cls(n_experts=params.n_experts, **kwargs)
         est._validate_params()
         est.classes_ = classes
@@ -608,9 +575,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         est.expert_features = np.flatnonzero(e).tolist()
         shared_b = meta.get("shared_intercept", False) is True
         if shared is not None or shared_b:
-            est.shared_features = ([] if shared is None else np.flatnonzero(shared).tolist()) + (
-                ["intercept"] if shared_b else []
-            )
+            est.shared_features = shared_features_spec(shared, shared_b)
         est._validate_params()
         dtype = meta.get("label_dtype", "object")
         est.classes_ = np.asarray(labels, dtype=None if dtype == "object" else dtype)

@@ -751,6 +751,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_training_options(parser):
     """The flags shared by ``fit`` and ``select``: the data, the target and the model."""
+    from .families import REGRESSION_FAMILIES
     from .links import available_links
 
     parser.add_argument("data", help="CSV file with a header row, numeric columns")
@@ -775,16 +776,7 @@ def _add_training_options(parser):
     )
     parser.add_argument(
         "--family",
-        choices=(
-            "gaussian",
-            "student-t",
-            "poisson",
-            "gamma",
-            "negative-binomial",
-            "binomial",
-            "zero-inflated-poisson",
-            "zero-inflated-negative-binomial",
-        ),
+        choices=REGRESSION_FAMILIES,
         default=None,
         help="distribution of the target given an expert (default: gaussian; the "
         "zero-inflated families make expert 0 a point mass at zero)",

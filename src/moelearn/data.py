@@ -494,15 +494,16 @@ class Data:
         _report_pass(self, start)
         return total
 
-    def grouped_map_reduce(self, fn):
+    def grouped_map_reduce(self, fn, codes=None):
         """Sum of ``fn(X_block, y_block, w_block, codes_block)`` over the blocks, in order.
 
-        ``codes_block`` are the group codes (:attr:`groups`) of the block's
-        rows and ``w_block`` its weights (None when unweighted); every kind of
+        ``codes_block`` are the group codes of the block's rows (of
+        :attr:`groups`, or of ``codes``: an array or an object read by slices)
+        and ``w_block`` its weights (None when unweighted); every kind of
         source is read block by block in row order (a Dask array one block
-        at a time).
+        at a time).  Raises ``ValueError`` when the codes are not one per row.
         """
-        codes = self.groups.codes
+        codes = self.groups.codes if codes is None else codes
         total, start = None, 0
         for Xb, yb, wb in self.blocks():
             stop = start + len(yb)
@@ -512,11 +513,11 @@ class Data:
             raise ValueError(f"groups has {len(codes)} labels for {start} rows")
         return total
 
-    def without_groups(self) -> Data:
-        """The same source with its rows ungrouped."""
+    def with_groups(self, groups) -> Data:
+        """The same source with its rows grouped by ``groups`` (None: ungrouped)."""
         out = Data.__new__(Data)
         out.__dict__.update(self.__dict__)
-        out.groups = None
+        out.groups = groups
         return out
 
     def rows(self, index) -> tuple[np.ndarray, np.ndarray]:

@@ -42,6 +42,7 @@ from .grouping import group_joint, group_posterior
 
 __all__ = [
     "SHARED_INTERCEPT",
+    "shared_columns",
     "Design",
     "State",
     "Ties",
@@ -77,6 +78,13 @@ _EXACT_GATE = 64
 
 # the entry of Design.shared_columns that stands for the experts' intercept
 SHARED_INTERCEPT = -1
+
+
+def shared_columns(mask, intercept=False) -> tuple:
+    """:attr:`Design.shared_columns` of a boolean ``mask`` over the features (or None) and
+    whether the intercept is shared too."""
+    columns = () if mask is None else tuple(int(c) for c in np.flatnonzero(mask))
+    return columns + ((SHARED_INTERCEPT,) if intercept else ())
 
 
 @dataclass(frozen=True)
@@ -232,6 +240,22 @@ def _symmetric_grams(weights, A):
     return out.transpose(0, 2, 1, 3)
 
 
+def _predictors(design, X, U, Z, state):
+    """The experts' linear predictors (offset included) and the gate's log-probabilities,
+    from the rows ``X`` and their expert and gate designs ``U``, ``Z``."""
+    eta = _eta(U, state.coef)
+    if design.offset_column is not None:
+        off = X[:, design.offset_column]
+        eta = eta + (off[:, None] if eta.ndim == 2 else off[:, None, None])
+    if state.n_experts > 1:
+        logits = Z @ state.gate.T
+        logits -= logits.max(axis=1, keepdims=True)
+        log_gate = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    else:
+        log_gate = np.zeros((X.shape[0], 1))
+    return eta, log_gate
+
+
 def _block_terms(
     family,
     design,
@@ -255,21 +279,12 @@ def _block_terms(
     family = design.family_at(family, X)
     U, Z = design.expert_matrix(X), design.gate_matrix(X)
     k, q, _ = state.coef.shape
-    eta = _eta(U, state.coef)
-    if design.offset_column is not None:
-        off = X[:, design.offset_column]
-        eta = eta + (off[:, None] if eta.ndim == 2 else off[:, None, None])
+    eta, log_gate = _predictors(design, X, U, Z, state)
     disp = np.exp(state.log_disp)
     if want == "value":
         logf = family.log_density(y, eta, disp)
     else:
         logf, grad, fisher = family.derivatives(y, eta, disp)
-    if k > 1:
-        logits = Z @ state.gate.T
-        logits -= logits.max(axis=1, keepdims=True)
-        log_gate = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    else:
-        log_gate = np.zeros((X.shape[0], 1))
     w = np.ones(X.shape[0]) if weights is None else weights
     wg = w if gate_weights is None else gate_weights  # the gate's weights
     if groups is None:
@@ -360,18 +375,9 @@ def _grouped_pass(family, design, data, state, want):
     G, k = groups.n_groups, state.n_experts
 
     def first(Xb, yb, wb, codes):
-        fam = design.family_at(family, Xb)
-        eta = _eta(design.expert_matrix(Xb), state.coef)
-        if design.offset_column is not None:
-            off = Xb[:, design.offset_column]
-            eta = eta + (off[:, None] if eta.ndim == 2 else off[:, None, None])
-        logf = fam.log_density(yb, eta, np.exp(state.log_disp))
-        if k > 1:
-            logits = design.gate_matrix(Xb) @ state.gate.T
-            logits -= logits.max(axis=1, keepdims=True)
-            log_gate = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        else:
-            log_gate = np.zeros((len(yb), 1))
+        U, Z = design.expert_matrix(Xb), design.gate_matrix(Xb)
+        eta, log_gate = _predictors(design, Xb, U, Z, state)
+        logf = design.family_at(family, Xb).log_density(yb, eta, np.exp(state.log_disp))
         out = {"logf": np.zeros((G, k)), "gate": np.zeros((G, k)), "w": np.zeros(G)}
         with np.errstate(invalid="ignore"):
             np.add.at(out["logf"], codes, logf)
@@ -433,21 +439,12 @@ def _block_observed(family, design, X, y, state, weights=None):
     m = state.log_disp.shape[1]
     pg = Z.shape[1]
     n = X.shape[0]
-    eta = _eta(U, state.coef)
-    if design.offset_column is not None:
-        off = X[:, design.offset_column]
-        eta = eta + (off[:, None] if eta.ndim == 2 else off[:, None, None])
+    eta, log_gate = _predictors(design, X, U, Z, state)
     disp = np.exp(state.log_disp)
     logf, grad, _ = family.derivatives(y, eta, disp)
     hess = family.hessian(y, eta, disp)
     if grad.ndim == 2:
         grad = grad[..., None]
-    if k > 1:
-        logits = Z @ state.gate.T
-        logits -= logits.max(axis=1, keepdims=True)
-        log_gate = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    else:
-        log_gate = np.zeros((n, 1))
     joint = log_gate + logf
     top = joint.max(axis=1, keepdims=True)
     top = np.where(np.isfinite(top), top, 0.0)
@@ -927,10 +924,7 @@ def polish(
         st = pass_statistics(family, design, data, s, "grad", weights=weights)
         st = _penalize(st, s, alpha, design.fit_intercept)
         n = st["n"]
-        g = np.concatenate(
-            [st["g_coef"].ravel(), st["g_disp"].ravel()]
-            + ([st["g_gate"][: k - 1].ravel()] if k > 1 else [])
-        )
+        g = _flat_gradient(st, k)
         cache["share"] = st["share"] / n
         value = st["obj"] / n
         if not np.isfinite(value):
@@ -1010,10 +1004,7 @@ def _newton_polish(family, design, data, state, expand, keep, lb, ub, weights, a
         st = pass_statistics(family, design, data, s, "grad", weights=weights)
         st = _penalize(st, s, alpha, fi)
         n = st["n"]
-        g = np.concatenate(
-            [st["g_coef"].ravel(), st["g_disp"].ravel()]
-            + ([st["g_gate"][: k - 1].ravel()] if k > 1 else [])
-        )
+        g = _flat_gradient(st, k)
         return (
             st["obj"] / n,
             np.bincount(expand, weights=g, minlength=keep.size) / n,
@@ -1463,8 +1454,7 @@ def search(
     opts = dict(log_floor=log_floor, alpha=alpha, tied=tied)
     sub_opts = dict(opts, weights=sub_weights)
     full_opts = dict(opts, weights=weights)
-    total = len(sub_y) if sub_weights is None else float(np.sum(sub_weights))
-    min_share = (design.n_expert * family.n_predictors + len(family.dispersion_names)) / total
+    min_share = _min_share(family, design, len(sub_y) if sub_weights is None else sub_weights)
     screened = []
     with blas_threads(width), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -1596,14 +1586,27 @@ def search(
             )
         )
         final = polish(family, design, data, fit.state, max_iter=max_iter, tol=tol, **full_opts)
-    final.history = fit.history + final.history
-    final.n_iter += fit.n_iter
+    return _finished(final, fit, min_share, family, log_floor), kind
+
+
+def _min_share(family, design, rows):
+    """The collapse rule's smallest share: an expert's parameters over the rows (or their
+    weights' sum)."""
+    total = float(np.sum(rows)) if np.ndim(rows) else float(rows)
+    return (design.n_expert * family.n_predictors + len(family.dispersion_names)) / total
+
+
+def _finished(final, start, min_share, family, log_floor):
+    """The polished ``final`` with the history of ``start``, flagged when collapsed; ``start``
+    itself when the polish did not converge and did not improve on it."""
+    final.history = start.history + final.history
+    final.n_iter += start.n_iter
     final.collapsed = bool(np.min(final.shares) < min_share) or at_floor(
         final.state, family, log_floor
     )
-    if not final.converged and fit.converged and final.log_likelihood <= fit.log_likelihood:
-        final = fit
-    return final, kind
+    if not final.converged and start.converged and final.log_likelihood <= start.log_likelihood:
+        return start
+    return final
 
 
 def grouped_search(
@@ -1646,8 +1649,7 @@ def grouped_search(
     X, y = data.X, data.y
     width = k * (design.n_expert * family.n_predictors + design.n_gate)
     opts = dict(log_floor=log_floor, alpha=alpha, tied=tied, weights=weights)
-    total = data.n_samples if weights is None else float(np.sum(weights))
-    min_share = (design.n_expert * family.n_predictors + len(family.dispersion_names)) / total
+    min_share = _min_share(family, design, data.n_samples if weights is None else weights)
     named = []
     if data.in_memory:  # out of core the search starts from ``starts`` (the ungrouped fit)
         generated = _candidates(family, design, X, y, k, n_candidates, rng, weights)
@@ -1686,14 +1688,7 @@ def grouped_search(
             finalists.append((_rank(more, min_share, family, log_floor), kind, more, order))
         _, kind, best, _ = _ordered(finalists)[0]
         final = polish(family, design, data, best.state, max_iter=max_iter, tol=tol, **opts)
-    final.history = best.history + final.history
-    final.n_iter += best.n_iter
-    final.collapsed = bool(np.min(final.shares) < min_share) or at_floor(
-        final.state, family, log_floor
-    )
-    if not final.converged and best.converged and final.log_likelihood <= best.log_likelihood:
-        final = best
-    return final, kind, len(states)
+    return _finished(final, best, min_share, family, log_floor), kind, len(states)
 
 
 # ------------------------------------------------------------ degenerate fits

@@ -24,6 +24,7 @@ from ._base import (
     mean_log_likelihood,
     names_from_record,
     names_to_record,
+    shared_features_spec,
 )
 from ._progress import reported_fit
 from ._validation import (
@@ -44,7 +45,7 @@ from .data import (
     is_out_of_core,
 )
 from .diagnostics import gate_separation, prediction_range_problem
-from .engine import SHARED_INTERCEPT
+from .engine import shared_columns
 from .exceptions import (
     CollapsedComponentWarning,
     DegenerateFitWarning,
@@ -53,6 +54,7 @@ from .exceptions import (
     NotIdentifiedWarning,
 )
 from .families import (
+    REGRESSION_FAMILIES,
     Family,
     Gaussian,
     available_families,
@@ -61,7 +63,6 @@ from .families import (
     get_family,
 )
 from .family_fit import fit_family, resolve_roles, split_intercept
-from .grouping import check_constant_in_groups, check_groups, groups_out_of_core
 from .inference import (
     collinear_columns,
 )
@@ -85,17 +86,6 @@ _RECORD_ARRAYS = (
     "x_mean",
     "x_whiten",
     "x_unwhiten",
-)
-# The families the regressor takes by name.
-_REGRESSION_FAMILIES = (
-    "gaussian",
-    "student-t",
-    "poisson",
-    "gamma",
-    "negative-binomial",
-    "binomial",
-    "zero-inflated-poisson",
-    "zero-inflated-negative-binomial",
 )
 _UNSAVED_PARAMS = (
     "init_params",
@@ -280,7 +270,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
     _parameter_constraints: dict = {
         "n_experts": [Interval(Integral, 1, None, closed="left")],
         "link": [str, callable, Link],
-        "family": [StrOptions(set(_REGRESSION_FAMILIES)), Family],
+        "family": [StrOptions(set(REGRESSION_FAMILIES)), Family],
         "gating_features": ["array-like", None],
         "expert_features": ["array-like", None],
         "shared_features": ["array-like", None],
@@ -429,7 +419,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         check_fit_size(raw.n_samples, k, int(emask.sum()) + self.fit_intercept, self.n_init)
         self.__dict__.pop("n_groups_", None)
         if groups is not None:
-            groups = self._fit_groups(groups, raw, gmask)
+            groups = self._fit_groups(groups, raw, np.flatnonzero(gmask), raw.w)
         plain = isinstance(family, Gaussian) and gmask.all() and emask.all()
         special = offset is not None or trials is not None or shared.any() or shared_b
         if special or groups is not None or not plain:
@@ -471,30 +461,12 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         self._store(params, fit, raw)
         return self
 
-    def _fit_groups(self, groups, raw, gmask):
-        """Validate the ``groups`` of a fit on ``raw`` (in memory or out of core)."""
-        gate = np.flatnonzero(gmask)
-        if raw.in_memory:
-            checked = check_groups(
-                groups, raw.n_samples, gate_columns=gate, X=raw.X, sample_weight=raw.w
-            )
-            self._keep_training_data(*self._training_data[:3], groups)
-            return checked
-        if isinstance(groups, np.memmap) or is_dask_array(groups):
-            checked = groups_out_of_core(groups, raw.n_samples)  # codes read by slices
-        else:
-            checked = check_groups(groups, raw.n_samples)
-        check_constant_in_groups(raw, checked, gate)
-        return checked
-
     def _shared_columns(self, n_features, names, offset, trials):
         """``(mask, intercept)``: the columns of ``shared_features`` (all False when unset),
         checked against the roles, and whether it lists ``"intercept"``."""
         if self.shared_features is None:
             return np.zeros(n_features, dtype=bool), False
-        spec, intercept = split_intercept(self.shared_features, names)
-        if intercept and not self.fit_intercept:
-            raise ValueError('shared_features lists "intercept", but fit_intercept=False')
+        spec, intercept = split_intercept(self.shared_features, names, self.fit_intercept)
         if not len(spec):
             return np.zeros(n_features, dtype=bool), intercept
         mask = resolve_roles(spec, n_features, names, "shared_features")
@@ -686,8 +658,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             offset_column=offset,
             trials_column=trials,
             shared_noise=self.noise == "shared",
-            shared_columns=(() if shared is None else tuple(np.flatnonzero(shared)))
-            + ((SHARED_INTERCEPT,) if shared_intercept else ()),
+            shared_columns=shared_columns(shared, shared_intercept),
             baseline=baseline,
             groups=groups,
         )
@@ -707,8 +678,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         self._warn_degenerate(raw)
         if groups is not None:
             self.n_groups_ = groups.n_groups
-            raw = raw.without_groups()
-            raw.groups = groups
+            raw = raw.with_groups(groups)
         if self.compute_standard_errors:
             self.standard_errors_ = self._standard_errors(raw)
         return self
@@ -1177,7 +1147,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         # by name where the name builds this very family (so that a refit and a saved file
         # keep it); otherwise the object itself
         family = params.family_object
-        named = family.name in _REGRESSION_FAMILIES and family_config(family) == family_config(
+        named = family.name in REGRESSION_FAMILIES and family_config(family) == family_config(
             get_family(family.name)
         )
         kwargs.setdefault("family", family.name if named else family)
@@ -1188,15 +1158,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             kwargs.setdefault("offset", params.offset_feature)
         if params.trials_feature is not None:
             kwargs.setdefault("trials", params.trials_feature)
-        if params.shared_features is not None or params.shared_intercept:
-            columns = (
-                []
-                if params.shared_features is None
-                else np.flatnonzero(params.shared_features).tolist()
-            )
-            kwargs.setdefault(
-                "shared_features", columns + (["intercept"] if params.shared_intercept else [])
-            )
+        spec = shared_features_spec(params.shared_features, params.shared_intercept)
+        if spec is not None:
+            kwargs.setdefault("shared_features", spec)
         est = cls(n_experts=params.n_experts, link=params.link, **kwargs)
         est._validate_params()
         est._scaling = Scaling.identity(params.n_features)

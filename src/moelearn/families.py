@@ -1231,6 +1231,18 @@ class Multinomial(Family):
         return f"Multinomial(n_classes={self.n_classes})"
 
 
+# the families MixtureOfExpertsRegressor takes by name (the classifier's are its own)
+REGRESSION_FAMILIES = (
+    "gaussian",
+    "student-t",
+    "poisson",
+    "gamma",
+    "negative-binomial",
+    "binomial",
+    "zero-inflated-poisson",
+    "zero-inflated-negative-binomial",
+)
+
 _FAMILIES = {
     "gaussian": Gaussian,
     "normal": Gaussian,

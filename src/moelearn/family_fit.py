@@ -79,10 +79,11 @@ class FamilyFit:
     y_scale: float = 1.0
 
 
-def split_intercept(spec, names):
+def split_intercept(spec, names, fit_intercept=True):
     """``shared_features`` without the entry ``"intercept"``, and whether it was there.
 
     A column of ``X`` named ``"intercept"`` is that column, not the intercept.
+    Raises ``ValueError`` for a shared intercept without ``fit_intercept``.
     """
     if names is not None and "intercept" in [str(n) for n in names]:
         return spec, False
@@ -95,6 +96,8 @@ def split_intercept(spec, names):
     except TypeError:
         return spec, False
     rest = [v for v in entries if not (isinstance(v, str) and v == "intercept")]
+    if len(rest) != len(entries) and not fit_intercept:
+        raise ValueError('shared_features lists "intercept", but fit_intercept=False')
     return rest, len(rest) != len(entries)
 
 
@@ -465,8 +468,7 @@ def fit_engine(
         data = Data(*transform(X0, y0), n_experts=k, groups=groups)
     else:
         chained = transform if raw.transform is None else Chain(raw.transform, transform)
-        data = raw.with_transform(chained, n_experts=k)
-        data.groups = groups
+        data = raw.with_transform(chained, n_experts=k).with_groups(groups)
     design = Design(
         np.flatnonzero(gating_mask),
         np.flatnonzero(expert_mask),
@@ -527,7 +529,7 @@ def fit_engine(
         fit, kind = search(
             family,
             design,
-            data if groups is None else data.without_groups(),
+            data.with_groups(None),
             sub_X,
             sub_y,
             k,

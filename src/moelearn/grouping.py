@@ -69,10 +69,6 @@ class Groups:
         flat = values.reshape(len(values), -1)
         return np.asarray(self.indicator @ flat).reshape((self.n_groups,) + values.shape[1:])
 
-    def subset(self, rows):
-        """The groups of the rows ``rows`` (a sorted index that keeps whole groups)."""
-        return from_codes(self.codes[rows], self.labels)
-
 
 def from_codes(codes, labels=None) -> Groups:
     """:class:`Groups` from integer codes (renumbered densely; ``labels`` kept for those left)."""
@@ -121,11 +117,9 @@ def check_groups(groups, n_samples, *, gate_columns=None, X=None, sample_weight=
         varies = np.any(Z != Z[out.first[out.codes]], axis=1)
         if varies.any():
             row = int(np.flatnonzero(varies)[0])
-            label = out.labels[out.codes[row]]
-            label = label.item() if hasattr(label, "item") else label
             raise ValueError(
                 "the gate reads columns that must be constant within a group: row "
-                f"{row} of group {label!r} differs from the group's first "
+                f"{row} of group {_label(out, out.codes[row])!r} differs from the group's first "
                 "row (read them as expert columns, or average them per group)"
             )
     if sample_weight is not None:
@@ -200,15 +194,13 @@ def check_constant_in_groups(data, groups: Groups, gate_columns) -> None:
     cols = np.asarray(gate_columns, dtype=int)
     low = np.full((groups.n_groups, cols.size + 1), np.inf)
     high = np.full((groups.n_groups, cols.size + 1), -np.inf)
-    codes, start = groups.codes, 0
-    for Xb, yb, wb in data.blocks():
-        stop = start + len(yb)
+
+    def extremes(Xb, yb, wb, codes):
         values = np.column_stack([Xb[:, cols], np.ones(len(yb)) if wb is None else wb])
-        np.minimum.at(low, codes[start:stop], values)
-        np.maximum.at(high, codes[start:stop], values)
-        start = stop
-    if start != len(codes):
-        raise ValueError(f"groups has {len(codes)} labels for {start} rows")
+        np.minimum.at(low, codes, values)
+        np.maximum.at(high, codes, values)
+
+    data.grouped_map_reduce(extremes, groups.codes)
     varies = low != high
     if varies[:, :-1].any():
         g = int(np.flatnonzero(varies[:, :-1].any(axis=1))[0])

@@ -33,10 +33,10 @@ from sklearn.utils.validation import validate_data
 from ._logspace import logsumexp_k
 from .diagnostics import gate_separation
 from .engine import (
-    SHARED_INTERCEPT,
     Design,
     State,
     observed_statistics,
+    shared_columns,
     tied_coordinates,
     tied_parameters,
 )
@@ -251,12 +251,7 @@ def _engine_problem(params: MoEParams, fit_intercept):
         fit_intercept,
         params.offset_feature,
         params.trials_feature,
-        (
-            ()
-            if params.shared_features is None
-            else tuple(int(c) for c in np.flatnonzero(params.shared_features))
-        )
-        + ((SHARED_INTERCEPT,) if params.shared_intercept else ()),
+        shared_columns(params.shared_features, params.shared_intercept),
     )
 
     def stack(bias, coef):

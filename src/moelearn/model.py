@@ -452,13 +452,18 @@ class MoEParams:
         top = joint.max(axis=1, keepdims=True)
         return np.log(np.exp(joint - top).sum(axis=1)) + top[:, 0, :]
 
-    def _joint_k(self, X, y):
+    def _log_terms(self, X, y):
+        """``log p_i(x)`` (k, n) and each expert's ``log f_i(y | x)`` (n, k) of checked rows."""
         X = self._check_X(X)
         y = np.asarray(y, dtype=float).ravel()
         if y.shape[0] != X.shape[0]:
             raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}")
         logf = self.family_at(X).log_density(y, self.expert_predictors(X), self.dispersion())
-        return self._gating_k(X)[0] + logf.T
+        return self._gating_k(X)[0], logf
+
+    def _joint_k(self, X, y):
+        log_gate, logf = self._log_terms(X, y)
+        return log_gate + logf.T
 
     def joint_log_likelihood(self, X, y) -> np.ndarray:
         """``log p_i(x) + log N(y | g(<a_i,x>+b_i), sigma_i^2)``, shape (n, k)."""
@@ -472,12 +477,8 @@ class MoEParams:
         within the group).  A log-sum-exp over the experts gives each group's
         log-likelihood (:func:`moelearn.grouping.group_posterior`).
         """
-        X = self._check_X(X)
-        y = np.asarray(y, dtype=float).ravel()
-        if y.shape[0] != X.shape[0]:
-            raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}")
-        logf = self.family_at(X).log_density(y, self.expert_predictors(X), self.dispersion())
-        return group_joint(self._gating_k(X)[0].T, logf, groups)
+        log_gate, logf = self._log_terms(X, y)
+        return group_joint(log_gate.T, logf, groups)
 
     def log_likelihood(self, X, y) -> np.ndarray:
         """Per-sample log-likelihood ``log p(y | x)``, shape (n,)."""
