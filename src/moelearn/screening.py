@@ -511,19 +511,28 @@ def _cache_put(cache, idx, values):
 
 def _em(prob, coef, log_disp, gate, n_iter, tol, inner=(1, 1)):
     """Monotone EM-gradient iterations of candidates ``coef`` (C, k, q, pe),
-    ``log_disp`` (C, k, m) and ``gate`` (C, k, pg)."""
-    count = coef.shape[0]
+    ``log_disp`` (C, k, m) and ``gate`` (C, k, pg).
+
+    The iterations run on the still-active candidates only; one that stops is
+    written to the output and dropped from the working arrays (one gather per
+    stop, not per iteration).
+    """
     obj, post, gate_p, cache = prob.evaluate(coef, log_disp, gate)
     obj = np.where(np.isfinite(obj), obj, -np.inf)
     active = np.flatnonzero(np.isfinite(obj))
+    # the working arrays of the active candidates
+    cf, dp, gt, ob = coef[active], log_disp[active], gate[active], obj[active]
+    pa, gp, ca = post[:, :, active], gate_p[:, :, active], _cache_take(cache, active)
+
+    def settle(which):
+        """Write the working candidates ``which`` (boolean) to the output."""
+        idx = active[which]
+        coef[idx], log_disp[idx], gate[idx], obj[idx] = cf[which], dp[which], gt[which], ob[which]
+        post[:, :, idx] = pa[:, :, which]
+
     for _ in range(n_iter):
         if active.size == 0:
             break
-        if active.size == count:
-            cf, dp, gt, pa, gp, ca = coef, log_disp, gate, post, gate_p, cache
-        else:
-            cf, dp, gt = coef[active], log_disp[active], gate[active]
-            pa, gp, ca = post[:, :, active], gate_p[:, :, active], _cache_take(cache, active)
         full_c, full_d = prob.expert_step(cf, dp, pa, ca)
         full_c, full_d = _finite(full_c, cf), _finite(full_d, dp)
         for _ in range(inner[0] - 1):
@@ -532,7 +541,7 @@ def _em(prob, coef, log_disp, gate, n_iter, tol, inner=(1, 1)):
         full_g = _finite(prob.gate_step(gt, pa, gp), gt)
         for _ in range(inner[1] - 1):
             full_g = _finite(prob.gate_step(full_g, pa, prob.gate_proba(full_g)), full_g)
-        old = obj[active]
+        old = ob
         new_c, new_d, new_g = full_c.copy(), full_d.copy(), full_g.copy()
         new_obj, new_post, new_gp, new_cache = prob.evaluate(new_c, new_d, new_g)
         floor = old - 1e-12 * np.maximum(1.0, np.abs(old))
@@ -552,14 +561,27 @@ def _em(prob, coef, log_disp, gate, n_iter, tol, inner=(1, 1)):
             _cache_put(new_cache, b, e)
             bad[b] = ~(np.isfinite(o) & (o >= floor[b]))
         # a candidate that no halving lifts stands at a stationary point: it stops there
+        # (at its last point, which the working arrays still hold)
+        if np.any(bad):
+            settle(bad)
         moved = ~bad
-        idx = active[moved]
-        coef[idx], log_disp[idx], gate[idx] = new_c[moved], new_d[moved], new_g[moved]
-        obj[idx] = new_obj[moved]
-        post[:, :, idx], gate_p[:, :, idx] = new_post[:, :, moved], new_gp[:, :, moved]
-        _cache_put(cache, idx, _cache_take(new_cache, moved))
         change = np.abs(new_obj - old)
-        done = bad | (change <= tol * np.maximum(1.0, np.abs(new_obj)))
-        active = active[~done]
+        done = moved & (change <= tol * np.maximum(1.0, np.abs(new_obj)))
+        if moved.all():
+            cf, dp, gt, ob = new_c, new_d, new_g, new_obj
+            pa, gp, ca = new_post, new_gp, new_cache
+        else:
+            cf, dp, gt, ob = new_c[moved], new_d[moved], new_g[moved], new_obj[moved]
+            pa, gp = new_post[:, :, moved], new_gp[:, :, moved]
+            ca = _cache_take(new_cache, moved)
+            active, done = active[moved], done[moved]
+        if np.any(done):
+            settle(done)
+            keep = ~done
+            cf, dp, gt, ob = cf[keep], dp[keep], gt[keep], ob[keep]
+            pa, gp, ca = pa[:, :, keep], gp[:, :, keep], _cache_take(ca, keep)
+            active = active[keep]
+    if active.size:
+        settle(np.ones(active.size, dtype=bool))
     shares = np.einsum("n,nkc->ck", prob.w, post) / prob.total
     return coef, log_disp, gate, obj, shares
