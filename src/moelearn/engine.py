@@ -283,6 +283,8 @@ def _block_terms(
     disp = np.exp(state.log_disp)
     if want == "value":
         logf = family.log_density(y, eta, disp)
+    elif want == "grad":
+        (logf, grad), fisher = family.gradient(y, eta, disp), None
     else:
         logf, grad, fisher = family.derivatives(y, eta, disp)
     w = np.ones(X.shape[0]) if weights is None else weights
@@ -291,9 +293,11 @@ def _block_terms(
         joint = log_gate + logf
         top = joint.max(axis=1, keepdims=True)
         top = np.where(np.isfinite(top), top, 0.0)
-        ll = np.log(np.exp(joint - top).sum(axis=1)) + top[:, 0]
+        e = np.exp(joint - top)
+        mass = e.sum(axis=1)
+        ll = np.log(mass) + top[:, 0]
         out = {"ll": float(w @ ll), "n": float(w.sum())}
-        post = np.exp(joint - ll[:, None]) if fixed_post is None else fixed_post
+        post = e / mass[:, None] if fixed_post is None else fixed_post
     else:
         total, _, group_post = group_posterior(group_joint(log_gate, logf, groups), groups, w)
         out = {"ll": total, "n": float(w.sum())}
@@ -304,7 +308,8 @@ def _block_terms(
         return out
     rw = post * w[:, None]  # (n, k)
     if grad.ndim == 2:
-        grad, fisher = grad[..., None], fisher[..., None, None]
+        grad = grad[..., None]
+        fisher = None if fisher is None else fisher[..., None, None]
     g = rw[..., None] * grad  # (n, k, q + m)
     out["g_coef"] = np.tensordot(g[..., :q], U, axes=([0], [0]))  # (k, q, p)
     out["g_disp"] = g[..., q:].sum(axis=0)
@@ -441,7 +446,7 @@ def _block_observed(family, design, X, y, state, weights=None):
     n = X.shape[0]
     eta, log_gate = _predictors(design, X, U, Z, state)
     disp = np.exp(state.log_disp)
-    logf, grad, _ = family.derivatives(y, eta, disp)
+    logf, grad = family.gradient(y, eta, disp)
     hess = family.hessian(y, eta, disp)
     if grad.ndim == 2:
         grad = grad[..., None]

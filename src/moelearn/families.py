@@ -192,6 +192,15 @@ class Family(ABC):
             Expected information (positive semi-definite) in the same coordinates.
         """
 
+    def gradient(self, y, eta, disp):
+        """``(logf, grad)`` of :meth:`derivatives` without the information.
+
+        A gradient pass (L-BFGS-B) needs no more; families whose information costs
+        much beside the gradient override this.
+        """
+        logf, grad, _ = self.derivatives(y, eta, disp)
+        return logf, grad
+
     def hessian(self, y, eta, disp) -> np.ndarray:
         """Second derivatives of the log-density in working coordinates, (n, k, Q, Q).
 
@@ -332,17 +341,23 @@ class Gaussian(Family):
         r = (y[:, None] - self.link(eta)) / sigma
         return -0.5 * r**2 - np.log(sigma) - 0.5 * _LOG_2PI
 
+    def gradient(self, y, eta, disp):
+        return self._terms(y, eta, disp)[:2]
+
     def derivatives(self, y, eta, disp):
+        logf, grad, dmu = self._terms(y, eta, disp)
+        fisher = np.zeros(eta.shape + (2, 2))
+        fisher[..., 0, 0] = dmu**2 / disp[:, 0] ** 2
+        fisher[..., 1, 1] = 2.0
+        return logf, grad, fisher
+
+    def _terms(self, y, eta, disp):
         sigma = disp[:, 0]
         mu = self.link(eta)
         dmu = self.link.grad(eta)
         r = (y[:, None] - mu) / sigma
         logf = -0.5 * r**2 - np.log(sigma) - 0.5 * _LOG_2PI
-        grad = np.stack([r * dmu / sigma, r**2 - 1.0], axis=-1)
-        fisher = np.zeros(eta.shape + (2, 2))
-        fisher[..., 0, 0] = dmu**2 / sigma**2
-        fisher[..., 1, 1] = 2.0
-        return logf, grad, fisher
+        return logf, np.stack([r * dmu / sigma, r**2 - 1.0], axis=-1), dmu
 
     def hessian(self, y, eta, disp):
         sigma = disp[:, 0]
@@ -424,7 +439,7 @@ class StudentT(Family):
             - 0.5 * (nu + 1) * np.log1p(r**2 / nu)
         )
 
-    def derivatives(self, y, eta, disp):
+    def gradient(self, y, eta, disp):
         sigma, nu = disp[:, 0], disp[:, 1]
         r = (y[:, None] - eta) / sigma
         r2 = r**2
@@ -435,7 +450,11 @@ class StudentT(Family):
         d_nu = 0.5 * (
             digamma(0.5 * (nu + 1)) - digamma(0.5 * nu) - 1.0 / nu - np.log1p(r2 / nu) + u * r2 / nu
         )
-        grad = np.stack([d_eta, d_logsigma, nu * d_nu], axis=-1)
+        return logf, np.stack([d_eta, d_logsigma, nu * d_nu], axis=-1)
+
+    def derivatives(self, y, eta, disp):
+        sigma, nu = disp[:, 0], disp[:, 1]
+        logf, grad = self.gradient(y, eta, disp)
         i_nu = 0.25 * (polygamma(1, 0.5 * nu) - polygamma(1, 0.5 * (nu + 1))) - (nu + 5) / (
             2 * nu * (nu + 1) * (nu + 3)
         )
