@@ -333,3 +333,25 @@ def test_family_is_abstract_and_multinomial_cdf_accumulates():
     np.testing.assert_allclose(cdf[1], p[1, :, 0] + p[1, :, 1])
     np.testing.assert_allclose(cdf[2], 1.0)
     np.testing.assert_allclose(cdf[3], 0.0)
+
+
+@pytest.mark.parametrize("family", [Poisson(), NegativeBinomial()], ids=["poisson", "nb"])
+def test_count_draws_of_huge_rates_are_finite_and_centred(family):
+    # NumPy's Poisson sampler refuses rates above about 9.2e18; rates of 1e20 and 1e150
+    # (an extrapolated log-rate) are drawn from the normal approximation instead.  Each
+    # draw lies within 6 of the law's standard deviations of its mean (a failure rate
+    # of 2e-9 per draw), and rates the sampler accepts give NumPy's own draws.
+    eta = np.log(np.array([[1e20], [1e150], [3.0]]))
+    disp = np.ones((1, len(family.dispersion_names))) * 1e6
+    draws = family.sample(
+        np.repeat(eta, 200, axis=1).T.reshape(-1, 1), disp, np.random.default_rng(0)
+    )
+    draws = draws.reshape(200, 3)
+    assert np.all(np.isfinite(draws))
+    mean = family.mean(eta.T, disp)[0]
+    sd = np.sqrt(family.variance(eta.T, disp)[0])
+    assert np.all(np.abs(draws - mean) <= 6 * sd)
+    small = Poisson().sample(
+        np.log(np.full((50, 1), 3.0)), np.ones((1, 0)), np.random.default_rng(1)
+    )
+    assert np.array_equal(small, np.random.default_rng(1).poisson(np.full((50, 1), 3.0)))

@@ -54,6 +54,23 @@ __all__ = [
 ]
 
 _LOG_2PI = np.log(2.0 * np.pi)
+# NumPy's Poisson sampler refuses rates above about 9.2e18 (its int64 range): above this
+# rate the draws come from the normal approximation N(lam, lam), whose error relative to
+# the Poisson law's spread is of order lam^(-1/2) < 1e-7 there.
+_POISSON_MAX = 1e15
+
+
+def _poisson_draws(rng, lam):
+    """Poisson draws of rates ``lam`` (any shape, finite), as floats."""
+    lam = np.asarray(lam, dtype=float)
+    big = lam > _POISSON_MAX
+    if not big.any():
+        return rng.poisson(lam).astype(float)
+    out = np.empty(lam.shape)
+    out[~big] = rng.poisson(lam[~big])
+    root = np.sqrt(lam[big])
+    out[big] = np.maximum(np.round(lam[big] + root * rng.standard_normal(root.shape)), 0.0)
+    return out
 
 
 class Family(ABC):
@@ -570,7 +587,7 @@ class Poisson(Family):
         return stats.poisson.ppf(np.asarray(q, dtype=float), self.mean(eta, disp)[..., None])
 
     def sample(self, eta, disp, rng):
-        return rng.poisson(self.mean(eta, disp)).astype(float)
+        return _poisson_draws(rng, self.mean(eta, disp))
 
     def working_response(self, y):
         return np.log(np.asarray(y, dtype=float) + 0.5)
@@ -804,7 +821,7 @@ class NegativeBinomial(Family):
         n = np.broadcast_to(theta, np.shape(eta))
         # the Poisson-Gamma representation: numpy's negative_binomial needs p > 0
         rate = rng.gamma(n, 1.0 / n) * self.mean(eta, disp)
-        return rng.poisson(rate).astype(float)
+        return _poisson_draws(rng, rate)
 
     def working_response(self, y):
         return np.log(np.asarray(y, dtype=float) + 0.5)
