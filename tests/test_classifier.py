@@ -286,3 +286,28 @@ def test_the_shared_likelihood_and_parameter_count(n_classes):
     back = MixtureOfExpertsClassifier.from_params(p, clf.classes_)
     np.testing.assert_allclose(back.predict_proba(X), clf.predict_proba(X), atol=1e-14)
     assert back.bic(X, y) == pytest.approx(clf.bic(X, y), rel=1e-12)
+
+
+def test_compute_standard_errors_at_fit():
+    # standard_errors_ at fit are those standard_errors() gives later on the same rows;
+    # integer weights count as frequencies (repeated rows); tiny inputs are refused
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((300, 2))
+    y = (X[:, 0] + 0.5 * rng.standard_normal(300) > 0).astype(int)
+    est = MixtureOfExpertsClassifier(2, random_state=0).fit(X, y)
+    assert est.standard_errors_ is None
+    est = MixtureOfExpertsClassifier(2, compute_standard_errors=True, random_state=0).fit(X, y)
+    later = est.standard_errors(X, y)
+    assert np.allclose(est.standard_errors_.experts, later.experts, rtol=1e-10)
+    assert np.allclose(est.standard_errors_.gating, later.gating, rtol=1e-10)
+    w = rng.integers(1, 3, size=300)
+    opts = dict(compute_standard_errors=True, random_state=0)
+    weighted = MixtureOfExpertsClassifier(2, **opts).fit(X, y, sample_weight=w)
+    repeated = MixtureOfExpertsClassifier(2, **opts).fit(np.repeat(X, w, 0), np.repeat(y, w))
+    # the two fits agree to about 1e-8 (test_integer_weights_equal_repeated_rows); their
+    # standard errors to 1e-5 of their size
+    assert np.allclose(
+        weighted.standard_errors_.experts, repeated.standard_errors_.experts, rtol=1e-5
+    )
+    with pytest.raises(ValueError, match="compute_standard_errors=False"):
+        MixtureOfExpertsClassifier(2, **opts).fit(X * 1e-80, y)

@@ -390,3 +390,25 @@ def test_shared_intercept_on_the_command_line(tmp_path, capsys):
     assert main(["summary", str(tmp_path / "m.npz"), str(path)]) == 0
     out = capsys.readouterr().out
     assert "all experts" in out and "expert 0" not in out
+
+
+def test_ridge_penalises_a_shared_coefficient_once():
+    # a coefficient the three experts share is one parameter: the ridge 0.5 a b^2 counts
+    # it once (its gradient a b in the tied coordinate), as it counts a free one
+    from moelearn.engine import State, Ties, _flat_penalty, penalty, tied_coordinates
+
+    k, alpha, b = 3, 0.1, 2.0
+    state = State(np.zeros((k, 1, 3)), np.zeros((k, 1)), np.zeros((k, 2)))
+    state.coef[:, 0, 1] = b  # position 1 shared (0 is the intercept)
+    state.coef[0, 0, 2] = 1.0  # a free slope of one expert
+    tied = Ties(None, (1,))
+    assert penalty(state, alpha, True, tied) == pytest.approx(0.5 * alpha * (b**2 + 1.0))
+    assert penalty(state, alpha, True) == pytest.approx(0.5 * alpha * (k * b**2 + 1.0))
+    _, grad, hess = _flat_penalty(state, alpha, True, 1.0, tied)
+    expand, keep = tied_coordinates(state, tied)
+    reduced = np.bincount(expand, weights=grad, minlength=keep.size)
+    shared = expand[1]  # the reduced coordinate of expert 0's position 1
+    assert reduced[shared] == pytest.approx(-alpha * b)
+    assert np.bincount(expand, weights=np.diag(hess), minlength=keep.size)[shared] == pytest.approx(
+        -alpha
+    )

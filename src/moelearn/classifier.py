@@ -38,6 +38,7 @@ from ._base import (
 )
 from ._progress import reported_fit
 from ._validation import (
+    MIN_MAGNITUDE,
     back_to_original_units,
     check_fit_size,
     refuse_tiny,
@@ -106,6 +107,10 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         Starts screened by short EM runs on a subsample (DESIGN §13).
     max_iter : int, default 1000
     tol : float, default 1e-8
+    compute_standard_errors : bool, default False
+        Compute ``standard_errors_`` from the observed information during
+        ``fit`` (one more pass over the data), as the regressor does;
+        :meth:`standard_errors` and :meth:`summary` give the same numbers later.
     chunk_size : int or None
         Rows per chunk when reading memory-mapped data.
     random_state : int, RandomState, Generator or None
@@ -130,6 +135,9 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
     n_iter_ : int
     converged_ : bool
     init_method_ : str
+    standard_errors_ : StandardErrors or None
+        Standard errors in the layout of ``params_``; None unless
+        ``compute_standard_errors``.
     n_features_in_ : int
     n_groups_ : int
         Number of groups of a fit with ``groups`` (absent otherwise).
@@ -145,6 +153,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         "n_init": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
+        "compute_standard_errors": ["boolean"],
         "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state", np.random.Generator],
         "verbose": ["verbose"],
@@ -161,6 +170,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         n_init="auto",
         max_iter=1000,
         tol=1e-8,
+        compute_standard_errors=False,
         chunk_size=None,
         random_state=None,
         verbose=0,
@@ -174,6 +184,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         self.n_init = n_init
         self.max_iter = max_iter
         self.tol = tol
+        self.compute_standard_errors = compute_standard_errors
         self.chunk_size = chunk_size
         self.random_state = random_state
         self.verbose = verbose
@@ -280,6 +291,15 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
                 ConvergenceWarning,
                 stacklevel=2,
             )
+        self.standard_errors_ = None
+        if self.compute_standard_errors:
+            # the information of the rows as given (weights count as frequencies)
+            data = raw if groups is None else raw.with_groups(groups)
+            if weights is not None:  # in memory: the rows and their weights
+                data = Data(
+                    raw.X, raw.y, n_experts=self.n_experts, sample_weight=weights, groups=groups
+                )
+            self.standard_errors_ = self._standard_errors(data)
         return self
 
     def _fit_rescaled(self, X, y, sample_weight, groups=None):
@@ -299,6 +319,11 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         fx = tiny_scale_factors(Xa)
         if fx is None:
             return None
+        if self.compute_standard_errors:
+            raise ValueError(
+                "standard errors of data this small (largest |value| below "
+                f"{MIN_MAGNITUDE:g}) underflow; rescale X, or set compute_standard_errors=False"
+            )
         Xs = Xa * fx
         if hasattr(X, "columns"):  # keep the names (covariate roles may use them)
             import pandas as pd

@@ -65,6 +65,9 @@ __all__ = [
 _NEWTON_MAX = 300
 _NEWTON_WORK = 5_000_000
 _NEWTON_ROWS = 20_000
+# Below _NEWTON_ROWS rows polish() runs L-BFGS-B this many iterations before exact Newton
+# steps take over (when they apply).
+_LBFGS_BEFORE_NEWTON = 100
 # Newton steps of polish() before it hands over to L-BFGS-B (near the optimum a handful
 # suffice; many more mean a region where the quadratic model is poor).
 _NEWTON_STEPS = 12
@@ -293,11 +296,9 @@ def _block_terms(
         joint = log_gate + logf
         top = joint.max(axis=1, keepdims=True)
         top = np.where(np.isfinite(top), top, 0.0)
-        e = np.exp(joint - top)
-        mass = e.sum(axis=1)
-        ll = np.log(mass) + top[:, 0]
+        ll = np.log(np.exp(joint - top).sum(axis=1)) + top[:, 0]
         out = {"ll": float(w @ ll), "n": float(w.sum())}
-        post = e / mass[:, None] if fixed_post is None else fixed_post
+        post = np.exp(joint - ll[:, None]) if fixed_post is None else fixed_post
     else:
         total, _, group_post = group_posterior(group_joint(log_gate, logf, groups), groups, w)
         out = {"ll": total, "n": float(w.sum())}
@@ -568,7 +569,25 @@ def _grouped_observed(family, design, data, state, weights=None):
     }
 
 
-def _flat_penalty(state, alpha, fit_intercept, n):
+def _ridge_masks(state, fit_intercept, tied=None):
+    """The ridge's weights of the expert and gate coefficients: ``(mc, mg)``.
+
+    Intercepts are not penalised; a coefficient the experts share (``tied.coef``)
+    has weight ``1/k`` on each expert's copy, so that it is penalised once, as a
+    free coefficient is.
+    """
+    mc = np.ones_like(state.coef)
+    mg = np.ones(state.gate.shape[1])
+    if tied is not None:
+        for p in tied.coef:
+            mc[..., p] = 1.0 / state.n_experts
+    if fit_intercept:
+        mc[..., 0] = 0.0
+        mg[0] = 0.0
+    return mc, mg
+
+
+def _flat_penalty(state, alpha, fit_intercept, n, tied=None):
     """The ridge of :func:`_penalize` in flat coordinates: ``(value, gradient, Hessian)``."""
     size = state.coef.size + state.log_disp.size + state.gate[:-1].size
     a_e, a_g = (alpha, alpha) if np.ndim(alpha) == 0 else alpha
@@ -576,16 +595,12 @@ def _flat_penalty(state, alpha, fit_intercept, n):
     if a_e <= 0 and a_g <= 0:
         return 0.0, grad, hess
     a_e, a_g = a_e * n, a_g * n
-    mc = np.ones_like(state.coef)
-    mg = np.ones(state.gate.shape[1])
-    if fit_intercept:
-        mc[..., 0] = 0.0
-        mg[0] = 0.0
+    mc, mg = _ridge_masks(state, fit_intercept, tied)
     k = state.n_experts
     B = state.coef * mc
     V = state.gate * mg
     centred = V - V.mean(axis=0)
-    value = -0.5 * (a_e * np.sum(B**2) + a_g * np.sum(centred**2))
+    value = -0.5 * (a_e * np.sum(B * state.coef) + a_g * np.sum(centred**2))
     nc, nd = state.coef.size, state.log_disp.size
     grad[:nc] = -a_e * B.ravel()
     hess[np.arange(nc), np.arange(nc)] = -a_e * mc.ravel()
@@ -595,39 +610,36 @@ def _flat_penalty(state, alpha, fit_intercept, n):
     return value, grad, hess
 
 
-def penalty(state, alpha, fit_intercept) -> float:
+def penalty(state, alpha, fit_intercept, tied=None) -> float:
     """The ridge of :func:`_penalize` per sample at ``state`` (>= 0).
 
     The engine maximises the mean log-likelihood less this; adding it back to
     the maximised objective gives the plain mean log-likelihood.
     """
-    return -_flat_penalty(state, alpha, fit_intercept, 1.0)[0]
+    return -_flat_penalty(state, alpha, fit_intercept, 1.0, tied)[0]
 
 
-def _penalize(stats, state, alpha, fit_intercept):
+def _penalize(stats, state, alpha, fit_intercept, tied=None):
     """Add the ridge ``a_e/2 ||B||^2 + a_g/2 sum_p ||v_p - mean_p||^2`` (per sample) in place.
 
     ``B`` are the expert coefficients and ``v_p`` the gate coefficients of
     column ``p`` over the experts, intercepts excluded: the gate is penalised
     in its centred form, so the penalty does not depend on which expert is
-    the reference.  ``alpha`` is one number for both, or ``(a_e, a_g)``.
-    ``stats["obj"]`` receives the penalised total.
+    the reference; a shared coefficient (``tied``) is penalised once.  ``alpha``
+    is one number for both, or ``(a_e, a_g)``.  ``stats["obj"]`` receives the
+    penalised total.
     """
     stats["obj"] = stats["ll"]
     a_e, a_g = (alpha, alpha) if np.ndim(alpha) == 0 else alpha
     if a_e <= 0 and a_g <= 0:
         return stats
     a_e, a_g = a_e * stats["n"], a_g * stats["n"]
-    mc = np.ones_like(state.coef)
-    mg = np.ones(state.gate.shape[1])
-    if fit_intercept:
-        mc[..., 0] = 0.0
-        mg[0] = 0.0
+    mc, mg = _ridge_masks(state, fit_intercept, tied)
     k = state.n_experts
     B = state.coef * mc
     V = state.gate * mg
     centred = V - V.mean(axis=0)
-    stats["obj"] = stats["ll"] - 0.5 * (a_e * np.sum(B**2) + a_g * np.sum(centred**2))
+    stats["obj"] = stats["ll"] - 0.5 * (a_e * np.sum(B * state.coef) + a_g * np.sum(centred**2))
     if "g_coef" in stats:
         stats["g_coef"] = stats["g_coef"] - a_e * B
         if k > 1:
@@ -845,7 +857,7 @@ def em(
     np.clip(state.log_disp, *bounds, out=state.log_disp)
     fi = design.fit_intercept
     stats = pass_statistics(family, design, data, state, "hess", weights=weights)
-    stats = _penalize(stats, state, alpha, fi)
+    stats = _penalize(stats, state, alpha, fi, tied)
     n = stats["n"]
     ll = stats["obj"] / n
     history = [ll]
@@ -857,7 +869,7 @@ def em(
         candidate, fraction = full_step, 1.0
         for _ in range(12):
             new_stats = pass_statistics(family, design, data, candidate, "hess", weights=weights)
-            new_stats = _penalize(new_stats, candidate, alpha, fi)
+            new_stats = _penalize(new_stats, candidate, alpha, fi, tied)
             new_ll = new_stats["obj"] / n
             if np.isfinite(new_ll) and new_ll >= ll - 1e-12 * max(1.0, abs(ll)):
                 break
@@ -916,7 +928,7 @@ def polish(
         and exact_newton_applies(state, data.n_samples, theta0.size)
     ):
         newton, theta_newton = _newton_polish(
-            family, design, data, state, expand, keep, lb, ub, weights, alpha, max_iter
+            family, design, data, state, expand, keep, lb, ub, weights, alpha, max_iter, tied
         )
         if newton is not None:
             return newton
@@ -927,7 +939,7 @@ def polish(
         theta = reduced[expand]
         s = state.with_flat(theta)
         st = pass_statistics(family, design, data, s, "grad", weights=weights)
-        st = _penalize(st, s, alpha, design.fit_intercept)
+        st = _penalize(st, s, alpha, design.fit_intercept, tied)
         n = st["n"]
         g = _flat_gradient(st, k)
         cache["share"] = st["share"] / n
@@ -946,16 +958,52 @@ def polish(
         value, grad = fun(phi * D)
         return value, grad * D
 
-    res = minimize(
-        scaled,
-        theta0 / D,
-        jac=True,
-        method="L-BFGS-B",
-        bounds=list(zip(lb / D, ub / D, strict=True)),
-        options={"maxiter": max_iter, "ftol": 1e-4 * tol, "gtol": 1e-8, "maxcor": 20},
-        callback=lambda intermediate_result: history.append(-float(intermediate_result.fun)),
+    def lbfgs(theta, iters):
+        return minimize(
+            scaled,
+            theta / D,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=list(zip(lb / D, ub / D, strict=True)),
+            options={"maxiter": iters, "ftol": 1e-4 * tol, "gtol": 1e-8, "maxcor": 20},
+            callback=lambda intermediate_result: history.append(-float(intermediate_result.fun)),
+        )
+
+    switch = (
+        not grouped
+        and max_iter > _LBFGS_BEFORE_NEWTON
+        and exact_newton_applies(state, data.n_samples, theta0.size)
     )
+    res = lbfgs(theta0, _LBFGS_BEFORE_NEWTON if switch else max_iter)
+    nit, success = int(res.nit), bool(res.success)
     theta, value, jac = res.x * D, float(res.fun), res.jac / D
+    if switch and not success:
+        # L-BFGS-B crawls along the ridges of these likelihoods (hundreds of iterations on
+        # real data) where exact Newton steps from its point converge in a handful
+        newton, theta_newton = _newton_polish(
+            family,
+            design,
+            data,
+            state.with_flat((res.x * D)[expand]),
+            expand,
+            keep,
+            lb,
+            ub,
+            weights,
+            alpha,
+            max_iter,
+            tied,
+        )
+        if newton is not None:
+            history.extend(newton.history)
+            theta = newton.state.flat()[keep]
+            value, jac = fun(theta)
+            nit, success = nit + newton.n_iter, True
+        else:
+            start = theta_newton if np.all(np.isfinite(theta_newton)) else theta
+            res = lbfgs(start, max_iter - nit)
+            nit, success = nit + int(res.nit), bool(res.success)
+            theta, value, jac = res.x * D, float(res.fun), res.jac / D
     steps = 0
     if theta.size <= _NEWTON_MAX and data.n_samples * theta.size <= _NEWTON_WORK:
         # L-BFGS-B stops with a gradient of about 1e-8: Newton steps with a
@@ -966,9 +1014,9 @@ def polish(
     grad = -jac
     free = ~(((theta <= lb) & (grad < 0)) | ((theta >= ub) & (grad > 0)))
     small = float(np.max(np.abs(grad[free]), initial=0.0)) <= 1e-5
-    converged = bool(res.success) or small
+    converged = success or small
     fun(theta)  # the shares at the answer
-    return EngineFit(final, -value, int(res.nit) + steps, converged, history, cache.get("share"))
+    return EngineFit(final, -value, nit + steps, converged, history, cache.get("share"))
 
 
 def _jacobi_scale(family, design, data, state, weights, expand, keep):
@@ -1016,7 +1064,9 @@ def exact_newton_applies(state, n_samples, n_params=None) -> bool:
     return p <= _NEWTON_MAX and n_samples * state.n_experts * p**2 <= _NEWTON_WORK_EXACT
 
 
-def _newton_polish(family, design, data, state, expand, keep, lb, ub, weights, alpha, max_iter):
+def _newton_polish(
+    family, design, data, state, expand, keep, lb, ub, weights, alpha, max_iter, tied=None
+):
     """Projected Newton ascent with the exact observed information (a chord method).
 
     From a point near the optimum (the EM solution) Newton's method converges
@@ -1040,7 +1090,7 @@ def _newton_polish(family, design, data, state, expand, keep, lb, ub, weights, a
     def with_hessian(reduced):
         s = state.with_flat(reduced[expand])
         st = observed_statistics(family, design, data, s, weights)
-        pv, pg, ph = _flat_penalty(s, alpha, fi, st["n"])
+        pv, pg, ph = _flat_penalty(s, alpha, fi, st["n"], tied)
         n = st["n"]
         return (
             (st["ll"] + pv) / n,
@@ -1052,7 +1102,7 @@ def _newton_polish(family, design, data, state, expand, keep, lb, ub, weights, a
     def gradient(reduced):
         s = state.with_flat(reduced[expand])
         st = pass_statistics(family, design, data, s, "grad", weights=weights)
-        st = _penalize(st, s, alpha, fi)
+        st = _penalize(st, s, alpha, fi, tied)
         n = st["n"]
         g = _flat_gradient(st, k)
         return (
@@ -1757,7 +1807,7 @@ def _min_norm_fit(U, h, w, fit_intercept):
     return np.concatenate([[h_mean - x_mean @ slopes], slopes])
 
 
-def canonical(family, design, data, fit, *, log_floor=-np.inf, weights=None, alpha=0.0):
+def canonical(family, design, data, fit, *, log_floor=-np.inf, weights=None, alpha=0.0, tied=None):
     """The canonical point of a fit that one expert would reproduce (DESIGN §13).
 
     When every expert's spread sits at its bound (:func:`experts_at_bound`)
@@ -1797,7 +1847,7 @@ def canonical(family, design, data, fit, *, log_floor=-np.inf, weights=None, alp
         np.tile(b, (k, 1, 1)), np.tile(state.log_disp[best], (k, 1)), np.zeros_like(state.gate)
     )
     stats = pass_statistics(family, design, data, out, "value", weights=weights)
-    stats = _penalize(stats, out, alpha, design.fit_intercept)
+    stats = _penalize(stats, out, alpha, design.fit_intercept, tied)
     n = stats["n"]
     ll = stats["obj"] / n
     if not ll >= fit.log_likelihood - 1e-6 * max(1.0, abs(fit.log_likelihood)):

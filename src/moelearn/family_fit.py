@@ -575,11 +575,20 @@ def fit_engine(
             )
     # every expert at its spread's bound: the plateau's canonical point (DESIGN §13)
     fit = canonical(
-        family, design, data, fit, log_floor=log_floor, weights=sample_weight, alpha=alpha
+        family,
+        design,
+        data,
+        fit,
+        log_floor=log_floor,
+        weights=sample_weight,
+        alpha=alpha,
+        tied=tied,
     )
     # the engine's value is the penalised objective; the fit reports the plain
     # log-likelihood at its parameters
-    fit.log_likelihood = float(fit.log_likelihood + penalty(fit.state, alpha, design.fit_intercept))
+    fit.log_likelihood = float(
+        fit.log_likelihood + penalty(fit.state, alpha, design.fit_intercept, tied)
+    )
     return EngineResult(fit, design, method, x_mean, x_scale, ym, ys)
 
 

@@ -78,6 +78,8 @@ class _Problem:
         self.a_e, self.a_g = float(a_e) * self.total, float(a_g) * self.total
         self.mask_e = np.ones(self.pe)
         self.mask_g = np.ones(self.pg)
+        if tied is not None:  # a shared coefficient is penalised once (engine._ridge_masks)
+            self.mask_e[list(tied.coef)] = 1.0 / k
         if fit_intercept:
             self.mask_e[0] = 0.0
             self.mask_g[0] = 0.0
@@ -183,7 +185,7 @@ class _Problem:
     def penalty(self, coef, gate):
         out = np.zeros(coef.shape[0])
         if self.a_e > 0:
-            out += 0.5 * self.a_e * np.sum((coef * self.mask_e) ** 2, axis=(1, 2, 3))
+            out += 0.5 * self.a_e * np.sum(coef**2 * self.mask_e, axis=(1, 2, 3))
         if self.a_g > 0:
             V = gate * self.mask_g
             centred = V - V.mean(axis=1, keepdims=True)
