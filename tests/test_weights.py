@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
+import moelearn
 from moelearn import ChunkedDataset, MixtureOfExpertsRegressor, make_moe, sample
 from moelearn import solvers as solvers_module
 from moelearn.moments import MomentAccumulator
@@ -261,3 +262,41 @@ def test_weights_are_not_modified(problem, counts):
     before = w.copy()
     _fit(X, y, w, n_init=1)
     np.testing.assert_array_equal(w, before)
+
+
+@pytest.mark.parametrize("family", ["gaussian", "poisson", "classifier"])
+def test_weighted_summary_is_that_of_repeated_rows(family):
+    # after a weighted fit, summary() without data counts the weights as frequencies, as
+    # standard_errors_ does: its standard errors, log-likelihood, BIC and ICL are those of
+    # the rows repeated (the same parameters; rounding level apart)
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((250, 2))
+    w = rng.integers(1, 4, 250)
+    if family == "classifier":
+        y = (X[:, 0] + rng.standard_normal(250) > 0).astype(int)
+        est = moelearn.MixtureOfExpertsClassifier(2, random_state=0)
+    else:
+        y = X[:, 0] + 2.0 * (rng.random(250) < 0.5) + 0.3 * rng.standard_normal(250)
+        if family == "poisson":
+            y = rng.poisson(np.exp(0.3 * X[:, 0] + 1.5 * (rng.random(250) < 0.5))).astype(float)
+        est = moelearn.MixtureOfExpertsRegressor(2, family=family, random_state=0)
+    est.fit(X, y, sample_weight=w)
+    weighted = est.summary()
+    repeated = est.summary(np.repeat(X, w, 0), np.repeat(y, w))
+    assert weighted.total_weight == w.sum() and repeated.total_weight is None
+    assert weighted.n_samples == 250 and repeated.n_samples == w.sum()
+    for name in ("log_likelihood", "bic", "aic", "icl", "entropy"):
+        assert getattr(weighted, name) == pytest.approx(getattr(repeated, name), rel=1e-10)
+    np.testing.assert_allclose(
+        weighted.standard_errors.experts, repeated.standard_errors.experts, rtol=1e-8
+    )
+    given = est.summary(X, y, sample_weight=w)
+    assert given.bic == pytest.approx(weighted.bic, rel=1e-12)
+    assert "Weights (frequencies)" in str(weighted)
+    np.testing.assert_allclose(
+        est.standard_errors(X, y, sample_weight=w).experts,
+        weighted.standard_errors.experts,
+        rtol=1e-10,
+    )
+    with pytest.raises(ValueError, match="sample_weight= goes with X and y"):
+        est.summary(sample_weight=w)

@@ -374,7 +374,11 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
     # ------------------------------------------------------------ persistence
     # -------------------------------------------------------------- inference
     def standard_errors(
-        self, X: ArrayLike, y: ArrayLike, groups: ArrayLike | None = None
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        groups: ArrayLike | None = None,
+        sample_weight: ArrayLike | None = None,
     ) -> StandardErrors:
         """Standard errors from the observed information on ``(X, y)``, in original units.
 
@@ -393,13 +397,18 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
 
         With ``groups`` (the labels of a grouped fit) the information is that
         of the grouped likelihood: central differences of its exact gradient.
+        With ``sample_weight`` the weights count as frequencies (the
+        information of repeated rows).
         """
         X = self._check_X(X)
         y = self._response(y, X.shape[0])
+        w = None if sample_weight is None else check_sample_weight(sample_weight, X.shape[0])
         if groups is not None:
             g = self._check_groups(groups, X)
-            return self._standard_errors(Data(X, y, n_experts=self.n_experts, groups=g))
-        return self._standard_errors(Data(X, y, self.chunk_size, self.n_experts))
+            return self._standard_errors(
+                Data(X, y, n_experts=self.n_experts, groups=g, sample_weight=w)
+            )
+        return self._standard_errors(Data(X, y, self.chunk_size, self.n_experts, sample_weight=w))
 
     def _standard_errors(self, data):
         return data_standard_errors(
@@ -412,15 +421,18 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
         y: ArrayLike | None = None,
         level: float = 0.95,
         groups: ArrayLike | None = None,
+        sample_weight: ArrayLike | None = None,
     ) -> Summary:
         """Table of estimates, standard errors, Wald tests and information criteria.
 
         The standard errors come from the observed information on the training
         data (one pass), and the log-likelihood, AIC, BIC and ICL are totals
-        over it (unweighted, like :meth:`bic`).  After a fit on in-memory data
-        the estimator keeps a reference to the training data as given (as
-        statsmodels' results do: no copy, so changing those arrays afterwards
-        changes this summary; pickling drops the reference), so
+        over it; after a weighted fit the weights count as frequencies there,
+        as in ``standard_errors_`` and :meth:`bic` with ``sample_weight``.
+        After a fit on in-memory data the estimator keeps a reference to the
+        training data as given (as statsmodels' results do: no copy, so
+        changing those arrays afterwards changes this summary; pickling drops
+        the reference), so
         ``summary()`` needs no arguments; after an out-of-core fit, a loaded
         model, or an unpickled one, pass ``X, y``.  The gate is reported
         centred (rows and intercepts sum to zero over the experts).  Standard
@@ -442,6 +454,9 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
             The group labels of a grouped fit, given with ``X`` (without data:
             those of the training data).  The log-likelihood, the criteria and
             the information are then the grouped ones.
+        sample_weight : array-like of shape (n_samples,) or None
+            Frequency weights of the rows given with ``X`` (without data: the
+            training weights).
 
         Returns
         -------
@@ -450,11 +465,15 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
         check_is_fitted(self)
         if (X is None) != (y is None):
             raise ValueError("pass both X and y, or neither (the training data)")
-        if X is None and groups is not None:
-            raise ValueError("groups= goes with X and y; summary() alone uses the training groups")
+        for name, given in (("groups", groups), ("sample_weight", sample_weight)):
+            if X is None and given is not None:
+                what = "groups" if name == "groups" else "weights"
+                raise ValueError(
+                    f"{name}= goes with X and y; summary() alone uses the training {what}"
+                )
         if X is None:
             groups = self._training_groups()
-            X, y, _ = self._training_arrays()
+            X, y, sample_weight = self._training_arrays()
             if X is None:
                 raise ValueError(
                     "summary() without data needs a model fitted on in-memory data in this "
@@ -464,6 +483,8 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
         else:
             X = self._check_X(X)
             y = self._response(y, X.shape[0])
+            if sample_weight is not None:
+                sample_weight = check_sample_weight(sample_weight, X.shape[0])
         return summarize(
             self.params_,
             X,
@@ -476,6 +497,7 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
             level=level,
             predictor_names=self._predictor_names(),
             groups=None if groups is None else self._check_groups(groups, X),
+            sample_weight=sample_weight,
         )
 
     def save(self, path: str | os.PathLike) -> None:

@@ -948,23 +948,13 @@ def polish(
             return np.inf, np.zeros_like(reduced)
         return -value, -np.bincount(expand, weights=g, minlength=reduced.size) / n
 
-    # L-BFGS-B on coordinates scaled by the diagonal of the expected information at the
-    # start (Jacobi preconditioning): the experts' coefficients are about 1/sigma^2 as
-    # curved as the gate's, and unscaled L-BFGS-B crawled for its 1000 iterations on real
-    # data where the scaled one converges in a few dozen
-    D = _jacobi_scale(family, design, data, state, weights, expand, keep)
-
-    def scaled(phi):
-        value, grad = fun(phi * D)
-        return value, grad * D
-
     def lbfgs(theta, iters):
         return minimize(
-            scaled,
-            theta / D,
+            fun,
+            theta,
             jac=True,
             method="L-BFGS-B",
-            bounds=list(zip(lb / D, ub / D, strict=True)),
+            bounds=list(zip(lb, ub, strict=True)),
             options={"maxiter": iters, "ftol": 1e-4 * tol, "gtol": 1e-8, "maxcor": 20},
             callback=lambda intermediate_result: history.append(-float(intermediate_result.fun)),
         )
@@ -976,7 +966,7 @@ def polish(
     )
     res = lbfgs(theta0, _LBFGS_BEFORE_NEWTON if switch else max_iter)
     nit, success = int(res.nit), bool(res.success)
-    theta, value, jac = res.x * D, float(res.fun), res.jac / D
+    theta, value, jac = res.x, float(res.fun), res.jac
     if switch and not success:
         # L-BFGS-B crawls along the ridges of these likelihoods (hundreds of iterations on
         # real data) where exact Newton steps from its point converge in a handful
@@ -984,7 +974,7 @@ def polish(
             family,
             design,
             data,
-            state.with_flat((res.x * D)[expand]),
+            state.with_flat(res.x[expand]),
             expand,
             keep,
             lb,
@@ -1003,7 +993,7 @@ def polish(
             start = theta_newton if np.all(np.isfinite(theta_newton)) else theta
             res = lbfgs(start, max_iter - nit)
             nit, success = nit + int(res.nit), bool(res.success)
-            theta, value, jac = res.x * D, float(res.fun), res.jac / D
+            theta, value, jac = res.x, float(res.fun), res.jac
     steps = 0
     if theta.size <= _NEWTON_MAX and data.n_samples * theta.size <= _NEWTON_WORK:
         # L-BFGS-B stops with a gradient of about 1e-8: Newton steps with a
@@ -1017,41 +1007,6 @@ def polish(
     converged = success or small
     fun(theta)  # the shares at the answer
     return EngineFit(final, -value, nit + steps, converged, history, cache.get("share"))
-
-
-def _jacobi_scale(family, design, data, state, weights, expand, keep):
-    """Coordinate scales ``1 / sqrt(diag I / n)`` of the reduced coordinates (ones if unusable).
-
-    ``I`` is EM's expected information at ``state`` (one pass); tied entries add up.
-    """
-    k = state.n_experts
-    with np.errstate(all="ignore"):
-        st = pass_statistics(family, design, data, state, "hess", weights=weights)
-    n = st["n"]
-    kk, q, pe = state.coef.shape
-    F = st["F_cc"]  # (k, q, pe, q, pe)
-    idx_q, idx_p = np.meshgrid(np.arange(q), np.arange(pe), indexing="ij")
-    parts = [F[:, idx_q, idx_p, idx_q, idx_p].reshape(kk, -1).ravel()]
-    parts.append(np.diagonal(st["F_dd"], axis1=1, axis2=2).ravel())
-    if k > 1:
-        if "H_gate" in st:
-            H = st["H_gate"]
-            m, pg = H.shape[:2]
-            parts.append(
-                H[
-                    np.arange(m)[:, None], np.arange(pg), np.arange(m)[:, None], np.arange(pg)
-                ].ravel()
-            )
-        else:
-            parts.append(np.tile(0.5 * (1.0 - 1.0 / k) * np.diag(st["B_gate"]), k - 1))
-    diag = np.bincount(expand, weights=np.concatenate(parts), minlength=keep.size) / n
-    D = np.ones(keep.size)
-    good = np.isfinite(diag) & (diag > 0)
-    if good.any():
-        # clipped to 1e-6 .. 1e6 of the median: a coordinate with no curvature is left alone
-        mid = float(np.median(diag[good]))
-        D[good] = 1.0 / np.sqrt(np.clip(diag[good], 1e-12 * mid, 1e12 * mid))
-    return D
 
 
 def exact_newton_applies(state, n_samples, n_params=None) -> bool:

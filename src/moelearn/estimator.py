@@ -363,10 +363,10 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             With a memory map or a Dask array ``X`` it may be a memory map or
             a Dask array of the same length; a ChunkedDataset carries the
             weights in its chunks, ``(X, y, w)``, instead.  ``log_likelihood_``
-            is then the weighted mean; :meth:`standard_errors`,
-            :meth:`summary`, :meth:`bic` and :meth:`aic` stay unweighted
-            (``standard_errors_`` from ``compute_standard_errors`` treats the
-            weights as frequencies).
+            is then the weighted mean; ``standard_errors_`` (from
+            ``compute_standard_errors``) and :meth:`summary` without data treat
+            the weights as frequencies, as :meth:`standard_errors`,
+            :meth:`bic` and :meth:`aic` do when given ``sample_weight``.
         groups : array-like of shape (n_samples,) or None
             A label per row (numbers or strings; for out-of-core ``X`` one per
             row in the order the rows are read, an array or a memory map or

@@ -520,6 +520,9 @@ class Summary:
         are then over the groups' posteriors.
     point_masses : int
         Leading experts that are point masses at zero (zero-inflated families).
+    total_weight : float or None
+        The sum of the frequency weights of a weighted summary (None: unweighted);
+        ``n_samples`` counts the rows, BIC's ``n`` is this sum.
     """
 
     rows: tuple
@@ -541,6 +544,7 @@ class Summary:
     classification_entropy: float = float("nan")
     n_groups: int | None = None
     point_masses: int = 0
+    total_weight: float | None = None
 
     def _header(self) -> list[tuple[str, str]]:
         """``(label, value)`` pairs of the header, in print order."""
@@ -550,6 +554,8 @@ class Summary:
             ("Noise", self.noise),
             ("Samples", str(self.n_samples)),
         ]
+        if self.total_weight is not None:
+            pairs.append(("Weights (frequencies)", f"{self.total_weight:.6g}"))
         if self.n_groups is not None:
             pairs.append(("Groups", str(self.n_groups)))
         pairs += [
@@ -794,6 +800,7 @@ def summarize(
     level=0.95,
     predictor_names=None,
     groups=None,
+    sample_weight=None,
 ) -> Summary:
     """Coefficient table with standard errors, Wald tests and information criteria.
 
@@ -820,6 +827,10 @@ def summarize(
     groups : moelearn.grouping.Groups or None
         Grouped rows: the grouped log-likelihood, its information and the
         entropy of the groups' posteriors (``n`` stays the number of rows).
+    sample_weight : ndarray of shape (n_samples,) or None
+        Frequency weights (checked): the information, the log-likelihood and
+        the entropies are weighted sums and ``n`` is the weights' sum (a
+        group's weight is its rows').
 
     Returns
     -------
@@ -829,17 +840,22 @@ def summarize(
         raise ValueError(f"level must be in (0, 1), got {level}")
     X, y = _check_data(params, X, y)
     per_expert = _per_expert_noise(params, per_expert_noise)
-    se = data_standard_errors(Data(X, y, groups=groups), params, per_expert, fit_intercept)
+    w = sample_weight
+    source = Data(X, y, groups=groups, sample_weight=w)
+    se = data_standard_errors(source, params, per_expert, fit_intercept)
     if groups is None:
         joint = params.joint_log_likelihood(X, y).T  # (k, n)
+        unit_w = w
     else:
         joint = params.group_joint_log_likelihood(X, y, groups).T  # (k, n_groups)
+        unit_w = None if w is None else w[groups.first]
     lse, post = logsumexp_k(joint)
     log_post = joint - lse
+    ones = np.ones(lse.shape) if unit_w is None else unit_w
     with np.errstate(invalid="ignore"):  # a posterior of 0 (log -inf) adds nothing
-        entropy = float(-np.sum(np.where(post > 0, post * log_post, 0.0)))
-    hard = float(-np.sum(np.max(log_post, axis=0)))
-    ll = float(lse.sum())
+        entropy = float(-(np.where(post > 0, post * log_post, 0.0).sum(axis=0) @ ones))
+    hard = float(-(np.max(log_post, axis=0) @ ones))
+    ll = float(lse.sum() if unit_w is None else lse @ unit_w)
     k = params.n_experts
     n_params = count_parameters(
         params.family_object,
@@ -850,12 +866,12 @@ def summarize(
         shared_noise=not per_expert,
         n_shared=params.n_shared,
     )
-    n = X.shape[0]
+    n = X.shape[0] if w is None else float(np.sum(w))
     bic = -2.0 * ll + n_params * np.log(n)
     return Summary(
         rows=_rows(params, se, fit_intercept, feature_names, level, predictor_names),
         standard_errors=se,
-        n_samples=n,
+        n_samples=X.shape[0],
         n_experts=k,
         n_parameters=n_params,
         log_likelihood=ll,
@@ -872,6 +888,7 @@ def summarize(
         classification_entropy=hard,
         n_groups=None if groups is None else groups.n_groups,
         point_masses=params.family_object.point_masses,
+        total_weight=None if w is None else float(np.sum(w)),
     )
 
 
