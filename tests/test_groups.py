@@ -298,23 +298,9 @@ def test_command_line_groups(tmp_path, capsys):
         path, index=False
     )
     model = tmp_path / "model.npz"
-    common = ["--target", "y", "--gating-features", "z", "--expert-features", "x"]
-    assert (
-        main(
-            [
-                "fit",
-                str(path),
-                *common,
-                "--experts",
-                "2",
-                "--groups",
-                "patient",
-                "--output",
-                str(model),
-            ]
-        )
-        == 0
-    )
+    fit = ["fit", str(path), "--target", "y", "--gating-features", "z", "--expert-features", "x"]
+    fit += ["--experts", "2", "--output", str(model)]
+    assert main([*fit, "--groups", "patient"]) == 0
     out = capsys.readouterr().out
     assert "in 40 groups" in out
     est = MixtureOfExpertsRegressor(
@@ -324,23 +310,7 @@ def test_command_line_groups(tmp_path, capsys):
     assert main(["summary", str(model), str(path)]) == 0
     assert f"Log-likelihood: {est.log_likelihood_ * len(y):.3f}" in capsys.readouterr().out
     assert main(["predict", str(model), str(path)]) == 0  # the groups column is not a feature
-    assert (
-        main(
-            [
-                "fit",
-                str(path),
-                *common,
-                "--experts",
-                "2",
-                "--groups",
-                "ward",
-                "--output",
-                str(model),
-                "--force",
-            ]
-        )
-        == 2
-    )
+    assert main([*fit, "--groups", "ward", "--force"]) == 2
     assert "--groups 'ward' is not a column" in capsys.readouterr().err
 
 

@@ -465,9 +465,11 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
         check_is_fitted(self)
         if (X is None) != (y is None):
             raise ValueError("pass both X and y, or neither (the training data)")
-        for name, given in (("groups", groups), ("sample_weight", sample_weight)):
+        for name, given, what in (
+            ("groups", groups, "groups"),
+            ("sample_weight", sample_weight, "weights"),
+        ):
             if X is None and given is not None:
-                what = "groups" if name == "groups" else "weights"
                 raise ValueError(
                     f"{name}= goes with X and y; summary() alone uses the training {what}"
                 )

@@ -294,11 +294,13 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         self.standard_errors_ = None
         if self.compute_standard_errors:
             # the information of the rows as given (weights count as frequencies)
-            data = raw if groups is None else raw.with_groups(groups)
-            if weights is not None:  # in memory: the rows and their weights
-                data = Data(
+            data = (
+                raw.with_groups(groups)
+                if weights is None
+                else Data(  # in memory: the rows and their weights
                     raw.X, raw.y, n_experts=self.n_experts, sample_weight=weights, groups=groups
                 )
+            )
             self.standard_errors_ = self._standard_errors(data)
         return self
 

@@ -967,6 +967,7 @@ def polish(
     res = lbfgs(theta0, _LBFGS_BEFORE_NEWTON if switch else max_iter)
     nit, success = int(res.nit), bool(res.success)
     theta, value, jac = res.x, float(res.fun), res.jac
+    newton_done = False
     if switch and not success:
         # L-BFGS-B crawls along the ridges of these likelihoods (hundreds of iterations on
         # real data) where exact Newton steps from its point converge in a handful
@@ -988,14 +989,19 @@ def polish(
             history.extend(newton.history)
             theta = newton.state.flat()[keep]
             value, jac = fun(theta)
-            nit, success = nit + newton.n_iter, True
+            nit, success, newton_done = nit + newton.n_iter, True, True
         else:
             start = theta_newton if np.all(np.isfinite(theta_newton)) else theta
             res = lbfgs(start, max_iter - nit)
             nit, success = nit + int(res.nit), bool(res.success)
             theta, value, jac = res.x, float(res.fun), res.jac
     steps = 0
-    if theta.size <= _NEWTON_MAX and data.n_samples * theta.size <= _NEWTON_WORK:
+    # (exact Newton steps that converged already end at rounding level)
+    if (
+        not newton_done
+        and theta.size <= _NEWTON_MAX
+        and data.n_samples * theta.size <= _NEWTON_WORK
+    ):
         # L-BFGS-B stops with a gradient of about 1e-8: Newton steps with a
         # forward-difference Hessian take it to rounding level, so that the answer
         # reproduces to many digits (integer weights against repeated rows)

@@ -1326,17 +1326,9 @@ def family_from_config(name: str, config: dict, link=None) -> Family:
 
 def available_families() -> list[str]:
     """Names accepted by :func:`get_family` (besides Family instances)."""
-    return [
-        "gaussian",
-        "student-t",
-        "poisson",
-        "gamma",
-        "negative-binomial",
-        "binomial",
-        "bernoulli",
-        "zero-inflated-poisson",
-        "zero-inflated-negative-binomial",
-    ]
+    names = list(REGRESSION_FAMILIES)
+    names.insert(names.index("binomial") + 1, "bernoulli")  # the classifier's
+    return names
 
 
 def get_family(family: str | Family, link: str | Link | None = None) -> Family:

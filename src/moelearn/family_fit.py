@@ -526,13 +526,7 @@ def fit_engine(
             (name, _to_state(p, family, design, x_mean, x_scale, ym, ys))
             for name, p in extra_starts
         ]
-        fit, kind = search(
-            family,
-            design,
-            data.with_groups(None),
-            sub_X,
-            sub_y,
-            k,
+        common = dict(
             n_candidates=n_candidates,
             n_finalists=max(2, min(3, n_candidates)),
             max_iter=max_iter,
@@ -541,27 +535,23 @@ def fit_engine(
             random_state=rng,
             alpha=alpha,
             weights=sample_weight,
-            sub_weights=sub_w,
             tied=tied,
+        )
+        fit, kind = search(
+            family,
+            design,
+            data.with_groups(None),
+            sub_X,
+            sub_y,
+            k,
+            sub_weights=sub_w,
             starts=starts,
+            **common,
         )
         if groups is not None:
             # the ungrouped optimum is one start of the grouped search
             fit, kind, n_grouped = grouped_search(
-                family,
-                design,
-                data,
-                k,
-                n_candidates=n_candidates,
-                n_finalists=max(2, min(3, n_candidates)),
-                max_iter=max_iter,
-                tol=tol,
-                log_floor=log_floor,
-                random_state=rng,
-                alpha=alpha,
-                weights=sample_weight,
-                tied=tied,
-                starts=[("ungrouped fit", fit.state)] + starts,
+                family, design, data, k, starts=[("ungrouped fit", fit.state)] + starts, **common
             )
         n_candidates += len(extra_starts)
         parts = random_partitions(family, n_candidates - len(extra_starts))

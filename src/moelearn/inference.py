@@ -851,10 +851,10 @@ def summarize(
         unit_w = None if w is None else w[groups.first]
     lse, post = logsumexp_k(joint)
     log_post = joint - lse
-    ones = np.ones(lse.shape) if unit_w is None else unit_w
     with np.errstate(invalid="ignore"):  # a posterior of 0 (log -inf) adds nothing
-        entropy = float(-(np.where(post > 0, post * log_post, 0.0).sum(axis=0) @ ones))
-    hard = float(-(np.max(log_post, axis=0) @ ones))
+        per_unit = -np.where(post > 0, post * log_post, 0.0).sum(axis=0)
+    entropy = float(per_unit.sum() if unit_w is None else per_unit @ unit_w)
+    hard = classification_entropy(log_post.T, unit_w)
     ll = float(lse.sum() if unit_w is None else lse @ unit_w)
     k = params.n_experts
     n_params = count_parameters(
