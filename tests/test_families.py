@@ -355,3 +355,69 @@ def test_count_draws_of_huge_rates_are_finite_and_centred(family):
         np.log(np.full((50, 1), 3.0)), np.ones((1, 0)), np.random.default_rng(1)
     )
     assert np.array_equal(small, np.random.default_rng(1).poisson(np.full((50, 1), 3.0)))
+
+
+def _moments(U, t, r):
+    gram = np.einsum("nb,np,nq->bpq", r, U, U)
+    return gram, (r * t[:, None]).T @ U, t**2 @ r, r.sum(axis=0)
+
+
+def _expected_q(U, t, r, coef, log_sigma, ridge):
+    # each block's weighted Gaussian log-likelihood less the ridge
+    resid = t[:, None] - U @ coef.T
+    sigma = np.exp(log_sigma[:, 0])
+    logf = -0.5 * (resid / sigma) ** 2 - np.log(sigma) - 0.5 * np.log(2 * np.pi)
+    return np.sum(r * logf, axis=0) - 0.5 * (coef**2 @ ridge)
+
+
+def test_gaussian_closed_m_step_is_the_exact_weighted_maximiser():
+    # Weighted least squares and the weighted residual variance: the exact maximiser of
+    # each block's weighted log-likelihood (to solver round-off and the 1e-10 relative
+    # stabilising ridge: 1e-9); with a ridge the
+    # coefficients maximise at the current sigma and the step never lowers the penalised
+    # objective; pooled blocks share sigma^2 = (total weighted squared residual) / (total
+    # weight).
+    rng = np.random.default_rng(3)
+    n, p, B = 200, 3, 4
+    U = np.c_[np.ones(n), rng.standard_normal((n, p - 1))]
+    t = U @ np.array([0.5, -1.0, 2.0]) + 0.7 * rng.standard_normal(n)
+    r = rng.random((n, B))
+    log_sigma = np.log(rng.uniform(0.3, 3.0, (B, 1)))
+    family = get_family("gaussian")
+    assert family.closed_m_step
+    coef, new = family.weighted_m_step(_moments(U, t, r), log_sigma)
+    for b in range(B):
+        sw = np.sqrt(r[:, b])
+        ref = np.linalg.lstsq(U * sw[:, None], t * sw, rcond=None)[0]
+        assert np.allclose(coef[b], ref, atol=1e-9)
+        var = np.sum(r[:, b] * (t - U @ ref) ** 2) / r[:, b].sum()
+        assert abs(new[b, 0] - 0.5 * np.log(var)) < 1e-9
+    ridge = np.array([0.0, 30.0, 30.0])
+    coef, new = family.weighted_m_step(_moments(U, t, r), log_sigma, ridge=ridge)
+    sigma2 = np.exp(2 * log_sigma[:, 0])
+    grad = (r * (t[:, None] - U @ coef.T)).T @ U / sigma2[:, None] - coef * ridge
+    # zero up to the step's relative stabilising ridge (1e-10 of the Gram's trace)
+    assert np.max(np.abs(grad)) < 1e-9 * np.max(np.abs((r * t[:, None]).T @ U / sigma2[:, None]))
+    before = _expected_q(U, t, r, np.zeros((B, p)), log_sigma, ridge)
+    after = _expected_q(U, t, r, coef, new, ridge)
+    assert np.all(after >= before)
+    pool = np.array([0, 0, 1, 1])
+    coef, new = family.weighted_m_step(_moments(U, t, r), log_sigma, pool=pool)
+    sse = np.sum(r * (t[:, None] - U @ coef.T) ** 2, axis=0)
+    for g in (0, 1):
+        both = pool == g
+        assert np.allclose(new[both, 0], 0.5 * np.log(sse[both].sum() / r[:, both].sum()))
+    # a block without rows keeps its sigma
+    r[:, 0] = 0.0
+    new = family.weighted_m_step(_moments(U, t, r), log_sigma)[1]
+    assert new[0, 0] == log_sigma[0, 0]
+
+
+@pytest.mark.parametrize("name", ["poisson", "student-t", "gamma", "bernoulli"])
+def test_families_without_a_closed_m_step_say_so(name):
+    family = get_family(name)
+    assert not family.closed_m_step
+    moments = (np.eye(2)[None], np.ones((1, 2)), np.ones(1), np.ones(1))
+    assert family.weighted_m_step(moments, np.zeros((1, 1))) is None
+    assert not get_family("gaussian", "relu").closed_m_step
+    assert get_family("gaussian", "relu").weighted_m_step(moments, np.zeros((1, 1))) is None

@@ -325,6 +325,13 @@ def _block_terms(
     out["F_cc"] = grams.reshape(k, q, q, pe, pe).transpose(0, 1, 3, 2, 4)
     out["F_cd"] = np.tensordot(F[..., :q, q:], U, axes=([0], [0])).transpose(0, 1, 3, 2)
     out["F_dd"] = F[..., q:, q:].sum(axis=0)
+    if family.closed_m_step and groups is None:
+        # the weighted moments of the closed-form M-step (Family.weighted_m_step)
+        t = y - design.offset(X)
+        out["m_uu"] = _weighted_grams(rw, U)
+        out["m_ut"] = (rw * t[:, None]).T @ U
+        out["m_tt"] = t**2 @ rw
+        out["m_w"] = rw.sum(axis=0)
     if k > 1:
         gp = gate_p[:, : k - 1] * wg[:, None]
         if (k - 1) * Z.shape[1] <= _EXACT_GATE:
@@ -832,6 +839,31 @@ def tied_coordinates(state, tied):
     return _reduction(size, tied.flat_groups(state))
 
 
+def takes_closed_step(family, data, tied=None) -> bool:
+    """Whether :func:`em` takes the family's closed-form M-step of the experts
+    (:attr:`~moelearn.families.Family.closed_m_step`; not with shared coefficients
+    or grouped rows), rather than a scoring step."""
+    if not family.closed_m_step or (tied is not None and tied.coef):
+        return False
+    return getattr(data, "groups", None) is None
+
+
+def _closed_experts(family, stats, state, alpha, fit_intercept, tied, bounds):
+    """The experts' closed-form M-step (:meth:`~moelearn.families.Family.weighted_m_step`)
+    from a pass's weighted moments: ``(coef, log_disp)``."""
+    a_e = alpha if np.ndim(alpha) == 0 else alpha[0]
+    k = state.n_experts
+    ridge = None
+    if a_e > 0:
+        ridge = a_e * stats["n"] * _ridge_masks(state, fit_intercept, tied)[0][0, 0]
+    pool = None
+    if tied is not None and tied.dispersion is not None:
+        pool = np.zeros(k, dtype=int)
+    moments = (stats["m_uu"], stats["m_ut"], stats["m_tt"], stats["m_w"])
+    beta, log_disp = family.weighted_m_step(moments, state.log_disp, ridge=ridge, pool=pool)
+    return beta[:, None, :], np.clip(log_disp, *bounds)
+
+
 def em(
     family,
     design,
@@ -850,12 +882,14 @@ def em(
     Converged when the mean log-likelihood changes by less than ``tol``
     (relative to ``max(1, |ll|)``) in one iteration (EM's usual rule; :func:`polish`
     then checks the gradient).  ``tied`` holds the parameters the experts
-    share (:class:`Ties`), or None.
+    share (:class:`Ties`), or None.  Where the family has a closed-form M-step
+    (:func:`closed_rows`) the experts take it instead of the scoring step.
     """
     bounds = _bounds(family, state.n_experts, log_floor)
     state = tie(state.copy(), tied)
     np.clip(state.log_disp, *bounds, out=state.log_disp)
     fi = design.fit_intercept
+    closed = takes_closed_step(family, data, tied)
     stats = pass_statistics(family, design, data, state, "hess", weights=weights)
     stats = _penalize(stats, state, alpha, fi, tied)
     n = stats["n"]
@@ -866,6 +900,10 @@ def em(
     while it < max_iter:
         it += 1
         full_step, decrement = _scoring_step(stats, state, bounds, tied)
+        if closed:
+            full_step.coef, full_step.log_disp = _closed_experts(
+                family, stats, state, alpha, fi, tied, bounds
+            )
         candidate, fraction = full_step, 1.0
         for _ in range(12):
             new_stats = pass_statistics(family, design, data, candidate, "hess", weights=weights)
@@ -1233,6 +1271,14 @@ def state_from_responsibilities(
     state = tie(State(coef, disp, _gate_fit(Z, post, weights)), tied)
     bounds = _bounds(family, k, log_floor)
     data = Data(X, y)
+    if takes_closed_step(family, data, tied):  # the exact M-step in one
+        stats = pass_statistics(
+            family, design, data, state, "hess", fixed_post=post, weights=weights
+        )
+        state.coef, state.log_disp = _closed_experts(
+            family, stats, state, 0.0, design.fit_intercept, tied, bounds
+        )
+        return state
     for _ in range(steps):
         stats = pass_statistics(
             family, design, data, state, "hess", fixed_post=post, weights=weights

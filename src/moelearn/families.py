@@ -114,6 +114,9 @@ class Family(ABC):
     log_link : bool
         Whether the mean is ``exp(eta)`` (an offset then enters as ``log``
         exposure).
+    closed_m_step : bool
+        Whether :meth:`weighted_m_step` gives the experts' exact M-step in closed
+        form (Gaussian experts with the identity link).
     exact_fisher : bool
         Whether :meth:`derivatives` returns the expected information itself
         (False: a positive semi-definite estimate whose mean over draws of
@@ -160,6 +163,7 @@ class Family(ABC):
     noise_row: tuple[str, str] | None = None
     log_link = False
     screen_steps: tuple[int, int] | None = None
+    closed_m_step = False
     # whether a weighted least-squares fit of working_response(y) is a sensible
     # first guess of the coefficients (not for class labels)
     least_squares_start = True
@@ -310,6 +314,38 @@ class Family(ABC):
         """A starting value for each dispersion parameter, shape (m,)."""
         return np.ones(len(self.dispersion_names))
 
+    def weighted_m_step(self, moments, log_disp, *, ridge=None, pool=None):
+        """The experts' exact M-step in closed form, or None where there is none.
+
+        Maximises each block's weighted complete-data log-likelihood
+        ``sum_n r_nb log f(y_n | <beta_b, u_n>, phi_b)`` (block ``b``: one expert
+        of one candidate, ``r`` its responsibilities times the row weights) over
+        the coefficients at the current dispersions, then over the dispersions
+        at the new coefficients: one conditional-maximisation (ECM) step, which
+        never lowers it.  This default returns None; the caller then takes a
+        scoring step (DESIGN §13).
+
+        Parameters
+        ----------
+        moments : tuple of ndarrays
+            The blocks' weighted moments of the expert design ``u`` and the
+            response ``t`` (``y`` less any offset): ``(sum r u u' (B, p, p),
+            sum r u t (B, p), sum r t^2 (B,), sum r (B,))``, sums over the rows
+            that a pass over the data reduces block by block.
+        log_disp : ndarray (B, m)
+            The blocks' current log-dispersions.
+        ridge : ndarray (p,) or None
+            A penalty ``ridge_j beta_j^2 / 2`` on the coefficients, on the scale
+            of the log-likelihood.
+        pool : ndarray (B,) of int or None
+            Blocks with equal labels share the noise dispersion (``noise="shared"``).
+
+        Returns
+        -------
+        (coef (B, p), log_disp (B, m)) or None
+        """
+        return None
+
     def dispersion_bounds(self, y_scale=1.0):
         """Bounds ``(low, high)`` on the log-dispersion, arrays of shape (m,)."""
         m = len(self.dispersion_names)
@@ -352,6 +388,7 @@ class Gaussian(Family):
         self.location_scale = self.link.is_linear
         self.y_scaling = "multiply" if self.link.homogeneous else None
         self.link_label = self.link.name
+        self.closed_m_step = self.link.is_linear
 
     def log_density(self, y, eta, disp):
         sigma = disp[:, 0]
@@ -414,6 +451,28 @@ class Gaussian(Family):
 
     def initial_dispersion(self, y, eta=None):
         return np.array([max(float(np.std(y)), 1e-12)])
+
+    def weighted_m_step(self, moments, log_disp, *, ridge=None, pool=None):
+        # identity link: weighted least squares, then the weighted residual variance
+        if not self.link.is_linear:
+            return None
+        gram, cross, square, mass = moments
+        p = gram.shape[1]
+        scale = np.maximum(np.trace(gram, axis1=1, axis2=2) / p, 1e-300)
+        lhs = gram + (1e-10 * scale)[:, None, None] * np.eye(p)
+        if ridge is not None:  # the ridge at the current sigma: sigma^2 ridge on the Gram
+            lhs = lhs + np.exp(2.0 * log_disp[:, 0])[:, None, None] * np.diag(ridge)
+        coef = np.linalg.solve(lhs, cross[..., None])[..., 0]
+        fitted = np.einsum("bp,bpq,bq->b", coef, gram, coef)
+        sse = np.maximum(square - 2.0 * np.einsum("bp,bp->b", coef, cross) + fitted, 0.0)
+        if pool is not None:
+            sse = np.bincount(pool, sse)[pool]
+            mass = np.bincount(pool, mass)[pool]
+        # a block without rows keeps its dispersion; one on tied responses goes to
+        # the caller's floor
+        spread = np.maximum(sse, 1e-300) / np.maximum(mass, 1e-300)
+        new = np.where(mass > 0, 0.5 * np.log(spread), log_disp[:, 0])
+        return coef, new[:, None]
 
     def __repr__(self):
         return f"Gaussian(link={self.link.name!r})"

@@ -66,6 +66,9 @@ class _Problem:
         self.m = len(family.dispersion_names)
         self.k = k
         self.labels = supports(family)  # the hand-written class-label E-step
+        # the family's closed-form M-step (not with shared coefficients)
+        self.closed = family.closed_m_step and (tied is None or not tied.coef)
+        self.target = y if offset is None else y - offset
         self.offset = offset
         m = self.m
         low, high = (
@@ -167,7 +170,8 @@ class _Problem:
         if self.labels:
             logf, cache = self.log_density(self.eta(coef))
         else:
-            logf, cache = self.family_terms(self.eta(coef), log_disp)
+            want = "value" if self.closed else "derivatives"
+            logf, cache = self.family_terms(self.eta(coef), log_disp, want)
         logits = self.logits(gate)
         logits -= logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
@@ -200,6 +204,8 @@ class _Problem:
         ``penalised=False`` leaves the ridge out (the starts, as the engine's).
         Returns the new ``(coef, log_disp)``.
         """
+        if self.closed:
+            return self._closed_step(coef, log_disp, post, penalised)
         if not self.labels:
             return self._dispersion_step(coef, log_disp, post, cache, penalised)
         c, k, q, pe = coef.shape
@@ -225,6 +231,23 @@ class _Problem:
             H = H + self.a_e * np.diag(np.tile(self.mask_e, q))
         step = self._solve_blocks(H, g, k, c, q, pe, 0).reshape(k, c, q, pe)
         return coef + np.swapaxes(step, 0, 1), log_disp
+
+    def _closed_step(self, coef, log_disp, post, penalised):
+        """:meth:`expert_step` by the family's closed-form M-step
+        (:meth:`~moelearn.families.Family.weighted_m_step`)."""
+        c, k, q, pe = coef.shape
+        rw = post.reshape(self.n, k * c) * self.w[:, None]
+        ridge = self.a_e * self.mask_e if self.a_e > 0 and penalised else None
+        pool = None
+        if self.tied is not None and self.tied.dispersion is not None:
+            pool = np.tile(np.arange(c), k)  # block i C + j is expert i of candidate j
+        disp = np.swapaxes(log_disp, 0, 1).reshape(k * c, self.m)
+        beta, new = self.family.weighted_m_step(
+            _moments(rw, self.U, self.outer_u, self.target), disp, ridge=ridge, pool=pool
+        )
+        new_coef = np.swapaxes(beta.reshape(k, c, q, pe), 0, 1)
+        new_disp = np.swapaxes(new.reshape(k, c, self.m), 0, 1)
+        return new_coef, np.clip(new_disp, self.low, self.high)
 
     def _dispersion_step(self, coef, log_disp, post, cache, penalised):
         """:meth:`expert_step` for families with dispersions: the joint scoring step of
@@ -321,6 +344,14 @@ class _Problem:
         out = gate.copy()
         out[:, :m] += step.reshape(c, m, pg)
         return out
+
+
+def _moments(rw, U, outer_u, target):
+    """The blocks' weighted moments of :meth:`~moelearn.families.Family.weighted_m_step`
+    from their row weights ``rw`` (n, B)."""
+    pe = U.shape[1]
+    gram = (rw.T @ outer_u).reshape(rw.shape[1], pe, pe)
+    return gram, (rw * target[:, None]).T @ U, target**2 @ rw, rw.sum(axis=0)
 
 
 def _batched_solve(H, g, ridge=1e-10):
@@ -477,7 +508,7 @@ def _from_responsibilities(prob, post, expert_steps, gate_steps):
             gate_p = prob.gate_proba(gate)
             gate = _finite(prob.gate_step(gate, post, gate_p, ridge=1e-6, penalised=False), gate)
     coef, log_disp = prob.tie(coef, log_disp)
-    for _ in range(expert_steps):
+    for _ in range(1 if prob.closed else expert_steps):  # a closed-form step is exact
         new_coef, new_disp = prob.expert_step(coef, log_disp, post, penalised=False)
         coef, log_disp = _finite(new_coef, coef), _finite(new_disp, log_disp)
     if prob.labels:
@@ -497,6 +528,8 @@ def _finite(new, old):
 
 def _cache_take(cache, idx):
     """:meth:`_Problem.evaluate`'s cache restricted to the candidates ``idx`` (axis 2)."""
+    if cache is None:
+        return None
     if isinstance(cache, tuple):
         return tuple(a[:, :, idx] for a in cache)
     return cache[:, :, idx]
@@ -504,6 +537,8 @@ def _cache_take(cache, idx):
 
 def _cache_put(cache, idx, values):
     """Write the candidates ``idx`` of a cache (in place)."""
+    if cache is None:
+        return
     if isinstance(cache, tuple):
         for a, v in zip(cache, values, strict=True):
             a[:, :, idx] = v
