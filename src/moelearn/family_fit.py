@@ -17,7 +17,7 @@ from numbers import Integral
 import numpy as np
 
 from ._validation import MAX_MAGNITUDE
-from .data import Data, Transform
+from .data import Data, Transform, check_weight_values
 from .engine import (
     SHARED_INTERCEPT,
     Design,
@@ -160,9 +160,17 @@ def _column_stats(raw: Data, family: Family, weights=None, trials_column=None):
     def block(X, y, w=None):
         rows_family = family if trials_column is None else family.at_rows(X[:, trials_column])
         rows_family.check_y(y)
-        w = np.ones(X.shape[0]) if w is None else w
+        bad_w = neg_w = 0
+        if w is None:
+            w = np.ones(X.shape[0])
+        else:  # a source's weights are counted here and refused after the pass
+            finite = np.isfinite(w)
+            bad_w, neg_w = int(np.sum(~finite)), int(np.sum(w < 0))
+            w = np.where(finite, w, 0.0)
         with np.errstate(all="ignore"):
             return dict(
+                bad_w=bad_w,
+                neg_w=neg_w,
                 n=float(w.sum()),
                 sx=w @ X,
                 sxx=w @ (X * X),
@@ -223,6 +231,8 @@ def _robust_sd(y, weights=None):
 
 def _scaling(raw: Data, family: Family, fit_intercept, weights=None, trials_column=None):
     st = _column_stats(raw, family, weights, trials_column)
+    if raw.weighted and weights is None:  # a source's own weights, counted in the pass
+        check_weight_values(st["neg_w"], st["n"], st["bad_w"])
     if st["bad_x"]:
         raise ValueError("X contains NaN or infinite values")
     if st["bad_y"]:
