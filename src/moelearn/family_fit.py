@@ -157,6 +157,19 @@ def _column_stats(raw: Data, family: Family, weights=None, trials_column=None):
     its own.
     """
 
+    # sums about a shift from the first rows keep the variances accurate where a
+    # column's (or y's) mean is large next to its spread
+    if weights is not None:
+        X, y = (raw.X, raw.y) if raw.transform is None else raw.transform(raw.X, raw.y)
+        head_x, head_y = X[:1000], y[:1000]
+    else:
+        head_x, head_y = raw.rows(np.arange(min(raw.n_samples, 1000)))
+    with np.errstate(all="ignore"):
+        shift_x = np.asarray(head_x, dtype=float).mean(axis=0)
+        shift_y = float(np.mean(np.asarray(head_y, dtype=float)))
+    shift_x = np.where(np.isfinite(shift_x), shift_x, 0.0)  # bad values are refused later
+    shift_y = shift_y if np.isfinite(shift_y) else 0.0
+
     def block(X, y, w=None):
         rows_family = family if trials_column is None else family.at_rows(X[:, trials_column])
         rows_family.check_y(y)
@@ -168,23 +181,26 @@ def _column_stats(raw: Data, family: Family, weights=None, trials_column=None):
             bad_w, neg_w = int(np.sum(~finite)), int(np.sum(w < 0))
             w = np.where(finite, w, 0.0)
         with np.errstate(all="ignore"):
+            Xs, ys = X - shift_x, y - shift_y
             return dict(
                 bad_w=bad_w,
                 neg_w=neg_w,
                 n=float(w.sum()),
-                sx=w @ X,
-                sxx=w @ (X * X),
-                sy=float(w @ y),
-                syy=float(w @ (y * y)),
+                sx=w @ Xs,
+                sxx=w @ (Xs * Xs),
+                sy=float(w @ ys),
+                syy=float(w @ (ys * ys)),
                 bad_x=int(np.sum(~np.isfinite(X))),
                 bad_y=int(np.sum(~np.isfinite(y))),
                 big=int(np.sum(np.abs(X) > MAX_MAGNITUDE) + np.sum(np.abs(y) > MAX_MAGNITUDE)),
             )
 
     if weights is not None:
-        X, y = (raw.X, raw.y) if raw.transform is None else raw.transform(raw.X, raw.y)
-        return block(X, y, weights)
-    return raw.map_reduce(block)
+        st = block(X, y, weights)
+    else:
+        st = raw.map_reduce(block)
+    st["shift_x"], st["shift_y"] = shift_x, shift_y
+    return st
 
 
 @dataclass(frozen=True)
@@ -240,19 +256,21 @@ def _scaling(raw: Data, family: Family, fit_intercept, weights=None, trials_colu
     if st["big"]:
         raise ValueError(f"X or y has values larger than {MAX_MAGNITUDE:g}; rescale the data")
     n = st["n"]
-    mean = st["sx"] / n
-    var = np.maximum(st["sxx"] / n - mean**2, 0.0)
-    if not fit_intercept:
+    dx, dy = st["sx"] / n, st["sy"] / n  # the means less the shifts
+    mean = st["shift_x"] + dx
+    var = np.maximum(st["sxx"] / n - dx**2, 0.0)
+    if not fit_intercept:  # second moments about zero
+        var = var + mean**2
         mean = np.zeros_like(mean)
-        var = st["sxx"] / n
     scale = np.sqrt(var)
     scale = np.where(scale > 1e-12 * max(float(scale.max(initial=0.0)), 1e-300), scale, 1.0)
-    y_mean = st["sy"] / n
-    y_sd = float(np.sqrt(max(st["syy"] / n - y_mean**2, 0.0)))
+    y_mean = st["shift_y"] + dy
+    y_var = max(st["syy"] / n - dy**2, 0.0)
+    y_sd = float(np.sqrt(y_var))
     if family.location_scale:
         if y_sd <= 1e-12 * max(abs(y_mean), 1e-300):
             raise ValueError("y is constant: a mixture of experts needs a target that varies")
-        ym, ys = (y_mean, y_sd) if fit_intercept else (0.0, float(np.sqrt(st["syy"] / n)))
+        ym, ys = (y_mean, y_sd) if fit_intercept else (0.0, float(np.sqrt(y_var + y_mean**2)))
     elif family.scale_family and fit_intercept:
         ym, ys = 0.0, max(y_mean, 1e-300)
     else:
