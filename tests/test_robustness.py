@@ -14,7 +14,11 @@ from sklearn.exceptions import ConvergenceWarning
 
 from helpers import fraction_at_least, record
 from moelearn import MixtureOfExpertsRegressor, make_moe, parameter_errors, sample
-from moelearn.exceptions import MomentMethodUnavailable, NotIdentifiedWarning
+from moelearn.exceptions import (
+    DegenerateFitWarning,
+    MomentMethodUnavailable,
+    NotIdentifiedWarning,
+)
 from moelearn.model import sample_given_x as sample_given_x
 
 SOLVERS = ["moments", "landscape", "tensor", "em", "gd-nll", "gd-l2"]
@@ -347,6 +351,33 @@ def test_em_with_a_softplus_link_keeps_the_last_finite_iterate():
         ).fit(X, y)
     assert not est.converged_
     assert np.isfinite(est.log_likelihood_)
+    assert np.all(np.isfinite(est.predict(X)))
+
+
+def test_engine_em_with_a_softplus_link_keeps_the_scale_finite():
+    # the same rows through the likelihood engine (covariate roles given): the scoring
+    # step of log sigma overflowed to sigma = inf and the fit raised "noise_std must be
+    # finite"; sigma is now bounded by 1e12 (on the fit's scale of y), as on the Gaussian
+    # path, and the fit reports that it did not converge in 10 iterations
+    data = np.load(Path(__file__).parent / "data" / "softplus_em_overflow.npz")
+    X, y = data["X"], data["y"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", DegenerateFitWarning)
+        est = MixtureOfExpertsRegressor(
+            1,
+            solver="em",
+            link="softplus",
+            fit_intercept=False,
+            expert_features=[0, 1, 2],
+            gating_features=[],
+            n_init=1,
+            max_iter=10,
+            random_state=0,
+        ).fit(X, y)
+    assert not est.converged_
+    assert np.all(np.isfinite(est.params_.noise_std)) and np.isfinite(est.log_likelihood_)
     assert np.all(np.isfinite(est.predict(X)))
 
 

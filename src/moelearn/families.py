@@ -60,6 +60,11 @@ _LOG_2PI = np.log(2.0 * np.pi)
 _POISSON_MAX = 1e15
 
 
+# the largest scale of a Gaussian or Student-t expert (on the fit's scale of y): a bound
+# against overflow, far above any scale the data support
+_SIGMA_MAX = 1e12
+
+
 def _poisson_draws(rng, lam):
     """Poisson draws of rates ``lam`` (any shape, finite), as floats."""
     lam = np.asarray(lam, dtype=float)
@@ -452,6 +457,10 @@ class Gaussian(Family):
     def initial_dispersion(self, y, eta=None):
         return np.array([max(float(np.std(y)), 1e-12)])
 
+    def dispersion_bounds(self, y_scale=1.0):
+        # sigma <= 1e12 (on the fit's scale of y) floors against overflow, as in DESIGN §12
+        return np.array([-np.inf]), np.array([np.log(_SIGMA_MAX)])
+
     def weighted_m_step(self, moments, log_disp, *, ridge=None, pool=None):
         # identity link: weighted least squares, then the weighted residual variance
         if not self.link.is_linear:
@@ -596,7 +605,10 @@ class StudentT(Family):
         return np.array([max(float(np.std(y)), 1e-12), 10.0])
 
     def dispersion_bounds(self, y_scale=1.0):
-        return np.array([-np.inf, np.log(self.nu_min)]), np.array([np.inf, np.log(self.nu_max)])
+        return (
+            np.array([-np.inf, np.log(self.nu_min)]),
+            np.array([np.log(_SIGMA_MAX), np.log(self.nu_max)]),
+        )
 
 
 class Poisson(Family):
