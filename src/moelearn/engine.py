@@ -1437,6 +1437,8 @@ DISCRETE_LONG_ITER = 140
 # Regression experts: one random hard partition per REGRESSION_PARTITIONS generated
 # starts, and the best of them is a finalist beside the directed starts (DESIGN §13).
 REGRESSION_PARTITIONS = 3
+# EM iterations of each finalist before they are ranked
+FINALIST_EM_ITER = 200
 
 
 def random_partitions(family, n_candidates):
@@ -1647,7 +1649,7 @@ def search(
                 design,
                 sub,
                 fit.state,
-                max_iter=200,
+                max_iter=FINALIST_EM_ITER,
                 tol=max(tol, 1e-7),
                 **sub_opts,
             )
