@@ -687,11 +687,11 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         """Why the consistent moment start cannot seed this fit (None when it can).
 
         It applies (DESIGN §13) to the families whose ``moment_start`` hook
-        names one (Student-t, Poisson, Gamma), on all columns, without an
-        offset, with ``n_experts <= n_features``.
+        names one (Gaussian, Student-t, Poisson, Gamma), on all columns, without
+        an offset, with ``n_experts <= n_features``.
         """
         why = []
-        if family.moment_start in (None, "gaussian"):
+        if family.moment_start is None:
             why.append(f"family={family.name!r} (DESIGN §13)")
         if offset is not None:
             why.append("an offset")

@@ -181,7 +181,8 @@ def _column_stats(raw: Data, family: Family, weights=None, trials_column=None):
             bad_w, neg_w = int(np.sum(~finite)), int(np.sum(w < 0))
             w = np.where(finite, w, 0.0)
         with np.errstate(all="ignore"):
-            Xs, ys = X - shift_x, y - shift_y
+            # (C order: the sums, and so the fit, do not depend on the layout of X)
+            Xs, ys = np.ascontiguousarray(X) - shift_x, y - shift_y
             return dict(
                 bad_w=bad_w,
                 neg_w=neg_w,

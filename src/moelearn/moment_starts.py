@@ -32,7 +32,7 @@ from .exceptions import MomentMethodUnavailable
 from .experts import recover_count_directions
 from .links import get_link
 from .model import MoEParams, random_generator
-from .solvers import Problem, moment_fit
+from .solvers import Problem, moment_fit, moment_start
 from .standardize import Scaling
 
 __all__ = [
@@ -212,13 +212,26 @@ def overdispersed_from_poisson(p: MoEParams, family, shape=10.0) -> MoEParams:
 
 
 def gaussian_moment_fit(
-    X, y, sample_weight, n_experts, rng, *, fit_intercept=True, chunk_size=None, max_iter=200
+    X,
+    y,
+    sample_weight,
+    n_experts,
+    rng,
+    *,
+    fit_intercept=True,
+    chunk_size=None,
+    max_iter=200,
+    link="linear",
+    refine=True,
 ) -> MoEParams:
     """The Gaussian moment start refined as a Gaussian mixture, in original units.
 
     The tensor directions are consistent for Student-t noise with ``nu > 6``
     and for the log-gamma noise of ``log y`` under Gamma experts (DESIGN §13),
-    so this fit seeds both.  ``X``, ``y`` and ``sample_weight`` are arrays,
+    so this fit seeds both; with ``refine=False`` it is the start alone (the
+    directions fixed, the rest fitted on a subsample), a candidate of the
+    likelihood engine's search for Gaussian experts with the ``link``.
+    ``X``, ``y`` and ``sample_weight`` are arrays,
     memory maps, Dask arrays or a :class:`~moelearn.data.ChunkedDataset` (then
     ``y`` is None); the random draws come from a generator seeded by one draw
     of ``rng``.
@@ -232,7 +245,7 @@ def gaussian_moment_fit(
     raw = Data(X, y, chunk_size, n_experts=n_experts, sample_weight=sample_weight)
     if raw.kind == "memory":
         check_target_and_magnitude(np.asarray(X), np.asarray(y))
-    link = get_link("linear")
+    link = get_link(link)
     scaling = Scaling.fit(raw, link, fit_intercept=fit_intercept, scale_y=True)
     problem = Problem(
         scaling.standardize(raw, n_experts=n_experts),
@@ -240,10 +253,12 @@ def gaussian_moment_fit(
         n_experts,
         random_generator(seed),
         fit_intercept=fit_intercept,
-        n_init=1,
+        n_init=1 if refine else "auto",
         max_iter=max_iter,
         noise_floor=scaling.noise_floor,
     )
+    if not refine:
+        return scaling.from_standard(moment_start(problem)[1])
     return scaling.from_standard(moment_fit(problem).fit.params)
 
 
@@ -255,7 +270,10 @@ def family_moment_start(family, raw: Data, n_experts, rng, *, fit_intercept=True
     * ``"log-gaussian"``: the Gaussian fit of ``log y``, as Gamma experts
       (:func:`gamma_from_lognormal`);
     * ``"gaussian-scale"``: the Gaussian fit, as Student-t experts
-      (:func:`student_t_from_gaussian`).
+      (:func:`student_t_from_gaussian`);
+    * ``"gaussian"``: the Gaussian moment start itself (DESIGN §4-§5, §12), not
+      refined: Gaussian experts that the likelihood engine fits (grouped rows,
+      shared coefficients).
 
     Raises
     ------
@@ -275,6 +293,11 @@ def family_moment_start(family, raw: Data, n_experts, rng, *, fit_intercept=True
         X, y = log_response(raw)
         p = gaussian_moment_fit(X, y, w, n_experts, rng, **opts)
         return "moments (log y, tensor)", gamma_from_lognormal(p, family.shape_max)
+    if kind == "gaussian":
+        p = gaussian_moment_fit(
+            raw.X, raw.y, raw.w, n_experts, rng, link=family.link, refine=False, **opts
+        )
+        return "moments (tensor)", p
     if kind == "gaussian-scale":
         p = gaussian_moment_fit(raw.X, raw.y, raw.w, n_experts, rng, **opts)
         return "moments (Gaussian, tensor)", student_t_from_gaussian(p, df=10.0)

@@ -282,6 +282,19 @@ def _moment_start(problem: Problem, sub: Data):
     return f"moments ({problem.moment_method})", step.params
 
 
+def moment_start(problem: Problem):
+    """The consistent moment start ``(name, MoEParams)`` in standardised units, its
+    directions from the moments and the rest fitted with them fixed on a subsample:
+    one candidate of a start search (the likelihood engine's, DESIGN §13).
+
+    Raises
+    ------
+    MomentMethodUnavailable
+        When the moment method cannot run on these data.
+    """
+    return _moment_start(problem, _subsample(problem))
+
+
 def moment_fit(problem: Problem) -> Solution:
     """The moment start alone, refined by maximum likelihood on all the data.
 
