@@ -102,7 +102,9 @@ class Family(ABC):
     moment_start : str or None
         Which consistent moment start seeds these experts on all columns
         (:func:`moelearn.moment_starts.family_moment_start`): ``"gaussian"``
-        (DESIGN §3-§6, run by the Gaussian solver itself), ``"gaussian-scale"``,
+        (DESIGN §3-§6: the Gaussian solver's own start, and a candidate of the
+        likelihood engine's search where that fits Gaussian experts on all
+        columns, as with shared coefficients), ``"gaussian-scale"``,
         ``"count"``, ``"log-gaussian"`` (DESIGN §13); None where none exists.
     noise_parameter : str or None
         The dispersion that ``MoEParams.noise_std`` holds and that
