@@ -277,7 +277,9 @@ def _block_terms(
     log-likelihood is the grouped one, every row's posterior is its group's and
     the gate's terms carry the weight ``1 / |g|`` (:mod:`moelearn.grouping`);
     ``gate_weights`` gives the gate's weights of a block of grouped rows whose
-    posterior is ``fixed_post`` (out of core).
+    posterior is ``fixed_post`` (out of core).  ``want``: ``"value"``, ``"grad"``,
+    ``"hess"`` (the block matrices of EM) or ``"moments"`` (those and the weighted
+    moments of :meth:`~moelearn.families.Family.weighted_m_step`).
     """
     family = design.family_at(family, X)
     U, Z = design.expert_matrix(X), design.gate_matrix(X)
@@ -325,8 +327,8 @@ def _block_terms(
     out["F_cc"] = grams.reshape(k, q, q, pe, pe).transpose(0, 1, 3, 2, 4)
     out["F_cd"] = np.tensordot(F[..., :q, q:], U, axes=([0], [0])).transpose(0, 1, 3, 2)
     out["F_dd"] = F[..., q:, q:].sum(axis=0)
-    if family.closed_m_step and groups is None:
-        # the weighted moments of the closed-form M-step (Family.weighted_m_step)
+    if want == "moments":
+        # and the weighted moments of the closed-form M-step (Family.weighted_m_step)
         t = y - design.offset(X)
         out["m_uu"] = _weighted_grams(rw, U)
         out["m_ut"] = (rw * t[:, None]).T @ U
@@ -890,7 +892,8 @@ def em(
     np.clip(state.log_disp, *bounds, out=state.log_disp)
     fi = design.fit_intercept
     closed = takes_closed_step(family, data, tied)
-    stats = pass_statistics(family, design, data, state, "hess", weights=weights)
+    want = "moments" if closed else "hess"
+    stats = pass_statistics(family, design, data, state, want, weights=weights)
     stats = _penalize(stats, state, alpha, fi, tied)
     n = stats["n"]
     ll = stats["obj"] / n
@@ -906,7 +909,7 @@ def em(
             )
         candidate, fraction = full_step, 1.0
         for _ in range(12):
-            new_stats = pass_statistics(family, design, data, candidate, "hess", weights=weights)
+            new_stats = pass_statistics(family, design, data, candidate, want, weights=weights)
             new_stats = _penalize(new_stats, candidate, alpha, fi, tied)
             new_ll = new_stats["obj"] / n
             if np.isfinite(new_ll) and new_ll >= ll - 1e-12 * max(1.0, abs(ll)):
@@ -1273,7 +1276,7 @@ def state_from_responsibilities(
     data = Data(X, y)
     if takes_closed_step(family, data, tied):  # the exact M-step in one
         stats = pass_statistics(
-            family, design, data, state, "hess", fixed_post=post, weights=weights
+            family, design, data, state, "moments", fixed_post=post, weights=weights
         )
         state.coef, state.log_disp = _closed_experts(
             family, stats, state, 0.0, design.fit_intercept, tied, bounds
