@@ -329,36 +329,19 @@ def test_subnormal_column_fits_or_refuses_clearly():
     assert _finite(est) and np.all(np.isfinite(est.predict(X)))
 
 
-def test_em_with_a_softplus_link_keeps_the_last_finite_iterate():
+@pytest.mark.parametrize(
+    "roles",
+    [dict(noise="shared"), dict(expert_features=[0, 1, 2], gating_features=[])],
+    ids=["gaussian-path", "engine"],
+)
+def test_em_with_a_softplus_link_keeps_the_last_finite_iterate(roles):
     # found by test_fuzz_estimator_fits_valid_data: four distinct rows of values near
     # -392, no intercept, a softplus link; EM's Gauss-Newton step overshot until the
     # predictions overflowed (a leaked RuntimeWarning); now the last iterate whose
-    # E-step was finite is kept and the fit reports that it did not converge
-    data = np.load(Path(__file__).parent / "data" / "softplus_em_overflow.npz")
-    X, y = data["X"], data["y"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        est = MixtureOfExpertsRegressor(
-            1,
-            solver="em",
-            link="softplus",
-            fit_intercept=False,
-            noise="shared",
-            n_init=1,
-            max_iter=10,
-            random_state=0,
-        ).fit(X, y)
-    assert not est.converged_
-    assert np.isfinite(est.log_likelihood_)
-    assert np.all(np.isfinite(est.predict(X)))
-
-
-def test_engine_em_with_a_softplus_link_keeps_the_scale_finite():
-    # the same rows through the likelihood engine (covariate roles given): the scoring
-    # step of log sigma overflowed to sigma = inf and the fit raised "noise_std must be
-    # finite"; sigma is now bounded by 1e12 (on the fit's scale of y), as on the Gaussian
-    # path, and the fit reports that it did not converge in 10 iterations
+    # E-step was finite is kept and the fit reports that it did not converge.  Through
+    # the likelihood engine (covariate roles given) the scoring step of log sigma
+    # overflowed to sigma = inf and the fit raised "noise_std must be finite"; sigma is
+    # now bounded by 1e12 (on the fit's scale of y), as on the Gaussian path
     data = np.load(Path(__file__).parent / "data" / "softplus_em_overflow.npz")
     X, y = data["X"], data["y"]
     with warnings.catch_warnings():
@@ -370,11 +353,10 @@ def test_engine_em_with_a_softplus_link_keeps_the_scale_finite():
             solver="em",
             link="softplus",
             fit_intercept=False,
-            expert_features=[0, 1, 2],
-            gating_features=[],
             n_init=1,
             max_iter=10,
             random_state=0,
+            **roles,
         ).fit(X, y)
     assert not est.converged_
     assert np.all(np.isfinite(est.params_.noise_std)) and np.isfinite(est.log_likelihood_)
