@@ -177,6 +177,7 @@ def test_default_search_reaches_a_separated_supremum_a_short_screen_misses(monke
     monkeypatch.setattr(engine, "DISCRETE_SCREEN_ITER", 20)
     monkeypatch.setattr(moelearn.families.Bernoulli, "screen_steps", (1, 1))
     monkeypatch.setattr(engine, "DISCRETE_LONG", 0)
+    monkeypatch.setattr(engine, "DISCRETE_ACCELERATE", False)
     short = []
     for seed in (0, 1, 2):
         with warnings.catch_warnings():

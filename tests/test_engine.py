@@ -429,6 +429,28 @@ def test_batched_em_equals_the_engine_em_for_every_family(name, tied, shared):
                 assert np.ptp(ref.state.coef[:, 0, p]) == 0.0
 
 
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_accelerated_batched_em_ascends_and_outruns_plain_em(n_classes):
+    # SQUAREM keeps an extrapolated point only where it ends above the two plain
+    # iterations it extrapolates: after one cycle (three iterations) every candidate
+    # is at least where two plain iterations take it.  And it pays: 20 hashed
+    # partitions of n = 300 rows (fixed seeds) reach a median objective after 60
+    # accelerated iterations above that of 180 plain ones (measured -148.87 against
+    # -149.37 nats for two classes, -218.37 against -218.62 for three).
+    from moelearn.screening import batched_em, hashed_partitions
+
+    family, design, X, y = _class_problem(n_classes, seed=11)
+    parts = hashed_partitions(np.c_[X, y], 2, 20, np.random.default_rng(3))
+    opts = dict(posts=parts, tol=0.0)
+    two = batched_em(family, design, X, y, n_iter=2, **opts)[2]
+    cycle = batched_em(family, design, X, y, n_iter=3, accelerate=True, **opts)[2]
+    assert np.all(cycle >= two - 1e-12)
+    assert np.sum(cycle > two + 1e-9) >= 10  # the extrapolation is taken, not only allowed
+    plain = batched_em(family, design, X, y, n_iter=180, **opts)[2]
+    fast = batched_em(family, design, X, y, n_iter=60, accelerate=True, **opts)[2]
+    assert np.median(fast) >= np.median(plain)
+
+
 def test_batched_em_weights_act_as_repeated_rows():
     # integer weights and repeated rows give the same screen: the hashed partitions
     # depend on the rows' values only, and the sums weight each row by its count

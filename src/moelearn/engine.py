@@ -1431,10 +1431,21 @@ def _ordered(entries):
 # steps per M-step speed the binary screen; for multinomial experts they left fgl
 # (6 classes, K = 3, alpha = 0) at -9.53, -8.25, -13.84, -23.24 over seeds 0-3 against
 # -6.74, -6.97, -6.92, -14.89 with one step, so those take one (at about twice the time).
+# With a ridge (alpha > 0, the default) every candidate has a finite fixed point and
+# both runs are accelerated by SQUAREM (moelearn.screening), which shortens the slow
+# departure from the point where the experts agree: DISCRETE_ACCELERATED_ITER
+# iterations instead.  On the 8 data sets of benchmarks/classification.py and two
+# synthetic ones x K = 2, 3 x seeds 0-2 (alpha = 1e-4), 55 of 60 fits reach the best
+# objective any screen found (within 0.1 nats) against 44 of 60 unaccelerated, in 0.80x
+# the time.  Unpenalised, a separated expert has no fixed point and the accelerated
+# screen reached lower suprema (44 of 60 against 50; 60 + 140 accelerated: 50, 1.2x
+# the time), so alpha = 0 keeps the plain screen (DESIGN §13).
 DISCRETE_PARTITIONS = 3.0
 DISCRETE_SCREEN_ITER = 60
 DISCRETE_LONG = 10
 DISCRETE_LONG_ITER = 140
+DISCRETE_ACCELERATE = True
+DISCRETE_ACCELERATED_ITER = (40, 90)
 
 
 # Regression experts: one random hard partition per REGRESSION_PARTITIONS generated
@@ -1465,12 +1476,17 @@ def _screen_discrete(
     posts = np.stack([post for _, post in candidates])
     if n_parts:
         posts = np.concatenate([posts, screening.hashed_partitions(feats, k, n_parts, rng)])
+    accelerate = DISCRETE_ACCELERATE and bool(np.any(np.asarray(alpha) > 0))
+    screen_iter, long_iter = (
+        DISCRETE_ACCELERATED_ITER if accelerate else (DISCRETE_SCREEN_ITER, DISCRETE_LONG_ITER)
+    )
     opts = dict(
-        n_iter=DISCRETE_SCREEN_ITER,
+        n_iter=screen_iter,
         tol=tol,
         alpha=alpha,
         weights=sub_weights,
         inner=family.screen_steps,
+        accelerate=accelerate,
     )
     results = []
     if starts:
@@ -1494,12 +1510,12 @@ def _screen_discrete(
                 out.append((_rank(fit, min_share, family), kind, fit))
         return out
 
-    screened = [e for names, res in results for e in entries(names, res, DISCRETE_SCREEN_ITER)]
+    screened = [e for names, res in results for e in entries(names, res, screen_iter)]
     screened = [(*e, order) for order, e in enumerate(screened)]
     # the best few go on together: a separated configuration may need a few hundred
     # iterations to show its full likelihood
     top = _ordered(screened)[:DISCRETE_LONG]
-    if top and DISCRETE_LONG_ITER:
+    if top and long_iter:
         coef = np.stack([fit.state.coef for _, _, fit, _ in top])
         gate = np.stack([fit.state.gate for _, _, fit, _ in top])
         longer = screening.batched_em(
@@ -1509,9 +1525,9 @@ def _screen_discrete(
             sub_y,
             coef=coef,
             gate=gate,
-            **dict(opts, n_iter=DISCRETE_LONG_ITER),
+            **dict(opts, n_iter=long_iter),
         )
-        iters = DISCRETE_SCREEN_ITER + DISCRETE_LONG_ITER
+        iters = screen_iter + long_iter
         again = entries([kind for _, kind, _, _ in top], longer, iters)
         if len(again) == len(top):
             done = {order: (*e, order) for e, (*_, order) in zip(again, top, strict=True)}

@@ -14,6 +14,8 @@ iteration, step halving on the observed (penalised) log-likelihood) for
 ``C`` candidates at once: one E-step is one product of the design with all
 ``C x K`` experts, and the information matrices of all candidates come from
 one product of the weights with the rows' outer products (DESIGN §13).
+The class-label screen's long runs are accelerated by SQUAREM (Varadhan &
+Roland 2008), candidate by candidate and still monotone.
 
 Also here: :func:`hashed_partitions`, random hard partitions of the rows into
 ``K`` groups (the classical start of EM for mixtures of GLMs) drawn as a
@@ -29,6 +31,8 @@ __all__ = ["supports", "hashed_partitions", "batched_em"]
 
 # Floats held at once by one chunk of candidates (the per-row information terms).
 _CHUNK_FLOATS = 4_000_000
+# SQUAREM's steps are capped at this many EM steps' length
+_SQUAREM_MAX = 30.0
 
 
 def supports(family) -> bool:
@@ -395,6 +399,7 @@ def batched_em(
     inner=(1, 1),
     bounds=None,
     tied=None,
+    accelerate=False,
 ):
     """EM for many candidates at once; the candidates never interact.
 
@@ -432,6 +437,11 @@ def batched_em(
         Bounds of the log-dispersions (the engine's, with the noise floor).
     tied : moelearn.engine.Ties or None
         The parameters the experts share (``noise="shared"``, ``shared_features``).
+    accelerate : bool
+        Accelerate the iterations by SQUAREM (Varadhan & Roland 2008, scheme S3):
+        two iterations, a step along the extrapolated path, one more iteration
+        from there, kept only where it ends above the two plain iterations (so
+        every candidate still ascends).  Three iterations of ``n_iter`` each.
 
     Returns
     -------
@@ -471,7 +481,7 @@ def batched_em(
                 d0 = np.zeros((len(c0), k, m)) if log_disp is None else log_disp[part]
                 c0, d0 = prob.tie(c0, d0.astype(float))
                 d0 = np.clip(d0, prob.low, prob.high)
-            res = _em(prob, c0, d0, g0, n_iter, tol, inner)
+            res = _em(prob, c0, d0, g0, n_iter, tol, inner, accelerate)
             (out_coef[part], out_disp[part], out_gate[part], out_obj[part], out_shares[part]) = res
     return out_coef, out_gate, out_obj, out_shares, out_disp
 
@@ -546,79 +556,136 @@ def _cache_put(cache, idx, values):
         cache[:, :, idx] = values
 
 
-def _em(prob, coef, log_disp, gate, n_iter, tol, inner=(1, 1)):
+def _take(arrays, which):
+    """The working arrays ``(coef, log_disp, gate, obj, post, gate_p, cache)`` of the
+    candidates ``which`` (boolean or indices)."""
+    cf, dp, gt, ob, pa, gp, ca = arrays
+    return (
+        cf[which],
+        dp[which],
+        gt[which],
+        ob[which],
+        pa[:, :, which],
+        gp[:, :, which],
+        _cache_take(ca, which),
+    )
+
+
+def _put(arrays, which, values):
+    """Write ``values`` (working arrays) into ``arrays`` at the candidates ``which`` (in place)."""
+    for i in range(4):
+        arrays[i][which] = values[i]
+    arrays[4][:, :, which] = values[4]
+    arrays[5][:, :, which] = values[5]
+    _cache_put(arrays[6], which, values[6])
+
+
+def _iterate(prob, arrays, inner):
+    """One monotone EM-gradient iteration of the working candidates.
+
+    Returns the new working arrays and a boolean mask of the candidates that no
+    halving lifted (they keep their old values: a stationary point).
+    """
+    cf, dp, gt, ob, pa, gp, ca = arrays
+    full_c, full_d = prob.expert_step(cf, dp, pa, ca)
+    full_c, full_d = _finite(full_c, cf), _finite(full_d, dp)
+    for _ in range(inner[0] - 1):
+        nc, nd = prob.expert_step(full_c, full_d, pa)
+        full_c, full_d = _finite(nc, full_c), _finite(nd, full_d)
+    full_g = _finite(prob.gate_step(gt, pa, gp), gt)
+    for _ in range(inner[1] - 1):
+        full_g = _finite(prob.gate_step(full_g, pa, prob.gate_proba(full_g)), full_g)
+    new = [full_c.copy(), full_d.copy(), full_g.copy(), *prob.evaluate(full_c, full_d, full_g)]
+    floor = ob - 1e-12 * np.maximum(1.0, np.abs(ob))
+    bad = ~(np.isfinite(new[3]) & (new[3] >= floor))
+    fraction = 1.0
+    for _ in range(12):
+        if not np.any(bad):
+            break
+        fraction *= 0.5
+        b = np.flatnonzero(bad)
+        tc = cf[b] + fraction * (full_c[b] - cf[b])
+        td = dp[b] + fraction * (full_d[b] - dp[b])
+        tg = gt[b] + fraction * (full_g[b] - gt[b])
+        _put(new, b, (tc, td, tg, *prob.evaluate(tc, td, tg)))
+        bad[b] = ~(np.isfinite(new[3][b]) & (new[3][b] >= floor[b]))
+    if np.any(bad):
+        _put(new, bad, _take(arrays, bad))
+    return tuple(new), bad
+
+
+def _extrapolate(prob, start, one, two, inner):
+    """SQUAREM (Varadhan & Roland 2008, scheme S3) from ``start`` through two EM
+    iterations ``one`` and ``two``: the extrapolated point, stabilised by one EM
+    iteration, where it ascends above ``two``; ``two`` elsewhere."""
+    r = [one[i] - start[i] for i in range(3)]
+    v = [two[i] - 2.0 * one[i] + start[i] for i in range(3)]
+    rr = sum(np.sum(a.reshape(len(a), -1) ** 2, axis=1) for a in r)
+    vv = sum(np.sum(a.reshape(len(a), -1) ** 2, axis=1) for a in v)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        alpha = -np.sqrt(rr / vv)
+    alpha = np.where(np.isfinite(alpha), np.minimum(alpha, -1.0), -1.0)
+    alpha = np.maximum(alpha, -_SQUAREM_MAX)
+    trial = []
+    for i in range(3):
+        a = alpha.reshape((-1,) + (1,) * (start[i].ndim - 1))
+        trial.append(start[i] - 2.0 * a * r[i] + a * a * v[i])
+    trial[1] = np.clip(trial[1], prob.low, prob.high)
+    moved = alpha < -1.0
+    if not np.any(moved):
+        return two
+    idx = np.flatnonzero(moved)
+    t = [trial[i][idx] for i in range(3)]
+    at = (*t, *prob.evaluate(*t))
+    ok = np.isfinite(at[3])
+    if not np.any(ok):
+        return two
+    stab, _ = _iterate(prob, _take(at, ok), inner)
+    idx = idx[ok]
+    better = np.isfinite(stab[3]) & (stab[3] >= two[3][idx])
+    if np.any(better):
+        _put(two, idx[better], _take(stab, better))  # two's arrays are new: in place
+    return two
+
+
+def _em(prob, coef, log_disp, gate, n_iter, tol, inner=(1, 1), accelerate=False):
     """Monotone EM-gradient iterations of candidates ``coef`` (C, k, q, pe),
     ``log_disp`` (C, k, m) and ``gate`` (C, k, pg).
 
     The iterations run on the still-active candidates only; one that stops is
     written to the output and dropped from the working arrays (one gather per
-    stop, not per iteration).
+    stop, not per iteration).  ``accelerate``: SQUAREM cycles of three
+    iterations (:func:`_extrapolate`).
     """
     obj, post, gate_p, cache = prob.evaluate(coef, log_disp, gate)
     obj = np.where(np.isfinite(obj), obj, -np.inf)
     active = np.flatnonzero(np.isfinite(obj))
-    # the working arrays of the active candidates
-    cf, dp, gt, ob = coef[active], log_disp[active], gate[active], obj[active]
-    pa, gp, ca = post[:, :, active], gate_p[:, :, active], _cache_take(cache, active)
-
-    def settle(which):
-        """Write the working candidates ``which`` (boolean) to the output."""
-        idx = active[which]
-        coef[idx], log_disp[idx], gate[idx], obj[idx] = cf[which], dp[which], gt[which], ob[which]
-        post[:, :, idx] = pa[:, :, which]
-
-    for _ in range(n_iter):
+    out = (coef, log_disp, gate, obj, post, gate_p, cache)
+    work = _take(out, active)
+    squarem = accelerate and n_iter >= 3
+    done_iter = 0
+    while done_iter < n_iter:
         if active.size == 0:
             break
-        full_c, full_d = prob.expert_step(cf, dp, pa, ca)
-        full_c, full_d = _finite(full_c, cf), _finite(full_d, dp)
-        for _ in range(inner[0] - 1):
-            nc, nd = prob.expert_step(full_c, full_d, pa)
-            full_c, full_d = _finite(nc, full_c), _finite(nd, full_d)
-        full_g = _finite(prob.gate_step(gt, pa, gp), gt)
-        for _ in range(inner[1] - 1):
-            full_g = _finite(prob.gate_step(full_g, pa, prob.gate_proba(full_g)), full_g)
-        old = ob
-        new_c, new_d, new_g = full_c.copy(), full_d.copy(), full_g.copy()
-        new_obj, new_post, new_gp, new_cache = prob.evaluate(new_c, new_d, new_g)
-        floor = old - 1e-12 * np.maximum(1.0, np.abs(old))
-        bad = ~(np.isfinite(new_obj) & (new_obj >= floor))
-        fraction = 1.0
-        for _ in range(12):
-            if not np.any(bad):
-                break
-            fraction *= 0.5
-            b = np.flatnonzero(bad)
-            tc = cf[b] + fraction * (full_c[b] - cf[b])
-            td = dp[b] + fraction * (full_d[b] - dp[b])
-            tg = gt[b] + fraction * (full_g[b] - gt[b])
-            o, p, g, e = prob.evaluate(tc, td, tg)
-            new_c[b], new_d[b], new_g[b], new_obj[b] = tc, td, tg, o
-            new_post[:, :, b], new_gp[:, :, b] = p, g
-            _cache_put(new_cache, b, e)
-            bad[b] = ~(np.isfinite(o) & (o >= floor[b]))
-        # a candidate that no halving lifts stands at a stationary point: it stops there
-        # (at its last point, which the working arrays still hold)
-        if np.any(bad):
-            settle(bad)
-        moved = ~bad
-        change = np.abs(new_obj - old)
-        done = moved & (change <= tol * np.maximum(1.0, np.abs(new_obj)))
-        if moved.all():
-            cf, dp, gt, ob = new_c, new_d, new_g, new_obj
-            pa, gp, ca = new_post, new_gp, new_cache
+        old = work[3]
+        one, bad = _iterate(prob, work, inner)
+        done_iter += 1
+        if squarem and done_iter + 2 <= n_iter:
+            two, bad2 = _iterate(prob, one, inner)
+            new = _extrapolate(prob, work, one, two, inner)
+            done_iter += 2
+            bad = bad & bad2
         else:
-            cf, dp, gt, ob = new_c[moved], new_d[moved], new_g[moved], new_obj[moved]
-            pa, gp = new_post[:, :, moved], new_gp[:, :, moved]
-            ca = _cache_take(new_cache, moved)
-            active, done = active[moved], done[moved]
+            new = one
+        # a candidate that no halving lifts stands at a stationary point: it stops there
+        change = np.abs(new[3] - old)
+        done = bad | (change <= tol * np.maximum(1.0, np.abs(new[3])))
+        work = new
         if np.any(done):
-            settle(done)
+            _put(out, active[done], _take(work, done))
             keep = ~done
-            cf, dp, gt, ob = cf[keep], dp[keep], gt[keep], ob[keep]
-            pa, gp, ca = pa[:, :, keep], gp[:, :, keep], _cache_take(ca, keep)
-            active = active[keep]
+            work, active = _take(work, keep), active[keep]
     if active.size:
-        settle(np.ones(active.size, dtype=bool))
+        _put(out, active, work)
     shares = np.einsum("n,nkc->ck", prob.w, post) / prob.total
     return coef, log_disp, gate, obj, shares
