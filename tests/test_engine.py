@@ -451,6 +451,27 @@ def test_accelerated_batched_em_ascends_and_outruns_plain_em(n_classes):
     assert np.median(fast) >= np.median(plain)
 
 
+@pytest.mark.parametrize("name", ["poisson", "gamma", "student-t"])
+def test_accelerated_em_reaches_the_same_optimum_in_fewer_iterations(name):
+    # SQUAREM cycles in the engine's EM keep it monotone and converge to the optimum
+    # plain EM reaches from the same start (both to tol = 1e-10: measured within 1e-7
+    # nats of each other) in fewer iterations (measured 23 against 76 for Poisson, 21
+    # against 46 for Gamma, 21 against 32 for Student-t: the slower EM is, the more
+    # the extrapolation saves).
+    family, design, X, y = _regression_problem(name, seed=21)
+    post = softmax(0.3 * np.random.default_rng(22).standard_normal((len(y), 2)), axis=1)
+    start = state_from_responsibilities(family, design, X, y, post)
+    opts = dict(max_iter=2000, tol=1e-10)
+    plain = em(family, design, Data(X, y), start, **opts)
+    fast = em(family, design, Data(X, y), start, accelerate=True, **opts)
+    assert plain.converged and fast.converged
+    assert abs(fast.log_likelihood - plain.log_likelihood) * len(y) < 1e-5
+    assert np.all(np.diff(fast.history) >= -1e-12)
+    assert fast.n_iter < plain.n_iter
+    if name == "poisson":
+        assert fast.n_iter <= plain.n_iter / 2
+
+
 def test_batched_em_weights_act_as_repeated_rows():
     # integer weights and repeated rows give the same screen: the hashed partitions
     # depend on the rows' values only, and the sums weight each row by its count

@@ -866,6 +866,19 @@ def _closed_experts(family, stats, state, alpha, fit_intercept, tied, bounds):
     return beta[:, None, :], np.clip(log_disp, *bounds)
 
 
+def _squarem_point(start, one, two, bounds):
+    """SQUAREM's extrapolated state (:func:`moelearn.screening.squarem_point`) from
+    ``start`` through two EM iterations ``one`` and ``two``; None where it would not
+    move beyond ``two`` (a step length of one)."""
+    parts = ("coef", "log_disp", "gate")
+    new, step = screening.squarem_point(
+        *([getattr(s, a)[None] for a in parts] for s in (start, one, two))
+    )
+    if step[0] >= -1.0:
+        return None
+    return State(new[0][0], np.clip(new[1][0], *bounds), new[2][0])
+
+
 def em(
     family,
     design,
@@ -878,6 +891,7 @@ def em(
     weights=None,
     alpha=0.0,
     tied=None,
+    accelerate=False,
 ) -> EngineFit:
     """EM with a scoring M-step (one pass per iteration), monotone by step halving.
 
@@ -886,6 +900,10 @@ def em(
     then checks the gradient).  ``tied`` holds the parameters the experts
     share (:class:`Ties`), or None.  Where the family has a closed-form M-step
     (:func:`closed_rows`) the experts take it instead of the scoring step.
+    ``accelerate``: SQUAREM cycles (:func:`_squarem_point`) of two iterations, the
+    extrapolated point and one iteration from it, kept where it ends above the
+    two (still monotone); a cycle counts as three iterations of ``max_iter`` (the two,
+    and the extrapolation with the iteration from it: two passes).
     """
     bounds = _bounds(family, state.n_experts, log_floor)
     state = tie(state.copy(), tied)
@@ -897,12 +915,11 @@ def em(
     stats = _penalize(stats, state, alpha, fi, tied)
     n = stats["n"]
     ll = stats["obj"] / n
-    history = [ll]
-    converged = False
-    it = 0
-    while it < max_iter:
-        it += 1
-        full_step, decrement = _scoring_step(stats, state, bounds, tied)
+
+    def iterate(state, stats, ll):
+        """One monotone EM iteration: ``(state, stats, ll)`` after it, or None at a
+        stationary point (no halving of the scoring direction ascends)."""
+        full_step, _ = _scoring_step(stats, state, bounds, tied)
         if closed:
             full_step.coef, full_step.log_disp = _closed_experts(
                 family, stats, state, alpha, fi, tied, bounds
@@ -913,21 +930,52 @@ def em(
             new_stats = _penalize(new_stats, candidate, alpha, fi, tied)
             new_ll = new_stats["obj"] / n
             if np.isfinite(new_ll) and new_ll >= ll - 1e-12 * max(1.0, abs(ll)):
-                break
+                return candidate, new_stats, new_ll
             fraction *= 0.5
             candidate = State(
                 state.coef + fraction * (full_step.coef - state.coef),
                 state.log_disp + fraction * (full_step.log_disp - state.log_disp),
                 state.gate + fraction * (full_step.gate - state.gate),
             )
-        else:
-            break  # no ascent along the scoring direction: a stationary point
-        change = new_ll - ll
-        state, stats, ll = candidate, new_stats, new_ll
-        history.append(ll)
-        if abs(change) <= tol * max(1.0, abs(ll)):
-            converged = True
+        return None
+
+    history = [ll]
+    converged = False
+    it = 0
+    while it < max_iter:
+        start = state
+        steps = []
+        for _ in range(2 if accelerate and it + 3 <= max_iter else 1):
+            it += 1
+            nxt = iterate(state, stats, ll)
+            if nxt is None:
+                break
+            change = nxt[2] - ll
+            state, stats, ll = nxt
+            history.append(ll)
+            steps.append(state)
+            if abs(change) <= tol * max(1.0, abs(ll)):
+                converged = True
+                break
+        if nxt is None or converged:
             break
+        if len(steps) == 2:
+            trial = _squarem_point(start, *steps, bounds)
+            if trial is not None:
+                it += 1
+                t_stats = _penalize(
+                    pass_statistics(family, design, data, trial, want, weights=weights),
+                    trial,
+                    alpha,
+                    fi,
+                    tied,
+                )
+                t_ll = t_stats["obj"] / n
+                if np.isfinite(t_ll):
+                    nxt = iterate(trial, t_stats, t_ll)
+                    if nxt is not None and nxt[2] >= ll:
+                        state, stats, ll = nxt
+                        history.append(ll)
     return EngineFit(state, ll, it, converged, history, stats["share"] / n)
 
 
@@ -1453,6 +1501,12 @@ DISCRETE_ACCELERATED_ITER = (40, 90)
 REGRESSION_PARTITIONS = 3
 # EM iterations of each finalist before they are ranked
 FINALIST_EM_ITER = 200
+# SQUAREM (see em) in the regression families' batched screen and in every finalist's EM:
+# on 120 fits of 5 models (Student-t, Poisson, Gamma, negative-binomial and Gaussian with
+# gate columns; n = 300 to 2 000; K = 2 to 4; 3 seeds) 106 reach the best objective found
+# (within 0.1 nats) against 90 unaccelerated, in 0.90x the time (DESIGN §13)
+SCREEN_ACCELERATE = True
+FINALIST_ACCELERATE = True
 
 
 def random_partitions(family, n_candidates):
@@ -1614,6 +1668,7 @@ def search(
                 weights=sub_weights,
                 bounds=_bounds(family, k, log_floor),
                 tied=tied,
+                accelerate=SCREEN_ACCELERATE,
             )
             results = []
             if starts:
@@ -1670,6 +1725,7 @@ def search(
                 fit.state,
                 max_iter=FINALIST_EM_ITER,
                 tol=max(tol, 1e-7),
+                accelerate=FINALIST_ACCELERATE,
                 **sub_opts,
             )
             finalists.append((_rank(full, min_share, family, log_floor), kind, full, order))

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["supports", "hashed_partitions", "batched_em"]
+__all__ = ["supports", "hashed_partitions", "batched_em", "squarem_point"]
 
 # Floats held at once by one chunk of candidates (the per-row information terms).
 _CHUNK_FLOATS = 4_000_000
@@ -614,22 +614,36 @@ def _iterate(prob, arrays, inner):
     return tuple(new), bad
 
 
-def _extrapolate(prob, start, one, two, inner):
-    """SQUAREM (Varadhan & Roland 2008, scheme S3) from ``start`` through two EM
-    iterations ``one`` and ``two``: the extrapolated point, stabilised by one EM
-    iteration, where it ascends above ``two``; ``two`` elsewhere."""
-    r = [one[i] - start[i] for i in range(3)]
-    v = [two[i] - 2.0 * one[i] + start[i] for i in range(3)]
-    rr = sum(np.sum(a.reshape(len(a), -1) ** 2, axis=1) for a in r)
-    vv = sum(np.sum(a.reshape(len(a), -1) ** 2, axis=1) for a in v)
+def squarem_point(start, one, two, max_step=_SQUAREM_MAX):
+    """SQUAREM's extrapolation (Varadhan & Roland 2008, scheme S3), candidate by candidate.
+
+    ``start``, ``one``, ``two`` are sequences of arrays whose first axis runs over
+    candidates: a point and two EM iterations from it.  With ``r = one - start``
+    and ``v = two - 2 one + start`` (over all arrays of a candidate) the step
+    length is ``a = -||r|| / ||v||``, held in ``[-max_step, -1]`` (``-1`` where it
+    is undefined: the point ``two``), and the point ``start - 2 a r + a^2 v``.
+
+    Returns the extrapolated arrays and the step lengths (C,).
+    """
+    r = [b - a for a, b in zip(start, one, strict=True)]
+    v = [c - 2.0 * b + a for a, b, c in zip(start, one, two, strict=True)]
+    rr = sum(np.sum(x.reshape(len(x), -1) ** 2, axis=1) for x in r)
+    vv = sum(np.sum(x.reshape(len(x), -1) ** 2, axis=1) for x in v)
     with np.errstate(divide="ignore", invalid="ignore"):
         alpha = -np.sqrt(rr / vv)
-    alpha = np.where(np.isfinite(alpha), np.minimum(alpha, -1.0), -1.0)
-    alpha = np.maximum(alpha, -_SQUAREM_MAX)
-    trial = []
-    for i in range(3):
-        a = alpha.reshape((-1,) + (1,) * (start[i].ndim - 1))
-        trial.append(start[i] - 2.0 * a * r[i] + a * a * v[i])
+    alpha = np.where(np.isfinite(alpha), np.clip(alpha, -max_step, -1.0), -1.0)
+    out = []
+    for a0, x, y in zip(start, r, v, strict=True):
+        a = alpha.reshape((-1,) + (1,) * (a0.ndim - 1))
+        out.append(a0 - 2.0 * a * x + a * a * y)
+    return out, alpha
+
+
+def _extrapolate(prob, start, one, two, inner):
+    """SQUAREM (:func:`squarem_point`) from ``start`` through two EM iterations
+    ``one`` and ``two``: the extrapolated point, stabilised by one EM iteration,
+    where it ascends above ``two``; ``two`` elsewhere."""
+    trial, alpha = squarem_point(start[:3], one[:3], two[:3])
     trial[1] = np.clip(trial[1], prob.low, prob.high)
     moved = alpha < -1.0
     if not np.any(moved):
