@@ -524,3 +524,24 @@ def test_every_family_is_screened_in_one_batch(monkeypatch):
     fit, _ = engine.search(pois, DESIGN, Data(Xp, yp), Xp, yp, 2, n_candidates=5, random_state=rng)
     assert calls == ["poisson"] and discrete == ["bernoulli"]
     assert np.isfinite(fit.log_likelihood)
+
+
+def test_finalists_of_a_subsample_search_are_ranked_on_all_rows():
+    # After a search on a subsample the finalists are ranked by the objective on all
+    # the rows (engine.reranked): the subsample's order is replaced, a collapsed fit
+    # stays below every sound one whatever its value, and equal values keep the order.
+    from types import SimpleNamespace
+
+    from moelearn.engine import reranked
+
+    fits = [SimpleNamespace(state=name) for name in "abcd"]
+    entries = [
+        ((False, -3.0), "moments", fits[0], 0),  # the subsample's best
+        ((False, -2.0), "joint", fits[1], 1),
+        ((True, -1.0), "partition", fits[2], 2),
+        ((False, -1.5), "projection", fits[3], 3),
+    ]
+    on_all_rows = {"a": -1.40, "b": -1.37, "c": -1.0, "d": -1.37}
+    out = reranked(entries, on_all_rows.get)
+    assert [kind for _, kind, _, _ in out] == ["joint", "projection", "moments", "partition"]
+    assert out[0][0] == (False, 1.37)
