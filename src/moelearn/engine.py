@@ -868,13 +868,13 @@ def _closed_experts(family, stats, state, alpha, fit_intercept, tied, bounds):
 
 def _squarem_point(start, one, two, bounds):
     """SQUAREM's extrapolated state (:func:`moelearn.screening.squarem_point`) from
-    ``start`` through two EM iterations ``one`` and ``two``; None where it would not
-    move beyond ``two`` (a step length of one)."""
+    ``start`` through two EM iterations ``one`` and ``two``; None where the step is not
+    longer than ``screening.SQUAREM_MIN_STEP``."""
     parts = ("coef", "log_disp", "gate")
     new, step = screening.squarem_point(
         *([getattr(s, a)[None] for a in parts] for s in (start, one, two))
     )
-    if step[0] >= -1.0:
+    if step[0] >= -screening.SQUAREM_MIN_STEP:
         return None
     return State(new[0][0], np.clip(new[1][0], *bounds), new[2][0])
 
@@ -1483,10 +1483,10 @@ def _ordered(entries):
 # both runs are accelerated by SQUAREM (moelearn.screening), which shortens the slow
 # departure from the point where the experts agree: DISCRETE_ACCELERATED_ITER
 # iterations instead.  On the 8 data sets of benchmarks/classification.py and two
-# synthetic ones x K = 2, 3 x seeds 0-2 (alpha = 1e-4), 55 of 60 fits reach the best
-# objective any screen found (within 0.1 nats) against 44 of 60 unaccelerated, in 0.80x
+# synthetic ones x K = 2, 3 x seeds 0-2 (alpha = 1e-4), 53 of 60 fits reach the best
+# objective any search found (within 0.1 nats) against 44 of 60 unaccelerated, in 0.75x
 # the time.  Unpenalised, a separated expert has no fixed point and the accelerated
-# screen reached lower suprema (44 of 60 against 50; 60 + 140 accelerated: 50, 1.2x
+# screen reached lower suprema (43 of 60 against 50; 60 + 140 accelerated: 49, 1.2x
 # the time), so alpha = 0 keeps the plain screen (DESIGN §13).
 DISCRETE_PARTITIONS = 3.0
 DISCRETE_SCREEN_ITER = 60
@@ -1494,6 +1494,9 @@ DISCRETE_LONG = 10
 DISCRETE_LONG_ITER = 140
 DISCRETE_ACCELERATE = True
 DISCRETE_ACCELERATED_ITER = (40, 90)
+# every extrapolation, however short, pays in this screen (53 of 60 against 48 with
+# screening.SQUAREM_MIN_STEP, DESIGN §13)
+DISCRETE_SQUAREM_MIN_STEP = 1.0
 
 
 # Regression experts: one random hard partition per REGRESSION_PARTITIONS generated
@@ -1504,8 +1507,8 @@ FINALIST_EM_ITER = 200
 # SQUAREM (see em) in the regression families' batched screen, and in the finalists' EM
 # where the search runs on all the rows: on 120 fits of 5 models (Student-t, Poisson,
 # Gamma, negative-binomial and Gaussian with gate columns; n = 300 to 2 000; K = 2 to 4;
-# 3 seeds) 106 reach the best objective found (within 0.1 nats) against 90 unaccelerated,
-# in 0.90x the time.  On a subsample the finalists' EM stays plain: converged there, it
+# 3 seeds) 99 reach the best objective found (within 0.1 nats) against 85 unaccelerated,
+# in 0.80x the time.  On a subsample the finalists' EM stays plain: converged there, it
 # reached the subsample's own best configuration, 660-850 nats below on all 1e5 rows
 # (2 of 15 fits; DESIGN §13).
 SCREEN_ACCELERATE = True
@@ -1544,6 +1547,7 @@ def _screen_discrete(
         weights=sub_weights,
         inner=family.screen_steps,
         accelerate=accelerate,
+        min_step=DISCRETE_SQUAREM_MIN_STEP,
     )
     results = []
     if starts:
@@ -1784,11 +1788,33 @@ def search(
     return _finished(final, fit, min_share, family, log_floor), kind
 
 
-def reranked(entries, objective):
-    """Entries ``(rank, kind, fit, order)`` best first by ``objective(fit.state)`` (higher is
-    better), a collapsed fit (``rank[0]``) below every other, ties in their order."""
-    return _ordered(
-        [((rank[0], -objective(fit.state)), kind, fit, order) for rank, kind, fit, order in entries]
+def reranked(entries, objective, same_optimum=1e-6):
+    """Entries ``(rank, kind, fit, order)``, best first by the subsample, ranked by
+    ``objective(fit.state)`` (higher is better): a collapsed fit (``rank[0]``) below
+    every other, ties in their order.
+
+    An entry whose subsample value is within ``same_optimum`` (relative) of a better
+    one's stands at the same optimum, and stays behind it: the finalists' EM stops
+    when an iteration changes the value by 1e-7 (relative), some ten iterations'
+    worth short of its limit at EM's usual rates, and their differences on all the
+    rows are then those of where each stopped, not of their optima.
+    """
+    kept, same = [], []
+    for entry in entries:
+        (collapsed, value), *_ = entry
+        scale = same_optimum * max(1.0, abs(value))
+        if any(k[0][0] == collapsed and abs(k[0][1] - value) <= scale for k in kept):
+            same.append(entry)
+        else:
+            kept.append(entry)
+    return (
+        _ordered(
+            [
+                ((rank[0], -objective(fit.state)), kind, fit, order)
+                for rank, kind, fit, order in kept
+            ]
+        )
+        + same
     )
 
 

@@ -33,6 +33,10 @@ __all__ = ["supports", "hashed_partitions", "batched_em", "squarem_point"]
 _CHUNK_FLOATS = 4_000_000
 # SQUAREM's steps are capped at this many EM steps' length
 _SQUAREM_MAX = 30.0
+# ... and taken only where it is longer than this many: a shorter one marks an EM that
+# converges fast already, where the extrapolation's evaluation and iteration cost more
+# than they save (DESIGN §13)
+SQUAREM_MIN_STEP = 2.0
 
 
 def supports(family) -> bool:
@@ -400,6 +404,7 @@ def batched_em(
     bounds=None,
     tied=None,
     accelerate=False,
+    min_step=SQUAREM_MIN_STEP,
 ):
     """EM for many candidates at once; the candidates never interact.
 
@@ -442,6 +447,8 @@ def batched_em(
         two iterations, a step along the extrapolated path, one more iteration
         from there, kept only where it ends above the two plain iterations (so
         every candidate still ascends).  Three iterations of ``n_iter`` each.
+    min_step : float
+        The shortest SQUAREM step taken (in EM steps, :func:`squarem_point`).
 
     Returns
     -------
@@ -481,7 +488,7 @@ def batched_em(
                 d0 = np.zeros((len(c0), k, m)) if log_disp is None else log_disp[part]
                 c0, d0 = prob.tie(c0, d0.astype(float))
                 d0 = np.clip(d0, prob.low, prob.high)
-            res = _em(prob, c0, d0, g0, n_iter, tol, inner, accelerate)
+            res = _em(prob, c0, d0, g0, n_iter, tol, inner, accelerate, min_step)
             (out_coef[part], out_disp[part], out_gate[part], out_obj[part], out_shares[part]) = res
     return out_coef, out_gate, out_obj, out_shares, out_disp
 
@@ -639,13 +646,13 @@ def squarem_point(start, one, two, max_step=_SQUAREM_MAX):
     return out, alpha
 
 
-def _extrapolate(prob, start, one, two, inner):
+def _extrapolate(prob, start, one, two, inner, min_step):
     """SQUAREM (:func:`squarem_point`) from ``start`` through two EM iterations
     ``one`` and ``two``: the extrapolated point, stabilised by one EM iteration,
-    where it ascends above ``two``; ``two`` elsewhere."""
+    where it ascends above ``two`` (a step longer than ``min_step``); ``two`` elsewhere."""
     trial, alpha = squarem_point(start[:3], one[:3], two[:3])
     trial[1] = np.clip(trial[1], prob.low, prob.high)
-    moved = alpha < -1.0
+    moved = alpha < -min_step
     if not np.any(moved):
         return two
     idx = np.flatnonzero(moved)
@@ -662,7 +669,17 @@ def _extrapolate(prob, start, one, two, inner):
     return two
 
 
-def _em(prob, coef, log_disp, gate, n_iter, tol, inner=(1, 1), accelerate=False):
+def _em(
+    prob,
+    coef,
+    log_disp,
+    gate,
+    n_iter,
+    tol,
+    inner=(1, 1),
+    accelerate=False,
+    min_step=SQUAREM_MIN_STEP,
+):
     """Monotone EM-gradient iterations of candidates ``coef`` (C, k, q, pe),
     ``log_disp`` (C, k, m) and ``gate`` (C, k, pg).
 
@@ -686,7 +703,7 @@ def _em(prob, coef, log_disp, gate, n_iter, tol, inner=(1, 1), accelerate=False)
         done_iter += 1
         if squarem and done_iter + 2 <= n_iter:
             two, bad2 = _iterate(prob, one, inner)
-            new = _extrapolate(prob, work, one, two, inner)
+            new = _extrapolate(prob, work, one, two, inner, min_step)
             done_iter += 2
             bad = bad & bad2
         else:
