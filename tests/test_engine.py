@@ -550,3 +550,21 @@ def test_finalists_of_a_subsample_search_are_ranked_on_all_rows():
     kinds = [kind for _, kind, _, _ in out]
     assert kinds == ["joint", "projection", "moments", "partition", "gate"]
     assert out[0][0] == (False, 1.37)
+
+
+def test_polish_reports_the_newton_steps_that_precede_lbfgs():
+    # From far (random responsibilities, n = 20 000) the exact Newton steps that polish
+    # takes first do not converge in their 12 steps and L-BFGS-B goes on from their
+    # last point; the fit still reports every step: its history starts at the start's
+    # objective, rises, ends at the answer, and has one entry per iteration after it.
+    family, design, X, y = _regression_problem("poisson", seed=21, n=20_000)
+    post = softmax(0.3 * np.random.default_rng(22).standard_normal((len(y), 2)), axis=1)
+    start = state_from_responsibilities(family, design, X, y, post)
+    data = Data(X, y)
+    fit = polish(family, design, data, start)
+    first = pass_statistics(family, design, data, start, "value")["ll"] / len(y)
+    assert fit.converged
+    assert fit.history[0] == pytest.approx(first, abs=1e-12)
+    assert fit.history[-1] == pytest.approx(fit.log_likelihood, abs=1e-12)
+    assert len(fit.history) == fit.n_iter + 1 and fit.n_iter > 12
+    assert np.all(np.diff(fit.history) >= -1e-12)

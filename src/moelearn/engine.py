@@ -1008,6 +1008,7 @@ def polish(
     lb, ub = lb[keep], ub[keep]
     theta0 = np.clip(state.flat()[keep], lb, ub)
     history = []
+    newton_steps = 0  # exact Newton steps taken before L-BFGS-B
     cache = {}
     # grouped rows: the Hessian is not a sum over rows (the forward-difference finish below)
     grouped = getattr(data, "groups", None) is not None
@@ -1019,8 +1020,10 @@ def polish(
         newton, theta_newton = _newton_polish(
             family, design, data, state, expand, keep, lb, ub, weights, alpha, max_iter, tied
         )
-        if newton is not None:
+        if newton.converged:
             return newton
+        history.extend(newton.history)
+        newton_steps = newton.n_iter
         if np.all(np.isfinite(theta_newton)):
             theta0 = theta_newton
 
@@ -1074,12 +1077,13 @@ def polish(
             max_iter,
             tied,
         )
-        if newton is not None:
-            history.extend(newton.history)
+        history.extend(newton.history)
+        if newton.converged:
             theta = newton.state.flat()[keep]
             value, jac = fun(theta)
             nit, success, newton_done = nit + newton.n_iter, True, True
         else:
+            nit += newton.n_iter
             start = theta_newton if np.all(np.isfinite(theta_newton)) else theta
             res = lbfgs(start, max_iter - nit)
             nit, success = nit + int(res.nit), bool(res.success)
@@ -1101,7 +1105,9 @@ def polish(
     small = float(np.max(np.abs(grad[free]), initial=0.0)) <= 1e-5
     converged = success or small
     fun(theta)  # the shares at the answer
-    return EngineFit(final, -value, nit + steps, converged, history, cache.get("share"))
+    return EngineFit(
+        final, -value, newton_steps + nit + steps, converged, history, cache.get("share")
+    )
 
 
 def exact_newton_applies(state, n_samples, n_params=None) -> bool:
@@ -1126,10 +1132,11 @@ def _newton_polish(
     tenfold, so that most steps cost one gradient pass.  Coordinates at a
     bound with the gradient pointing out stay there; a Hessian that is not
     negative definite on the free coordinates is damped (Levenberg) until it
-    is; each step is halved until the objective rises (Armijo).  Returns None
-    ``(None, theta)`` when the steps stall, or have not converged after
-    ``_NEWTON_STEPS`` (far from the optimum, where the quadratic model is poor):
-    the caller then runs L-BFGS-B from ``theta``, the last (best) point.
+    is; each step is halved until the objective rises (Armijo).  Returns
+    ``(fit, theta)``; ``fit.converged`` is False when the steps stall, or have not
+    converged after ``_NEWTON_STEPS`` (far from the optimum, where the quadratic
+    model is poor): the caller then runs L-BFGS-B from ``theta``, the last (best)
+    point, and counts the steps taken (``fit.n_iter``, ``fit.history``).
     """
     full = expand.size
     T = np.zeros((full, keep.size))
@@ -1165,13 +1172,19 @@ def _newton_polish(
         return all(np.all(np.isfinite(a)) for a in arrays)
 
     theta = np.clip(state.flat()[keep], lb, ub)
+    history, steps, share = [], 0, None
+
+    def failed():
+        """The steps taken so far, not converged (their last point is ``theta``)."""
+        last = history[-1] if history else np.nan
+        return EngineFit(state.with_flat(theta[expand]), last, steps, False, history, share), theta
+
     with np.errstate(all="ignore"):
         value, grad, hess, share = with_hessian(theta)
     if not finite(value, grad, hess):
-        return None, theta
-    history = [value]
+        return failed()
+    history.append(value)
     converged = False
-    steps = 0
     for _ in range(min(max_iter, _NEWTON_STEPS)):
         free = ~(((theta <= lb) & (grad < 0)) | ((theta >= ub) & (grad > 0)))
         g = grad[free]
@@ -1189,7 +1202,7 @@ def _newton_polish(
             except np.linalg.LinAlgError:
                 lam = 1e-10 if lam == 0.0 else 10.0 * lam
         else:
-            return None, theta
+            return failed()
         direction = np.linalg.solve(chol.T, np.linalg.solve(chol, g))
         decrement = float(g @ direction)
         if decrement <= 1e-15 * max(1.0, abs(value)):
@@ -1209,7 +1222,7 @@ def _newton_polish(
         else:
             break
         if not finite(got[1]):
-            return None, theta
+            return failed()
         slow = np.max(np.abs(got[1][free]), initial=0.0) > 0.1 * np.max(np.abs(g))
         theta = trial
         value, grad, share = got
@@ -1218,11 +1231,11 @@ def _newton_polish(
             with np.errstate(all="ignore"):
                 value, grad, hess, share = with_hessian(theta)
             if not finite(value, grad, hess):
-                return None, theta
+                return failed()
         history.append(value)
         steps += 1
     if not converged:
-        return None, theta
+        return failed()
     return EngineFit(state.with_flat(theta[expand]), value, steps, True, history, share), theta
 
 
