@@ -304,6 +304,34 @@ def test_degenerate_fit_is_canonical_and_weights_act_as_repeated_rows(name):
     assert weighted.log_likelihood == pytest.approx(repeated.log_likelihood, rel=1e-9)
 
 
+def test_canonical_point_replaces_an_expert_switched_off_by_the_gate():
+    """One expert through every row with its spread at the floor, the other switched off.
+
+    The gate gives the second expert a share of 1e-14, so the likelihood is the first
+    expert's alone and nothing determines the second one's parameters (weights
+    against repeated rows left its spread apart by 1e-5 in scikit-learn's checks):
+    the fit stands on the plateau and gets its canonical point.
+    """
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((12, 20))
+    b = rng.standard_normal(21)
+    y = b[0] + X @ b[1:]
+    design = Design(np.array([0]), np.arange(20), True)
+    family = get_family("gaussian")
+    floor = np.log(1e-3)
+    coef = np.stack([rng.standard_normal((1, 21)), b[None]])
+    state = State(coef, np.array([[np.log(0.5)], [floor]]), np.array([[-31.0, 0.0], [0, 0]]))
+    data = Data(X, y)
+    ll = pass_statistics(family, design, data, state, "value")["ll"] / 12
+    out = canonical(family, design, data, EngineFit(state, ll, 5, True, [ll]), log_floor=floor)
+    np.testing.assert_array_equal(out.state.gate, 0.0)
+    np.testing.assert_array_equal(out.state.coef[0], out.state.coef[1])
+    np.testing.assert_array_equal(out.state.log_disp, floor)
+    np.testing.assert_allclose(design.expert_matrix(X) @ out.state.coef[0, 0], y, atol=1e-9)
+    assert out.log_likelihood == pytest.approx(ll, rel=1e-9)
+    assert out.history[-1] == out.log_likelihood
+
+
 def test_canonical_leaves_other_fits_alone():
     """A well-posed fit, and floored experts that one predictor cannot reproduce, stay as found."""
     family = get_family("gaussian")
@@ -316,6 +344,11 @@ def test_canonical_leaves_other_fits_alone():
     floored = State(truth.coef, np.full((2, 1), np.log(1e-3)), truth.gate)
     ll = pass_statistics(family, DESIGN, data, floored, "value")["ll"] / 300
     fit = EngineFit(floored, ll, 1, True)
+    assert canonical(family, DESIGN, data, fit, log_floor=np.log(1e-3)) is fit
+    # one expert floored (a spike), the other sound: no single predictor has the fit's value
+    spike = State(truth.coef, np.array([[np.log(1e-3)], [np.log(0.5)]]), truth.gate)
+    ll = pass_statistics(family, DESIGN, data, spike, "value")["ll"] / 300
+    fit = EngineFit(spike, ll, 1, True)
     assert canonical(family, DESIGN, data, fit, log_floor=np.log(1e-3)) is fit
 
 

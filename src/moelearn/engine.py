@@ -1958,15 +1958,21 @@ def _min_norm_fit(U, h, w, fit_intercept):
     return np.concatenate([[h_mean - x_mean @ slopes], slopes])
 
 
+# the share below which an expert carries no row (canonical)
+SWITCHED_OFF = 1e-8
+
+
 def canonical(family, design, data, fit, *, log_floor=-np.inf, weights=None, alpha=0.0, tied=None):
     """The canonical point of a fit that one expert would reproduce (DESIGN §13).
 
-    When every expert's spread sits at its bound (:func:`experts_at_bound`)
+    When the experts that carry the rows (a share of at least
+    ``SWITCHED_OFF``) have their spread at its bound (:func:`experts_at_bound`)
     and a single linear predictor passes through every row of positive
     weight, the likelihood stands at its ceiling and identifies neither the
-    gate nor the experts' coefficients beyond the rows: the optimisers stop
-    anywhere on that plateau.  The canonical point is the one-expert fit
-    repeated: every expert the minimum-norm fit of the working response
+    gate nor the experts' coefficients beyond the rows (nor any parameter of
+    an expert the gate has switched off): the optimisers stop anywhere on
+    that plateau.  The canonical point is the one-expert fit repeated: every
+    expert the minimum-norm fit of the working response
     (:func:`_min_norm_fit`, the limit of the engine's ridge maximum), with
     the spreads of the expert that reproduces the rows best, and the gate
     zero (the minimum-norm gate; with equal experts it does not matter).  It
@@ -1979,7 +1985,17 @@ def canonical(family, design, data, fit, *, log_floor=-np.inf, weights=None, alp
     if not (data.in_memory and family.n_predictors == 1 and family.least_squares_start):
         return fit
     state = fit.state
-    if not np.all(experts_at_bound(state, family, log_floor)):
+    bound = experts_at_bound(state, family, log_floor)
+    if not np.any(bound):
+        return fit
+    # an expert the gate has switched off (a share below SWITCHED_OFF) carries no row: no
+    # optimiser moves its parameters (weights against repeated rows left its spread
+    # apart by 1e-5 at a share of 1e-14)
+    shares = fit.shares
+    if shares is None:
+        stats = pass_statistics(family, design, data, state, "value", weights=weights)
+        shares = stats["share"] / stats["n"]
+    if not np.all(bound | (np.asarray(shares) < SWITCHED_OFF)):
         return fit
     k = state.n_experts
     w = np.ones(data.n_samples) if weights is None else np.asarray(weights, dtype=float)
@@ -2003,6 +2019,7 @@ def canonical(family, design, data, fit, *, log_floor=-np.inf, weights=None, alp
     ll = stats["obj"] / n
     if not ll >= fit.log_likelihood - 1e-6 * max(1.0, abs(fit.log_likelihood)):
         return fit
+    # the history ends at the point returned
     return EngineFit(
-        out, ll, fit.n_iter, fit.converged, list(fit.history), stats["share"] / n, True
+        out, ll, fit.n_iter, fit.converged, list(fit.history) + [ll], stats["share"] / n, True
     )
