@@ -601,3 +601,43 @@ def test_polish_reports_the_newton_steps_that_precede_lbfgs():
     assert fit.history[-1] == pytest.approx(fit.log_likelihood, abs=1e-12)
     assert len(fit.history) == fit.n_iter + 1 and fit.n_iter > 12
     assert np.all(np.diff(fit.history) >= -1e-12)
+
+
+def test_midway_polish_reaches_the_same_optimum_in_memory_and_out_of_core(tmp_path, monkeypatch):
+    """A subsample search polishes its best fit on 8 x 2 500 rows before all of them.
+
+    50 000 weighted Poisson rows: the fit with the midway stage ends where the fit
+    without it does (both run exact Newton steps on all the rows to a gradient of
+    1e-10, so their values agree to rounding), and a memory map with its weights
+    gives the in-memory answer to 1e-8 (the midway rows are drawn and read alike).
+    """
+    import moelearn.engine as engine
+    from moelearn import MixtureOfExpertsRegressor
+
+    rng = np.random.default_rng(5)
+    n = 50_000
+    X = rng.standard_normal((n, 2))
+    z = rng.random(n) < 1.0 / (1.0 + np.exp(-2.0 * X[:, 0]))
+    y = rng.poisson(np.exp(np.where(z, 1.0 + 0.5 * X[:, 1], -0.5 * X[:, 1]))).astype(float)
+    w = rng.integers(1, 4, n).astype(float)
+
+    def fit(X, y, w):
+        return MixtureOfExpertsRegressor(2, family="poisson", random_state=0).fit(
+            X, y, sample_weight=w
+        )
+
+    calls = []
+    midway = engine._midway
+    monkeypatch.setattr(engine, "_midway", lambda *a, **k: calls.append(1) or midway(*a, **k))
+    with_mid = fit(X, y, w)
+    assert calls == [1]  # the stage ran
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "w.npy", w)
+    out = fit(*(np.load(tmp_path / f"{a}.npy", mmap_mode="r") for a in "Xyw"))
+    np.testing.assert_allclose(out.experts_, with_mid.experts_, atol=1e-8)
+    np.testing.assert_allclose(out.gating_, with_mid.gating_, atol=1e-8)
+    monkeypatch.setattr(engine, "MIDWAY_FACTOR", 0)
+    without = fit(X, y, w)
+    assert with_mid.log_likelihood_ == pytest.approx(without.log_likelihood_, rel=1e-10)
+    np.testing.assert_allclose(with_mid.experts_, without.experts_, atol=1e-6)
