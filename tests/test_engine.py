@@ -641,3 +641,39 @@ def test_midway_polish_reaches_the_same_optimum_in_memory_and_out_of_core(tmp_pa
     without = fit(X, y, w)
     assert with_mid.log_likelihood_ == pytest.approx(without.log_likelihood_, rel=1e-10)
     np.testing.assert_allclose(with_mid.experts_, without.experts_, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_observed_pass_in_blocks_equals_one_block_and_central_differences(name):
+    # observed_statistics sums _block_observed over blocks (fewer rows where the per-row
+    # working Hessian is large, weighted or not): the blocks' sum must not depend on
+    # their size, and its Hessian is the log-likelihood's
+    from moelearn.engine import _block_observed, observed_block_rows, observed_statistics
+
+    family = get_family(name)
+    design = DESIGNS["separate"]
+    rng = np.random.default_rng(11)
+    k = 3
+    generating = _random_state(family, k, design.n_gate, design.n_expert, rng)
+    X, y = _sample(family, design, generating, 700, seed=12, d=3)
+    state = _random_state(family, k, design.n_gate, design.n_expert, rng)
+    w = rng.random(len(y)) + 0.5
+    whole = _block_observed(family, design, X, y, state)
+    whole_w = _block_observed(family, design, X, y, state, w)
+    data = Data(X, y)
+    data.block_rows = 64  # many blocks, the last one short
+    assert observed_block_rows(state, data.block_rows) <= 64
+    for got, want in (
+        (observed_statistics(family, design, data, state), whole),
+        (observed_statistics(family, design, data, state, weights=w), whole_w),
+    ):
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-10, atol=1e-10)
+    # central differences of the exact gradient (error O(h^2), about 1e-8 of the scale)
+    fd = -_observed_information(family, design, data, state)
+    np.testing.assert_allclose(whole["hess"], fd, rtol=1e-5, atol=1e-5 * np.abs(fd).max())
+    # a large per-row Hessian takes smaller blocks than the source's: 7 experts with
+    # two dispersion parameters, g = 7 * 3 + 6 = 27 working coordinates per row
+    big = State(np.zeros((7, 1, 6)), np.zeros((7, 2)), np.zeros((7, 6)))
+    assert observed_block_rows(big, 8192) == 262_144 // 27**2
+    assert observed_block_rows(big, 100) == 100

@@ -436,9 +436,12 @@ class Data:
                     np.asarray(self.w[start:stop], dtype=float).ravel(),
                 )
 
-    def blocks(self):
-        """Yield ``(X_block, y_block, w_block)`` in order (``w_block`` None when unweighted)."""
-        rows = self.block_rows
+    def blocks(self, block_rows=None):
+        """Yield ``(X_block, y_block, w_block)`` in order (``w_block`` None when unweighted).
+
+        Blocks have ``block_rows`` rows (default: the source's ``block_rows``).
+        """
+        rows = self.block_rows if block_rows is None else int(block_rows)
         start = time.perf_counter()
         for Xc, yc, wc in self._chunks():
             Xc = np.asarray(Xc, dtype=float)
@@ -467,15 +470,18 @@ class Data:
             w = w.rechunk((X.chunks[0],))
         return X, y, w
 
-    def map_reduce(self, fn):
+    def map_reduce(self, fn, block_rows=None):
         """Sum of ``fn(X_block, y_block)`` over all blocks (``fn(X, y, w)`` when weighted).
 
-        On a Dask array each Dask block is reduced where it lives (on the
-        active scheduler) and the partial sums are added here, in block order.
+        ``block_rows`` overrides the source's ``block_rows`` (a pass whose per-row
+        work is large keeps its blocks in cache).  On a Dask array each Dask block
+        is reduced where it lives (on the active scheduler) and the partial sums
+        are added here, in block order.
         """
+        rows = self.block_rows if block_rows is None else int(block_rows)
         if self.kind != "dask":
             total = None
-            for Xb, yb, wb in self.blocks():
+            for Xb, yb, wb in self.blocks(rows):
                 total = add_partials(total, _call(fn, Xb, yb, wb))
             return total
         import dask
@@ -484,7 +490,7 @@ class Data:
         xs, ys = X.to_delayed().ravel(), y.to_delayed().ravel()
         ws = [None] * len(xs) if w is None else w.to_delayed().ravel()
         parts = [
-            dask.delayed(_reduce_block)(fn, xb, yb, wb, self.transform, self.block_rows)
+            dask.delayed(_reduce_block)(fn, xb, yb, wb, self.transform, rows)
             for xb, yb, wb in zip(xs, ys, ws, strict=True)
         ]
         start = time.perf_counter()
