@@ -500,7 +500,12 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
             predictor_names=self._predictor_names(),
             groups=None if groups is None else self._check_groups(groups, X),
             sample_weight=sample_weight,
+            prior=self._prior_description(),
         )
+
+    def _prior_description(self):
+        """The prior of a maximum a posteriori fit, as :meth:`summary` shows it (None: none)."""
+        return None
 
     def save(self, path: str | os.PathLike) -> None:
         """Save the fitted model without pickle (see :func:`moelearn.load`).

@@ -95,6 +95,14 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         standardised data corresponds to ``alpha = 1 / (C n)``).  It keeps the
         answer finite when an expert separates its classes; ``alpha=0`` is
         plain maximum likelihood, with a warning when the classes are separated.
+        Its pull on the estimates does not fall as ``n`` grows; for a prior
+        whose does, use ``prior_strength``.
+    prior_strength : float, default 0.0
+        ``lambda >= 0``: a Gaussian prior of precision ``lambda`` on the same
+        standardised coefficients, carrying ``lambda`` rows' worth of
+        information: it adds ``lambda / n`` to ``alpha`` (``n``: the total
+        weight of the rows), so that its pull falls like ``1 / n``, as that of
+        the regressor's ``prior_strength`` (DESIGN §13).
     gating_features, expert_features : None, array-like of int or str, or boolean mask
         Columns of ``X`` that the gate and the experts read (None: all).
     shared_features : None, array-like of int or str, or boolean mask
@@ -131,6 +139,9 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
     gating_bias_ : ndarray (n_experts,), centred
     log_likelihood_ : float
         Mean log-likelihood per training sample (without the ridge).
+    objective_ : float
+        Mean per training sample of the objective the fit maximised:
+        ``log_likelihood_`` less the ridge and the prior.
     n_parameters_ : int
     n_iter_ : int
     converged_ : bool
@@ -146,6 +157,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
     _parameter_constraints: dict = {
         "n_experts": [Interval(Integral, 1, None, closed="left")],
         "alpha": [Interval(Real, 0, None, closed="left")],
+        "prior_strength": [Interval(Real, 0, None, closed="left")],
         "gating_features": ["array-like", None],
         "expert_features": ["array-like", None],
         "shared_features": ["array-like", None],
@@ -163,6 +175,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         self,
         n_experts=2,
         alpha=1e-4,
+        prior_strength=0.0,
         gating_features=None,
         expert_features=None,
         shared_features=None,
@@ -177,6 +190,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
     ):
         self.n_experts = n_experts
         self.alpha = alpha
+        self.prior_strength = prior_strength
         self.gating_features = gating_features
         self.expert_features = expert_features
         self.shared_features = shared_features
@@ -252,6 +266,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
                 max_iter=self.max_iter,
                 tol=self.tol,
                 alpha=self.alpha,
+                prior_strength=self.prior_strength,
                 sample_weight=weights,
                 random_state=rng,
                 shared_columns=shared_columns(shared, shared_b),
@@ -273,9 +288,14 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         else:  # the engine's grouped pass at the fit, without the ridge
             self.log_likelihood_ = float(fit.log_likelihood)
             self.n_groups_ = groups.n_groups
+        self.objective_ = self.log_likelihood_ - res.penalty
         self.history_ = np.asarray(fit.history, dtype=float)
         slopes = fit.state.coef[..., 1:] if fi else fit.state.coef
-        if self.alpha == 0 and np.max(np.abs(slopes), initial=0.0) > _SEPARATED:
+        if (
+            self.alpha == 0
+            and self.prior_strength == 0
+            and np.max(np.abs(slopes), initial=0.0) > _SEPARATED
+        ):
             warnings.warn(
                 "the classes are (nearly) perfectly separated by some expert: without a "
                 "ridge the likelihood has no maximum and the coefficients grow without "
@@ -461,6 +481,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
             params.shared_intercept,
         )
         est.n_iter_, est.converged_, est.log_likelihood_ = 0, True, float("nan")
+        est.objective_ = float("nan")
         est.init_method_ = "from_params"
         est.n_parameters_ = est.params_.n_parameters(est.fit_intercept)
         return est
@@ -540,6 +561,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
                 "n_iter_": self.n_iter_,
                 "converged_": self.converged_,
                 "log_likelihood_": self.log_likelihood_,
+                "objective_": self.objective_,
                 "init_method_": self.init_method_,
                 "n_parameters_": self.n_parameters_,
             },
@@ -621,6 +643,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         est.n_iter_ = int(fitted["n_iter_"])
         est.converged_ = bool(fitted["converged_"])
         est.log_likelihood_ = float(fitted["log_likelihood_"])
+        est.objective_ = float(fitted.get("objective_", est.log_likelihood_))
         est.init_method_ = str(fitted["init_method_"])
         est.n_parameters_ = int(fitted["n_parameters_"])
         for key, value in names_from_record(meta, d).items():

@@ -75,6 +75,9 @@ from .standardize import NOISE_FLOOR, Scaling
 
 __all__ = ["MixtureOfExpertsRegressor"]
 
+# The solvers that maximise the likelihood (and so the posterior of prior_strength).
+_LIKELIHOOD_SOLVERS = ("moments", "em", "gd-nll")
+
 # Arrays of a saved regressor; constructor parameters that its record leaves out
 # (stored apart, or not restorable from JSON).
 _RECORD_ARRAYS = (
@@ -183,6 +186,21 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         accepted too.
     fit_intercept : bool, default True
         Fit expert and gating intercepts.
+    prior_strength : float, default 0.0
+        ``lambda >= 0``: the fit maximises the log-likelihood plus the log of a
+        Gaussian prior of precision ``lambda`` on every slope of the experts
+        and of the centred gate, on standardised columns and (for a
+        location-scale family) standardised ``y``, intercepts excluded
+        (a maximum a posteriori fit, DESIGN §13).  The prior carries ``lambda``
+        rows' worth of information, so its pull on the estimates falls like
+        ``1 / n``; it makes a gate that separates the rows a finite maximum and
+        tempers experts fitted to a few rows.  ``0`` is the plain
+        maximum-likelihood fit.  It applies to the likelihood solvers
+        (``"moments"``, ``"em"``, ``"gd-nll"``; fitted by the engine of DESIGN
+        §13 when positive); the paper pipelines and ``"gd-l2"`` do not
+        maximise a likelihood and refuse a positive value.
+        ``log_likelihood_``, BIC and AIC stay those of the plain likelihood;
+        ``objective_`` is the maximised one.
     noise : {"expert", "shared"}, default "expert"
         One noise level per expert (the model flexmix and mixtools fit), or
         one shared by all: for every family with a noise parameter (the
@@ -252,6 +270,11 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
     converged_ : bool
     log_likelihood_ : float
         Mean log-likelihood per training sample.
+    objective_ : float
+        Mean per training sample of the objective the fit maximised: equal to
+        ``log_likelihood_`` less the prior's penalty (``prior_strength``) and
+        the engine's ``1e-6`` ridge on the experts' standardised slopes (DESIGN
+        §13), if any.
     standard_errors_ : StandardErrors or None
         Standard errors in the layout of ``params_`` (the noise entry holds the
         standard error of ``sigma``); None unless ``compute_standard_errors``.
@@ -279,6 +302,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         "solver": [StrOptions(SOLVERS.keys())],
         "fit_intercept": ["boolean"],
         "noise": [StrOptions({"shared", "expert"})],
+        "prior_strength": [Interval(Real, 0, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "n_init": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
@@ -304,6 +328,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         solver="moments",
         fit_intercept=True,
         noise="expert",
+        prior_strength=0.0,
         max_iter=1000,
         tol=1e-8,
         n_init="auto",
@@ -326,6 +351,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         self.solver = solver
         self.fit_intercept = fit_intercept
         self.noise = noise
+        self.prior_strength = prior_strength
         self.max_iter = max_iter
         self.tol = tol
         self.n_init = n_init
@@ -422,7 +448,13 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             groups = self._fit_groups(groups, raw, np.flatnonzero(gmask), raw.w)
         plain = isinstance(family, Gaussian) and gmask.all() and emask.all()
         special = offset is not None or trials is not None or shared.any() or shared_b
-        if special or groups is not None or not plain:
+        if self.prior_strength > 0 and self.solver not in _LIKELIHOOD_SOLVERS:
+            raise ValueError(
+                f"prior_strength={self.prior_strength!r} applies to the likelihood solvers "
+                f"{_LIKELIHOOD_SOLVERS}; solver={self.solver!r} does not maximise a "
+                "likelihood: set prior_strength=0"
+            )
+        if special or groups is not None or not plain or self.prior_strength > 0:
             return self._fit_family(
                 raw, family, gmask, emask, rng, offset, trials, shared, groups, shared_b
             )
@@ -580,6 +612,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             self.converged_,
             self.log_likelihood_ + float(np.log(fy)),
             self.init_method_,
+            self.log_likelihood_ - self.objective_,
         )
         self.history_ = history / fy**2 if self.solver == "gd-l2" else history + np.log(fy)
         sc = self._scaling
@@ -661,6 +694,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             shared_columns=shared_columns(shared, shared_intercept),
             baseline=baseline,
             groups=groups,
+            prior_strength=self.prior_strength,
         )
         method = fit.init_method
         if init is None and unavailable is not None and baseline is None:
@@ -672,7 +706,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             if baseline is None
             else f"the {self.solver} solver (best of its random starts)"
         )
-        self._set_fitted(fit.params, fit.n_iter, fit.converged, fit.log_likelihood, method)
+        self._set_fitted(
+            fit.params, fit.n_iter, fit.converged, fit.log_likelihood, method, fit.penalty
+        )
         self.history_ = np.asarray(fit.history, dtype=float)
         self._warn_fit()
         self._warn_degenerate(raw)
@@ -989,6 +1025,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
                 "n_iter_": self.n_iter_,
                 "converged_": self.converged_,
                 "log_likelihood_": self.log_likelihood_,
+                "objective_": self.objective_,
                 "init_method_": self.init_method_,
                 "y_mean": scaling.y_mean,
                 "y_scale": scaling.y_scale,
@@ -1120,6 +1157,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             fitted["converged_"],
             float(fitted["log_likelihood_"]),
             fitted["init_method_"],
+            float(fitted["log_likelihood_"])
+            - float(fitted.get("objective_", fitted["log_likelihood_"])),
         )
         est._scaling = Scaling(
             arrays["x_mean"].astype(float),
@@ -1170,7 +1209,16 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         )
         return est
 
-    def _set_fitted(self, params, n_iter, converged, log_likelihood, init_method):
+    def _prior_description(self):
+        lam = float(self.prior_strength)
+        if lam <= 0 or self.solver not in _LIKELIHOOD_SOLVERS:
+            return None
+        return (
+            f"normal, precision {lam:g} on standardised slopes (experts and gate); "
+            f"objective {self.objective_:.6g} per sample"
+        )
+
+    def _set_fitted(self, params, n_iter, converged, log_likelihood, init_method, penalty=0.0):
         self.params_ = params
         self.experts_, self.gating_ = params.experts, params.gating
         self.expert_bias_, self.gating_bias_ = params.expert_bias, params.gating_bias
@@ -1179,6 +1227,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         self.n_iter_ = int(n_iter)
         self.converged_ = bool(converged)
         self.log_likelihood_ = float(log_likelihood)
+        self.objective_ = float(log_likelihood) - float(penalty)
         self.init_method_ = str(init_method)
         self.standard_errors_ = None
         self.n_parameters_ = self._n_parameters()

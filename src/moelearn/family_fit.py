@@ -77,6 +77,7 @@ class FamilyFit:
     x_scale: np.ndarray | None = None
     y_mean: float = 0.0
     y_scale: float = 1.0
+    penalty: float = 0.0
 
 
 def split_intercept(spec, names, fit_intercept=True):
@@ -276,7 +277,22 @@ def _scaling(raw: Data, family: Family, fit_intercept, weights=None, trials_colu
         ym, ys = 0.0, max(y_mean, 1e-300)
     else:
         ym, ys = 0.0, 1.0
-    return mean, scale, ym, ys, y_sd
+    return mean, scale, ym, ys, y_sd, float(n)
+
+
+def prior_alpha(alpha, prior_strength, total_weight):
+    """The engine's per-sample ridge ``(a_e, a_g)``: ``alpha`` plus the prior's share.
+
+    A Gaussian prior of precision ``prior_strength`` on each standardised
+    slope is, per sample, a ridge of ``prior_strength / total_weight``: the
+    prior carries as much information as ``prior_strength`` rows, so its pull
+    on the estimate falls like ``1 / n``.
+    """
+    a_e, a_g = (alpha, alpha) if np.ndim(alpha) == 0 else alpha
+    extra = float(prior_strength) / max(float(total_weight), 1e-300)
+    if extra <= 0:
+        return alpha
+    return (float(a_e) + extra, float(a_g) + extra)
 
 
 def _to_params(
@@ -375,6 +391,9 @@ class EngineResult:
     x_scale: np.ndarray
     y_mean: float
     y_scale: float
+    penalty: float = 0.0
+    """The ridge and prior per sample at the fit (:func:`moelearn.engine.penalty`):
+    the maximised objective is the mean log-likelihood less this."""
 
     @property
     def log_likelihood_shift(self) -> float:
@@ -396,6 +415,7 @@ def fit_engine(
     init=None,
     noise_floor=1e-3,
     alpha=0.0,
+    prior_strength=0.0,
     sample_weight=None,
     random_state=None,
     extra_starts=(),
@@ -426,8 +446,14 @@ def fit_engine(
         start in standardised units (then no start search).
     noise_floor : float
         Lower bound on ``sigma`` as a fraction of ``std(y)`` (bounds the likelihood).
-    alpha : float
-        Ridge on the standardised coefficients (:func:`moelearn.engine.em`).
+    alpha : float or (float, float)
+        Ridge on the standardised coefficients per sample (:func:`moelearn.engine.em`).
+    prior_strength : float
+        ``lambda >= 0``: a Gaussian prior of precision ``lambda`` on every
+        standardised slope of the experts and of the (centred) gate, intercepts
+        excluded, added to ``alpha`` as ``lambda / W`` per sample (``W``: the
+        total weight of the rows), so that it counts as ``lambda`` rows' worth
+        of information whatever ``n`` (:func:`prior_alpha`, DESIGN §13).
     sample_weight : ndarray of shape (n_samples,) or None
         Row weights (in-memory data only).
     random_state : numpy Generator
@@ -475,9 +501,10 @@ def fit_engine(
             if family.needs_trials
             else f"trials= applies to binomial experts, not family={family.name!r}"
         )
-    x_mean, x_scale, ym, ys, y_sd = _scaling(
+    x_mean, x_scale, ym, ys, y_sd, total = _scaling(
         raw, family, fit_intercept, sample_weight, trials_column
     )
+    alpha = prior_alpha(alpha, prior_strength, total)
     for column in (offset_column, trials_column):
         if column is not None:  # read as they are: never standardised
             x_mean, x_scale = x_mean.copy(), x_scale.copy()
@@ -605,10 +632,9 @@ def fit_engine(
     )
     # the engine's value is the penalised objective; the fit reports the plain
     # log-likelihood at its parameters
-    fit.log_likelihood = float(
-        fit.log_likelihood + penalty(fit.state, alpha, design.fit_intercept, tied)
-    )
-    return EngineResult(fit, design, method, x_mean, x_scale, ym, ys)
+    ridge = penalty(fit.state, alpha, design.fit_intercept, tied)
+    fit.log_likelihood = float(fit.log_likelihood + ridge)
+    return EngineResult(fit, design, method, x_mean, x_scale, ym, ys, float(ridge))
 
 
 def _baseline(family, design, data, sub_X, sub_y, k, kind, n_starts, rng, max_iter, tol, opts):
@@ -651,6 +677,7 @@ def fit_family(
     sample_weight=None,
     random_state=None,
     alpha=RIDGE,
+    prior_strength=0.0,
     extra_starts=(),
     offset_column=None,
     trials_column=None,
@@ -688,6 +715,7 @@ def fit_family(
         init=init,
         noise_floor=noise_floor,
         alpha=alpha,
+        prior_strength=prior_strength,
         sample_weight=sample_weight,
         random_state=random_state,
         extra_starts=extra_starts,
@@ -723,4 +751,5 @@ def fit_family(
         res.x_scale,
         res.y_mean,
         res.y_scale,
+        res.penalty,
     )

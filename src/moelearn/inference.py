@@ -523,6 +523,10 @@ class Summary:
     total_weight : float or None
         The sum of the frequency weights of a weighted summary (None: unweighted);
         ``n_samples`` counts the rows, BIC's ``n`` is this sum.
+    prior : str or None
+        The prior of a maximum a posteriori fit (the estimator's
+        ``prior_strength``), None for a maximum-likelihood one.  The
+        log-likelihood and the criteria are those of the plain likelihood.
     """
 
     rows: tuple
@@ -545,6 +549,7 @@ class Summary:
     n_groups: int | None = None
     point_masses: int = 0
     total_weight: float | None = None
+    prior: str | None = None
 
     def _header(self) -> list[tuple[str, str]]:
         """``(label, value)`` pairs of the header, in print order."""
@@ -567,6 +572,8 @@ class Summary:
             ("ICL", f"{self.icl:.6g}"),
             ("Start", str(self.init_method)),
         ]
+        if self.prior is not None:
+            pairs.append(("Prior", self.prior))
         return pairs
 
     def _notes(self) -> list[str]:
@@ -801,6 +808,7 @@ def summarize(
     predictor_names=None,
     groups=None,
     sample_weight=None,
+    prior=None,
 ) -> Summary:
     """Coefficient table with standard errors, Wald tests and information criteria.
 
@@ -831,6 +839,8 @@ def summarize(
         Frequency weights (checked): the information, the log-likelihood and
         the entropies are weighted sums and ``n`` is the weights' sum (a
         group's weight is its rows').
+    prior : str or None
+        Shown in the header: the prior of a maximum a posteriori fit.
 
     Returns
     -------
@@ -889,6 +899,7 @@ def summarize(
         n_groups=None if groups is None else groups.n_groups,
         point_masses=params.family_object.point_masses,
         total_weight=None if w is None else float(np.sum(w)),
+        prior=prior,
     )
 
 

@@ -1,0 +1,156 @@
+"""``prior_strength``: the maximum a posteriori fit of the engine (DESIGN §13).
+
+A Gaussian prior of precision ``lambda`` on every standardised slope, carrying
+``lambda`` rows' worth of information: per sample a ridge of ``lambda / W``
+(``W`` the total weight).  The tests check that it is exactly that ridge, that
+its pull vanishes as ``n`` grows, that it makes a separating gate finite, and
+that the reported log-likelihood stays the plain one.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+
+from moelearn import (
+    MixtureOfExpertsClassifier,
+    MixtureOfExpertsRegressor,
+    load,
+    make_moe,
+    sample,
+)
+from moelearn.exceptions import GateSeparationWarning
+from moelearn.family_fit import prior_alpha
+
+
+def _fit(X, y, sample_weight=None, k=2, **kw):
+    kw.setdefault("random_state", 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", GateSeparationWarning)
+        return MixtureOfExpertsRegressor(k, **kw).fit(X, y, sample_weight=sample_weight)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    p = make_moe(3, 2, noise_std=0.3, random_state=0)
+    X, y = sample(p, 300, random_state=1)
+    return X, y
+
+
+def test_prior_alpha_is_lambda_rows_worth():
+    assert prior_alpha(0.0, 0.0, 10.0) == 0.0
+    assert prior_alpha((1e-6, 0.0), 2.0, 400.0) == (1e-6 + 0.005, 0.005)
+    assert prior_alpha(1e-4, 1.0, 100.0) == (1e-4 + 0.01, 1e-4 + 0.01)
+
+
+def test_objective_is_the_log_likelihood_less_the_penalty(problem):
+    X, y = problem
+    plain = _fit(X, y)
+    assert plain.objective_ == plain.log_likelihood_  # the Gaussian path has no ridge
+    est = _fit(X, y, prior_strength=1.0)
+    # the reported log-likelihood is the plain one at the fitted parameters
+    assert est.log_likelihood_ == pytest.approx(np.mean(est.log_density(X, y)), abs=1e-10)
+    assert est.objective_ < est.log_likelihood_
+    # the penalty is at most lambda/2 |slopes|^2 / n on the standardised scale plus the
+    # engine's 1e-6 ridge: positive and small here (1 row's worth against 300)
+    assert 0 < est.log_likelihood_ - est.objective_ < 0.05
+    # the MAP fit's likelihood is below the ML fit's, by little (tolerance: a weak
+    # prior moves a well-posed optimum by O(lambda / n) nats per sample)
+    assert est.log_likelihood_ <= plain.log_likelihood_ + 1e-9
+    assert est.log_likelihood_ > plain.log_likelihood_ - 0.02
+
+
+def test_pull_vanishes_as_n_grows():
+    # the same model at n = 200 and n = 20 000: the change the prior makes to the
+    # coefficients falls roughly like 1 / n (a 100-fold drop bounded by 10-fold with
+    # room for the fits' own noise)
+    p = make_moe(3, 2, noise_std=0.3, random_state=3)
+    change = []
+    for n in (200, 20_000):
+        X, y = sample(p, n, random_state=4)
+        a, b = _fit(X, y, prior_strength=0.0), _fit(X, y, prior_strength=2.0)
+        order = np.argsort(a.expert_bias_)
+        b_order = np.argsort(b.expert_bias_)
+        change.append(np.max(np.abs(a.experts_[order] - b.experts_[b_order])))
+    assert change[1] < change[0] / 10
+    assert change[1] < 1e-2
+
+
+def test_separating_gate_becomes_a_finite_maximum():
+    # two experts on two halves of x with no overlap: the plain likelihood rises as
+    # the gate steepens without bound; the prior's maximum is finite and moderate
+    rng = np.random.default_rng(5)
+    x = np.sort(rng.uniform(-1, 1, 120))
+    y = np.where(x < 0, 3.0 + 0.2 * rng.standard_normal(120), -3.0 + 0.2 * rng.standard_normal(120))
+    X = x[:, None]
+    slopes = []
+    for lam in (0.0, 1.0):
+        est = _fit(X, y, prior_strength=lam, gating_features=[0])
+        slopes.append(np.max(np.abs(est.gating_)))
+    assert np.isfinite(slopes[1])
+    # with one row's worth of prior the standardised gate slope stays below about
+    # sqrt(2 * 120 * log 2 / 1): the likelihood gained by steepening past the gap
+    # between the halves is bounded, the penalty is not
+    assert slopes[1] * np.std(x) < 20
+    assert slopes[1] < slopes[0]
+
+
+def test_integer_weights_equal_repeated_rows_under_the_prior(problem):
+    # W is the total weight: weights count as frequencies
+    X, y = problem
+    counts = np.random.default_rng(2).integers(0, 4, size=len(y))
+    a = _fit(X, y, counts, prior_strength=1.0)
+    b = _fit(np.repeat(X, counts, axis=0), np.repeat(y, counts), prior_strength=1.0)
+    for name in ("experts_", "expert_bias_", "gating_", "gating_bias_", "noise_std_"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=0, atol=1e-6)
+    assert a.objective_ == pytest.approx(b.objective_, abs=1e-9)
+
+
+@pytest.mark.parametrize("solver", ["landscape", "tensor", "gd-l2"])
+def test_refused_by_solvers_without_a_likelihood(problem, solver):
+    X, y = problem
+    with pytest.raises(ValueError, match="prior_strength=0.5 applies to the likelihood"):
+        MixtureOfExpertsRegressor(2, solver=solver, prior_strength=0.5).fit(X, y)
+
+
+@pytest.mark.parametrize("bad", [-1.0, "strong"])
+def test_invalid_strength_is_refused(problem, bad):
+    X, y = problem
+    with pytest.raises(ValueError, match="prior_strength"):
+        MixtureOfExpertsRegressor(2, prior_strength=bad).fit(X, y)
+
+
+def test_other_families_and_baselines_take_it(problem):
+    X, y = problem
+    counts = np.random.default_rng(0).poisson(np.exp(0.3 * X[:, 0]))
+    for kw in ({"family": "poisson"}, {"solver": "em"}, {"solver": "gd-nll"}):
+        yy = counts if kw.get("family") == "poisson" else y
+        est = _fit(X, yy, prior_strength=1.0, **kw)
+        assert est.objective_ < est.log_likelihood_
+
+
+def test_summary_states_the_prior_and_persistence_keeps_it(problem, tmp_path):
+    X, y = problem
+    est = _fit(X, y, prior_strength=0.5)
+    text = str(est.summary())
+    assert "Prior" in text and "precision 0.5" in text
+    assert "Prior" not in str(_fit(X, y).summary())
+    est.save(tmp_path / "m.npz")
+    back = load(tmp_path / "m.npz")
+    assert back.prior_strength == 0.5
+    assert back.objective_ == est.objective_
+    assert back.log_likelihood_ == est.log_likelihood_
+
+
+def test_classifier_prior_is_lambda_over_n_added_to_alpha():
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((250, 3))
+    y = (X[:, 0] + 0.5 * rng.standard_normal(250) > 0).astype(int)
+    a = MixtureOfExpertsClassifier(2, alpha=1e-4, prior_strength=2.0, random_state=0).fit(X, y)
+    b = MixtureOfExpertsClassifier(2, alpha=1e-4 + 2.0 / 250, random_state=0).fit(X, y)
+    np.testing.assert_allclose(a.experts_, b.experts_, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(a.gating_, b.gating_, rtol=0, atol=1e-10)
+    assert a.objective_ == pytest.approx(b.objective_, abs=1e-12)
+    assert a.objective_ < a.log_likelihood_
