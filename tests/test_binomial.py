@@ -93,7 +93,7 @@ def test_one_trial_is_the_classifiers_binary_fit():
     y = (rng.random(1200) < 1.0 / (1.0 + np.exp(-eta))).astype(float)
     Xt = np.column_stack([X, np.ones(len(y))])
     reg = _fit(2, Xt, y)
-    clf = MixtureOfExpertsClassifier(2, alpha=0.0, random_state=0).fit(X, y)
+    clf = MixtureOfExpertsClassifier(2, alpha=0.0, prior_strength=0.0, random_state=0).fit(X, y)
     # the same optimum: total log-likelihoods within 1e-4 nats (both converge to 1e-8
     # relative; the regressor's 1e-6 ridge on its standardised coefficients costs it
     # 3e-5 nats here), and the same probabilities up to that ridge's pull on the

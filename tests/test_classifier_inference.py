@@ -43,7 +43,7 @@ def test_one_expert_binary_standard_errors_are_logistic_regression():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((500, 3))
     y = (rng.random(500) < expit(0.5 + X @ [1.0, -0.5, 0.0])).astype(int)
-    clf = MixtureOfExpertsClassifier(1, alpha=0.0, random_state=0).fit(X, y)
+    clf = MixtureOfExpertsClassifier(1, alpha=0.0, prior_strength=0.0, random_state=0).fit(X, y)
     se = clf.standard_errors(X, y)
     beta = np.concatenate([clf.expert_bias_[0], clf.experts_[0, 0]])
     ref = _logistic_se(X, beta)
@@ -58,7 +58,7 @@ def test_one_expert_multinomial_standard_errors_by_hand():
     eta = np.column_stack([0.3 + X @ [1.0, 0.0], -0.2 + X @ [0.0, 1.0], np.zeros(600)])
     p = softmax(eta, axis=1)
     y = np.array(["a", "b", "c"])[(rng.random(600)[:, None] > np.cumsum(p, axis=1)).sum(axis=1)]
-    clf = MixtureOfExpertsClassifier(1, alpha=0.0, random_state=0).fit(X, y)
+    clf = MixtureOfExpertsClassifier(1, alpha=0.0, prior_strength=0.0, random_state=0).fit(X, y)
     se = clf.standard_errors(X, y)
     assert se.experts.shape == clf.experts_.shape == (1, 2, 2)
     B = np.concatenate([clf.expert_bias_[0][:, None], clf.experts_[0]], axis=1)
@@ -83,7 +83,7 @@ def test_binary_summary_equals_the_binomial_regressor_with_one_trial():
     eta = np.where(first, 2.5 * X[:, 0] - 1.0, -2.0 * X[:, 0] + 1.0)
     y = (rng.random(n) < expit(eta)).astype(int)
     clf = MixtureOfExpertsClassifier(
-        2, alpha=0.0, gating_features=[1], expert_features=[0], random_state=0
+        2, alpha=0.0, prior_strength=0.0, gating_features=[1], expert_features=[0], random_state=0
     ).fit(X, y)
     Xt = np.column_stack([X, np.ones(n)])
     reg = MixtureOfExpertsRegressor(

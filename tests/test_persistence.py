@@ -157,6 +157,10 @@ def test_hand_written_classifier_file_loads(tmp_path):
     p_yes = (gate / (1.0 + np.exp(-(X @ A.T + B)))).sum(1)
     np.testing.assert_allclose(clf.predict_proba(X)[:, 1], p_yes, rtol=1e-10)
     assert list(clf.predict(X[:3])) == ["yes" if p > 0.5 else "no" for p in p_yes[:3]]
+    # written before prior_strength existed: fitted without a prior, whatever today's default
+    assert clf.get_params()["prior_strength"] == 0.0 and clf.alpha == 1e-4
+    prior = clf.summary(X, np.where(p_yes > 0.5, "yes", "no")).prior
+    assert "ridge alpha = 0.0001" in prior and "precision" not in prior
 
 
 def test_register_record_needs_both_record_methods():

@@ -149,8 +149,28 @@ def test_classifier_prior_is_lambda_over_n_added_to_alpha():
     X = rng.standard_normal((250, 3))
     y = (X[:, 0] + 0.5 * rng.standard_normal(250) > 0).astype(int)
     a = MixtureOfExpertsClassifier(2, alpha=1e-4, prior_strength=2.0, random_state=0).fit(X, y)
-    b = MixtureOfExpertsClassifier(2, alpha=1e-4 + 2.0 / 250, random_state=0).fit(X, y)
+    b = MixtureOfExpertsClassifier(
+        2, alpha=1e-4 + 2.0 / 250, prior_strength=0.0, random_state=0
+    ).fit(X, y)
     np.testing.assert_allclose(a.experts_, b.experts_, rtol=0, atol=1e-10)
     np.testing.assert_allclose(a.gating_, b.gating_, rtol=0, atol=1e-10)
     assert a.objective_ == pytest.approx(b.objective_, abs=1e-12)
     assert a.objective_ < a.log_likelihood_
+
+
+def test_classifier_summary_states_its_prior_and_the_default_is_one_row():
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((250, 3))
+    y = (X[:, 0] + 0.5 * rng.standard_normal(250) > 0).astype(int)
+    default = MixtureOfExpertsClassifier(2, random_state=0).fit(X, y)
+    assert default.prior_strength == 1.0 and default.alpha == 0.0
+    text = str(default.summary())
+    assert "Prior" in text and "precision 1 on standardised slopes" in text
+    # the penalty is one row's worth: lambda / (2 n) times the squared standardised slopes
+    assert default.log_likelihood_ - default.objective_ > 0
+    plain = MixtureOfExpertsClassifier(2, alpha=0.0, prior_strength=0.0, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        plain.fit(X, y)
+    assert "Prior" not in str(plain.summary())
+    assert plain.objective_ == plain.log_likelihood_

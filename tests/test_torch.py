@@ -603,7 +603,9 @@ def test_likelihood_training_on_three_class_data_reaches_the_classifier_fit(one_
     X = rng.standard_normal((n, 3))
     with torch.no_grad():
         y = _codes_from(truth.predict_proba(_t(X)).numpy(), rng)
-    fitted = MixtureOfExpertsClassifier(2, alpha=0.0, n_init=2, random_state=0).fit(X, y)
+    fitted = MixtureOfExpertsClassifier(
+        2, alpha=0.0, prior_strength=0.0, n_init=2, random_state=0
+    ).fit(X, y)
     x_t, y_t = _t(X), torch.as_tensor(y)
 
     def start_layer():

@@ -383,8 +383,8 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
         """Standard errors from the observed information on ``(X, y)``, in original units.
 
         Pass the training data to get the usual asymptotic standard errors of
-        the fitted parameters (for the classifier, whose default ``alpha``
-        adds a small ridge, those of the likelihood at its estimate).  The
+        the fitted parameters (for a fit with a prior, the classifier's
+        default, those of the likelihood at its estimate).  The
         gating is identified only up to a common shift of its rows; the
         covariance is that of the centred gate (see :mod:`moelearn.inference`).
 

@@ -4,7 +4,9 @@
 columns ``z``, and expert ``i`` a logistic regression (two classes) or a
 multinomial logistic regression (more) on the expert columns ``u``
 (Jordan & Jacobs 1994).  Fitted by the engine of DESIGN §13 (start search,
-EM with scoring M-steps, L-BFGS-B), with an optional ridge ``alpha``.
+EM with scoring M-steps, L-BFGS-B), as a maximum a posteriori fit under a
+Gaussian prior of one row's worth on the standardised coefficients by default
+(``prior_strength``).
 
 No consistent moment start exists for these experts: the output transforms
 of DESIGN §3 need distinct powers of ``y``, and a class indicator has
@@ -87,22 +89,25 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
     Parameters
     ----------
     n_experts : int, default 2
-    alpha : float, default 1e-4
-        Ridge on the experts' and the (centred) gate's coefficients on
+    alpha : float, default 0.0
+        A fixed ridge on the experts' and the (centred) gate's coefficients on
         standardised columns, intercepts excluded: the fit maximises the mean
         log-likelihood minus ``alpha / 2`` times their squared norm (the
-        convention of scikit-learn's ``alpha``; ``LogisticRegression(C)`` on
-        standardised data corresponds to ``alpha = 1 / (C n)``).  It keeps the
-        answer finite when an expert separates its classes; ``alpha=0`` is
-        plain maximum likelihood, with a warning when the classes are separated.
-        Its pull on the estimates does not fall as ``n`` grows; for a prior
-        whose does, use ``prior_strength``.
-    prior_strength : float, default 0.0
+        convention of scikit-learn's ``alpha``).  Its pull on the estimates
+        does not fall as ``n`` grows; ``prior_strength`` is the penalty whose
+        does.  ``alpha=0`` with ``prior_strength=0`` is plain maximum
+        likelihood, with a warning when the classes are separated.
+    prior_strength : float, default 1.0
         ``lambda >= 0``: a Gaussian prior of precision ``lambda`` on the same
         standardised coefficients, carrying ``lambda`` rows' worth of
         information: it adds ``lambda / n`` to ``alpha`` (``n``: the total
         weight of the rows), so that its pull falls like ``1 / n``, as that of
-        the regressor's ``prior_strength`` (DESIGN §13).
+        the regressor's ``prior_strength`` (DESIGN §13).  The default, one
+        row's worth (a unit-information prior), is at every ``n`` the penalty
+        of scikit-learn's ``LogisticRegression(C=1)`` on standardised columns;
+        it keeps the answer finite when an expert or the gate separates the
+        classes.  ``log_likelihood_``, ``bic`` and ``aic`` stay those of the
+        plain likelihood at the estimate; ``objective_`` is the maximised one.
     gating_features, expert_features : None, array-like of int or str, or boolean mask
         Columns of ``X`` that the gate and the experts read (None: all).
     shared_features : None, array-like of int or str, or boolean mask
@@ -174,8 +179,8 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
     def __init__(
         self,
         n_experts=2,
-        alpha=1e-4,
-        prior_strength=0.0,
+        alpha=0.0,
+        prior_strength=1.0,
         gating_features=None,
         expert_features=None,
         shared_features=None,
@@ -300,7 +305,7 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
                 "the classes are (nearly) perfectly separated by some expert: without a "
                 "ridge the likelihood has no maximum and the coefficients grow without "
                 "bound; the answer is the finite point where the optimiser stopped. "
-                "Set alpha > 0 for a unique answer",
+                "Set prior_strength > 0 (the default is 1) or alpha > 0 for a unique answer",
                 ConvergenceWarning,
                 stacklevel=2,
             )
@@ -616,6 +621,8 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
             if arr.dtype.kind != "f" or not np.all(np.isfinite(arr)):
                 raise ValueError(f"{name} must hold finite floating-point numbers")
         known = cls().get_params()
+        # a record written before prior_strength existed was fitted without a prior
+        params.setdefault("prior_strength", 0.0)
         est = cls(
             **{key: v for key, v in params.items() if key in known},
             random_state=meta.get("random_state"),
@@ -649,6 +656,14 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         for key, value in names_from_record(meta, d).items():
             setattr(est, key, value)
         return est
+
+    def _prior_description(self):
+        lam, alpha = float(self.prior_strength), float(self.alpha)
+        if lam <= 0 and alpha <= 0:
+            return None
+        parts = [f"normal, precision {lam:g} on standardised slopes (experts and gate)"] * (lam > 0)
+        parts += [f"ridge alpha = {alpha:g} per sample"] * (alpha > 0)
+        return "; ".join(parts) + f"; objective {self.objective_:.6g} per sample"
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -576,6 +576,9 @@ class Summary:
             pairs.append(("Prior", self.prior))
         return pairs
 
+    def _kind(self) -> str:
+        return "maximum-likelihood" if self.prior is None else "maximum a posteriori"
+
     def _notes(self) -> list[str]:
         notes = ["gate centred (rows and intercepts sum to zero over experts); Wald z, normal p"]
         if self.point_masses:
@@ -675,7 +678,7 @@ class Summary:
                 current = f"{current}   {item}" if current else item
         head_lines.append(current)
         width = max(table_width, *(len(h) for h in head_lines))
-        lines = ["Mixture of experts: maximum-likelihood summary", "=" * width, *head_lines]
+        lines = [f"Mixture of experts: {self._kind()} summary", "=" * width, *head_lines]
         lines += ["Note: " + n for n in self._notes()]
         lines += ["=" * width, line(titles)]
         group = None
@@ -694,7 +697,7 @@ class Summary:
         """The summary as an HTML table (Jupyter)."""
         esc = html.escape
         titles, body = self._cells()
-        parts = ["<div><p><b>Mixture of experts: maximum-likelihood summary</b></p>"]
+        parts = [f"<div><p><b>Mixture of experts: {self._kind()} summary</b></p>"]
         parts.append("<table><tbody>")
         for label, value in self._header():
             parts.append(
