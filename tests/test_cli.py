@@ -346,12 +346,14 @@ def test_fit_options_reach_the_estimator(tmp_path, monkeypatch):
                 "tanh",
                 "--solver",
                 "em",
+                "--prior-strength",
+                "0.5",
             ]
         )
         == 0
     )
     defaults = est_module.MixtureOfExpertsRegressor().get_params()
-    for key in ("noise", "n_init", "max_iter", "link", "solver"):
+    for key in ("noise", "n_init", "max_iter", "link", "solver", "prior_strength"):
         assert seen[0][key] == defaults[key]  # absent flags leave the estimator's defaults
     assert (
         seen[1]["noise"],
@@ -359,7 +361,11 @@ def test_fit_options_reach_the_estimator(tmp_path, monkeypatch):
         seen[1]["max_iter"],
         seen[1]["link"],
         seen[1]["solver"],
-    ) == ("expert", 2, 7, "tanh", "em")
+        seen[1]["prior_strength"],
+    ) == ("expert", 2, 7, "tanh", "em", 0.5)
+    # a prior the solver cannot apply is refused by name, not by a traceback
+    bad = [*base, "--solver", "landscape", "--prior-strength", "1"]
+    assert main(bad) == 2
 
 
 def test_n_init_auto_is_passed_through(tmp_path, monkeypatch):
@@ -627,6 +633,11 @@ def test_classify_fit_predict_summary(tmp_path, capsys):
     assert main([*argv, "--output", str(model)]) == 0
     assert "accuracy" in capsys.readouterr().out
     est = moelearn.load(model)
+    assert est.prior_strength == 1.0  # the classifier's default
+    other = tmp_path / "clf2.npz"
+    assert main([*argv, "--prior-strength", "0.25", "--output", str(other)]) == 0
+    assert moelearn.load(other).prior_strength == 0.25
+    capsys.readouterr()
     assert list(est.classes_) == ["ham", "spam"]
     out = tmp_path / "pred.csv"
     # columns in another order, the label column present: matched by name, label ignored

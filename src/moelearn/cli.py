@@ -415,7 +415,7 @@ def _training_inputs(args):
         y = _labels(table, args.target)
         options = {
             name: getattr(args, name)
-            for name in ("n_init", "max_iter", "alpha")
+            for name in ("n_init", "max_iter", "alpha", "prior_strength")
             if getattr(args, name) is not None
         }
     else:
@@ -424,7 +424,15 @@ def _training_inputs(args):
         y = table.numbers([args.target])[:, 0]
         options = {
             name: getattr(args, name)
-            for name in ("link", "family", "solver", "noise", "n_init", "max_iter")
+            for name in (
+                "link",
+                "family",
+                "solver",
+                "noise",
+                "n_init",
+                "max_iter",
+                "prior_strength",
+            )
             if getattr(args, name) is not None
         }
     if offset_column is not None:
@@ -772,7 +780,15 @@ def _add_training_options(parser):
         "--alpha",
         type=float,
         default=None,
-        help="ridge of the classifier (default: 1e-4; with --classify)",
+        help="fixed ridge of the classifier per row (default: 0; with --classify)",
+    )
+    parser.add_argument(
+        "--prior-strength",
+        type=float,
+        default=None,
+        metavar="LAMBDA",
+        help="a Gaussian prior on the standardised slopes worth LAMBDA rows (default: 1 "
+        "with --classify, 0 for regression: plain maximum likelihood)",
     )
     parser.add_argument(
         "--family",
