@@ -174,3 +174,56 @@ def test_classifier_summary_states_its_prior_and_the_default_is_one_row():
         plain.fit(X, y)
     assert "Prior" not in str(plain.summary())
     assert plain.objective_ == plain.log_likelihood_
+
+
+@pytest.mark.parametrize("loader", ["iris", "breast_cancer"])
+def test_one_expert_default_is_logistic_regression_and_ignores_the_class_order(loader):
+    # One expert with the default prior (one row's worth on the standardised slopes) is
+    # LogisticRegression() on standardised columns: binary with one log-odds vector,
+    # multinomial with the centred (class-symmetric) penalty, so relabelling the classes
+    # gives the same probabilities.  Both optima are unique (strictly concave); the
+    # tolerance is that of the two optimisers at tol=1e-12 (measured 8e-8 and 5e-7).
+    from sklearn import datasets
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = getattr(datasets, f"load_{loader}")(return_X_y=True)
+    ref = make_pipeline(StandardScaler(), LogisticRegression(tol=1e-12, max_iter=100_000))
+    ref.fit(X, y)
+    one = MixtureOfExpertsClassifier(1, tol=1e-12, random_state=0).fit(X, y)
+    np.testing.assert_allclose(one.predict_proba(X), ref.predict_proba(X), atol=5e-6)
+    classes = np.unique(y)
+    relabel = np.roll(classes, 1)  # class c becomes relabel[c]
+    other = MixtureOfExpertsClassifier(1, tol=1e-12, random_state=0).fit(X, relabel[y])
+    np.testing.assert_allclose(other.predict_proba(X)[:, relabel], one.predict_proba(X), atol=1e-9)
+
+
+def test_multinomial_penalty_derivatives_match_its_value():
+    # the class-symmetric ridge in flat coordinates: gradient and Hessian against central
+    # differences of its value (a quadratic: exact up to rounding)
+    from moelearn.engine import State, _flat_penalty
+    from moelearn.families import Multinomial
+
+    rng = np.random.default_rng(0)
+    metric = Multinomial(4).penalty_metric
+    gate = rng.standard_normal((2, 4))
+    gate[-1] = 0.0  # the reference row
+    state = State(rng.standard_normal((2, 3, 4)), np.zeros((2, 0)), gate)
+    value, grad, hess = _flat_penalty(state, 0.3, True, 1.0, None, metric)
+    theta = state.flat()
+    h = 1e-5
+    for j in range(theta.size):
+        e = np.zeros(theta.size)
+        e[j] = h
+        up = _flat_penalty(state.with_flat(theta + e), 0.3, True, 1.0, None, metric)
+        down = _flat_penalty(state.with_flat(theta - e), 0.3, True, 1.0, None, metric)
+        assert (up[0] - down[0]) / (2 * h) == pytest.approx(grad[j], abs=1e-8)
+        np.testing.assert_allclose((up[1] - down[1]) / (2 * h), hess[:, j], atol=1e-8)
+    # the centred class logits: adding the same vector to every class's (and the
+    # reference's zero) logits, i.e. nothing to the probabilities, leaves it unchanged
+    B = state.coef[..., 1:]
+    full = np.concatenate([B, np.zeros((2, 1, 3))], axis=1)
+    centred = full - full.mean(axis=1, keepdims=True)
+    experts_only = _flat_penalty(state, (0.3, 0.0), True, 1.0, None, metric)[0]
+    assert -experts_only == pytest.approx(0.5 * 0.3 * np.sum(centred**2), rel=1e-12)

@@ -102,9 +102,12 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
         standardised coefficients, carrying ``lambda`` rows' worth of
         information: it adds ``lambda / n`` to ``alpha`` (``n``: the total
         weight of the rows), so that its pull falls like ``1 / n``, as that of
-        the regressor's ``prior_strength`` (DESIGN §13).  The default, one
-        row's worth (a unit-information prior), is at every ``n`` the penalty
-        of scikit-learn's ``LogisticRegression(C=1)`` on standardised columns;
+        the regressor's ``prior_strength`` (DESIGN §13).  With more than two
+        classes the ridge and the prior act on each expert's centred class
+        logits, so the fit does not depend on the order of the classes.  The
+        default, one row's worth (a unit-information prior), is at every ``n``
+        the penalty of scikit-learn's ``LogisticRegression(C=1)`` on
+        standardised columns (one expert gives that model's probabilities);
         it keeps the answer finite when an expert or the gate separates the
         classes.  ``log_likelihood_``, ``bic`` and ``aic`` stay those of the
         plain likelihood at the estimate; ``objective_`` is the maximised one.

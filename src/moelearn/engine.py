@@ -623,7 +623,12 @@ def _ridge_masks(state, fit_intercept, tied=None):
     return mc, mg
 
 
-def _flat_penalty(state, alpha, fit_intercept, n, tied=None):
+def _metric_times(metric, B):
+    """``metric @ B[i]`` for every expert ``i`` of ``B`` (k, q, p); ``B`` if metric is None."""
+    return B if metric is None else np.einsum("cd,idp->icp", metric, B)
+
+
+def _flat_penalty(state, alpha, fit_intercept, n, tied=None, metric=None):
     """The ridge of :func:`_penalize` in flat coordinates: ``(value, gradient, Hessian)``."""
     size = state.coef.size + state.log_disp.size + state.gate[:-1].size
     a_e, a_g = (alpha, alpha) if np.ndim(alpha) == 0 else alpha
@@ -633,36 +638,45 @@ def _flat_penalty(state, alpha, fit_intercept, n, tied=None):
     a_e, a_g = a_e * n, a_g * n
     mc, mg = _ridge_masks(state, fit_intercept, tied)
     k = state.n_experts
-    B = state.coef * mc
+    B = _metric_times(metric, state.coef * mc)
     V = state.gate * mg
     centred = V - V.mean(axis=0)
     value = -0.5 * (a_e * np.sum(B * state.coef) + a_g * np.sum(centred**2))
     nc, nd = state.coef.size, state.log_disp.size
     grad[:nc] = -a_e * B.ravel()
-    hess[np.arange(nc), np.arange(nc)] = -a_e * mc.ravel()
+    if metric is None:
+        hess[np.arange(nc), np.arange(nc)] = -a_e * mc.ravel()
+    else:
+        block = state.coef[0].size
+        for i in range(k):
+            span = slice(i * block, (i + 1) * block)
+            hess[span, span] = -a_e * np.kron(metric, np.diag(mc[i, 0]))
     if k > 1:
         grad[nc + nd :] = -a_g * centred[: k - 1].ravel()
         hess[nc + nd :, nc + nd :] = -a_g * np.kron(np.eye(k - 1) - 1.0 / k, np.diag(mg))
     return value, grad, hess
 
 
-def penalty(state, alpha, fit_intercept, tied=None) -> float:
+def penalty(state, alpha, fit_intercept, tied=None, metric=None) -> float:
     """The ridge of :func:`_penalize` per sample at ``state`` (>= 0).
 
     The engine maximises the mean log-likelihood less this; adding it back to
     the maximised objective gives the plain mean log-likelihood.
     """
-    return -_flat_penalty(state, alpha, fit_intercept, 1.0, tied)[0]
+    return -_flat_penalty(state, alpha, fit_intercept, 1.0, tied, metric)[0]
 
 
-def _penalize(stats, state, alpha, fit_intercept, tied=None):
+def _penalize(stats, state, alpha, fit_intercept, tied=None, metric=None):
     """Add the ridge ``a_e/2 ||B||^2 + a_g/2 sum_p ||v_p - mean_p||^2`` (per sample) in place.
 
     ``B`` are the expert coefficients and ``v_p`` the gate coefficients of
     column ``p`` over the experts, intercepts excluded: the gate is penalised
     in its centred form, so the penalty does not depend on which expert is
     the reference; a shared coefficient (``tied``) is penalised once.  ``alpha``
-    is one number for both, or ``(a_e, a_g)``.  ``stats["obj"]`` receives the
+    is one number for both, or ``(a_e, a_g)``.  ``metric`` (the family's
+    :attr:`~moelearn.families.Family.penalty_metric`, None: the identity) is the
+    quadratic form over an expert's predictors: ``||B||^2`` reads
+    ``sum_p B[:, p]' metric B[:, p]``.  ``stats["obj"]`` receives the
     penalised total.
     """
     stats["obj"] = stats["ll"]
@@ -672,7 +686,7 @@ def _penalize(stats, state, alpha, fit_intercept, tied=None):
     a_e, a_g = a_e * stats["n"], a_g * stats["n"]
     mc, mg = _ridge_masks(state, fit_intercept, tied)
     k = state.n_experts
-    B = state.coef * mc
+    B = _metric_times(metric, state.coef * mc)
     V = state.gate * mg
     centred = V - V.mean(axis=0)
     stats["obj"] = stats["ll"] - 0.5 * (a_e * np.sum(B * state.coef) + a_g * np.sum(centred**2))
@@ -685,7 +699,10 @@ def _penalize(stats, state, alpha, fit_intercept, tied=None):
         kk, q, pe = state.coef.shape
         for i in range(kk):
             flat = F[i].reshape(q * pe, q * pe)
-            flat[np.diag_indices(q * pe)] += a_e * mc[i].ravel()
+            if metric is None:
+                flat[np.diag_indices(q * pe)] += a_e * mc[i].ravel()
+            else:
+                flat += a_e * np.kron(metric, np.diag(mc[i, 0]))
             F[i] = flat.reshape(q, pe, q, pe)
         stats["F_cc"] = F
         if k > 1 and a_g > 0:
@@ -939,7 +956,7 @@ def em(
     closed = takes_closed_step(family, data, tied)
     want = "moments" if closed else "hess"
     stats = pass_statistics(family, design, data, state, want, weights=weights)
-    stats = _penalize(stats, state, alpha, fi, tied)
+    stats = _penalize(stats, state, alpha, fi, tied, family.penalty_metric)
     n = stats["n"]
     ll = stats["obj"] / n
 
@@ -954,7 +971,7 @@ def em(
         candidate, fraction = full_step, 1.0
         for _ in range(12):
             new_stats = pass_statistics(family, design, data, candidate, want, weights=weights)
-            new_stats = _penalize(new_stats, candidate, alpha, fi, tied)
+            new_stats = _penalize(new_stats, candidate, alpha, fi, tied, family.penalty_metric)
             new_ll = new_stats["obj"] / n
             if np.isfinite(new_ll) and new_ll >= ll - 1e-12 * max(1.0, abs(ll)):
                 return candidate, new_stats, new_ll
@@ -996,6 +1013,7 @@ def em(
                     alpha,
                     fi,
                     tied,
+                    family.penalty_metric,
                 )
                 t_ll = t_stats["obj"] / n
                 if np.isfinite(t_ll):
@@ -1058,7 +1076,7 @@ def polish(
         theta = reduced[expand]
         s = state.with_flat(theta)
         st = pass_statistics(family, design, data, s, "grad", weights=weights)
-        st = _penalize(st, s, alpha, design.fit_intercept, tied)
+        st = _penalize(st, s, alpha, design.fit_intercept, tied, family.penalty_metric)
         n = st["n"]
         g = _flat_gradient(st, k)
         cache["share"] = st["share"] / n
@@ -1174,7 +1192,7 @@ def _newton_polish(
     def with_hessian(reduced):
         s = state.with_flat(reduced[expand])
         st = observed_statistics(family, design, data, s, weights)
-        pv, pg, ph = _flat_penalty(s, alpha, fi, st["n"], tied)
+        pv, pg, ph = _flat_penalty(s, alpha, fi, st["n"], tied, family.penalty_metric)
         n = st["n"]
         return (
             (st["ll"] + pv) / n,
@@ -1186,7 +1204,7 @@ def _newton_polish(
     def gradient(reduced):
         s = state.with_flat(reduced[expand])
         st = pass_statistics(family, design, data, s, "grad", weights=weights)
-        st = _penalize(st, s, alpha, fi, tied)
+        st = _penalize(st, s, alpha, fi, tied, family.penalty_metric)
         n = st["n"]
         g = _flat_gradient(st, k)
         return (
@@ -1911,7 +1929,9 @@ def _objective(family, design, data, state, opts):
     """The penalised mean log-likelihood of ``state`` on ``data`` (``-inf`` if not finite);
     ``opts`` holds ``weights``, ``alpha`` and ``tied``."""
     stats = pass_statistics(family, design, data, state, "value", weights=opts["weights"])
-    stats = _penalize(stats, state, opts["alpha"], design.fit_intercept, opts["tied"])
+    stats = _penalize(
+        stats, state, opts["alpha"], design.fit_intercept, opts["tied"], family.penalty_metric
+    )
     value = stats["obj"] / stats["n"]
     return float(value) if np.isfinite(value) else -np.inf
 
@@ -2090,7 +2110,7 @@ def canonical(family, design, data, fit, *, log_floor=-np.inf, weights=None, alp
         np.tile(b, (k, 1, 1)), np.tile(state.log_disp[best], (k, 1)), np.zeros_like(state.gate)
     )
     stats = pass_statistics(family, design, data, out, "value", weights=weights)
-    stats = _penalize(stats, out, alpha, design.fit_intercept, tied)
+    stats = _penalize(stats, out, alpha, design.fit_intercept, tied, family.penalty_metric)
     n = stats["n"]
     ll = stats["obj"] / n
     if not ll >= fit.log_likelihood - 1e-6 * max(1.0, abs(fit.log_likelihood)):

@@ -132,6 +132,11 @@ class Family(ABC):
         How many leading experts are point masses at zero, without parameters
         (1 for :class:`ZeroInflated`, 0 otherwise): their coefficients and
         dispersions are not counted, estimated or shown.
+    penalty_metric : ndarray of shape (n_predictors, n_predictors) or None
+        The quadratic form of the ridge and the prior over an expert's
+        predictors, per column (None: the identity).  :class:`Multinomial`
+        penalises the centred class logits, so that the fit does not depend
+        on the reference class.
     screen_steps : tuple of int or None
         ``(expert, gate)`` M-steps per iteration of the batched screen of
         random hard partitions (:func:`moelearn.engine.search`) for class-label
@@ -155,6 +160,8 @@ class Family(ABC):
     name = "family"
     dispersion_names: tuple = ()
     n_predictors = 1
+    # the ridge's metric over an expert's predictors (None: the identity), see Multinomial
+    penalty_metric = None
     location_scale = False
     scale_family = False
     moment_start: str | None = None
@@ -1263,6 +1270,14 @@ class Multinomial(Family):
             raise ValueError(f"n_classes must be >= 2, got {n_classes}")
         self.n_classes = int(n_classes)
         self.n_predictors = self.n_classes - 1
+        # The ridge (and prior) on the log-odds against the last class penalises the
+        # centred class logits, sum_c ||eta_c - mean_c eta||^2 over all C classes (the last
+        # one's are zero), as scikit-learn's multinomial LogisticRegression: symmetric in
+        # the classes, so the fit does not depend on which class is the reference.  In
+        # the C - 1 free rows its matrix is I - 11'/C.  Two classes use the one log-odds
+        # vector's plain ridge, as scikit-learn's binary LogisticRegression (Bernoulli).
+        q = self.n_predictors
+        self.penalty_metric = np.eye(q) - 1.0 / self.n_classes if q > 1 else None
 
     def get_config(self):
         return {"n_classes": self.n_classes}

@@ -632,7 +632,7 @@ def fit_engine(
     )
     # the engine's value is the penalised objective; the fit reports the plain
     # log-likelihood at its parameters
-    ridge = penalty(fit.state, alpha, design.fit_intercept, tied)
+    ridge = penalty(fit.state, alpha, design.fit_intercept, tied, family.penalty_metric)
     fit.log_likelihood = float(fit.log_likelihood + ridge)
     return EngineResult(fit, design, method, x_mean, x_scale, ym, ys, float(ridge))
 

@@ -94,6 +94,12 @@ class _Problem:
         if fit_intercept:
             self.mask_e[0] = 0.0
             self.mask_g[0] = 0.0
+        # the ridge's metric over the predictors (engine._penalize): M B on every block
+        self.metric = family.penalty_metric
+        q = family.n_predictors
+        self.pen_expert = np.kron(
+            np.eye(q) if self.metric is None else self.metric, np.diag(self.mask_e)
+        )
         self.sign = 2.0 * y - 1.0
         # indicators of classes 0..q-1 (Bernoulli: of class 1, whose log-odds eta is)
         if self.q == 1:
@@ -197,12 +203,16 @@ class _Problem:
     def penalty(self, coef, gate):
         out = np.zeros(coef.shape[0])
         if self.a_e > 0:
-            out += 0.5 * self.a_e * np.sum(coef**2 * self.mask_e, axis=(1, 2, 3))
+            out += 0.5 * self.a_e * np.sum(coef * self._metric(coef * self.mask_e), axis=(1, 2, 3))
         if self.a_g > 0:
             V = gate * self.mask_g
             centred = V - V.mean(axis=1, keepdims=True)
             out += 0.5 * self.a_g * np.sum(centred**2, axis=(1, 2))
         return out
+
+    def _metric(self, B):
+        """The ridge's metric times ``B`` (C, k, q, p) over its predictors."""
+        return B if self.metric is None else np.einsum("cd,nkdp->nkcp", self.metric, B)
 
     # --------------------------------------------------------------- M-step
     def expert_step(self, coef, log_disp, post, cache=None, penalised=True):
@@ -235,8 +245,9 @@ class _Problem:
         H = H.reshape(k * c, q * pe, q * pe)
         g = g.reshape(k * c, q * pe)
         if self.a_e > 0 and penalised:
-            g = g - self.a_e * (np.swapaxes(coef, 0, 1) * self.mask_e).reshape(k * c, q * pe)
-            H = H + self.a_e * np.diag(np.tile(self.mask_e, q))
+            pulled = self._metric(coef * self.mask_e)
+            g = g - self.a_e * np.swapaxes(pulled, 0, 1).reshape(k * c, q * pe)
+            H = H + self.a_e * self.pen_expert
         step = self._solve_blocks(H, g, k, c, q, pe, 0).reshape(k, c, q, pe)
         return coef + np.swapaxes(step, 0, 1), log_disp
 
@@ -279,9 +290,9 @@ class _Problem:
         F_cd = np.einsum("nbij,np->bipj", F[..., :q, q:], self.U).reshape(blocks, qp, m)
         F_dd = F[..., q:, q:].sum(axis=0)
         if self.a_e > 0 and penalised:
-            flat = (np.swapaxes(coef, 0, 1) * self.mask_e).reshape(blocks, qp)
+            flat = np.swapaxes(self._metric(coef * self.mask_e), 0, 1).reshape(blocks, qp)
             g_c = g_c - self.a_e * flat
-            F_cc = F_cc + self.a_e * np.diag(np.tile(self.mask_e, q))
+            F_cc = F_cc + self.a_e * self.pen_expert
         H = np.zeros((blocks, qp + m, qp + m))
         H[:, :qp, :qp] = F_cc
         H[:, :qp, qp:] = F_cd
