@@ -505,7 +505,17 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
 
     def _prior_description(self):
         """The prior of a maximum a posteriori fit, as :meth:`summary` shows it (None: none)."""
-        return None
+        parts = self._penalty_parts()
+        if not parts:
+            return None
+        return "; ".join(parts) + f"; objective {self.objective_:.6g} per sample"
+
+    def _penalty_parts(self):
+        """The penalties the fit maximised the likelihood less, one phrase each."""
+        lam = float(self.prior_strength)
+        if lam <= 0:
+            return []
+        return [f"normal, precision {lam:g} on standardised slopes (experts and gate)"]
 
     def save(self, path: str | os.PathLike) -> None:
         """Save the fitted model without pickle (see :func:`moelearn.load`).

@@ -660,13 +660,11 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
             setattr(est, key, value)
         return est
 
-    def _prior_description(self):
-        lam, alpha = float(self.prior_strength), float(self.alpha)
-        if lam <= 0 and alpha <= 0:
-            return None
-        parts = [f"normal, precision {lam:g} on standardised slopes (experts and gate)"] * (lam > 0)
-        parts += [f"ridge alpha = {alpha:g} per sample"] * (alpha > 0)
-        return "; ".join(parts) + f"; objective {self.objective_:.6g} per sample"
+    def _penalty_parts(self):
+        parts = super()._penalty_parts()
+        if self.alpha > 0:
+            parts.append(f"ridge alpha = {float(self.alpha):g} per sample")
+        return parts
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -644,13 +644,10 @@ def _flat_penalty(state, alpha, fit_intercept, n, tied=None, metric=None):
     value = -0.5 * (a_e * np.sum(B * state.coef) + a_g * np.sum(centred**2))
     nc, nd = state.coef.size, state.log_disp.size
     grad[:nc] = -a_e * B.ravel()
-    if metric is None:
-        hess[np.arange(nc), np.arange(nc)] = -a_e * mc.ravel()
-    else:
-        block = state.coef[0].size
-        for i in range(k):
-            span = slice(i * block, (i + 1) * block)
-            hess[span, span] = -a_e * np.kron(metric, np.diag(mc[i, 0]))
+    block = state.coef[0].size
+    for i in range(k):
+        span = slice(i * block, (i + 1) * block)
+        hess[span, span] = -a_e * screening.ridge_block(metric, mc[i, 0], mc.shape[1])
     if k > 1:
         grad[nc + nd :] = -a_g * centred[: k - 1].ravel()
         hess[nc + nd :, nc + nd :] = -a_g * np.kron(np.eye(k - 1) - 1.0 / k, np.diag(mg))
@@ -699,10 +696,7 @@ def _penalize(stats, state, alpha, fit_intercept, tied=None, metric=None):
         kk, q, pe = state.coef.shape
         for i in range(kk):
             flat = F[i].reshape(q * pe, q * pe)
-            if metric is None:
-                flat[np.diag_indices(q * pe)] += a_e * mc[i].ravel()
-            else:
-                flat += a_e * np.kron(metric, np.diag(mc[i, 0]))
+            flat += a_e * screening.ridge_block(metric, mc[i, 0], q)
             F[i] = flat.reshape(q, pe, q, pe)
         stats["F_cc"] = F
         if k > 1 and a_g > 0:

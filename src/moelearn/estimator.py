@@ -1209,14 +1209,8 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         )
         return est
 
-    def _prior_description(self):
-        lam = float(self.prior_strength)
-        if lam <= 0 or self.solver not in _LIKELIHOOD_SOLVERS:
-            return None
-        return (
-            f"normal, precision {lam:g} on standardised slopes (experts and gate); "
-            f"objective {self.objective_:.6g} per sample"
-        )
+    def _penalty_parts(self):
+        return super()._penalty_parts() if self.solver in _LIKELIHOOD_SOLVERS else []
 
     def _set_fitted(self, params, n_iter, converged, log_likelihood, init_method, penalty=0.0):
         self.params_ = params

@@ -61,6 +61,13 @@ def hashed_partitions(feats, k, count, rng):
     return np.moveaxis(np.eye(k)[groups], 1, 0)  # (count, n, k)
 
 
+def ridge_block(metric, mask, q):
+    """The ridge's Hessian block of one expert with ``q`` predictors,
+    ``kron(metric, diag(mask))`` in its flat ``(q, p)`` coordinates; ``metric`` is the
+    family's :attr:`~moelearn.families.Family.penalty_metric` (None: the identity)."""
+    return np.kron(np.eye(q) if metric is None else metric, np.diag(mask))
+
+
 class _Problem:
     """The fixed parts of one batched fit: designs, outer products, penalty masks, bounds."""
 
@@ -97,9 +104,7 @@ class _Problem:
         # the ridge's metric over the predictors (engine._penalize): M B on every block
         self.metric = family.penalty_metric
         q = family.n_predictors
-        self.pen_expert = np.kron(
-            np.eye(q) if self.metric is None else self.metric, np.diag(self.mask_e)
-        )
+        self.pen_expert = ridge_block(self.metric, self.mask_e, q)
         self.sign = 2.0 * y - 1.0
         # indicators of classes 0..q-1 (Bernoulli: of class 1, whose log-odds eta is)
         if self.q == 1:
