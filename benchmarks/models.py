@@ -312,6 +312,7 @@ def fit_moelearn(spec, X, y, trials, seed, n_init="auto", groups=None):
         expert_features=spec["expert_features"],
         shared_features=spec.get("shared_features"),
         n_init=n_init,
+        prior_strength=0,  # the peers' model: plain maximum likelihood
         random_state=seed,
     )
     t = time.perf_counter()

@@ -36,7 +36,7 @@ def main():
             truth = make_moe(10, 3, noise_std=0.2, random_state=seed)
             X, y = sample(truth, n, random_state=100 + seed)
             t = time.perf_counter()
-            est = MixtureOfExpertsRegressor(3, random_state=seed).fit(X, y)
+            est = MixtureOfExpertsRegressor(3, prior_strength=0, random_state=seed).fit(X, y)
             secs = time.perf_counter() - t
             lost = est.predict_gating(X[:20000]).mean(0).min() < 0.01
             rows.append(

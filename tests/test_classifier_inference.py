@@ -92,6 +92,7 @@ def test_binary_summary_equals_the_binomial_regressor_with_one_trial():
         trials=2,
         gating_features=[1],
         expert_features=[0],
+        prior_strength=0.0,
         random_state=0,
     ).fit(Xt, y.astype(float))
     a, b = clf.summary(), reg.summary()

@@ -677,3 +677,26 @@ def test_observed_pass_in_blocks_equals_one_block_and_central_differences(name):
     big = State(np.zeros((7, 1, 6)), np.zeros((7, 2)), np.zeros((7, 6)))
     assert observed_block_rows(big, 8192) == 262_144 // 27**2
     assert observed_block_rows(big, 100) == 100
+
+
+def test_newton_finish_keeps_its_start_when_a_difference_step_overflows():
+    # a forward-difference step of the Hessian that leaves the domain (a gradient that
+    # overflows to NaN just past the start, as an extreme fit's can) ended the finish
+    # with LAPACK's "SVD did not converge" escaping from a fit; now the finish stops
+    # and keeps its starting point, L-BFGS-B's answer
+    from moelearn.engine import _newton_finish
+
+    start = np.array([0.5, -0.3])
+
+    def fun(theta):
+        g = 2.0 * theta
+        if theta[0] > start[0]:
+            g = np.full(2, np.nan)
+        return float(theta @ theta), g
+
+    value, jac = fun(start)
+    lb, ub = np.full(2, -np.inf), np.full(2, np.inf)
+    theta, out, _, steps = _newton_finish(fun, start.copy(), value, jac, lb, ub, [])
+    assert steps == 0
+    np.testing.assert_array_equal(theta, start)
+    assert out == value

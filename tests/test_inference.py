@@ -265,7 +265,7 @@ def test_one_expert_gives_the_least_squares_standard_errors():
     # k = 1, linear: information XᵀX / σ² for the coefficients and 2n for log σ
     p = moelearn.make_moe(3, 1, noise_std=0.3, random_state=0)
     X, y = moelearn.sample(p, 500, random_state=1)
-    est = MixtureOfExpertsRegressor(1, fit_intercept=False).fit(X, y)
+    est = MixtureOfExpertsRegressor(1, fit_intercept=False, prior_strength=0).fit(X, y)
     s = est.summary(X, y)
     sigma = float(est.noise_std_[0])  # one expert: one noise level
     np.testing.assert_allclose(

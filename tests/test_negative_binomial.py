@@ -39,7 +39,9 @@ def _two_experts(n, seed):
 def test_one_expert_equals_an_independent_maximum_likelihood_fit():
     # scipy's NB pmf and a generic optimiser, no moelearn code: the same optimum
     X, y = _one_expert(2000, seed=1)
-    est = MixtureOfExpertsRegressor(1, family="negative-binomial", random_state=0).fit(X, y)
+    est = MixtureOfExpertsRegressor(
+        1, family="negative-binomial", prior_strength=0.0, random_state=0
+    ).fit(X, y)
 
     def nll(theta):
         b, a0, a1, log_shape = theta

@@ -284,7 +284,9 @@ def test_refit_on_an_unnamed_memory_map_drops_stale_names(data, tmp_path, cls):
 
 # ------------------------------------------- degenerate count and positive fits
 def test_degenerate_gamma_fit_warns_naming_the_expert():
-    # one response of 1e-10 (before: predictions up to 6e30 on the training inputs, silently)
+    # one response of 1e-10 (before: predictions up to 6e30 on the training inputs, silently):
+    # the maximum-likelihood fit is degenerate and says which expert; the default prior's
+    # fit is not, and predicts within the responses' range
     rng = np.random.default_rng(0)
     X = rng.standard_normal((200, 2))
     y = rng.gamma(2.0, np.exp(0.5 * X[:, 0]) / 2.0)
@@ -294,7 +296,12 @@ def test_degenerate_gamma_fit_warns_naming_the_expert():
         with pytest.warns(
             DegenerateFitWarning, match=r"expert \d is degenerate: .* where y ranges"
         ):
-            MixtureOfExpertsRegressor(2, family="gamma", random_state=0).fit(X, y)
+            MixtureOfExpertsRegressor(2, family="gamma", prior_strength=0.0, random_state=0).fit(
+                X, y
+            )
+        warnings.simplefilter("error", DegenerateFitWarning)
+        default = MixtureOfExpertsRegressor(2, family="gamma", random_state=0).fit(X, y)
+    assert default.predict(X).max() <= y.max()
 
 
 def test_ordinary_count_fit_does_not_warn():

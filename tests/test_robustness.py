@@ -299,7 +299,15 @@ def test_only_constant_features_fall_back_to_random_starts():
     # the moment start has no signal here; it must hand over to the fallback
     # rather than start from NaN directions
     y = 0.5 + 0.1 * np.random.default_rng(0).standard_normal(200)
-    est = _fit(np.full((200, 3), 2.0), y, n_experts=1, link="sigmoid", noise="shared", n_init=1)
+    est = _fit(
+        np.full((200, 3), 2.0),
+        y,
+        n_experts=1,
+        link="sigmoid",
+        noise="shared",
+        n_init=1,
+        prior_strength=0.0,  # the Gaussian path's fallback
+    )
     assert est.init_method_.startswith("random (best of 1 start)")
     assert "moment start unavailable" in est.init_method_
     assert _finite(est)

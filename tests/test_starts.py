@@ -154,17 +154,17 @@ def test_shared_noise_continuation_finds_an_optimum_a_direct_start_misses():
 
 
 def test_converged_is_false_when_the_cap_is_hit_and_the_warning_names_the_step(two_experts):
+    # the maximum-likelihood fits of Gaussian experts on all columns (their own path)
     _, X, y, _ = two_experts
+    ml = dict(prior_strength=0.0, random_state=0)
     with pytest.warns(ConvergenceWarning, match="L-BFGS refinement of the moment start"):
-        est = MixtureOfExpertsRegressor(2, n_init=1, max_iter=2, random_state=0).fit(X, y)
+        est = MixtureOfExpertsRegressor(2, n_init=1, max_iter=2, **ml).fit(X, y)
     assert not est.converged_ and est.n_iter_ == 2
     with pytest.warns(ConvergenceWarning, match="EM refinement of the moment start"):
-        est = MixtureOfExpertsRegressor(2, n_init=1, refine="em", max_iter=2, random_state=0).fit(
-            X, y
-        )
+        est = MixtureOfExpertsRegressor(2, n_init=1, refine="em", max_iter=2, **ml).fit(X, y)
     assert not est.converged_
     with pytest.warns(ConvergenceWarning, match="the em solver"):
-        est = MixtureOfExpertsRegressor(2, solver="em", max_iter=2, random_state=0).fit(X, y)
+        est = MixtureOfExpertsRegressor(2, solver="em", max_iter=2, **ml).fit(X, y)
     assert not est.converged_
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
@@ -295,14 +295,14 @@ def test_trusted_moment_start_skips_the_growth_path_only_where_theory_vouches(mo
     monkeypatch.setattr(starts, "_grow_by_splits", counted)
     p = make_moe(6, 3, noise_std=0.2, random_state=0)
     X, y = sample(p, 4000, random_state=1)
-    fast = MixtureOfExpertsRegressor(3, random_state=0).fit(X, y)
+    fast = MixtureOfExpertsRegressor(3, prior_strength=0.0, random_state=0).fit(X, y)
     assert calls == [] and fast.init_method_.startswith("moments")
     monkeypatch.setattr(solvers, "inputs_look_gaussian", lambda *a, **kw: False)
-    full = MixtureOfExpertsRegressor(3, random_state=0).fit(X, y)
+    full = MixtureOfExpertsRegressor(3, prior_strength=0.0, random_state=0).fit(X, y)
     assert calls == [1]
     assert fast.log_likelihood_ == pytest.approx(full.log_likelihood_, rel=1e-9)
     monkeypatch.undo()
     monkeypatch.setattr(starts, "_grow_by_splits", counted)
     Xu, yu = sample(p, 4000, random_state=1, inputs="uniform")
-    MixtureOfExpertsRegressor(3, random_state=0).fit(Xu, yu)
+    MixtureOfExpertsRegressor(3, prior_strength=0.0, random_state=0).fit(Xu, yu)
     assert calls == [1, 1]

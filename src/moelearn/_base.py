@@ -503,6 +503,14 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
             prior=self._prior_description(),
         )
 
+    def _prior_strength(self) -> float:
+        """The fit's prior strength as a number (a subclass resolves ``"auto"``)."""
+        return float(self.prior_strength)
+
+    def _slope_prior_text(self, lam) -> str:
+        """The prior on the slopes, for :meth:`summary`."""
+        return f"normal, precision {lam:g} on standardised slopes (experts and gate)"
+
     def _prior_description(self):
         """The prior of a maximum a posteriori fit, as :meth:`summary` shows it (None: none)."""
         parts = self._penalty_parts()
@@ -512,10 +520,14 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
 
     def _penalty_parts(self):
         """The penalties the fit maximised the likelihood less, one phrase each."""
-        lam = float(self.prior_strength)
+        lam = self._prior_strength()
         if lam <= 0:
             return []
-        return [f"normal, precision {lam:g} on standardised slopes (experts and gate)"]
+        parts = [self._slope_prior_text(lam)]
+        text = self.params_.family_object.dispersion_prior_text
+        if text:
+            parts.append(text.format(lam=f"{lam:g}"))
+        return parts
 
     def save(self, path: str | os.PathLike) -> None:
         """Save the fitted model without pickle (see :func:`moelearn.load`).

@@ -275,6 +275,9 @@ class MixtureOfExpertsClassifier(ClassifierMixin, MixtureOfExpertsBase):
                 tol=self.tol,
                 alpha=self.alpha,
                 prior_strength=self.prior_strength,
+                # LogisticRegression's prior on every slope: a heavy-tailed gate lets two
+                # experts separate the classes through the gate (DESIGN §13, the prior)
+                gate_prior="normal",
                 sample_weight=weights,
                 random_state=rng,
                 shared_columns=shared_columns(shared, shared_b),

@@ -787,8 +787,8 @@ def _add_training_options(parser):
         type=float,
         default=None,
         metavar="LAMBDA",
-        help="a Gaussian prior on the standardised slopes worth LAMBDA rows (default: 1 "
-        "with --classify, 0 for regression: plain maximum likelihood)",
+        help="the prior worth LAMBDA rows (0: plain maximum likelihood; default: 1 with "
+        "--classify, 0.5 for regression with a likelihood solver, 0 for the others)",
     )
     parser.add_argument(
         "--family",

@@ -39,6 +39,7 @@ from ._threads import blas_threads
 from .data import Data, add_partials
 from .families import Family
 from .grouping import group_joint, group_posterior
+from .penalties import as_penalty, centred_blocks, dispersion_terms, gate_prior_terms
 
 __all__ = [
     "SHARED_INTERCEPT",
@@ -623,70 +624,116 @@ def _ridge_masks(state, fit_intercept, tied=None):
     return mc, mg
 
 
+def _dispersion_prior(family, state, pen, n, tied=None):
+    """:func:`~moelearn.penalties.dispersion_terms` at ``state``: ``(value, gradient,
+    curvature)`` or None."""
+    column = None if tied is None else tied.dispersion
+    terms = dispersion_terms(family, state.log_disp, pen, n, column)
+    return None if terms is None else (float(terms[0]), terms[1], terms[2])
+
+
 def _metric_times(metric, B):
     """``metric @ B[i]`` for every expert ``i`` of ``B`` (k, q, p); ``B`` if metric is None."""
     return B if metric is None else np.einsum("cd,idp->icp", metric, B)
 
 
-def _flat_penalty(state, alpha, fit_intercept, n, tied=None, metric=None):
-    """The ridge of :func:`_penalize` in flat coordinates: ``(value, gradient, Hessian)``."""
+def _flat_penalty(state, alpha, fit_intercept, n, tied=None, family=None):
+    """The penalty of :func:`_penalize` in flat coordinates: ``(value, gradient, Hessian)``."""
     size = state.coef.size + state.log_disp.size + state.gate[:-1].size
-    a_e, a_g = (alpha, alpha) if np.ndim(alpha) == 0 else alpha
+    pen = as_penalty(alpha)
     grad, hess = np.zeros(size), np.zeros((size, size))
-    if a_e <= 0 and a_g <= 0:
-        return 0.0, grad, hess
-    a_e, a_g = a_e * n, a_g * n
+    value = 0.0
+    nc, nd = state.coef.size, state.log_disp.size
+    prior = _dispersion_prior(family, state, pen, n, tied)
+    if prior is not None:
+        value += prior[0]
+        grad[nc : nc + nd] = prior[1].ravel()
+        hess[np.arange(nc, nc + nd), np.arange(nc, nc + nd)] = -prior[2].ravel()
     mc, mg = _ridge_masks(state, fit_intercept, tied)
     k = state.n_experts
+    cauchy = gate_prior_terms(state.gate, mg, pen, n)
+    if cauchy is not None:
+        value += float(cauchy[0])
+        grad[nc + nd :] = cauchy[1][: k - 1].ravel()
+        hess[nc + nd :, nc + nd :] = centred_blocks(cauchy[3])
+    a_e, a_g = pen.expert * n, pen.gate * n
+    if a_e <= 0 and a_g <= 0:
+        return value, grad, hess
+    metric = None if family is None else family.penalty_metric
     B = _metric_times(metric, state.coef * mc)
     V = state.gate * mg
     centred = V - V.mean(axis=0)
-    value = -0.5 * (a_e * np.sum(B * state.coef) + a_g * np.sum(centred**2))
-    nc, nd = state.coef.size, state.log_disp.size
+    value -= 0.5 * (a_e * np.sum(B * state.coef) + a_g * np.sum(centred**2))
     grad[:nc] = -a_e * B.ravel()
     block = state.coef[0].size
     for i in range(k):
         span = slice(i * block, (i + 1) * block)
         hess[span, span] = -a_e * screening.ridge_block(metric, mc[i, 0], mc.shape[1])
     if k > 1:
-        grad[nc + nd :] = -a_g * centred[: k - 1].ravel()
-        hess[nc + nd :, nc + nd :] = -a_g * np.kron(np.eye(k - 1) - 1.0 / k, np.diag(mg))
+        grad[nc + nd :] -= a_g * centred[: k - 1].ravel()
+        hess[nc + nd :, nc + nd :] -= a_g * np.kron(np.eye(k - 1) - 1.0 / k, np.diag(mg))
     return value, grad, hess
 
 
-def penalty(state, alpha, fit_intercept, tied=None, metric=None) -> float:
-    """The ridge of :func:`_penalize` per sample at ``state`` (>= 0).
+def penalty(state, alpha, fit_intercept, tied=None, family=None) -> float:
+    """The penalty of :func:`_penalize` per sample at ``state``.
 
     The engine maximises the mean log-likelihood less this; adding it back to
     the maximised objective gives the plain mean log-likelihood.
     """
-    return -_flat_penalty(state, alpha, fit_intercept, 1.0, tied, metric)[0]
+    return -_flat_penalty(state, alpha, fit_intercept, 1.0, tied, family)[0]
 
 
-def _penalize(stats, state, alpha, fit_intercept, tied=None, metric=None):
-    """Add the ridge ``a_e/2 ||B||^2 + a_g/2 sum_p ||v_p - mean_p||^2`` (per sample) in place.
-
-    ``B`` are the expert coefficients and ``v_p`` the gate coefficients of
-    column ``p`` over the experts, intercepts excluded: the gate is penalised
-    in its centred form, so the penalty does not depend on which expert is
-    the reference; a shared coefficient (``tied``) is penalised once.  ``alpha``
-    is one number for both, or ``(a_e, a_g)``.  ``metric`` (the family's
-    :attr:`~moelearn.families.Family.penalty_metric`, None: the identity) is the
-    quadratic form over an expert's predictors: ``||B||^2`` reads
-    ``sum_p B[:, p]' metric B[:, p]``.  ``stats["obj"]`` receives the
+def _penalize(stats, state, alpha, fit_intercept, tied=None, family=None):
+    """Add the penalty to a pass's statistics in place; ``stats["obj"]`` receives the
     penalised total.
+
+    The ridge ``a_e/2 ||B||^2 + a_g/2 sum_p ||v_p - mean_p||^2`` (per sample): ``B``
+    are the expert coefficients and ``v_p`` the gate coefficients of column ``p``
+    over the experts, intercepts excluded; the gate is penalised in its centred
+    form, so the penalty does not depend on which expert is the reference; a
+    shared coefficient (``tied``) is penalised once.  ``alpha`` is one number for
+    both, ``(a_e, a_g)``, or a :class:`~moelearn.penalties.Penalty`, whose
+    dispersion prior (``family``'s
+    :meth:`~moelearn.families.Family.dispersion_prior`) and Cauchy gate prior
+    (:func:`~moelearn.penalties.gate_prior_terms`; in the scoring step by its
+    quadratic minorant, so that the step stays an ascent) are subtracted too.
+    The family's
+    :attr:`~moelearn.families.Family.penalty_metric` (None: the identity) is the
+    quadratic form over an expert's predictors: ``||B||^2`` reads
+    ``sum_p B[:, p]' metric B[:, p]``.
     """
     stats["obj"] = stats["ll"]
-    a_e, a_g = (alpha, alpha) if np.ndim(alpha) == 0 else alpha
-    if a_e <= 0 and a_g <= 0:
+    pen = as_penalty(alpha)
+    if not pen.active:
         return stats
-    a_e, a_g = a_e * stats["n"], a_g * stats["n"]
+    prior = _dispersion_prior(family, state, pen, stats["n"], tied)
+    if prior is not None:
+        stats["obj"] = stats["obj"] + prior[0]
+        if "g_disp" in stats:
+            stats["g_disp"] = stats["g_disp"] + prior[1]
+        if "F_dd" in stats:
+            idx = np.arange(state.log_disp.shape[1])
+            F_dd = stats["F_dd"].copy()
+            F_dd[:, idx, idx] += prior[2]
+            stats["F_dd"] = F_dd
     mc, mg = _ridge_masks(state, fit_intercept, tied)
     k = state.n_experts
+    cauchy = gate_prior_terms(state.gate, mg, pen, stats["n"])
+    if cauchy is not None:
+        stats["obj"] = stats["obj"] + float(cauchy[0])
+        if "g_gate" in stats:
+            stats["g_gate"] = stats["g_gate"] + cauchy[1]
+        if "F_cc" in stats:  # the scoring step's: the minorant's curvature (positive)
+            stats["pen_gate"] = centred_blocks(cauchy[2])
+    a_e, a_g = pen.expert * stats["n"], pen.gate * stats["n"]
+    if a_e <= 0 and a_g <= 0:
+        return stats
+    metric = None if family is None else family.penalty_metric
     B = _metric_times(metric, state.coef * mc)
     V = state.gate * mg
     centred = V - V.mean(axis=0)
-    stats["obj"] = stats["ll"] - 0.5 * (a_e * np.sum(B * state.coef) + a_g * np.sum(centred**2))
+    stats["obj"] = stats["obj"] - 0.5 * (a_e * np.sum(B * state.coef) + a_g * np.sum(centred**2))
     if "g_coef" in stats:
         stats["g_coef"] = stats["g_coef"] - a_e * B
         if k > 1:
@@ -701,7 +748,8 @@ def _penalize(stats, state, alpha, fit_intercept, tied=None, metric=None):
         stats["F_cc"] = F
         if k > 1 and a_g > 0:
             # Hessian of the centred penalty over the free rows: (I - 11'/k) (x) diag(mask)
-            stats["pen_gate"] = a_g * np.kron(np.eye(k - 1) - 1.0 / k, np.diag(mg))
+            ridge = a_g * np.kron(np.eye(k - 1) - 1.0 / k, np.diag(mg))
+            stats["pen_gate"] = stats.get("pen_gate", 0.0) + ridge
     return stats
 
 
@@ -891,16 +939,21 @@ def takes_closed_step(family, data, tied=None) -> bool:
 def _closed_experts(family, stats, state, alpha, fit_intercept, tied, bounds):
     """The experts' closed-form M-step (:meth:`~moelearn.families.Family.weighted_m_step`)
     from a pass's weighted moments: ``(coef, log_disp)``."""
-    a_e = alpha if np.ndim(alpha) == 0 else alpha[0]
+    pen = as_penalty(alpha)
     k = state.n_experts
     ridge = None
-    if a_e > 0:
-        ridge = a_e * stats["n"] * _ridge_masks(state, fit_intercept, tied)[0][0, 0]
+    if pen.expert > 0:
+        ridge = pen.expert * stats["n"] * _ridge_masks(state, fit_intercept, tied)[0][0, 0]
     pool = None
     if tied is not None and tied.dispersion is not None:
         pool = np.zeros(k, dtype=int)
+    prior = None
+    if pen.dispersion > 0:
+        prior = (pen.dispersion * stats["n"], pen.reference)
     moments = (stats["m_uu"], stats["m_ut"], stats["m_tt"], stats["m_w"])
-    beta, log_disp = family.weighted_m_step(moments, state.log_disp, ridge=ridge, pool=pool)
+    beta, log_disp = family.weighted_m_step(
+        moments, state.log_disp, ridge=ridge, pool=pool, prior=prior
+    )
     return beta[:, None, :], np.clip(log_disp, *bounds)
 
 
@@ -950,7 +1003,7 @@ def em(
     closed = takes_closed_step(family, data, tied)
     want = "moments" if closed else "hess"
     stats = pass_statistics(family, design, data, state, want, weights=weights)
-    stats = _penalize(stats, state, alpha, fi, tied, family.penalty_metric)
+    stats = _penalize(stats, state, alpha, fi, tied, family)
     n = stats["n"]
     ll = stats["obj"] / n
 
@@ -965,7 +1018,7 @@ def em(
         candidate, fraction = full_step, 1.0
         for _ in range(12):
             new_stats = pass_statistics(family, design, data, candidate, want, weights=weights)
-            new_stats = _penalize(new_stats, candidate, alpha, fi, tied, family.penalty_metric)
+            new_stats = _penalize(new_stats, candidate, alpha, fi, tied, family)
             new_ll = new_stats["obj"] / n
             if np.isfinite(new_ll) and new_ll >= ll - 1e-12 * max(1.0, abs(ll)):
                 return candidate, new_stats, new_ll
@@ -1007,7 +1060,7 @@ def em(
                     alpha,
                     fi,
                     tied,
-                    family.penalty_metric,
+                    family,
                 )
                 t_ll = t_stats["obj"] / n
                 if np.isfinite(t_ll):
@@ -1070,7 +1123,7 @@ def polish(
         theta = reduced[expand]
         s = state.with_flat(theta)
         st = pass_statistics(family, design, data, s, "grad", weights=weights)
-        st = _penalize(st, s, alpha, design.fit_intercept, tied, family.penalty_metric)
+        st = _penalize(st, s, alpha, design.fit_intercept, tied, family)
         n = st["n"]
         g = _flat_gradient(st, k)
         cache["share"] = st["share"] / n
@@ -1186,7 +1239,7 @@ def _newton_polish(
     def with_hessian(reduced):
         s = state.with_flat(reduced[expand])
         st = observed_statistics(family, design, data, s, weights)
-        pv, pg, ph = _flat_penalty(s, alpha, fi, st["n"], tied, family.penalty_metric)
+        pv, pg, ph = _flat_penalty(s, alpha, fi, st["n"], tied, family)
         n = st["n"]
         return (
             (st["ll"] + pv) / n,
@@ -1198,7 +1251,7 @@ def _newton_polish(
     def gradient(reduced):
         s = state.with_flat(reduced[expand])
         st = pass_statistics(family, design, data, s, "grad", weights=weights)
-        st = _penalize(st, s, alpha, fi, tied, family.penalty_metric)
+        st = _penalize(st, s, alpha, fi, tied, family)
         n = st["n"]
         g = _flat_gradient(st, k)
         return (
@@ -1300,9 +1353,14 @@ def _newton_finish(fun, theta, value, jac, lb, ub, history, max_steps=6):
         idx = np.flatnonzero(free)
         if H is None or not np.array_equal(idx, H_idx):
             H, H_idx = _fd_hessian(fun, theta, jac, idx), idx
+        if not np.all(np.isfinite(H)):
+            break  # a difference step left the domain (an overflow): keep L-BFGS's point
         # least squares: directions the data do not determine (a singular
         # Hessian) get no step
-        direction = -np.linalg.lstsq(H, g, rcond=1e-10)[0]
+        try:
+            direction = -np.linalg.lstsq(H, g, rcond=1e-10)[0]
+        except np.linalg.LinAlgError:
+            break  # LAPACK's SVD did not converge: keep L-BFGS's point
         if not np.all(np.isfinite(direction)) or g @ direction >= 0:
             break  # not a descent direction: not at a strict local optimum
         t = 1.0
@@ -1591,7 +1649,7 @@ def _screen_discrete(
     posts = np.stack([post for _, post in candidates])
     if n_parts:
         posts = np.concatenate([posts, screening.hashed_partitions(feats, k, n_parts, rng)])
-    accelerate = DISCRETE_ACCELERATE and bool(np.any(np.asarray(alpha) > 0))
+    accelerate = DISCRETE_ACCELERATE and as_penalty(alpha).active
     screen_iter, long_iter = (
         DISCRETE_ACCELERATED_ITER if accelerate else (DISCRETE_SCREEN_ITER, DISCRETE_LONG_ITER)
     )
@@ -1923,9 +1981,7 @@ def _objective(family, design, data, state, opts):
     """The penalised mean log-likelihood of ``state`` on ``data`` (``-inf`` if not finite);
     ``opts`` holds ``weights``, ``alpha`` and ``tied``."""
     stats = pass_statistics(family, design, data, state, "value", weights=opts["weights"])
-    stats = _penalize(
-        stats, state, opts["alpha"], design.fit_intercept, opts["tied"], family.penalty_metric
-    )
+    stats = _penalize(stats, state, opts["alpha"], design.fit_intercept, opts["tied"], family)
     value = stats["obj"] / stats["n"]
     return float(value) if np.isfinite(value) else -np.inf
 
@@ -2104,7 +2160,7 @@ def canonical(family, design, data, fit, *, log_floor=-np.inf, weights=None, alp
         np.tile(b, (k, 1, 1)), np.tile(state.log_disp[best], (k, 1)), np.zeros_like(state.gate)
     )
     stats = pass_statistics(family, design, data, out, "value", weights=weights)
-    stats = _penalize(stats, out, alpha, design.fit_intercept, tied, family.penalty_metric)
+    stats = _penalize(stats, out, alpha, design.fit_intercept, tied, family)
     n = stats["n"]
     ll = stats["obj"] / n
     if not ll >= fit.log_likelihood - 1e-6 * max(1.0, abs(fit.log_likelihood)):

@@ -60,6 +60,7 @@ def _fit_solver(solver, X, y, k, link, seed, max_iter=200):
         fit_intercept=False,
         compute_standard_errors=False,
         max_iter=max_iter,
+        prior_strength=0,  # the papers' experiments: maximum likelihood
         random_state=seed,
     )
     t = time.perf_counter()

@@ -145,6 +145,9 @@ class Family(ABC):
         Whether the distribution of a row depends on a known number of trials
         read from a column of ``X`` (the binomial): the family's hooks then
         act on :meth:`at_rows`' copy bound to those rows' trials.
+    dispersion_prior_text : str or None
+        What :meth:`dispersion_prior` is, for a summary, with ``{lam}`` for the
+        strength (None: the family has none).
     collapse_ends : tuple of (str, str)
         ``(dispersion name, "low" or "high")``: the ends of a dispersion's
         range at which an expert has collapsed onto (nearly) tied responses,
@@ -171,6 +174,7 @@ class Family(ABC):
     y_min = -np.inf
     y_scaling: str | None = None
     collapse_ends: tuple[tuple[str, str], ...] = ()
+    dispersion_prior_text: str | None = None
     needs_trials = False
     exact_fisher = True
     link_label = "identity"
@@ -328,7 +332,7 @@ class Family(ABC):
         """A starting value for each dispersion parameter, shape (m,)."""
         return np.ones(len(self.dispersion_names))
 
-    def weighted_m_step(self, moments, log_disp, *, ridge=None, pool=None):
+    def weighted_m_step(self, moments, log_disp, *, ridge=None, pool=None, prior=None):
         """The experts' exact M-step in closed form, or None where there is none.
 
         Maximises each block's weighted complete-data log-likelihood
@@ -353,10 +357,40 @@ class Family(ABC):
             of the log-likelihood.
         pool : ndarray (B,) of int or None
             Blocks with equal labels share the noise dispersion (``noise="shared"``).
+        prior : (float, float) or None
+            ``(strength, reference)``: the dispersion prior of
+            :meth:`dispersion_prior` with weight ``strength`` on the scale of the
+            log-likelihood (once per pool of shared dispersions).
 
         Returns
         -------
         (coef (B, p), log_disp (B, m)) or None
+        """
+        return None
+
+    def dispersion_prior(self, log_disp, reference):
+        """The log-prior of each expert's dispersions, per unit of strength, or None.
+
+        The prior that keeps the likelihood bounded where a dispersion can
+        shrink onto a few rows (DESIGN §13): as much information as one row
+        whose squared residual is ``reference``, the family's reference
+        dispersion on the fit's scale (the squared robust spread of the residuals
+        of the one-expert least-squares fit of :meth:`working_response`, over
+        ``k**2``).  This default has none.
+
+        Parameters
+        ----------
+        log_disp : ndarray (k, m)
+            The experts' log-dispersions (the engine's coordinates).
+        reference : float
+            The reference dispersion.
+
+        Returns
+        -------
+        (value, gradient, curvature), each of shape (k, m), or None
+            The log-prior of each coordinate, its first derivative and its
+            negated second derivative (``>= 0``: the prior is concave in the
+            log-dispersions), in ``log_disp``.
         """
         return None
 
@@ -377,6 +411,24 @@ class Family(ABC):
         return f"{type(self).__name__}()"
 
 
+# The Student-t degrees of freedom's prior: Gamma(2, rate 0.1) (Juarez & Steel 2010,
+# J. Business & Economic Statistics 28, 52-60), whose mode is 10 and whose mean is 20.
+_NU_PRIOR_RATE = 0.1
+
+
+def _variance_prior(log_disp, reference, column=0):
+    """The log-prior ``-(log s2 + reference / s2) / 2`` of ``s2 = exp(2 log_disp[:, column])``
+    (one row's worth of an inverse-gamma prior), with its derivative and curvature in
+    ``log_disp``; zero in the other columns."""
+    value, grad, curv = (np.zeros_like(log_disp, dtype=float) for _ in range(3))
+    t = log_disp[:, column]
+    ratio = reference * np.exp(-2.0 * t)
+    value[:, column] = -t - 0.5 * ratio
+    grad[:, column] = ratio - 1.0
+    curv[:, column] = 2.0 * ratio
+    return value, grad, curv
+
+
 def _as_disp(disp, k, m):
     disp = np.asarray(disp, dtype=float)
     return disp.reshape(k, m) if m else np.zeros((k, 0))
@@ -393,6 +445,9 @@ class Gaussian(Family):
     name = "gaussian"
     collapse_ends = (("sigma", "low"),)
     dispersion_names = ("sigma",)
+    dispersion_prior_text = (
+        "inverse gamma on each sigma^2 (weight {lam} at the one-expert residual variance / k^2)"
+    )
     noise_parameter = "sigma"
     moment_start = "gaussian"
     noise_row = ("noise", "sigma")
@@ -470,7 +525,12 @@ class Gaussian(Family):
         # sigma <= 1e12 (on the fit's scale of y) floors against overflow, as in DESIGN §12
         return np.array([-np.inf]), np.array([np.log(_SIGMA_MAX)])
 
-    def weighted_m_step(self, moments, log_disp, *, ridge=None, pool=None):
+    def dispersion_prior(self, log_disp, reference):
+        # an inverse-gamma prior on sigma^2: one row's worth with squared residual s,
+        # -(log sigma^2 + s / sigma^2) / 2 (Chen, Tan & Zhang 2008; DESIGN §13)
+        return _variance_prior(log_disp, reference)
+
+    def weighted_m_step(self, moments, log_disp, *, ridge=None, pool=None, prior=None):
         # identity link: weighted least squares, then the weighted residual variance
         if not self.link.is_linear:
             return None
@@ -486,6 +546,9 @@ class Gaussian(Family):
         if pool is not None:
             sse = np.bincount(pool, sse)[pool]
             mass = np.bincount(pool, mass)[pool]
+        if prior is not None:  # the mode of the inverse-gamma posterior of sigma^2
+            strength, reference = prior
+            sse, mass = sse + strength * reference, mass + strength
         # a block without rows keeps its dispersion; one on tied responses goes to
         # the caller's floor
         spread = np.maximum(sse, 1e-300) / np.maximum(mass, 1e-300)
@@ -507,6 +570,10 @@ class StudentT(Family):
     name = "student-t"
     collapse_ends = (("sigma", "low"),)
     dispersion_names = ("sigma", "nu")
+    dispersion_prior_text = (
+        "inverse gamma on each sigma^2 (weight {lam} at the one-expert residual "
+        "variance / k^2); Gamma(2, 0.1) on each nu, to the power {lam}"
+    )
     noise_parameter = "sigma"
     moment_start = "gaussian-scale"
     location_scale = True
@@ -613,6 +680,16 @@ class StudentT(Family):
     def initial_dispersion(self, y, eta=None):
         return np.array([max(float(np.std(y)), 1e-12), 10.0])
 
+    def dispersion_prior(self, log_disp, reference):
+        # sigma^2 as the Gaussian's; nu ~ Gamma(2, 0.1), log nu - 0.1 nu, so that nu is
+        # estimated between its ends rather than pinned at one (DESIGN §13)
+        value, grad, curv = _variance_prior(log_disp, reference)
+        nu = np.exp(log_disp[:, 1])
+        value[:, 1] = log_disp[:, 1] - _NU_PRIOR_RATE * nu
+        grad[:, 1] = 1.0 - _NU_PRIOR_RATE * nu
+        curv[:, 1] = _NU_PRIOR_RATE * nu
+        return value, grad, curv
+
     def dispersion_bounds(self, y_scale=1.0):
         return (
             np.array([-np.inf, np.log(self.nu_min)]),
@@ -684,6 +761,10 @@ class Gamma(Family):
     collapse_ends = (("shape", "high"),)
     y_min = 0.0
     dispersion_names = ("shape",)
+    dispersion_prior_text = (
+        "inverse gamma on each 1 / shape (weight {lam} at the one-expert residual "
+        "variance of log y / k^2)"
+    )
     noise_parameter = "shape"
     moment_start = "log-gaussian"
     scale_family = True
@@ -705,6 +786,16 @@ class Gamma(Family):
         if np.any(y <= 0):
             raise ValueError("family='gamma' needs y > 0")
         return y
+
+    def dispersion_prior(self, log_disp, reference):
+        # the Gaussian's prior on the squared coefficient of variation 1 / shape (the
+        # variance of log y within an expert, about): -(log(1/a) + s a) / 2
+        a = np.exp(log_disp[:, 0])
+        value, grad, curv = (np.zeros_like(log_disp, dtype=float) for _ in range(3))
+        value[:, 0] = 0.5 * (log_disp[:, 0] - reference * a)
+        grad[:, 0] = 0.5 * (1.0 - reference * a)
+        curv[:, 0] = 0.5 * reference * a
+        return value, grad, curv
 
     def log_density(self, y, eta, disp):
         a = disp[:, 0]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from numbers import Integral
 
 import numpy as np
+from sklearn.linear_model import HuberRegressor
 
 from ._validation import MAX_MAGNITUDE
 from .data import Data, Transform, check_weight_values
@@ -37,6 +38,8 @@ from .engine import (
 )
 from .families import Family
 from .model import MoEParams
+from .penalties import as_penalty
+from .screening import hashed_partitions
 
 __all__ = [
     "Chain",
@@ -280,19 +283,73 @@ def _scaling(raw: Data, family: Family, fit_intercept, weights=None, trials_colu
     return mean, scale, ym, ys, y_sd, float(n)
 
 
-def prior_alpha(alpha, prior_strength, total_weight):
-    """The engine's per-sample ridge ``(a_e, a_g)``: ``alpha`` plus the prior's share.
+def prior_alpha(alpha, prior_strength, total_weight, gate_prior="cauchy"):
+    """The engine's per-sample penalty: the ridge ``alpha`` and the prior's share.
 
-    A Gaussian prior of precision ``prior_strength`` on each standardised
-    slope is, per sample, a ridge of ``prior_strength / total_weight``: the
-    prior carries as much information as ``prior_strength`` rows, so its pull
-    on the estimate falls like ``1 / n``.
+    The prior carries as much information as ``prior_strength`` rows, so its
+    pull on the estimate falls like ``1 / n``: a Gaussian prior of precision
+    ``prior_strength`` on each standardised expert slope is, per sample, a
+    ridge of ``prior_strength / total_weight``.  The gate's centred slopes get
+    the same share of a Cauchy prior to the power ``prior_strength``
+    (``gate_prior="cauchy"``, the regressor's) or of the Gaussian one
+    (``"normal"``, the classifier's) (:class:`~moelearn.penalties.Penalty`,
+    DESIGN §13).  ``alpha`` itself without a prior.
     """
-    a_e, a_g = (alpha, alpha) if np.ndim(alpha) == 0 else alpha
+    if gate_prior not in ("cauchy", "normal"):
+        raise ValueError(f"gate_prior must be 'cauchy' or 'normal', got {gate_prior!r}")
     extra = float(prior_strength) / max(float(total_weight), 1e-300)
     if extra <= 0:
         return alpha
-    return (float(a_e) + extra, float(a_g) + extra)
+    pen = as_penalty(alpha)
+    if gate_prior == "normal":
+        return pen._replace(expert=pen.expert + extra, gate=pen.gate + extra)
+    return pen._replace(expert=pen.expert + extra, gate_prior=pen.gate_prior + extra)
+
+
+def reference_dispersion(family, design, X, y, weights=None, floor=1e-3):
+    """The family's reference dispersion: the residual spread of one robust expert.
+
+    The Huber regression (scikit-learn's ``HuberRegressor``, robust to gross
+    outliers in the response, which would tilt a least-squares line and spread
+    every residual) of the family's
+    :meth:`~moelearn.families.Family.working_response` (``y`` for Gaussian and
+    Student-t experts, ``log y`` for Gamma ones, whose variance within an expert
+    is about ``1 / shape``) on the expert design, less any offset; the square of
+    its residuals' robust spread (interquartile range / 1.349, as the noise
+    floor's): the spread that one expert would leave.  At least ``floor**2``
+    times the working response's squared robust spread (a response that is a
+    linear function of ``x``).
+    """
+    U = design.expert_matrix(X)
+    t = family.working_response(y) - design.offset(X)
+    w = np.ones(len(t)) if weights is None else np.asarray(weights, dtype=float)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # lbfgs's iteration cap: a start, not a result
+            huber = HuberRegressor(alpha=0.0, fit_intercept=False, max_iter=200)
+            beta = huber.fit(U, t, sample_weight=w).coef_
+    except ValueError:  # degenerate rows (no spread): least squares
+        root = np.sqrt(w)
+        beta = np.linalg.lstsq(U * root[:, None], t * root, rcond=None)[0]
+    residual = _robust_sd(t - U @ beta, weights) ** 2
+    return max(residual, floor**2 * _robust_sd(t, weights) ** 2, 1e-300)
+
+
+def with_dispersion_prior(alpha, family, design, X, y, weights, strength, k, floor=1e-3):
+    """``alpha`` as a :class:`~moelearn.penalties.Penalty` whose dispersion prior has
+    ``strength`` per sample at ``reference_dispersion / k**2`` of the rows ``(X, y)``
+    (the search subsample, in the engine's units); ``alpha`` itself where the family
+    has no dispersion prior.
+
+    The division by ``k**2`` is that of Fraley & Raftery's (2007) prior for ``k``
+    Gaussian components (``var / k^(2/d)``, ``d = 1`` for one response): each of ``k``
+    experts leaves about a ``k``-th of the one expert's spread.
+    """
+    m = len(family.dispersion_names)
+    if m == 0 or family.dispersion_prior(np.zeros((1, m)), 1.0) is None:
+        return alpha
+    reference = reference_dispersion(family, design, X, y, weights, floor) / k**2
+    return as_penalty(alpha)._replace(dispersion=float(strength), reference=reference)
 
 
 def _to_params(
@@ -416,6 +473,7 @@ def fit_engine(
     noise_floor=1e-3,
     alpha=0.0,
     prior_strength=0.0,
+    gate_prior="cauchy",
     sample_weight=None,
     random_state=None,
     extra_starts=(),
@@ -449,11 +507,16 @@ def fit_engine(
     alpha : float or (float, float)
         Ridge on the standardised coefficients per sample (:func:`moelearn.engine.em`).
     prior_strength : float
-        ``lambda >= 0``: a Gaussian prior of precision ``lambda`` on every
-        standardised slope of the experts and of the (centred) gate, intercepts
-        excluded, added to ``alpha`` as ``lambda / W`` per sample (``W``: the
-        total weight of the rows), so that it counts as ``lambda`` rows' worth
-        of information whatever ``n`` (:func:`prior_alpha`, DESIGN §13).
+        ``lambda >= 0``: a prior worth ``lambda`` rows whatever ``n``
+        (:func:`prior_alpha`, DESIGN §13): a Gaussian prior of precision
+        ``lambda`` on every standardised expert slope, added to ``alpha`` as
+        ``lambda / W`` per sample (``W``: the total weight of the rows), one on
+        the centred gate's slopes (``gate_prior``), intercepts excluded, and
+        the family's dispersion prior
+        (:meth:`~moelearn.families.Family.dispersion_prior`).
+    gate_prior : {"cauchy", "normal"}
+        The gate's prior: Cauchy of scale 1.25 to the power ``lambda``, or
+        Gaussian of precision ``lambda``.
     sample_weight : ndarray of shape (n_samples,) or None
         Row weights (in-memory data only).
     random_state : numpy Generator
@@ -504,7 +567,7 @@ def fit_engine(
     x_mean, x_scale, ym, ys, y_sd, total = _scaling(
         raw, family, fit_intercept, sample_weight, trials_column
     )
-    alpha = prior_alpha(alpha, prior_strength, total)
+    alpha = prior_alpha(alpha, prior_strength, total, gate_prior)
     for column in (offset_column, trials_column):
         if column is not None:  # read as they are: never standardised
             x_mean, x_scale = x_mean.copy(), x_scale.copy()
@@ -552,6 +615,18 @@ def fit_engine(
         # subsample), so that a few gross outliers cannot lift it above the noise
         spread = min(y_sd / (ys if family.location_scale else 1.0), _robust_sd(sub_y, sub_w))
         log_floor = np.log(noise_floor * max(spread, 1e-300))
+    if prior_strength > 0:
+        alpha = with_dispersion_prior(
+            alpha,
+            family,
+            design,
+            sub_X,
+            sub_y,
+            sub_w,
+            prior_strength / total,
+            k,
+            noise_floor,
+        )
     tied = tied_parameters(family, design, k, shared_noise)
     opts = dict(log_floor=log_floor, alpha=alpha, weights=sample_weight, tied=tied)
     if init is not None:
@@ -632,7 +707,7 @@ def fit_engine(
     )
     # the engine's value is the penalised objective; the fit reports the plain
     # log-likelihood at its parameters
-    ridge = penalty(fit.state, alpha, design.fit_intercept, tied, family.penalty_metric)
+    ridge = penalty(fit.state, alpha, design.fit_intercept, tied, family)
     fit.log_likelihood = float(fit.log_likelihood + ridge)
     return EngineResult(fit, design, method, x_mean, x_scale, ym, ys, float(ridge))
 
@@ -640,15 +715,18 @@ def fit_engine(
 def _baseline(family, design, data, sub_X, sub_y, k, kind, n_starts, rng, max_iter, tol, opts):
     """The best of ``n_starts`` random starts, each fitted by EM or by L-BFGS-B alone.
 
-    A random start is the classical one of EM for mixtures of regressions: the
-    parameters fitted to random responsibilities (Dirichlet(1, ..., 1) draws
-    per row of the subsample).
+    A random start is the classical one of EM for mixtures of regressions (and
+    flexmix's): the parameters fitted to a random hard partition of the rows of
+    the subsample (:func:`~moelearn.screening.hashed_partitions`, a function of
+    each row's values, so that a row of weight ``m`` and ``m`` repeated rows start
+    alike), softened a little so that EM can move rows.
     """
     best = None
+    rows = np.hstack([sub_X, np.asarray(sub_y, dtype=float)[:, None]])
+    posts = 0.9 * hashed_partitions(rows, k, n_starts, rng) + 0.1 / k
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        for _ in range(n_starts):
-            post = rng.dirichlet(np.ones(k), size=len(sub_y))
+        for post in posts:
             state = state_from_responsibilities(
                 family, design, sub_X, sub_y, post, opts["log_floor"], tied=opts["tied"]
             )
@@ -656,7 +734,11 @@ def _baseline(family, design, data, sub_X, sub_y, k, kind, n_starts, rng, max_it
                 fit = em(family, design, data, state, max_iter=max_iter, tol=tol, **opts)
             else:
                 fit = polish(family, design, data, state, max_iter=max_iter, tol=tol, **opts)
-            if best is None or fit.log_likelihood > best.log_likelihood:
+            # a later start wins only beyond EM's tolerance: starts that reach one
+            # optimum (with the experts in another order) tie, and the first is kept
+            if best is None or fit.log_likelihood > best.log_likelihood + tol * max(
+                1.0, abs(best.log_likelihood)
+            ):
                 best = fit
     return best
 

@@ -22,6 +22,7 @@ drops those directions, would give.
 from __future__ import annotations
 
 import html
+import textwrap
 import warnings
 from dataclasses import dataclass
 
@@ -669,14 +670,23 @@ class Summary:
         table_width = len(line(titles))
         pairs = self._header()
         head_lines, current = [], ""
+        room = max(table_width, 60)
         for label, value in pairs:
             item = f"{label}: {value}"
-            if current and len(current) + 3 + len(item) > max(table_width, 60):
+            if len(item) > room:  # a long item (the prior) on lines of its own
+                if current:
+                    head_lines.append(current)
+                head_lines += textwrap.wrap(
+                    item, room, subsequent_indent="  ", break_on_hyphens=False
+                )
+                current = ""
+            elif current and len(current) + 3 + len(item) > room:
                 head_lines.append(current)
                 current = item
             else:
                 current = f"{current}   {item}" if current else item
-        head_lines.append(current)
+        if current:
+            head_lines.append(current)
         width = max(table_width, *(len(h) for h in head_lines))
         lines = [f"Mixture of experts: {self._kind()} summary", "=" * width, *head_lines]
         lines += ["Note: " + n for n in self._notes()]

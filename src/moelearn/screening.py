@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .penalties import as_penalty, centred_blocks, dispersion_terms, gate_prior_terms
+
 __all__ = ["supports", "hashed_partitions", "batched_em", "squarem_point"]
 
 # Floats held at once by one chunk of candidates (the per-row information terms).
@@ -92,8 +94,9 @@ class _Problem:
         self.low, self.high = np.asarray(low)[None], np.asarray(high)[None]  # (1, k, m)
         self.tied = tied
         self.total = float(w.sum())
-        a_e, a_g = (alpha, alpha) if np.ndim(alpha) == 0 else alpha
-        self.a_e, self.a_g = float(a_e) * self.total, float(a_g) * self.total
+        self.pen = as_penalty(alpha)
+        self.a_e, self.a_g = self.pen.expert * self.total, self.pen.gate * self.total
+        self.tied_disp = None if tied is None else tied.dispersion
         self.mask_e = np.ones(self.pe)
         self.mask_g = np.ones(self.pg)
         if tied is not None:  # a shared coefficient is penalised once (engine._ridge_masks)
@@ -203,10 +206,23 @@ class _Problem:
         rows = np.log(mass) + top[:, 0] - np.log(norm)  # (n, C)
         ll = self.w @ rows
         post = ej / mass[:, None]
-        return (ll - self.penalty(coef, gate)) / self.total, post, e / norm[:, None], cache
+        penalty = self.penalty(coef, gate, log_disp)
+        return (ll - penalty) / self.total, post, e / norm[:, None], cache
 
-    def penalty(self, coef, gate):
+    def prior_terms(self, log_disp):
+        """The dispersion prior (:func:`~moelearn.penalties.dispersion_terms`) of every
+        candidate (C, k, m), on the scale of the total log-likelihood, or None."""
+        return dispersion_terms(self.family, log_disp, self.pen, self.total, self.tied_disp)
+
+    def penalty(self, coef, gate, log_disp=None):
+        """Every candidate's penalty (C,): the ridges and the dispersion prior."""
         out = np.zeros(coef.shape[0])
+        prior = None if log_disp is None else self.prior_terms(log_disp)
+        if prior is not None:
+            out -= prior[0]
+        cauchy = gate_prior_terms(gate, self.mask_g, self.pen, self.total)
+        if cauchy is not None:
+            out -= cauchy[0]
         if self.a_e > 0:
             out += 0.5 * self.a_e * np.sum(coef * self._metric(coef * self.mask_e), axis=(1, 2, 3))
         if self.a_g > 0:
@@ -266,8 +282,15 @@ class _Problem:
         if self.tied is not None and self.tied.dispersion is not None:
             pool = np.tile(np.arange(c), k)  # block i C + j is expert i of candidate j
         disp = np.swapaxes(log_disp, 0, 1).reshape(k * c, self.m)
+        prior = None
+        if self.pen.dispersion > 0 and penalised:
+            prior = (self.pen.dispersion * self.total, self.pen.reference)
         beta, new = self.family.weighted_m_step(
-            _moments(rw, self.U, self.outer_u, self.target), disp, ridge=ridge, pool=pool
+            _moments(rw, self.U, self.outer_u, self.target),
+            disp,
+            ridge=ridge,
+            pool=pool,
+            prior=prior,
         )
         new_coef = np.swapaxes(beta.reshape(k, c, q, pe), 0, 1)
         new_disp = np.swapaxes(new.reshape(k, c, self.m), 0, 1)
@@ -298,6 +321,12 @@ class _Problem:
             flat = np.swapaxes(self._metric(coef * self.mask_e), 0, 1).reshape(blocks, qp)
             g_c = g_c - self.a_e * flat
             F_cc = F_cc + self.a_e * self.pen_expert
+        prior = self.prior_terms(log_disp) if penalised else None
+        if prior is not None:  # (C, k, m) laid out as the blocks (k C, m)
+            g_d = g_d + np.swapaxes(prior[1], 0, 1).reshape(blocks, m)
+            idx = np.arange(m)
+            F_dd = F_dd.copy()
+            F_dd[:, idx, idx] += np.swapaxes(prior[2], 0, 1).reshape(blocks, m)
         H = np.zeros((blocks, qp + m, qp + m))
         H[:, :qp, :qp] = F_cc
         H[:, :qp, qp:] = F_cd
@@ -362,6 +391,10 @@ class _Problem:
             V = gate * self.mask_g
             g = g - self.a_g * (V - V.mean(axis=1, keepdims=True))[:, :m]
             H = H + self.pen_gate
+        cauchy = gate_prior_terms(gate, self.mask_g, self.pen, self.total) if penalised else None
+        if cauchy is not None:  # its quadratic minorant at the current gate
+            g = g + cauchy[1][:, :m]
+            H = H + centred_blocks(cauchy[2])
         if ridge > 0:
             H = H + ridge * self.total * np.eye(m * pg)
         step = _batched_solve(H, g.reshape(c, m * pg))
