@@ -51,7 +51,7 @@ def _assert_same_fit(a, b, tol=TOL):
     "kw",
     [
         {},
-        {"refine": "em"},
+        {"refine": "em", "prior_strength": 0},  # the maximum-likelihood path's option
         {"noise": "shared"},
         {"n_init": 1},
         {"solver": "landscape"},

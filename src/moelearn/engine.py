@@ -2122,7 +2122,11 @@ def canonical(family, design, data, fit, *, log_floor=-np.inf, weights=None, alp
     (:func:`_min_norm_fit`, the limit of the engine's ridge maximum), with
     the spreads of the expert that reproduces the rows best, and the gate
     zero (the minimum-norm gate; with equal experts it does not matter).  It
-    is a function of the weighted rows alone.
+    is a function of the weighted rows alone (computed on the distinct rows).
+    Under a dispersion prior the experts the gate switched off sit at the
+    prior's mode, which copies of the best expert's spreads would leave: where
+    that full point's objective is lower, only the coefficients of the experts
+    that carry the rows move to the minimum-norm fit.
 
     Every other fit is returned unchanged, as is this one when the data are
     out of core, the family is not a regression family, or the canonical
@@ -2151,21 +2155,42 @@ def canonical(family, design, data, fit, *, log_floor=-np.inf, weights=None, alp
     rows_family = design.family_at(family, X)
     with np.errstate(all="ignore"):
         h = rows_family.working_response(y) - off
-        b = _min_norm_fit(U, h, w, design.fit_intercept)
+        # on the distinct rows, their weights summed (in their sorted order): a row of weight
+        # m and m repeated rows give the same fit to the last bit, not to rounding
+        distinct, where = np.unique(np.column_stack([U, h]), axis=0, return_inverse=True)
+        b = _min_norm_fit(
+            distinct[:, :-1],
+            distinct[:, -1],
+            np.bincount(np.ravel(where), weights=w),
+            design.fit_intercept,
+        )
         logf = rows_family.log_density(y, np.outer(U @ b + off, np.ones(k)), np.exp(state.log_disp))
     if not np.all(np.isfinite(b)):
         return fit
     best = int(np.argmax(w @ logf))
-    out = State(
+    full = State(
         np.tile(b, (k, 1, 1)), np.tile(state.log_disp[best], (k, 1)), np.zeros_like(state.gate)
     )
-    stats = pass_statistics(family, design, data, out, "value", weights=weights)
-    stats = _penalize(stats, out, alpha, design.fit_intercept, tied, family)
-    n = stats["n"]
-    ll = stats["obj"] / n
-    if not ll >= fit.log_likelihood - 1e-6 * max(1.0, abs(fit.log_likelihood)):
-        return fit
-    # the history ends at the point returned
-    return EngineFit(
-        out, ll, fit.n_iter, fit.converged, list(fit.history) + [ll], stats["share"] / n, True
-    )
+    # under a dispersion prior the experts the gate switched off keep their own spreads (at
+    # the prior's mode, which the full point's copies of the best's would leave): then only
+    # the coefficients of the experts that carry the rows move to the minimum-norm fit
+    carrying = np.asarray(shares) >= SWITCHED_OFF
+    partial = state.copy()
+    partial.coef[carrying] = b
+    for out in (full, partial):
+        stats = pass_statistics(family, design, data, out, "value", weights=weights)
+        stats = _penalize(stats, out, alpha, design.fit_intercept, tied, family)
+        n = stats["n"]
+        ll = stats["obj"] / n
+        if ll >= fit.log_likelihood - 1e-6 * max(1.0, abs(fit.log_likelihood)):
+            # the history ends at the point returned
+            return EngineFit(
+                out,
+                ll,
+                fit.n_iter,
+                fit.converged,
+                list(fit.history) + [ll],
+                stats["share"] / n,
+                True,
+            )
+    return fit

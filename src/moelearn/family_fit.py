@@ -326,7 +326,8 @@ def reference_dispersion(family, design, X, y, weights=None, floor=1e-3):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # lbfgs's iteration cap: a start, not a result
-            huber = HuberRegressor(alpha=0.0, fit_intercept=False, max_iter=200)
+            # tight: weights and repeated rows must reach the same reference
+            huber = HuberRegressor(alpha=0.0, fit_intercept=False, max_iter=1000, tol=1e-10)
             beta = huber.fit(U, t, sample_weight=w).coef_
     except ValueError:  # degenerate rows (no spread): least squares
         root = np.sqrt(w)
