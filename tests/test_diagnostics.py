@@ -9,6 +9,7 @@ from moelearn import (
     make_moe,
     sample,
 )
+from moelearn.exceptions import GateSeparationWarning
 
 
 def test_diagnose_gaussian_theory_regime():
@@ -46,7 +47,8 @@ def test_gate_separation_flags_a_gate_that_separates_the_rows():
     # the two regimes touch at x = 0, where both experts predict 0: a gate at the
     # boundary that grows sharper fits ever better (the rows near 0 are explained by
     # either expert), so the maximum-likelihood gate separates
-    est = MixtureOfExpertsRegressor(2, prior_strength=0.0, random_state=0).fit(X, y)
+    with pytest.warns(GateSeparationWarning, match="separates the training rows"):
+        est = MixtureOfExpertsRegressor(2, prior_strength=0.0, random_state=0).fit(X, y)
     sep = gate_separation(est.params_, X, y)
     assert sep.separated, sep
     assert sep.hard_gate_gain > -0.01

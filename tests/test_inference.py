@@ -370,10 +370,14 @@ def test_separated_gate_warns_at_fit():
     x = rng.uniform(-1, 1, (60, 1))
     # two levels split exactly at x = 0: a sharper gate always fits better
     y = np.where(x[:, 0] < 0, 1.0, -1.0) + 0.05 * rng.standard_normal(60)
-    with pytest.warns(moelearn.exceptions.GateSeparationWarning, match="separates"):
+    with pytest.warns(moelearn.exceptions.GateSeparationWarning, match="prior holds them"):
         est = MixtureOfExpertsRegressor(2, random_state=0).fit(x, y)
     s = est.summary()
-    assert s.gate_separated and "SEPARATES" in str(s)
+    assert s.gate_separated and "SEPARATES" in str(s) and "the prior holds them" in str(s)
+    # without the prior nothing holds the gate: its coefficients are not identified
+    with pytest.warns(moelearn.exceptions.GateSeparationWarning, match="not identified"):
+        est = MixtureOfExpertsRegressor(2, prior_strength=0, random_state=0).fit(x, y)
+    assert "supremum lies at infinity" in str(est.summary())
 
 
 def test_columns_are_sized_to_their_content():

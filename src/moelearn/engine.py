@@ -1709,6 +1709,93 @@ def _screen_discrete(
     return screened
 
 
+# Remove-and-split moves (split-and-merge EM in spirit, Ueda et al. 2000) from the best
+# finalist of a continuous family: each round screens up to MOVES_PER_ROUND moves in one
+# batch (every ordered pair of experts, the split by the residual's sign or by a random
+# hyperplane of the gate's columns), runs the best MOVE_REFINES of them as the finalists
+# are run, and keeps the best when it raises the objective; at most MOVE_ROUNDS rounds.
+# A move reaches a basin where one expert covers two regimes while two others share
+# one: whole-model starts reach it seldom, and a local climb never leaves it.  On the
+# 19 cases of benchmarks/map_optima.py x seeds 0-9 the default reached the best known
+# maximum of its objective in 137 of 190 fits with the moves against 122 without (the
+# summed shortfall 371 nats against 482), in 1.5x the time; three refines per round
+# reached 138, ten rounds no more.
+MOVE_ROUNDS = 5
+MOVES_PER_ROUND = 24
+MOVE_REFINES = 1
+
+
+def _posterior(family, design, X, y, state):
+    """Each row's posterior over the experts, and the residuals of the working response."""
+    fam = design.family_at(family, X)
+    U, Z = design.expert_matrix(X), design.gate_matrix(X)
+    eta, log_gate = _predictors(design, X, U, Z, state)
+    with np.errstate(all="ignore"):
+        joint = log_gate + fam.log_density(y, eta, np.exp(state.log_disp))
+    joint = np.where(np.isfinite(joint), joint, -1e300)
+    mean = eta if eta.ndim == 2 else eta[..., 0]
+    h = fam.working_response(y) - design.offset(X)
+    return softmax(joint, axis=1), h[:, None] - mean
+
+
+def _move(post, resid, Z, remove, split, kind, rng, weights):
+    """Responsibilities with expert ``remove``'s rows given to the others (in proportion
+    to theirs) and expert ``split``'s rows divided between it and the freed slot, by the
+    sign of its residual or by a random hyperplane of the gate's columns."""
+    new = np.delete(post, remove, axis=1)
+    new /= np.maximum(new.sum(axis=1, keepdims=True), 1e-300)
+    new = np.insert(new, remove, 0.0, axis=1)
+    share = new[:, split]
+    mass = share if weights is None else share * weights
+    values = resid[:, split] if kind == "residual" else Z @ rng.standard_normal(Z.shape[1])
+    side = values > np.average(values, weights=mass + 1e-300)
+    new[:, remove] = share * side
+    new[:, split] = share * ~side
+    return 0.95 * new + 0.05 / post.shape[1]
+
+
+def _improve_by_moves(family, design, sub, entry, batch, rank, run, rng, weights):
+    """Rounds of remove-and-split moves from ``entry`` (a finalist), while one improves.
+
+    ``run(state)`` runs a start as the finalists are run; ``rank(fit)`` ranks a fit.
+    Returns the best entry and how many moves it took.
+    """
+    k = entry[2].state.n_experts
+    Z = design.gate_matrix(sub.X)
+    pairs = [
+        (r, s, kind) for r in range(k) for s in range(k) if s != r for kind in ("residual", "gate")
+    ]
+    moved = 0
+    for _ in range(MOVE_ROUNDS):
+        post, resid = _posterior(family, design, sub.X, sub.y, entry[2].state)
+        moves = pairs
+        if len(moves) > MOVES_PER_ROUND:
+            moves = [moves[i] for i in np.sort(rng.choice(len(moves), MOVES_PER_ROUND, False))]
+        posts = np.stack([_move(post, resid, Z, *m, rng, weights) for m in moves])
+        coef, gate, obj, shares, log_disp = screening.batched_em(
+            family, design, sub.X, sub.y, posts=posts, **batch
+        )
+        order = [
+            i
+            for i in np.argsort(-np.where(np.isfinite(obj), obj, -np.inf), kind="stable")
+            if np.isfinite(obj[i])
+        ]
+        if not order:
+            break
+        better = None
+        for i in order[:MOVE_REFINES]:
+            fit = run(State(coef[i], log_disp[i], gate[i]))
+            candidate = (rank(fit), entry[1], fit, entry[3])
+            (bad, value), (was_bad, was) = candidate[0], (better or entry)[0]
+            gain = was - value  # ranks hold the negated objective
+            if (was_bad and not bad) or (bad == was_bad and gain > 1e-6 * max(1.0, abs(was))):
+                better = candidate
+        if better is None:
+            break
+        entry, moved = better, moved + 1
+    return entry, moved
+
+
 def search(
     family: Family,
     design: Design,
@@ -1853,6 +1940,37 @@ def search(
             finalists.append((_rank(full, min_share, family, log_floor), kind, full, order))
         finalists = _ordered(finalists)
         n_final = len(finalists)
+        identified = len(sub_y) >= k * (design.n_expert * family.n_predictors + 1)
+        if MOVE_ROUNDS and k > 1 and identified and not screening.supports(family):
+
+            def run(state):
+                return em(
+                    family,
+                    design,
+                    sub,
+                    state,
+                    max_iter=FINALIST_EM_ITER,
+                    tol=max(tol, 1e-7),
+                    accelerate=FINALIST_ACCELERATE and same,
+                    **sub_opts,
+                )
+
+            best_entry, moved = _improve_by_moves(
+                family,
+                design,
+                sub,
+                finalists[0],
+                batch,
+                lambda fit: _rank(fit, min_share, family, log_floor),
+                run,
+                rng,
+                sub_weights,
+            )
+            if moved:
+                kind = finalists[0][1]
+                best_entry = (best_entry[0], f"{kind} + {moved} split moves", *best_entry[2:])
+                finalists = _ordered([best_entry, *finalists])
+                n_final += 1
         directed = [e for e in finalists if e[1] != "partition"]
         if not screening.supports(family) and finalists[0][1] == "partition" and directed:
             # a partition's start leads after EM, whose last steps are slow: compare it

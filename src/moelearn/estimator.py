@@ -934,12 +934,18 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
                 )
             )
         if self.n_experts > 1 and gate_separation(p, X, y, sample_weight=w).separated:
+            held = (
+                "the likelihood alone would send the gate's coefficients to infinity, and "
+                "the prior holds them finite: their size reflects the prior, not the data"
+                if self._prior_strength() > 0
+                else "the likelihood's supremum lies at infinity, and the gate's coefficients "
+                "and standard errors are not identified"
+            )
             problems.append(
                 (
                     "the fitted gate separates the training rows (moelearn.gate_separation): "
-                    "a sharper gate fits as well, the likelihood's supremum lies at infinity, "
-                    "and the gate's coefficients and standard errors are not identified; "
-                    "fewer experts or fewer gate features may suit these data better",
+                    f"a sharper gate fits as well; {held}; fewer experts or fewer gate "
+                    "features may suit these data better",
                     GateSeparationWarning,
                 )
             )

@@ -584,7 +584,13 @@ class Summary:
         notes = ["gate centred (rows and intercepts sum to zero over experts); Wald z, normal p"]
         if self.point_masses:
             notes.append("expert 0 is a point mass at zero (no parameters of its own)")
-        if self.gate_separated:
+        if self.gate_separated and self.prior is not None:
+            notes.append(
+                "the gate SEPARATES the rows (a sharper gate fits as well): the likelihood "
+                "alone would send the gate's coefficients to infinity; the prior holds them "
+                "finite, so their size (and their standard errors) reflect the prior, not the data"
+            )
+        elif self.gate_separated:
             notes.append(
                 "the gate SEPARATES the rows (a sharper gate fits as well): the likelihood's "
                 "supremum lies at infinity; the gate's coefficients and standard errors are "
