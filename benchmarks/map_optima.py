@@ -45,16 +45,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-import warnings
 
 import numpy as np
 from _common import REPORT_DIR, progress, write_report
 from _flexmix import ensure_flexmix, run_flexmix
-from optima import DATASETS, REFERENCE, data_hash, load
-from sklearn.exceptions import ConvergenceWarning
+from optima import DATASETS, REFERENCE, data_hash, fit_moelearn, load
 
-from moelearn import MixtureOfExpertsRegressor, MoEParams
+from moelearn import MoEParams
 
 TOLERANCE = 0.1  # nats: "reaches the best known"
 STAYS = 1e-6  # nats: a refit started at the best known that moves less has stayed
@@ -63,15 +60,8 @@ OUT = REPORT_DIR / "map_optima.json"
 
 def fit(X, y, k, **kw):
     """The default estimator (``prior_strength="auto"``) fitted and timed, or None if it raised."""
-    est = MixtureOfExpertsRegressor(n_experts=k, **kw)
-    t = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        try:
-            est.fit(X, y)
-        except (ValueError, FloatingPointError, np.linalg.LinAlgError):
-            return None, time.perf_counter() - t
-    return est, time.perf_counter() - t
+    est, secs, _ = fit_moelearn(X, y, k, prior_strength="auto", **kw)
+    return est, secs
 
 
 def record(label, est, secs, X, y):

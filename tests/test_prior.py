@@ -21,6 +21,7 @@ from moelearn import (
     sample,
 )
 from moelearn.exceptions import GateSeparationWarning
+from moelearn.families import available_families, get_family
 from moelearn.family_fit import prior_alpha
 
 
@@ -278,6 +279,16 @@ def test_one_extreme_response_does_not_make_predictions_explode_under_the_prior(
 
 
 # ------------------------------------------------------------------ dispersion priors
+
+
+@pytest.mark.parametrize("name", available_families())
+def test_a_family_with_a_dispersion_prior_says_which(name):
+    # the fit adds the prior when the hook gives one, the summary states its text: one
+    # without the other would fit one objective and report another
+    family = get_family(name)
+    assert family.has_dispersion_prior == (family.dispersion_prior_text is not None)
+    if family.has_dispersion_prior:
+        assert "{lam}" in family.dispersion_prior_text
 
 
 @pytest.mark.parametrize("name", ["gaussian", "student-t", "gamma"])

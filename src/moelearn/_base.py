@@ -524,9 +524,9 @@ class MixtureOfExpertsBase(BaseEstimator, metaclass=ABCMeta):
         if lam <= 0:
             return []
         parts = [self._slope_prior_text(lam)]
-        text = self.params_.family_object.dispersion_prior_text
-        if text:
-            parts.append(text.format(lam=f"{lam:g}"))
+        family = self.params_.family_object
+        if family.has_dispersion_prior:
+            parts.append(family.dispersion_prior_text.format(lam=f"{lam:g}"))
         return parts
 
     def save(self, path: str | os.PathLike) -> None:

@@ -226,19 +226,27 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         coefficients plus one, or with its noise at that floor, counts as
         collapsed and loses to every start without one (DESIGN §11).
     max_iter : int, default 1000
-        Iterations of the likelihood optimiser (per start).
+        Iterations of each stage of the optimiser (per start): EM, then the
+        gradient finish; ``n_iter_`` counts the iterations of every stage,
+        Newton steps included, so it can exceed ``max_iter``.
     tol : float, default 1e-8
         Relative tolerance on the mean log-likelihood.
     n_init : "auto" or int, default "auto"
-        Starts of the ``"moments"`` solver (:func:`moelearn.starts.search`,
-        DESIGN §12): ``"auto"`` screens the consistent moment start and
-        generated starts (random gate partitions, residual partitions, k-means
-        clusters of ``(x, y)``, random draws; 10 to 150 of them, more for small
-        problems) by one batched short EM on a subsample of at most 2 500 rows,
-        runs the best to convergence there (directly and through the
-        shared-noise model), tries remove-and-split moves, and refines the
-        winner on all the data.  An integer ``m`` screens the moment start and
-        ``m - 1`` generated ones (``1``: the moment start alone, refined).  For
+        Starts of the ``"moments"`` solver.  With the prior (the default) and
+        for every family other than Gaussian experts on all columns
+        (:func:`moelearn.engine.search`, DESIGN §13): ``"auto"`` screens 10 to
+        30 starts (the family's moment start where it applies, residual
+        partitions, random gates and projections of ``(x, y)``, random
+        partitions of the rows) by one batched short EM on a subsample of at
+        most 2 500 rows, runs the best three to convergence there, tries
+        remove-and-split moves from the best, and refines the winner on all the
+        data; an integer ``m`` screens ``m`` starts.  The maximum-likelihood fit
+        of Gaussian experts on all columns (``prior_strength=0``;
+        :func:`moelearn.starts.search`, DESIGN §12) screens 10 to 150 starts,
+        runs the best to convergence directly and through the shared-noise
+        model, grows a fit by splits and tries the moves; there an integer
+        ``m`` screens the moment start and ``m - 1`` generated ones (``1``:
+        the moment start alone, refined).  For
         the baselines ``"em"``, ``"gd-nll"`` and ``"gd-l2"`` it is the number of
         random starts (``"auto"``: 1).
     init_params : MoEParams or None

@@ -394,6 +394,13 @@ class Family(ABC):
         """
         return None
 
+    @property
+    def has_dispersion_prior(self) -> bool:
+        """Whether :meth:`dispersion_prior` gives a prior (:attr:`dispersion_prior_text`
+        then says which)."""
+        m = len(self.dispersion_names)
+        return m > 0 and self.dispersion_prior(np.zeros((1, m)), 1.0) is not None
+
     def dispersion_bounds(self, y_scale=1.0):
         """Bounds ``(low, high)`` on the log-dispersion, arrays of shape (m,)."""
         m = len(self.dispersion_names)

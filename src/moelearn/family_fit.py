@@ -346,8 +346,7 @@ def with_dispersion_prior(alpha, family, design, X, y, weights, strength, k, flo
     Gaussian components (``var / k^(2/d)``, ``d = 1`` for one response): each of ``k``
     experts leaves about a ``k``-th of the one expert's spread.
     """
-    m = len(family.dispersion_names)
-    if m == 0 or family.dispersion_prior(np.zeros((1, m)), 1.0) is None:
+    if not family.has_dispersion_prior:
         return alpha
     reference = reference_dispersion(family, design, X, y, weights, floor) / k**2
     return as_penalty(alpha)._replace(dispersion=float(strength), reference=reference)

@@ -1,10 +1,13 @@
 """The penalty of the penalised (maximum a posteriori) fit, per sample.
 
-A :class:`Penalty` holds the ridges on the standardised expert and gate slopes
-and the strength of the experts' dispersion prior
-(:meth:`~moelearn.families.Family.dispersion_prior`) at the family's reference
-dispersion; :func:`dispersion_terms` evaluates that prior for one state or a
-batch of candidates.  The likelihood engine and the batched screen share both
+A :class:`Penalty` holds the ridges on the standardised expert and gate slopes,
+the strength of the gate prior (a Cauchy of scale :data:`GATE_SCALE` on each
+centred gate slope, to the power of that strength) and the strength of the
+experts' dispersion prior (:meth:`~moelearn.families.Family.dispersion_prior`)
+at the family's reference dispersion.  :func:`dispersion_terms` and
+:func:`gate_prior_terms` evaluate the two priors for one state or a batch of
+candidates, :func:`centred_blocks` gives the gate prior's quadratic minorant
+for the M-step.  The likelihood engine and the batched screen share them
 (DESIGN §13, "The prior").
 """
 

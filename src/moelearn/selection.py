@@ -284,6 +284,11 @@ def select_n_experts(
     BIC, ICL, convergence, fit time and a flag on degenerate fits, with the
     chosen candidate marked.
 
+    Each candidate maximises the estimator's own objective (the penalised
+    likelihood of its ``prior_strength``, the default fit's), with the start
+    search of a single fit; the criteria use the plain log-likelihood at that
+    fit (``log_likelihood_``), as every other tool's do.
+
     Parameters
     ----------
     X : array-like or DataFrame of shape (n_samples, n_features)
