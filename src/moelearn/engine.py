@@ -1714,14 +1714,16 @@ def _screen_discrete(
 # batch (every ordered pair of experts, the split by the residual's sign or by a random
 # hyperplane of the gate's columns), runs the best MOVE_REFINES of them as the finalists
 # are run, and keeps the best when it raises the objective; at most MOVE_ROUNDS rounds,
-# none when every finalist reached one optimum (the theory regime: 0.26 s of a 1.1 s fit
-# at n = 1e5, d = 10, k = 3, for nothing).
+# none when the moment start and every other finalist reached one optimum (the theory
+# regime: the moves cost 0.26 s of a 1.1 s fit at n = 1e5, d = 10, k = 3, for nothing;
+# without the moment start, as on mcycle (k > d), agreeing finalists can all sit in one
+# local optimum, which is what the moves leave).
 # A move reaches a basin where one expert covers two regimes while two others share
 # one: whole-model starts reach it seldom, and a local climb never leaves it.  On the
 # 19 cases of benchmarks/map_optima.py x seeds 0-9 the default reached the best known
-# maximum of its objective in 137 of 190 fits with the moves against 122 without (the
-# summed shortfall 371 nats against 482), in 1.5x the time; three refines per round
-# reached 138, ten rounds no more.
+# maximum of its objective in 132 of 190 fits with the moves against 120 without (the
+# summed shortfall 418 nats against 544), in 1.35x the time; three refines per round or
+# ten rounds added one hit or none.
 MOVE_ROUNDS = 5
 MOVES_PER_ROUND = 24
 MOVE_REFINES = 1
@@ -1943,9 +1945,14 @@ def search(
         finalists = _ordered(finalists)
         n_final = len(finalists)
         identified = len(sub_y) >= k * (design.n_expert * family.n_predictors + 1)
-        # every finalist at one optimum, none collapsed: the landscape the starts saw has
-        # one basin, and the moves (built to leave one) are skipped
-        (bad0, top), agree = finalists[0][0], len(finalists) > 1
+        # a start of the caller's (the consistent moment start) and every other finalist at
+        # one optimum, none collapsed: the landscape the starts saw has one basin, the one
+        # theory points to, and the moves (built to leave one) are skipped
+        given = {name for name, _ in starts}
+        (bad0, top), agree = (
+            finalists[0][0],
+            len(finalists) > 1 and any(e[1] in given for e in finalists),
+        )
         for (bad, value), *_ in finalists[1:]:
             agree = agree and not bad and not bad0 and value - top <= 1e-6 * max(1.0, abs(top))
         if MOVE_ROUNDS and k > 1 and identified and not agree and not screening.supports(family):
