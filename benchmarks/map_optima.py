@@ -49,9 +49,7 @@ import json
 import numpy as np
 from _common import REPORT_DIR, progress, write_report
 from _flexmix import ensure_flexmix, run_flexmix
-from optima import DATASETS, REFERENCE, data_hash, fit_moelearn, load
-
-from moelearn import MoEParams
+from optima import DATASETS, REFERENCE, data_hash, fit_moelearn, load, params_from_dict
 
 TOLERANCE = 0.1  # nats: "reaches the best known"
 STAYS = 1e-6  # nats: a refit started at the best known that moves less has stayed
@@ -82,12 +80,6 @@ def record(label, est, secs, X, y):
     )
 
 
-def as_params(d):
-    if not d:
-        return None
-    return MoEParams(**{key: np.asarray(v) if isinstance(v, list) else v for key, v in d.items()})
-
-
 def long_refit(X, y, k, params, label):
     est, secs = fit(X, y, k, init_params=params, max_iter=5000, tol=1e-12, random_state=0)
     return record(f"{label}, then long refit", est, secs, X, y)
@@ -107,7 +99,7 @@ def run_case(name, X, y, k, seeds, search_seeds, cached, previous):
     others = []
     for rec in default:
         if rec.get("params"):
-            others.append(long_refit(X, y, k, as_params(rec["params"]), rec["method"]))
+            others.append(long_refit(X, y, k, params_from_dict(rec["params"]), rec["method"]))
     for label, params in cached:
         if params is not None:
             others.append(long_refit(X, y, k, params, label))
@@ -118,7 +110,7 @@ def run_case(name, X, y, k, seeds, search_seeds, cached, previous):
         others.append(record(f"n_init=300, seed {s}", est, secs, X, y))
     pool = [r for r in default + others if np.isfinite(r["objective"])]
     best = max(pool, key=lambda r: r["objective"])
-    again, _ = fit(X, y, k, init_params=as_params(best["params"]), max_iter=5000, tol=1e-12)
+    again, _ = fit(X, y, k, init_params=params_from_dict(best["params"]), max_iter=5000, tol=1e-12)
     stays = bool(
         again is not None
         and again.converged_
@@ -148,9 +140,9 @@ def cached_starts(name, k, X, y):
         return []
     out = []
     if entry.get("flexmix50", {}).get("params"):
-        out.append(("flexmix nrep=50", as_params(entry["flexmix50"]["params"])))
+        out.append(("flexmix nrep=50", params_from_dict(entry["flexmix50"]["params"])))
     if entry.get("best", {}).get("params"):
-        out.append(("the likelihood's best known", as_params(entry["best"]["params"])))
+        out.append(("the likelihood's best known", params_from_dict(entry["best"]["params"])))
     return out
 
 
@@ -168,7 +160,7 @@ def main():
     previous = {}
     if OUT.exists():
         for c in json.loads(OUT.read_text()).get("cases", []):
-            previous[(c["dataset"], c["k"])] = as_params(c["best"].get("params"))
+            previous[(c["dataset"], c["k"])] = params_from_dict(c["best"].get("params"))
     results, flexmix = [], {}
     for name in progress(args.datasets, label="map optima"):
         X, y = load(name)

@@ -402,12 +402,15 @@ def _record(res, X, y, k):
     return rec
 
 
-def _params(rec):
-    if not rec or rec.get("params") is None:
+def params_from_dict(d):
+    """The MoEParams of :meth:`MoEParams.to_dict`'s output (None for None or empty)."""
+    if not d:
         return None
-    return MoEParams(
-        **{key: np.asarray(v) if isinstance(v, list) else v for key, v in rec["params"].items()}
-    )
+    return MoEParams(**{key: np.asarray(v) if isinstance(v, list) else v for key, v in d.items()})
+
+
+def _params(rec):
+    return params_from_dict(rec.get("params")) if rec else None
 
 
 def build_reference(name, X, y, ks, args, cache):

@@ -1929,19 +1929,27 @@ def search(
             # first iterations have not yet settled, so partitions never displace them
             directed = [e for e in screened if e[1] != "partition"]
             chosen = directed[:n_finalists] + [e for e in screened if e[1] == "partition"][:1]
-        finalists = []
-        for _, kind, fit, order in chosen:
-            full = em(
+
+        def run(state):
+            """A finalist's run on the subsample (the moves' starts run alike)."""
+            return em(
                 family,
                 design,
                 sub,
-                fit.state,
+                state,
                 max_iter=FINALIST_EM_ITER,
                 tol=max(tol, 1e-7),
                 accelerate=FINALIST_ACCELERATE and same,
                 **sub_opts,
             )
-            finalists.append((_rank(full, min_share, family, log_floor), kind, full, order))
+
+        def rank(fit):
+            return _rank(fit, min_share, family, log_floor)
+
+        finalists = []
+        for _, kind, fit, order in chosen:
+            full = run(fit.state)
+            finalists.append((rank(full), kind, full, order))
         finalists = _ordered(finalists)
         n_final = len(finalists)
         identified = len(sub_y) >= k * (design.n_expert * family.n_predictors + 1)
@@ -1949,36 +1957,18 @@ def search(
         # one optimum, none collapsed: the landscape the starts saw has one basin, the one
         # theory points to, and the moves (built to leave one) are skipped
         given = {name for name, _ in starts}
-        (bad0, top), agree = (
-            finalists[0][0],
-            len(finalists) > 1 and any(e[1] in given for e in finalists),
+        bad0, top = finalists[0][0]
+        settled = (
+            len(finalists) > 1
+            and any(e[1] in given for e in finalists)
+            and all(
+                not bad and not bad0 and value - top <= 1e-6 * max(1.0, abs(top))
+                for (bad, value), *_ in finalists[1:]
+            )
         )
-        for (bad, value), *_ in finalists[1:]:
-            agree = agree and not bad and not bad0 and value - top <= 1e-6 * max(1.0, abs(top))
-        if MOVE_ROUNDS and k > 1 and identified and not agree and not screening.supports(family):
-
-            def run(state):
-                return em(
-                    family,
-                    design,
-                    sub,
-                    state,
-                    max_iter=FINALIST_EM_ITER,
-                    tol=max(tol, 1e-7),
-                    accelerate=FINALIST_ACCELERATE and same,
-                    **sub_opts,
-                )
-
+        if MOVE_ROUNDS and k > 1 and identified and not settled and not screening.supports(family):
             best_entry, moved = _improve_by_moves(
-                family,
-                design,
-                sub,
-                finalists[0],
-                batch,
-                lambda fit: _rank(fit, min_share, family, log_floor),
-                run,
-                rng,
-                sub_weights,
+                family, design, sub, finalists[0], batch, rank, run, rng, sub_weights
             )
             if moved:
                 kind = finalists[0][1]
