@@ -325,21 +325,47 @@ def _minibatch_descent(data, q4, scale, K, B0, batch_size, n_steps, lr, rng):
 # --------------------------------------------------------------------------
 # Tensor power method (order 3 or 4) with deflation.
 # --------------------------------------------------------------------------
-def _apply(T, v, order):
-    if order == 3:
-        return np.einsum("abc,b,c->a", T, v, v)
-    return np.einsum("abcd,b,c,d->a", T, v, v, v)
+def _apply(T, V, order):
+    """``T(I, v, ..., v)`` for every row ``v`` of ``V`` (R, k), shape (R, k): one product."""
+    outer = V
+    for _ in range(order - 2):
+        outer = (outer[:, :, None] * V[:, None, :]).reshape(len(V), -1)
+    return outer @ T.reshape(T.shape[0], -1).T
 
 
-def _value(T, v, order):
-    return float(_apply(T, v, order) @ v)
+def _values(T, V, order):
+    """``T(v, ..., v)`` for every row of ``V``."""
+    return np.sum(_apply(T, V, order) * V, axis=1)
+
+
+def _power_steps(T, V, order, n_iter, tol):
+    """Power steps ``v <- T(I, v, ..., v) / ||.||`` of every row of ``V`` at once; a row
+    stops once a step moves it by at most ``tol``, or maps it to zero."""
+    V = V.copy()
+    active = np.arange(len(V))
+    for _ in range(n_iter):
+        if active.size == 0:
+            break
+        W = V[active]
+        N = _apply(T, W, order)
+        norm = np.linalg.norm(N, axis=1)
+        zero = norm == 0
+        N = N / np.where(zero, 1.0, norm)[:, None]
+        if order == 4:  # even order: power steps can flip sign
+            N = np.where(np.sum(N * W, axis=1)[:, None] < 0, -N, N)
+        N = np.where(zero[:, None], W, N)
+        V[active] = N
+        done = zero | (np.linalg.norm(N - W, axis=1) <= tol)
+        active = active[~done]
+    return V
 
 
 def tensor_power_method(T, n_components, n_restarts=10, n_iter=100, rng=None):
     """Robust tensor power method with deflation for a symmetric order-3/4 tensor.
 
-    Returns ``(V, weights, scores)``: unit components as rows, their weights
-    ``T(v, ..., v)`` and the best score of each component's restarts.
+    Each component's restarts run their power steps together (one product per
+    step for all of them).  Returns ``(V, weights)``: unit components as rows and
+    their weights ``T(v, ..., v)``.
     """
     rng = random_generator(rng)
     order = T.ndim
@@ -352,33 +378,16 @@ def tensor_power_method(T, n_components, n_restarts=10, n_iter=100, rng=None):
     k = T.shape[0]
     comps, weights = [], []
     for _ in range(n_components):
-        best_v, best_val = None, -np.inf
-        for _ in range(n_restarts):
-            v = rng.standard_normal(k)
-            v /= np.linalg.norm(v)
-            for _ in range(n_iter):
-                nv = _apply(T, v, order)
-                norm = np.linalg.norm(nv)
-                if norm == 0:
-                    break
-                nv /= norm
-                if order == 4 and nv @ v < 0:
-                    nv = -nv  # even order: power steps can flip sign
-                done = np.linalg.norm(nv - v) < 1e-12
-                v = nv
-                if done:
-                    break
-            val = _value(T, v, order)
-            if val > best_val:
-                best_v, best_val = v, val
-        v = best_v
-        for _ in range(n_iter):  # polish the winner
-            nv = _apply(T, v, order)
-            nv /= max(np.linalg.norm(nv), 1e-300)
-            if order == 4 and nv @ v < 0:
-                nv = -nv
-            v = nv
-        lam = _value(T, v, order)
+        V = rng.standard_normal((n_restarts, k))
+        V /= np.linalg.norm(V, axis=1, keepdims=True)
+        V = _power_steps(T, V, order, n_iter, tol=1e-12)
+        vals = _values(T, V, order)
+        best = int(np.argmax(np.where(np.isnan(vals), -np.inf, vals)))
+        # polish the winner to rounding level
+        v = _power_steps(T, V[best : best + 1], order, n_iter, tol=1e-15)[0]
+        if not np.any(_apply(T, v[None], order)):
+            v = np.zeros(k)  # the tensor vanishes along it: no component (callers test this)
+        lam = float(_values(T, v[None], order)[0])
         comps.append(v)
         weights.append(lam * scale)
         outer = v

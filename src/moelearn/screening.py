@@ -67,6 +67,8 @@ def ridge_block(metric, mask, q):
     """The ridge's Hessian block of one expert with ``q`` predictors,
     ``kron(metric, diag(mask))`` in its flat ``(q, p)`` coordinates; ``metric`` is the
     family's :attr:`~moelearn.families.Family.penalty_metric` (None: the identity)."""
+    if metric is None and q == 1:
+        return np.diag(mask)
     return np.kron(np.eye(q) if metric is None else metric, np.diag(mask))
 
 
