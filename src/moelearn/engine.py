@@ -1954,27 +1954,52 @@ def search(
             directed = [e for e in screened if e[1] != "partition"]
             chosen = directed[:n_finalists] + [e for e in screened if e[1] == "partition"][:1]
 
-        def run(state):
-            """A finalist's run on the subsample (the moves' starts run alike)."""
-            return em(
+        def run_all(states):
+            """The finalists' runs on the subsample, all at once (the EM of :func:`em`,
+            batched: :func:`moelearn.screening.batched_em`); the moves' starts run alike."""
+            info = {}
+            coef, gate, obj, shares, log_disp = screening.batched_em(
                 family,
                 design,
-                sub,
-                state,
-                max_iter=FINALIST_EM_ITER,
+                sub_X,
+                sub_y,
+                coef=np.stack([st.coef for st in states]),
+                gate=np.stack([st.gate for st in states]),
+                log_disp=np.stack([st.log_disp for st in states]),
+                n_iter=FINALIST_EM_ITER,
                 tol=max(tol, 1e-7),
+                alpha=alpha,
+                weights=sub_weights,
+                bounds=_bounds(family, k, log_floor),
+                tied=tied,
                 accelerate=FINALIST_ACCELERATE and same,
-                **sub_opts,
+                info=info,
             )
+            return [
+                EngineFit(
+                    State(coef[i], log_disp[i], gate[i]),
+                    float(obj[i]),
+                    int(info["n_iter"][i]),
+                    bool(info["converged"][i]),
+                    info["history"][i],
+                    shares[i],
+                )
+                for i in range(len(states))
+            ]
+
+        def run(state):
+            return run_all([state])[0]
 
         def rank(fit):
             return _rank(fit, min_share, family, log_floor)
 
-        finalists = []
-        for _, kind, fit, order in chosen:
-            full = run(fit.state)
-            finalists.append((rank(full), kind, full, order))
-        finalists = _ordered(finalists)
+        runs = run_all([fit.state for _, _, fit, _ in chosen])
+        finalists = _ordered(
+            [
+                (rank(full), kind, full, order)
+                for (_, kind, _, order), full in zip(chosen, runs, strict=True)
+            ]
+        )
         n_final = len(finalists)
         identified = len(sub_y) >= k * (design.n_expert * family.n_predictors + 1)
         # a start of the caller's (the consistent moment start) and every other finalist at

@@ -456,6 +456,7 @@ def batched_em(
     tied=None,
     accelerate=False,
     min_step=SQUAREM_MIN_STEP,
+    info=None,
 ):
     """EM for many candidates at once; the candidates never interact.
 
@@ -500,6 +501,11 @@ def batched_em(
         every candidate still ascends).  Three iterations of ``n_iter`` each.
     min_step : float
         The shortest SQUAREM step taken (in EM steps, :func:`squarem_point`).
+    info : dict or None
+        Filled, when given, with every candidate's ``"n_iter"`` (C,) (iterations
+        taken, a SQUAREM cycle counting three), ``"converged"`` (C,) (stopped by
+        ``tol``) and ``"history"`` (its objective after each iteration, a list of
+        lists): what :func:`moelearn.engine.em` reports of one start.
 
     Returns
     -------
@@ -539,8 +545,15 @@ def batched_em(
                 d0 = np.zeros((len(c0), k, m)) if log_disp is None else log_disp[part]
                 c0, d0 = prob.tie(c0, d0.astype(float))
                 d0 = np.clip(d0, prob.low, prob.high)
-            res = _em(prob, c0, d0, g0, n_iter, tol, inner, accelerate, min_step)
+            record = None if info is None else {}
+            res = _em(prob, c0, d0, g0, n_iter, tol, inner, accelerate, min_step, record)
             (out_coef[part], out_disp[part], out_gate[part], out_obj[part], out_shares[part]) = res
+            if record is not None:
+                for key, value in record.items():
+                    info.setdefault(key, []).extend(list(value))
+    if info is not None:
+        info["n_iter"] = np.asarray(info.get("n_iter", []), dtype=int)
+        info["converged"] = np.asarray(info.get("converged", []), dtype=bool)
     return out_coef, out_gate, out_obj, out_shares, out_disp
 
 
@@ -730,6 +743,7 @@ def _em(
     inner=(1, 1),
     accelerate=False,
     min_step=SQUAREM_MIN_STEP,
+    record=None,
 ):
     """Monotone EM-gradient iterations of candidates ``coef`` (C, k, q, pe),
     ``log_disp`` (C, k, m) and ``gate`` (C, k, pg).
@@ -737,7 +751,8 @@ def _em(
     The iterations run on the still-active candidates only; one that stops is
     written to the output and dropped from the working arrays (one gather per
     stop, not per iteration).  ``accelerate``: SQUAREM cycles of three
-    iterations (:func:`_extrapolate`).
+    iterations (:func:`_extrapolate`).  ``record`` (a dict) receives each
+    candidate's iterations, convergence and history (:func:`batched_em`'s ``info``).
     """
     obj, post, gate_p, cache = prob.evaluate(coef, log_disp, gate)
     obj = np.where(np.isfinite(obj), obj, -np.inf)
@@ -745,6 +760,9 @@ def _em(
     out = (coef, log_disp, gate, obj, post, gate_p, cache)
     work = _take(out, active)
     squarem = accelerate and n_iter >= 3
+    iters = np.zeros(len(obj), dtype=int)
+    converged = np.zeros(len(obj), dtype=bool)
+    history = [[float(v)] for v in obj] if record is not None else None
     done_iter = 0
     while done_iter < n_iter:
         if active.size == 0:
@@ -757,11 +775,20 @@ def _em(
             new = _extrapolate(prob, work, one, two, inner, min_step)
             done_iter += 2
             bad = bad & bad2
+            steps = (one[3], new[3])
         else:
             new = one
+            steps = (one[3],)
+        iters[active] += len(steps) + 1 if len(steps) == 2 else 1
+        if history is not None:
+            for values in steps:
+                for i, v in zip(active, values, strict=True):
+                    history[i].append(float(v))
         # a candidate that no halving lifts stands at a stationary point: it stops there
         change = np.abs(new[3] - old)
-        done = bad | (change <= tol * np.maximum(1.0, np.abs(new[3])))
+        small = change <= tol * np.maximum(1.0, np.abs(new[3]))
+        converged[active] = small & ~bad
+        done = bad | small
         work = new
         if np.any(done):
             _put(out, active[done], _take(work, done))
@@ -770,4 +797,6 @@ def _em(
     if active.size:
         _put(out, active, work)
     shares = np.einsum("n,nkc->ck", prob.w, post) / prob.total
+    if record is not None:
+        record.update(n_iter=iters, converged=converged, history=history)
     return coef, log_disp, gate, obj, shares
