@@ -49,6 +49,9 @@ _INIT_SUBSAMPLE = 20_000
 # Rows on which the start search screens and compares its candidates (DESIGN §12).
 _SEARCH_ROWS = 2_500
 # Generated candidate starts screened by n_init="auto" besides the moment start.
+# L-BFGS-B iterations of the moment start's fit with its directions fixed: it only has
+# to land in the basin, and the start search's EM goes on from it
+MOMENT_START_ITER = 40
 _AUTO_CANDIDATES = 10
 _MAX_CANDIDATES = 150
 # Screening work (rows x coefficients x experts) that n_init="auto" spends before it
@@ -278,7 +281,15 @@ def _moment_start(problem: Problem, sub: Data):
     # With a search, the start is screened on _SEARCH_ROWS rows anyway: fit it on as
     # many (evenly spaced rows of the random subsample), not on all of ``sub``.
     on = sub if problem.n_init == 1 else _spaced_rows(problem, sub, _SEARCH_ROWS)
-    step = _maximize(problem, start, data=on, free=free, method="lbfgs", tol=max(problem.tol, 1e-6))
+    step = _maximize(
+        problem,
+        start,
+        data=on,
+        free=free,
+        method="lbfgs",
+        tol=max(problem.tol, 1e-6),
+        max_iter=min(problem.max_iter, MOMENT_START_ITER),
+    )
     return f"moments ({problem.moment_method})", step.params
 
 
