@@ -1,6 +1,6 @@
 """Default fit time on small data, against an earlier commit measured in the same run.
 
-    python benchmarks/speed.py                        # against d69eb78, n = 200 .. 10,000
+    python benchmarks/speed.py                        # against d69eb78, n = 200 .. 100,000
     python benchmarks/speed.py --baseline HEAD~3 --sizes 200 1000
 
 Most mixture-of-regressions data sets have a few hundred to a few thousand rows,
@@ -104,7 +104,7 @@ def _export(rev, folder):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[200, 1_000, 10_000])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[200, 1_000, 10_000, 100_000])
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=2, help="fits per seed (the best is kept)")
     ap.add_argument("--baseline", default=BASELINE, help="git revision to compare with")
