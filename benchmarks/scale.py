@@ -122,10 +122,10 @@ def _count_full_passes(n):
     count = [0]
     original = Data.map_reduce
 
-    def counted(self, fn):
+    def counted(self, fn, *args, **kwargs):
         if self.n_samples == n:
             count[0] += 1
-        return original(self, fn)
+        return original(self, fn, *args, **kwargs)
 
     Data.map_reduce = counted
 

@@ -605,6 +605,45 @@ def test_polish_reports_the_newton_steps_that_precede_lbfgs():
     assert np.all(np.diff(fit.history) >= -1e-12)
 
 
+def test_polish_beyond_the_exact_work_takes_newton_steps_with_a_subsample_hessian(monkeypatch):
+    # Where the exact Hessian of all the rows costs too much (10^7 rows, d = 10, k = 3),
+    # polish takes its Newton steps with the Hessian of evenly spaced rows and the exact
+    # gradient; the chord steps reach the optimum of the exact Newton steps (objective to
+    # 1e-12, gradient 1e-10) in at most a third of the passes that L-BFGS-B alone takes.
+    # Here the work bound is lowered so that 6 000 rows fall beyond it.
+    import moelearn.engine as engine
+    from moelearn.data import Data as _Data
+
+    family, design, X, y = _regression_problem("poisson", seed=3, n=6_000)
+    post = softmax(2.0 * np.random.default_rng(4).standard_normal((len(y), 2)), axis=1)
+    start = em(family, design, Data(X, y), state_from_responsibilities(family, design, X, y, post))
+    passes = []
+    original = _Data.map_reduce
+
+    def counted(self, fn, *args, **kwargs):
+        passes.append(self.n_samples)
+        return original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(_Data, "map_reduce", counted)
+    exact = polish(family, design, Data(X, y), start.state)
+    exact_passes = passes.count(len(y))
+    st = exact.state
+    p = st.coef.size + st.log_disp.size + st.gate[:-1].size
+    monkeypatch.setattr(engine, "_NEWTON_WORK_EXACT", st.n_experts * p * p * 3_000)
+    assert engine.newton_rows(start.state, len(y)) == 3_000  # the Hessian of 3 000 rows
+    passes.clear()
+    sub = polish(family, design, Data(X, y), start.state)
+    sub_passes = passes.count(len(y))
+    monkeypatch.setattr(engine, "_NEWTON_SUB_MIN", 10**9)  # no Newton steps: L-BFGS-B
+    passes.clear()
+    plain = polish(family, design, Data(X, y), start.state)
+    assert exact.converged and sub.converged
+    assert sub.log_likelihood == pytest.approx(exact.log_likelihood, abs=1e-12)
+    # (here 3 passes exact, 7 with the subsample's Hessian, 28 by L-BFGS-B)
+    assert exact_passes <= sub_passes <= passes.count(len(y)) / 3
+    assert plain.log_likelihood == pytest.approx(exact.log_likelihood, abs=1e-8)
+
+
 def test_midway_polish_reaches_the_same_optimum_in_memory_and_out_of_core(tmp_path, monkeypatch):
     """A subsample search polishes its best fit on 8 x 2 500 rows before all of them.
 
