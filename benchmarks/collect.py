@@ -118,6 +118,28 @@ SECTIONS = [
         "against R's flexmix with 5 starts (installs R).",
     ),
     (
+        "Small data: the default fit's time against an earlier version",
+        "python benchmarks/speed.py",
+        "speed",
+        "The Gaussian default's time at n = 200 to 10⁵ (d = 5, k = 3), against an earlier "
+        "commit measured in the same run, with both versions' log-likelihoods.",
+    ),
+    (
+        "Every family against the Gaussian default",
+        "python benchmarks/families.py",
+        "families",
+        "The default fit of the Student-t, Poisson and Gamma regressors and of the classifier, "
+        "as a multiple of the Gaussian default's time at the same n (d = 5, k = 3).",
+    ),
+    (
+        "Other families: the default fit against the best known maximum of its objective",
+        "python benchmarks/family_optima.py",
+        "family_optima",
+        "How often the default Student-t, Poisson and Gamma fits (synthetic, n = 300 and 10³) "
+        "and the classifier (four real data sets) reach the best known maximum of their "
+        "objective, K = 2, 3, over 5 seeds, and their time.",
+    ),
+    (
         "The prior: held-out fit of the regressor at prior_strength 0, 0.5 and 1",
         "python benchmarks/prior.py",
         "prior",
