@@ -1113,22 +1113,15 @@ def polish(
     grouped = getattr(data, "groups", None) is not None
     rows = 0 if grouped else newton_rows(state, data.n_samples, theta0.size)
     sub = None if rows in (0, data.n_samples) else _sub_rows(data, weights, rows)
-    if rows:
-        newton, theta_newton = _newton_polish(
-            family,
-            design,
-            data,
-            state,
-            expand,
-            keep,
-            lb,
-            ub,
-            weights,
-            alpha,
-            max_iter,
-            tied,
-            sub,
+
+    def newton_from(start):
+        """:func:`_newton_polish` from ``start`` with this polish's coordinates and rows."""
+        return _newton_polish(
+            family, design, data, start, expand, keep, lb, ub, weights, alpha, max_iter, tied, sub
         )
+
+    if rows:
+        newton, theta_newton = newton_from(state)
         if newton.converged:
             return newton
         history.extend(newton.history)
@@ -1168,21 +1161,7 @@ def polish(
     if switch and not success:
         # L-BFGS-B crawls along the ridges of these likelihoods (hundreds of iterations on
         # real data) where exact Newton steps from its point converge in a handful
-        newton, theta_newton = _newton_polish(
-            family,
-            design,
-            data,
-            state.with_flat(res.x[expand]),
-            expand,
-            keep,
-            lb,
-            ub,
-            weights,
-            alpha,
-            max_iter,
-            tied,
-            sub,
-        )
+        newton, theta_newton = newton_from(state.with_flat(res.x[expand]))
         history.extend(newton.history)
         if newton.converged:
             theta = newton.state.flat()[keep]
