@@ -1781,8 +1781,9 @@ def _screen_discrete(
     return screened
 
 
-# Remove-and-split moves (split-and-merge EM in spirit, Ueda et al. 2000) from the best
-# finalist of a continuous family: each round screens up to MOVES_PER_ROUND moves in one
+# Remove-and-split moves (split-and-merge EM in spirit, Ueda et al. 2000) from each
+# distinct finalist of a continuous family (at most MOVE_STARTS; one per optimum the
+# finalists reached): each round screens up to MOVES_PER_ROUND moves in one
 # batch (every ordered pair of experts, the split by the residual's sign or by a random
 # hyperplane of the gate's columns), runs the best MOVE_REFINES of them as the finalists
 # are run, and keeps the best when it raises the objective; at most MOVE_ROUNDS rounds,
@@ -1791,14 +1792,38 @@ def _screen_discrete(
 # without the moment start, as on mcycle (k > d), agreeing finalists can all sit in one
 # local optimum, which is what the moves leave).
 # A move reaches a basin where one expert covers two regimes while two others share
-# one: whole-model starts reach it seldom, and a local climb never leaves it.  On the
+# one: whole-model starts reach it seldom, and a local climb never leaves it.  The
+# "tail" split gives the freed slot the fifth of an expert's rows that it fits worst:
+# the start of a small, sharp expert (or of a robust one beside an outlying group).  On the
 # 19 cases of benchmarks/map_optima.py x seeds 0-9 the default reached the best known
 # maximum of its objective in 132 of 190 fits with the moves against 120 without (the
 # summed shortfall 418 nats against 544), in 1.35x the time; three refines per round or
-# ten rounds added one hit or none.
+# ten rounds added one hit or none.  Moves from every distinct finalist, not the best
+# alone: 148 of 190 against 132, in 1.37x the time (56 s against 41 s for the 190 fits);
+# with the tail split too (and every pair of experts up to k = 4, 36 moves a round):
+# 156 of 190 in 60 s; by maximum likelihood (prior_strength=1e-9, benchmarks/hit_rate.py's
+# best known) 121 of 190 in 93 s, against 93 in 41 s before and 119 in 168 s for the
+# separately tuned search of prior_strength=0 (starts.py).  A search of up to 120
+# candidates instead of 30 added about as much per second spent (the 8 hardest cases: 29
+# of 80 against 22 in 1.7x the time); a tail start among the candidates (the worst-fitted
+# fifth of one regression's rows) 48 of those 80 against 46, in 1.3x the time.
 MOVE_ROUNDS = 5
-MOVES_PER_ROUND = 24
+MOVES_PER_ROUND = 36
 MOVE_REFINES = 1
+MOVE_STARTS = 4
+MOVE_KINDS = ("residual", "gate", "tail")
+TAIL_SHARE = 0.2
+
+
+def _distinct(entries):
+    """The ranked entries whose objectives differ from every better one's: one per
+    optimum reached (within 1e-6 relative), the best first."""
+    out = []
+    for e in entries:
+        (bad, value) = e[0]
+        if all(abs(value - o[0][1]) > 1e-6 * max(1.0, abs(value)) for o in out):
+            out.append(e)
+    return out
 
 
 def _posterior(family, design, X, y, state):
@@ -1814,17 +1839,28 @@ def _posterior(family, design, X, y, state):
     return softmax(joint, axis=1), h[:, None] - mean
 
 
+def _above_mean(values, mass):
+    return values > np.average(values, weights=mass + 1e-300)
+
+
 def _move(post, resid, Z, remove, split, kind, rng, weights):
     """Responsibilities with expert ``remove``'s rows given to the others (in proportion
-    to theirs) and expert ``split``'s rows divided between it and the freed slot, by the
-    sign of its residual or by a random hyperplane of the gate's columns."""
+    to theirs) and expert ``split``'s rows divided between it and the freed slot: by the
+    sign of its residual (``kind="residual"``), by a random hyperplane of the gate's
+    columns (``"gate"``), or its worst-fitted rows to the freed slot (``"tail"``)."""
     new = np.delete(post, remove, axis=1)
     new /= np.maximum(new.sum(axis=1, keepdims=True), 1e-300)
     new = np.insert(new, remove, 0.0, axis=1)
     share = new[:, split]
     mass = share if weights is None else share * weights
-    values = resid[:, split] if kind == "residual" else Z @ rng.standard_normal(Z.shape[1])
-    side = values > np.average(values, weights=mass + 1e-300)
+    if kind == "gate":
+        side = _above_mean(Z @ rng.standard_normal(Z.shape[1]), mass)
+    elif kind == "tail":
+        # the expert's worst-fitted rows, the largest TAIL_SHARE of its residuals by weight
+        values = np.abs(resid[:, split])
+        side = values > _weighted_quantiles(values, [1.0 - TAIL_SHARE], mass + 1e-300)[0]
+    else:
+        side = _above_mean(resid[:, split], mass)
     new[:, remove] = share * side
     new[:, split] = share * ~side
     return 0.95 * new + 0.05 / post.shape[1]
@@ -1838,9 +1874,7 @@ def _improve_by_moves(family, design, sub, entry, batch, rank, run, rng, weights
     """
     k = entry[2].state.n_experts
     Z = design.gate_matrix(sub.X)
-    pairs = [
-        (r, s, kind) for r in range(k) for s in range(k) if s != r for kind in ("residual", "gate")
-    ]
+    pairs = [(r, s, kind) for r in range(k) for s in range(k) if s != r for kind in MOVE_KINDS]
     moved = 0
     for _ in range(MOVE_ROUNDS):
         post, resid = _posterior(family, design, sub.X, sub.y, entry[2].state)
@@ -2064,14 +2098,17 @@ def search(
             )
         )
         if MOVE_ROUNDS and k > 1 and identified and not settled and not screening.supports(family):
-            best_entry, moved = _improve_by_moves(
-                family, design, sub, finalists[0], batch, rank, run, rng, sub_weights
-            )
-            if moved:
-                kind = finalists[0][1]
-                best_entry = (best_entry[0], f"{kind} + {moved} split moves", *best_entry[2:])
-                finalists = _ordered([best_entry, *finalists])
-                n_final += 1
+            improved = []
+            for entry in _distinct(finalists)[:MOVE_STARTS]:
+                best_entry, moved = _improve_by_moves(
+                    family, design, sub, entry, batch, rank, run, rng, sub_weights
+                )
+                if moved:
+                    label = f"{entry[1]} + {moved} split moves"
+                    improved.append((best_entry[0], label, *best_entry[2:]))
+            if improved:
+                finalists = _ordered([*improved, *finalists])
+                n_final += len(improved)
         directed = [e for e in finalists if e[1] != "partition"]
         if not screening.supports(family) and finalists[0][1] == "partition" and directed:
             # a partition's start leads after EM, whose last steps are slow: compare it
