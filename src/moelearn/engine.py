@@ -1627,6 +1627,16 @@ def _rank(fit, min_share, family=None, log_floor=-np.inf):
     return (collapsed, -fit.log_likelihood)
 
 
+#: Two objectives within this (relative) stand at one optimum: EM stops its climb
+#: towards one at a tolerance, so its ends differ by about this much.
+SAME_OPTIMUM = 1e-6
+
+
+def _same_optimum(a, b):
+    """Whether objectives ``a`` and ``b`` stand at one optimum (:data:`SAME_OPTIMUM`)."""
+    return abs(a - b) <= SAME_OPTIMUM * max(1.0, abs(a), abs(b))
+
+
 def _ordered(entries):
     """Entries ``(rank, kind, fit)`` best first; values within 1e-9 tie and keep their order.
 
@@ -1799,15 +1809,9 @@ def _screen_discrete(
 # 19 cases of benchmarks/map_optima.py x seeds 0-9 the default reached the best known
 # maximum of its objective in 132 of 190 fits with the moves against 120 without (the
 # summed shortfall 418 nats against 544), in 1.35x the time; three refines per round or
-# ten rounds added one hit or none.  Moves from every distinct finalist, not the best
-# alone: 148 of 190 against 132, in 1.37x the time (56 s against 41 s for the 190 fits);
-# with the tail split too (and every pair of experts up to k = 4, 36 moves a round):
-# 156 of 190 in 60 s; by maximum likelihood (prior_strength=1e-9, benchmarks/hit_rate.py's
-# best known) 121 of 190 in 93 s, against 93 in 41 s before and 119 in 168 s for the
-# separately tuned search of prior_strength=0 (starts.py).  A search of up to 120
-# candidates instead of 30 added about as much per second spent (the 8 hardest cases: 29
-# of 80 against 22 in 1.7x the time); a tail start among the candidates (the worst-fitted
-# fifth of one regression's rows) 48 of those 80 against 46, in 1.3x the time.
+# ten rounds added one hit or none.  Moves from every distinct finalist and the tail
+# split: DESIGN §13 gives what they add (map_optima 152 of 190) and cost (up to 3x the
+# time at k = 4, 5).
 MOVE_ROUNDS = 5
 MOVES_PER_ROUND = 36
 MOVE_REFINES = 1
@@ -1819,7 +1823,7 @@ TAIL_SHARE = 0.2
 def _move_starts(finalists):
     """The finalists the moves start from: the best, and after it, up to ``MOVE_STARTS``
     in all, each converged finalist whose objective differs from every better pick's (one
-    per optimum reached, within 1e-6 relative).  A finalist whose EM stopped at its
+    per optimum reached, :func:`_same_optimum`).  A finalist whose EM stopped at its
     iteration limit is a point on a slow climb, not an optimum: its moves would only go
     on climbing (Poisson experts on 2,500 rows: four such starts, five rounds each, ten
     seconds, for the optimum the best finalist's moves reach alone)."""
@@ -1827,8 +1831,7 @@ def _move_starts(finalists):
     for e in finalists[1:]:
         if len(out) >= MOVE_STARTS:
             break
-        value = e[0][1]
-        if e[2].converged and all(abs(value - o[0][1]) > 1e-6 * max(1.0, abs(value)) for o in out):
+        if e[2].converged and not any(_same_optimum(e[0][1], o[0][1]) for o in out):
             out.append(e)
     return out
 
@@ -2100,7 +2103,7 @@ def search(
             len(finalists) > 1
             and any(e[1] in given for e in finalists)
             and all(
-                not bad and not bad0 and value - top <= 1e-6 * max(1.0, abs(top))
+                not bad and not bad0 and _same_optimum(value, top)
                 for (bad, value), *_ in finalists[1:]
             )
         )
@@ -2206,7 +2209,7 @@ def _midway(family, design, data, fit, rows, rng, width, max_iter, tol, opts):
     return mid
 
 
-def reranked(entries, objective, same_optimum=1e-6):
+def reranked(entries, objective, same_optimum=SAME_OPTIMUM):
     """Entries ``(rank, kind, fit, order)``, best first by the subsample, ranked by
     ``objective(fit.state)`` (higher is better): a collapsed fit (``rank[0]``) below
     every other, ties in their order.
