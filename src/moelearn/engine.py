@@ -357,11 +357,11 @@ def _gate_hessian(wp, p, Z):
 
     ``wp`` is ``w * p`` (weighted probabilities), ``p`` the probabilities.
     """
-    m, pg = p.shape[1], Z.shape[1]
-    pairs = -(wp[:, :, None] * p[:, None, :]).reshape(len(p), m * m)
+    m = p.shape[1]
+    pairs = -wp[:, :, None] * p[:, None, :]
     idx = np.arange(m)
-    pairs.reshape(len(p), m, m)[:, idx, idx] += wp
-    return _weighted_grams(pairs, Z).reshape(m, m, pg, pg).transpose(0, 2, 1, 3)
+    pairs[:, idx, idx] += wp
+    return _symmetric_grams(pairs, Z)
 
 
 def pass_statistics(family, design, data: Data, state, want="hess", fixed_post=None, weights=None):
