@@ -562,9 +562,9 @@ def test_every_family_is_screened_in_one_batch(monkeypatch):
     state = _truth("poisson")
     Xp, yp = _sample(pois, DESIGN, state, 300, seed=17)
     fit, _ = engine.search(pois, DESIGN, Data(Xp, yp), Xp, yp, 2, n_candidates=5, random_state=rng)
-    # the candidates in one batch; each round of split moves (from each of at most
-    # MOVE_STARTS distinct finalists) screens its moves in one more
-    most = 1 + engine.MOVE_STARTS * engine.MOVE_ROUNDS
+    # the candidates in one batch and the finalists' runs in one more; each round of split
+    # moves screens the moves of every start in one batch and runs their best in one more
+    most = 2 + 2 * engine.MOVE_ROUNDS
     assert set(calls) == {"poisson"} and 1 <= len(calls) <= most
     assert discrete == ["bernoulli"]
     assert np.isfinite(fit.log_likelihood)
