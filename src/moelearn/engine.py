@@ -1932,7 +1932,10 @@ def _improve_by_moves(family, design, sub, entries, batch, rank, run_all, rng, w
         improved = []
         for (c, _), fit in zip(picks, fits, strict=True):
             candidate = (rank(fit), best[c][1], fit, best[c][3])
-            if _better(candidate, best[c]):
+            # above a start whose EM stopped at its limit, a move that stopped there too
+            # may only be further up the same climb: it counts once it converged
+            sound = fit.converged or best[c][2].converged
+            if sound and _better(candidate, best[c]):
                 if c not in improved:
                     improved.append(c)
                     moved[c] += 1
