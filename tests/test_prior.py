@@ -462,9 +462,28 @@ def test_auto_is_half_a_row_for_likelihood_solvers_and_none_for_the_paper_pipeli
         est = MixtureOfExpertsRegressor(2, solver=solver, random_state=0).fit(X, y)
         assert est.objective_ == est.log_likelihood_
         assert "Prior:" not in str(est.summary())
-    # the options of the maximum-likelihood path of Gaussian experts are refused elsewhere,
-    # not ignored
     for name, value in (("refine", "em"), ("moment_method", "landscape")):
-        with pytest.raises(ValueError, match=f"{name}=.*prior_strength=0"):
-            MixtureOfExpertsRegressor(2, random_state=0, **{name: value}).fit(X, y)
         MixtureOfExpertsRegressor(2, prior_strength=0, random_state=0, **{name: value}).fit(X, y)
+
+
+def test_refine_and_moment_method_act_on_every_fit_through_the_engine(problem):
+    # refine="em" finishes the search's winner by EM alone, which stops when an iteration
+    # gains less than tol (relative) and so ends just below the Newton / L-BFGS-B finish of
+    # the same start: EM's linear rate r leaves about tol / (1 - r) per row, far under 1e-4
+    X, y = problem
+    lbfgs = MixtureOfExpertsRegressor(2, random_state=0).fit(X, y)
+    em = MixtureOfExpertsRegressor(2, random_state=0, refine="em").fit(X, y)
+    assert em.init_method_ == lbfgs.init_method_
+    assert lbfgs.objective_ - 1e-4 <= em.objective_ <= lbfgs.objective_ + 1e-9
+    assert em.converged_
+    # moment_method picks the moment start's recovery of the directions, for the families
+    # whose start takes it, and names it; the count start takes the tensor method only
+    for family in ("gaussian", "student-t"):
+        est = MixtureOfExpertsRegressor(
+            2, family=family, moment_method="landscape", n_init=1, random_state=0
+        )
+        est.fit(X, y)
+        assert "landscape" in est.init_method_
+    counts = np.random.default_rng(0).poisson(np.exp(0.3 * X[:, 0]))
+    with pytest.raises(ValueError, match="moment_method='landscape'.*poisson.*'tensor'"):
+        MixtureOfExpertsRegressor(2, family="poisson", moment_method="landscape").fit(X, counts)

@@ -1189,9 +1189,7 @@ def polish(
 
             def hessian(reduced, idx):
                 s = state.with_flat(reduced[expand])
-                st = observed_statistics(family, design, data, s, weights)
-                _, _, ph = _flat_penalty(s, alpha, design.fit_intercept, st["n"], tied, family)
-                H = -(T.T @ (st["hess"] + ph) @ T) / st["n"]
+                H = -_observed_objective(family, design, data, s, T, weights, alpha, tied)[2]
                 return H[np.ix_(idx, idx)]
 
         theta, value, jac, steps = _newton_finish(
@@ -1208,13 +1206,33 @@ def polish(
     )
 
 
+#: The final refinement's optimisers (the estimators' ``refine``): EM, then exact Newton
+#: steps and L-BFGS-B (:func:`polish`), or EM alone to its tolerance (:func:`em`)
+FINISHES = ("lbfgs", "em")
+
+
+def refine_fit(family, design, data, state, *, finish="lbfgs", max_iter=1000, tol=1e-8, **opts):
+    """The final refinement of ``state`` on ``data`` by ``finish`` (:data:`FINISHES`):
+    :func:`polish` (``"lbfgs"``), or :func:`em` to convergence (``"em"``, at most
+    ``max_iter`` iterations); ``opts`` are theirs (``log_floor``, ``weights``,
+    ``alpha``, ``tied``)."""
+    if finish not in FINISHES:
+        raise ValueError(f"finish={finish!r}: expected one of {FINISHES}")
+    if finish == "em":
+        return em(family, design, data, state, max_iter=max_iter, tol=tol, **opts)
+    return polish(family, design, data, state, max_iter=max_iter, tol=tol, **opts)
+
+
+def _n_params(state, n_params=None) -> int:
+    """The free parameters of ``state`` (the gate's reference row excluded), or ``n_params``."""
+    if n_params is not None:
+        return n_params
+    return state.coef.size + state.log_disp.size + state.gate[:-1].size
+
+
 def exact_newton_applies(state, n_samples, n_params=None) -> bool:
     """Whether :func:`polish` starts with exact Newton steps (small enough a problem)."""
-    p = (
-        state.coef.size + state.log_disp.size + state.gate[:-1].size
-        if n_params is None
-        else n_params
-    )
+    p = _n_params(state, n_params)
     return p <= _NEWTON_MAX and n_samples * state.n_experts * p**2 <= _NEWTON_WORK_EXACT
 
 
@@ -1222,11 +1240,7 @@ def newton_rows(state, n_samples, n_params=None) -> int:
     """Rows whose Hessian :func:`polish`'s Newton steps take: ``n_samples`` where
     :func:`exact_newton_applies`, else evenly spaced rows as many as the work allows (up
     to ``_NEWTON_SUB_ROWS``), or 0 where too few would remain (no Newton steps)."""
-    p = (
-        state.coef.size + state.log_disp.size + state.gate[:-1].size
-        if n_params is None
-        else n_params
-    )
+    p = _n_params(state, n_params)
     if p > _NEWTON_MAX:
         return 0
     if exact_newton_applies(state, n_samples, p):
@@ -1249,6 +1263,20 @@ def _expansion(expand, keep):
     T = np.zeros((expand.size, keep.size))
     T[np.arange(expand.size), expand] = 1.0
     return T
+
+
+def _observed_objective(family, design, data, state, T, weights, alpha, tied):
+    """The penalised objective per unit weight at ``state``, its gradient and exact Hessian
+    in the reduced coordinates (``T``, :func:`_expansion`), and the experts' shares."""
+    st = observed_statistics(family, design, data, state, weights)
+    pv, pg, ph = _flat_penalty(state, alpha, design.fit_intercept, st["n"], tied, family)
+    n = st["n"]
+    return (
+        (st["ll"] + pv) / n,
+        T.T @ (st["grad"] + pg) / n,
+        T.T @ (st["hess"] + ph) @ T / n,
+        st["share"] / n,
+    )
 
 
 def _newton_polish(
@@ -1297,15 +1325,7 @@ def _newton_polish(
             n = total[0]
             _, _, ph = _flat_penalty(s, alpha, fi, n, tied, family)
             return value, grad, T.T @ (st["hess"] / st["n"] + ph / n) @ T, share
-        st = observed_statistics(family, design, data, s, weights)
-        pv, pg, ph = _flat_penalty(s, alpha, fi, st["n"], tied, family)
-        n = st["n"]
-        return (
-            (st["ll"] + pv) / n,
-            T.T @ (st["grad"] + pg) / n,
-            T.T @ (st["hess"] + ph) @ T / n,
-            st["share"] / n,
-        )
+        return _observed_objective(family, design, data, s, T, weights, alpha, tied)
 
     total = []  # the rows' total weight, from the first gradient pass
 
@@ -1970,6 +1990,7 @@ def search(
     sub_weights=None,
     starts=(),
     tied=None,
+    finish="lbfgs",
 ):
     """Screen starts on ``(sub_X, sub_y)``; refine the best on ``data``.
 
@@ -1980,12 +2001,13 @@ def search(
     ``weights`` (in-memory data only) and ``sub_weights`` weight the rows of
     ``data`` and of the subsample; ``alpha`` is the ridge of :func:`em`.
     ``starts`` are extra ``(name, State)`` pairs screened before the generated
-    candidates (e.g. a consistent moment start).
+    candidates (e.g. a consistent moment start); ``finish`` is the final
+    refinement's optimiser (:func:`refine_fit`).
 
     Returns
     -------
     fit : EngineFit
-        The final fit on all the data (EM, then L-BFGS-B polish).
+        The final fit on all the data (EM, then by default the polish of :func:`polish`).
     kind : str
         The kind of start that won.
     """
@@ -2204,7 +2226,9 @@ def search(
                 **full_opts,
             )
         )
-        final = polish(family, design, data, fit.state, max_iter=max_iter, tol=tol, **full_opts)
+        final = refine_fit(
+            family, design, data, fit.state, finish=finish, max_iter=max_iter, tol=tol, **full_opts
+        )
     return _finished(final, fit, min_share, family, log_floor), kind
 
 
@@ -2317,6 +2341,7 @@ def grouped_search(
     weights=None,
     starts=(),
     tied=None,
+    finish="lbfgs",
 ):
     """The start search of :func:`search` for grouped rows (``data.groups``).
 
@@ -2324,7 +2349,8 @@ def grouped_search(
     over each group, random hard partitions of the groups (flexmix's start),
     and ``starts`` (e.g. the ungrouped fit; out of core only these); each gets ``screen_iter`` EM
     iterations of the grouped likelihood, the best ``n_finalists`` go on to
-    200, and the best of those is polished (L-BFGS-B) on all the data.
+    200, and the best of those is refined on all the data (:func:`refine_fit` by
+    ``finish``).
 
     Returns
     -------
@@ -2378,7 +2404,9 @@ def grouped_search(
             more.n_iter += fit.n_iter
             finalists.append((_rank(more, min_share, family, log_floor), kind, more, order))
         _, kind, best, _ = _ordered(finalists)[0]
-        final = polish(family, design, data, best.state, max_iter=max_iter, tol=tol, **opts)
+        final = refine_fit(
+            family, design, data, best.state, finish=finish, max_iter=max_iter, tol=tol, **opts
+        )
     return _finished(final, best, min_share, family, log_floor), kind, len(states)
 
 

@@ -68,7 +68,7 @@ from .inference import (
 )
 from .links import Link, get_link
 from .model import MoEParams, random_generator, sample_given_x
-from .moment_starts import family_moment_start
+from .moment_starts import family_moment_start, moment_methods
 from .persistence import register_record
 from .solvers import SOLVERS, Problem, get_solver, refine_start
 from .standardize import NOISE_FLOOR, Scaling
@@ -252,11 +252,18 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
     init_params : MoEParams or None
         Warm start, in the original units; the solver then only refines.
     refine : {"lbfgs", "em"}, default "lbfgs"
-        Optimiser of the maximum-likelihood refinement of Gaussian experts on
-        all columns (``prior_strength=0``); any other fit refuses ``"em"``.
+        Optimiser of the final refinement of the ``"moments"`` solver's best
+        start (and of a warm start), for every family and covariate layout:
+        EM, then exact Newton steps and L-BFGS-B (``"lbfgs"``), or EM alone
+        until the objective changes by less than ``tol`` (``"em"``: slower, and
+        monotone in the objective at every iteration).
     moment_method : {"tensor", "landscape"}, default "tensor"
-        Expert recovery used by ``solver="moments"`` in the same case; any
-        other fit refuses ``"landscape"``.
+        Expert recovery of the consistent moment start (DESIGN §4-§5): the
+        cross-moment tensor's power method (ICML 2019), or gradient descent
+        on the landscape-designed loss (AISTATS 2020).  The Gaussian,
+        Student-t and Gamma starts
+        take either; the count start of Poisson and negative-binomial experts
+        the tensor method only (``"landscape"`` raises there).
     compute_standard_errors : bool, default False
         Compute ``standard_errors_`` from the observed information during
         ``fit`` (one more pass over the data: the exact observed information).
@@ -480,14 +487,6 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
                 "likelihood: set prior_strength=0"
             )
         if special or groups is not None or not plain or self._prior_strength() > 0:
-            for name, default in (("refine", "lbfgs"), ("moment_method", "tensor")):
-                if getattr(self, name) != default:
-                    raise ValueError(
-                        f"{name}={getattr(self, name)!r} applies to the maximum-likelihood fit "
-                        "of Gaussian experts on all columns (prior_strength=0); this fit goes "
-                        "through the engine of DESIGN §13, which has its own optimiser and "
-                        f"start search: drop {name} or set prior_strength=0"
-                    )
             return self._fit_family(
                 raw, family, gmask, emask, rng, offset, trials, shared, groups, shared_b
             )
@@ -701,6 +700,12 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             init = self._restrict(
                 init, family, gmask, emask, offset, trials, shared, shared_intercept
             )
+        methods = moment_methods(family)
+        if methods and self.moment_method not in methods:
+            raise ValueError(
+                f"moment_method={self.moment_method!r}: the moment start of "
+                f"family={family.name!r} takes {' or '.join(repr(m) for m in methods)}"
+            )
         extra, unavailable = [], self._moment_unavailable(family, gmask, emask, raw, offset)
         if init is None and unavailable is None and baseline is None:
             try:
@@ -728,6 +733,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             baseline=baseline,
             groups=groups,
             prior_strength=self._prior_strength(),
+            refine=self.refine,
         )
         method = fit.init_method
         if init is None and unavailable is not None and baseline is None:
@@ -735,7 +741,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         self._scaling = Scaling.identity(raw.n_features)
         self._collapsed = fit.collapsed
         self._final_step = (
-            "the EM / L-BFGS-B refinement of the best start"
+            f"the {'EM' if self.refine == 'em' else 'EM / L-BFGS-B'} refinement of the best start"
             if baseline is None
             else f"the {self.solver} solver (best of its random starts)"
         )
@@ -776,7 +782,12 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             family.check_y(raw.y)  # a clear error before any transform of y
         try:
             return family_moment_start(
-                family, raw, self.n_experts, rng, fit_intercept=self.fit_intercept
+                family,
+                raw,
+                self.n_experts,
+                rng,
+                fit_intercept=self.fit_intercept,
+                method=self.moment_method,
             )
         except MomentMethodUnavailable:
             raise

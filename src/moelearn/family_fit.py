@@ -31,6 +31,7 @@ from .engine import (
     penalty,
     polish,
     random_partitions,
+    refine_fit,
     search,
     state_from_responsibilities,
     tied_column,
@@ -483,6 +484,7 @@ def fit_engine(
     shared_columns=(),
     baseline=None,
     groups=None,
+    refine="lbfgs",
 ) -> EngineResult:
     """Standardise, search starts (or refine ``init``), and fit by the engine.
 
@@ -543,6 +545,9 @@ def fit_engine(
         Grouped rows, in the source's row order: every row of a group comes from one
         expert (:func:`moelearn.engine.grouped_search`, started from the
         ungrouped fit among others).
+    refine : {"lbfgs", "em"}
+        The final refinement's optimiser (:func:`moelearn.engine.refine_fit`): EM, then
+        exact Newton steps and L-BFGS-B, or EM alone to ``tol``; not of the baselines.
 
     Returns
     -------
@@ -634,7 +639,16 @@ def fit_engine(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             first = em(family, design, data, state, max_iter=50, tol=tol, **opts)
-            fit = polish(family, design, data, first.state, max_iter=max_iter, tol=tol, **opts)
+            fit = refine_fit(
+                family,
+                design,
+                data,
+                first.state,
+                finish=refine,
+                max_iter=max_iter,
+                tol=tol,
+                **opts,
+            )
         fit.history = first.history + fit.history
         fit.n_iter += first.n_iter
         fit.collapsed = at_floor(fit.state, family, log_floor)
@@ -667,6 +681,7 @@ def fit_engine(
             alpha=alpha,
             weights=sample_weight,
             tied=tied,
+            finish=refine,
         )
         fit, kind = search(
             family,
@@ -767,6 +782,7 @@ def fit_family(
     shared_columns=(),
     baseline=None,
     groups=None,
+    refine="lbfgs",
 ) -> FamilyFit:
     """Maximum-likelihood fit of a mixture of experts of any regression family.
 
@@ -807,6 +823,7 @@ def fit_family(
         shared_columns=shared_columns,
         baseline=baseline,
         groups=groups,
+        refine=refine,
     )
     fit = res.fit
     params = _to_params(

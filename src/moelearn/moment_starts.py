@@ -41,6 +41,7 @@ __all__ = [
     "gamma_from_lognormal",
     "gaussian_moment_fit",
     "log_response",
+    "moment_methods",
     "overdispersed_from_poisson",
     "student_t_from_gaussian",
 ]
@@ -223,6 +224,7 @@ def gaussian_moment_fit(
     max_iter=200,
     link="linear",
     refine=True,
+    moment_method="tensor",
 ) -> MoEParams:
     """The Gaussian moment start refined as a Gaussian mixture, in original units.
 
@@ -231,6 +233,7 @@ def gaussian_moment_fit(
     so this fit seeds both; with ``refine=False`` it is the start alone (the
     directions fixed, the rest fitted on a subsample), a candidate of the
     likelihood engine's search for Gaussian experts with the ``link``.
+    ``moment_method`` recovers the directions (:data:`MOMENT_METHODS`).
     ``X``, ``y`` and ``sample_weight`` are arrays,
     memory maps, Dask arrays or a :class:`~moelearn.data.ChunkedDataset` (then
     ``y`` is None); the random draws come from a generator seeded by one draw
@@ -256,14 +259,33 @@ def gaussian_moment_fit(
         n_init=1 if refine else "auto",
         max_iter=max_iter,
         noise_floor=scaling.noise_floor,
+        moment_method=moment_method,
     )
     if not refine:
         return scaling.from_standard(moment_start(problem)[1])
     return scaling.from_standard(moment_fit(problem).fit.params)
 
 
-def family_moment_start(family, raw: Data, n_experts, rng, *, fit_intercept=True):
+#: The direction recoveries each kind of moment start takes (``moment_method``): the
+#: Gaussian start's tensor or landscape method (DESIGN §4-§5), which the starts built on
+#: it share; the count start's order-3 tensor alone.
+MOMENT_METHODS = {
+    "gaussian": ("tensor", "landscape"),
+    "gaussian-scale": ("tensor", "landscape"),
+    "log-gaussian": ("tensor", "landscape"),
+    "count": ("tensor",),
+}
+
+
+def moment_methods(family) -> tuple[str, ...]:
+    """The ``moment_method`` values ``family``'s moment start takes (none without one)."""
+    return MOMENT_METHODS.get(family.moment_start, ())
+
+
+def family_moment_start(family, raw: Data, n_experts, rng, *, fit_intercept=True, method="tensor"):
     """The consistent moment start that ``family.moment_start`` names: ``(name, MoEParams)``.
+
+    ``method`` recovers the expert directions (:func:`moment_methods`).
 
     * ``"count"``: :func:`count_moment_start` (Poisson experts; with a
       dispersion, :func:`overdispersed_from_poisson`);
@@ -282,8 +304,13 @@ def family_moment_start(family, raw: Data, n_experts, rng, *, fit_intercept=True
         formed on these data.
     """
     kind = family.moment_start
+    if kind is not None and method not in moment_methods(family):
+        raise ValueError(
+            f"moment_method={method!r}: the moment start of family={family.name!r} takes "
+            f"{' or '.join(repr(m) for m in moment_methods(family))}"
+        )
     w = raw.w if raw.kind != "stream" else None
-    opts = dict(fit_intercept=fit_intercept, chunk_size=raw.chunk_size)
+    opts = dict(fit_intercept=fit_intercept, chunk_size=raw.chunk_size, moment_method=method)
     if kind == "count":
         p = count_moment_start(raw, n_experts, rng)
         if family.dispersion_names:
@@ -292,13 +319,13 @@ def family_moment_start(family, raw: Data, n_experts, rng, *, fit_intercept=True
     if kind == "log-gaussian":
         X, y = log_response(raw)
         p = gaussian_moment_fit(X, y, w, n_experts, rng, **opts)
-        return "moments (log y, tensor)", gamma_from_lognormal(p, family.shape_max)
+        return f"moments (log y, {method})", gamma_from_lognormal(p, family.shape_max)
     if kind == "gaussian":
         p = gaussian_moment_fit(
             raw.X, raw.y, raw.w, n_experts, rng, link=family.link, refine=False, **opts
         )
-        return "moments (tensor)", p
+        return f"moments ({method})", p
     if kind == "gaussian-scale":
         p = gaussian_moment_fit(raw.X, raw.y, raw.w, n_experts, rng, **opts)
-        return "moments (Gaussian, tensor)", student_t_from_gaussian(p, df=10.0)
+        return f"moments (Gaussian, {method})", student_t_from_gaussian(p, df=10.0)
     raise MomentMethodUnavailable(f"no moment start for family={family.name!r} (DESIGN §13)")

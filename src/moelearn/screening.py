@@ -798,7 +798,7 @@ def _em(
     active = np.flatnonzero(np.isfinite(obj))
     work = _take((coef, log_disp, gate, obj, post, gate_p, cache), active)
     # what the candidates end with: the gate's probabilities and the cache are working
-    # state, not results (writing the cache back took 0.1 s of a 0.44 s Student-t fit)
+    # state, not results (writing the cache back took about a tenth of a Student-t fit)
     out = (coef, log_disp, gate, obj, post)
     squarem = accelerate and n_iter >= 3
     iters = np.zeros(len(obj), dtype=int)
