@@ -1822,10 +1822,9 @@ def _screen_discrete(
 # (map_optima's cases x seeds 0-19: the same 292 of 380 hits as one start after another;
 # seeds 0-9 in 0.67x its time, where batching without the stop gave 0.81x); at most
 # MOVE_ROUNDS rounds, none when the moment start and every other finalist reached one
-# optimum (the theory
-# regime: the moves cost 0.26 s of a 1.1 s fit at n = 1e5, d = 10, k = 3, for nothing;
-# without the moment start, as on mcycle (k > d), agreeing finalists can all sit in one
-# local optimum, which is what the moves leave).
+# optimum (the theory regime: the moves cost 0.26 s of a 1.1 s fit at n = 1e5, d = 10,
+# k = 3, for nothing; without the moment start, as on mcycle (k > d), agreeing finalists
+# can all sit in one local optimum, which is what the moves leave).
 # A move reaches a basin where one expert covers two regimes while two others share
 # one: whole-model starts reach it seldom, and a local climb never leaves it.  The
 # "tail" split gives the freed slot the fifth of an expert's rows that it fits worst:
