@@ -68,7 +68,7 @@ from .inference import (
 )
 from .links import Link, get_link
 from .model import MoEParams, random_generator, sample_given_x
-from .moment_starts import family_moment_start, moment_methods
+from .moment_starts import check_moment_method, family_moment_start
 from .persistence import register_record
 from .solvers import SOLVERS, Problem, get_solver, refine_start
 from .standardize import NOISE_FLOOR, Scaling
@@ -261,9 +261,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         Expert recovery of the consistent moment start (DESIGN §4-§5): the
         cross-moment tensor's power method (ICML 2019), or gradient descent
         on the landscape-designed loss (AISTATS 2020).  The Gaussian,
-        Student-t and Gamma starts
-        take either; the count start of Poisson and negative-binomial experts
-        the tensor method only (``"landscape"`` raises there).
+        Student-t and Gamma starts take either; the count start of Poisson
+        and negative-binomial experts the tensor method only
+        (``"landscape"`` raises there).
     compute_standard_errors : bool, default False
         Compute ``standard_errors_`` from the observed information during
         ``fit`` (one more pass over the data: the exact observed information).
@@ -700,12 +700,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             init = self._restrict(
                 init, family, gmask, emask, offset, trials, shared, shared_intercept
             )
-        methods = moment_methods(family)
-        if methods and self.moment_method not in methods:
-            raise ValueError(
-                f"moment_method={self.moment_method!r}: the moment start of "
-                f"family={family.name!r} takes {' or '.join(repr(m) for m in methods)}"
-            )
+        check_moment_method(family, self.moment_method)  # before any pass over the data
         extra, unavailable = [], self._moment_unavailable(family, gmask, emask, raw, offset)
         if init is None and unavailable is None and baseline is None:
             try:

@@ -36,6 +36,7 @@ from .solvers import Problem, moment_fit, moment_start
 from .standardize import Scaling
 
 __all__ = [
+    "check_moment_method",
     "count_moment_start",
     "family_moment_start",
     "gamma_from_lognormal",
@@ -282,6 +283,16 @@ def moment_methods(family) -> tuple[str, ...]:
     return MOMENT_METHODS.get(family.moment_start, ())
 
 
+def check_moment_method(family, method) -> None:
+    """Raise a ``ValueError`` naming the family when its moment start does not take ``method``."""
+    methods = moment_methods(family)
+    if methods and method not in methods:
+        raise ValueError(
+            f"moment_method={method!r}: the moment start of family={family.name!r} takes "
+            f"{' or '.join(repr(m) for m in methods)}"
+        )
+
+
 def family_moment_start(family, raw: Data, n_experts, rng, *, fit_intercept=True, method="tensor"):
     """The consistent moment start that ``family.moment_start`` names: ``(name, MoEParams)``.
 
@@ -304,11 +315,7 @@ def family_moment_start(family, raw: Data, n_experts, rng, *, fit_intercept=True
         formed on these data.
     """
     kind = family.moment_start
-    if kind is not None and method not in moment_methods(family):
-        raise ValueError(
-            f"moment_method={method!r}: the moment start of family={family.name!r} takes "
-            f"{' or '.join(repr(m) for m in moment_methods(family))}"
-        )
+    check_moment_method(family, method)
     w = raw.w if raw.kind != "stream" else None
     opts = dict(fit_intercept=fit_intercept, chunk_size=raw.chunk_size, moment_method=method)
     if kind == "count":
