@@ -466,13 +466,24 @@ def test_auto_is_half_a_row_for_likelihood_solvers_and_none_for_the_paper_pipeli
         MixtureOfExpertsRegressor(2, prior_strength=0, random_state=0, **{name: value}).fit(X, y)
 
 
-def test_refine_and_moment_method_act_on_every_fit_through_the_engine(problem):
+def test_refine_and_moment_method_act_on_every_fit_through_the_engine(problem, monkeypatch):
     # refine="em" finishes the search's winner by EM alone, which stops when an iteration
     # gains less than tol (relative) and so ends just below the Newton / L-BFGS-B finish of
     # the same start: EM's linear rate r leaves about tol / (1 - r) per row, far under 1e-4
+    import moelearn.engine as engine
+
+    finishes, original = [], engine.refine_fit
+
+    def spy(*args, finish="lbfgs", **kwargs):
+        finishes.append(finish)
+        return original(*args, finish=finish, **kwargs)
+
+    monkeypatch.setattr(engine, "refine_fit", spy)
     X, y = problem
     lbfgs = MixtureOfExpertsRegressor(2, random_state=0).fit(X, y)
     em = MixtureOfExpertsRegressor(2, random_state=0, refine="em").fit(X, y)
+    # the option reaches the search's last step (and only that one)
+    assert finishes == ["lbfgs", "em"]
     assert em.init_method_ == lbfgs.init_method_
     assert lbfgs.objective_ - 1e-4 <= em.objective_ <= lbfgs.objective_ + 1e-9
     assert em.converged_
