@@ -117,14 +117,6 @@ SECTIONS = [
         "optimum of the likelihood of `optima.py` on its 19 cases, over seeds 0-9.",
     ),
     (
-        "Real data: the same hit rate through the likelihood engine's search",
-        "python benchmarks/hit_rate.py --prior-strength 1e-9 --report hit_rate_engine",
-        "hit_rate_engine",
-        "The same cases, seeds and best known, the fit at `prior_strength=1e-9`: the "
-        "likelihood to within rounding, maximised by the likelihood engine and its start "
-        "search (the one every other fit uses).",
-    ),
-    (
         "Real data: the default fit against the best known maximum of its own objective",
         "python benchmarks/map_optima.py",
         "map_optima",

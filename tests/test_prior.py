@@ -59,7 +59,9 @@ def test_prior_alpha_is_lambda_rows_worth():
 def test_objective_is_the_log_likelihood_less_the_penalty(problem):
     X, y = problem
     plain = _fit(X, y)
-    assert plain.objective_ == plain.log_likelihood_  # the Gaussian path has no ridge
+    # maximum likelihood, up to the engine's ridge of 1e-6 per row on the standardised
+    # expert slopes (family_fit.RIDGE; slopes of order one here): |ridge| < 1e-5
+    assert 0 <= plain.log_likelihood_ - plain.objective_ < 1e-5
     est = _fit(X, y, prior_strength=1.0)
     # the reported log-likelihood is the plain one at the fitted parameters
     assert est.log_likelihood_ == pytest.approx(np.mean(est.log_density(X, y)), abs=1e-10)
@@ -388,11 +390,13 @@ def test_penalty_with_a_dispersion_prior_in_flat_coordinates():
 
 
 def test_gaussian_noise_cannot_collapse_onto_a_few_rows():
-    # four experts on 21 rows: by maximum likelihood an expert's sigma shrinks onto a
-    # few rows (down to 1% of std(y)); under the prior each expert's sigma^2 is, at a
-    # stationary point, (RSS_j + s) / (n_j + 1) >= s / (n + 1), s the residual variance
-    # of the least-squares fit over k^2 (one row's worth of an inverse-gamma prior): a
-    # bound derived, not tuned, checked with 1% slack for the optimiser's tolerance
+    # four experts on 21 rows: under the prior each expert's sigma^2 is, at a stationary
+    # point, (RSS_j + s) / (n_j + 1) >= s / (n + 1), s the residual variance of the
+    # least-squares fit over k^2 (one row's worth of an inverse-gamma prior): a bound
+    # derived, not tuned, checked with 1% slack for the optimiser's tolerance.  By
+    # maximum likelihood an expert's sigma can shrink below it onto a few rows (seed 0:
+    # 2.7% of std(y) against the bound's 3.5%), so the bound is not vacuous
+    below = []
     for seed in range(3):
         rng = np.random.default_rng(seed)
         X = rng.standard_normal((21, 2))
@@ -401,8 +405,10 @@ def test_gaussian_noise_cannot_collapse_onto_a_few_rows():
         s = np.mean((y - U @ np.linalg.lstsq(U, y, rcond=None)[0]) ** 2)
         plain = _fit(X, y, k=4, random_state=seed, prior_strength=0.0)
         est = _fit(X, y, k=4, random_state=seed, prior_strength=1.0)
-        assert plain.noise_std_.min() < 0.05 * np.std(y)
-        assert est.noise_std_.min() >= 0.99 * np.sqrt(s / 4**2 / 22)
+        bound = np.sqrt(s / 4**2 / 22)
+        below.append(plain.noise_std_.min() < bound)
+        assert est.noise_std_.min() >= 0.99 * bound
+    assert any(below)
 
 
 def test_student_t_degrees_of_freedom_are_estimated_not_pinned():

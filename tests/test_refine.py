@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
-from moelearn import MoEParams, parameter_errors
+from moelearn import MoEParams, make_moe, parameter_errors, sample
 from moelearn.refine import (
     Data,
     _chunk_terms,
     fit_squared_loss,
     maximize_likelihood,
     observed_information,
+    params_from_responsibilities,
     random_params,
 )
 
@@ -126,3 +127,52 @@ def test_unknown_groups_and_methods(theory_linear):
         maximize_likelihood(Data(X, y), p, free={"weights"})
     with pytest.raises(ValueError, match="method"):
         maximize_likelihood(Data(X, y), p, method="newton")
+
+
+@pytest.fixture(scope="module")
+def two_experts():
+    p = make_moe(
+        2,
+        2,
+        noise_std=0.3,
+        intercept_scale=0.5,
+        per_expert_noise=True,
+        orthogonal_gating=False,
+        gating_scale=2.0,
+        random_state=3,
+    )
+    X, y, z = sample(p, 3000, random_state=4, return_labels=True)
+    return p, X, y, z
+
+
+def test_m_step_from_hard_labels_is_least_squares_per_group(two_experts):
+    _, X, y, z = two_experts
+    post = np.zeros((2, len(y)))
+    post[z, np.arange(len(y))] = 1.0
+    base = MoEParams(np.zeros((2, 2)), np.zeros((2, 2)), noise_std=np.ones(2))
+    got = params_from_responsibilities(Data(X, y), post, base, noise_floor=1e-9)
+    for i in range(2):
+        design = np.hstack([X[z == i], np.ones((np.sum(z == i), 1))])
+        beta, *_ = np.linalg.lstsq(design, y[z == i], rcond=None)
+        np.testing.assert_allclose(got.experts[i], beta[:2], atol=1e-7)
+        assert got.expert_bias[i] == pytest.approx(beta[2], abs=1e-7)
+        resid = y[z == i] - design @ beta
+        assert got.noise_vector[i] == pytest.approx(np.sqrt(np.mean(resid**2)), rel=1e-6)
+
+
+def test_newton_gating_step_solves_the_soft_label_logit(two_experts):
+    """The Newton M-step (small gates) and L-BFGS reach the same convex optimum."""
+    p, X, y, _ = two_experts
+    post = p.posterior(X, y).T
+    base = MoEParams(p.experts, np.zeros((2, 2)), noise_std=p.noise_vector)
+    newton = params_from_responsibilities(Data(X, y), post, base, gating_steps=50)
+    from scipy.optimize import minimize
+
+    def nll(theta):
+        logits = X @ theta[:2] + theta[2]  # expert 0 minus expert 1
+        return -np.sum(post[0] * logits - np.logaddexp(0.0, logits))
+
+    ref = minimize(nll, np.zeros(3), method="BFGS", options={"gtol": 1e-10}).x
+    diff = newton.gating[0] - newton.gating[1]
+    np.testing.assert_allclose(diff, ref[:2], atol=1e-6)
+    assert newton.gating_bias[0] - newton.gating_bias[1] == pytest.approx(ref[2], abs=1e-6)

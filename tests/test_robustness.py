@@ -295,9 +295,9 @@ def test_constant_feature():
     assert _finite(est)
 
 
-def test_only_constant_features_fall_back_to_random_starts():
-    # the moment start has no signal here; it must hand over to the fallback
-    # rather than start from NaN directions
+def test_only_constant_features_fall_back_to_generated_starts():
+    # the moment start has no signal here; it must hand over to the search's generated
+    # starts rather than start from NaN directions
     y = 0.5 + 0.1 * np.random.default_rng(0).standard_normal(200)
     est = _fit(
         np.full((200, 3), 2.0),
@@ -306,9 +306,9 @@ def test_only_constant_features_fall_back_to_random_starts():
         link="sigmoid",
         noise="shared",
         n_init=1,
-        prior_strength=0.0,  # the Gaussian path's fallback
+        prior_strength=0.0,
     )
-    assert est.init_method_.startswith("random (best of 1 start)")
+    assert "(best of 1 start and 1 random partition)" in est.init_method_
     assert "moment start unavailable" in est.init_method_
     assert _finite(est)
 

@@ -82,22 +82,48 @@ def test_a_registered_solver_is_accepted_by_the_estimator(problem_data):
     X, y = problem_data
     seen = {}
 
-    def first_em_then_name(problem: Problem) -> Solution:
+    def first_l2_then_name(problem: Problem) -> Solution:
         seen["noise_floor"] = problem.noise_floor
-        solution = SOLVERS["em"](problem)
+        solution = SOLVERS["gd-l2"](problem)
         return Solution(solution.fit, "custom", "the custom solver")
 
-    register_solver("custom-em")(first_em_then_name)
+    register_solver("custom-l2")(first_l2_then_name)
     try:
-        est = MixtureOfExpertsRegressor(2, solver="custom-em", random_state=0).fit(X, y)
-        assert "custom-em" in moelearn.solvers.available_solvers()
+        est = MixtureOfExpertsRegressor(2, solver="custom-l2", random_state=0).fit(X, y)
+        assert "custom-l2" in moelearn.solvers.available_solvers()
     finally:
-        del SOLVERS["custom-em"]
-    # a registered solver has no prior ("auto" is 0 for it): the same as the EM baseline's
-    # maximum-likelihood fit
-    ref = MixtureOfExpertsRegressor(2, solver="em", prior_strength=0.0, random_state=0).fit(X, y)
+        del SOLVERS["custom-l2"]
+    # a registered solver takes the standardised problem the built-in ones take: the
+    # same fit as the squared-loss baseline's from the same draws
+    ref = MixtureOfExpertsRegressor(2, solver="gd-l2", random_state=0).fit(X, y)
     assert est.init_method_ == "custom"
     # the standardised floor: 1e-3 of std(y) in units of std(y)
     assert seen["noise_floor"] == pytest.approx(1e-3)
     np.testing.assert_array_equal(est.experts_, ref.experts_)
-    assert "custom-em" not in available_solvers()
+    assert "custom-l2" not in available_solvers()
+
+
+def test_the_likelihood_solvers_entries_are_the_engine_on_the_problem(problem_data):
+    # "moments", "em" and "gd-nll" in the registry run the likelihood engine on the
+    # problem's standardised data, as the estimator does on the data as given: the
+    # search's winner and the baselines' fits, with their log-likelihood at their
+    # parameters (the engine's 1e-6 ridge apart, 1e-5 per row)
+    from moelearn._base import mean_log_likelihood
+
+    X, y = problem_data
+    Xs = (X - X.mean(0)) / X.std(0)
+    ys = (y - y.mean()) / y.std()
+    data = Data(Xs, ys, n_experts=2)
+    for name, start in (("moments", "(best of"), ("em", "random"), ("gd-nll", "random")):
+        problem = Problem(data, get_link("linear"), 2, np.random.default_rng(0))
+        solution = SOLVERS[name](problem)
+        assert start in solution.init_method
+        fit = solution.fit
+        assert fit.log_likelihood == pytest.approx(mean_log_likelihood(fit.params, data), abs=1e-5)
+    est = MixtureOfExpertsRegressor(2, prior_strength=0.0, random_state=0).fit(X, y)
+    # one optimum in original and in standardised units (log-likelihoods differ by
+    # log std(y) per row): 1e-6 per row, the refinement's tolerance
+    moments = SOLVERS["moments"](Problem(data, get_link("linear"), 2, np.random.default_rng(0)))
+    assert moments.fit.log_likelihood - np.log(y.std()) == pytest.approx(
+        est.log_likelihood_, abs=1e-6
+    )

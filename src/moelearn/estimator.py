@@ -70,13 +70,15 @@ from .links import Link, get_link
 from .model import MoEParams, random_generator, sample_given_x
 from .moment_starts import check_moment_method, family_moment_start
 from .persistence import register_record
-from .solvers import SOLVERS, Problem, get_solver, refine_start
+from .solvers import SOLVERS, Problem, get_solver
 from .standardize import NOISE_FLOOR, Scaling
 
 __all__ = ["MixtureOfExpertsRegressor"]
 
 # The solvers that maximise the likelihood (and so the posterior of prior_strength).
 _LIKELIHOOD_SOLVERS = ("moments", "em", "gd-nll")
+# what each likelihood solver is in the engine: the start search (None) or a baseline
+_ENGINE_BASELINES = {"moments": None, "em": "em", "gd-nll": "gd"}
 
 # prior_strength="auto" for the likelihood solvers (DESIGN §13, "The prior", where the choice
 # is measured); 0 for the solvers without a likelihood.
@@ -214,7 +216,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         §13) and ``0`` for the paper pipelines and ``"gd-l2"``, which do not
         maximise a likelihood and refuse a positive value.  ``0`` is the plain
         maximum-likelihood fit (for comparisons with other software and the
-        papers' experiments).  ``log_likelihood_``, BIC, AIC and ICL stay those
+        papers' experiments), up to the ridge of ``1e-6`` per row on the
+        standardised expert slopes that every fit carries (it keeps the
+        estimate unique; ``moelearn.family_fit.RIDGE``).  ``log_likelihood_``, BIC, AIC and ICL stay those
         of the plain likelihood; ``objective_`` is the maximised one.
     noise : {"expert", "shared"}, default "expert"
         One noise level per expert (the model flexmix and mixtools fit), or
@@ -232,21 +236,18 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
     tol : float, default 1e-8
         Relative tolerance on the mean log-likelihood.
     n_init : "auto" or int, default "auto"
-        Starts of the ``"moments"`` solver.  With the prior (the default) and
-        for every family other than Gaussian experts on all columns
-        (:func:`moelearn.engine.search`, DESIGN §13): ``"auto"`` screens 10 to
-        30 starts (the family's moment start where it applies, residual
-        partitions, random gates and projections of ``(x, y)``, random
-        partitions of the rows) by one batched short EM on a subsample of at
-        most 2 500 rows, runs the best three to convergence there, tries
-        remove-and-split moves from the best, and refines the winner on all the
-        data; an integer ``m`` screens ``m`` starts.  The maximum-likelihood fit
-        of Gaussian experts on all columns (``prior_strength=0``;
-        :func:`moelearn.starts.search`, DESIGN §12) screens 10 to 150 starts,
-        runs the best to convergence directly and through the shared-noise
-        model, grows a fit by splits and tries the moves; there an integer
-        ``m`` screens the moment start and ``m - 1`` generated ones (``1``:
-        the moment start alone, refined).  For
+        Starts of the ``"moments"`` solver, for every family, covariate layout
+        and ``prior_strength`` (:func:`moelearn.engine.search`, DESIGN §13):
+        ``"auto"`` screens 10 to 30 starts (the family's moment start where it
+        applies, residual partitions, random gates and projections of
+        ``(x, y)``) and random partitions of the rows by one batched short EM
+        on a subsample of at most 2 500 rows, runs the best three to
+        convergence there, tries remove-and-split moves from the best, and
+        refines the winner on all the data; an integer ``m`` screens ``m``
+        starts, the moment start among them where it applies (and random
+        partitions beside them), and ``1`` refines the moment start alone
+        (where it does not apply, one generated start and one partition are
+        screened).  For
         the baselines ``"em"``, ``"gd-nll"`` and ``"gd-l2"`` it is the number of
         random starts (``"auto"``: 1).
     init_params : MoEParams or None
@@ -486,7 +487,15 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
                 f"{_LIKELIHOOD_SOLVERS}; solver={self.solver!r} does not maximise a "
                 "likelihood: set prior_strength=0"
             )
-        if special or groups is not None or not plain or self._prior_strength() > 0:
+        # the likelihood solvers and every warm start run on the engine; the papers'
+        # pipelines and registered solvers take the standardised problem (moelearn.solvers)
+        if (
+            self._penalised()
+            or self.init_params is not None
+            or special
+            or groups is not None
+            or not plain
+        ):
             return self._fit_family(
                 raw, family, gmask, emask, rng, offset, trials, shared, groups, shared_b
             )
@@ -509,14 +518,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             moment_method=self.moment_method,
             noise_floor=scaling.noise_floor,
         )
-        if self.init_params is not None:
-            init = scaling.to_standard(
-                self._check_init_params(raw.n_features, link),
-                per_expert_noise=self.noise == "expert",
-            )
-            solution = refine_start(problem, init)
-        else:
-            solution = solver(problem)
+        solution = solver(problem)
         fit = solution.fit
         self.init_method_ = solution.init_method
         self._final_step = solution.final_step
@@ -671,7 +673,10 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         shared_intercept=False,
     ):
         """Any family, or separate gate and expert columns: the engine of DESIGN §13."""
-        baseline = {"moments": None, "em": "em", "gd-nll": "gd"}.get(self.solver, False)
+        # a warm start is refined whatever the solver
+        baseline = (
+            None if self.init_params is not None else _ENGINE_BASELINES.get(self.solver, False)
+        )
         if baseline is False:
             raise ValueError(
                 f"solver={self.solver!r} fits Gaussian experts on all columns only (the "
@@ -735,11 +740,15 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             method += f"; moment start unavailable: {unavailable}"
         self._scaling = Scaling.identity(raw.n_features)
         self._collapsed = fit.collapsed
-        self._final_step = (
-            f"the {'EM' if self.refine == 'em' else 'EM / L-BFGS-B'} refinement of the best start"
-            if baseline is None
-            else f"the {self.solver} solver (best of its random starts)"
-        )
+        refinement = f"the {'EM' if self.refine == 'em' else 'EM / L-BFGS-B'} refinement"
+        if init is not None:
+            self._final_step = f"{refinement} of init_params"
+        elif baseline is not None:
+            self._final_step = f"the {self.solver} solver (best of its random starts)"
+        elif self.n_init == 1 and extra:
+            self._final_step = f"{refinement} of the moment start"
+        else:
+            self._final_step = f"{refinement} of the best start"
         self._set_fitted(
             fit.params, fit.n_iter, fit.converged, fit.log_likelihood, method, fit.penalty
         )
@@ -871,15 +880,6 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
             sample_weight = check_sample_weight(sample_weight, X.shape[0])
         self._keep_training_data(*given)
         return Data(X, y, self.chunk_size, n_experts=self.n_experts, sample_weight=sample_weight)
-
-    def _check_init_params(self, d, link):
-        p = self.init_params
-        if p.n_features != d or p.n_experts != self.n_experts:
-            raise ValueError(
-                f"init_params has {p.n_experts} experts and {p.n_features} features; "
-                f"expected {self.n_experts} and {d}"
-            )
-        return MoEParams(p.experts, p.gating, p.expert_bias, p.gating_bias, p.noise_std, link)
 
     def _store(self, params, fit, raw):
         self._set_fitted(

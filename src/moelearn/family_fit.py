@@ -634,11 +634,12 @@ def fit_engine(
         )
     tied = tied_parameters(family, design, k, shared_noise)
     opts = dict(log_floor=log_floor, alpha=alpha, weights=sample_weight, tied=tied)
-    if init is not None:
-        state = init(design, x_mean, x_scale, ym, ys)
+
+    def warm(state):
+        """``state`` alone refined on all the data: a short EM, then the finish."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            first = em(family, design, data, state, max_iter=50, tol=tol, **opts)
+            first = em(family, design, data, state, max_iter=min(max_iter, 50), tol=tol, **opts)
             fit = refine_fit(
                 family,
                 design,
@@ -652,6 +653,10 @@ def fit_engine(
         fit.history = first.history + fit.history
         fit.n_iter += first.n_iter
         fit.collapsed = at_floor(fit.state, family, log_floor)
+        return fit
+
+    if init is not None:
+        fit = warm(init(design, x_mean, x_scale, ym, ys))
         method = "init_params"
     elif baseline is not None:
         n_starts = 1 if n_init == "auto" else int(n_init)
@@ -660,13 +665,19 @@ def fit_engine(
         )
         fit.collapsed = at_floor(fit.state, family, log_floor)
         method = "random"
+    elif n_init == 1 and extra_starts:
+        # one start: the caller's first (the consistent moment start) alone, refined
+        name, p = extra_starts[0]
+        fit = warm(_to_state(p, family, design, x_mean, x_scale, ym, ys))
+        method = name
     else:
         if n_init == "auto":
             rows_seen = len(sub_y) if sub_w is None else float(sub_w.sum())
             cost = rows_seen * k * (design.n_expert + design.n_gate)
             n_candidates = int(np.clip(AUTO_BUDGET // max(cost, 1), *AUTO_CANDIDATES))
         else:
-            n_candidates = int(n_init)
+            # an integer counts every start, the caller's among them
+            n_candidates = max(int(n_init) - len(extra_starts), 1)
         starts = [
             (name, _to_state(p, family, design, x_mean, x_scale, ym, ys))
             for name, p in extra_starts
@@ -701,7 +712,7 @@ def fit_engine(
             )
         n_candidates += len(extra_starts)
         parts = random_partitions(family, n_candidates - len(extra_starts))
-        plural = "s" if n_candidates > 1 or parts else ""
+        plural = "s" if n_candidates > 1 else ""
         extra = f" and {parts} random partition{'s' if parts > 1 else ''}" if parts else ""
         method = f"{kind} (best of {n_candidates} start{plural}{extra})"
         if groups is not None:

@@ -7,11 +7,15 @@ step (for the :class:`~sklearn.exceptions.ConvergenceWarning` of the
 estimator).  The registry :data:`SOLVERS` maps the names that
 ``MixtureOfExpertsRegressor(solver=...)`` accepts to them:
 
-* ``"moments"``: the consistent moment start, screened with generated starts
-  by :func:`moelearn.starts.search`, the best refined by maximum likelihood;
+* ``"moments"``, ``"em"``, ``"gd-nll"``: the likelihood engine
+  (:func:`moelearn.family_fit.fit_family`, DESIGN §13) on the problem's data:
+  its start search with the consistent moment start among the candidates, or
+  its joint EM and L-BFGS-B baselines from random starts.  The estimator runs
+  these three through the engine on the data in original units, for every
+  family (their entries here serve solvers that build on them);
 * ``"landscape"``, ``"tensor"``: the papers' two-stage pipelines (experts
   from moments, then the gating; no refinement);
-* ``"em"``, ``"gd-nll"``, ``"gd-l2"``: the baselines from random starts.
+* ``"gd-l2"``: the squared-loss baseline from random starts.
 """
 
 from __future__ import annotations
@@ -24,13 +28,13 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from .data import Data
-from .diagnostics import inputs_look_gaussian
 from .exceptions import MomentMethodUnavailable
 from .experts import recover_directions
+from .families import get_family
+from .family_fit import SEARCH_ROWS, fit_family
 from .links import Link
 from .model import MoEParams
 from .refine import FitResult, fit_squared_loss, maximize_likelihood, random_params
-from .starts import search
 
 __all__ = [
     "SOLVERS",
@@ -39,24 +43,15 @@ __all__ = [
     "available_solvers",
     "get_solver",
     "moment_fit",
-    "refine_start",
     "register_solver",
 ]
 
 # Rows on which a start is fitted (the lengths, intercepts, gating and noise of the
 # moment start; the noise level of every start).
 _INIT_SUBSAMPLE = 20_000
-# Rows on which the start search screens and compares its candidates (DESIGN §12).
-_SEARCH_ROWS = 2_500
-# Generated candidate starts screened by n_init="auto" besides the moment start.
 # L-BFGS-B iterations of the moment start's fit with its directions fixed: it only has
 # to land in the basin, and the start search's EM goes on from it
 MOMENT_START_ITER = 40
-_AUTO_CANDIDATES = 10
-_MAX_CANDIDATES = 150
-# Screening work (rows x coefficients x experts) that n_init="auto" spends before it
-# stops adding candidates beyond _AUTO_CANDIDATES (up to six times as many).
-_AUTO_BUDGET = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -244,13 +239,6 @@ def _maximize(problem: Problem, start, **options) -> FitResult:
         return maximize_likelihood(data, start, **kw)
 
 
-def refine_start(problem: Problem, init: MoEParams) -> Solution:
-    """Refine a given start (standardised units) by maximum likelihood: a warm start."""
-    return Solution(
-        _maximize(problem, init), "init_params", f"the {problem.refine_name} refinement"
-    )
-
-
 # --------------------------------------------------------------------------
 # The solvers
 # --------------------------------------------------------------------------
@@ -278,9 +266,9 @@ def _moment_start(problem: Problem, sub: Data):
     free = {"expert_scale", "gating", "noise"}
     if problem.fit_intercept:
         free |= {"expert_bias", "gating_bias"}
-    # With a search, the start is screened on _SEARCH_ROWS rows anyway: fit it on as
+    # With a search, the start is screened on SEARCH_ROWS rows anyway: fit it on as
     # many (evenly spaced rows of the random subsample), not on all of ``sub``.
-    on = sub if problem.n_init == 1 else _spaced_rows(problem, sub, _SEARCH_ROWS)
+    on = sub if problem.n_init == 1 else _spaced_rows(problem, sub, SEARCH_ROWS)
     step = _maximize(
         problem,
         start,
@@ -323,69 +311,59 @@ def moment_fit(problem: Problem) -> Solution:
     )
 
 
-@register_solver("moments")
-def solve_moments(problem: Problem) -> Solution:
-    """The moment start screened with generated starts; the best refined (DESIGN §12)."""
-    data, link, k, rng = problem.data, problem.link, problem.n_experts, problem.rng
-    d = data.n_features
-    per_expert = problem.per_expert_noise
-    sub = _subsample(problem)
-    starts = []
-    try:
-        starts.append(_moment_start(problem, sub))
-    except MomentMethodUnavailable as exc:
-        unavailable = str(exc)
-    else:
-        unavailable = None
-    if problem.n_init == 1 and starts:
-        # the moment start alone, refined on all the data
-        return Solution(
-            _maximize(problem, starts[0][1]),
-            starts[0][0],
-            f"the {problem.refine_name} refinement of the moment start",
-        )
-    search_data = _subsample(problem, _SEARCH_ROWS)
-    if problem.n_init == "auto":
-        # a fixed budget of screening work: small problems get more candidates
-        cost = search_data.n_samples * (d + 1) * k
-        n_generated = int(np.clip(_AUTO_BUDGET // cost, _AUTO_CANDIDATES, _MAX_CANDIDATES))
-        if not link.is_linear:
-            # non-linear candidates are screened one by one, not batched
-            n_generated = _AUTO_CANDIDATES
-    else:
-        n_generated = problem.n_init - len(starts)
-    if not starts:
-        n_generated = max(n_generated, 1)
-    # the moment start is consistent on Gaussian inputs (the papers' theory regime)
-    gaussian = bool(starts) and inputs_look_gaussian(search_data.X, search_data.w)
-    found = search(
-        data,
-        search_data,
+def _on_engine(problem: Problem, baseline, name="moments") -> Solution:
+    """The likelihood engine (:func:`moelearn.family_fit.fit_family`, DESIGN §13) on the
+    problem's standardised data: the start search with the moment start among its
+    candidates (``baseline=None``), or a baseline (``"em"``, ``"gd"``)."""
+    k, d = problem.n_experts, problem.data.n_features
+    family = get_family("gaussian", problem.link).with_experts(k)
+    extra, unavailable = [], None
+    if baseline is None:
+        try:
+            extra = [moment_start(problem)]
+        except MomentMethodUnavailable as exc:
+            unavailable = str(exc)
+    every = np.ones(d, dtype=bool)
+    fit = fit_family(
+        problem.data,
+        family,
         k,
-        link,
-        starts=starts,
-        n_candidates=n_generated,
-        n_finalists=max(3, n_generated // 20),
-        per_expert_noise=per_expert,
-        free=problem.free,
+        every,
+        every,
         fit_intercept=problem.fit_intercept,
-        refine=problem.refine,
+        n_init=problem.n_init,
         max_iter=problem.max_iter,
         tol=problem.tol,
         noise_floor=problem.noise_floor,
-        trusted=starts[0][0] if gaussian else None,
-        random_state=rng,
+        random_state=problem.rng,
+        extra_starts=extra,
+        shared_noise=not problem.per_expert_noise,
+        baseline=baseline,
+        refine=problem.refine,
     )
-    plural = "s" if found.n_candidates > 1 else ""
-    init_method = f"{found.method} (best of {found.n_candidates} start{plural})"
+    method = fit.init_method
     if unavailable is not None:
-        init_method += f"; moment start unavailable: {unavailable}"
-    return Solution(
-        found.fit,
-        init_method,
-        f"the {problem.refine_name} refinement of the best start ({found.method})",
-        found.collapsed,
+        method += f"; moment start unavailable: {unavailable}"
+    p = fit.params
+    result = FitResult(
+        MoEParams(p.experts, p.gating, p.expert_bias, p.gating_bias, p.noise_std, problem.link),
+        fit.log_likelihood,
+        fit.n_iter,
+        fit.converged,
+        np.asarray(fit.history, dtype=float),
     )
+    step = (
+        f"the {problem.refine_name} refinement of the best start"
+        if baseline is None
+        else f"the {name} solver (best of its random starts)"
+    )
+    return Solution(result, method, step, fit.collapsed)
+
+
+@register_solver("moments")
+def solve_moments(problem: Problem) -> Solution:
+    """The start search of the likelihood engine, the moment start among its candidates."""
+    return _on_engine(problem, None)
 
 
 def _paper(problem: Problem, method: str) -> Solution:
@@ -420,14 +398,9 @@ def solve_tensor(problem: Problem) -> Solution:
     return _paper(problem, "tensor")
 
 
-def _objective(fit, solver):
-    if solver == "gd-l2":
-        return -fit.history[-1]  # lower squared loss is better
-    return fit.log_likelihood
-
-
-def _baseline(problem: Problem, solver: str) -> Solution:
-    """The best of ``n_init`` random starts (``"auto"``: 1), each fitted by ``solver``."""
+def _squared_loss_baseline(problem: Problem) -> Solution:
+    """The best of ``n_init`` random starts (``"auto"``: 1), each fitted by gradient
+    descent on the squared loss (the lowest loss wins)."""
     best = None
     for _ in range(1 if problem.n_init == "auto" else problem.n_init):
         init = random_params(
@@ -438,36 +411,34 @@ def _baseline(problem: Problem, solver: str) -> Solution:
             problem.rng,
             problem.per_expert_noise,
         )
-        if solver == "gd-l2":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                fit = fit_squared_loss(
-                    problem.data,
-                    init,
-                    max_iter=problem.max_iter,
-                    tol=problem.tol,
-                    fit_intercept=problem.fit_intercept,
-                )
-        else:
-            fit = _maximize(problem, init, method="em" if solver == "em" else "gd")
-        if best is None or _objective(fit, solver) > _objective(best, solver):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fit = fit_squared_loss(
+                problem.data,
+                init,
+                max_iter=problem.max_iter,
+                tol=problem.tol,
+                fit_intercept=problem.fit_intercept,
+            )
+        if best is None or fit.history[-1] < best.history[-1]:
             best = fit
-    return Solution(best, "random", f"the {solver} solver (best of its random starts)")
+    return Solution(best, "random", "the gd-l2 solver (best of its random starts)")
 
 
 @register_solver("em")
 def solve_em(problem: Problem) -> Solution:
-    """Joint EM from random starts (a baseline)."""
-    return _baseline(problem, "em")
+    """Joint EM from random starts (a baseline), by the likelihood engine."""
+    return _on_engine(problem, "em", "em")
 
 
 @register_solver("gd-nll")
 def solve_gd_nll(problem: Problem) -> Solution:
-    """Joint gradient descent on the negative log-likelihood from random starts."""
-    return _baseline(problem, "gd-nll")
+    """Joint gradient descent (L-BFGS-B) on the negative log-likelihood from random
+    starts (a baseline), by the likelihood engine."""
+    return _on_engine(problem, "gd", "gd-nll")
 
 
 @register_solver("gd-l2")
 def solve_gd_l2(problem: Problem) -> Solution:
     """Joint gradient descent on the squared loss from random starts."""
-    return _baseline(problem, "gd-l2")
+    return _squared_loss_baseline(problem)
