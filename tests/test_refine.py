@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
-from moelearn import MoEParams, make_moe, parameter_errors, sample
+from moelearn import MoEParams, parameter_errors
 from moelearn.refine import (
     Data,
     _chunk_terms,
@@ -127,22 +127,6 @@ def test_unknown_groups_and_methods(theory_linear):
         maximize_likelihood(Data(X, y), p, free={"weights"})
     with pytest.raises(ValueError, match="method"):
         maximize_likelihood(Data(X, y), p, method="newton")
-
-
-@pytest.fixture(scope="module")
-def two_experts():
-    p = make_moe(
-        2,
-        2,
-        noise_std=0.3,
-        intercept_scale=0.5,
-        per_expert_noise=True,
-        orthogonal_gating=False,
-        gating_scale=2.0,
-        random_state=3,
-    )
-    X, y, z = sample(p, 3000, random_state=4, return_labels=True)
-    return p, X, y, z
 
 
 def test_m_step_from_hard_labels_is_least_squares_per_group(two_experts):

@@ -2,27 +2,13 @@
 
 import warnings
 
+import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
-from moelearn import MixtureOfExpertsRegressor, make_moe, sample
+from moelearn import MixtureOfExpertsRegressor, MoEParams
+from moelearn.data import Data
 from moelearn.exceptions import GateSeparationWarning
-
-
-@pytest.fixture(scope="module")
-def two_experts():
-    p = make_moe(
-        2,
-        2,
-        noise_std=0.3,
-        intercept_scale=0.5,
-        per_expert_noise=True,
-        orthogonal_gating=False,
-        gating_scale=2.0,
-        random_state=3,
-    )
-    X, y, z = sample(p, 3000, random_state=4, return_labels=True)
-    return p, X, y, z
 
 
 def test_converged_is_false_when_the_cap_is_hit_and_the_warning_names_the_step(two_experts):
@@ -72,3 +58,36 @@ def test_an_integer_n_init_counts_every_start_and_one_is_the_moment_start_alone(
         # (the search cannot do better than its optimum by more than the tolerance)
         assert one.objective_ == pytest.approx(three.objective_, abs=1e-7)
         assert one.converged_ and three.converged_
+
+
+def test_a_collapsed_start_loses_to_the_sound_optimum(two_experts):
+    # expert 1 interpolates two rows with its noise at the floor, and the gate sends it
+    # little: the likelihood rewards it without bound, the collapse rule ranks it below
+    # every sound candidate, so the search ends at the optimum found from the truth
+    from moelearn.families import get_family
+    from moelearn.family_fit import fit_family
+
+    p, X, y, _ = two_experts
+    floor = 1e-3 * float(np.std(y))
+    A = np.vstack([p.experts[0], np.linalg.lstsq(X[:2], y[:2], rcond=None)[0]])
+    collapsed = MoEParams(
+        A, np.zeros((2, 2)), gating_bias=np.array([3.0, -3.0]), noise_std=[1.0, floor]
+    )
+    family = get_family("gaussian").with_experts(2)
+    every = np.ones(2, dtype=bool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        found = fit_family(
+            Data(X, y),
+            family,
+            2,
+            every,
+            every,
+            n_init=3,
+            extra_starts=[("collapsed", collapsed)],
+            random_state=np.random.default_rng(0),
+        )
+    assert not found.collapsed and found.params.noise_vector.min() > 10 * floor
+    truth = MixtureOfExpertsRegressor(2, prior_strength=0.0, init_params=p).fit(X, y)
+    # the optimum found from the truth, to the refinement's tolerance per row
+    assert found.log_likelihood == pytest.approx(truth.log_likelihood_, abs=1e-6)

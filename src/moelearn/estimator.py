@@ -218,8 +218,9 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         maximum-likelihood fit (for comparisons with other software and the
         papers' experiments), up to the ridge of ``1e-6`` per row on the
         standardised expert slopes that every fit carries (it keeps the
-        estimate unique; ``moelearn.family_fit.RIDGE``).  ``log_likelihood_``, BIC, AIC and ICL stay those
-        of the plain likelihood; ``objective_`` is the maximised one.
+        estimate unique; ``moelearn.family_fit.RIDGE``).  ``log_likelihood_``,
+        BIC, AIC and ICL stay those of the plain likelihood; ``objective_`` is
+        the maximised one.
     noise : {"expert", "shared"}, default "expert"
         One noise level per expert (the model flexmix and mixtools fit), or
         one shared by all: for every family with a noise parameter (the
@@ -672,7 +673,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         groups=None,
         shared_intercept=False,
     ):
-        """Any family, or separate gate and expert columns: the engine of DESIGN §13."""
+        """Every likelihood fit and every warm start: the engine of DESIGN §13."""
         # a warm start is refined whatever the solver
         baseline = (
             None if self.init_params is not None else _ENGINE_BASELINES.get(self.solver, False)

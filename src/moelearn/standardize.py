@@ -1,4 +1,4 @@
-"""Standardisation of the Gaussian path (DESIGN §7): whitened ``x``, scaled ``y``.
+"""Standardisation of the solvers' problems (DESIGN §12): whitened ``x``, scaled ``y``.
 
 The solvers of :mod:`moelearn.solvers` work on ``S (x - m)`` with
 ``S = Cov(x)^{-1/2}`` (the standard Gaussian that the moment methods assume)
