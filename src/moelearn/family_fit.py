@@ -498,7 +498,9 @@ def fit_engine(
     gating_mask, expert_mask : boolean arrays of shape (n_features,)
     fit_intercept : bool
     n_init : "auto" or int
-        Starts screened (``"auto"``: 10 to 30, more on small problems).
+        Starts screened (``"auto"``: 10 to 30 generated, more on small problems,
+        besides ``extra_starts``); an integer counts ``extra_starts`` among its
+        starts, and ``1`` with an extra start refines that start alone.
     max_iter, tol : int, float
         Iterations and relative tolerance of EM and of the final L-BFGS-B.
     init : callable or None
