@@ -491,7 +491,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         # the likelihood solvers and every warm start run on the engine; the papers'
         # pipelines and registered solvers take the standardised problem (moelearn.solvers)
         if (
-            self._penalised()
+            self.solver in _LIKELIHOOD_SOLVERS
             or self.init_params is not None
             or special
             or groups is not None
