@@ -640,12 +640,16 @@ def test_polish_reports_the_newton_steps_that_precede_lbfgs():
     assert np.all(np.diff(fit.history) >= -1e-12)
 
 
-def test_polish_beyond_the_exact_work_takes_newton_steps_with_a_subsample_hessian(monkeypatch):
-    # Where the exact Hessian of all the rows costs too much (10^7 rows, d = 10, k = 3),
-    # polish takes its Newton steps with the Hessian of evenly spaced rows and the exact
-    # gradient; the chord steps reach the optimum of the exact Newton steps (objective to
-    # 1e-12, gradient 1e-10) in at most a third of the passes that L-BFGS-B alone takes.
-    # Here the work bound is lowered so that 6 000 rows fall beyond it.
+@pytest.mark.parametrize("bound", ["work", "rows"])
+def test_polish_beyond_the_exact_work_takes_newton_steps_with_a_subsample_hessian(
+    monkeypatch, bound
+):
+    # Where the exact Hessian of all the rows costs too much (10^7 rows, d = 10, k = 3), or
+    # the rows are more than _NEWTON_SUB_ROWS, polish takes its Newton steps with the
+    # Hessian of evenly spaced rows and the exact gradient; the chord steps reach the
+    # optimum of the exact Newton steps (objective to 1e-12, gradient 1e-10) in at most a
+    # third of the passes that L-BFGS-B alone takes.  Here the work bound, or the row
+    # bound, is lowered so that 6 000 rows fall beyond it.
     import moelearn.engine as engine
     from moelearn.data import Data as _Data
 
@@ -664,12 +668,17 @@ def test_polish_beyond_the_exact_work_takes_newton_steps_with_a_subsample_hessia
     exact_passes = passes.count(len(y))
     st = exact.state
     p = st.coef.size + st.log_disp.size + st.gate[:-1].size
-    monkeypatch.setattr(engine, "_NEWTON_WORK_EXACT", st.n_experts * p * p * 3_000)
+    if bound == "work":
+        monkeypatch.setattr(engine, "_NEWTON_WORK_EXACT", st.n_experts * p * p * 3_000)
+    else:
+        monkeypatch.setattr(engine, "_NEWTON_SUB_ROWS", 3_000)
+    assert not engine.exact_newton_applies(start.state, len(y))
     assert engine.newton_rows(start.state, len(y)) == 3_000  # the Hessian of 3 000 rows
     passes.clear()
     sub = polish(family, design, Data(X, y), start.state)
     sub_passes = passes.count(len(y))
-    monkeypatch.setattr(engine, "_NEWTON_SUB_MIN", 10**9)  # no Newton steps: L-BFGS-B
+    monkeypatch.setattr(engine, "_NEWTON_WORK_EXACT", 0)  # no Newton steps: L-BFGS-B
+    assert engine.newton_rows(start.state, len(y)) == 0
     passes.clear()
     plain = polish(family, design, Data(X, y), start.state)
     assert exact.converged and sub.converged
