@@ -81,7 +81,7 @@ _NEWTON_WORK_EXACT = 20_000_000_000
 # all rows: a chord method whose Hessian is off by about sqrt(p / rows) converges linearly
 # at about that rate, one full pass per step, where L-BFGS-B took 83 passes (10^7 rows,
 # d = 10, k = 3).  Against the exact Hessian of all the rows, at the same optimum to 12
-# digits (d = 10, k = 3): 0.75 s against 0.91 s at n = 10^5, 3.9 s against 7.0 s at 10^6.
+# digits (d = 10, k = 3): 0.82 s against 0.91 s at n = 10^5, 4.3 s against 7.0 s at 10^6.
 _NEWTON_SUB_ROWS = 50_000
 _NEWTON_SUB_MIN = 200
 # A chord step whose gradient shrinks less than this factor forms the Hessian afresh; with
@@ -2218,7 +2218,7 @@ def search(
         best = best if midway is None else midway
     else:
         midway = None
-    # with exact Newton steps ahead a few EM iterations suffice to leave the subsample's optimum
+    # with Newton steps ahead a few EM iterations suffice to leave the subsample's optimum
     full_em = 3 if newton_rows(best.state, data.n_samples) else 50
     with blas_threads(width):
         fit = (
