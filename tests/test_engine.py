@@ -785,3 +785,15 @@ def test_newton_finish_keeps_its_start_when_a_difference_step_overflows():
     assert steps == 0
     np.testing.assert_array_equal(theta, start)
     assert out == value
+
+
+def test_search_rows_grow_with_the_parameters():
+    # The start search screens SEARCH_ROWS rows, or 30 per free parameter where that is
+    # more: a Gaussian mixture of 8 experts on 10 columns has 8 x 12 + 7 x 11 = 173.
+    from moelearn.family_fit import SEARCH_ROWS, search_rows
+
+    gaussian = get_family("gaussian")
+    small = Design(np.arange(2), np.arange(2), True)
+    assert search_rows(gaussian, small, 2) == SEARCH_ROWS
+    wide = Design(np.arange(10), np.arange(10), True)
+    assert search_rows(gaussian, wide, 8) == 30 * 173

@@ -242,7 +242,7 @@ class MixtureOfExpertsRegressor(RegressorMixin, MixtureOfExpertsBase):
         ``"auto"`` screens 10 to 30 starts (the family's moment start where it
         applies, residual partitions, random gates and projections of
         ``(x, y)``) and random partitions of the rows by one batched short EM
-        on a subsample of at most 2 500 rows, runs the best three to
+        on a subsample of 2 500 rows (30 per free parameter where more), runs the best three to
         convergence there, tries remove-and-split moves from the best, and
         refines the winner on all the data; an integer ``m`` screens ``m``
         starts, the moment start among them where it applies (and random
