@@ -5,7 +5,7 @@
 
 For each n (d = 10, k = 3, theory regime) and each mode, a fresh subprocess
 measures the rows/s of one moment pass (both passes of the expert recovery)
-and of one refinement iteration (log-likelihood and gradient), and the peak
+and of one gradient pass of the likelihood engine (one refinement iteration), and the peak
 anonymous memory it added (RssAnon, sampled every 20 ms: memory-mapped file
 pages are not anonymous).  At the largest n it also fits the default
 estimator on the memory-mapped file and reports the expert error and the
@@ -83,11 +83,14 @@ def make_files(folder: Path, n):
 
 
 def _timed_passes(data):
-    """Seconds for (pass 1 + pass 2 of the moments) and one likelihood-gradient pass."""
-    from moelearn.links import get_link
-    from moelearn.model import make_moe
+    """Seconds for (pass 1 + pass 2 of the moments) and one likelihood-gradient pass of the
+    engine (what each iteration of a fit's refinement costs)."""
+    from scipy.special import softmax
+    from threadpoolctl import threadpool_limits
+
+    from moelearn.engine import Design, pass_statistics, state_from_responsibilities
+    from moelearn.families import get_family
     from moelearn.moments import MomentAccumulator, ReducedMomentAccumulator
-    from moelearn.refine import _sum_terms
 
     t = time.perf_counter()
     first = data.map_reduce(lambda X, y: MomentAccumulator("linear", D).update(X, y))
@@ -95,19 +98,21 @@ def _timed_passes(data):
     sigma = first.noise_std()
     data.map_reduce(lambda X, y: ReducedMomentAccumulator("linear", wh, sigma).update(X, y))
     t_moments = time.perf_counter() - t
-    p = make_moe(D, K, noise_std=0.2, random_state=SEED)
-    values = dict(
-        experts=p.experts,
-        gating=p.gating,
-        expert_bias=p.expert_bias,
-        gating_bias=p.gating_bias,
-        noise=p.noise_vector,
+    # a point of the engine's parameters: any serves to time a pass
+    family = get_family("gaussian").with_experts(K)
+    design = Design(np.arange(D), np.arange(D), True)
+    rng = np.random.default_rng(SEED)
+    X0 = rng.standard_normal((2_000, D))
+    y0 = rng.standard_normal(2_000)
+    state = state_from_responsibilities(
+        family, design, X0, y0, softmax(rng.standard_normal((2_000, K)), axis=1)
     )
-    link = get_link("linear")
-    _sum_terms(data, values, link, True)  # warm-up (page cache, workers)
-    t = time.perf_counter()
-    _sum_terms(data, values, link, True)
-    return t_moments, time.perf_counter() - t
+    # one BLAS thread, as the fits run the passes of narrow problems
+    with threadpool_limits(limits=1, user_api="blas"):
+        pass_statistics(family, design, data, state, "grad")  # warm-up (page cache, workers)
+        t = time.perf_counter()
+        pass_statistics(family, design, data, state, "grad")
+        return t_moments, time.perf_counter() - t
 
 
 def _count_full_passes(n):
