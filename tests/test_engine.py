@@ -797,3 +797,25 @@ def test_search_rows_grow_with_the_parameters():
     assert search_rows(gaussian, small, 2) == SEARCH_ROWS
     wide = Design(np.arange(10), np.arange(10), True)
     assert search_rows(gaussian, wide, 8) == 30 * 173
+
+
+def test_the_fit_screens_on_search_rows(monkeypatch):
+    # fit_engine draws search_rows(...) rows for the search: with the floor lowered to 100
+    # and 100 rows per parameter, a two-expert Gaussian mixture on two columns
+    # (2 x 4 + 3 = 11 parameters) is screened on 1 100 of its 3 000 rows, not on 100.
+    import moelearn.family_fit as family_fit
+    from moelearn import MixtureOfExpertsRegressor
+
+    seen = []
+    search = family_fit.search
+    monkeypatch.setattr(
+        family_fit, "search", lambda *a, **k: seen.append(len(a[4])) or search(*a, **k)
+    )
+    monkeypatch.setattr(family_fit, "SEARCH_ROWS", 100)
+    monkeypatch.setattr(family_fit, "SEARCH_ROWS_PER_PARAMETER", 100)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3_000, 2))
+    z = rng.random(3_000) < expit(2.0 * X[:, 0])  # a soft gate
+    y = np.where(z, X[:, 1], -X[:, 1]) + 0.3 * rng.standard_normal(3_000)
+    MixtureOfExpertsRegressor(2, random_state=0).fit(X, y)
+    assert seen == [1_100]
