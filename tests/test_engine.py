@@ -790,19 +790,23 @@ def test_newton_finish_keeps_its_start_when_a_difference_step_overflows():
 def test_search_rows_grow_with_the_parameters():
     # The start search screens SEARCH_ROWS rows, or 30 per free parameter where that is
     # more: a Gaussian mixture of 8 experts on 10 columns has 8 x 12 + 7 x 11 = 173.
-    from moelearn.family_fit import SEARCH_ROWS, search_rows
+    from moelearn._validation import SEARCH_ROWS, search_rows
+    from moelearn.engine import n_free_parameters
 
     gaussian = get_family("gaussian")
     small = Design(np.arange(2), np.arange(2), True)
-    assert search_rows(gaussian, small, 2) == SEARCH_ROWS
+    assert n_free_parameters(gaussian, small, 2) == 2 * 4 + 3
+    assert search_rows(n_free_parameters(gaussian, small, 2)) == SEARCH_ROWS
     wide = Design(np.arange(10), np.arange(10), True)
-    assert search_rows(gaussian, wide, 8) == 30 * 173
+    assert n_free_parameters(gaussian, wide, 8) == 173
+    assert search_rows(173) == 30 * 173
 
 
 def test_the_fit_screens_on_search_rows(monkeypatch):
     # fit_engine draws search_rows(...) rows for the search: with the floor lowered to 100
     # and 100 rows per parameter, a two-expert Gaussian mixture on two columns
     # (2 x 4 + 3 = 11 parameters) is screened on 1 100 of its 3 000 rows, not on 100.
+    import moelearn._validation as validation
     import moelearn.family_fit as family_fit
     from moelearn import MixtureOfExpertsRegressor
 
@@ -811,8 +815,8 @@ def test_the_fit_screens_on_search_rows(monkeypatch):
     monkeypatch.setattr(
         family_fit, "search", lambda *a, **k: seen.append(len(a[4])) or search(*a, **k)
     )
-    monkeypatch.setattr(family_fit, "SEARCH_ROWS", 100)
-    monkeypatch.setattr(family_fit, "SEARCH_ROWS_PER_PARAMETER", 100)
+    monkeypatch.setattr(validation, "SEARCH_ROWS", 100)
+    monkeypatch.setattr(validation, "SEARCH_ROWS_PER_PARAMETER", 100)
     rng = np.random.default_rng(0)
     X = rng.standard_normal((3_000, 2))
     z = rng.random(3_000) < expit(2.0 * X[:, 0])  # a soft gate

@@ -16,7 +16,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 import moelearn
 from moelearn import ChunkedDataset, MixtureOfExpertsRegressor, make_moe, sample
-from moelearn import family_fit as family_fit_module
+from moelearn import _validation as validation_module
 from moelearn import solvers as solvers_module
 from moelearn.moments import MomentAccumulator
 
@@ -104,8 +104,8 @@ def test_weights_are_scale_invariant(problem):
 
 def test_unit_weights_equal_no_weights_with_subsampling(problem, monkeypatch):
     # the start search and the moment start's subsample draw rows; the weights travel along
-    monkeypatch.setattr(family_fit_module, "SEARCH_ROWS", 150)
-    monkeypatch.setattr(family_fit_module, "SEARCH_ROWS_PER_PARAMETER", 0)
+    monkeypatch.setattr(validation_module, "SEARCH_ROWS", 150)
+    monkeypatch.setattr(validation_module, "SEARCH_ROWS_PER_PARAMETER", 0)
     monkeypatch.setattr(solvers_module, "SEARCH_ROWS", 150)
     monkeypatch.setattr(solvers_module, "_INIT_SUBSAMPLE", 200)
     X, y = problem

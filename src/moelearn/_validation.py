@@ -147,11 +147,16 @@ def check_n_experts(n_experts, n_features=None, *, moment_method=False) -> int:
     return k
 
 
-# Rows (moelearn.family_fit.search_rows: at least 2 500, 30 per free parameter, here with
-# the gate reading the experts' columns) and (at least) starts of the start search's screen.
-_SEARCH_ROWS = 2_500
-_SEARCH_ROWS_PER_PARAMETER = 30
+# Rows of the start search's screen (search_rows: SEARCH_ROWS, or SEARCH_ROWS_PER_PARAMETER
+# per free parameter where that is more, DESIGN §13) and the fewest starts it screens.
+SEARCH_ROWS = 2_500
+SEARCH_ROWS_PER_PARAMETER = 30
 _MIN_STARTS = 10
+
+
+def search_rows(n_params) -> int:
+    """Rows of the start search's subsample for a model of ``n_params`` free parameters."""
+    return max(SEARCH_ROWS, SEARCH_ROWS_PER_PARAMETER * int(n_params))
 
 
 def _physical_memory() -> int | None:
@@ -196,8 +201,8 @@ def check_fit_size(n_samples, n_experts, coefs_per_expert, n_init="auto") -> Non
             f"{max(n // (p + 1), 1)})"
         )
     starts = _MIN_STARTS if n_init == "auto" else int(n_init)
-    n_params = k * (p + 1) + (k - 1) * p
-    rows = min(n, max(_SEARCH_ROWS, _SEARCH_ROWS_PER_PARAMETER * n_params))
+    # the free parameters with one noise level per expert and the gate on the same columns
+    rows = min(n, search_rows(k * (p + 1) + (k - 1) * p))
     need = 8.0 * starts * rows * (10 * k + k * (k - 1) / 2)
     memory = _physical_memory()
     if memory is not None and need > memory:

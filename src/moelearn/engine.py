@@ -49,6 +49,7 @@ __all__ = [
     "Ties",
     "EngineFit",
     "at_floor",
+    "n_free_parameters",
     "canonical",
     "random_partitions",
     "experts_at_bound",
@@ -2312,11 +2313,21 @@ def _objective(family, design, data, state, opts):
     return float(value) if np.isfinite(value) else -np.inf
 
 
+def expert_parameters(family, design) -> int:
+    """Free parameters of one expert: its coefficients and dispersions."""
+    return design.n_expert * family.n_predictors + len(family.dispersion_names)
+
+
+def n_free_parameters(family, design, n_experts) -> int:
+    """Free parameters of a mixture of ``n_experts`` (the gate's last row is zero)."""
+    return n_experts * expert_parameters(family, design) + (n_experts - 1) * design.n_gate
+
+
 def _min_share(family, design, rows):
     """The collapse rule's smallest share: an expert's parameters over the rows (or their
     weights' sum)."""
     total = float(np.sum(rows)) if np.ndim(rows) else float(rows)
-    return (design.n_expert * family.n_predictors + len(family.dispersion_names)) / total
+    return expert_parameters(family, design) / total
 
 
 def _finished(final, start, min_share, family, log_floor):

@@ -17,7 +17,7 @@ from numbers import Integral
 import numpy as np
 from sklearn.linear_model import HuberRegressor
 
-from ._validation import MAX_MAGNITUDE
+from ._validation import MAX_MAGNITUDE, search_rows
 from .data import Data, Transform, check_weight_values
 from .engine import (
     SHARED_INTERCEPT,
@@ -28,6 +28,7 @@ from .engine import (
     canonical,
     em,
     grouped_search,
+    n_free_parameters,
     penalty,
     polish,
     random_partitions,
@@ -53,10 +54,6 @@ __all__ = [
     "unscale",
 ]
 
-# Rows on which the start search screens its candidates: SEARCH_ROWS, or more where the
-# model has many parameters (SEARCH_ROWS_PER_PARAMETER per free parameter, DESIGN §13)
-SEARCH_ROWS = 2_500
-SEARCH_ROWS_PER_PARAMETER = 30
 # Screening work (rows x coefficients x experts) of n_init="auto".
 AUTO_BUDGET = 1_000_000
 AUTO_CANDIDATES = (10, 30)
@@ -284,14 +281,6 @@ def _scaling(raw: Data, family: Family, fit_intercept, weights=None, trials_colu
     else:
         ym, ys = 0.0, 1.0
     return mean, scale, ym, ys, y_sd, float(n)
-
-
-def search_rows(family, design, n_experts):
-    """Rows of the start search's subsample: :data:`SEARCH_ROWS`, or
-    :data:`SEARCH_ROWS_PER_PARAMETER` per free parameter where that is more."""
-    expert = design.n_expert * family.n_predictors + len(family.dispersion_names)
-    n_params = n_experts * expert + (n_experts - 1) * design.n_gate
-    return max(SEARCH_ROWS, SEARCH_ROWS_PER_PARAMETER * n_params)
 
 
 def prior_alpha(alpha, prior_strength, total_weight, gate_prior="cauchy"):
@@ -614,7 +603,8 @@ def fit_engine(
         tuple(int(c) for c in shared_columns),
     )
     n = data.n_samples
-    n_rows = search_rows(family, design, k)
+    # the rows the start search screens on (moelearn._validation.search_rows)
+    n_rows = search_rows(n_free_parameters(family, design, k))
     if n > n_rows:
         rows = np.sort(rng.choice(n, n_rows, replace=False))
     else:

@@ -27,11 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
+from ._validation import SEARCH_ROWS
 from .data import Data
 from .exceptions import MomentMethodUnavailable
 from .experts import recover_directions
 from .families import get_family
-from .family_fit import SEARCH_ROWS, fit_family
+from .family_fit import fit_family
 from .links import Link
 from .model import MoEParams
 from .refine import FitResult, fit_squared_loss, maximize_likelihood, random_params
